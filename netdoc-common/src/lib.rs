@@ -1,0 +1,193 @@
+//! Types shared by netdoc's kernel programs and its userspace loader.
+//!
+//! Every record that crosses the perf buffer starts with an [`EventHeader`] so userspace can
+//! count (never choke on) kinds or versions it does not know. Layouts are fixed by
+//! compile-time size checks: a change here must be made on both sides at once.
+#![no_std]
+
+/// Bumped whenever a record layout changes.
+pub const EVENT_VERSION: u16 = 1;
+
+/// Record kinds carried in [`EventHeader::kind`].
+pub mod kind {
+    pub const DROP: u16 = 1;
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    pub kind: u16,
+    pub version: u16,
+    /// Size of the whole record in bytes, header included.
+    pub size: u32,
+}
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 8);
+
+/// `reason` value when the running kernel's `kfree_skb` carries no drop reason (before 5.17).
+pub const REASON_UNAVAILABLE: u32 = u32::MAX;
+
+/// Marks an offset the running kernel does not have (a missing field or struct member).
+pub const NO_OFFSET: u32 = u32::MAX;
+
+/// One dropped packet, as seen at `skb:kfree_skb`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropEvent {
+    pub header: EventHeader,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// Kernel text address that freed the skb.
+    pub location: u64,
+    /// Raw `enum skb_drop_reason` value, or [`REASON_UNAVAILABLE`].
+    pub reason: u32,
+    pub cpu: u32,
+    /// Inode of the network namespace (as in `/proc/PID/ns/net`), 0 when unknown.
+    pub netns: u32,
+    pub ifindex: u32,
+    /// `skb->len`.
+    pub len: u32,
+    /// AF_INET (2), AF_INET6 (10), or 0 for non-IP packets.
+    pub family: u16,
+    /// IP protocol number (6 TCP, 17 UDP, ...).
+    pub proto: u8,
+    pub flags: u8,
+    /// Network byte order; IPv4 addresses use the first four bytes.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// Host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    /// `skb->protocol` in host byte order (ETH_P_*).
+    pub eth_proto: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<DropEvent>() == 88);
+
+/// Key of the in-kernel per-CPU drop aggregation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DropKey {
+    pub reason: u32,
+    pub _pad: u32,
+    pub location: u64,
+}
+const _: () = assert!(core::mem::size_of::<DropKey>() == 16);
+
+/// Slots of the per-CPU `DROP_STATS` array.
+pub mod stat {
+    /// Every `kfree_skb` the program saw.
+    pub const SEEN: u32 = 0;
+    /// Drops that passed the in-kernel filters (the count every consumer must account for).
+    pub const MATCHED: u32 = 1;
+    /// Records handed to the perf buffer.
+    pub const EMITTED: u32 = 2;
+    /// Records the perf buffer refused (full): the lost events.
+    pub const EMIT_FAILED: u32 = 3;
+    /// Matched drops that found the aggregation map full.
+    pub const AGG_FULL: u32 = 4;
+    pub const COUNT: u32 = 8;
+}
+
+/// Bits of [`DropConfig::filters`].
+pub mod filter {
+    pub const REASON: u32 = 1 << 0;
+    pub const NETNS: u32 = 1 << 1;
+    pub const PROTO: u32 = 1 << 2;
+    pub const PORT: u32 = 1 << 3;
+    pub const ADDR: u32 = 1 << 4;
+    /// Filters that need the packet parsed.
+    pub const NEEDS_PACKET: u32 = NETNS | PROTO | PORT | ADDR;
+}
+
+/// Kernel struct member offsets, computed in userspace from the running kernel's BTF.
+/// Each is a byte offset, or [`NO_OFFSET`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SkbOffsets {
+    pub skb_len: u32,
+    pub skb_dev: u32,
+    pub skb_sk: u32,
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_transport_header: u32,
+    pub skb_protocol: u32,
+    pub dev_ifindex: u32,
+    /// `net_device.nd_net.net`.
+    pub dev_net: u32,
+    /// `sock.__sk_common.skc_net.net`.
+    pub sk_net: u32,
+    /// `net.ns.inum`.
+    pub net_inum: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<SkbOffsets>() == 48);
+
+/// Offsets of fields in the classic tracepoint record, from tracefs `format`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TracepointOffsets {
+    pub skbaddr: u32,
+    pub location: u32,
+    pub reason: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 16);
+
+/// Everything the drop programs need from userspace, set once before load (read-only global).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropConfig {
+    pub skb: SkbOffsets,
+    pub tp: TracepointOffsets,
+    /// OR of [`filter`] bits.
+    pub filters: u32,
+    /// 0: counts only; 1: also stream one record per drop.
+    pub stream: u32,
+    pub netns: u32,
+    pub port: u16,
+    pub proto: u8,
+    /// Family of `addr` (2 or 10).
+    pub addr_family: u8,
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<DropConfig>() == 96);
+
+impl DropConfig {
+    /// A config that parses nothing and filters nothing.
+    pub const EMPTY: DropConfig = DropConfig {
+        skb: SkbOffsets {
+            skb_len: NO_OFFSET,
+            skb_dev: NO_OFFSET,
+            skb_sk: NO_OFFSET,
+            skb_head: NO_OFFSET,
+            skb_network_header: NO_OFFSET,
+            skb_transport_header: NO_OFFSET,
+            skb_protocol: NO_OFFSET,
+            dev_ifindex: NO_OFFSET,
+            dev_net: NO_OFFSET,
+            sk_net: NO_OFFSET,
+            net_inum: NO_OFFSET,
+            _pad: 0,
+        },
+        tp: TracepointOffsets {
+            skbaddr: NO_OFFSET,
+            location: NO_OFFSET,
+            reason: NO_OFFSET,
+            _pad: 0,
+        },
+        filters: 0,
+        stream: 0,
+        netns: 0,
+        port: 0,
+        proto: 0,
+        addr_family: 0,
+        addr: [0; 16],
+    };
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all are repr(C) plain integers with explicit padding fields.
+    unsafe impl aya::Pod for super::DropKey {}
+    unsafe impl aya::Pod for super::DropConfig {}
+}

@@ -1,0 +1,16 @@
+//! Empty programs on the drop hook: the overhead floor `cargo xtask bench` compares against.
+use aya_ebpf::{
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn floor_kfree_skb_btf(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+/// Returns 1 so perf consumers of the same tracepoint still see the event.
+#[tracepoint]
+pub fn floor_kfree_skb_tp(_ctx: TracePointContext) -> u32 {
+    1
+}

@@ -1,0 +1,128 @@
+//! `netdoc drops` filters: parsed from the command line, applied in the kernel.
+use std::net::IpAddr;
+
+use anyhow::{Result, bail};
+use netdoc_common::{DropConfig, filter};
+
+use super::reasons::DropReasons;
+use crate::facts::netns;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DropFilter {
+    pub reasons: Vec<u32>,
+    pub netns: Option<u32>,
+    pub proto: Option<u8>,
+    pub port: Option<u16>,
+    pub addr: Option<IpAddr>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct FilterArgs {
+    pub reason: Option<String>,
+    pub netns: Option<String>,
+    pub proto: Option<String>,
+    pub port: Option<u16>,
+    pub addr: Option<IpAddr>,
+}
+
+impl DropFilter {
+    pub fn parse(args: &FilterArgs, reasons: &DropReasons) -> Result<Self> {
+        let mut f = DropFilter {
+            port: args.port,
+            addr: args.addr,
+            ..Default::default()
+        };
+        if let Some(list) = &args.reason {
+            if reasons.source == super::reasons::Source::Unavailable {
+                bail!(
+                    "--reason: this kernel reports no drop reasons (kfree_skb has no reason field before 5.17)"
+                );
+            }
+            for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                match reasons.code(name) {
+                    Some(c) => f.reasons.push(c),
+                    None => bail!(
+                        "--reason: unknown drop reason '{name}' (this kernel names {} reasons, e.g. NO_SOCKET, NETFILTER_DROP)",
+                        reasons.len()
+                    ),
+                }
+            }
+            if f.reasons.is_empty() {
+                bail!("--reason: give one or more reason names, comma-separated");
+            }
+        }
+        if let Some(ns) = &args.netns {
+            match netns::resolve_arg(ns) {
+                Some(ino) => f.netns = Some(ino),
+                None => bail!(
+                    "--netns: no namespace '{ns}' (give a name under /run/netns, a path or an inode)"
+                ),
+            }
+        }
+        if let Some(p) = &args.proto {
+            f.proto = Some(parse_proto(p)?);
+        }
+        Ok(f)
+    }
+
+    /// Writes the filter into the kernel config; reasons go to a map (see [`DropFilter::reasons`]).
+    pub fn apply(&self, cfg: &mut DropConfig) {
+        let mut bits = 0;
+        if !self.reasons.is_empty() {
+            bits |= filter::REASON;
+        }
+        if let Some(ns) = self.netns {
+            bits |= filter::NETNS;
+            cfg.netns = ns;
+        }
+        if let Some(p) = self.proto {
+            bits |= filter::PROTO;
+            cfg.proto = p;
+        }
+        if let Some(p) = self.port {
+            bits |= filter::PORT;
+            cfg.port = p;
+        }
+        match self.addr {
+            Some(IpAddr::V4(a)) => {
+                bits |= filter::ADDR;
+                cfg.addr_family = 2;
+                cfg.addr[..4].copy_from_slice(&a.octets());
+            }
+            Some(IpAddr::V6(a)) => {
+                bits |= filter::ADDR;
+                cfg.addr_family = 10;
+                cfg.addr = a.octets();
+            }
+            None => {}
+        }
+        cfg.filters = bits;
+    }
+}
+
+pub fn parse_proto(p: &str) -> Result<u8> {
+    Ok(match p.to_ascii_lowercase().as_str() {
+        "tcp" => 6,
+        "udp" => 17,
+        "icmp" => 1,
+        "icmpv6" | "icmp6" => 58,
+        "sctp" => 132,
+        other => match other.parse() {
+            Ok(n) => n,
+            Err(_) => bail!(
+                "--proto: unknown protocol '{p}' (use tcp, udp, icmp, icmpv6, sctp or a number)"
+            ),
+        },
+    })
+}
+
+pub fn proto_name(p: u8) -> String {
+    match p {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        1 => "icmp".into(),
+        58 => "icmpv6".into(),
+        132 => "sctp".into(),
+        n => n.to_string(),
+    }
+}

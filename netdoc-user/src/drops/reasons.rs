@@ -1,0 +1,140 @@
+//! Drop reason names from the running kernel: BTF first, then the tracefs format, else numbers.
+use std::collections::HashMap;
+
+use netdoc_common::REASON_UNAVAILABLE;
+
+use crate::facts::{btf::KernelBtf, tracefs::EventFormat};
+
+const PREFIX: &str = "SKB_DROP_REASON_";
+/// High 16 bits of a reason select a subsystem (6.4+).
+const SUBSYS_SHIFT: u32 = 16;
+/// Per-subsystem enums whose values already include the subsystem bits.
+const SUBSYSTEM_ENUMS: [&str; 3] = [
+    "ovs_drop_reason",
+    "mac80211_drop_reason",
+    "qdisc_drop_reason",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Btf,
+    TracefsFormat,
+    /// The kernel exposes reasons but netdoc found no names: raw numbers.
+    Numbers,
+    /// The kernel's `kfree_skb` has no reason at all (before 5.17).
+    Unavailable,
+}
+
+impl Source {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Source::Btf => "BTF enum skb_drop_reason",
+            Source::TracefsFormat => "tracefs format",
+            Source::Numbers => "raw numbers",
+            Source::Unavailable => "none: this kernel's kfree_skb has no reason",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DropReasons {
+    names: HashMap<u32, String>,
+    subsystems: HashMap<u32, String>,
+    pub source: Source,
+}
+
+impl DropReasons {
+    /// Names from kernel BTF, including subsystem enums found in vmlinux or `modules`.
+    pub fn from_btf(btf: &KernelBtf, modules: &[KernelBtf]) -> Option<Self> {
+        let core = btf.enum_values("skb_drop_reason");
+        if core.is_empty() {
+            return None;
+        }
+        let mut names: HashMap<u32, String> = core
+            .into_iter()
+            .map(|(n, v)| (v as u32, strip(&n)))
+            .collect();
+        for table in std::iter::once(btf).chain(modules) {
+            for e in SUBSYSTEM_ENUMS {
+                for (n, v) in table.enum_values(e) {
+                    names.entry(v as u32).or_insert(n);
+                }
+            }
+        }
+        let subsystems = btf
+            .enum_values("skb_drop_reason_subsys")
+            .into_iter()
+            .filter_map(|(n, v)| {
+                let short = n.strip_prefix("SKB_DROP_REASON_SUBSYS_")?;
+                (short != "NUM").then(|| (v as u32, short.to_string()))
+            })
+            .collect();
+        Some(Self {
+            names,
+            subsystems,
+            source: Source::Btf,
+        })
+    }
+
+    /// Names from the `__print_symbolic` list of the tracepoint's `reason` field.
+    pub fn from_format(format: &EventFormat) -> Option<Self> {
+        let list = format.symbols_of("reason");
+        if format.field("reason").is_none() || list.is_empty() {
+            return None;
+        }
+        Some(Self {
+            names: list.iter().map(|(v, n)| (*v as u32, strip(n))).collect(),
+            subsystems: HashMap::new(),
+            source: Source::TracefsFormat,
+        })
+    }
+
+    pub fn numbers_only(available: bool) -> Self {
+        Self {
+            names: HashMap::new(),
+            subsystems: HashMap::new(),
+            source: if available {
+                Source::Numbers
+            } else {
+                Source::Unavailable
+            },
+        }
+    }
+
+    pub fn name(&self, code: u32) -> String {
+        if code == REASON_UNAVAILABLE {
+            return "UNKNOWN".into();
+        }
+        if let Some(n) = self.names.get(&code) {
+            return n.clone();
+        }
+        let subsys = code >> SUBSYS_SHIFT;
+        match self.subsystems.get(&subsys) {
+            Some(s) if subsys != 0 => format!("{s}:{}", code & 0xffff),
+            _ => code.to_string(),
+        }
+    }
+
+    /// The code of a reason given by name (any case, prefix optional) or number.
+    pub fn code(&self, name: &str) -> Option<u32> {
+        if let Ok(n) = name.parse() {
+            return Some(n);
+        }
+        let wanted = strip(&name.to_ascii_uppercase());
+        self.names
+            .iter()
+            .find(|(_, n)| **n == wanted)
+            .map(|(c, _)| *c)
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+}
+
+fn strip(name: &str) -> String {
+    name.strip_prefix(PREFIX)
+        .or_else(|| name.strip_prefix("SKB_"))
+        .unwrap_or(name)
+        .to_string()
+}

@@ -1,0 +1,64 @@
+//! Terminal rendering of drop rows and the summary; JSON is serde's.
+use std::fmt::Write as _;
+
+use super::report::{Row, Summary};
+
+fn cpus(row: &Row) -> String {
+    row.cpus
+        .iter()
+        .map(|(c, n)| format!("{c}:{n}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn table(rows: &[Row], limit: usize) -> String {
+    let mut out = format!(
+        "{:<24} {:<36} {:>10} {:>10}  {:<16} {}\n",
+        "REASON", "LOCATION", "COUNT", "RATE/s", "CPUS", "LAST FLOW"
+    );
+    for r in rows.iter().take(limit) {
+        let _ = writeln!(
+            out,
+            "{:<24} {:<36} {:>10} {:>10.1}  {:<16} {}",
+            r.reason,
+            r.location,
+            r.count,
+            r.rate,
+            cpus(r),
+            r.last_flow.as_deref().unwrap_or("-")
+        );
+    }
+    if rows.len() > limit {
+        let _ = writeln!(out, "... {} more", rows.len() - limit);
+    }
+    if rows.is_empty() {
+        out.push_str("(no drops yet)\n");
+    }
+    out
+}
+
+pub fn summary(s: &Summary) -> String {
+    let mut out = format!(
+        "netdoc drops: {} drops in {:.1}s via {} (reason names: {})\n",
+        s.total, s.duration_s, s.hook, s.reason_names
+    );
+    for (reason, n) in &s.counts {
+        let _ = writeln!(out, "  {reason:<28} {n}");
+    }
+    out.push_str(&table(&s.locations, usize::MAX));
+    if s.streaming {
+        let _ = writeln!(
+            out,
+            "events: {} matched, {} delivered, {} lost, {} unknown records",
+            s.matched, s.delivered, s.lost, s.unknown_records
+        );
+    }
+    if s.aggregation_overflow > 0 {
+        let _ = writeln!(
+            out,
+            "warning: {} drops found the aggregation map full and are missing from the rows",
+            s.aggregation_overflow
+        );
+    }
+    out
+}

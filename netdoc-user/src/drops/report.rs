@@ -1,0 +1,224 @@
+//! Pure model of what `netdoc drops` shows: named events, per-(reason, location) rows, summary.
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use netdoc_common::{DropEvent, DropKey, REASON_UNAVAILABLE};
+use serde::Serialize;
+
+use super::{filter::proto_name, reasons::DropReasons};
+
+/// Resolves what the kernel gives as numbers: reasons, code addresses, namespaces, devices.
+pub trait Namer {
+    fn reasons(&self) -> &DropReasons;
+    fn location(&mut self, addr: u64) -> String;
+    fn netns_name(&mut self, ino: u32) -> Option<String>;
+    fn device(&mut self, netns: u32, ifindex: u32) -> Option<String>;
+}
+
+/// One drop as printed by `--json` (`"type": "drop"`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NamedDrop {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub ts_ns: u64,
+    pub cpu: u32,
+    pub reason: String,
+    pub reason_code: Option<u32>,
+    pub location: String,
+    pub location_addr: String,
+    pub netns: u32,
+    pub netns_name: Option<String>,
+    pub ifindex: u32,
+    pub dev: Option<String>,
+    pub family: Option<&'static str>,
+    pub proto: Option<String>,
+    pub saddr: Option<String>,
+    pub daddr: Option<String>,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    pub len: u32,
+}
+
+impl NamedDrop {
+    pub fn new(ev: &DropEvent, namer: &mut impl Namer) -> Self {
+        let family = match ev.family {
+            2 => Some("ipv4"),
+            10 => Some("ipv6"),
+            _ => None,
+        };
+        let addr = |a: &[u8; 16]| -> Option<String> {
+            match ev.family {
+                2 => Some(Ipv4Addr::new(a[0], a[1], a[2], a[3]).to_string()),
+                10 => Some(Ipv6Addr::from(*a).to_string()),
+                _ => None,
+            }
+        };
+        let has_ports = family.is_some() && matches!(ev.proto, 6 | 17 | 33 | 132 | 136);
+        Self {
+            kind: "drop",
+            ts_ns: ev.ts_ns,
+            cpu: ev.cpu,
+            reason: namer.reasons().name(ev.reason),
+            reason_code: (ev.reason != REASON_UNAVAILABLE).then_some(ev.reason),
+            location: namer.location(ev.location),
+            location_addr: format!("{:#x}", ev.location),
+            netns: ev.netns,
+            netns_name: namer.netns_name(ev.netns),
+            ifindex: ev.ifindex,
+            dev: namer.device(ev.netns, ev.ifindex),
+            family,
+            proto: family.map(|_| proto_name(ev.proto)),
+            saddr: addr(&ev.saddr),
+            daddr: addr(&ev.daddr),
+            sport: has_ports.then_some(ev.sport),
+            dport: has_ports.then_some(ev.dport),
+            len: ev.len,
+        }
+    }
+
+    /// `udp 10.0.0.1:5000 > 10.0.0.2:9 dev veth1 netns blue`
+    pub fn flow(&self) -> String {
+        let mut s = String::new();
+        if let (Some(p), Some(sa), Some(da)) = (&self.proto, &self.saddr, &self.daddr) {
+            let ep = |a: &String, port: Option<u16>| match (port, a.parse::<IpAddr>()) {
+                (Some(port), Ok(IpAddr::V6(_))) => format!("[{a}]:{port}"),
+                (Some(port), _) => format!("{a}:{port}"),
+                (None, _) => a.clone(),
+            };
+            s = format!("{p} {} > {}", ep(sa, self.sport), ep(da, self.dport));
+        }
+        if let Some(d) = &self.dev {
+            s = format!("{s} dev {d}");
+        }
+        match &self.netns_name {
+            Some(n) => s = format!("{s} netns {n}"),
+            None if self.netns != 0 => s = format!("{s} netns {}", self.netns),
+            None => {}
+        }
+        s.trim().to_string()
+    }
+}
+
+/// A (reason, location) bucket from the in-kernel aggregation.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Row {
+    pub reason: String,
+    pub reason_code: Option<u32>,
+    pub location: String,
+    pub count: u64,
+    /// Drops per second over the last interval.
+    pub rate: f64,
+    /// Drops per CPU, CPUs with none left out.
+    pub cpus: BTreeMap<u32, u64>,
+    pub last_flow: Option<String>,
+}
+
+/// Per-CPU counts of one aggregation key, as read from the kernel map.
+pub type KernelCounts = Vec<(DropKey, Vec<u64>)>;
+
+/// Rows sorted by count, from the kernel counts, the previous interval's totals and the last
+/// flow seen per bucket (streaming only).
+pub fn rows(
+    counts: &KernelCounts,
+    previous: &HashMap<DropKey, u64>,
+    interval_s: f64,
+    last_flows: &HashMap<DropKey, String>,
+    namer: &mut impl Namer,
+) -> Vec<Row> {
+    let mut rows: Vec<Row> = counts
+        .iter()
+        .map(|(key, per_cpu)| {
+            let count: u64 = per_cpu.iter().sum();
+            let before = previous.get(key).copied().unwrap_or(0);
+            Row {
+                reason: namer.reasons().name(key.reason),
+                reason_code: (key.reason != REASON_UNAVAILABLE).then_some(key.reason),
+                location: namer.location(key.location),
+                count,
+                rate: if interval_s > 0.0 {
+                    count.saturating_sub(before) as f64 / interval_s
+                } else {
+                    0.0
+                },
+                cpus: per_cpu
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(cpu, n)| (cpu as u32, *n))
+                    .collect(),
+                last_flow: last_flows.get(key).cloned(),
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
+    rows
+}
+
+/// Kernel-side counters of one run, summed over CPUs.
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct KernelStats {
+    pub seen: u64,
+    pub matched: u64,
+    pub emitted: u64,
+    pub lost: u64,
+    pub aggregation_overflow: u64,
+}
+
+/// The final `"type": "summary"` object.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub hook: String,
+    pub reason_names: &'static str,
+    pub duration_s: f64,
+    pub streaming: bool,
+    /// Drops per reason name.
+    pub counts: BTreeMap<String, u64>,
+    pub total: u64,
+    /// Every `kfree_skb` the probe saw, before filters.
+    pub seen: u64,
+    /// Drops that passed the filters: `delivered + lost` equals this when streaming.
+    pub matched: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub unknown_records: u64,
+    pub aggregation_overflow: u64,
+    pub locations: Vec<Row>,
+}
+
+pub struct SummaryInput<'a> {
+    pub hook: String,
+    pub reason_names: &'static str,
+    pub duration_s: f64,
+    pub streaming: bool,
+    pub stats: KernelStats,
+    pub delivered: u64,
+    pub unknown_records: u64,
+    pub rows: &'a [Row],
+}
+
+pub fn summary(input: SummaryInput<'_>) -> Summary {
+    let mut counts = BTreeMap::new();
+    for r in input.rows {
+        *counts.entry(r.reason.clone()).or_insert(0) += r.count;
+    }
+    Summary {
+        kind: "summary",
+        hook: input.hook,
+        reason_names: input.reason_names,
+        duration_s: input.duration_s,
+        streaming: input.streaming,
+        total: counts.values().sum(),
+        counts,
+        seen: input.stats.seen,
+        matched: input.stats.matched,
+        delivered: input.delivered,
+        lost: input.stats.lost,
+        unknown_records: input.unknown_records,
+        aggregation_overflow: input.stats.aggregation_overflow,
+        locations: input.rows.to_vec(),
+    }
+}

@@ -1,0 +1,306 @@
+//! `netdoc drops`: attach, stream, refresh a live view, and on exit detach and account for
+//! every drop the kernel counted.
+use std::{
+    collections::HashMap,
+    io::{IsTerminal as _, Write as _},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    maps::{MapData, PerfEventArray, perf::PerfEvent, perf::PerfEventArrayBuffer},
+    util::online_cpus,
+};
+use netdoc_common::{DropEvent, DropKey};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+
+use super::{
+    DropKernel, DropMaps, PROBE,
+    decode::{DecodeStats, decode},
+    filter::{DropFilter, FilterArgs},
+    reasons::DropReasons,
+    render,
+    report::{self, NamedDrop, Namer, SummaryInput},
+};
+use crate::{
+    facts::{caps, kallsyms::Kallsyms, netns::NetnsNames},
+    planner,
+};
+
+pub struct DropsOptions {
+    pub json: bool,
+    pub counts_only: bool,
+    pub duration: Option<Duration>,
+    pub interval: Duration,
+    pub filter: FilterArgs,
+    /// Perf buffer pages per CPU (a power of two).
+    pub pages: usize,
+    pub top: usize,
+    /// Restricts the planner to one hook type.
+    pub hook: Option<String>,
+    pub btf: PathBuf,
+}
+
+struct LiveNamer {
+    reasons: DropReasons,
+    kallsyms: Option<Kallsyms>,
+    netns: NetnsNames,
+    locations: HashMap<u64, String>,
+}
+
+impl Namer for LiveNamer {
+    fn reasons(&self) -> &DropReasons {
+        &self.reasons
+    }
+    fn location(&mut self, addr: u64) -> String {
+        let k = &self.kallsyms;
+        self.locations
+            .entry(addr)
+            .or_insert_with(|| {
+                k.as_ref()
+                    .map_or(format!("{addr:#x}"), |k| k.describe(addr))
+            })
+            .clone()
+    }
+    fn netns_name(&mut self, ino: u32) -> Option<String> {
+        self.netns.name(ino)
+    }
+    fn device(&mut self, netns: u32, ifindex: u32) -> Option<String> {
+        self.netns.device(netns, ifindex)
+    }
+}
+
+/// What a per-CPU reader hands back when it stops.
+#[derive(Default)]
+struct ReaderTotals {
+    decode: DecodeStats,
+    /// PERF_RECORD_LOST counts; the kernel-side EMIT_FAILED counter is authoritative.
+    perf_lost: u64,
+}
+
+pub async fn run(opts: DropsOptions) -> Result<()> {
+    caps::require_tracing()?;
+    let kernel = DropKernel::discover(&opts.btf);
+    let filter = DropFilter::parse(&opts.filter, &kernel.reasons)?;
+    if !opts.pages.is_power_of_two() {
+        bail!("--pages must be a power of two (e.g. 64)");
+    }
+    let streaming = !opts.counts_only;
+    let mut cfg = kernel.config();
+    filter.apply(&mut cfg);
+    cfg.stream = streaming as u32;
+
+    let mut ebpf = super::load(&cfg)?;
+    super::set_reason_filter(&mut ebpf, &filter.reasons)?;
+    let maps = DropMaps::take(&mut ebpf)?;
+    // Buffers open before the program attaches, so no event arrives with nobody to read it.
+    let (tx, mut rx) = mpsc::channel::<Vec<DropEvent>>(256);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut readers: Vec<JoinHandle<Result<ReaderTotals>>> = Vec::new();
+    if streaming {
+        let mut perf =
+            PerfEventArray::try_from(ebpf.take_map("DROP_EVENTS").context("DROP_EVENTS map")?)?;
+        let cpus = online_cpus()
+            .map_err(|(_, e)| e)
+            .context("reading online CPUs")?;
+        for cpu in cpus {
+            let buf = perf
+                .open(cpu, Some(opts.pages))
+                .with_context(|| format!("opening the perf buffer of CPU {cpu}"))?;
+            readers.push(tokio::spawn(read_cpu(buf, tx.clone(), stop_rx.clone())));
+        }
+    }
+    drop(tx);
+
+    let aya_btf = aya::Btf::parse_file(&opts.btf, aya::Endianness::default()).ok();
+    let mut candidates = kernel.candidates();
+    if let Some(only) = &opts.hook {
+        for c in &mut candidates {
+            if c.hook.kind() != only {
+                c.precondition = Err(format!("--hook {only} given"));
+            }
+        }
+    }
+    let plan = planner::attach_best(&mut ebpf, PROBE, candidates, aya_btf.as_ref());
+    let Some(chosen) = plan.chosen() else {
+        bail!("{}", plan.failure());
+    };
+    let hook = chosen.hook.to_string();
+    eprintln!(
+        "netdoc: attached {PROBE} probe via {hook} (reason names: {}); Ctrl-C to stop",
+        kernel.reasons.source.describe()
+    );
+
+    let mut namer = LiveNamer {
+        reasons: kernel.reasons.clone(),
+        kallsyms: Kallsyms::load().ok(),
+        netns: NetnsNames::new(),
+        locations: HashMap::new(),
+    };
+    let started = Instant::now();
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(opts.interval);
+    tick.tick().await;
+    let live = !opts.json;
+    let tty = std::io::stdout().is_terminal();
+    let mut out = std::io::stdout().lock();
+    let mut last_flows: HashMap<DropKey, String> = HashMap::new();
+    let mut previous: HashMap<DropKey, u64> = HashMap::new();
+    let mut last_tick = Instant::now();
+    let mut delivered = 0u64;
+    let mut stream_open = streaming;
+
+    loop {
+        tokio::select! {
+            batch = rx.recv(), if stream_open => match batch {
+                Some(events) => {
+                    delivered += events.len() as u64;
+                    if !emit(&events, &opts, &mut namer, &mut last_flows, &mut out) {
+                        break; // stdout closed
+                    }
+                }
+                None => stream_open = false,
+            },
+            _ = tick.tick(), if live => {
+                let counts = maps.counts();
+                let rows = report::rows(&counts, &previous, last_tick.elapsed().as_secs_f64(), &last_flows, &mut namer);
+                previous = counts.iter().map(|(k, v)| (*k, v.iter().sum())).collect();
+                last_tick = Instant::now();
+                let screen = if tty { "\x1b[2J\x1b[H" } else { "" };
+                let head = format!("netdoc drops via {hook} — {:.0}s", started.elapsed().as_secs_f64());
+                if writeln!(out, "{screen}{head}\n{}", render::table(&rows, opts.top)).is_err() {
+                    break;
+                }
+            },
+            _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => break,
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+
+    // Detach first (dropping the object releases every link and waits for running programs),
+    // then drain what is left, so delivered + lost matches the kernel's count exactly.
+    drop(ebpf);
+    let _ = stop_tx.send(true);
+    // Readers hold the only senders: the channel closes once each has drained its buffer.
+    while let Some(events) = rx.recv().await {
+        delivered += events.len() as u64;
+        emit(&events, &opts, &mut namer, &mut last_flows, &mut out);
+    }
+    let mut totals = ReaderTotals::default();
+    for r in readers {
+        let t = r.await.context("perf reader task")??;
+        totals.decode.unknown += t.decode.unknown;
+        totals.perf_lost += t.perf_lost;
+    }
+    let stats = maps.stats();
+    let duration_s = started.elapsed().as_secs_f64();
+    let rows = report::rows(
+        &maps.counts(),
+        &HashMap::new(),
+        duration_s,
+        &last_flows,
+        &mut namer,
+    );
+    let summary = report::summary(SummaryInput {
+        hook,
+        reason_names: namer.reasons.source.describe(),
+        duration_s,
+        streaming,
+        stats,
+        delivered,
+        unknown_records: totals.decode.unknown,
+        rows: &rows,
+    });
+    if streaming && delivered + stats.lost != stats.matched {
+        log::warn!(
+            "accounting mismatch: delivered {delivered} + lost {} != matched {} (perf reported {} lost)",
+            stats.lost,
+            stats.matched,
+            totals.perf_lost
+        );
+    }
+    let text = if opts.json {
+        serde_json::to_string(&summary)? + "\n"
+    } else {
+        render::summary(&summary)
+    };
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+    Ok(())
+}
+
+/// Prints events (JSON mode) and remembers the last flow per bucket. False once stdout is gone.
+fn emit(
+    events: &[DropEvent],
+    opts: &DropsOptions,
+    namer: &mut LiveNamer,
+    last_flows: &mut HashMap<DropKey, String>,
+    out: &mut impl std::io::Write,
+) -> bool {
+    for ev in events {
+        let named = NamedDrop::new(ev, namer);
+        let key = DropKey {
+            reason: ev.reason,
+            _pad: 0,
+            location: ev.location,
+        };
+        if opts.json {
+            let line = serde_json::to_string(&named).unwrap_or_default();
+            if writeln!(out, "{line}").is_err() {
+                return false;
+            }
+        }
+        last_flows.insert(key, named.flow());
+    }
+    out.flush().is_ok()
+}
+
+async fn read_cpu(
+    buf: PerfEventArrayBuffer<MapData>,
+    tx: mpsc::Sender<Vec<DropEvent>>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<ReaderTotals> {
+    // SAFETY: the buffer owns its perf fd and keeps it open for as long as the AsyncFd lives.
+    let mut fd = unsafe { AsyncFd::register(buf) }.map_err(|e| e.into_parts().1)?;
+    let mut totals = ReaderTotals::default();
+    loop {
+        tokio::select! {
+            guard = fd.readable_mut() => {
+                let mut guard = guard?;
+                let batch = drain(guard.get_inner_mut(), &mut totals);
+                guard.clear_ready();
+                if !batch.is_empty() && tx.send(batch).await.is_err() {
+                    break;
+                }
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    let batch = drain(fd.get_mut(), &mut totals);
+    if !batch.is_empty() {
+        let _ = tx.send(batch).await;
+    }
+    Ok(totals)
+}
+
+fn drain(buf: &mut PerfEventArrayBuffer<MapData>, totals: &mut ReaderTotals) -> Vec<DropEvent> {
+    let mut batch = Vec::new();
+    buf.for_each(|ev| match ev {
+        PerfEvent::Sample { head, tail } => {
+            if let Some(d) = decode(head, tail, &mut totals.decode) {
+                batch.push(d);
+            }
+        }
+        PerfEvent::Lost { count } => totals.perf_lost += count,
+    });
+    batch
+}

@@ -1,0 +1,27 @@
+//! Whether this process may load and attach tracing programs.
+use anyhow::{Result, bail};
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Effective capability mask from a `/proc/self/status` text.
+pub fn effective(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+pub fn can_trace(caps: u64) -> bool {
+    let has = |c: u32| caps & (1 << c) != 0;
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
+}
+
+pub fn require_tracing() -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    match effective(&status) {
+        Some(caps) if can_trace(caps) => Ok(()),
+        _ => bail!("netdoc needs root, or CAP_BPF and CAP_PERFMON: run it with sudo"),
+    }
+}

@@ -1,0 +1,41 @@
+//! Kernel text symbols from `/proc/kallsyms`, for `func+0xoff` drop locations.
+use anyhow::{Context as _, Result};
+
+pub struct Kallsyms {
+    /// Sorted by address.
+    syms: Vec<(u64, String)>,
+}
+
+impl Kallsyms {
+    pub fn load() -> Result<Self> {
+        let text = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
+        Ok(Self::parse(&text))
+    }
+
+    pub fn parse(text: &str) -> Self {
+        let mut syms: Vec<(u64, String)> = text
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                let addr = u64::from_str_radix(it.next()?, 16).ok()?;
+                let kind = it.next()?;
+                let name = it.next()?;
+                // Text symbols only; zero addresses mean kptr_restrict hides them.
+                (addr != 0 && matches!(kind, "t" | "T")).then(|| (addr, name.to_string()))
+            })
+            .collect();
+        syms.sort_unstable();
+        Self { syms }
+    }
+
+    /// `func+0xoff`, or the bare hex address when no symbol covers it.
+    pub fn describe(&self, addr: u64) -> String {
+        let i = self.syms.partition_point(|(a, _)| *a <= addr);
+        match i.checked_sub(1).map(|i| &self.syms[i]) {
+            Some((start, name)) if addr - start < 1 << 20 => {
+                format!("{name}+{:#x}", addr - start)
+            }
+            _ => format!("{addr:#x}"),
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Kernel facts, each behind a small reader that also accepts a recorded copy so the logic above
+//! it is testable without root.
+pub mod btf;
+pub mod caps;
+pub mod kallsyms;
+pub mod netns;
+pub mod tracefs;

@@ -1,0 +1,125 @@
+//! Network namespaces by inode, their names under /run/netns, and device names inside them.
+use std::{
+    collections::HashMap,
+    fs::File,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::{Path, PathBuf},
+};
+
+pub const NAMED_DIR: &str = "/run/netns";
+
+/// Inode of a namespace file such as `/proc/self/ns/net` or `/run/netns/NAME`.
+pub fn inode(path: &Path) -> Option<u32> {
+    std::fs::metadata(path).ok().map(|m| m.ino() as u32)
+}
+
+/// Resolves `--netns` values: a name under /run/netns, a path, or an inode number.
+pub fn resolve_arg(arg: &str) -> Option<u32> {
+    if let Ok(n) = arg.parse::<u32>() {
+        return Some(n);
+    }
+    let path = if arg.contains('/') {
+        PathBuf::from(arg)
+    } else {
+        Path::new(NAMED_DIR).join(arg)
+    };
+    inode(&path)
+}
+
+#[derive(Default)]
+pub struct NetnsNames {
+    names: HashMap<u32, String>,
+    devices: HashMap<(u32, u32), Option<String>>,
+    own: u32,
+}
+
+impl NetnsNames {
+    pub fn new() -> Self {
+        let mut n = Self {
+            own: inode(Path::new("/proc/self/ns/net")).unwrap_or(0),
+            ..Self::default()
+        };
+        n.rescan();
+        n
+    }
+
+    fn rescan(&mut self) {
+        let Ok(dir) = std::fs::read_dir(NAMED_DIR) else {
+            return;
+        };
+        for e in dir.flatten() {
+            if let Some(ino) = inode(&e.path()) {
+                self.names
+                    .insert(ino, e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+
+    /// The /run/netns name of a namespace, if any (rescanning once for new namespaces).
+    pub fn name(&mut self, ino: u32) -> Option<String> {
+        if ino == 0 {
+            return None;
+        }
+        if !self.names.contains_key(&ino) {
+            self.rescan();
+        }
+        self.names.get(&ino).cloned()
+    }
+
+    /// Device name of `ifindex` inside namespace `ino` (ifindexes are per namespace).
+    pub fn device(&mut self, ino: u32, ifindex: u32) -> Option<String> {
+        if ifindex == 0 {
+            return None;
+        }
+        if let Some(known) = self.devices.get(&(ino, ifindex)) {
+            return known.clone();
+        }
+        let name = if ino == self.own || ino == 0 {
+            index_to_name(ifindex)
+        } else {
+            self.ns_file(ino)
+                .and_then(|f| in_namespace(&f, move || index_to_name(ifindex)))
+        };
+        self.devices.insert((ino, ifindex), name.clone());
+        name
+    }
+
+    /// A file that refers to namespace `ino`: a /run/netns entry or some process's ns link.
+    fn ns_file(&mut self, ino: u32) -> Option<PathBuf> {
+        if let Some(name) = self.name(ino) {
+            return Some(Path::new(NAMED_DIR).join(name));
+        }
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("ns/net"))
+            .find(|p| inode(p) == Some(ino))
+    }
+}
+
+fn index_to_name(ifindex: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    let name = unsafe { std::ffi::CStr::from_ptr(p) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// Runs `f` on a short-lived thread that has joined the namespace at `ns_file`.
+fn in_namespace<T: Send + 'static>(
+    ns_file: &Path,
+    f: impl FnOnce() -> Option<T> + Send + 'static,
+) -> Option<T> {
+    let file = File::open(ns_file).ok()?;
+    std::thread::spawn(move || {
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return None;
+        }
+        f()
+    })
+    .join()
+    .ok()
+    .flatten()
+}

@@ -1,0 +1,141 @@
+//! Tracefs: where it is mounted and what an event's record `format` says.
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+
+const MOUNTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+/// The tracefs root, mounting it at /sys/kernel/tracing when it is absent (as perf does).
+pub fn root() -> Result<PathBuf> {
+    if let Some(p) = MOUNTS
+        .iter()
+        .map(Path::new)
+        .find(|p| p.join("events").is_dir())
+    {
+        return Ok(p.to_path_buf());
+    }
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tracefs", "nodev", MOUNTS[0]])
+        .status();
+    match status {
+        Ok(s) if s.success() => Ok(PathBuf::from(MOUNTS[0])),
+        _ => bail!(
+            "tracefs is not mounted and could not be mounted; run: mount -t tracefs nodev {}",
+            MOUNTS[0]
+        ),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    pub name: String,
+    pub offset: u32,
+    pub size: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFormat {
+    pub fields: Vec<Field>,
+    /// `(value, name)` pairs of every `__print_symbolic(REC-><field>, ...)`, by field.
+    pub symbols: Vec<(String, Vec<(u64, String)>)>,
+}
+
+impl EventFormat {
+    pub fn read(root: &Path, system: &str, event: &str) -> Result<Self> {
+        let path = root.join("events").join(system).join(event).join("format");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(Self::parse(&text))
+    }
+
+    pub fn parse(text: &str) -> Self {
+        let fields = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("field:"))
+            .filter_map(parse_field)
+            .collect();
+        let symbols = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("print fmt:"))
+            .map(parse_symbolics)
+            .unwrap_or_default();
+        Self { fields, symbols }
+    }
+
+    pub fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    pub fn symbols_of(&self, field: &str) -> &[(u64, String)] {
+        self.symbols
+            .iter()
+            .find(|(f, _)| f == field)
+            .map_or(&[], |(_, s)| s.as_slice())
+    }
+}
+
+/// `void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;`
+fn parse_field(rest: &str) -> Option<Field> {
+    let mut parts = rest.split(';').map(str::trim);
+    let decl = parts.next()?;
+    let name = decl
+        .split_whitespace()
+        .last()?
+        .split('[')
+        .next()?
+        .to_string();
+    let mut offset = None;
+    let mut size = None;
+    for p in parts {
+        if let Some(v) = p.strip_prefix("offset:") {
+            offset = v.parse().ok();
+        } else if let Some(v) = p.strip_prefix("size:") {
+            size = v.parse().ok();
+        }
+    }
+    Some(Field {
+        name,
+        offset: offset?,
+        size: size?,
+    })
+}
+
+fn parse_symbolics(fmt: &str) -> Vec<(String, Vec<(u64, String)>)> {
+    let mut out = Vec::new();
+    let mut rest = fmt;
+    while let Some(i) = rest.find("__print_symbolic(REC->") {
+        rest = &rest[i + "__print_symbolic(REC->".len()..];
+        let field: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let mut pairs = Vec::new();
+        // Entries look like `{ 2, "NOT_SPECIFIED" }`; the list ends at the closing `)`.
+        let mut body = rest;
+        while let Some(open) = body.find('{') {
+            if body[..open].contains(')') {
+                break;
+            }
+            let Some(close) = body[open..].find('}') else {
+                break;
+            };
+            let entry = &body[open + 1..open + close];
+            if let Some((num, name)) = entry.split_once(',')
+                && let Ok(v) = parse_number(num.trim())
+            {
+                pairs.push((v, name.trim().trim_matches('"').to_string()));
+            }
+            body = &body[open + close + 1..];
+        }
+        out.push((field, pairs));
+        rest = body;
+    }
+    out
+}
+
+fn parse_number(s: &str) -> Result<u64, std::num::ParseIntError> {
+    match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    }
+}

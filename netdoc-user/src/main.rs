@@ -1,0 +1,153 @@
+//! netdoc: a Linux network doctor built on eBPF.
+mod drops;
+mod facts;
+mod loader;
+mod planner;
+mod probes;
+
+use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "netdoc",
+    version,
+    about = "A Linux network doctor built on eBPF"
+)]
+struct Cli {
+    /// Kernel BTF to read struct offsets and drop reason names from.
+    #[arg(long, global = true, default_value = facts::btf::VMLINUX, hide_default_value = true)]
+    btf: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Live drop-reason tracing at skb:kfree_skb.
+    Drops(DropsArgs),
+    /// Which probes attach on this kernel, with which hook, and why others were skipped.
+    Probes {
+        /// One JSON object per probe.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach only an empty program on the drop hook until stopped (the benchmark's floor).
+    #[command(hide = true)]
+    BenchFloor,
+}
+
+#[derive(clap::Args)]
+struct DropsArgs {
+    /// One JSON object per drop, then a final `"type":"summary"` object.
+    #[arg(long)]
+    json: bool,
+    /// Count in the kernel only: no per-drop records (lowest overhead).
+    #[arg(long)]
+    counts_only: bool,
+    /// Stop after this long (e.g. 30s, 500ms, 2m); default: until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Refresh interval of the live view.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    interval: Duration,
+    /// Only these drop reasons (comma-separated names, e.g. NO_SOCKET,NETFILTER_DROP).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only drops in this network namespace (name under /run/netns, path or inode).
+    #[arg(long)]
+    netns: Option<String>,
+    /// Only this L4 protocol (tcp, udp, icmp, icmpv6, sctp or a number).
+    #[arg(long)]
+    proto: Option<String>,
+    /// Only packets with this source or destination port.
+    #[arg(long)]
+    port: Option<u16>,
+    /// Only packets with this source or destination address.
+    #[arg(long)]
+    addr: Option<IpAddr>,
+    /// Perf buffer pages per CPU (power of two).
+    #[arg(long, default_value_t = 64)]
+    pages: usize,
+    /// Use only this hook type (tp_btf or tracepoint) instead of the best one that attaches.
+    #[arg(long, value_parser = ["tp_btf", "tracepoint"])]
+    hook: Option<String>,
+    /// Rows shown in the live view.
+    #[arg(long, default_value_t = 20)]
+    top: usize,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (e.g. 30s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("'{s}': unit must be ms, s, m or h")),
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("'{s}' must be a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("netdoc: error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("netdoc: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Drops(a) => {
+            if a.interval.is_zero() {
+                bail!("--interval must be positive");
+            }
+            drops::run::run(drops::run::DropsOptions {
+                json: a.json,
+                counts_only: a.counts_only,
+                duration: a.duration,
+                interval: a.interval,
+                filter: drops::filter::FilterArgs {
+                    reason: a.reason,
+                    netns: a.netns,
+                    proto: a.proto,
+                    port: a.port,
+                    addr: a.addr,
+                },
+                pages: a.pages,
+                hook: a.hook,
+                top: a.top,
+                btf: cli.btf,
+            })
+            .await
+        }
+        Command::Probes { json } => probes::show(&cli.btf, json),
+        Command::BenchFloor => probes::bench_floor(&cli.btf).await,
+    }
+}

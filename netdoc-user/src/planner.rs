@@ -1,0 +1,155 @@
+//! The attach planner: per probe, try each hook the kernel might accept, best first, keep the
+//! first that really loads and attaches, and record why every other one was skipped.
+use std::fmt;
+
+use aya::{
+    Btf, Ebpf,
+    programs::{BtfTracePoint, TracePoint},
+};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Hook {
+    TpBtf {
+        event: &'static str,
+    },
+    Tracepoint {
+        category: &'static str,
+        name: &'static str,
+    },
+}
+
+impl Hook {
+    /// The program type name, as `--hook` takes it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Hook::TpBtf { .. } => "tp_btf",
+            Hook::Tracepoint { .. } => "tracepoint",
+        }
+    }
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Hook::TpBtf { event } => write!(f, "tp_btf/{event}"),
+            Hook::Tracepoint { category, name } => write!(f, "tracepoint/{category}/{name}"),
+        }
+    }
+}
+
+/// One way to attach a probe: a hook, the program for it, and what it needs from userspace.
+pub struct Candidate {
+    pub hook: Hook,
+    pub program: &'static str,
+    /// `Err(why)` when userspace already knows this hook cannot work here (e.g. no BTF).
+    pub precondition: Result<(), String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", content = "detail", rename_all = "snake_case")]
+pub enum Outcome {
+    Attached,
+    /// Works on this kernel, but a better hook was chosen (only `netdoc probes` tries these).
+    Available,
+    Skipped(String),
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub hook: Hook,
+    pub program: &'static str,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbePlan {
+    pub probe: &'static str,
+    pub attempts: Vec<Attempt>,
+}
+
+impl ProbePlan {
+    pub fn chosen(&self) -> Option<&Attempt> {
+        self.attempts
+            .iter()
+            .find(|a| a.outcome == Outcome::Attached)
+    }
+
+    /// One line: why the probe could not attach anywhere.
+    pub fn failure(&self) -> String {
+        let why: Vec<String> = self
+            .attempts
+            .iter()
+            .map(|a| match &a.outcome {
+                Outcome::Skipped(w) | Outcome::Failed(w) => format!("{}: {w}", a.hook),
+                _ => a.hook.to_string(),
+            })
+            .collect();
+        format!("no hook for {} accepted ({})", self.probe, why.join("; "))
+    }
+}
+
+/// Attaches the first candidate that works. Links stay owned by `ebpf`: dropping it detaches.
+pub fn attach_best(
+    ebpf: &mut Ebpf,
+    probe: &'static str,
+    candidates: Vec<Candidate>,
+    btf: Option<&Btf>,
+) -> ProbePlan {
+    let mut attempts = Vec::new();
+    let mut chosen: Option<Hook> = None;
+    for c in candidates {
+        let outcome = if let Some(hook) = chosen {
+            Outcome::Skipped(format!("{hook} attached first"))
+        } else if let Err(why) = c.precondition {
+            Outcome::Skipped(why)
+        } else {
+            match attach(ebpf, c.hook, c.program, btf) {
+                Ok(()) => {
+                    chosen = Some(c.hook);
+                    Outcome::Attached
+                }
+                Err(e) => Outcome::Failed(e),
+            }
+        };
+        attempts.push(Attempt {
+            hook: c.hook,
+            program: c.program,
+            outcome,
+        });
+    }
+    ProbePlan { probe, attempts }
+}
+
+fn attach(ebpf: &mut Ebpf, hook: Hook, program: &str, btf: Option<&Btf>) -> Result<(), String> {
+    let prog = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("program {program} missing from the object"))?;
+    match hook {
+        Hook::TpBtf { event } => {
+            let btf = btf.ok_or("no kernel BTF")?;
+            let p: &mut BtfTracePoint = prog.try_into().map_err(short)?;
+            p.load(event, btf).map_err(short)?;
+            p.attach().map_err(short)?;
+        }
+        Hook::Tracepoint { category, name } => {
+            let p: &mut TracePoint = prog.try_into().map_err(short)?;
+            p.load().map_err(short)?;
+            p.attach(category, name).map_err(short)?;
+        }
+    }
+    Ok(())
+}
+
+/// First line of an error chain: verifier logs are long, the plan wants the gist.
+fn short(e: impl std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    msg.lines().next().unwrap_or_default().to_string()
+}

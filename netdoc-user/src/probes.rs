@@ -1,0 +1,132 @@
+//! `netdoc probes`: the attach plan of every probe family on this kernel.
+use std::{fmt::Write as _, path::Path};
+
+use anyhow::{Result, bail};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    drops::{self, DropKernel},
+    facts::caps,
+    planner::{self, Candidate, Hook, Outcome, ProbePlan},
+};
+
+/// Tries every candidate of every probe on its own, then marks the one `attach_best` would pick.
+fn survey(btf_path: &Path) -> Result<(Vec<ProbePlan>, DropKernel)> {
+    caps::require_tracing()?;
+    let kernel = DropKernel::discover(btf_path);
+    let aya_btf = aya::Btf::parse_file(btf_path, aya::Endianness::default()).ok();
+    let cfg = kernel.config();
+    let mut attempts = Vec::new();
+    let mut chosen = false;
+    for c in kernel.candidates() {
+        let mut ebpf = drops::load(&cfg)?;
+        let mut plan = planner::attach_best(&mut ebpf, drops::PROBE, vec![c], aya_btf.as_ref());
+        drop(ebpf); // detaches
+        let mut a = plan.attempts.remove(0);
+        if a.outcome == Outcome::Attached {
+            if chosen {
+                a.outcome = Outcome::Available;
+            }
+            chosen = true;
+        }
+        attempts.push(a);
+    }
+    Ok((
+        vec![ProbePlan {
+            probe: drops::PROBE,
+            attempts,
+        }],
+        kernel,
+    ))
+}
+
+pub fn show(btf_path: &Path, json: bool) -> Result<()> {
+    let (plans, kernel) = survey(btf_path)?;
+    if json {
+        for p in &plans {
+            println!("{}", serde_json::to_string(p)?);
+        }
+        return Ok(());
+    }
+    let mut out = format!(
+        "{:<8} {:<28} {:<24} {}\n",
+        "PROBE", "HOOK", "PROGRAM", "STATUS"
+    );
+    for p in &plans {
+        for a in &p.attempts {
+            let status = match &a.outcome {
+                Outcome::Attached => "selected: attaches".to_string(),
+                Outcome::Available => "available as fallback".to_string(),
+                Outcome::Skipped(w) => format!("skipped: {w}"),
+                Outcome::Failed(w) => format!("failed: {w}"),
+            };
+            let _ = writeln!(
+                out,
+                "{:<8} {:<28} {:<24} {status}",
+                p.probe,
+                a.hook.to_string(),
+                a.program
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\ndrop reason names: {} ({} known)",
+        kernel.reasons.source.describe(),
+        kernel.reasons.len()
+    );
+    let cfg = kernel.config();
+    let missing = [
+        ("sk_buff.dev", cfg.skb.skb_dev),
+        ("sk_buff.head", cfg.skb.skb_head),
+        ("net_device.ifindex", cfg.skb.dev_ifindex),
+        ("net.ns.inum", cfg.skb.net_inum),
+    ]
+    .iter()
+    .filter(|(_, o)| *o == netdoc_common::NO_OFFSET)
+    .map(|(n, _)| *n)
+    .collect::<Vec<_>>();
+    if missing.is_empty() {
+        out.push_str("packet decoding: all struct offsets found in BTF\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "packet decoding degraded: no BTF offset for {}",
+            missing.join(", ")
+        );
+    }
+    print!("{out}");
+    Ok(())
+}
+
+/// Keeps an empty program on the drop hook until SIGINT/SIGTERM: `cargo xtask bench`'s floor.
+pub async fn bench_floor(btf_path: &Path) -> Result<()> {
+    caps::require_tracing()?;
+    let kernel = DropKernel::discover(btf_path);
+    let aya_btf = aya::Btf::parse_file(btf_path, aya::Endianness::default()).ok();
+    let mut ebpf = drops::load(&kernel.config())?;
+    let candidates = vec![
+        Candidate {
+            hook: Hook::TpBtf { event: "kfree_skb" },
+            program: "floor_kfree_skb_btf",
+            precondition: Ok(()),
+        },
+        Candidate {
+            hook: Hook::Tracepoint {
+                category: "skb",
+                name: "kfree_skb",
+            },
+            program: "floor_kfree_skb_tp",
+            precondition: Ok(()),
+        },
+    ];
+    let plan = planner::attach_best(&mut ebpf, "floor", candidates, aya_btf.as_ref());
+    let Some(chosen) = plan.chosen() else {
+        bail!("{}", plan.failure());
+    };
+    eprintln!("netdoc: attached empty floor program via {}", chosen.hook);
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    Ok(())
+}
