@@ -1,0 +1,248 @@
+//! `cargo xtask bench`: CPU cost per dropped packet with no tracer, an empty program (the floor),
+//! netdoc counts-only and netdoc streaming, interleaved; plus event delivery at full drop rate.
+use std::{
+    io::{BufRead as _, BufReader},
+    net::UdpSocket,
+    os::unix::process::CommandExt as _,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Datagrams per measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    count: u64,
+    /// Interleaved rounds; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// CPU the sender is pinned to.
+    #[arg(long, default_value_t = 0)]
+    cpu: usize,
+}
+
+/// A closed loopback port: every datagram becomes a NO_SOCKET drop.
+const CLOSED_PORT: u16 = 47999;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    None,
+    Floor,
+    CountsOnly,
+    Streaming,
+}
+
+impl Mode {
+    const ALL: [Mode; 4] = [Mode::None, Mode::Floor, Mode::CountsOnly, Mode::Streaming];
+    fn name(self) -> &'static str {
+        match self {
+            Mode::None => "no tracer",
+            Mode::Floor => "empty program",
+            Mode::CountsOnly => "netdoc counts-only",
+            Mode::Streaming => "netdoc streaming",
+        }
+    }
+}
+
+struct Sample {
+    /// Wall time per packet of the pinned sender: the loopback drop path runs entirely on its CPU.
+    cpu_ns: f64,
+    /// Busy time of the whole machine per packet (includes the tracer's userspace).
+    box_ns: f64,
+}
+
+pub fn run(netdoc: &Path, args: &BenchArgs) -> Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmark loads BPF programs: run it as root");
+    }
+    let out_file = std::env::temp_dir().join(format!("netdoc-bench-{}.json", std::process::id()));
+    let mut samples: Vec<Vec<Sample>> = Mode::ALL.iter().map(|_| Vec::new()).collect();
+    let mut last_summary = None;
+    for round in 0..args.rounds {
+        for (i, mode) in Mode::ALL.iter().enumerate() {
+            let tracer = start(netdoc, *mode, &out_file, args.cpu)?;
+            let sample = flood(args.count, args.cpu)?;
+            if let Some(child) = tracer {
+                stop(child)?;
+            }
+            if *mode == Mode::Streaming {
+                last_summary = summary_line(&out_file);
+            }
+            eprintln!(
+                "round {}/{}: {:<20} {:>6.0} ns/pkt on the sender CPU, {:>6.0} ns/pkt box busy",
+                round + 1,
+                args.rounds,
+                mode.name(),
+                sample.cpu_ns,
+                sample.box_ns
+            );
+            samples[i].push(sample);
+        }
+    }
+    let _ = std::fs::remove_file(&out_file);
+
+    let median = |v: &mut Vec<Sample>, f: fn(&Sample) -> f64| -> f64 {
+        let mut xs: Vec<f64> = v.iter().map(f).collect();
+        xs.sort_by(|a, b| a.total_cmp(b));
+        xs[xs.len() / 2]
+    };
+    let cpu: Vec<f64> = samples
+        .iter_mut()
+        .map(|v| median(v, |s| s.cpu_ns))
+        .collect();
+    let busy: Vec<f64> = samples
+        .iter_mut()
+        .map(|v| median(v, |s| s.box_ns))
+        .collect();
+    println!(
+        "\nnetdoc bench: {} datagrams to a closed UDP port per run, sender pinned to CPU {}, tracer on the other CPUs, median of {} interleaved rounds",
+        args.count, args.cpu, args.rounds
+    );
+    println!(
+        "{:<20} {:>14} {:>14} {:>12} {:>14}",
+        "mode", "sender ns/pkt", "added ns/pkt", "pkt/s", "box busy ns/pkt"
+    );
+    for (i, mode) in Mode::ALL.iter().enumerate() {
+        println!(
+            "{:<20} {:>14.1} {:>14.1} {:>12.0} {:>14.0}",
+            mode.name(),
+            cpu[i],
+            cpu[i] - cpu[0],
+            1e9 / cpu[i],
+            busy[i]
+        );
+    }
+    let floor = cpu[1] - cpu[0];
+    let counts = cpu[2] - cpu[0];
+    if floor > 0.0 {
+        println!(
+            "counts-only added / empty-program added = {:.2} (target <= 1.5)",
+            counts / floor
+        );
+    } else {
+        println!(
+            "empty-program overhead is below this run's noise; ratio not meaningful (more --count or --rounds)"
+        );
+    }
+    match last_summary {
+        Some(s) => {
+            let get = |k: &str| s.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+            let (matched, delivered, lost) = (get("matched"), get("delivered"), get("lost"));
+            println!(
+                "streaming at full drop rate: kernel counted {matched}, delivered {delivered}, lost {lost} ({})",
+                if delivered + lost == matched {
+                    "delivered + lost == counted"
+                } else {
+                    "MISMATCH"
+                }
+            );
+        }
+        None => println!("streaming: no summary line was read"),
+    }
+    Ok(())
+}
+
+/// Starts the tracer of `mode` and waits until it reports its probe attached.
+fn start(netdoc: &Path, mode: Mode, out_file: &Path, sender_cpu: usize) -> Result<Option<Child>> {
+    let args: &[&str] = match mode {
+        Mode::None => return Ok(None),
+        Mode::Floor => &["bench-floor"],
+        Mode::CountsOnly => &["drops", "--counts-only", "--json"],
+        Mode::Streaming => &["drops", "--json"],
+    };
+    let stdout = std::fs::File::create(out_file)?;
+    let mut cmd = Command::new(netdoc);
+    // Keep the tracer's userspace off the sender's CPU.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            for c in 0..libc::CPU_SETSIZE as usize {
+                if c != sender_cpu {
+                    libc::CPU_SET(c, &mut set);
+                }
+            }
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .args(args)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting netdoc")?;
+    let stderr = child.stderr.take().context("netdoc stderr")?;
+    for line in BufReader::new(stderr).lines() {
+        let line = line?;
+        if line.contains("attached") {
+            return Ok(Some(child));
+        }
+        eprintln!("{line}");
+    }
+    let _ = child.wait();
+    bail!("netdoc exited before attaching ({})", mode.name())
+}
+
+fn stop(mut child: Child) -> Result<()> {
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("netdoc exited with {status}");
+    }
+    Ok(())
+}
+
+fn summary_line(path: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let last = text.lines().last()?;
+    let v: serde_json::Value = serde_json::from_str(last).ok()?;
+    (v["type"] == "summary").then_some(v)
+}
+
+/// Busy CPU time of the whole machine, in nanoseconds, from /proc/stat.
+fn busy_ns() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = f[0] + f[1] + f[2] + f[5] + f[6] + f.get(7).copied().unwrap_or(0.0);
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(busy * 1e9 / hz)
+}
+
+/// Sends `count` datagrams to the closed port from a thread pinned to `cpu`.
+fn flood(count: u64, cpu: usize) -> Result<Sample> {
+    let before = busy_ns()?;
+    let start = Instant::now();
+    std::thread::spawn(move || -> Result<()> {
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+                bail!("cannot pin the sender to CPU {cpu}");
+            }
+        }
+        let sock = UdpSocket::bind("127.0.0.1:0")?;
+        let payload = [0u8; 16];
+        for _ in 0..count {
+            // Unconnected: the ICMP port-unreachable replies must not turn into send errors.
+            sock.send_to(&payload, ("127.0.0.1", CLOSED_PORT))?;
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("sender thread panicked"))??;
+    let wall = start.elapsed().as_secs_f64();
+    let busy = busy_ns()? - before;
+    Ok(Sample {
+        cpu_ns: wall * 1e9 / count as f64,
+        box_ns: busy / count as f64,
+    })
+}
