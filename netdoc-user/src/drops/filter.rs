@@ -126,3 +126,99 @@ pub fn proto_name(p: u8) -> String {
         n => n.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::tracefs::EventFormat;
+
+    fn reasons() -> DropReasons {
+        let path = format!(
+            "{}/tests/fixtures/kfree_skb-6.18.format",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        DropReasons::from_format(&EventFormat::parse(&std::fs::read_to_string(path).unwrap()))
+            .unwrap()
+    }
+
+    #[test]
+    fn parses_and_applies_every_filter() {
+        let args = FilterArgs {
+            reason: Some("no_socket, NETFILTER_DROP".into()),
+            netns: Some("4026531840".into()),
+            proto: Some("UDP".into()),
+            port: Some(53),
+            addr: Some("10.1.2.3".parse().unwrap()),
+        };
+        let f = DropFilter::parse(&args, &reasons()).unwrap();
+        assert_eq!(f.reasons, vec![3, 12]);
+        let mut cfg = DropConfig::EMPTY;
+        f.apply(&mut cfg);
+        let all = filter::REASON | filter::NETNS | filter::PROTO | filter::PORT | filter::ADDR;
+        assert_eq!(cfg.filters, all);
+        assert_eq!(
+            (cfg.netns, cfg.proto, cfg.port, cfg.addr_family),
+            (4026531840, 17, 53, 2)
+        );
+        assert_eq!(&cfg.addr[..4], &[10, 1, 2, 3]);
+    }
+
+    #[test]
+    fn ipv6_address_fills_all_sixteen_bytes() {
+        let args = FilterArgs {
+            addr: Some("fd00::1".parse().unwrap()),
+            ..Default::default()
+        };
+        let mut cfg = DropConfig::EMPTY;
+        DropFilter::parse(&args, &reasons())
+            .unwrap()
+            .apply(&mut cfg);
+        assert_eq!(cfg.addr_family, 10);
+        assert_eq!(cfg.addr[0], 0xfd);
+        assert_eq!(cfg.addr[15], 1);
+    }
+
+    #[test]
+    fn bad_filters_are_one_line_errors() {
+        let bad = |args: FilterArgs| {
+            DropFilter::parse(&args, &reasons())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad(FilterArgs {
+            reason: Some("NOPE".into()),
+            ..Default::default()
+        });
+        assert!(
+            e.contains("unknown drop reason 'NOPE'") && !e.contains('\n'),
+            "{e}"
+        );
+        let e = bad(FilterArgs {
+            proto: Some("tcpp".into()),
+            ..Default::default()
+        });
+        assert!(e.starts_with("--proto"), "{e}");
+        let e = bad(FilterArgs {
+            netns: Some("no-such-ns-here".into()),
+            ..Default::default()
+        });
+        assert!(e.starts_with("--netns"), "{e}");
+        let e = DropFilter::parse(
+            &FilterArgs {
+                reason: Some("NO_SOCKET".into()),
+                ..Default::default()
+            },
+            &DropReasons::numbers_only(false),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no drop reasons"), "{e}");
+    }
+
+    #[test]
+    fn no_filter_means_no_filter_bits() {
+        let mut cfg = DropConfig::EMPTY;
+        DropFilter::default().apply(&mut cfg);
+        assert_eq!(cfg.filters, 0);
+    }
+}

@@ -201,3 +201,66 @@ impl DropMaps {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::planner::Hook;
+
+    fn kernel_with_format(name: &str) -> DropKernel {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let format = EventFormat::parse(&std::fs::read_to_string(path).unwrap());
+        DropKernel {
+            btf: None,
+            reasons: reasons::DropReasons::from_format(&format)
+                .unwrap_or_else(|| reasons::DropReasons::numbers_only(false)),
+            format: Ok(format),
+        }
+    }
+
+    #[test]
+    fn without_btf_the_plan_falls_back_to_the_classic_tracepoint() {
+        let k = kernel_with_format("kfree_skb-5.16.format");
+        let c = k.candidates();
+        assert_eq!(c[0].hook, Hook::TpBtf { event: "kfree_skb" });
+        assert_eq!(c[0].precondition, Err("no kernel BTF".to_string()));
+        assert_eq!(c[1].precondition, Ok(()));
+        let cfg = k.config();
+        assert_eq!(
+            (cfg.tp.skbaddr, cfg.tp.location, cfg.tp.reason),
+            (8, 16, NO_OFFSET)
+        );
+        assert_eq!(cfg.skb.skb_len, NO_OFFSET, "no BTF, no struct offsets");
+    }
+
+    #[test]
+    fn tracepoint_offsets_follow_each_layout() {
+        assert_eq!(
+            kernel_with_format("kfree_skb-5.17.format")
+                .config()
+                .tp
+                .reason,
+            28
+        );
+        assert_eq!(
+            kernel_with_format("kfree_skb-6.18.format")
+                .config()
+                .tp
+                .reason,
+            36
+        );
+    }
+
+    #[test]
+    fn a_missing_format_skips_the_tracepoint_with_its_reason() {
+        let k = DropKernel {
+            btf: None,
+            format: Err("tracefs is not mounted".into()),
+            reasons: reasons::DropReasons::numbers_only(true),
+        };
+        assert_eq!(
+            k.candidates()[1].precondition,
+            Err("tracefs is not mounted".to_string())
+        );
+    }
+}

@@ -138,3 +138,60 @@ fn strip(name: &str) -> String {
         .unwrap_or(name)
         .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::facts::btf::VMLINUX;
+
+    fn format(name: &str) -> EventFormat {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        EventFormat::parse(&std::fs::read_to_string(path).unwrap())
+    }
+
+    #[test]
+    fn names_from_a_5_17_format_file() {
+        let r = DropReasons::from_format(&format("kfree_skb-5.17.format")).unwrap();
+        assert_eq!(r.source, Source::TracefsFormat);
+        assert_eq!(r.name(0), "NOT_SPECIFIED");
+        assert_eq!(r.name(1), "NO_SOCKET");
+        assert_eq!(r.code("no_socket"), Some(1));
+        assert_eq!(r.code("SKB_DROP_REASON_UDP_CSUM"), Some(5));
+        assert_eq!(r.name(77), "77");
+    }
+
+    #[test]
+    fn no_reason_field_means_no_names() {
+        assert!(DropReasons::from_format(&format("kfree_skb-5.16.format")).is_none());
+        let r = DropReasons::numbers_only(false);
+        assert_eq!(r.source, Source::Unavailable);
+        assert_eq!(r.name(REASON_UNAVAILABLE), "UNKNOWN");
+    }
+
+    #[test]
+    fn btf_names_agree_with_the_running_kernel_format() {
+        let Ok(btf) = KernelBtf::load(Path::new(VMLINUX)) else {
+            eprintln!("skipped: no {VMLINUX}");
+            return;
+        };
+        let r = DropReasons::from_btf(&btf, &[]).unwrap();
+        let no_socket = r.code("NO_SOCKET").unwrap();
+        assert_eq!(r.name(no_socket), "NO_SOCKET");
+        assert!(r.code("NOT_SPECIFIED").is_some());
+        // A subsystem reason with no per-subsystem name still names its subsystem.
+        let subsys = (1 << SUBSYS_SHIFT) | 0x7777;
+        assert!(r.name(subsys).ends_with(":30583"), "{}", r.name(subsys));
+        // Where tracefs is readable (root), its symbolic list must match BTF value for value.
+        let Ok(root) = crate::facts::tracefs::root() else {
+            return;
+        };
+        let Ok(live) = EventFormat::read(&root, "skb", "kfree_skb") else {
+            return;
+        };
+        for (code, name) in live.symbols_of("reason") {
+            assert_eq!(&r.name(*code as u32), name, "reason {code}");
+        }
+    }
+}

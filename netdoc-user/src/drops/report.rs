@@ -222,3 +222,176 @@ pub fn summary(input: SummaryInput<'_>) -> Summary {
         locations: input.rows.to_vec(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use netdoc_common::EventHeader;
+
+    use super::*;
+    use crate::facts::tracefs::EventFormat;
+
+    struct FakeNamer(DropReasons);
+
+    impl Namer for FakeNamer {
+        fn reasons(&self) -> &DropReasons {
+            &self.0
+        }
+        fn location(&mut self, addr: u64) -> String {
+            format!("fn_{addr:x}+0x4")
+        }
+        fn netns_name(&mut self, ino: u32) -> Option<String> {
+            (ino == 42).then(|| "blue".to_string())
+        }
+        fn device(&mut self, _netns: u32, ifindex: u32) -> Option<String> {
+            (ifindex == 7).then(|| "veth-b".to_string())
+        }
+    }
+
+    fn namer() -> FakeNamer {
+        let path = format!(
+            "{}/tests/fixtures/kfree_skb-6.18.format",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let f = EventFormat::parse(&std::fs::read_to_string(path).unwrap());
+        FakeNamer(DropReasons::from_format(&f).unwrap())
+    }
+
+    fn udp_drop() -> DropEvent {
+        let mut ev = DropEvent {
+            header: EventHeader::default(),
+            ts_ns: 123,
+            cpu: 1,
+            reason: 3,
+            location: 0xabc,
+            netns: 42,
+            ifindex: 7,
+            len: 38,
+            family: 2,
+            proto: 17,
+            sport: 40000,
+            dport: 9,
+            eth_proto: 0x0800,
+            ..Default::default()
+        };
+        ev.saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        ev.daddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        ev
+    }
+
+    #[test]
+    fn event_json_carries_the_documented_fields() {
+        let d = NamedDrop::new(&udp_drop(), &mut namer());
+        let v: serde_json::Value = serde_json::to_value(&d).unwrap();
+        for key in [
+            "type",
+            "ts_ns",
+            "cpu",
+            "reason",
+            "reason_code",
+            "location",
+            "netns",
+            "ifindex",
+            "dev",
+            "family",
+            "proto",
+            "saddr",
+            "daddr",
+            "sport",
+            "dport",
+            "len",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(v["type"], "drop");
+        assert_eq!(v["reason"], "NO_SOCKET");
+        assert_eq!(v["reason_code"], 3);
+        assert_eq!(v["location"], "fn_abc+0x4");
+        assert_eq!(v["netns_name"], "blue");
+        assert_eq!(v["dev"], "veth-b");
+        assert_eq!(v["family"], "ipv4");
+        assert_eq!(v["proto"], "udp");
+        assert_eq!(v["saddr"], "10.0.0.1");
+        assert_eq!(v["dport"], 9);
+        assert_eq!(
+            d.flow(),
+            "udp 10.0.0.1:40000 > 10.0.0.2:9 dev veth-b netns blue"
+        );
+    }
+
+    #[test]
+    fn non_ip_and_ipv6_drops() {
+        let mut ev = udp_drop();
+        ev.family = 0;
+        ev.reason = REASON_UNAVAILABLE;
+        let d = NamedDrop::new(&ev, &mut namer());
+        assert_eq!(
+            (d.saddr, d.sport, d.proto, d.reason_code),
+            (None, None, None, None)
+        );
+        assert_eq!(d.reason, "UNKNOWN");
+        let mut ev = udp_drop();
+        ev.family = 10;
+        ev.proto = 6;
+        ev.saddr = "fd00::1".parse::<Ipv6Addr>().unwrap().octets();
+        ev.daddr = "fd00::2".parse::<Ipv6Addr>().unwrap().octets();
+        let d = NamedDrop::new(&ev, &mut namer());
+        assert!(
+            d.flow().starts_with("tcp [fd00::1]:40000 > [fd00::2]:9"),
+            "{}",
+            d.flow()
+        );
+    }
+
+    #[test]
+    fn rows_sum_cpus_rate_and_summary_counts() {
+        let key = |reason, location| DropKey {
+            reason,
+            _pad: 0,
+            location,
+        };
+        let counts: KernelCounts = vec![
+            (key(3, 0x10), vec![5, 0]),
+            (key(12, 0x20), vec![2, 8]),
+            (key(3, 0x30), vec![0, 1]),
+        ];
+        let previous = HashMap::from([(key(12, 0x20), 4)]);
+        let flows = HashMap::from([(key(3, 0x10), "udp a > b".to_string())]);
+        let rows = rows(&counts, &previous, 2.0, &flows, &mut namer());
+        assert_eq!(rows[0].reason, "NETFILTER_DROP");
+        assert_eq!(rows[0].count, 10);
+        assert_eq!(rows[0].rate, 3.0);
+        assert_eq!(rows[0].cpus, BTreeMap::from([(0, 2), (1, 8)]));
+        assert_eq!(rows[1].last_flow.as_deref(), Some("udp a > b"));
+        assert_eq!(rows[1].cpus, BTreeMap::from([(0, 5)]));
+        let s = summary(SummaryInput {
+            hook: "tp_btf/kfree_skb".into(),
+            reason_names: "test",
+            duration_s: 1.0,
+            streaming: true,
+            stats: KernelStats {
+                seen: 20,
+                matched: 16,
+                emitted: 15,
+                lost: 1,
+                aggregation_overflow: 0,
+            },
+            delivered: 15,
+            unknown_records: 0,
+            rows: &rows,
+        });
+        assert_eq!(
+            s.counts,
+            BTreeMap::from([("NETFILTER_DROP".into(), 10), ("NO_SOCKET".into(), 6)])
+        );
+        assert_eq!(s.total, 16);
+        assert_eq!(s.delivered + s.lost, s.matched);
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["type"], "summary");
+        assert_eq!(v["lost"], 1);
+        let text = crate::drops::render::summary(&s);
+        assert!(
+            text.contains("NETFILTER_DROP") && text.contains("1 lost"),
+            "{text}"
+        );
+    }
+}

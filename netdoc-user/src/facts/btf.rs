@@ -134,3 +134,42 @@ pub fn module_btfs(base: &KernelBtf, dir: &Path) -> Vec<KernelBtf> {
         .map(|btf| KernelBtf { btf })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This machine's kernel BTF; absent on kernels built without it.
+    fn running() -> Option<KernelBtf> {
+        KernelBtf::load(Path::new(VMLINUX)).ok()
+    }
+
+    #[test]
+    fn finds_members_through_anonymous_unions() {
+        let Some(b) = running() else {
+            eprintln!("skipped: no {VMLINUX}");
+            return;
+        };
+        // sk_buff.dev and .protocol sit inside anonymous unions/struct groups.
+        let dev = b.member_offset("sk_buff", &["dev"]).unwrap();
+        let proto = b.member_offset("sk_buff", &["protocol"]).unwrap();
+        assert!(dev < proto, "dev {dev} precedes protocol {proto}");
+        assert!(b.member_offset("net_device", &["nd_net", "net"]).is_some());
+        assert!(
+            b.member_offset("sock", &["__sk_common", "skc_net", "net"])
+                .is_some()
+        );
+        assert!(b.member_offset("net", &["ns", "inum"]).is_some());
+        assert_eq!(b.member_offset("sk_buff", &["no_such_member"]), None);
+    }
+
+    #[test]
+    fn counts_tracepoint_arguments() {
+        let Some(b) = running() else {
+            return;
+        };
+        let n = b.tracepoint_arg_count("kfree_skb").unwrap();
+        assert!(n >= 2, "kfree_skb has at least skb and location, got {n}");
+        assert!(b.enum_values("skb_drop_reason").len() > 5);
+    }
+}

@@ -25,3 +25,20 @@ pub fn require_tracing() -> Result<()> {
         _ => bail!("netdoc needs root, or CAP_BPF and CAP_PERFMON: run it with sudo"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_and_bpf_perfmon_may_trace_others_may_not() {
+        let root = effective("Name:\tx\nCapEff:\t000001ffffffffff\n").unwrap();
+        assert!(can_trace(root));
+        assert!(can_trace((1 << CAP_BPF) | (1 << CAP_PERFMON)));
+        assert!(!can_trace(1 << CAP_BPF));
+        assert!(!can_trace(
+            effective("CapEff:\t0000000000000000\n").unwrap()
+        ));
+        assert_eq!(effective("no caps here"), None);
+    }
+}

@@ -39,3 +39,36 @@ impl Kallsyms {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Kallsyms {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/kallsyms.sample"
+        );
+        Kallsyms::parse(&std::fs::read_to_string(path).unwrap())
+    }
+
+    #[test]
+    fn names_an_address_inside_a_function() {
+        let k = sample();
+        assert_eq!(k.describe(0xffffffff820490cc), "__udp4_lib_rcv+0x4bc");
+        assert_eq!(k.describe(0xffffffff81f653d0), "nft_do_chain+0x0");
+    }
+
+    #[test]
+    fn module_symbols_and_unknown_addresses() {
+        let k = sample();
+        assert_eq!(k.describe(0xffffffffc0001010), "nf_confirm+0x10");
+        assert_eq!(k.describe(0x1000), "0x1000");
+    }
+
+    #[test]
+    fn data_symbols_do_not_name_code() {
+        // Past the last text symbol by more than 1 MiB (some_data is a D symbol): no name.
+        assert_eq!(sample().describe(0xffffffff83000010), "0xffffffff83000010");
+    }
+}

@@ -139,3 +139,49 @@ fn parse_number(s: &str) -> Result<u64, std::num::ParseIntError> {
         None => s.parse(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> EventFormat {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/");
+        EventFormat::parse(&std::fs::read_to_string(format!("{path}{name}")).unwrap())
+    }
+
+    #[test]
+    fn pre_5_17_layout_has_no_reason() {
+        let f = fixture("kfree_skb-5.16.format");
+        assert_eq!(f.field("skbaddr").map(|x| (x.offset, x.size)), Some((8, 8)));
+        assert_eq!(f.field("location").map(|x| x.offset), Some(16));
+        assert_eq!(f.field("protocol").map(|x| x.offset), Some(24));
+        assert!(f.field("reason").is_none());
+        assert!(f.symbols_of("reason").is_empty());
+    }
+
+    #[test]
+    fn layout_5_17_has_reason_and_symbols() {
+        let f = fixture("kfree_skb-5.17.format");
+        assert_eq!(f.field("reason").map(|x| (x.offset, x.size)), Some((28, 4)));
+        let syms = f.symbols_of("reason");
+        assert_eq!(syms.len(), 7);
+        assert_eq!(syms[1], (1, "NO_SOCKET".to_string()));
+    }
+
+    #[test]
+    fn layout_6_11_plus_moves_protocol_and_reason_after_rx_sk() {
+        let f = fixture("kfree_skb-6.18.format");
+        assert_eq!(f.field("rx_sk").map(|x| x.offset), Some(24));
+        assert_eq!(f.field("protocol").map(|x| x.offset), Some(32));
+        assert_eq!(f.field("reason").map(|x| x.offset), Some(36));
+        let syms = f.symbols_of("reason");
+        assert!(syms.contains(&(3, "NO_SOCKET".to_string())));
+        assert!(syms.contains(&(12, "NETFILTER_DROP".to_string())));
+    }
+
+    #[test]
+    fn array_fields_lose_their_brackets() {
+        let f = EventFormat::parse("\tfield:__u8 saddr[4];\toffset:34;\tsize:4;\tsigned:0;\n");
+        assert_eq!(f.field("saddr").map(|x| (x.offset, x.size)), Some((34, 4)));
+    }
+}
