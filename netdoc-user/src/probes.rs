@@ -102,6 +102,8 @@ pub fn show(btf_path: &Path, json: bool) -> Result<()> {
 /// Keeps an empty program on the drop hook until SIGINT/SIGTERM: `cargo xtask bench`'s floor.
 pub async fn bench_floor(btf_path: &Path) -> Result<()> {
     caps::require_tracing()?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
     let kernel = DropKernel::discover(btf_path);
     let aya_btf = aya::Btf::parse_file(btf_path, aya::Endianness::default()).ok();
     let mut ebpf = drops::load(&kernel.config())?;
@@ -125,8 +127,6 @@ pub async fn bench_floor(btf_path: &Path) -> Result<()> {
         bail!("{}", plan.failure());
     };
     eprintln!("netdoc: attached empty floor program via {}", chosen.hook);
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
     tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
     Ok(())
 }

@@ -86,6 +86,9 @@ struct ReaderTotals {
 
 pub async fn run(opts: DropsOptions) -> Result<()> {
     caps::require_tracing()?;
+    // Handlers first: a signal at any point after this detaches cleanly and prints the summary.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
     let kernel = DropKernel::discover(&opts.btf);
     let filter = DropFilter::parse(&opts.filter, &kernel.reasons)?;
     if !opts.pages.is_power_of_two() {
@@ -94,6 +97,14 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
     let streaming = !opts.counts_only;
     let mut cfg = kernel.config();
     filter.apply(&mut cfg);
+    if cfg.filters & netdoc_common::filter::NEEDS_PACKET != 0
+        && cfg.skb.skb_head == netdoc_common::NO_OFFSET
+    {
+        bail!(
+            "--netns/--proto/--port/--addr need kernel BTF to decode packets, and {} is unreadable",
+            opts.btf.display()
+        );
+    }
     cfg.stream = streaming as u32;
 
     let mut ebpf = super::load(&cfg)?;
@@ -118,6 +129,12 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
     }
     drop(tx);
 
+    let mut namer = LiveNamer {
+        reasons: kernel.reasons.clone(),
+        kallsyms: Kallsyms::load().ok(),
+        netns: NetnsNames::new(),
+        locations: HashMap::new(),
+    };
     let aya_btf = aya::Btf::parse_file(&opts.btf, aya::Endianness::default()).ok();
     let mut candidates = kernel.candidates();
     if let Some(only) = &opts.hook {
@@ -137,16 +154,8 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
         kernel.reasons.source.describe()
     );
 
-    let mut namer = LiveNamer {
-        reasons: kernel.reasons.clone(),
-        kallsyms: Kallsyms::load().ok(),
-        netns: NetnsNames::new(),
-        locations: HashMap::new(),
-    };
     let started = Instant::now();
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(opts.interval);
     tick.tick().await;
     let live = !opts.json;
