@@ -285,8 +285,9 @@ async fn read_cpu(
         tokio::select! {
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
-                let batch = drain(guard.get_inner_mut(), &mut totals);
+                // Clear before draining: a record landing after the drain re-arms readiness.
                 guard.clear_ready();
+                let batch = drain(guard.get_inner_mut(), &mut totals);
                 if !batch.is_empty() && tx.send(batch).await.is_err() {
                     break;
                 }
