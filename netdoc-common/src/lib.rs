@@ -191,3 +191,39 @@ mod pod {
     unsafe impl aya::Pod for super::DropKey {}
     unsafe impl aya::Pod for super::DropConfig {}
 }
+
+#[cfg(test)]
+mod tests {
+    use core::mem::offset_of;
+
+    use super::*;
+
+    /// The kernel writes these records and userspace reads them: field positions are a contract.
+    #[test]
+    fn drop_event_layout_is_fixed() {
+        assert_eq!(offset_of!(DropEvent, header), 0);
+        assert_eq!(offset_of!(DropEvent, ts_ns), 8);
+        assert_eq!(offset_of!(DropEvent, location), 16);
+        assert_eq!(offset_of!(DropEvent, reason), 24);
+        assert_eq!(offset_of!(DropEvent, netns), 32);
+        assert_eq!(offset_of!(DropEvent, family), 44);
+        assert_eq!(offset_of!(DropEvent, saddr), 48);
+        assert_eq!(offset_of!(DropEvent, daddr), 64);
+        assert_eq!(offset_of!(DropEvent, sport), 80);
+        assert_eq!(offset_of!(DropEvent, eth_proto), 84);
+    }
+
+    #[test]
+    fn config_layout_and_defaults() {
+        assert_eq!(offset_of!(DropConfig, tp), 48);
+        assert_eq!(offset_of!(DropConfig, filters), 64);
+        assert_eq!(offset_of!(DropConfig, addr), 80);
+        assert_eq!(DropConfig::EMPTY.filters, 0);
+        assert_eq!(DropConfig::EMPTY.skb.skb_head, NO_OFFSET);
+        assert_eq!(
+            filter::NEEDS_PACKET & filter::REASON,
+            0,
+            "reason filtering needs no packet"
+        );
+    }
+}

@@ -310,17 +310,25 @@ fn assert_nothing_left() {
     }
 }
 
+/// Runs netdoc with `args` while `closed` datagrams hit the closed port and `firewalled` the
+/// nft-dropped one; stops it with `signal` once the kernel's counters saw every drop, checks it
+/// exited cleanly and left nothing loaded, and returns its JSON lines.
+fn trace(pair: &Pair, args: &[&str], closed: usize, firewalled: usize, signal: i32) -> Vec<Value> {
+    let netdoc = start(args);
+    pair.send(CLOSED_PORT, closed);
+    pair.send(FIREWALLED_PORT, firewalled);
+    pair.wait_for_drops(closed as u64, firewalled as u64);
+    let (status, lines) = netdoc.stop(signal);
+    assert!(status.success(), "netdoc exited with {status}");
+    assert_nothing_left();
+    lines
+}
+
 fn streaming_scenario(tag: &str, subnet: u8, extra: &[&str], expected_hook: &str) {
     let pair = Pair::new(tag, subnet);
     let mut args = vec!["drops", "--json", "--netns", pair.b.as_str()];
     args.extend(extra);
-    let netdoc = start(&args);
-    pair.send(CLOSED_PORT, N);
-    pair.send(FIREWALLED_PORT, N);
-    pair.wait_for_drops(N as u64, N as u64);
-    let (status, lines) = netdoc.stop(libc::SIGINT);
-    assert!(status.success(), "netdoc exited with {status}");
-    assert_nothing_left();
+    let lines = trace(&pair, &args, N, N, libc::SIGINT);
 
     let s = summary(&lines);
     assert!(
@@ -380,7 +388,7 @@ fn classic_tracepoint_fallback_reports_the_same() {
 fn counts_only_with_packet_filters_counts_exactly_in_the_kernel() {
     require_root!();
     let pair = Pair::new("c", 3);
-    let netdoc = start(&[
+    let args = [
         "drops",
         "--json",
         "--counts-only",
@@ -390,13 +398,8 @@ fn counts_only_with_packet_filters_counts_exactly_in_the_kernel() {
         "7777",
         "--addr",
         &pair.ip_a,
-    ]);
-    pair.send(CLOSED_PORT, N);
-    pair.send(FIREWALLED_PORT, N);
-    pair.wait_for_drops(N as u64, N as u64);
-    let (status, lines) = netdoc.stop(libc::SIGTERM);
-    assert!(status.success(), "netdoc exited with {status}");
-    assert_nothing_left();
+    ];
+    let lines = trace(&pair, &args, N, N, libc::SIGTERM);
     assert_eq!(lines.len(), 1, "counts-only prints the summary alone");
     let s = summary(&lines);
     assert_eq!(count(s, "NETFILTER_DROP"), N as u64, "summary {s}");
@@ -412,20 +415,15 @@ fn counts_only_with_packet_filters_counts_exactly_in_the_kernel() {
 fn reason_filter_is_applied_in_the_kernel() {
     require_root!();
     let pair = Pair::new("r", 4);
-    let netdoc = start(&[
+    let args = [
         "drops",
         "--json",
         "--reason",
         "NO_SOCKET",
         "--netns",
         &pair.b,
-    ]);
-    pair.send(CLOSED_PORT, N);
-    pair.send(FIREWALLED_PORT, N);
-    pair.wait_for_drops(N as u64, N as u64);
-    let (status, lines) = netdoc.stop(libc::SIGINT);
-    assert!(status.success());
-    assert_nothing_left();
+    ];
+    let lines = trace(&pair, &args, N, N, libc::SIGINT);
     let s = summary(&lines);
     assert_eq!(
         s["counts"].as_object().unwrap().len(),
@@ -461,7 +459,7 @@ fn duration_ends_the_run_with_a_summary() {
 fn without_btf_the_tracepoint_and_its_format_still_name_drops() {
     require_root!();
     let pair = Pair::new("n", 5);
-    let netdoc = start(&[
+    let args = [
         "drops",
         "--json",
         "--counts-only",
@@ -469,12 +467,8 @@ fn without_btf_the_tracepoint_and_its_format_still_name_drops() {
         "NO_SOCKET",
         "--btf",
         "/nonexistent",
-    ]);
-    pair.send(CLOSED_PORT, N);
-    pair.wait_for_drops(N as u64, 0);
-    let (status, lines) = netdoc.stop(libc::SIGINT);
-    assert!(status.success());
-    assert_nothing_left();
+    ];
+    let lines = trace(&pair, &args, N, 0, libc::SIGINT);
     let s = summary(&lines);
     assert!(
         s["hook"].as_str().unwrap().starts_with("tracepoint/"),
@@ -544,4 +538,26 @@ fn probes_lists_every_hook_and_the_one_selected() {
     assert_eq!(attempts[0]["outcome"]["status"], "attached");
     assert_eq!(attempts[1]["outcome"]["status"], "available");
     assert_nothing_left();
+}
+
+#[test]
+fn every_drop_is_delivered_or_counted_lost_under_pressure() {
+    require_root!();
+    const BURST: usize = 5000;
+    let pair = Pair::new("l", 6);
+    // One page per CPU holds about forty records: a burst may overflow it.
+    let args = ["drops", "--json", "--netns", &pair.b, "--pages", "1"];
+    let lines = trace(&pair, &args, BURST, 0, libc::SIGINT);
+    let s = summary(&lines);
+    let (matched, delivered, lost) = (
+        s["matched"].as_u64().unwrap(),
+        s["delivered"].as_u64().unwrap(),
+        s["lost"].as_u64().unwrap(),
+    );
+    eprintln!("burst of {BURST}: delivered {delivered}, lost {lost}");
+    assert_eq!(count(s, "NO_SOCKET"), BURST as u64);
+    assert_eq!(matched, BURST as u64);
+    assert_eq!(delivered + lost, matched);
+    let events = lines.iter().filter(|l| l["type"] == "drop").count() as u64;
+    assert_eq!(events, delivered, "every delivered record was printed");
 }
