@@ -102,7 +102,7 @@ fn handle<C: EbpfContext>(ctx: &C, skb: u64, location: u64, reason: u32) {
     }
     let stream = config!(stream) != 0;
     // Counting alone needs no packet parsing: keep that path as cheap as the hook allows.
-    if stream || filters & filter::NEEDS_PACKET != 0 {
+    let parsed = if stream || filters & filter::NEEDS_PACKET != 0 {
         let Some(ev) = SCRATCH.get_ptr_mut(0) else {
             return;
         };
@@ -121,31 +121,31 @@ fn handle<C: EbpfContext>(ctx: &C, skb: u64, location: u64, reason: u32) {
         if !matches(filters, ev) {
             return;
         }
-        bump(stat::MATCHED);
-        count(reason, location);
-        if stream {
-            ev.ts_ns = unsafe { bpf_ktime_get_ns() };
-            ev.cpu = unsafe { bpf_get_smp_processor_id() };
-            // PerfEventArray::output discards the helper's result; we need it to count losses.
-            // The map type is repr(transparent) over its definition, so its address is the map.
-            let ret = unsafe {
-                bpf_perf_event_output(
-                    ctx.as_ptr(),
-                    ptr::from_ref(&DROP_EVENTS).cast_mut().cast::<c_void>(),
-                    BPF_F_CURRENT_CPU,
-                    ptr::from_mut(ev).cast::<c_void>(),
-                    core::mem::size_of::<DropEvent>() as u64,
-                )
-            };
-            bump(if ret == 0 {
-                stat::EMITTED
-            } else {
-                stat::EMIT_FAILED
-            });
-        }
+        Some(ev)
     } else {
-        bump(stat::MATCHED);
-        count(reason, location);
+        None
+    };
+    bump(stat::MATCHED);
+    count(reason, location);
+    if let (true, Some(ev)) = (stream, parsed) {
+        ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+        ev.cpu = unsafe { bpf_get_smp_processor_id() };
+        // PerfEventArray::output discards the helper's result; we need it to count losses.
+        // The map type is repr(transparent) over its definition, so its address is the map.
+        let ret = unsafe {
+            bpf_perf_event_output(
+                ctx.as_ptr(),
+                ptr::from_ref(&DROP_EVENTS).cast_mut().cast::<c_void>(),
+                BPF_F_CURRENT_CPU,
+                ptr::from_mut(ev).cast::<c_void>(),
+                core::mem::size_of::<DropEvent>() as u64,
+            )
+        };
+        bump(if ret == 0 {
+            stat::EMITTED
+        } else {
+            stat::EMIT_FAILED
+        });
     }
 }
 
