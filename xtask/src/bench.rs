@@ -102,15 +102,20 @@ pub fn run(netdoc: &Path, args: &BenchArgs) -> Result<()> {
         args.count, args.cpu, args.rounds
     );
     println!(
-        "{:<20} {:>14} {:>14} {:>12} {:>14}",
-        "mode", "sender ns/pkt", "added ns/pkt", "pkt/s", "box busy ns/pkt"
+        "{:<20} {:>14} {:>14} {:>12} {:>12} {:>16}",
+        "mode", "sender ns/pkt", "added ns/pkt", "spread ns", "pkt/s", "box busy ns/pkt"
     );
     for (i, mode) in Mode::ALL.iter().enumerate() {
+        // Max minus min over the rounds: an added cost below it is noise, not overhead.
+        let xs: Vec<f64> = samples[i].iter().map(|s| s.cpu_ns).collect();
+        let spread = xs.iter().copied().fold(f64::MIN, f64::max)
+            - xs.iter().copied().fold(f64::MAX, f64::min);
         println!(
-            "{:<20} {:>14.1} {:>14.1} {:>12.0} {:>14.0}",
+            "{:<20} {:>14.1} {:>14.1} {:>12.1} {:>12.0} {:>16.0}",
             mode.name(),
             cpu[i],
             cpu[i] - cpu[0],
+            spread,
             1e9 / cpu[i],
             busy[i]
         );
