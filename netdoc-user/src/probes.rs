@@ -14,13 +14,13 @@ use crate::{
 fn survey(btf_path: &Path) -> Result<(Vec<ProbePlan>, DropKernel)> {
     caps::require_tracing()?;
     let kernel = DropKernel::discover(btf_path);
-    let aya_btf = aya::Btf::parse_file(btf_path, aya::Endianness::default()).ok();
     let cfg = kernel.config();
     let mut attempts = Vec::new();
     let mut chosen = false;
     for c in kernel.candidates() {
         let mut ebpf = drops::load(&cfg)?;
-        let mut plan = planner::attach_best(&mut ebpf, drops::PROBE, vec![c], aya_btf.as_ref());
+        let mut plan =
+            planner::attach_best(&mut ebpf, drops::PROBE, vec![c], kernel.aya_btf.as_ref());
         drop(ebpf); // detaches
         let mut a = plan.attempts.remove(0);
         if a.outcome == Outcome::Attached {
@@ -105,7 +105,6 @@ pub async fn bench_floor(btf_path: &Path) -> Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
     let kernel = DropKernel::discover(btf_path);
-    let aya_btf = aya::Btf::parse_file(btf_path, aya::Endianness::default()).ok();
     let mut ebpf = drops::load(&kernel.config())?;
     let candidates = vec![
         Candidate {
@@ -122,7 +121,7 @@ pub async fn bench_floor(btf_path: &Path) -> Result<()> {
             precondition: Ok(()),
         },
     ];
-    let plan = planner::attach_best(&mut ebpf, "floor", candidates, aya_btf.as_ref());
+    let plan = planner::attach_best(&mut ebpf, "floor", candidates, kernel.aya_btf.as_ref());
     let Some(chosen) = plan.chosen() else {
         bail!("{}", plan.failure());
     };

@@ -130,15 +130,10 @@ pub fn proto_name(p: u8) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::tracefs::EventFormat;
+    use crate::facts::tracefs::fixture;
 
     fn reasons() -> DropReasons {
-        let path = format!(
-            "{}/tests/fixtures/kfree_skb-6.18.format",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        DropReasons::from_format(&EventFormat::parse(&std::fs::read_to_string(path).unwrap()))
-            .unwrap()
+        DropReasons::from_format(&fixture("kfree_skb-6.18.format")).unwrap()
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub const PROBE: &str = "drops";
 /// What the running kernel offers the drop probe, read once at start.
 pub struct DropKernel {
     pub btf: Option<KernelBtf>,
+    /// The same BTF as aya parses it, for loading tp_btf programs.
+    pub aya_btf: Option<aya::Btf>,
     pub format: Result<EventFormat, String>,
     pub reasons: reasons::DropReasons,
 }
@@ -52,6 +54,7 @@ impl DropKernel {
             .unwrap_or_else(|| reasons::DropReasons::numbers_only(self_has_reason(&btf, &format)));
         Self {
             btf,
+            aya_btf: aya::Btf::parse_file(btf_path, aya::Endianness::default()).ok(),
             format,
             reasons,
         }
@@ -208,10 +211,10 @@ mod tests {
     use crate::planner::Hook;
 
     fn kernel_with_format(name: &str) -> DropKernel {
-        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-        let format = EventFormat::parse(&std::fs::read_to_string(path).unwrap());
+        let format = crate::facts::tracefs::fixture(name);
         DropKernel {
             btf: None,
+            aya_btf: None,
             reasons: reasons::DropReasons::from_format(&format)
                 .unwrap_or_else(|| reasons::DropReasons::numbers_only(false)),
             format: Ok(format),
@@ -255,6 +258,7 @@ mod tests {
     fn a_missing_format_skips_the_tracepoint_with_its_reason() {
         let k = DropKernel {
             btf: None,
+            aya_btf: None,
             format: Err("tracefs is not mounted".into()),
             reasons: reasons::DropReasons::numbers_only(true),
         };

@@ -146,10 +146,7 @@ mod tests {
     use super::*;
     use crate::facts::btf::VMLINUX;
 
-    fn format(name: &str) -> EventFormat {
-        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-        EventFormat::parse(&std::fs::read_to_string(path).unwrap())
-    }
+    use crate::facts::tracefs::fixture as format;
 
     #[test]
     fn names_from_a_5_17_format_file() {

@@ -228,7 +228,7 @@ mod tests {
     use netdoc_common::EventHeader;
 
     use super::*;
-    use crate::facts::tracefs::EventFormat;
+    use crate::facts::tracefs::fixture;
 
     struct FakeNamer(DropReasons);
 
@@ -248,12 +248,7 @@ mod tests {
     }
 
     fn namer() -> FakeNamer {
-        let path = format!(
-            "{}/tests/fixtures/kfree_skb-6.18.format",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let f = EventFormat::parse(&std::fs::read_to_string(path).unwrap());
-        FakeNamer(DropReasons::from_format(&f).unwrap())
+        FakeNamer(DropReasons::from_format(&fixture("kfree_skb-6.18.format")).unwrap())
     }
 
     fn udp_drop() -> DropEvent {

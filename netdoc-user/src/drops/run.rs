@@ -135,7 +135,6 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
         netns: NetnsNames::new(),
         locations: HashMap::new(),
     };
-    let aya_btf = aya::Btf::parse_file(&opts.btf, aya::Endianness::default()).ok();
     let mut candidates = kernel.candidates();
     if let Some(only) = &opts.hook {
         for c in &mut candidates {
@@ -144,7 +143,7 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
             }
         }
     }
-    let plan = planner::attach_best(&mut ebpf, PROBE, candidates, aya_btf.as_ref());
+    let plan = planner::attach_best(&mut ebpf, PROBE, candidates, kernel.aya_btf.as_ref());
     let Some(chosen) = plan.chosen() else {
         bail!("{}", plan.failure());
     };

@@ -140,14 +140,18 @@ fn parse_number(s: &str) -> Result<u64, std::num::ParseIntError> {
     }
 }
 
+/// A recorded `format` file from `tests/fixtures`.
+#[cfg(test)]
+pub fn fixture(name: &str) -> EventFormat {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    EventFormat::parse(&std::fs::read_to_string(path).unwrap())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> EventFormat {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/");
-        EventFormat::parse(&std::fs::read_to_string(format!("{path}{name}")).unwrap())
-    }
+    use crate::facts::tracefs::fixture;
 
     #[test]
     fn pre_5_17_layout_has_no_reason() {
