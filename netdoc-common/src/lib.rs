@@ -5,6 +5,8 @@
 //! compile-time size checks: a change here must be made on both sides at once.
 #![no_std]
 
+pub mod softirq;
+
 /// Bumped whenever a record layout changes.
 pub const EVENT_VERSION: u16 = 1;
 
@@ -50,6 +52,7 @@ pub struct DropEvent {
     pub family: u16,
     /// IP protocol number (6 TCP, 17 UDP, ...).
     pub proto: u8,
+    /// OR of [`context`] bits.
     pub flags: u8,
     /// Network byte order; IPv4 addresses use the first four bytes.
     pub saddr: [u8; 16],
@@ -68,8 +71,15 @@ const _: () = assert!(core::mem::size_of::<DropEvent>() == 88);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DropKey {
     pub reason: u32,
-    pub _pad: u32,
+    /// OR of [`context`] bits: where the drop happened.
+    pub context: u32,
     pub location: u64,
+}
+
+/// Bits of [`DropKey::context`] and [`DropEvent::flags`].
+pub mod context {
+    /// The drop happened while its CPU ran the NET_RX softirq (needs the softirq probe).
+    pub const IN_NET_RX: u8 = 1 << 0;
 }
 const _: () = assert!(core::mem::size_of::<DropKey>() == 16);
 
@@ -190,6 +200,9 @@ mod pod {
     // SAFETY: all are repr(C) plain integers with explicit padding fields.
     unsafe impl aya::Pod for super::DropKey {}
     unsafe impl aya::Pod for super::DropConfig {}
+    unsafe impl aya::Pod for super::softirq::SoftirqTime {}
+    unsafe impl aya::Pod for super::softirq::NapiStats {}
+    unsafe impl aya::Pod for super::softirq::SoftirqConfig {}
 }
 
 #[cfg(test)]

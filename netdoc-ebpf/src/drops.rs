@@ -10,7 +10,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use netdoc_common::{
-    DropConfig, DropEvent, DropKey, EVENT_VERSION, EventHeader, REASON_UNAVAILABLE, filter, kind,
+    DropConfig, DropEvent, DropKey, EVENT_VERSION, EventHeader, REASON_UNAVAILABLE, context, filter,
+    kind,
     stat,
 };
 
@@ -126,10 +127,16 @@ fn handle<C: EbpfContext>(ctx: &C, skb: u64, location: u64, reason: u32) {
         None
     };
     bump(stat::MATCHED);
-    count(reason, location);
+    let context = if crate::softirq::in_net_rx() {
+        context::IN_NET_RX
+    } else {
+        0
+    };
+    count(reason, context, location);
     if let (true, Some(ev)) = (stream, parsed) {
         ev.ts_ns = unsafe { bpf_ktime_get_ns() };
         ev.cpu = unsafe { bpf_get_smp_processor_id() };
+        ev.flags = context;
         // PerfEventArray::output discards the helper's result; we need it to count losses.
         // The map type is repr(transparent) over its definition, so its address is the map.
         let ret = unsafe {
@@ -150,10 +157,10 @@ fn handle<C: EbpfContext>(ctx: &C, skb: u64, location: u64, reason: u32) {
 }
 
 #[inline(always)]
-fn count(reason: u32, location: u64) {
+fn count(reason: u32, context: u8, location: u64) {
     let key = DropKey {
         reason,
-        _pad: 0,
+        context: context as u32,
         location,
     };
     if let Some(v) = DROP_COUNTS.get_ptr_mut(&key) {

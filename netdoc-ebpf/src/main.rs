@@ -6,6 +6,7 @@
 mod drops;
 mod floor;
 mod read;
+mod softirq;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -1,11 +1,39 @@
-//! The embedded eBPF object and process-wide preparations for loading it.
-use anyhow::Result;
+//! The embedded eBPF object and loading it with every family's read-only config.
+use anyhow::{Context as _, Result};
+use aya::{Ebpf, EbpfLoader};
+use netdoc_common::{DropConfig, softirq::SoftirqConfig};
 
 /// All of netdoc's kernel programs, built by build.rs from `netdoc-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdoc-probes"));
 
+/// Each probe family's config global; the defaults parse and filter nothing.
+#[derive(Clone, Copy)]
+pub struct Configs {
+    pub drops: DropConfig,
+    pub softirq: SoftirqConfig,
+}
+
+impl Default for Configs {
+    fn default() -> Self {
+        Self {
+            drops: DropConfig::EMPTY,
+            softirq: SoftirqConfig::EMPTY,
+        }
+    }
+}
+
+/// Loads the object's maps; programs load when the planner attaches them.
+pub fn load(cfg: &Configs) -> Result<Ebpf> {
+    raise_memlock();
+    EbpfLoader::new()
+        .override_global("DROP_CONFIG", &cfg.drops, true)
+        .override_global("SOFTIRQ_CONFIG", &cfg.softirq, true)
+        .load(OBJECT)
+        .context("loading netdoc's eBPF object")
+}
+
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so maps can be created.
-pub fn raise_memlock() -> Result<()> {
+fn raise_memlock() {
     let limit = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,
@@ -16,5 +44,4 @@ pub fn raise_memlock() -> Result<()> {
             std::io::Error::last_os_error()
         );
     }
-    Ok(())
 }

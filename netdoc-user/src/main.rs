@@ -1,9 +1,12 @@
 //! netdoc: a Linux network doctor built on eBPF.
 mod drops;
 mod facts;
+mod finding;
+mod kernel;
 mod loader;
 mod planner;
 mod probes;
+mod softirq;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -28,6 +31,17 @@ struct Cli {
 enum Command {
     /// Live drop-reason tracing at skb:kfree_skb.
     Drops(DropsArgs),
+    /// Per-CPU softirq heatmap (NET_RX by default), per-CPU summary and drop correlation.
+    Softirq(SoftirqArgs),
+    /// The NIC map: each NIC queue IRQ, its affinity, the CPUs serving it, NAPI, RPS and NET_RX load.
+    Irq {
+        /// How long to observe before printing the map.
+        #[arg(long, value_parser = parse_duration, default_value = "3s")]
+        duration: Duration,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Which probes attach on this kernel, with which hook, and why others were skipped.
     Probes {
         /// One JSON object per probe.
@@ -77,6 +91,28 @@ struct DropsArgs {
     /// Rows shown in the live view.
     #[arg(long, default_value_t = 20)]
     top: usize,
+}
+
+#[derive(clap::Args)]
+struct SoftirqArgs {
+    /// Stop after this long (e.g. 30s, 2m); default: until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Width of one heatmap column.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    interval: Duration,
+    /// Softirq vector to map (HI, TIMER, NET_TX, NET_RX, BLOCK, IRQ_POLL, TASKLET, SCHED, HRTIMER, RCU).
+    #[arg(long, default_value = "NET_RX")]
+    vector: String,
+    /// Also write the heatmap as an SVG to this file.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// One JSON object with the heatmap, per-CPU summary, NIC map and findings.
+    #[arg(long)]
+    json: bool,
+    /// Heatmap columns shown live.
+    #[arg(long, default_value_t = 60)]
+    width: usize,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -147,6 +183,26 @@ async fn run(cli: Cli) -> Result<()> {
             })
             .await
         }
+        Command::Softirq(a) => {
+            let Some(vector) = softirq::vector_number(&a.vector) else {
+                bail!(
+                    "unknown --vector {}: use one of {}",
+                    a.vector,
+                    softirq::VECTOR_NAMES.join(", ")
+                );
+            };
+            softirq::run::softirq(softirq::run::SoftirqOptions {
+                duration: a.duration,
+                interval: a.interval,
+                vector,
+                svg: a.svg,
+                json: a.json,
+                width: a.width.max(1),
+                btf: cli.btf,
+            })
+            .await
+        }
+        Command::Irq { duration, json } => softirq::run::irq(duration, json, cli.btf).await,
         Command::Probes { json } => probes::show(&cli.btf, json),
         Command::BenchFloor => probes::bench_floor(&cli.btf).await,
     }

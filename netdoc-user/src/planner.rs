@@ -8,6 +8,8 @@ use aya::{
 };
 use serde::Serialize;
 
+use crate::{facts::tracefs::EventFormat, kernel::Kernel};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Hook {
@@ -40,11 +42,43 @@ impl fmt::Display for Hook {
 }
 
 /// One way to attach a probe: a hook, the program for it, and what it needs from userspace.
+#[derive(Debug, Clone)]
 pub struct Candidate {
     pub hook: Hook,
     pub program: &'static str,
     /// `Err(why)` when userspace already knows this hook cannot work here (e.g. no BTF).
     pub precondition: Result<(), String>,
+}
+
+/// The usual pair for a tracepoint: tp_btf (typed arguments) first, then the classic tracepoint,
+/// which needs `fields` in its tracefs format.
+pub fn tracepoint_pair(
+    kernel: &Kernel,
+    (category, name): (&'static str, &'static str),
+    btf_program: &'static str,
+    tp_program: &'static str,
+    format: &Result<EventFormat, String>,
+    fields: &[&str],
+) -> Vec<Candidate> {
+    let tp_pre = match format {
+        Ok(f) => match fields.iter().find(|n| f.field(n).is_none()) {
+            Some(missing) => Err(format!("{category}:{name} format has no {missing}")),
+            None => Ok(()),
+        },
+        Err(e) => Err(e.clone()),
+    };
+    vec![
+        Candidate {
+            hook: Hook::TpBtf { event: name },
+            program: btf_program,
+            precondition: kernel.tp_btf_args(name).map(|_| ()),
+        },
+        Candidate {
+            hook: Hook::Tracepoint { category, name },
+            program: tp_program,
+            precondition: tp_pre,
+        },
+    ]
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

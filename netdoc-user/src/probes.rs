@@ -7,41 +7,48 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     drops::{self, DropKernel},
     facts::caps,
+    kernel::Kernel,
+    loader::{self, Configs},
     planner::{self, Candidate, Hook, Outcome, ProbePlan},
+    softirq::SoftirqKernel,
 };
 
 /// Tries every candidate of every probe on its own, then marks the one `attach_best` would pick.
-fn survey(btf_path: &Path) -> Result<(Vec<ProbePlan>, DropKernel)> {
+fn survey(kernel: &Kernel, drops: &DropKernel) -> Result<Vec<ProbePlan>> {
     caps::require_tracing()?;
-    let kernel = DropKernel::discover(btf_path);
-    let cfg = kernel.config();
-    let mut attempts = Vec::new();
-    let mut chosen = false;
-    for c in kernel.candidates() {
-        let mut ebpf = drops::load(&cfg)?;
-        let mut plan =
-            planner::attach_best(&mut ebpf, drops::PROBE, vec![c], kernel.aya_btf.as_ref());
-        drop(ebpf); // detaches
-        let mut a = plan.attempts.remove(0);
-        if a.outcome == Outcome::Attached {
-            if chosen {
-                a.outcome = Outcome::Available;
+    let softirq = SoftirqKernel::discover(kernel);
+    let cfg = Configs {
+        drops: drops.config(),
+        softirq: softirq.config,
+    };
+    let mut families = vec![(drops::PROBE, drops.candidates())];
+    families.extend(softirq.probes);
+    let mut plans = Vec::new();
+    for (probe, candidates) in families {
+        let mut attempts = Vec::new();
+        let mut chosen = false;
+        for c in candidates {
+            let mut ebpf = loader::load(&cfg)?;
+            let mut plan = planner::attach_best(&mut ebpf, probe, vec![c], kernel.aya_btf.as_ref());
+            drop(ebpf); // detaches
+            let mut a = plan.attempts.remove(0);
+            if a.outcome == Outcome::Attached {
+                if chosen {
+                    a.outcome = Outcome::Available;
+                }
+                chosen = true;
             }
-            chosen = true;
+            attempts.push(a);
         }
-        attempts.push(a);
+        plans.push(ProbePlan { probe, attempts });
     }
-    Ok((
-        vec![ProbePlan {
-            probe: drops::PROBE,
-            attempts,
-        }],
-        kernel,
-    ))
+    Ok(plans)
 }
 
 pub fn show(btf_path: &Path, json: bool) -> Result<()> {
-    let (plans, kernel) = survey(btf_path)?;
+    let host = Kernel::discover(btf_path);
+    let kernel = DropKernel::discover(&host);
+    let plans = survey(&host, &kernel)?;
     if json {
         for p in &plans {
             println!("{}", serde_json::to_string(p)?);
@@ -49,7 +56,7 @@ pub fn show(btf_path: &Path, json: bool) -> Result<()> {
         return Ok(());
     }
     let mut out = format!(
-        "{:<8} {:<28} {:<24} {}\n",
+        "{:<14} {:<32} {:<24} {}\n",
         "PROBE", "HOOK", "PROGRAM", "STATUS"
     );
     for p in &plans {
@@ -62,7 +69,7 @@ pub fn show(btf_path: &Path, json: bool) -> Result<()> {
             };
             let _ = writeln!(
                 out,
-                "{:<8} {:<28} {:<24} {status}",
+                "{:<14} {:<32} {:<24} {status}",
                 p.probe,
                 a.hook.to_string(),
                 a.program
@@ -104,8 +111,12 @@ pub async fn bench_floor(btf_path: &Path) -> Result<()> {
     caps::require_tracing()?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
-    let kernel = DropKernel::discover(btf_path);
-    let mut ebpf = drops::load(&kernel.config())?;
+    let host = Kernel::discover(btf_path);
+    let kernel = DropKernel::discover(&host);
+    let mut ebpf = loader::load(&Configs {
+        drops: kernel.config(),
+        ..Configs::default()
+    })?;
     let candidates = vec![
         Candidate {
             hook: Hook::TpBtf { event: "kfree_skb" },
@@ -121,7 +132,7 @@ pub async fn bench_floor(btf_path: &Path) -> Result<()> {
             precondition: Ok(()),
         },
     ];
-    let plan = planner::attach_best(&mut ebpf, "floor", candidates, kernel.aya_btf.as_ref());
+    let plan = planner::attach_best(&mut ebpf, "floor", candidates, host.aya_btf.as_ref());
     let Some(chosen) = plan.chosen() else {
         bail!("{}", plan.failure());
     };

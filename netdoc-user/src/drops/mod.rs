@@ -6,18 +6,18 @@ pub mod render;
 pub mod report;
 pub mod run;
 
-use std::path::Path;
-
 use anyhow::{Context as _, Result};
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap},
 };
-use netdoc_common::{DropConfig, DropKey, NO_OFFSET, SkbOffsets, TracepointOffsets, stat};
+use netdoc_common::{
+    DropConfig, DropKey, NO_OFFSET, SkbOffsets, TracepointOffsets, context, stat,
+};
 
 use crate::{
-    facts::{btf::KernelBtf, tracefs::EventFormat},
-    loader,
+    facts::tracefs::EventFormat,
+    kernel::Kernel,
     planner::{Candidate, Hook},
 };
 use report::{KernelCounts, KernelStats};
@@ -26,35 +26,36 @@ pub const PROBE: &str = "drops";
 
 /// What the running kernel offers the drop probe, read once at start.
 pub struct DropKernel {
-    pub btf: Option<KernelBtf>,
-    /// The same BTF as aya parses it, for loading tp_btf programs.
-    pub aya_btf: Option<aya::Btf>,
+    /// Argument count of the `kfree_skb` tp_btf prototype, or why tp_btf cannot work.
+    btf_args: Result<usize, String>,
+    skb: SkbOffsets,
     pub format: Result<EventFormat, String>,
     pub reasons: reasons::DropReasons,
 }
 
 impl DropKernel {
-    pub fn discover(btf_path: &Path) -> Self {
-        let btf = KernelBtf::load(btf_path).ok();
-        let format = crate::facts::tracefs::root()
-            .and_then(|root| EventFormat::read(&root, "skb", "kfree_skb"))
-            .map_err(|e| format!("{e:#}"));
-        let reasons = btf
+    pub fn discover(kernel: &Kernel) -> Self {
+        let format = kernel.format("skb", "kfree_skb");
+        let btf_args = kernel.tp_btf_args("kfree_skb");
+        let has_reason = match (&btf_args, &format) {
+            (Ok(n), _) => *n >= 3,
+            (Err(_), Ok(f)) => f.field("reason").is_some(),
+            _ => false,
+        };
+        let reasons = kernel
+            .btf
             .as_ref()
-            .and_then(|b| {
-                let modules = crate::facts::btf::module_btfs(b, btf_path.parent()?);
-                reasons::DropReasons::from_btf(b, &modules)
-            })
+            .and_then(|b| reasons::DropReasons::from_btf(b, &kernel.module_btfs()))
             .or_else(|| {
                 format
                     .as_ref()
                     .ok()
                     .and_then(reasons::DropReasons::from_format)
             })
-            .unwrap_or_else(|| reasons::DropReasons::numbers_only(self_has_reason(&btf, &format)));
+            .unwrap_or_else(|| reasons::DropReasons::numbers_only(has_reason));
         Self {
-            btf,
-            aya_btf: aya::Btf::parse_file(btf_path, aya::Endianness::default()).ok(),
+            btf_args,
+            skb: skb_offsets(kernel),
             format,
             reasons,
         }
@@ -62,18 +63,10 @@ impl DropKernel {
 
     /// Hooks for the drop probe, best first.
     pub fn candidates(&self) -> Vec<Candidate> {
-        let args = self
-            .btf
-            .as_ref()
-            .and_then(|b| b.tracepoint_arg_count("kfree_skb"));
-        let (btf_program, btf_pre) = match (&self.btf, args) {
-            (None, _) => ("kfree_skb_btf", Err("no kernel BTF".to_string())),
-            (Some(_), None) => (
-                "kfree_skb_btf",
-                Err("BTF has no btf_trace_kfree_skb".to_string()),
-            ),
-            (Some(_), Some(n)) if n >= 3 => ("kfree_skb_btf", Ok(())),
-            (Some(_), Some(_)) => ("kfree_skb_btf_noreason", Ok(())),
+        let (btf_program, btf_pre) = match &self.btf_args {
+            Err(why) => ("kfree_skb_btf", Err(why.clone())),
+            Ok(n) if *n >= 3 => ("kfree_skb_btf", Ok(())),
+            Ok(_) => ("kfree_skb_btf_noreason", Ok(())),
         };
         let tp_pre = match &self.format {
             Ok(f) if f.field("skbaddr").is_some() && f.field("location").is_some() => Ok(()),
@@ -100,9 +93,7 @@ impl DropKernel {
     /// Kernel config with every offset this kernel has.
     pub fn config(&self) -> DropConfig {
         let mut cfg = DropConfig::EMPTY;
-        if let Some(b) = &self.btf {
-            cfg.skb = skb_offsets(b);
-        }
+        cfg.skb = self.skb;
         if let Ok(f) = &self.format {
             let off = |n: &str| f.field(n).map_or(NO_OFFSET, |x| x.offset);
             cfg.tp = TracepointOffsets {
@@ -116,40 +107,21 @@ impl DropKernel {
     }
 }
 
-fn self_has_reason(btf: &Option<KernelBtf>, format: &Result<EventFormat, String>) -> bool {
-    let from_btf = btf
-        .as_ref()
-        .and_then(|b| b.tracepoint_arg_count("kfree_skb"))
-        .map(|n| n >= 3);
-    let from_format = format.as_ref().ok().map(|f| f.field("reason").is_some());
-    from_btf.or(from_format).unwrap_or(false)
-}
-
-pub fn skb_offsets(b: &KernelBtf) -> SkbOffsets {
-    let off = |s: &str, path: &[&str]| b.member_offset(s, path).unwrap_or(NO_OFFSET);
+fn skb_offsets(k: &Kernel) -> SkbOffsets {
     SkbOffsets {
-        skb_len: off("sk_buff", &["len"]),
-        skb_dev: off("sk_buff", &["dev"]),
-        skb_sk: off("sk_buff", &["sk"]),
-        skb_head: off("sk_buff", &["head"]),
-        skb_network_header: off("sk_buff", &["network_header"]),
-        skb_transport_header: off("sk_buff", &["transport_header"]),
-        skb_protocol: off("sk_buff", &["protocol"]),
-        dev_ifindex: off("net_device", &["ifindex"]),
-        dev_net: off("net_device", &["nd_net", "net"]),
-        sk_net: off("sock", &["__sk_common", "skc_net", "net"]),
-        net_inum: off("net", &["ns", "inum"]),
+        skb_len: k.offset("sk_buff", &["len"]),
+        skb_dev: k.offset("sk_buff", &["dev"]),
+        skb_sk: k.offset("sk_buff", &["sk"]),
+        skb_head: k.offset("sk_buff", &["head"]),
+        skb_network_header: k.offset("sk_buff", &["network_header"]),
+        skb_transport_header: k.offset("sk_buff", &["transport_header"]),
+        skb_protocol: k.offset("sk_buff", &["protocol"]),
+        dev_ifindex: k.offset("net_device", &["ifindex"]),
+        dev_net: k.offset("net_device", &["nd_net", "net"]),
+        sk_net: k.offset("sock", &["__sk_common", "skc_net", "net"]),
+        net_inum: k.offset("net", &["ns", "inum"]),
         _pad: 0,
     }
-}
-
-/// Loads the object with `cfg` as the drop programs' read-only config.
-pub fn load(cfg: &DropConfig) -> Result<Ebpf> {
-    loader::raise_memlock()?;
-    EbpfLoader::new()
-        .override_global("DROP_CONFIG", cfg, true)
-        .load(loader::OBJECT)
-        .context("loading netdoc's eBPF object")
 }
 
 /// Fills the in-kernel reason filter; must run before attaching.
@@ -180,12 +152,33 @@ impl DropMaps {
         })
     }
 
+    /// Per-CPU counts by (reason, location), the context bits merged.
     pub fn counts(&self) -> KernelCounts {
-        self.counts
-            .iter()
-            .filter_map(|r| r.ok())
-            .map(|(k, v)| (k, v.iter().copied().collect()))
-            .collect()
+        let mut merged: std::collections::HashMap<DropKey, Vec<u64>> = Default::default();
+        for (mut key, per_cpu) in self.counts.iter().filter_map(|r| r.ok()) {
+            key.context = 0;
+            let sum = merged.entry(key).or_insert_with(|| vec![0; per_cpu.len()]);
+            for (s, v) in sum.iter_mut().zip(per_cpu.iter()) {
+                *s += v;
+            }
+        }
+        merged.into_iter().collect()
+    }
+
+    /// Per CPU: (all drops, drops inside NET_RX softirq).
+    pub fn per_cpu(&self) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (key, per_cpu) in self.counts.iter().filter_map(|r| r.ok()) {
+            out.resize(out.len().max(per_cpu.len()), (0, 0));
+            let in_rx = key.context & context::IN_NET_RX as u32 != 0;
+            for (slot, v) in out.iter_mut().zip(per_cpu.iter()) {
+                slot.0 += v;
+                if in_rx {
+                    slot.1 += v;
+                }
+            }
+        }
+        out
     }
 
     pub fn stats(&self) -> KernelStats {
@@ -210,15 +203,22 @@ mod tests {
     use super::*;
     use crate::planner::Hook;
 
-    fn kernel_with_format(name: &str) -> DropKernel {
-        let format = crate::facts::tracefs::fixture(name);
+    fn without_btf(format: Result<EventFormat, String>) -> DropKernel {
+        let reasons = format
+            .as_ref()
+            .ok()
+            .and_then(reasons::DropReasons::from_format)
+            .unwrap_or_else(|| reasons::DropReasons::numbers_only(false));
         DropKernel {
-            btf: None,
-            aya_btf: None,
-            reasons: reasons::DropReasons::from_format(&format)
-                .unwrap_or_else(|| reasons::DropReasons::numbers_only(false)),
-            format: Ok(format),
+            btf_args: Err("no kernel BTF".into()),
+            skb: DropConfig::EMPTY.skb,
+            format,
+            reasons,
         }
+    }
+
+    fn kernel_with_format(name: &str) -> DropKernel {
+        without_btf(Ok(crate::facts::tracefs::fixture(name)))
     }
 
     #[test]
@@ -256,12 +256,7 @@ mod tests {
 
     #[test]
     fn a_missing_format_skips_the_tracepoint_with_its_reason() {
-        let k = DropKernel {
-            btf: None,
-            aya_btf: None,
-            format: Err("tracefs is not mounted".into()),
-            reasons: reasons::DropReasons::numbers_only(true),
-        };
+        let k = without_btf(Err("tracefs is not mounted".into()));
         assert_eq!(
             k.candidates()[1].precondition,
             Err("tracefs is not mounted".to_string())

@@ -53,6 +53,9 @@ pub fn summary(s: &Summary) -> String {
             s.matched, s.delivered, s.lost, s.unknown_records
         );
     }
+    if let Some(n) = s.in_net_rx {
+        let _ = writeln!(out, "inside NET_RX softirq: {n} of {} drops", s.total);
+    }
     if s.aggregation_overflow > 0 {
         let _ = writeln!(
             out,

@@ -12,6 +12,8 @@ use super::{filter::proto_name, reasons::DropReasons};
 /// Resolves what the kernel gives as numbers: reasons, code addresses, namespaces, devices.
 pub trait Namer {
     fn reasons(&self) -> &DropReasons;
+    /// Whether the softirq probe ran, so a drop's NET_RX context is known.
+    fn net_rx_known(&self) -> bool;
     fn location(&mut self, addr: u64) -> String;
     fn netns_name(&mut self, ino: u32) -> Option<String>;
     fn device(&mut self, netns: u32, ifindex: u32) -> Option<String>;
@@ -24,6 +26,8 @@ pub struct NamedDrop {
     pub kind: &'static str,
     pub ts_ns: u64,
     pub cpu: u32,
+    /// Whether the drop happened inside the NET_RX softirq; null when not tracked.
+    pub in_net_rx: Option<bool>,
     pub reason: String,
     pub reason_code: Option<u32>,
     pub location: String,
@@ -60,6 +64,9 @@ impl NamedDrop {
             kind: "drop",
             ts_ns: ev.ts_ns,
             cpu: ev.cpu,
+            in_net_rx: namer
+                .net_rx_known()
+                .then_some(ev.flags & netdoc_common::context::IN_NET_RX != 0),
             reason: namer.reasons().name(ev.reason),
             reason_code: (ev.reason != REASON_UNAVAILABLE).then_some(ev.reason),
             location: namer.location(ev.location),
@@ -186,6 +193,8 @@ pub struct Summary {
     pub lost: u64,
     pub unknown_records: u64,
     pub aggregation_overflow: u64,
+    /// Drops inside the NET_RX softirq; null when not tracked.
+    pub in_net_rx: Option<u64>,
     pub locations: Vec<Row>,
 }
 
@@ -197,6 +206,7 @@ pub struct SummaryInput<'a> {
     pub stats: KernelStats,
     pub delivered: u64,
     pub unknown_records: u64,
+    pub in_net_rx: Option<u64>,
     pub rows: &'a [Row],
 }
 
@@ -219,6 +229,7 @@ pub fn summary(input: SummaryInput<'_>) -> Summary {
         lost: input.stats.lost,
         unknown_records: input.unknown_records,
         aggregation_overflow: input.stats.aggregation_overflow,
+        in_net_rx: input.in_net_rx,
         locations: input.rows.to_vec(),
     }
 }
@@ -235,6 +246,9 @@ mod tests {
     impl Namer for FakeNamer {
         fn reasons(&self) -> &DropReasons {
             &self.0
+        }
+        fn net_rx_known(&self) -> bool {
+            true
         }
         fn location(&mut self, addr: u64) -> String {
             format!("fn_{addr:x}+0x4")
@@ -266,6 +280,7 @@ mod tests {
             sport: 40000,
             dport: 9,
             eth_proto: 0x0800,
+            flags: netdoc_common::context::IN_NET_RX,
             ..Default::default()
         };
         ev.saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
@@ -307,6 +322,7 @@ mod tests {
         assert_eq!(v["proto"], "udp");
         assert_eq!(v["saddr"], "10.0.0.1");
         assert_eq!(v["dport"], 9);
+        assert_eq!(v["in_net_rx"], true);
         assert_eq!(
             d.flow(),
             "udp 10.0.0.1:40000 > 10.0.0.2:9 dev veth-b netns blue"
@@ -341,7 +357,7 @@ mod tests {
     fn rows_sum_cpus_rate_and_summary_counts() {
         let key = |reason, location| DropKey {
             reason,
-            _pad: 0,
+            context: 0,
             location,
         };
         let counts: KernelCounts = vec![
@@ -372,6 +388,7 @@ mod tests {
             },
             delivered: 15,
             unknown_records: 0,
+            in_net_rx: Some(3),
             rows: &rows,
         });
         assert_eq!(

@@ -30,7 +30,10 @@ use super::{
 };
 use crate::{
     facts::{caps, kallsyms::Kallsyms, netns::NetnsNames},
+    kernel::Kernel,
+    loader::{self, Configs},
     planner,
+    softirq::{self, SoftirqKernel},
 };
 
 pub struct DropsOptions {
@@ -48,6 +51,7 @@ pub struct DropsOptions {
 }
 
 struct LiveNamer {
+    net_rx_known: bool,
     reasons: DropReasons,
     kallsyms: Option<Kallsyms>,
     netns: NetnsNames,
@@ -57,6 +61,9 @@ struct LiveNamer {
 impl Namer for LiveNamer {
     fn reasons(&self) -> &DropReasons {
         &self.reasons
+    }
+    fn net_rx_known(&self) -> bool {
+        self.net_rx_known
     }
     fn location(&mut self, addr: u64) -> String {
         let k = &self.kallsyms;
@@ -89,7 +96,9 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
     // Handlers first: a signal at any point after this detaches cleanly and prints the summary.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    let kernel = DropKernel::discover(&opts.btf);
+    let host = Kernel::discover(&opts.btf);
+    let kernel = DropKernel::discover(&host);
+    let context = SoftirqKernel::discover(&host);
     let filter = DropFilter::parse(&opts.filter, &kernel.reasons)?;
     if !opts.pages.is_power_of_two() {
         bail!("--pages must be a power of two (e.g. 64)");
@@ -107,7 +116,10 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
     }
     cfg.stream = streaming as u32;
 
-    let mut ebpf = super::load(&cfg)?;
+    let mut ebpf = loader::load(&Configs {
+        drops: cfg,
+        softirq: context.config,
+    })?;
     super::set_reason_filter(&mut ebpf, &filter.reasons)?;
     let maps = DropMaps::take(&mut ebpf)?;
     // Buffers open before the program attaches, so no event arrives with nobody to read it.
@@ -129,7 +141,13 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
     }
     drop(tx);
 
+    // Softirq entry/exit first, so every drop knows whether it happened inside NET_RX.
+    let net_rx_known = softirq::timed(&context.attach(&mut ebpf, &host, &[softirq::ENTRY, softirq::EXIT]));
+    if !net_rx_known {
+        eprintln!("netdoc: degraded: softirq hooks did not attach; drops carry no NET_RX context");
+    }
     let mut namer = LiveNamer {
+        net_rx_known,
         reasons: kernel.reasons.clone(),
         kallsyms: Kallsyms::load().ok(),
         netns: NetnsNames::new(),
@@ -143,7 +161,7 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
             }
         }
     }
-    let plan = planner::attach_best(&mut ebpf, PROBE, candidates, kernel.aya_btf.as_ref());
+    let plan = planner::attach_best(&mut ebpf, PROBE, candidates, host.aya_btf.as_ref());
     let Some(chosen) = plan.chosen() else {
         bail!("{}", plan.failure());
     };
@@ -226,6 +244,7 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
         stats,
         delivered,
         unknown_records: totals.decode.unknown,
+        in_net_rx: net_rx_known.then(|| maps.per_cpu().iter().map(|c| c.1).sum()),
         rows: &rows,
     });
     if streaming && delivered + stats.lost != stats.matched {
@@ -258,7 +277,7 @@ fn emit(
         let named = NamedDrop::new(ev, namer);
         let key = DropKey {
             reason: ev.reason,
-            _pad: 0,
+            context: 0,
             location: ev.location,
         };
         if opts.json {

@@ -2,6 +2,10 @@
 //! it is testable without root.
 pub mod btf;
 pub mod caps;
+pub mod host;
+pub mod interrupts;
+pub mod irqsys;
 pub mod kallsyms;
 pub mod netns;
+pub mod procnet;
 pub mod tracefs;

@@ -1,0 +1,26 @@
+//! A diagnosis: what is wrong, the measurements that show it, and what to do. Every probe
+//! family's correlation produces these; renderers only print them.
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Finding {
+    /// Stable identifier of the incident class, e.g. `net_rx_single_queue_saturation`.
+    pub id: &'static str,
+    /// One line naming the root cause.
+    pub title: String,
+    pub evidence: Vec<String>,
+    pub fix: Vec<String>,
+}
+
+impl Finding {
+    pub fn render(&self) -> String {
+        let mut out = format!("FINDING {}: {}\n", self.id, self.title);
+        for e in &self.evidence {
+            out.push_str(&format!("  evidence: {e}\n"));
+        }
+        for f in &self.fix {
+            out.push_str(&format!("  fix: {f}\n"));
+        }
+        out
+    }
+}

@@ -1,0 +1,55 @@
+//! What every probe family reads from the running kernel, read once per run and shared.
+use std::path::{Path, PathBuf};
+
+use crate::facts::{
+    btf::{self, KernelBtf},
+    tracefs::{self, EventFormat},
+};
+
+pub struct Kernel {
+    pub btf_path: PathBuf,
+    pub btf: Option<KernelBtf>,
+    /// The same BTF as aya parses it, for loading tp_btf programs.
+    pub aya_btf: Option<aya::Btf>,
+    tracefs: Result<PathBuf, String>,
+}
+
+impl Kernel {
+    pub fn discover(btf_path: &Path) -> Self {
+        Self {
+            btf_path: btf_path.to_path_buf(),
+            btf: KernelBtf::load(btf_path).ok(),
+            aya_btf: aya::Btf::parse_file(btf_path, aya::Endianness::default()).ok(),
+            tracefs: tracefs::root().map_err(|e| format!("{e:#}")),
+        }
+    }
+
+    /// A tracepoint's record format, or why it cannot be read (the planner's skip reason).
+    pub fn format(&self, system: &str, event: &str) -> Result<EventFormat, String> {
+        let root = self.tracefs.as_ref().map_err(Clone::clone)?;
+        EventFormat::read(root, system, event).map_err(|e| format!("{e:#}"))
+    }
+
+    /// Split BTF of loaded modules (enums and structs outside vmlinux).
+    pub fn module_btfs(&self) -> Vec<KernelBtf> {
+        match (&self.btf, self.btf_path.parent()) {
+            (Some(b), Some(dir)) => btf::module_btfs(b, dir),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Byte offset of a struct member path, or `NO_OFFSET`.
+    pub fn offset(&self, name: &str, path: &[&str]) -> u32 {
+        self.btf
+            .as_ref()
+            .and_then(|b| b.member_offset(name, path))
+            .unwrap_or(netdoc_common::NO_OFFSET)
+    }
+
+    /// Whether a tp_btf program can attach to `event`: `Err(why)` otherwise.
+    pub fn tp_btf_args(&self, event: &str) -> Result<usize, String> {
+        let b = self.btf.as_ref().ok_or("no kernel BTF")?;
+        b.tracepoint_arg_count(event)
+            .ok_or_else(|| format!("BTF has no btf_trace_{event}"))
+    }
+}

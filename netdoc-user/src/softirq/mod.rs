@@ -1,0 +1,208 @@
+//! The softirq/IRQ probe family: softirq run time per CPU and vector, hardirq counts per CPU,
+//! NAPI polls per CPU and device; and, in userspace, the NIC queue map and the correlation of
+//! drops with NET_RX load.
+pub mod correlate;
+pub mod heatmap;
+pub mod nicmap;
+pub mod run;
+pub mod series;
+pub mod svg;
+
+use anyhow::{Context as _, Result};
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuArray, PerCpuHashMap},
+};
+use netdoc_common::{
+    NO_OFFSET,
+    softirq::{NapiStats, SoftirqConfig, SoftirqTime, VECTORS},
+};
+
+use crate::{
+    kernel::Kernel,
+    planner::{self, Candidate, ProbePlan},
+};
+
+pub const ENTRY: &str = "softirq_entry";
+pub const EXIT: &str = "softirq_exit";
+pub const IRQ: &str = "irq_handler";
+pub const NAPI: &str = "napi_poll";
+
+/// Vector names in `NR_SOFTIRQS` order, as `/proc/softirqs` prints them.
+pub const VECTOR_NAMES: [&str; VECTORS as usize] = [
+    "HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU",
+];
+
+pub fn vector_number(name: &str) -> Option<u32> {
+    let upper = name.to_ascii_uppercase();
+    VECTOR_NAMES
+        .iter()
+        .position(|v| *v == upper)
+        .map(|i| i as u32)
+}
+
+/// What the running kernel offers these probes.
+pub struct SoftirqKernel {
+    pub probes: Vec<(&'static str, Vec<Candidate>)>,
+    pub config: SoftirqConfig,
+}
+
+impl SoftirqKernel {
+    pub fn discover(k: &Kernel) -> Self {
+        let softirq = k.format("irq", "softirq_entry");
+        let irq = k.format("irq", "irq_handler_entry");
+        let napi = k.format("napi", "napi_poll");
+        let off = |f: &Result<crate::facts::tracefs::EventFormat, String>, n: &str| {
+            f.as_ref()
+                .ok()
+                .and_then(|f| f.field(n))
+                .map_or(NO_OFFSET, |x| x.offset)
+        };
+        let config = SoftirqConfig {
+            tp_vec: off(&softirq, "vec"),
+            tp_irq: off(&irq, "irq"),
+            tp_napi: off(&napi, "napi"),
+            tp_napi_work: off(&napi, "work"),
+            tp_napi_budget: off(&napi, "budget"),
+            napi_dev: k.offset("napi_struct", &["dev"]),
+            dev_name: k.offset("net_device", &["name"]),
+            dev_ifindex: k.offset("net_device", &["ifindex"]),
+            dev_net: k.offset("net_device", &["nd_net", "net"]),
+            net_inum: k.offset("net", &["ns", "inum"]),
+        };
+        let exit = k.format("irq", "softirq_exit");
+        let probes = vec![
+            (
+                ENTRY,
+                planner::tracepoint_pair(
+                    k,
+                    ("irq", "softirq_entry"),
+                    "softirq_entry_btf",
+                    "softirq_entry_tp",
+                    &softirq,
+                    &["vec"],
+                ),
+            ),
+            (
+                EXIT,
+                planner::tracepoint_pair(
+                    k,
+                    ("irq", "softirq_exit"),
+                    "softirq_exit_btf",
+                    "softirq_exit_tp",
+                    &exit,
+                    &["vec"],
+                ),
+            ),
+            (
+                IRQ,
+                planner::tracepoint_pair(
+                    k,
+                    ("irq", "irq_handler_entry"),
+                    "irq_handler_btf",
+                    "irq_handler_tp",
+                    &irq,
+                    &["irq"],
+                ),
+            ),
+            (
+                NAPI,
+                planner::tracepoint_pair(
+                    k,
+                    ("napi", "napi_poll"),
+                    "napi_poll_btf",
+                    "napi_poll_tp",
+                    &napi,
+                    &["napi", "work", "budget"],
+                ),
+            ),
+        ];
+        Self { probes, config }
+    }
+
+    /// Attaches each named probe at its best hook; a probe that attaches nowhere is reported in
+    /// its plan, not fatal (the others still measure).
+    pub fn attach(&self, ebpf: &mut Ebpf, k: &Kernel, which: &[&str]) -> Vec<ProbePlan> {
+        self.probes
+            .iter()
+            .filter(|(p, _)| which.contains(p))
+            .map(|(p, c)| planner::attach_best(ebpf, p, c.clone(), k.aya_btf.as_ref()))
+            .collect()
+    }
+}
+
+/// Whether both softirq hooks attached, so drop context and run time are known.
+pub fn timed(plans: &[ProbePlan]) -> bool {
+    [ENTRY, EXIT]
+        .iter()
+        .all(|p| plans.iter().any(|plan| plan.probe == *p && plan.chosen().is_some()))
+}
+
+/// The family's maps, taken out of the object so they outlive its links.
+pub struct SoftirqMaps {
+    time: PerCpuArray<MapData, SoftirqTime>,
+    irqs: PerCpuHashMap<MapData, u32, u64>,
+    napi: PerCpuHashMap<MapData, u64, NapiStats>,
+}
+
+/// Cumulative per-CPU readings of the maps at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MapReading {
+    /// `[cpu][vector]`.
+    pub softirq: Vec<Vec<SoftirqTime>>,
+    /// IRQ → count per CPU.
+    pub irqs: std::collections::BTreeMap<u32, Vec<u64>>,
+    /// Per NAPI instance: per-CPU stats (the device name is set on CPUs that polled it).
+    pub napi: Vec<Vec<NapiStats>>,
+}
+
+impl SoftirqMaps {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("{name} map"));
+        Ok(Self {
+            time: PerCpuArray::try_from(take("SOFTIRQ_TIME")?)?,
+            irqs: PerCpuHashMap::try_from(take("IRQ_COUNTS")?)?,
+            napi: PerCpuHashMap::try_from(take("NAPI_POLLS")?)?,
+        })
+    }
+
+    pub fn read(&self) -> MapReading {
+        let mut softirq: Vec<Vec<SoftirqTime>> = Vec::new();
+        for vec in 0..VECTORS {
+            let Ok(per_cpu) = self.time.get(&vec, 0) else {
+                continue;
+            };
+            softirq.resize(per_cpu.len(), vec![SoftirqTime::ZERO; VECTORS as usize]);
+            for (cpu, t) in per_cpu.iter().enumerate() {
+                softirq[cpu][vec as usize] = *t;
+            }
+        }
+        MapReading {
+            softirq,
+            irqs: self
+                .irqs
+                .iter()
+                .filter_map(|r| r.ok())
+                .map(|(irq, v)| (irq, v.iter().copied().collect()))
+                .collect(),
+            napi: self
+                .napi
+                .iter()
+                .filter_map(|r| r.ok())
+                .map(|(_, v)| v.iter().copied().collect())
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vector_names_round_trip() {
+        assert_eq!(vector_number("net_rx"), Some(netdoc_common::softirq::NET_RX));
+        assert_eq!(vector_number("RCU"), Some(9));
+        assert_eq!(vector_number("nope"), None);
+    }
+}

@@ -1,0 +1,324 @@
+//! Helpers shared by the kernel integration tests: root checks, namespaces with a veth pair,
+//! starting and stopping netdoc, and the check that nothing stays loaded.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::{
+    fs::File,
+    io::{BufRead as _, BufReader},
+    net::UdpSocket,
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Mutex, mpsc},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// One netdoc at a time, so the leak check after each run sees only that run's programs.
+pub static SERIAL: Mutex<()> = Mutex::new(());
+pub const NETDOC: &str = env!("CARGO_BIN_EXE_netdoc");
+pub const CLOSED_PORT: u16 = 9;
+pub const FIREWALLED_PORT: u16 = 7777;
+pub const N: usize = 40;
+
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::common::is_root() {
+            eprintln!("skipped: needs root (run `cargo xtask test` as root)");
+            return;
+        }
+        let _serial = $crate::common::SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
+}
+
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().expect(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Two namespaces joined by a veth pair, with static neighbours and IPv6 off (no stray drops).
+/// Removing the namespaces on drop removes the links and nft rules inside them.
+pub struct Pair {
+    pub a: String,
+    pub b: String,
+    pub dev_b: String,
+    pub ip_a: String,
+    pub ip_b: String,
+}
+
+impl Pair {
+    pub fn new(tag: &str, subnet: u8) -> Pair {
+        let id = std::process::id();
+        let p = Pair {
+            a: format!("ndt{id}{tag}a"),
+            b: format!("ndt{id}{tag}b"),
+            dev_b: format!("nd{tag}b"),
+            ip_a: format!("10.231.{subnet}.1"),
+            ip_b: format!("10.231.{subnet}.2"),
+        };
+        let dev_a = format!("nd{tag}a");
+        let (mac_a, mac_b) = (
+            format!("02:00:00:00:{subnet:02x}:01"),
+            format!("02:00:00:00:{subnet:02x}:02"),
+        );
+        for ns in [&p.a, &p.b] {
+            run("ip", &["netns", "add", ns]);
+            run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    ns,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv6.conf.all.disable_ipv6=1",
+                    "net.ipv6.conf.default.disable_ipv6=1",
+                ],
+            );
+            run("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        }
+        run(
+            "ip",
+            &[
+                "-n", &p.a, "link", "add", &dev_a, "address", &mac_a, "type", "veth", "peer",
+                "name", &p.dev_b, "address", &mac_b, "netns", &p.b,
+            ],
+        );
+        for (ns, dev, ip, peer_ip, peer_mac) in [
+            (&p.a, &dev_a, &p.ip_a, &p.ip_b, &mac_b),
+            (&p.b, &p.dev_b, &p.ip_b, &p.ip_a, &mac_a),
+        ] {
+            run(
+                "ip",
+                &["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", dev],
+            );
+            run("ip", &["-n", ns, "link", "set", dev, "up"]);
+            run(
+                "ip",
+                &[
+                    "-n",
+                    ns,
+                    "neigh",
+                    "replace",
+                    peer_ip,
+                    "lladdr",
+                    peer_mac,
+                    "dev",
+                    dev,
+                    "nud",
+                    "permanent",
+                ],
+            );
+        }
+        let nft = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", p.b.as_str(), "nft"];
+            all.extend(args);
+            run("ip", &all);
+        };
+        nft(&["add", "table", "inet", "netdoc_test"]);
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            "netdoc_test",
+            "input",
+            "{ type filter hook input priority 0; }",
+        ]);
+        nft(&[
+            "add",
+            "rule",
+            "inet",
+            "netdoc_test",
+            "input",
+            "udp",
+            "dport",
+            &FIREWALLED_PORT.to_string(),
+            "counter",
+            "drop",
+        ]);
+        p
+    }
+
+    pub fn inode_b(&self) -> u64 {
+        std::fs::metadata(format!("/run/netns/{}", self.b))
+            .unwrap()
+            .ino()
+    }
+
+    /// Sends `n` datagrams from namespace a to b's `port`, from a thread pinned to CPU 0.
+    pub fn send(&self, port: u16, n: usize) {
+        let ns = File::open(format!("/run/netns/{}", self.a)).unwrap();
+        let (from, to) = (self.ip_a.clone(), self.ip_b.clone());
+        std::thread::spawn(move || {
+            unsafe {
+                assert_eq!(libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET), 0, "setns");
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(0, &mut set);
+                libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+            }
+            let sock = UdpSocket::bind((from.as_str(), 0)).unwrap();
+            for i in 0..n {
+                sock.send_to(
+                    format!("netdoc test {i:04}").as_bytes(),
+                    (to.as_str(), port),
+                )
+                .unwrap();
+            }
+        })
+        .join()
+        .unwrap();
+    }
+
+    pub fn udp_no_ports(&self) -> u64 {
+        let snmp = run("ip", &["netns", "exec", &self.b, "cat", "/proc/net/snmp"]);
+        let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+        let col = udp[0]
+            .split_whitespace()
+            .position(|h| h == "NoPorts")
+            .unwrap();
+        udp[1].split_whitespace().nth(col).unwrap().parse().unwrap()
+    }
+
+    pub fn nft_dropped(&self) -> u64 {
+        let out = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.b,
+                "nft",
+                "list",
+                "table",
+                "inet",
+                "netdoc_test",
+            ],
+        );
+        let after = out.split("counter packets ").nth(1).unwrap();
+        after.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    /// Waits (bounded) until the kernel's own counters show every datagram dropped.
+    pub fn wait_for_drops(&self, no_ports: u64, firewalled: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.udp_no_ports() < no_ports || self.nft_dropped() < firewalled {
+            assert!(
+                Instant::now() < deadline,
+                "drops did not happen: NoPorts {} nft {}",
+                self.udp_no_ports(),
+                self.nft_dropped()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            (self.udp_no_ports(), self.nft_dropped()),
+            (no_ports, firewalled)
+        );
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+pub struct Netdoc {
+    pub child: Child,
+    pub stdout: mpsc::Receiver<String>,
+}
+
+/// Starts netdoc and waits (bounded) for its "attached" line.
+pub fn start(args: &[&str]) -> Netdoc {
+    let mut child = Command::new(NETDOC)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, stdout) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (ready_tx, ready) = mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = ready_tx.send(line);
+        }
+    });
+    loop {
+        match ready.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) if line.contains("attached") => return Netdoc { child, stdout },
+            Ok(line) => eprintln!("netdoc: {line}"),
+            Err(e) => panic!("netdoc did not attach: {e}"),
+        }
+    }
+}
+
+impl Netdoc {
+    /// Signals netdoc, waits for it and returns its JSON lines.
+    pub fn stop(mut self, signal: i32) -> (ExitStatus, Vec<Value>) {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let status = self.child.wait().unwrap();
+        let lines = self
+            .stdout
+            .iter()
+            .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        (status, lines)
+    }
+}
+
+pub fn summary(lines: &[Value]) -> &Value {
+    let last = lines.last().expect("no output");
+    assert_eq!(last["type"], "summary", "last line is the summary");
+    last
+}
+
+pub fn count(summary: &Value, reason: &str) -> u64 {
+    summary["counts"][reason].as_u64().unwrap_or(0)
+}
+
+/// No program of netdoc's may stay loaded once it has exited. Links to raw tracepoints are freed
+/// after an RCU grace period, so a program may linger briefly: wait (bounded) for it to go.
+pub fn assert_nothing_left() {
+    // The kernel keeps the first 15 bytes of a program name.
+    let ours = [
+        "kfree_skb_",
+        "floor_kfree_skb",
+        "softirq_entry_",
+        "softirq_exit_",
+        "irq_handler_",
+        "napi_poll_",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<String> = aya::programs::loaded_programs()
+            .flatten()
+            .filter_map(|p| p.name_as_str().map(str::to_string))
+            .filter(|name| ours.iter().any(|o| name.starts_with(o)))
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "programs left loaded: {left:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+

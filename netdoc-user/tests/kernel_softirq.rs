@@ -1,0 +1,169 @@
+//! Kernel integration tests of the softirq/IRQ family: a bounded veth flood pinned to CPU 0
+//! creates NET_RX load and drops; netdoc's per-CPU counts must agree with the kernel's own.
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+const FLOOD: usize = 20_000;
+
+fn online_cpus() -> Vec<u64> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<u64>().unwrap()..=b.parse().unwrap()),
+            None => cpus.push(part.parse().unwrap()),
+        }
+    }
+    cpus
+}
+
+fn net_rx_per_cpu() -> BTreeMap<u64, u64> {
+    let text = std::fs::read_to_string("/proc/softirqs").unwrap();
+    let mut lines = text.lines();
+    let cpus: Vec<u64> = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CPU").parse().unwrap())
+        .collect();
+    let row = lines.find(|l| l.trim_start().starts_with("NET_RX:")).unwrap();
+    cpus.into_iter()
+        .zip(row.split_whitespace().skip(1).map(|n| n.parse().unwrap()))
+        .collect()
+}
+
+fn within(a: u64, b: u64, pct: f64) -> bool {
+    (a as f64 - b as f64).abs() <= pct / 100.0 * b.max(1) as f64
+}
+
+#[test]
+fn net_rx_counts_match_proc_softirqs_and_the_heatmap_has_every_cpu() {
+    require_root!();
+    let pair = Pair::new("s", 40);
+    let svg = std::env::temp_dir().join(format!("netdoc-test-{}.svg", std::process::id()));
+    let netdoc = start(&[
+        "softirq",
+        "--json",
+        "--interval",
+        "300ms",
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    let before = net_rx_per_cpu();
+    pair.send(CLOSED_PORT, FLOOD);
+    pair.wait_for_drops(FLOOD as u64, 0);
+    let after = net_rx_per_cpu();
+    let (status, lines) = netdoc.stop(libc::SIGTERM);
+    assert!(status.success(), "netdoc exited with {status}");
+    assert_nothing_left();
+
+    let report: &Value = lines.last().expect("one JSON report");
+    assert_eq!(report["type"], "softirq");
+    assert_eq!(report["vector"], "NET_RX");
+    let cpus = online_cpus();
+    let rows = report["heatmap"]["rows"].as_array().unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r["cpu"].as_u64().unwrap()).collect::<Vec<_>>(),
+        cpus,
+        "one heatmap row per online CPU"
+    );
+    let buckets = report["heatmap"]["buckets"].as_array().unwrap().len();
+    assert!(buckets >= 1);
+    assert!(rows.iter().all(|r| r["share"].as_array().unwrap().len() == buckets));
+
+    // netdoc's window encloses the test's, and the box is otherwise quiet: within 5 %.
+    let summary = report["summary"].as_array().unwrap();
+    let ours = |cpu: u64| summary[cpu as usize]["count"].as_u64().unwrap();
+    let proc_delta = |cpu: u64| after[&cpu] - before[&cpu];
+    let total_ours: u64 = cpus.iter().map(|c| ours(*c)).sum();
+    let total_proc: u64 = cpus.iter().map(|c| proc_delta(*c)).sum();
+    assert!(proc_delta(0) as usize >= FLOOD / 10, "the flood ran NET_RX on CPU 0");
+    assert!(
+        within(ours(0), proc_delta(0), 5.0),
+        "CPU 0: netdoc {} vs /proc/softirqs {}",
+        ours(0),
+        proc_delta(0)
+    );
+    assert!(
+        within(total_ours, total_proc, 5.0),
+        "all CPUs: netdoc {total_ours} vs /proc/softirqs {total_proc}"
+    );
+    // The flood's drops happen on CPU 0, inside NET_RX (the UDP lookup runs there).
+    let cpu0 = &summary[0];
+    assert!(cpu0["drops"].as_u64().unwrap() >= FLOOD as u64, "{cpu0}");
+    assert!(cpu0["drops_in_net_rx"].as_u64().unwrap() >= FLOOD as u64, "{cpu0}");
+    assert!(cpu0["share"].as_f64().unwrap() > 0.0);
+    let heat_drops: u64 = rows[0]["drops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap())
+        .sum();
+    assert_eq!(heat_drops, cpu0["drops"].as_u64().unwrap());
+
+    let text = std::fs::read_to_string(&svg).unwrap();
+    std::fs::remove_file(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&text).expect("the SVG is well-formed XML");
+    let cells = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("cell"))
+        .count();
+    assert_eq!(cells, cpus.len() * buckets, "a cell per CPU and bucket");
+}
+
+#[test]
+fn drops_carry_their_net_rx_context() {
+    require_root!();
+    let pair = Pair::new("c", 41);
+    let netdoc = start(&["drops", "--json", "--netns", pair.b.as_str()]);
+    pair.send(CLOSED_PORT, N);
+    pair.wait_for_drops(N as u64, 0);
+    let (status, lines) = netdoc.stop(libc::SIGINT);
+    assert!(status.success());
+    assert_nothing_left();
+    let drops: Vec<&Value> = lines.iter().filter(|l| l["type"] == "drop").collect();
+    assert_eq!(drops.len(), N);
+    assert!(drops.iter().all(|d| d["in_net_rx"] == true && d["cpu"] == 0));
+    assert_eq!(summary(&lines)["in_net_rx"], N as u64);
+}
+
+#[test]
+fn irq_map_names_this_machines_nic_queues_with_their_affinity() {
+    require_root!();
+    let out = std::process::Command::new(NETDOC)
+        .args(["irq", "--json", "--duration", "500ms"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_nothing_left();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["type"], "irq");
+    let interrupts = std::fs::read_to_string("/proc/interrupts").unwrap();
+    for q in report["nic_map"]["queues"].as_array().unwrap() {
+        let irq = q["irq"].as_u64().unwrap();
+        let handler = q["handler"].as_str().unwrap();
+        assert!(
+            interrupts
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{irq}:")) && l.ends_with(handler)),
+            "IRQ {irq} {handler} is in /proc/interrupts"
+        );
+        let configured = std::fs::read_to_string(format!("/proc/irq/{irq}/smp_affinity_list"))
+            .unwrap_or_default();
+        let listed: Vec<String> = q["affinity"]
+            .as_array()
+            .map(|a| a.iter().map(|c| c.to_string()).collect())
+            .unwrap_or_default();
+        assert!(
+            configured.trim().is_empty() || !listed.is_empty(),
+            "affinity of IRQ {irq} read"
+        );
+    }
+    let cpus = report["nic_map"]["cpus"].as_array().unwrap();
+    assert_eq!(cpus.len(), online_cpus().len());
+    assert!(cpus.iter().all(|c| c["net_rx_share"].is_number()));
+}
