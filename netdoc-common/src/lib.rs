@@ -5,6 +5,7 @@
 //! compile-time size checks: a change here must be made on both sides at once.
 #![no_std]
 
+pub mod retrans;
 pub mod softirq;
 
 /// Bumped whenever a record layout changes.
@@ -13,6 +14,20 @@ pub const EVENT_VERSION: u16 = 1;
 /// Record kinds carried in [`EventHeader::kind`].
 pub mod kind {
     pub const DROP: u16 = 1;
+    pub const RETRANS: u16 = 2;
+}
+
+/// A record that crosses a perf buffer: its kind tells userspace how to decode it.
+pub trait Record: Copy {
+    const KIND: u16;
+}
+
+impl Record for DropEvent {
+    const KIND: u16 = kind::DROP;
+}
+
+impl Record for retrans::RetransEvent {
+    const KIND: u16 = kind::RETRANS;
 }
 
 #[repr(C)]
@@ -203,6 +218,9 @@ mod pod {
     unsafe impl aya::Pod for super::softirq::SoftirqTime {}
     unsafe impl aya::Pod for super::softirq::NapiStats {}
     unsafe impl aya::Pod for super::softirq::SoftirqConfig {}
+    unsafe impl aya::Pod for super::retrans::FlowKey {}
+    unsafe impl aya::Pod for super::retrans::FlowStats {}
+    unsafe impl aya::Pod for super::retrans::RetransConfig {}
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 mod drops;
 mod floor;
 mod read;
+mod retrans;
 mod softirq;
 
 #[cfg(not(test))]

@@ -1,7 +1,7 @@
 //! The embedded eBPF object and loading it with every family's read-only config.
 use anyhow::{Context as _, Result};
 use aya::{Ebpf, EbpfLoader};
-use netdoc_common::{DropConfig, softirq::SoftirqConfig};
+use netdoc_common::{DropConfig, retrans::RetransConfig, softirq::SoftirqConfig};
 
 /// All of netdoc's kernel programs, built by build.rs from `netdoc-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdoc-probes"));
@@ -11,6 +11,7 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub struct Configs {
     pub drops: DropConfig,
     pub softirq: SoftirqConfig,
+    pub retrans: RetransConfig,
 }
 
 impl Default for Configs {
@@ -18,6 +19,7 @@ impl Default for Configs {
         Self {
             drops: DropConfig::EMPTY,
             softirq: SoftirqConfig::EMPTY,
+            retrans: RetransConfig::EMPTY,
         }
     }
 }
@@ -28,6 +30,7 @@ pub fn load(cfg: &Configs) -> Result<Ebpf> {
     EbpfLoader::new()
         .override_global("DROP_CONFIG", &cfg.drops, true)
         .override_global("SOFTIRQ_CONFIG", &cfg.softirq, true)
+        .override_global("RETRANS_CONFIG", &cfg.retrans, true)
         .load(OBJECT)
         .context("loading netdoc's eBPF object")
 }

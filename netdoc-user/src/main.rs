@@ -7,6 +7,7 @@ mod loader;
 mod planner;
 mod probes;
 mod softirq;
+mod stream;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 

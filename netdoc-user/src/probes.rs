@@ -20,6 +20,7 @@ fn survey(kernel: &Kernel, drops: &DropKernel) -> Result<Vec<ProbePlan>> {
     let cfg = Configs {
         drops: drops.config(),
         softirq: softirq.config,
+        ..Configs::default()
     };
     let mut families = vec![(drops::PROBE, drops.candidates())];
     families.extend(softirq.probes);

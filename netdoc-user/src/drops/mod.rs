@@ -1,5 +1,4 @@
 //! The drops probe family: `skb:kfree_skb` programs, their config, their maps and their events.
-pub mod decode;
 pub mod filter;
 pub mod reasons;
 pub mod render;

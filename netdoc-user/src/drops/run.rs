@@ -8,21 +8,11 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use aya::{
-    maps::{MapData, PerfEventArray, perf::PerfEvent, perf::PerfEventArrayBuffer},
-    util::online_cpus,
-};
 use netdoc_common::{DropEvent, DropKey};
-use tokio::{
-    io::unix::AsyncFd,
-    signal::unix::{SignalKind, signal},
-    sync::{mpsc, watch},
-    task::JoinHandle,
-};
+use tokio::signal::unix::{SignalKind, signal};
 
 use super::{
     DropKernel, DropMaps, PROBE,
-    decode::{DecodeStats, decode},
     filter::{DropFilter, FilterArgs},
     reasons::DropReasons,
     render,
@@ -34,6 +24,7 @@ use crate::{
     loader::{self, Configs},
     planner,
     softirq::{self, SoftirqKernel},
+    stream::Readers,
 };
 
 pub struct DropsOptions {
@@ -83,14 +74,6 @@ impl Namer for LiveNamer {
     }
 }
 
-/// What a per-CPU reader hands back when it stops.
-#[derive(Default)]
-struct ReaderTotals {
-    decode: DecodeStats,
-    /// PERF_RECORD_LOST counts; the kernel-side EMIT_FAILED counter is authoritative.
-    perf_lost: u64,
-}
-
 pub async fn run(opts: DropsOptions) -> Result<()> {
     caps::require_tracing()?;
     // Handlers first: a signal at any point after this detaches cleanly and prints the summary.
@@ -119,27 +102,18 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
     let mut ebpf = loader::load(&Configs {
         drops: cfg,
         softirq: context.config,
+        ..Configs::default()
     })?;
     super::set_reason_filter(&mut ebpf, &filter.reasons)?;
     let maps = DropMaps::take(&mut ebpf)?;
     // Buffers open before the program attaches, so no event arrives with nobody to read it.
-    let (tx, mut rx) = mpsc::channel::<Vec<DropEvent>>(256);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut readers: Vec<JoinHandle<Result<ReaderTotals>>> = Vec::new();
-    if streaming {
-        let mut perf =
-            PerfEventArray::try_from(ebpf.take_map("DROP_EVENTS").context("DROP_EVENTS map")?)?;
-        let cpus = online_cpus()
-            .map_err(|(_, e)| e)
-            .context("reading online CPUs")?;
-        for cpu in cpus {
-            let buf = perf
-                .open(cpu, Some(opts.pages))
-                .with_context(|| format!("opening the perf buffer of CPU {cpu}"))?;
-            readers.push(tokio::spawn(read_cpu(buf, tx.clone(), stop_rx.clone())));
-        }
-    }
-    drop(tx);
+    let mut readers = match streaming {
+        true => Some(Readers::<DropEvent>::open(
+            ebpf.take_map("DROP_EVENTS").context("DROP_EVENTS map")?,
+            opts.pages,
+        )?),
+        false => None,
+    };
 
     // Softirq entry/exit first, so every drop knows whether it happened inside NET_RX.
     let net_rx_known = softirq::timed(&context.attach(&mut ebpf, &host, &[softirq::ENTRY, softirq::EXIT]));
@@ -182,18 +156,14 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
     let mut previous: HashMap<DropKey, u64> = HashMap::new();
     let mut last_tick = Instant::now();
     let mut delivered = 0u64;
-    let mut stream_open = streaming;
 
     loop {
         tokio::select! {
-            batch = rx.recv(), if stream_open => match batch {
-                Some(events) => {
-                    delivered += events.len() as u64;
-                    if !emit(&events, &opts, &mut namer, &mut last_flows, &mut out) {
-                        break; // stdout closed
-                    }
+            Some(events) = async { readers.as_mut()?.rx.recv().await }, if readers.is_some() => {
+                delivered += events.len() as u64;
+                if !emit(&events, &opts, &mut namer, &mut last_flows, &mut out) {
+                    break; // stdout closed
                 }
-                None => stream_open = false,
             },
             _ = tick.tick(), if live => {
                 let counts = maps.counts();
@@ -215,17 +185,17 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
     // Detach first (dropping the object releases every link and waits for running programs),
     // then drain what is left, so delivered + lost matches the kernel's count exactly.
     drop(ebpf);
-    let _ = stop_tx.send(true);
-    // Readers hold the only senders: the channel closes once each has drained its buffer.
-    while let Some(events) = rx.recv().await {
-        delivered += events.len() as u64;
-        emit(&events, &opts, &mut namer, &mut last_flows, &mut out);
-    }
-    let mut totals = ReaderTotals::default();
-    for r in readers {
-        let t = r.await.context("perf reader task")??;
-        totals.decode.unknown += t.decode.unknown;
-        totals.perf_lost += t.perf_lost;
+    let (mut unknown_records, mut perf_lost) = (0, 0);
+    if let Some(mut r) = readers {
+        r.stop();
+        // Readers hold the only senders: the channel closes once each has drained its buffer.
+        while let Some(events) = r.rx.recv().await {
+            delivered += events.len() as u64;
+            emit(&events, &opts, &mut namer, &mut last_flows, &mut out);
+        }
+        let totals = r.totals().await?;
+        unknown_records = totals.decode.unknown;
+        perf_lost = totals.perf_lost;
     }
     let stats = maps.stats();
     let duration_s = started.elapsed().as_secs_f64();
@@ -243,7 +213,7 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
         streaming,
         stats,
         delivered,
-        unknown_records: totals.decode.unknown,
+        unknown_records,
         in_net_rx: net_rx_known.then(|| maps.per_cpu().iter().map(|c| c.1).sum()),
         rows: &rows,
     });
@@ -252,7 +222,7 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
             "accounting mismatch: delivered {delivered} + lost {} != matched {} (perf reported {} lost)",
             stats.lost,
             stats.matched,
-            totals.perf_lost
+            perf_lost
         );
     }
     let text = if opts.json {
@@ -289,46 +259,4 @@ fn emit(
         last_flows.insert(key, named.flow());
     }
     out.flush().is_ok()
-}
-
-async fn read_cpu(
-    buf: PerfEventArrayBuffer<MapData>,
-    tx: mpsc::Sender<Vec<DropEvent>>,
-    mut stop: watch::Receiver<bool>,
-) -> Result<ReaderTotals> {
-    // SAFETY: the buffer owns its perf fd and keeps it open for as long as the AsyncFd lives.
-    let mut fd = unsafe { AsyncFd::register(buf) }.map_err(|e| e.into_parts().1)?;
-    let mut totals = ReaderTotals::default();
-    loop {
-        tokio::select! {
-            guard = fd.readable_mut() => {
-                let mut guard = guard?;
-                // Clear before draining: a record landing after the drain re-arms readiness.
-                guard.clear_ready();
-                let batch = drain(guard.get_inner_mut(), &mut totals);
-                if !batch.is_empty() && tx.send(batch).await.is_err() {
-                    break;
-                }
-            }
-            _ = stop.changed() => break,
-        }
-    }
-    let batch = drain(fd.get_mut(), &mut totals);
-    if !batch.is_empty() {
-        let _ = tx.send(batch).await;
-    }
-    Ok(totals)
-}
-
-fn drain(buf: &mut PerfEventArrayBuffer<MapData>, totals: &mut ReaderTotals) -> Vec<DropEvent> {
-    let mut batch = Vec::new();
-    buf.for_each(|ev| match ev {
-        PerfEvent::Sample { head, tail } => {
-            if let Some(d) = decode(head, tail, &mut totals.decode) {
-                batch.push(d);
-            }
-        }
-        PerfEvent::Lost { count } => totals.perf_lost += count,
-    });
-    batch
 }

@@ -63,6 +63,7 @@ impl Session {
         let cfg = Configs {
             drops: drop_kernel.config(),
             softirq: family.config,
+            ..Configs::default()
         };
         let mut ebpf = loader::load(&cfg)?;
         let maps = SoftirqMaps::take(&mut ebpf)?;
