@@ -41,8 +41,10 @@ pub struct RetransEvent {
     /// The transmit's result where the kernel reports it (6.17+); 0 otherwise.
     pub err: i32,
     pub _pad: u32,
+    /// `tcp_sock.bytes_acked`: how much the peer has acknowledged so far.
+    pub bytes_acked: u64,
 }
-const _: () = assert!(core::mem::size_of::<RetransEvent>() == 96);
+const _: () = assert!(core::mem::size_of::<RetransEvent>() == 104);
 
 /// Key of the in-kernel per-flow aggregation (an LRU map).
 #[repr(C)]
@@ -81,8 +83,10 @@ pub struct FlowStats {
     pub state: u32,
     /// Events whose transmit failed (`err != 0`): not actually sent.
     pub failed: u32,
+    /// `tcp_sock.bytes_acked` at the latest retransmit.
+    pub bytes_acked: u64,
 }
-const _: () = assert!(core::mem::size_of::<FlowStats>() == 88);
+const _: () = assert!(core::mem::size_of::<FlowStats>() == 96);
 
 /// Offsets the retransmit programs need, set once before load.
 #[repr(C)]
@@ -113,12 +117,12 @@ pub struct RetransConfig {
     pub net_inum: u32,
     pub icsk_pmtu_cookie: u32,
     pub tp_mss_cache: u32,
+    pub tp_bytes_acked: u32,
     pub sk_dst_cache: u32,
     pub dst_dev: u32,
     pub dev_mtu: u32,
     /// 1: stream one record per retransmit.
     pub stream: u32,
-    pub _pad: u32,
 }
 const _: () = assert!(core::mem::size_of::<RetransConfig>() == 104);
 
@@ -145,11 +149,11 @@ impl RetransConfig {
         net_inum: NO_OFFSET,
         icsk_pmtu_cookie: NO_OFFSET,
         tp_mss_cache: NO_OFFSET,
+        tp_bytes_acked: NO_OFFSET,
         sk_dst_cache: NO_OFFSET,
         dst_dev: NO_OFFSET,
         dev_mtu: NO_OFFSET,
         stream: 0,
-        _pad: 0,
     };
 }
 

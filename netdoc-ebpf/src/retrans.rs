@@ -165,6 +165,7 @@ fn read_sock(sk: u64, ev: &mut RetransEvent) {
     }
     ev.mss = read::at::<u32>(sk, config!(tp_mss_cache)).unwrap_or(0);
     ev.pmtu = read::at::<u32>(sk, config!(icsk_pmtu_cookie)).unwrap_or(0);
+    ev.bytes_acked = read::at::<u64>(sk, config!(tp_bytes_acked)).unwrap_or(0);
     let dst: u64 = read::at(sk, config!(sk_dst_cache)).unwrap_or(0);
     let dev: u64 = read::at(dst, config!(dst_dev)).unwrap_or(0);
     ev.dev_mtu = read::at::<u32>(dev, config!(dev_mtu)).unwrap_or(0);
@@ -228,6 +229,7 @@ fn aggregate(ev: &RetransEvent) {
             mss: ev.mss,
             state: ev.state as u32,
             failed: (ev.err != 0) as u32,
+            bytes_acked: ev.bytes_acked,
         };
         if RETRANS_FLOWS.insert(&key, &f, 0).is_err() {
             bump(stat::AGG_FULL);
@@ -266,4 +268,5 @@ fn aggregate(ev: &RetransEvent) {
     f.mss = ev.mss;
     f.state = ev.state as u32;
     f.failed += (ev.err != 0) as u32;
+    f.bytes_acked = ev.bytes_acked;
 }

@@ -1,4 +1,5 @@
 //! netdoc: a Linux network doctor built on eBPF.
+mod addr;
 mod drops;
 mod facts;
 mod finding;
@@ -6,6 +7,7 @@ mod kernel;
 mod loader;
 mod planner;
 mod probes;
+mod retrans;
 mod softirq;
 mod stream;
 
@@ -32,6 +34,8 @@ struct Cli {
 enum Command {
     /// Live drop-reason tracing at skb:kfree_skb.
     Drops(DropsArgs),
+    /// TCP retransmits per flow, with MTU black-hole detection.
+    Retrans(RetransArgs),
     /// Per-CPU softirq heatmap (NET_RX by default), per-CPU summary and drop correlation.
     Softirq(SoftirqArgs),
     /// The NIC map: each NIC queue IRQ, its affinity, the CPUs serving it, NAPI, RPS and NET_RX load.
@@ -89,6 +93,28 @@ struct DropsArgs {
     /// Use only this hook type (tp_btf or tracepoint) instead of the best one that attaches.
     #[arg(long, value_parser = ["tp_btf", "tracepoint"])]
     hook: Option<String>,
+    /// Rows shown in the live view.
+    #[arg(long, default_value_t = 20)]
+    top: usize,
+}
+
+#[derive(clap::Args)]
+struct RetransArgs {
+    /// One JSON object per retransmit, then a final `"type":"summary"` object.
+    #[arg(long)]
+    json: bool,
+    /// Aggregate per flow in the kernel only: no per-retransmit records.
+    #[arg(long)]
+    counts_only: bool,
+    /// Stop after this long (e.g. 30s, 2m); default: until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Refresh interval of the live view.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    interval: Duration,
+    /// Perf buffer pages per CPU (power of two).
+    #[arg(long, default_value_t = 64)]
+    pages: usize,
     /// Rows shown in the live view.
     #[arg(long, default_value_t = 20)]
     top: usize,
@@ -179,6 +205,18 @@ async fn run(cli: Cli) -> Result<()> {
                 },
                 pages: a.pages,
                 hook: a.hook,
+                top: a.top,
+                btf: cli.btf,
+            })
+            .await
+        }
+        Command::Retrans(a) => {
+            retrans::run::run(retrans::run::RetransOptions {
+                json: a.json,
+                counts_only: a.counts_only,
+                duration: a.duration,
+                interval: a.interval,
+                pages: a.pages,
                 top: a.top,
                 btf: cli.btf,
             })

@@ -10,6 +10,7 @@ use crate::{
     kernel::Kernel,
     loader::{self, Configs},
     planner::{self, Candidate, Hook, Outcome, ProbePlan},
+    retrans::RetransKernel,
     softirq::SoftirqKernel,
 };
 
@@ -17,13 +18,15 @@ use crate::{
 fn survey(kernel: &Kernel, drops: &DropKernel) -> Result<Vec<ProbePlan>> {
     caps::require_tracing()?;
     let softirq = SoftirqKernel::discover(kernel);
+    let retrans = RetransKernel::discover(kernel);
     let cfg = Configs {
         drops: drops.config(),
         softirq: softirq.config,
-        ..Configs::default()
+        retrans: retrans.config,
     };
     let mut families = vec![(drops::PROBE, drops.candidates())];
     families.extend(softirq.probes);
+    families.extend(retrans.probes);
     let mut plans = Vec::new();
     for (probe, candidates) in families {
         let mut attempts = Vec::new();
@@ -57,7 +60,7 @@ pub fn show(btf_path: &Path, json: bool) -> Result<()> {
         return Ok(());
     }
     let mut out = format!(
-        "{:<14} {:<32} {:<24} {}\n",
+        "{:<14} {:<38} {:<24} {}\n",
         "PROBE", "HOOK", "PROGRAM", "STATUS"
     );
     for p in &plans {
@@ -70,7 +73,7 @@ pub fn show(btf_path: &Path, json: bool) -> Result<()> {
             };
             let _ = writeln!(
                 out,
-                "{:<14} {:<32} {:<24} {status}",
+                "{:<14} {:<38} {:<24} {status}",
                 p.probe,
                 a.hook.to_string(),
                 a.program

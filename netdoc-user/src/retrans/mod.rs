@@ -1,0 +1,146 @@
+//! The TCP retransmit probe family: `tcp:tcp_retransmit_skb` and `tcp:tcp_retransmit_synack`,
+//! per-flow aggregation in the kernel, named flows and the MTU black-hole rule in userspace.
+pub mod mtu;
+pub mod report;
+pub mod run;
+
+use anyhow::{Context as _, Result};
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray},
+};
+use netdoc_common::{
+    NO_OFFSET,
+    retrans::{FlowKey, FlowStats, RetransConfig},
+    stat,
+};
+
+use crate::{
+    drops::report::KernelStats,
+    kernel::Kernel,
+    planner::{self, Candidate, ProbePlan},
+};
+
+pub const RETRANS: &str = "retrans";
+pub const SYNACK: &str = "retrans_synack";
+
+/// What the running kernel offers these probes.
+pub struct RetransKernel {
+    pub probes: Vec<(&'static str, Vec<Candidate>)>,
+    pub config: RetransConfig,
+}
+
+impl RetransKernel {
+    pub fn discover(k: &Kernel) -> Self {
+        let skb_fmt = k.format("tcp", "tcp_retransmit_skb");
+        let synack_fmt = k.format("tcp", "tcp_retransmit_synack");
+        let off = |f: &Result<crate::facts::tracefs::EventFormat, String>, n: &str| {
+            f.as_ref()
+                .ok()
+                .and_then(|f| f.field(n))
+                .map_or(NO_OFFSET, |x| x.offset)
+        };
+        let skc = |m: &str| k.offset("sock", &["__sk_common", m]);
+        let config = RetransConfig {
+            tp_skb: off(&skb_fmt, "skbaddr"),
+            tp_sk: off(&skb_fmt, "skaddr"),
+            tp_err: off(&skb_fmt, "err"),
+            tp_synack_req: off(&synack_fmt, "req"),
+            skb_cb: k.offset("sk_buff", &["cb"]),
+            skb_head: k.offset("sk_buff", &["head"]),
+            skb_end: k.offset("sk_buff", &["end"]),
+            shinfo_gso_segs: k.offset("skb_shared_info", &["gso_segs"]),
+            shinfo_gso_size: k.offset("skb_shared_info", &["gso_size"]),
+            skc_family: skc("skc_family"),
+            skc_state: skc("skc_state"),
+            skc_num: skc("skc_num"),
+            skc_dport: skc("skc_dport"),
+            skc_daddr: skc("skc_daddr"),
+            skc_rcv_saddr: skc("skc_rcv_saddr"),
+            skc_v6_daddr: skc("skc_v6_daddr"),
+            skc_v6_rcv_saddr: skc("skc_v6_rcv_saddr"),
+            sk_net: k.offset("sock", &["__sk_common", "skc_net", "net"]),
+            net_inum: k.offset("net", &["ns", "inum"]),
+            icsk_pmtu_cookie: k.offset("inet_connection_sock", &["icsk_pmtu_cookie"]),
+            tp_mss_cache: k.offset("tcp_sock", &["mss_cache"]),
+            tp_bytes_acked: k.offset("tcp_sock", &["bytes_acked"]),
+            sk_dst_cache: k.offset("sock", &["sk_dst_cache"]),
+            dst_dev: k.offset("dst_entry", &["dev"]),
+            dev_mtu: k.offset("net_device", &["mtu"]),
+            stream: 0,
+        };
+        // The tp_btf prototype gained `err` in 6.17: pick the program that matches it.
+        let mut retrans = planner::tracepoint_pair(
+            k,
+            ("tcp", "tcp_retransmit_skb"),
+            "tcp_retransmit_btf",
+            "tcp_retransmit_tp",
+            &skb_fmt,
+            &["skbaddr", "skaddr"],
+        );
+        if k.tp_btf_args("tcp_retransmit_skb").is_ok_and(|n| n >= 3) {
+            retrans[0].program = "tcp_retransmit_btf_err";
+        }
+        let synack = planner::tracepoint_pair(
+            k,
+            ("tcp", "tcp_retransmit_synack"),
+            "tcp_synack_btf",
+            "tcp_synack_tp",
+            &synack_fmt,
+            &["req"],
+        );
+        let mut probes = vec![(RETRANS, retrans), (SYNACK, synack)];
+        // Without BTF the tuple and sequence offsets are unknown: the probe would count nothing
+        // useful, so say why rather than attach.
+        if config.skc_family == NO_OFFSET {
+            for (_, cands) in &mut probes {
+                for c in cands {
+                    c.precondition = Err("no kernel BTF for sock/sk_buff offsets".into());
+                }
+            }
+        }
+        Self { probes, config }
+    }
+
+    pub fn attach(&self, ebpf: &mut Ebpf, k: &Kernel) -> Vec<ProbePlan> {
+        self.probes
+            .iter()
+            .map(|(p, c)| planner::attach_best(ebpf, p, c.clone(), k.aya_btf.as_ref()))
+            .collect()
+    }
+}
+
+pub struct RetransMaps {
+    flows: BpfHashMap<MapData, FlowKey, FlowStats>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+impl RetransMaps {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("{name} map"));
+        Ok(Self {
+            flows: BpfHashMap::try_from(take("RETRANS_FLOWS")?)?,
+            stats: PerCpuArray::try_from(take("RETRANS_STATS")?)?,
+        })
+    }
+
+    pub fn flows(&self) -> Vec<(FlowKey, FlowStats)> {
+        self.flows.iter().filter_map(|r| r.ok()).collect()
+    }
+
+    pub fn stats(&self) -> KernelStats {
+        let sum = |slot: u32| -> u64 {
+            self.stats
+                .get(&slot, 0)
+                .map(|v| v.iter().sum())
+                .unwrap_or(0)
+        };
+        KernelStats {
+            seen: sum(stat::SEEN),
+            matched: sum(stat::MATCHED),
+            emitted: sum(stat::EMITTED),
+            lost: sum(stat::EMIT_FAILED),
+            aggregation_overflow: sum(stat::AGG_FULL),
+        }
+    }
+}
