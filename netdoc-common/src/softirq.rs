@@ -86,7 +86,11 @@ impl SoftirqConfig {
 #[inline(always)]
 pub fn hist_bucket(ns: u64) -> usize {
     let b = 63 - (ns | 1).leading_zeros() as usize;
-    if b >= HIST_BUCKETS { HIST_BUCKETS - 1 } else { b }
+    if b >= HIST_BUCKETS {
+        HIST_BUCKETS - 1
+    } else {
+        b
+    }
 }
 
 #[cfg(test)]

@@ -10,9 +10,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use netdoc_common::{
-    DropConfig, DropEvent, DropKey, EVENT_VERSION, EventHeader, REASON_UNAVAILABLE, context, filter,
-    kind,
-    stat,
+    DropConfig, DropEvent, DropKey, EVENT_VERSION, EventHeader, REASON_UNAVAILABLE, context,
+    filter, kind, stat,
 };
 
 use crate::read;

@@ -1,5 +1,6 @@
 //! netdoc: a Linux network doctor built on eBPF.
 mod addr;
+mod conntrack;
 mod drops;
 mod facts;
 mod finding;
@@ -36,6 +37,21 @@ enum Command {
     Drops(DropsArgs),
     /// TCP retransmits per flow, with MTU black-hole detection.
     Retrans(RetransArgs),
+    /// Conntrack counters per CPU (insert_failed, drop, early_drop, ...) and table usage.
+    Conntrack {
+        /// Read the counters of this network namespace (name under /run/netns or path).
+        #[arg(long)]
+        netns: Option<String>,
+        /// Stop after this long; default: until Ctrl-C.
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Refresh interval of the live view.
+        #[arg(long, value_parser = parse_duration, default_value = "1s")]
+        interval: Duration,
+        /// One JSON summary object at the end.
+        #[arg(long)]
+        json: bool,
+    },
     /// Per-CPU softirq heatmap (NET_RX by default), per-CPU summary and drop correlation.
     Softirq(SoftirqArgs),
     /// The NIC map: each NIC queue IRQ, its affinity, the CPUs serving it, NAPI, RPS and NET_RX load.
@@ -222,6 +238,12 @@ async fn run(cli: Cli) -> Result<()> {
             })
             .await
         }
+        Command::Conntrack {
+            netns,
+            duration,
+            interval,
+            json,
+        } => conntrack::run::run(netns, duration, interval, json).await,
         Command::Softirq(a) => {
             let Some(vector) = softirq::vector_number(&a.vector) else {
                 bail!(

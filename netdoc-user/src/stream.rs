@@ -195,7 +195,10 @@ mod tests {
         let mut newer = sample();
         newer.header.version = EVENT_VERSION + 1;
         assert_eq!(decode::<DropEvent>(&record(&newer), &[], &mut stats), None);
-        assert_eq!(decode::<DropEvent>(&record(&sample())[..20], &[], &mut stats), None);
+        assert_eq!(
+            decode::<DropEvent>(&record(&sample())[..20], &[], &mut stats),
+            None
+        );
         assert_eq!(decode::<DropEvent>(&[1, 2], &[], &mut stats), None);
         assert_eq!(
             stats,

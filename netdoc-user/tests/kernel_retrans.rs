@@ -27,7 +27,11 @@ fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static)
     let file = File::open(format!("/run/netns/{ns}")).unwrap();
     std::thread::spawn(move || {
         unsafe {
-            assert_eq!(libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET), 0, "setns");
+            assert_eq!(
+                libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET),
+                0,
+                "setns"
+            );
             let mut set: libc::cpu_set_t = std::mem::zeroed();
             libc::CPU_SET(0, &mut set);
             libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
@@ -46,7 +50,8 @@ fn serve(ns: &str, ip: &str) -> (Arc<AtomicU64>, JoinHandle<()>) {
         let listener = TcpListener::bind(&addr).unwrap();
         ready_tx.send(()).unwrap();
         let (mut conn, _) = listener.accept().unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         let mut buf = [0u8; 65536];
         while let Ok(n) = conn.read(&mut buf) {
             if n == 0 {
@@ -103,7 +108,12 @@ fn tcp_counter(ns: &str, name: &str) -> u64 {
     let snmp = run("ip", &["netns", "exec", ns, "cat", "/proc/net/snmp"]);
     let rows: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Tcp:")).collect();
     let col = rows[0].split_whitespace().position(|h| h == name).unwrap();
-    rows[1].split_whitespace().nth(col).unwrap().parse().unwrap()
+    rows[1]
+        .split_whitespace()
+        .nth(col)
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
@@ -130,7 +140,10 @@ fn retransmits_of_a_flow_whose_path_starts_dropping_match_tcp_retrans_segs() {
     wait_until("the first part to arrive", 10, || {
         received.load(Ordering::SeqCst) >= first
     });
-    nft(&pair.b, &format!("add rule inet netdoc_test input tcp dport {PORT} drop"));
+    nft(
+        &pair.b,
+        &format!("add rule inet netdoc_test input tcp dport {PORT} drop"),
+    );
     let second = write_some(&mut conn, 64_000) as u64;
     wait_until("three retransmits", 15, || {
         tcp_counter(&pair.a, "RetransSegs") >= before + 3
@@ -156,13 +169,20 @@ fn retransmits_of_a_flow_whose_path_starts_dropping_match_tcp_retrans_segs() {
         .collect();
     let flow = format!("tcp {}:{client_port} > {}:{PORT}", pair.ip_a, pair.ip_b);
     assert!(!ours.is_empty());
-    assert!(ours.iter().all(|e| e["flow"] == flow), "only that flow: {ours:?}");
+    assert!(
+        ours.iter().all(|e| e["flow"] == flow),
+        "only that flow: {ours:?}"
+    );
     let sent_segs: u64 = ours
         .iter()
         .filter(|e| e["err"] == 0)
         .map(|e| e["segs"].as_u64().unwrap())
         .sum();
-    assert_eq!(sent_segs, after - before, "segments agree with TcpRetransSegs");
+    assert_eq!(
+        sent_segs,
+        after - before,
+        "segments agree with TcpRetransSegs"
+    );
     let summary = summary(&lines);
     let row = summary["flows"]
         .as_array()
@@ -197,18 +217,28 @@ impl Topology {
             run(
                 "ip",
                 &[
-                    "netns", "exec", n, "sysctl", "-qw",
+                    "netns",
+                    "exec",
+                    n,
+                    "sysctl",
+                    "-qw",
                     "net.ipv6.conf.all.disable_ipv6=1",
                     "net.ipv6.conf.default.disable_ipv6=1",
                 ],
             );
             run("ip", &["-n", n, "link", "set", "lo", "up"]);
         }
-        run("ip", &["netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        run(
+            "ip",
+            &["netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+        );
         let link = |a: &str, da: &str, ipa: &str, b: &str, db: &str, ipb: &str, mtu_a: &str| {
             run(
                 "ip",
-                &["-n", a, "link", "add", da, "mtu", mtu_a, "type", "veth", "peer", "name", db, "netns", b],
+                &[
+                    "-n", a, "link", "add", da, "mtu", mtu_a, "type", "veth", "peer", "name", db,
+                    "netns", b,
+                ],
             );
             for (n, d, ip) in [(a, da, ipa), (b, db, ipb)] {
                 run("ip", &["-n", n, "addr", "add", ip, "dev", d]);
@@ -217,11 +247,20 @@ impl Topology {
         };
         link(c, "c0", "10.232.1.1/24", r, "r0", "10.232.1.254/24", "1500");
         link(r, "r1", "10.232.2.254/24", s, "s0", "10.232.2.1/24", "1000");
-        run("ip", &["-n", c, "route", "add", "default", "via", "10.232.1.254"]);
-        run("ip", &["-n", s, "route", "add", "default", "via", "10.232.2.254"]);
+        run(
+            "ip",
+            &["-n", c, "route", "add", "default", "via", "10.232.1.254"],
+        );
+        run(
+            "ip",
+            &["-n", s, "route", "add", "default", "via", "10.232.2.254"],
+        );
         if drop_frag_needed {
             nft(r, "add table inet netdoc_test");
-            nft(r, "add chain inet netdoc_test out { type filter hook output priority 0; }");
+            nft(
+                r,
+                "add chain inet netdoc_test out { type filter hook output priority 0; }",
+            );
             nft(
                 r,
                 "add rule inet netdoc_test out icmp type destination-unreachable icmp code frag-needed drop",
@@ -299,7 +338,12 @@ fn the_same_path_with_icmp_allowed_is_not_flagged() {
         summary["findings"]
     );
     // Any retransmit of the flow happened after the PMTU reduction to the 1000-byte link.
-    if let Some(row) = summary["flows"].as_array().unwrap().iter().find(|r| r["flow"] == flow) {
+    if let Some(row) = summary["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["flow"] == flow)
+    {
         assert_eq!(row["path_mtu_min"], 1000, "{row}");
     }
 }

@@ -30,7 +30,9 @@ fn net_rx_per_cpu() -> BTreeMap<u64, u64> {
         .split_whitespace()
         .map(|c| c.trim_start_matches("CPU").parse().unwrap())
         .collect();
-    let row = lines.find(|l| l.trim_start().starts_with("NET_RX:")).unwrap();
+    let row = lines
+        .find(|l| l.trim_start().starts_with("NET_RX:"))
+        .unwrap();
     cpus.into_iter()
         .zip(row.split_whitespace().skip(1).map(|n| n.parse().unwrap()))
         .collect()
@@ -67,13 +69,18 @@ fn net_rx_counts_match_proc_softirqs_and_the_heatmap_has_every_cpu() {
     let cpus = online_cpus();
     let rows = report["heatmap"]["rows"].as_array().unwrap();
     assert_eq!(
-        rows.iter().map(|r| r["cpu"].as_u64().unwrap()).collect::<Vec<_>>(),
+        rows.iter()
+            .map(|r| r["cpu"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
         cpus,
         "one heatmap row per online CPU"
     );
     let buckets = report["heatmap"]["buckets"].as_array().unwrap().len();
     assert!(buckets >= 1);
-    assert!(rows.iter().all(|r| r["share"].as_array().unwrap().len() == buckets));
+    assert!(
+        rows.iter()
+            .all(|r| r["share"].as_array().unwrap().len() == buckets)
+    );
 
     // netdoc's window encloses the test's, and the box is otherwise quiet: within 5 %.
     let summary = report["summary"].as_array().unwrap();
@@ -81,7 +88,10 @@ fn net_rx_counts_match_proc_softirqs_and_the_heatmap_has_every_cpu() {
     let proc_delta = |cpu: u64| after[&cpu] - before[&cpu];
     let total_ours: u64 = cpus.iter().map(|c| ours(*c)).sum();
     let total_proc: u64 = cpus.iter().map(|c| proc_delta(*c)).sum();
-    assert!(proc_delta(0) as usize >= FLOOD / 10, "the flood ran NET_RX on CPU 0");
+    assert!(
+        proc_delta(0) as usize >= FLOOD / 10,
+        "the flood ran NET_RX on CPU 0"
+    );
     assert!(
         within(ours(0), proc_delta(0), 5.0),
         "CPU 0: netdoc {} vs /proc/softirqs {}",
@@ -95,7 +105,10 @@ fn net_rx_counts_match_proc_softirqs_and_the_heatmap_has_every_cpu() {
     // The flood's drops happen on CPU 0, inside NET_RX (the UDP lookup runs there).
     let cpu0 = &summary[0];
     assert!(cpu0["drops"].as_u64().unwrap() >= FLOOD as u64, "{cpu0}");
-    assert!(cpu0["drops_in_net_rx"].as_u64().unwrap() >= FLOOD as u64, "{cpu0}");
+    assert!(
+        cpu0["drops_in_net_rx"].as_u64().unwrap() >= FLOOD as u64,
+        "{cpu0}"
+    );
     assert!(cpu0["share"].as_f64().unwrap() > 0.0);
     let heat_drops: u64 = rows[0]["drops"]
         .as_array()
@@ -127,7 +140,11 @@ fn drops_carry_their_net_rx_context() {
     assert_nothing_left();
     let drops: Vec<&Value> = lines.iter().filter(|l| l["type"] == "drop").collect();
     assert_eq!(drops.len(), N);
-    assert!(drops.iter().all(|d| d["in_net_rx"] == true && d["cpu"] == 0));
+    assert!(
+        drops
+            .iter()
+            .all(|d| d["in_net_rx"] == true && d["cpu"] == 0)
+    );
     assert_eq!(summary(&lines)["in_net_rx"], N as u64);
 }
 
@@ -138,7 +155,11 @@ fn irq_map_names_this_machines_nic_queues_with_their_affinity() {
         .args(["irq", "--json", "--duration", "500ms"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_nothing_left();
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["type"], "irq");

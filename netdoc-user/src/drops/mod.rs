@@ -10,9 +10,7 @@ use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap},
 };
-use netdoc_common::{
-    DropConfig, DropKey, NO_OFFSET, SkbOffsets, TracepointOffsets, context, stat,
-};
+use netdoc_common::{DropConfig, DropKey, NO_OFFSET, SkbOffsets, TracepointOffsets, context, stat};
 
 use crate::{
     facts::tracefs::EventFormat,

@@ -116,7 +116,8 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
     };
 
     // Softirq entry/exit first, so every drop knows whether it happened inside NET_RX.
-    let net_rx_known = softirq::timed(&context.attach(&mut ebpf, &host, &[softirq::ENTRY, softirq::EXIT]));
+    let net_rx_known =
+        softirq::timed(&context.attach(&mut ebpf, &host, &[softirq::ENTRY, softirq::EXIT]));
     if !net_rx_known {
         eprintln!("netdoc: degraded: softirq hooks did not attach; drops carry no NET_RX context");
     }

@@ -37,7 +37,13 @@ impl Interrupts {
         self.lines
             .iter()
             .find(|l| l.irq == irq)
-            .map(|l| self.cpus.iter().copied().zip(l.counts.iter().copied()).collect())
+            .map(|l| {
+                self.cpus
+                    .iter()
+                    .copied()
+                    .zip(l.counts.iter().copied())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -212,9 +218,16 @@ mod tests {
             .iter()
             .map(|(_, q)| (q.device.as_str(), q.index, q.kind))
             .collect();
-        assert!(devs.contains(&("ens1f0", 3, QueueKind::Combined)), "{devs:?}");
+        assert!(
+            devs.contains(&("ens1f0", 3, QueueKind::Combined)),
+            "{devs:?}"
+        );
         assert!(devs.contains(&("eth2", 1, QueueKind::Combined)), "{devs:?}");
-        assert_eq!(devs.len(), 8, "link and misc vectors are not queues: {devs:?}");
+        assert_eq!(
+            devs.len(),
+            8,
+            "link and misc vectors are not queues: {devs:?}"
+        );
     }
 
     #[test]
@@ -235,8 +248,15 @@ mod tests {
         let int = fixture("ena");
         let q = queues(&int, &BTreeMap::new());
         assert_eq!(q.len(), 4);
-        assert!(q.iter().all(|(_, q)| q.device == "ens5" && q.kind == QueueKind::Combined));
-        assert!(int.lines.iter().any(|l| l.handlers == ["ena-mgmnt@pci:0000:00:05.0"]));
+        assert!(
+            q.iter()
+                .all(|(_, q)| q.device == "ens5" && q.kind == QueueKind::Combined)
+        );
+        assert!(
+            int.lines
+                .iter()
+                .any(|l| l.handlers == ["ena-mgmnt@pci:0000:00:05.0"])
+        );
     }
 
     #[test]

@@ -94,12 +94,12 @@ mod tests {
 
     #[test]
     fn cpu_lists_and_masks() {
-        assert_eq!(
-            parse_cpu_list("0-2,5\n"),
-            BTreeSet::from([0, 1, 2, 5])
-        );
+        assert_eq!(parse_cpu_list("0-2,5\n"), BTreeSet::from([0, 1, 2, 5]));
         assert!(parse_cpu_list("").is_empty());
-        assert_eq!(parse_cpu_mask("00000000,00000003\n"), BTreeSet::from([0, 1]));
+        assert_eq!(
+            parse_cpu_mask("00000000,00000003\n"),
+            BTreeSet::from([0, 1])
+        );
         assert_eq!(parse_cpu_mask("1,00000000"), BTreeSet::from([32]));
         assert!(parse_cpu_mask("0").is_empty());
     }

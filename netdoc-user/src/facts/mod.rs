@@ -2,6 +2,7 @@
 //! it is testable without root.
 pub mod btf;
 pub mod caps;
+pub mod conntrack;
 pub mod host;
 pub mod interrupts;
 pub mod irqsys;

@@ -108,7 +108,7 @@ fn index_to_name(ifindex: u32) -> Option<String> {
 }
 
 /// Runs `f` on a short-lived thread that has joined the namespace at `ns_file`.
-fn in_namespace<T: Send + 'static>(
+pub fn in_namespace<T: Send + 'static>(
     ns_file: &Path,
     f: impl FnOnce() -> Option<T> + Send + 'static,
 ) -> Option<T> {

@@ -88,16 +88,34 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].id, "mtu_black_hole");
         assert!(f[0].title.contains("10.0.0.1:40000"));
-        assert!(f[0].evidence.iter().any(|e| e.contains("1500 B on the wire")), "{:?}", f[0].evidence);
+        assert!(
+            f[0].evidence
+                .iter()
+                .any(|e| e.contains("1500 B on the wire")),
+            "{:?}",
+            f[0].evidence
+        );
         assert!(f[0].fix.iter().any(|x| x.contains("tcp_mtu_probing")));
     }
 
     #[test]
     fn pmtu_reduction_small_segments_few_retries_or_acked_data_are_not() {
-        assert!(black_holes(&[flow(4, 1448, (1000, 1000), 0)]).is_empty(), "ICMP arrived");
-        assert!(black_holes(&[flow(4, 1448, (1000, 1500), 0)]).is_empty(), "ICMP arrived mid-flow");
-        assert!(black_holes(&[flow(4, 500, (1500, 1500), 0)]).is_empty(), "small segments");
-        assert!(black_holes(&[flow(2, 1448, (1500, 1500), 0)]).is_empty(), "not stuck yet");
+        assert!(
+            black_holes(&[flow(4, 1448, (1000, 1000), 0)]).is_empty(),
+            "ICMP arrived"
+        );
+        assert!(
+            black_holes(&[flow(4, 1448, (1000, 1500), 0)]).is_empty(),
+            "ICMP arrived mid-flow"
+        );
+        assert!(
+            black_holes(&[flow(4, 500, (1500, 1500), 0)]).is_empty(),
+            "small segments"
+        );
+        assert!(
+            black_holes(&[flow(2, 1448, (1500, 1500), 0)]).is_empty(),
+            "not stuck yet"
+        );
         assert!(
             black_holes(&[flow(6, 1448, (1500, 1500), 5_000_000)]).is_empty(),
             "full-sized data got through before: a path that started dropping"

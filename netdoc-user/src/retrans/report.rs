@@ -84,7 +84,11 @@ impl NamedRetrans {
             end_seq: ev.end_seq,
             len,
             segs: ev.gso_segs,
-            seg_size: if ev.gso_size > 0 { ev.gso_size as u32 } else { len },
+            seg_size: if ev.gso_size > 0 {
+                ev.gso_size as u32
+            } else {
+                len
+            },
             mss: ev.mss,
             path_mtu: ev.pmtu,
             dev_mtu: ev.dev_mtu,
@@ -187,7 +191,10 @@ pub mod tests {
         };
         let row = FlowRow::new(&key(40000), &s, Some("client".into()), 2.0);
         assert_eq!(row.flow, "tcp 10.0.0.1:40000 > 10.0.1.2:5201");
-        assert_eq!((row.state, row.segments, row.path_mtu), ("ESTABLISHED", 9, 1500));
+        assert_eq!(
+            (row.state, row.segments, row.path_mtu),
+            ("ESTABLISHED", 9, 1500)
+        );
         let ev = RetransEvent {
             family: 10,
             sport: 1,

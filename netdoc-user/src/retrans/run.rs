@@ -80,7 +80,17 @@ fn rows(
 fn table(rows: &[FlowRow], limit: usize) -> String {
     let mut out = format!(
         "{:<48} {:<12} {:>7} {:>6} {:>6} {:>7} {:>6} {:>5} {:>7} {:>6}  {}\n",
-        "FLOW", "STATE", "RETRANS", "SEGS", "RATE/s", "SAMESEQ", "MAXSEG", "MSS", "PMTU", "DEVMTU", "NETNS"
+        "FLOW",
+        "STATE",
+        "RETRANS",
+        "SEGS",
+        "RATE/s",
+        "SAMESEQ",
+        "MAXSEG",
+        "MSS",
+        "PMTU",
+        "DEVMTU",
+        "NETNS"
     );
     for r in rows.iter().take(limit) {
         let pmtu = if r.path_mtu_min < r.path_mtu {
@@ -132,13 +142,18 @@ pub async fn run(opts: RetransOptions) -> Result<()> {
     let maps = RetransMaps::take(&mut ebpf)?;
     let mut readers = match streaming {
         true => Some(Readers::<RetransEvent>::open(
-            ebpf.take_map("RETRANS_EVENTS").context("RETRANS_EVENTS map")?,
+            ebpf.take_map("RETRANS_EVENTS")
+                .context("RETRANS_EVENTS map")?,
             opts.pages,
         )?),
         false => None,
     };
     let plans = family.attach(&mut ebpf, &host);
-    let Some(chosen) = plans.iter().find(|p| p.probe == RETRANS).and_then(|p| p.chosen()) else {
+    let Some(chosen) = plans
+        .iter()
+        .find(|p| p.probe == RETRANS)
+        .and_then(|p| p.chosen())
+    else {
         bail!("{}", plans[0].failure());
     };
     let hook = chosen.hook.to_string();

@@ -100,18 +100,37 @@ mod tests {
     fn single_queue_on(cpu: u32) -> NicMap {
         let facts = [nicmap::tests::queue(40, "eth0", 0, &[cpu], &[])];
         let observed = BTreeMap::from([(40, BTreeMap::from([(cpu, 10_000)]))]);
-        nicmap::build(&facts, &observed, &MapReading::default(), &BTreeMap::new(), &[0, 1, 2, 3])
+        nicmap::build(
+            &facts,
+            &observed,
+            &MapReading::default(),
+            &BTreeMap::new(),
+            &[0, 1, 2, 3],
+        )
     }
 
     #[test]
     fn saturated_single_queue_cpu_with_the_drops_is_a_finding() {
-        let cpus = [cpu(0, 0.98, 9_500), cpu(1, 0.02, 100), cpu(2, 0.0, 0), cpu(3, 0.01, 0)];
+        let cpus = [
+            cpu(0, 0.98, 9_500),
+            cpu(1, 0.02, 100),
+            cpu(2, 0.0, 0),
+            cpu(3, 0.01, 0),
+        ];
         let f = findings(&cpus, &single_queue_on(0));
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].id, "net_rx_single_queue_saturation");
         assert!(f[0].title.contains("CPU 0"));
-        assert!(f[0].evidence.iter().any(|e| e.contains("98%")), "{:?}", f[0].evidence);
-        assert!(f[0].evidence.iter().any(|e| e.contains("eth0 queue 0 (IRQ 40)")));
+        assert!(
+            f[0].evidence.iter().any(|e| e.contains("98%")),
+            "{:?}",
+            f[0].evidence
+        );
+        assert!(
+            f[0].evidence
+                .iter()
+                .any(|e| e.contains("eth0 queue 0 (IRQ 40)"))
+        );
         assert!(f[0].evidence.iter().any(|e| e.contains("affinity mask")));
         assert!(f[0].fix.iter().any(|h| h.contains("rps_cpus")));
         assert!(f[0].fix.iter().any(|h| h.contains("ethtool -L")));
@@ -120,7 +139,12 @@ mod tests {
 
     #[test]
     fn evenly_spread_load_is_no_finding() {
-        let cpus = [cpu(0, 0.3, 2_500), cpu(1, 0.3, 2_500), cpu(2, 0.3, 2_400), cpu(3, 0.3, 2_600)];
+        let cpus = [
+            cpu(0, 0.3, 2_500),
+            cpu(1, 0.3, 2_500),
+            cpu(2, 0.3, 2_400),
+            cpu(3, 0.3, 2_600),
+        ];
         assert!(findings(&cpus, &single_queue_on(0)).is_empty());
     }
 
@@ -129,6 +153,9 @@ mod tests {
         let idle = [cpu(0, 0.99, 0), cpu(1, 0.0, 0)];
         assert!(findings(&idle, &single_queue_on(0)).is_empty());
         let busy = [cpu(0, 0.99, 900), cpu(1, 0.0, 0)];
-        assert!(findings(&busy, &single_queue_on(1)).is_empty(), "the queue is on CPU 1");
+        assert!(
+            findings(&busy, &single_queue_on(1)).is_empty(),
+            "the queue is on CPU 1"
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! Terminal rendering of the heatmap, the per-CPU summary and the NIC map.
 use std::fmt::Write as _;
 
-use super::{nicmap::NicMap, series::{CpuSummary, Heatmap}};
+use super::{
+    nicmap::NicMap,
+    series::{CpuSummary, Heatmap},
+};
 
 /// Shades from idle to saturated when colour is off.
 const RAMP: [char; 10] = [' ', '.', ':', '-', '=', '+', '*', '#', '%', '@'];
@@ -16,7 +19,11 @@ pub fn colour(share: f64) -> (u8, u8, u8) {
         (1.0, (127.0, 39.0, 4.0)),
     ];
     let s = share.clamp(0.0, 1.0);
-    let i = STOPS.iter().rposition(|(at, _)| *at <= s).unwrap_or(0).min(3);
+    let i = STOPS
+        .iter()
+        .rposition(|(at, _)| *at <= s)
+        .unwrap_or(0)
+        .min(3);
     let ((a, ca), (b, cb)) = (STOPS[i], STOPS[i + 1]);
     let t = (s - a) / (b - a);
     let mix = |x: f64, y: f64| (x + (y - x) * t).round() as u8;
@@ -40,7 +47,9 @@ pub fn render(h: &Heatmap, width: usize, colour_on: bool) -> String {
                 let (r, g, b) = colour(s);
                 let _ = write!(out, "\x1b[48;2;{r};{g};{b}m \x1b[0m");
             } else {
-                out.push(RAMP[((s * (RAMP.len() - 1) as f64).round() as usize).min(RAMP.len() - 1)]);
+                out.push(
+                    RAMP[((s * (RAMP.len() - 1) as f64).round() as usize).min(RAMP.len() - 1)],
+                );
             }
         }
         let now = row.share.last().copied().unwrap_or(0.0);
@@ -52,7 +61,16 @@ pub fn render(h: &Heatmap, width: usize, colour_on: bool) -> String {
 pub fn summary_table(vector: &str, cpus: &[CpuSummary]) -> String {
     let mut out = format!(
         "{:<5} {:>10} {:>10} {:>7} {:>9} {:>9} {:>9} {:>10} {:>12} {:>9}\n",
-        "CPU", vector, "/proc", "SHARE", "MEAN_us", "P99_us", "DROPS", "IN_NET_RX", "BACKLOG_DROP", "SQUEEZED"
+        "CPU",
+        vector,
+        "/proc",
+        "SHARE",
+        "MEAN_us",
+        "P99_us",
+        "DROPS",
+        "IN_NET_RX",
+        "BACKLOG_DROP",
+        "SQUEEZED"
     );
     for c in cpus {
         let _ = writeln!(
@@ -84,7 +102,16 @@ fn cpus(set: &Option<std::collections::BTreeSet<u32>>) -> String {
 pub fn nic_map(m: &NicMap) -> String {
     let mut out = format!(
         "{:<5} {:<24} {:<12} {:>5} {:<9} {:<10} {:<10} {:<22} {:<8} {}\n",
-        "IRQ", "HANDLER", "DEVICE", "QUEUE", "KIND", "AFFINITY", "EFFECTIVE", "OBSERVED CPU:RUNS", "RPS", "NOTE"
+        "IRQ",
+        "HANDLER",
+        "DEVICE",
+        "QUEUE",
+        "KIND",
+        "AFFINITY",
+        "EFFECTIVE",
+        "OBSERVED CPU:RUNS",
+        "RPS",
+        "NOTE"
     );
     for q in &m.queues {
         let observed = if q.observed.is_empty() {
@@ -97,7 +124,10 @@ pub fn nic_map(m: &NicMap) -> String {
                 .join(" ")
         };
         let note = if q.single_cpu {
-            format!("served by CPU {} alone", q.served_by.iter().next().unwrap_or(&0))
+            format!(
+                "served by CPU {} alone",
+                q.served_by.iter().next().unwrap_or(&0)
+            )
         } else {
             String::new()
         };
@@ -118,7 +148,9 @@ pub fn nic_map(m: &NicMap) -> String {
     if m.queues.is_empty() {
         out.push_str("(no NIC queue IRQs found in /proc/interrupts)\n");
     }
-    out.push_str("\nCPU   NET_RX  RX QUEUES SERVED        NAPI (device polls/packets/budget-exhausted)\n");
+    out.push_str(
+        "\nCPU   NET_RX  RX QUEUES SERVED        NAPI (device polls/packets/budget-exhausted)\n",
+    );
     for c in &m.cpus {
         let share = c
             .net_rx_share
@@ -126,16 +158,29 @@ pub fn nic_map(m: &NicMap) -> String {
         let napi = c
             .napi
             .iter()
-            .map(|n| format!("{} {}/{}/{}", n.device, n.polls, n.packets, n.budget_exhausted))
+            .map(|n| {
+                format!(
+                    "{} {}/{}/{}",
+                    n.device, n.polls, n.packets, n.budget_exhausted
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ");
-        let busiest = if m.busiest_cpu == Some(c.cpu) { "  <- most NET_RX" } else { "" };
+        let busiest = if m.busiest_cpu == Some(c.cpu) {
+            "  <- most NET_RX"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
             "{:<5} {:>6}  {:<22} {}{busiest}",
             c.cpu,
             share,
-            if c.queues.is_empty() { "-".into() } else { c.queues.join(",") },
+            if c.queues.is_empty() {
+                "-".into()
+            } else {
+                c.queues.join(",")
+            },
             if napi.is_empty() { "-".into() } else { napi }
         );
     }

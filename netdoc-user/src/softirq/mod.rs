@@ -133,9 +133,11 @@ impl SoftirqKernel {
 
 /// Whether both softirq hooks attached, so drop context and run time are known.
 pub fn timed(plans: &[ProbePlan]) -> bool {
-    [ENTRY, EXIT]
-        .iter()
-        .all(|p| plans.iter().any(|plan| plan.probe == *p && plan.chosen().is_some()))
+    [ENTRY, EXIT].iter().all(|p| {
+        plans
+            .iter()
+            .any(|plan| plan.probe == *p && plan.chosen().is_some())
+    })
 }
 
 /// The family's maps, taken out of the object so they outlive its links.
@@ -201,7 +203,10 @@ mod tests {
 
     #[test]
     fn vector_names_round_trip() {
-        assert_eq!(vector_number("net_rx"), Some(netdoc_common::softirq::NET_RX));
+        assert_eq!(
+            vector_number("net_rx"),
+            Some(netdoc_common::softirq::NET_RX)
+        );
         assert_eq!(vector_number("RCU"), Some(9));
         assert_eq!(vector_number("nope"), None);
     }

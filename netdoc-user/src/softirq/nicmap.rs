@@ -74,7 +74,12 @@ pub fn build(
         .map(|f| {
             let seen: BTreeMap<u32, u64> = observed
                 .get(&f.irq)
-                .map(|m| m.iter().filter(|(_, n)| **n > 0).map(|(c, n)| (*c, *n)).collect())
+                .map(|m| {
+                    m.iter()
+                        .filter(|(_, n)| **n > 0)
+                        .map(|(c, n)| (*c, *n))
+                        .collect()
+                })
                 .unwrap_or_default();
             let served_by = if !seen.is_empty() {
                 seen.keys().copied().collect()
@@ -225,7 +230,13 @@ pub mod tests {
             queue(41, "eth1", 0, &[0], &[]),
         ];
         let observed = BTreeMap::from([(41, BTreeMap::from([(0, 5), (1, 7)]))]);
-        let m = build(&facts, &observed, &MapReading::default(), &BTreeMap::new(), &[0, 1]);
+        let m = build(
+            &facts,
+            &observed,
+            &MapReading::default(),
+            &BTreeMap::new(),
+            &[0, 1],
+        );
         assert!(!m.queues[0].single_cpu, "RPS spreads it");
         assert!(!m.queues[1].single_cpu, "two CPUs observed");
         assert_eq!(m.busiest_cpu, None);

@@ -79,7 +79,10 @@ impl Session {
                 .filter(|p| p.chosen().is_none())
                 .map(ProbePlan::failure)
                 .collect();
-            bail!("softirq timing needs both softirq hooks: {}", failed.join("; "));
+            bail!(
+                "softirq timing needs both softirq hooks: {}",
+                failed.join("; ")
+            );
         }
         // Drops are correlation evidence: without them the heatmap still stands.
         let drop_plan = planner::attach_best(
@@ -112,7 +115,11 @@ impl Session {
             t_s: self.started.elapsed().as_secs_f64(),
             maps: self.maps.read(),
             softnet: procnet::read_softnet(),
-            drops: self.drops.as_ref().map(DropMaps::per_cpu).unwrap_or_default(),
+            drops: self
+                .drops
+                .as_ref()
+                .map(DropMaps::per_cpu)
+                .unwrap_or_default(),
             proc_softirqs: procnet::read_softirqs()
                 .remove(vector_name)
                 .unwrap_or_default(),
@@ -176,7 +183,8 @@ async fn observe(
     // A stop just after a tick would leave a sliver of a bucket with a meaningless share:
     // fold it into the previous one.
     let last = session.sample(vector);
-    if samples.len() > 1 && last.t_s - samples[samples.len() - 1].t_s < interval.as_secs_f64() / 4.0 {
+    if samples.len() > 1 && last.t_s - samples[samples.len() - 1].t_s < interval.as_secs_f64() / 4.0
+    {
         samples.pop();
     }
     samples.push(last);
@@ -240,7 +248,12 @@ fn observed_irqs(
             let per_cpu = int_after
                 .per_cpu(l.irq)
                 .into_iter()
-                .map(|(cpu, n)| (cpu, n.saturating_sub(before.get(&cpu).copied().unwrap_or(0))))
+                .map(|(cpu, n)| {
+                    (
+                        cpu,
+                        n.saturating_sub(before.get(&cpu).copied().unwrap_or(0)),
+                    )
+                })
                 .collect();
             (l.irq, per_cpu)
         })
@@ -254,7 +267,10 @@ fn napi_delta(first: &Sample, last: &Sample) -> super::MapReading {
     let mut reading = last.maps.clone();
     for (i, per_cpu) in reading.napi.iter_mut().enumerate() {
         if let Some(before) = first.maps.napi.get(i)
-            && before.iter().map(|s| s.dev).eq(per_cpu.iter().map(|s| s.dev))
+            && before
+                .iter()
+                .map(|s| s.dev)
+                .eq(per_cpu.iter().map(|s| s.dev))
         {
             for (s, b) in per_cpu.iter_mut().zip(before) {
                 s.polls = s.polls.saturating_sub(b.polls);
@@ -338,7 +354,8 @@ pub async fn softirq(opts: SoftirqOptions) -> Result<()> {
     // Fail on an unwritable SVG path before tracing anything.
     let mut svg_file = match &opts.svg {
         Some(p) => Some(
-            std::fs::File::create(p).with_context(|| format!("cannot write --svg {}", p.display()))?,
+            std::fs::File::create(p)
+                .with_context(|| format!("cannot write --svg {}", p.display()))?,
         ),
         None => None,
     };
@@ -355,21 +372,28 @@ pub async fn softirq(opts: SoftirqOptions) -> Result<()> {
     );
     let tty = std::io::stdout().is_terminal();
     let live = !opts.json;
-    let samples = observe(&session, first, opts.vector, opts.duration, opts.interval, |s| {
-        if !live {
-            return true;
-        }
-        let h = series::heatmap(s, &session.cpus, opts.vector);
-        let screen = if tty { "\x1b[2J\x1b[H" } else { "" };
-        let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "{screen}netdoc softirq — {:.0}s\n{}",
-            s[s.len() - 1].t_s,
-            heatmap::render(&h, opts.width, tty)
-        )
-        .is_ok()
-    })
+    let samples = observe(
+        &session,
+        first,
+        opts.vector,
+        opts.duration,
+        opts.interval,
+        |s| {
+            if !live {
+                return true;
+            }
+            let h = series::heatmap(s, &session.cpus, opts.vector);
+            let screen = if tty { "\x1b[2J\x1b[H" } else { "" };
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{screen}netdoc softirq — {:.0}s\n{}",
+                s[s.len() - 1].t_s,
+                heatmap::render(&h, opts.width, tty)
+            )
+            .is_ok()
+        },
+    )
     .await?;
     session.detach();
     let int_after = Interrupts::read().unwrap_or_default();

@@ -80,10 +80,14 @@ pub fn heatmap(samples: &[Sample], cpus: &[u32], vector: u32) -> Heatmap {
                 let (ta, tb) = (a.time(cpu, vector), b.time(cpu, vector));
                 let wall_ns = (b.t_s - a.t_s) * 1e9;
                 let busy = tb.total_ns.saturating_sub(ta.total_ns) as f64;
-                row.share
-                    .push(if wall_ns > 0.0 { (busy / wall_ns).min(1.0) } else { 0.0 });
+                row.share.push(if wall_ns > 0.0 {
+                    (busy / wall_ns).min(1.0)
+                } else {
+                    0.0
+                });
                 row.count.push(tb.count.saturating_sub(ta.count));
-                row.drops.push(b.drops(cpu).0.saturating_sub(a.drops(cpu).0));
+                row.drops
+                    .push(b.drops(cpu).0.saturating_sub(a.drops(cpu).0));
             }
             row
         })
@@ -204,7 +208,11 @@ pub mod tests {
             },
             softnet: Vec::new(),
             drops: drops.iter().map(|&d| (d, d)).collect(),
-            proc_softirqs: count.iter().enumerate().map(|(c, n)| (c as u32, *n)).collect(),
+            proc_softirqs: count
+                .iter()
+                .enumerate()
+                .map(|(c, n)| (c as u32, *n))
+                .collect(),
         }
     }
 

@@ -164,6 +164,9 @@ mod tests {
             .filter_map(|n| n.text())
             .collect();
         assert!(title.contains("db-7 <prod>") && title.contains("kernel 6.18.0"));
-        assert!(doc.descendants().any(|n| n.attribute("class") == Some("legend")));
+        assert!(
+            doc.descendants()
+                .any(|n| n.attribute("class") == Some("legend"))
+        );
     }
 }

@@ -32,7 +32,9 @@ macro_rules! require_root {
             eprintln!("skipped: needs root (run `cargo xtask test` as root)");
             return;
         }
-        let _serial = $crate::common::SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = $crate::common::SERIAL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
     };
 }
 
@@ -321,4 +323,3 @@ pub fn assert_nothing_left() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
-

@@ -1,0 +1,131 @@
+//! `netdoc conntrack`: per-CPU conntrack counter deltas and table usage, live and at the end,
+//! with what they attribute drops to.
+use std::{fmt::Write as _, io::Write as _, time::Duration};
+
+use anyhow::Result;
+use serde::Serialize;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{Attribution, attribute, deltas, findings, snapshot};
+use crate::{facts::conntrack::CpuCounters, finding::Finding};
+
+/// Columns worth watching, in display order.
+const COLUMNS: [&str; 6] = [
+    "insert_failed",
+    "drop",
+    "early_drop",
+    "clash_resolve",
+    "invalid",
+    "search_restart",
+];
+
+#[derive(Serialize)]
+struct Summary<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    netns: Option<&'a str>,
+    duration_s: f64,
+    nf_conntrack_count: Option<u64>,
+    nf_conntrack_max: Option<u64>,
+    per_cpu: &'a [CpuCounters],
+    attribution: &'a Attribution,
+    findings: &'a [Finding],
+}
+
+fn table(d: &[CpuCounters], usage: Option<(u64, u64)>) -> String {
+    let mut out = format!("{:<5}", "CPU");
+    for c in COLUMNS {
+        let _ = write!(out, " {c:>14}");
+    }
+    out.push('\n');
+    for (cpu, row) in d.iter().enumerate() {
+        let _ = write!(out, "{cpu:<5}");
+        for c in COLUMNS {
+            match row.get(c) {
+                Some(v) => {
+                    let _ = write!(out, " {v:>14}");
+                }
+                None => {
+                    let _ = write!(out, " {:>14}", "-");
+                }
+            }
+        }
+        out.push('\n');
+    }
+    if let Some((count, max)) = usage {
+        let _ = writeln!(
+            out,
+            "entries: {count} of {max} ({:.1}%)",
+            count as f64 * 100.0 / max.max(1) as f64
+        );
+    }
+    out
+}
+
+pub async fn run(
+    netns: Option<String>,
+    duration: Option<Duration>,
+    interval: Duration,
+    json: bool,
+) -> Result<()> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let ns = netns.as_deref();
+    let first = snapshot(ns)?;
+    eprintln!(
+        "netdoc: attached to the conntrack counters of {}; Ctrl-C to stop",
+        ns.unwrap_or("this namespace")
+    );
+    let started = std::time::Instant::now();
+    let deadline = duration.map(|d| tokio::time::Instant::now() + d);
+    let mut tick = tokio::time::interval(interval);
+    tick.tick().await;
+    let mut out = std::io::stdout().lock();
+    loop {
+        tokio::select! {
+            _ = tick.tick(), if !json => {
+                let now = snapshot(ns)?;
+                let text = format!("netdoc conntrack — {:.0}s, counts since start\n{}", started.elapsed().as_secs_f64(), table(&deltas(&first, &now), now.usage));
+                if writeln!(out, "{text}").is_err() {
+                    break;
+                }
+            },
+            _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => break,
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    let last = snapshot(ns)?;
+    let d = deltas(&first, &last);
+    let a = attribute(&d);
+    let f = findings(&a, last.usage, &d);
+    let text = if json {
+        serde_json::to_string(&Summary {
+            kind: "summary",
+            netns: ns,
+            duration_s: started.elapsed().as_secs_f64(),
+            nf_conntrack_count: last.usage.map(|u| u.0),
+            nf_conntrack_max: last.usage.map(|u| u.1),
+            per_cpu: &d,
+            attribution: &a,
+            findings: &f,
+        })? + "\n"
+    } else {
+        let mut t = format!(
+            "netdoc conntrack: {:.1}s\n{}",
+            started.elapsed().as_secs_f64(),
+            table(&d, last.usage)
+        );
+        let _ = writeln!(
+            t,
+            "conntrack drops: {} table full, {} insert failed; any other NETFILTER_DROP at nf_hook_slow is a firewall rule",
+            a.table_full, a.insert_failed
+        );
+        for x in &f {
+            t.push_str(&x.render());
+        }
+        t
+    };
+    let _ = out.write_all(text.as_bytes());
+    Ok(())
+}
