@@ -36,7 +36,7 @@ enum Command {
     /// Live drop-reason tracing at skb:kfree_skb.
     Drops(DropsArgs),
     /// TCP retransmits per flow, with MTU black-hole detection.
-    Retrans(RetransArgs),
+    Retrans(StreamArgs),
     /// Conntrack counters per CPU (insert_failed, drop, early_drop, ...) and table usage.
     Conntrack {
         /// Read the counters of this network namespace (name under /run/netns or path).
@@ -74,12 +74,13 @@ enum Command {
     BenchFloor,
 }
 
+/// Options of every command that streams per-event records and keeps a live view.
 #[derive(clap::Args)]
-struct DropsArgs {
-    /// One JSON object per drop, then a final `"type":"summary"` object.
+struct StreamArgs {
+    /// One JSON object per event, then a final `"type":"summary"` object.
     #[arg(long)]
     json: bool,
-    /// Count in the kernel only: no per-drop records (lowest overhead).
+    /// Count in the kernel only: no per-event records (lowest overhead).
     #[arg(long)]
     counts_only: bool,
     /// Stop after this long (e.g. 30s, 500ms, 2m); default: until Ctrl-C.
@@ -88,6 +89,18 @@ struct DropsArgs {
     /// Refresh interval of the live view.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     interval: Duration,
+    /// Perf buffer pages per CPU (power of two).
+    #[arg(long, default_value_t = 64)]
+    pages: usize,
+    /// Rows shown in the live view.
+    #[arg(long, default_value_t = 20)]
+    top: usize,
+}
+
+#[derive(clap::Args)]
+struct DropsArgs {
+    #[command(flatten)]
+    stream: StreamArgs,
     /// Only these drop reasons (comma-separated names, e.g. NO_SOCKET,NETFILTER_DROP).
     #[arg(long)]
     reason: Option<String>,
@@ -103,37 +116,9 @@ struct DropsArgs {
     /// Only packets with this source or destination address.
     #[arg(long)]
     addr: Option<IpAddr>,
-    /// Perf buffer pages per CPU (power of two).
-    #[arg(long, default_value_t = 64)]
-    pages: usize,
     /// Use only this hook type (tp_btf or tracepoint) instead of the best one that attaches.
     #[arg(long, value_parser = ["tp_btf", "tracepoint"])]
     hook: Option<String>,
-    /// Rows shown in the live view.
-    #[arg(long, default_value_t = 20)]
-    top: usize,
-}
-
-#[derive(clap::Args)]
-struct RetransArgs {
-    /// One JSON object per retransmit, then a final `"type":"summary"` object.
-    #[arg(long)]
-    json: bool,
-    /// Aggregate per flow in the kernel only: no per-retransmit records.
-    #[arg(long)]
-    counts_only: bool,
-    /// Stop after this long (e.g. 30s, 2m); default: until Ctrl-C.
-    #[arg(long, value_parser = parse_duration)]
-    duration: Option<Duration>,
-    /// Refresh interval of the live view.
-    #[arg(long, value_parser = parse_duration, default_value = "1s")]
-    interval: Duration,
-    /// Perf buffer pages per CPU (power of two).
-    #[arg(long, default_value_t = 64)]
-    pages: usize,
-    /// Rows shown in the live view.
-    #[arg(long, default_value_t = 20)]
-    top: usize,
 }
 
 #[derive(clap::Args)]
@@ -204,14 +189,11 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Drops(a) => {
-            if a.interval.is_zero() {
-                bail!("--interval must be positive");
-            }
             drops::run::run(drops::run::DropsOptions {
-                json: a.json,
-                counts_only: a.counts_only,
-                duration: a.duration,
-                interval: a.interval,
+                json: a.stream.json,
+                counts_only: a.stream.counts_only,
+                duration: a.stream.duration,
+                interval: a.stream.interval,
                 filter: drops::filter::FilterArgs {
                     reason: a.reason,
                     netns: a.netns,
@@ -219,9 +201,9 @@ async fn run(cli: Cli) -> Result<()> {
                     port: a.port,
                     addr: a.addr,
                 },
-                pages: a.pages,
+                pages: a.stream.pages,
                 hook: a.hook,
-                top: a.top,
+                top: a.stream.top,
                 btf: cli.btf,
             })
             .await

@@ -1,11 +1,12 @@
 //! Per-CPU perf buffers → typed records. One reader task per CPU drains its buffer into a
 //! channel; records of unknown kind, version or size are counted, never fatal.
+use crate::drops::report::KernelStats;
 use anyhow::{Context as _, Result};
 use aya::{
     maps::{MapData, PerfEventArray, perf::PerfEvent, perf::PerfEventArrayBuffer},
     util::online_cpus,
 };
-use netdoc_common::{EVENT_VERSION, EventHeader, Record};
+use netdoc_common::{EVENT_VERSION, EventHeader, Record, stat};
 use tokio::{
     io::unix::AsyncFd,
     sync::{mpsc, watch},
@@ -43,6 +44,18 @@ pub fn decode<T: Record>(head: &[u8], tail: &[u8], stats: &mut DecodeStats) -> O
     stats.decoded += 1;
     // SAFETY: records are repr(C) plain integers; the header vouches for kind, version and size.
     Some(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) })
+}
+
+/// A family's per-CPU `stat` slots (seen, matched, emitted, lost, aggregation full), summed.
+pub fn kernel_stats(map: &aya::maps::PerCpuArray<MapData, u64>) -> KernelStats {
+    let sum = |slot: u32| -> u64 { map.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0) };
+    KernelStats {
+        seen: sum(stat::SEEN),
+        matched: sum(stat::MATCHED),
+        emitted: sum(stat::EMITTED),
+        lost: sum(stat::EMIT_FAILED),
+        aggregation_overflow: sum(stat::AGG_FULL),
+    }
 }
 
 /// What a per-CPU reader hands back when it stops.

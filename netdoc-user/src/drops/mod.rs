@@ -10,7 +10,7 @@ use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap},
 };
-use netdoc_common::{DropConfig, DropKey, NO_OFFSET, SkbOffsets, TracepointOffsets, context, stat};
+use netdoc_common::{DropConfig, DropKey, NO_OFFSET, SkbOffsets, TracepointOffsets, context};
 
 use crate::{
     facts::tracefs::EventFormat,
@@ -179,19 +179,7 @@ impl DropMaps {
     }
 
     pub fn stats(&self) -> KernelStats {
-        let sum = |slot: u32| -> u64 {
-            self.stats
-                .get(&slot, 0)
-                .map(|v| v.iter().sum())
-                .unwrap_or(0)
-        };
-        KernelStats {
-            seen: sum(stat::SEEN),
-            matched: sum(stat::MATCHED),
-            emitted: sum(stat::EMITTED),
-            lost: sum(stat::EMIT_FAILED),
-            aggregation_overflow: sum(stat::AGG_FULL),
-        }
+        crate::stream::kernel_stats(&self.stats)
     }
 }
 

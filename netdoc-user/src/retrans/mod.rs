@@ -12,7 +12,6 @@ use aya::{
 use netdoc_common::{
     NO_OFFSET,
     retrans::{FlowKey, FlowStats, RetransConfig},
-    stat,
 };
 
 use crate::{
@@ -129,18 +128,6 @@ impl RetransMaps {
     }
 
     pub fn stats(&self) -> KernelStats {
-        let sum = |slot: u32| -> u64 {
-            self.stats
-                .get(&slot, 0)
-                .map(|v| v.iter().sum())
-                .unwrap_or(0)
-        };
-        KernelStats {
-            seen: sum(stat::SEEN),
-            matched: sum(stat::MATCHED),
-            emitted: sum(stat::EMITTED),
-            lost: sum(stat::EMIT_FAILED),
-            aggregation_overflow: sum(stat::AGG_FULL),
-        }
+        crate::stream::kernel_stats(&self.stats)
     }
 }
