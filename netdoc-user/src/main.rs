@@ -36,7 +36,7 @@ enum Command {
     /// Live drop-reason tracing at skb:kfree_skb.
     Drops(DropsArgs),
     /// TCP retransmits per flow, with MTU black-hole detection.
-    Retrans(StreamArgs),
+    Retrans(stream::StreamOptions),
     /// Conntrack counters per CPU (insert_failed, drop, early_drop, ...) and table usage.
     Conntrack {
         /// Read the counters of this network namespace (name under /run/netns or path).
@@ -74,33 +74,10 @@ enum Command {
     BenchFloor,
 }
 
-/// Options of every command that streams per-event records and keeps a live view.
-#[derive(clap::Args)]
-struct StreamArgs {
-    /// One JSON object per event, then a final `"type":"summary"` object.
-    #[arg(long)]
-    json: bool,
-    /// Count in the kernel only: no per-event records (lowest overhead).
-    #[arg(long)]
-    counts_only: bool,
-    /// Stop after this long (e.g. 30s, 500ms, 2m); default: until Ctrl-C.
-    #[arg(long, value_parser = parse_duration)]
-    duration: Option<Duration>,
-    /// Refresh interval of the live view.
-    #[arg(long, value_parser = parse_duration, default_value = "1s")]
-    interval: Duration,
-    /// Perf buffer pages per CPU (power of two).
-    #[arg(long, default_value_t = 64)]
-    pages: usize,
-    /// Rows shown in the live view.
-    #[arg(long, default_value_t = 20)]
-    top: usize,
-}
-
 #[derive(clap::Args)]
 struct DropsArgs {
     #[command(flatten)]
-    stream: StreamArgs,
+    stream: stream::StreamOptions,
     /// Only these drop reasons (comma-separated names, e.g. NO_SOCKET,NETFILTER_DROP).
     #[arg(long)]
     reason: Option<String>,
@@ -190,10 +167,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Drops(a) => {
             drops::run::run(drops::run::DropsOptions {
-                json: a.stream.json,
-                counts_only: a.stream.counts_only,
-                duration: a.stream.duration,
-                interval: a.stream.interval,
+                stream: a.stream,
                 filter: drops::filter::FilterArgs {
                     reason: a.reason,
                     netns: a.netns,
@@ -201,21 +175,14 @@ async fn run(cli: Cli) -> Result<()> {
                     port: a.port,
                     addr: a.addr,
                 },
-                pages: a.stream.pages,
                 hook: a.hook,
-                top: a.stream.top,
                 btf: cli.btf,
             })
             .await
         }
         Command::Retrans(a) => {
             retrans::run::run(retrans::run::RetransOptions {
-                json: a.json,
-                counts_only: a.counts_only,
-                duration: a.duration,
-                interval: a.interval,
-                pages: a.pages,
-                top: a.top,
+                stream: a,
                 btf: cli.btf,
             })
             .await

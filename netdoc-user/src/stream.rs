@@ -1,6 +1,8 @@
 //! Per-CPU perf buffers → typed records. One reader task per CPU drains its buffer into a
 //! channel; records of unknown kind, version or size are counted, never fatal.
 use crate::drops::report::KernelStats;
+use std::time::Duration;
+
 use anyhow::{Context as _, Result};
 use aya::{
     maps::{MapData, PerfEventArray, perf::PerfEvent, perf::PerfEventArrayBuffer},
@@ -44,6 +46,39 @@ pub fn decode<T: Record>(head: &[u8], tail: &[u8], stats: &mut DecodeStats) -> O
     stats.decoded += 1;
     // SAFETY: records are repr(C) plain integers; the header vouches for kind, version and size.
     Some(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) })
+}
+
+/// Options of every command that streams per-event records and keeps a live view.
+#[derive(clap::Args)]
+pub struct StreamOptions {
+    /// One JSON object per event, then a final `"type":"summary"` object.
+    #[arg(long)]
+    pub json: bool,
+    /// Count in the kernel only: no per-event records (lowest overhead).
+    #[arg(long)]
+    pub counts_only: bool,
+    /// Stop after this long (e.g. 30s, 500ms, 2m); default: until Ctrl-C.
+    #[arg(long, value_parser = crate::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Refresh interval of the live view.
+    #[arg(long, value_parser = crate::parse_duration, default_value = "1s")]
+    pub interval: Duration,
+    /// Perf buffer pages per CPU (power of two).
+    #[arg(long, default_value_t = 64)]
+    pub pages: usize,
+    /// Rows shown in the live view.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+}
+
+impl StreamOptions {
+    /// Rejected here rather than by clap, so it is a one-line `netdoc: error:` like the others.
+    pub fn check(&self) -> Result<()> {
+        if !self.pages.is_power_of_two() {
+            anyhow::bail!("--pages must be a power of two (e.g. 64)");
+        }
+        Ok(())
+    }
 }
 
 /// A family's per-CPU `stat` slots (seen, matched, emitted, lost, aggregation full), summed.

@@ -4,7 +4,7 @@ use std::{
     collections::HashMap,
     io::{IsTerminal as _, Write as _},
     path::PathBuf,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -24,18 +24,12 @@ use crate::{
     loader::{self, Configs},
     planner,
     softirq::{self, SoftirqKernel},
-    stream::Readers,
+    stream::{Readers, StreamOptions},
 };
 
 pub struct DropsOptions {
-    pub json: bool,
-    pub counts_only: bool,
-    pub duration: Option<Duration>,
-    pub interval: Duration,
+    pub stream: StreamOptions,
     pub filter: FilterArgs,
-    /// Perf buffer pages per CPU (a power of two).
-    pub pages: usize,
-    pub top: usize,
     /// Restricts the planner to one hook type.
     pub hook: Option<String>,
     pub btf: PathBuf,
@@ -83,10 +77,8 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
     let kernel = DropKernel::discover(&host);
     let context = SoftirqKernel::discover(&host);
     let filter = DropFilter::parse(&opts.filter, &kernel.reasons)?;
-    if !opts.pages.is_power_of_two() {
-        bail!("--pages must be a power of two (e.g. 64)");
-    }
-    let streaming = !opts.counts_only;
+    opts.stream.check()?;
+    let streaming = !opts.stream.counts_only;
     let mut cfg = kernel.config();
     filter.apply(&mut cfg);
     if cfg.filters & netdoc_common::filter::NEEDS_PACKET != 0
@@ -110,7 +102,7 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
     let mut readers = match streaming {
         true => Some(Readers::<DropEvent>::open(
             ebpf.take_map("DROP_EVENTS").context("DROP_EVENTS map")?,
-            opts.pages,
+            opts.stream.pages,
         )?),
         false => None,
     };
@@ -149,10 +141,13 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
     );
 
     let started = Instant::now();
-    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut tick = tokio::time::interval(opts.interval);
+    let deadline = opts
+        .stream
+        .duration
+        .map(|d| tokio::time::Instant::now() + d);
+    let mut tick = tokio::time::interval(opts.stream.interval);
     tick.tick().await;
-    let live = !opts.json;
+    let live = !opts.stream.json;
     let tty = std::io::stdout().is_terminal();
     let mut out = std::io::stdout().lock();
     let mut last_flows: HashMap<DropKey, String> = HashMap::new();
@@ -175,7 +170,7 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
                 last_tick = Instant::now();
                 let screen = if tty { "\x1b[2J\x1b[H" } else { "" };
                 let head = format!("netdoc drops via {hook} — {:.0}s", started.elapsed().as_secs_f64());
-                if writeln!(out, "{screen}{head}\n{}", render::table(&rows, opts.top)).is_err() {
+                if writeln!(out, "{screen}{head}\n{}", render::table(&rows, opts.stream.top)).is_err() {
                     break;
                 }
             },
@@ -228,7 +223,7 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
             perf_lost
         );
     }
-    let text = if opts.json {
+    let text = if opts.stream.json {
         serde_json::to_string(&summary)? + "\n"
     } else {
         render::summary(&summary)
@@ -253,7 +248,7 @@ fn emit(
             context: 0,
             location: ev.location,
         };
-        if opts.json {
+        if opts.stream.json {
             let line = serde_json::to_string(&named).unwrap_or_default();
             if writeln!(out, "{line}").is_err() {
                 return false;

@@ -21,15 +21,15 @@ fn black_hole(f: &FlowRow) -> Option<Finding> {
     }
     let headers = f.path_mtu.saturating_sub(f.mss);
     let wire = f.max_segment + headers;
-    let where_ = f
-        .netns_name
-        .as_ref()
-        .map_or(String::new(), |n| format!(" (netns {n})"));
+    let where_ =
+        f.id.netns_name
+            .as_ref()
+            .map_or(String::new(), |n| format!(" (netns {n})"));
     Some(Finding {
         id: "mtu_black_hole",
         title: format!(
             "{}{where_} keeps retransmitting {}-byte segments that never get through, and no ICMP \"fragmentation needed\" arrives: an MTU black hole on the path",
-            f.flow, f.max_segment
+            f.id.flow, f.max_segment
         ),
         evidence: vec![
             format!(

@@ -22,14 +22,55 @@ pub fn state_name(state: u32) -> &'static str {
     }
 }
 
-fn flow_text(family: u16, saddr: &[u8; 16], sport: u16, daddr: &[u8; 16], dport: u16) -> String {
-    match (addr::ip(family, saddr), addr::ip(family, daddr)) {
-        (Some(s), Some(d)) => format!(
-            "tcp {} > {}",
-            addr::endpoint(s, sport),
-            addr::endpoint(d, dport)
-        ),
-        _ => format!("tcp ?:{sport} > ?:{dport}"),
+/// Which connection, as events and rows both print it (flattened into their JSON).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FlowId {
+    /// `tcp 10.0.0.1:40000 > 10.0.1.2:5201`
+    pub flow: String,
+    pub saddr: Option<String>,
+    pub sport: u16,
+    pub daddr: Option<String>,
+    pub dport: u16,
+    pub netns: u32,
+    pub netns_name: Option<String>,
+}
+
+impl FlowId {
+    fn new(key: &FlowKey, netns_name: Option<String>) -> Self {
+        let (s, d) = (
+            addr::ip(key.family, &key.saddr),
+            addr::ip(key.family, &key.daddr),
+        );
+        let flow = match (s, d) {
+            (Some(s), Some(d)) => format!(
+                "tcp {} > {}",
+                addr::endpoint(s, key.sport),
+                addr::endpoint(d, key.dport)
+            ),
+            _ => format!("tcp ?:{} > ?:{}", key.sport, key.dport),
+        };
+        Self {
+            flow,
+            saddr: s.map(|a| a.to_string()),
+            sport: key.sport,
+            daddr: d.map(|a| a.to_string()),
+            dport: key.dport,
+            netns: key.netns,
+            netns_name,
+        }
+    }
+}
+
+/// The aggregation key of an event's flow.
+fn key_of(ev: &RetransEvent) -> FlowKey {
+    FlowKey {
+        saddr: ev.saddr,
+        daddr: ev.daddr,
+        netns: ev.netns,
+        sport: ev.sport,
+        dport: ev.dport,
+        family: ev.family,
+        _pad: [0; 6],
     }
 }
 
@@ -40,13 +81,8 @@ pub struct NamedRetrans {
     pub kind: &'static str,
     pub ts_ns: u64,
     pub cpu: u32,
-    pub flow: String,
-    pub saddr: Option<String>,
-    pub sport: u16,
-    pub daddr: Option<String>,
-    pub dport: u16,
-    pub netns: u32,
-    pub netns_name: Option<String>,
+    #[serde(flatten)]
+    pub id: FlowId,
     pub state: &'static str,
     pub synack: bool,
     pub seq: u32,
@@ -71,13 +107,7 @@ impl NamedRetrans {
             kind: "retransmit",
             ts_ns: ev.ts_ns,
             cpu: ev.cpu,
-            flow: flow_text(ev.family, &ev.saddr, ev.sport, &ev.daddr, ev.dport),
-            saddr: addr::ip(ev.family, &ev.saddr).map(|a| a.to_string()),
-            sport: ev.sport,
-            daddr: addr::ip(ev.family, &ev.daddr).map(|a| a.to_string()),
-            dport: ev.dport,
-            netns: ev.netns,
-            netns_name,
+            id: FlowId::new(&key_of(ev), netns_name),
             state: state_name(ev.state as u32),
             synack: ev.flags & flag::SYNACK != 0,
             seq: ev.seq,
@@ -101,13 +131,8 @@ impl NamedRetrans {
 /// One flow from the in-kernel aggregation.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FlowRow {
-    pub flow: String,
-    pub saddr: Option<String>,
-    pub sport: u16,
-    pub daddr: Option<String>,
-    pub dport: u16,
-    pub netns: u32,
-    pub netns_name: Option<String>,
+    #[serde(flatten)]
+    pub id: FlowId,
     pub state: &'static str,
     pub retransmits: u64,
     /// Segments those retransmits carried (what `TcpRetransSegs` counts, failed ones aside).
@@ -133,13 +158,7 @@ pub struct FlowRow {
 impl FlowRow {
     pub fn new(key: &FlowKey, s: &FlowStats, netns_name: Option<String>, rate: f64) -> Self {
         Self {
-            flow: flow_text(key.family, &key.saddr, key.sport, &key.daddr, key.dport),
-            saddr: addr::ip(key.family, &key.saddr).map(|a| a.to_string()),
-            sport: key.sport,
-            daddr: addr::ip(key.family, &key.daddr).map(|a| a.to_string()),
-            dport: key.dport,
-            netns: key.netns,
-            netns_name,
+            id: FlowId::new(key, netns_name),
             state: state_name(s.state),
             retransmits: s.events,
             segments: s.segs,
@@ -190,7 +209,7 @@ pub mod tests {
             ..Default::default()
         };
         let row = FlowRow::new(&key(40000), &s, Some("client".into()), 2.0);
-        assert_eq!(row.flow, "tcp 10.0.0.1:40000 > 10.0.1.2:5201");
+        assert_eq!(row.id.flow, "tcp 10.0.0.1:40000 > 10.0.1.2:5201");
         assert_eq!(
             (row.state, row.segments, row.path_mtu),
             ("ESTABLISHED", 9, 1500)
@@ -208,10 +227,11 @@ pub mod tests {
             ..Default::default()
         };
         let n = NamedRetrans::new(&ev, None);
-        assert_eq!(n.flow, "tcp [::]:1 > [::]:2");
+        assert_eq!(n.id.flow, "tcp [::]:1 > [::]:2");
         assert_eq!((n.len, n.seg_size, n.segs, n.err), (2896, 1448, 2, -16));
         let v = serde_json::to_value(&n).unwrap();
         assert_eq!(v["type"], "retransmit");
+        assert_eq!(v["flow"], "tcp [::]:1 > [::]:2", "the flow id is flattened");
         assert_eq!(v["synack"], false);
     }
 }

@@ -5,7 +5,7 @@ use std::{
     fmt::Write as _,
     io::{IsTerminal as _, Write as _},
     path::PathBuf,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -22,16 +22,11 @@ use crate::{
     finding::Finding,
     kernel::Kernel,
     loader::{self, Configs},
-    stream::Readers,
+    stream::{Readers, StreamOptions},
 };
 
 pub struct RetransOptions {
-    pub json: bool,
-    pub counts_only: bool,
-    pub duration: Option<Duration>,
-    pub interval: Duration,
-    pub pages: usize,
-    pub top: usize,
+    pub stream: StreamOptions,
     pub btf: PathBuf,
 }
 
@@ -73,7 +68,11 @@ fn rows(
             FlowRow::new(k, s, netns.name(k.netns), rate)
         })
         .collect();
-    rows.sort_by(|a, b| b.retransmits.cmp(&a.retransmits).then(a.flow.cmp(&b.flow)));
+    rows.sort_by(|a, b| {
+        b.retransmits
+            .cmp(&a.retransmits)
+            .then(a.id.flow.cmp(&b.id.flow))
+    });
     rows
 }
 
@@ -101,7 +100,7 @@ fn table(rows: &[FlowRow], limit: usize) -> String {
         let _ = writeln!(
             out,
             "{:<48} {:<12} {:>7} {:>6} {:>6.1} {:>7} {:>6} {:>5} {:>7} {:>6}  {}",
-            r.flow,
+            r.id.flow,
             r.state,
             r.retransmits + r.synacks,
             r.segments,
@@ -111,7 +110,9 @@ fn table(rows: &[FlowRow], limit: usize) -> String {
             r.mss,
             pmtu,
             r.dev_mtu,
-            r.netns_name.clone().unwrap_or_else(|| r.netns.to_string())
+            r.id.netns_name
+                .clone()
+                .unwrap_or_else(|| r.id.netns.to_string())
         );
     }
     if rows.len() > limit {
@@ -127,12 +128,10 @@ pub async fn run(opts: RetransOptions) -> Result<()> {
     caps::require_tracing()?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    if !opts.pages.is_power_of_two() {
-        bail!("--pages must be a power of two (e.g. 64)");
-    }
     let host = Kernel::discover(&opts.btf);
     let family = RetransKernel::discover(&host);
-    let streaming = !opts.counts_only;
+    opts.stream.check()?;
+    let streaming = !opts.stream.counts_only;
     let mut cfg = family.config;
     cfg.stream = streaming as u32;
     let mut ebpf = loader::load(&Configs {
@@ -144,7 +143,7 @@ pub async fn run(opts: RetransOptions) -> Result<()> {
         true => Some(Readers::<RetransEvent>::open(
             ebpf.take_map("RETRANS_EVENTS")
                 .context("RETRANS_EVENTS map")?,
-            opts.pages,
+            opts.stream.pages,
         )?),
         false => None,
     };
@@ -164,8 +163,11 @@ pub async fn run(opts: RetransOptions) -> Result<()> {
 
     let mut netns = NetnsNames::new();
     let started = Instant::now();
-    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut tick = tokio::time::interval(opts.interval);
+    let deadline = opts
+        .stream
+        .duration
+        .map(|d| tokio::time::Instant::now() + d);
+    let mut tick = tokio::time::interval(opts.stream.interval);
     tick.tick().await;
     let tty = std::io::stdout().is_terminal();
     let mut out = std::io::stdout().lock();
@@ -176,17 +178,17 @@ pub async fn run(opts: RetransOptions) -> Result<()> {
         tokio::select! {
             Some(events) = async { readers.as_mut()?.rx.recv().await }, if readers.is_some() => {
                 delivered += events.len() as u64;
-                if !emit(&events, opts.json, &mut netns, &mut out) {
+                if !emit(&events, opts.stream.json, &mut netns, &mut out) {
                     break;
                 }
             },
-            _ = tick.tick(), if !opts.json => {
+            _ = tick.tick(), if !opts.stream.json => {
                 let r = rows(&maps, &previous, last_tick.elapsed().as_secs_f64(), &mut netns);
                 previous = maps.flows().iter().map(|(k, s)| (*k, s.events)).collect();
                 last_tick = Instant::now();
                 let screen = if tty { "\x1b[2J\x1b[H" } else { "" };
                 let head = format!("netdoc retrans via {hook} — {:.0}s", started.elapsed().as_secs_f64());
-                if writeln!(out, "{screen}{head}\n{}", table(&r, opts.top)).is_err() {
+                if writeln!(out, "{screen}{head}\n{}", table(&r, opts.stream.top)).is_err() {
                     break;
                 }
             },
@@ -202,7 +204,7 @@ pub async fn run(opts: RetransOptions) -> Result<()> {
         r.stop();
         while let Some(events) = r.rx.recv().await {
             delivered += events.len() as u64;
-            emit(&events, opts.json, &mut netns, &mut out);
+            emit(&events, opts.stream.json, &mut netns, &mut out);
         }
         unknown_records = r.totals().await?.decode.unknown;
     }
@@ -224,7 +226,7 @@ pub async fn run(opts: RetransOptions) -> Result<()> {
         flows: &flows,
         findings: &findings,
     };
-    let text = if opts.json {
+    let text = if opts.stream.json {
         serde_json::to_string(&summary)? + "\n"
     } else {
         let mut t = format!(
