@@ -1,5 +1,6 @@
 //! netdoc: a Linux network doctor built on eBPF.
 mod addr;
+mod check;
 mod conntrack;
 mod drops;
 mod facts;
@@ -63,6 +64,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A pass/fail verdict for one kernel: run a reproducer while tracing and evaluate
+    /// expectations (exit 0 pass, 1 fail, 125 untestable, 128 usage error: `git bisect run` ready).
+    Check(check::CheckArgs),
     /// Which probes attach on this kernel, with which hook, and why others were skipped.
     Probes {
         /// One JSON object per probe.
@@ -142,7 +146,25 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // For `git bisect run`, a bad check command line must abort, not read as "bad kernel".
+            let checking = std::env::args()
+                .skip(1)
+                .take_while(|a| a != "--")
+                .any(|a| a == "check");
+            if checking && e.use_stderr() {
+                let _ = e.print();
+                return ExitCode::from(check::USAGE);
+            }
+            e.exit()
+        }
+    };
+    let failure = match cli.command {
+        Command::Check(_) => ExitCode::from(check::USAGE),
+        _ => ExitCode::FAILURE,
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -151,20 +173,22 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("netdoc: error: starting the runtime: {e}");
-            return ExitCode::FAILURE;
+            return failure;
         }
     };
     match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("netdoc: error: {e:#}");
-            ExitCode::FAILURE
+            failure
         }
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+/// The exit code: 0 for every command but `check`, whose verdict it is.
+async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
+        Command::Check(a) => return check::run(a, &cli.btf).await,
         Command::Drops(a) => {
             drops::run::run(drops::run::DropsOptions {
                 stream: a.stream,
@@ -216,6 +240,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Probes { json } => probes::show(&cli.btf, json),
         Command::BenchFloor => probes::bench_floor(&cli.btf).await,
     }
+    .map(|()| 0)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 use std::{fmt::Write as _, path::Path};
 
 use anyhow::{Result, bail};
+use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
@@ -49,13 +50,31 @@ fn survey(kernel: &Kernel, drops: &DropKernel) -> Result<Vec<ProbePlan>> {
     Ok(plans)
 }
 
+/// What the drop probe loses on kernels before 5.17 (and without the stable backport).
+const NO_REASONS: &str =
+    "kfree_skb carries no drop reason on this kernel: drops are told apart by location only";
+
+#[derive(Serialize)]
+struct PlanLine<'a> {
+    #[serde(flatten)]
+    plan: &'a ProbePlan,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    degraded: Option<&'static str>,
+}
+
 pub fn show(btf_path: &Path, json: bool) -> Result<()> {
     let host = Kernel::discover(btf_path);
     let kernel = DropKernel::discover(&host);
     let plans = survey(&host, &kernel)?;
     if json {
         for p in &plans {
-            println!("{}", serde_json::to_string(p)?);
+            let degraded = (p.probe == drops::PROBE
+                && kernel.reasons.source == drops::reasons::Source::Unavailable)
+                .then_some(NO_REASONS);
+            println!(
+                "{}",
+                serde_json::to_string(&PlanLine { plan: p, degraded })?
+            );
         }
         return Ok(());
     }

@@ -101,14 +101,18 @@ fn drops_seen(pair: &Pair) -> u64 {
     pair.udp_no_ports() + pair.nft_dropped() + ct_drops
 }
 
-fn location_count(summary: &Value, reason: &str, location_prefix: &str) -> u64 {
+/// Conntrack and x_tables drops: NETFILTER_DROP freed in nf_hook_slow.
+const AT_HOOK: Kind = Kind {
+    reason: "NETFILTER_DROP",
+    functions: &["nf_hook_slow"],
+};
+
+fn location_count(summary: &Value, kind: Kind) -> u64 {
     summary["locations"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| {
-            r["reason"] == reason && r["location"].as_str().unwrap().starts_with(location_prefix)
-        })
+        .filter(|r| is_kind(r, kind))
         .map(|r| r["count"].as_u64().unwrap())
         .sum()
 }
@@ -117,7 +121,7 @@ fn location_count(summary: &Value, reason: &str, location_prefix: &str) -> u64 {
 fn a_full_conntrack_table_is_told_apart_from_a_firewall_rule() {
     require_root!();
     let (drops, ct, _pair) = scenario("t", 43, CLOSED_PORT, 40, Some(8));
-    let at_hook = location_count(&drops, "NETFILTER_DROP", "nf_hook_slow");
+    let at_hook = location_count(&drops, AT_HOOK);
     let table_full = ct["attribution"]["table_full"].as_u64().unwrap();
     assert!(at_hook > 0, "the table filled up: {drops}");
     assert_eq!(
@@ -125,7 +129,7 @@ fn a_full_conntrack_table_is_told_apart_from_a_firewall_rule() {
         "every NETFILTER_DROP at nf_hook_slow is conntrack table full"
     );
     assert_eq!(ct["attribution"]["insert_failed"], 0);
-    assert_eq!(count(&drops, "NO_SOCKET") + at_hook, 40);
+    assert_eq!(count(&drops, NO_SOCKET) + at_hook, 40);
     let ids: Vec<&str> = ct["findings"]
         .as_array()
         .unwrap()
@@ -140,7 +144,7 @@ fn an_nft_drop_rule_is_a_firewall_drop_with_no_conntrack_attribution() {
     require_root!();
     let (drops, ct, pair) = scenario("f", 44, FIREWALLED_PORT, 20, None);
     assert_eq!(pair.nft_dropped(), 20);
-    assert_eq!(location_count(&drops, "NETFILTER_DROP", "nft_do_chain"), 20);
+    assert_eq!(location_count(&drops, FIREWALL), 20);
     assert_eq!(ct["attribution"]["table_full"], 0);
     assert_eq!(ct["attribution"]["insert_failed"], 0);
     assert!(ct["findings"].as_array().unwrap().is_empty());

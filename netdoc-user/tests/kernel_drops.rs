@@ -37,8 +37,8 @@ fn streaming_scenario(tag: &str, subnet: u8, extra: &[&str], expected_hook: &str
         "hook {}",
         s["hook"]
     );
-    assert_eq!(count(s, "NO_SOCKET"), N as u64, "summary {s}");
-    assert_eq!(count(s, "NETFILTER_DROP"), N as u64, "summary {s}");
+    assert_eq!(count(s, NO_SOCKET), N as u64, "summary {s}");
+    assert_eq!(count(s, FIREWALL), N as u64, "summary {s}");
     assert_eq!(
         s["delivered"].as_u64().unwrap() + s["lost"].as_u64().unwrap(),
         s["matched"].as_u64().unwrap()
@@ -47,12 +47,9 @@ fn streaming_scenario(tag: &str, subnet: u8, extra: &[&str], expected_hook: &str
 
     let events: Vec<&Value> = lines.iter().filter(|l| l["type"] == "drop").collect();
     let inode = pair.inode_b();
-    for (reason, port, location) in [
-        ("NO_SOCKET", CLOSED_PORT, "__udp4_lib_rcv"),
-        ("NETFILTER_DROP", FIREWALLED_PORT, "nft_do_chain"),
-    ] {
-        let ours: Vec<&&Value> = events.iter().filter(|e| e["reason"] == reason).collect();
-        assert_eq!(ours.len(), N, "{reason} events");
+    for (kind, port) in [(NO_SOCKET, CLOSED_PORT), (FIREWALL, FIREWALLED_PORT)] {
+        let ours: Vec<&&Value> = events.iter().filter(|e| is_kind(e, kind)).collect();
+        assert_eq!(ours.len(), N, "{} events", kind.reason);
         for e in ours {
             assert_eq!(e["family"], "ipv4");
             assert_eq!(e["proto"], "udp");
@@ -62,12 +59,10 @@ fn streaming_scenario(tag: &str, subnet: u8, extra: &[&str], expected_hook: &str
             assert_eq!(e["netns"], inode);
             assert_eq!(e["netns_name"], pair.b.as_str());
             assert_eq!(e["dev"], pair.dev_b.as_str());
-            assert!(
-                e["location"].as_str().unwrap().starts_with(location),
-                "{}",
-                e["location"]
+            assert_eq!(
+                e["reason_code"].as_u64().is_some(),
+                kernel_has_drop_reasons()
             );
-            assert!(e["reason_code"].as_u64().is_some());
             assert!(e["len"].as_u64().unwrap() >= 8 + 16, "len {}", e["len"]);
         }
     }
@@ -103,9 +98,9 @@ fn counts_only_with_packet_filters_counts_exactly_in_the_kernel() {
     let lines = trace(&pair, &args, N, N, libc::SIGTERM);
     assert_eq!(lines.len(), 1, "counts-only prints the summary alone");
     let s = summary(&lines);
-    assert_eq!(count(s, "NETFILTER_DROP"), N as u64, "summary {s}");
+    assert_eq!(count(s, FIREWALL), N as u64, "summary {s}");
     assert_eq!(
-        count(s, "NO_SOCKET"),
+        count(s, NO_SOCKET),
         0,
         "port filter applied in the kernel: {s}"
     );
@@ -115,6 +110,12 @@ fn counts_only_with_packet_filters_counts_exactly_in_the_kernel() {
 #[test]
 fn reason_filter_is_applied_in_the_kernel() {
     require_root!();
+    if !kernel_has_drop_reasons() {
+        let (code, err) = fails(&["drops", "--reason", "NO_SOCKET"], false);
+        assert_eq!(code, 1);
+        assert!(err.contains("reports no drop reasons"), "{err}");
+        return;
+    }
     let pair = Pair::new("r", 4);
     let args = [
         "drops",
@@ -131,7 +132,7 @@ fn reason_filter_is_applied_in_the_kernel() {
         1,
         "only NO_SOCKET: {s}"
     );
-    assert_eq!(count(s, "NO_SOCKET"), N as u64);
+    assert_eq!(count(s, NO_SOCKET), N as u64);
     assert_eq!(lines.iter().filter(|l| l["type"] == "drop").count(), N);
 }
 
@@ -159,6 +160,10 @@ fn duration_ends_the_run_with_a_summary() {
 #[test]
 fn without_btf_the_tracepoint_and_its_format_still_name_drops() {
     require_root!();
+    if !kernel_has_drop_reasons() {
+        eprintln!("this kernel's kfree_skb has no reason: nothing to name (covered on 5.17+)");
+        return;
+    }
     let pair = Pair::new("n", 5);
     let args = [
         "drops",
@@ -177,7 +182,7 @@ fn without_btf_the_tracepoint_and_its_format_still_name_drops() {
     );
     assert_eq!(s["reason_names"], "tracefs format");
     // Host-wide (no packet filter without BTF): at least ours, and only NO_SOCKET.
-    assert!(count(s, "NO_SOCKET") >= N as u64, "{s}");
+    assert!(count(s, NO_SOCKET) >= N as u64, "{s}");
     assert_eq!(s["counts"].as_object().unwrap().len(), 1);
     let (code, err) = fails(&["drops", "--btf", "/nonexistent", "--port", "9"], false);
     assert_eq!(code, 1);
@@ -256,7 +261,7 @@ fn every_drop_is_delivered_or_counted_lost_under_pressure() {
         s["lost"].as_u64().unwrap(),
     );
     eprintln!("burst of {BURST}: delivered {delivered}, lost {lost}");
-    assert_eq!(count(s, "NO_SOCKET"), BURST as u64);
+    assert_eq!(count(s, NO_SOCKET), BURST as u64);
     assert_eq!(matched, BURST as u64);
     assert_eq!(delivered + lost, matched);
     let events = lines.iter().filter(|l| l["type"] == "drop").count() as u64;

@@ -1,6 +1,7 @@
-//! Developer tasks: `cargo xtask setup | run | test | bench`. Each installs what is missing first.
+//! Developer tasks: `cargo xtask setup | run | test | bench | vm`. Each installs what is missing first.
 mod bench;
 mod setup;
+mod vm;
 
 use std::process::{Command, ExitCode};
 
@@ -31,6 +32,9 @@ enum Task {
     },
     /// Measure drop-path overhead and event delivery; prints figures.
     Bench(bench::BenchArgs),
+    /// Boot other kernels under QEMU with netdoc inside: a command's verdict per kernel
+    /// (for `git bisect run`), or the compatibility matrix (`--matrix`).
+    Vm(vm::VmArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +79,15 @@ fn run(cli: Cli) -> Result<()> {
             let netdoc = build_release()?;
             bench::run(&netdoc, &args)
         }
+        Task::Vm(args) => {
+            setup::ensure(true)?;
+            setup::ensure_vm()?;
+            let code = vm::run(args, workspace_root()?)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
     }
 }
 
@@ -90,11 +103,14 @@ fn cargo(base: &[&str], extra: &[String]) -> Result<()> {
     Ok(())
 }
 
+fn workspace_root() -> Result<&'static std::path::Path> {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")
+}
+
 /// Builds the release binary and returns its path.
 fn build_release() -> Result<std::path::PathBuf> {
     cargo(&["build", "--release", "--package", "netdoc-user"], &[])?;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("workspace root")?;
-    Ok(root.join("target/release/netdoc"))
+    Ok(workspace_root()?.join("target/release/netdoc"))
 }

@@ -120,3 +120,16 @@ pub fn ensure(for_tests: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// What `cargo xtask vm` needs: QEMU, busybox for the guest, and the archive tools.
+pub fn ensure_vm() -> Result<()> {
+    apt_install(&[
+        "qemu-system-x86",
+        "busybox-static",
+        "cpio",
+        "xz-utils",
+        "zstd",
+        "binutils",
+        "debian-archive-keyring",
+    ])
+}

@@ -101,6 +101,11 @@ impl DropReasons {
         }
     }
 
+    /// Every reason name this kernel has.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.values().map(String::as_str)
+    }
+
     pub fn name(&self, code: u32) -> String {
         if code == REASON_UNAVAILABLE {
             return "UNKNOWN".into();

@@ -9,4 +9,5 @@ pub mod irqsys;
 pub mod kallsyms;
 pub mod netns;
 pub mod procnet;
+pub mod snmp;
 pub mod tracefs;

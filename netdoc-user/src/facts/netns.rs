@@ -112,14 +112,19 @@ pub fn in_namespace<T: Send + 'static>(
     ns_file: &Path,
     f: impl FnOnce() -> Option<T> + Send + 'static,
 ) -> Option<T> {
-    let file = File::open(ns_file).ok()?;
-    std::thread::spawn(move || {
+    spawn_in(ns_file, f).ok()?.join().ok().flatten()
+}
+
+/// Starts `f` on a thread inside the namespace at `ns_file` (sockets it opens live there).
+pub fn spawn_in<T: Send + 'static>(
+    ns_file: &Path,
+    f: impl FnOnce() -> Option<T> + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<Option<T>>> {
+    let file = File::open(ns_file)?;
+    Ok(std::thread::spawn(move || {
         if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             return None;
         }
         f()
-    })
-    .join()
-    .ok()
-    .flatten()
+    }))
 }

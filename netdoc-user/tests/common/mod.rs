@@ -293,8 +293,60 @@ pub fn summary(lines: &[Value]) -> &Value {
     last
 }
 
-pub fn count(summary: &Value, reason: &str) -> u64 {
-    summary["counts"][reason].as_u64().unwrap_or(0)
+/// A drop the tests cause, and how to recognise it: by its reason where the kernel's kfree_skb
+/// has one (5.17+), else by the function that freed it (the first one where reasons exist).
+#[derive(Clone, Copy)]
+pub struct Kind {
+    pub reason: &'static str,
+    pub functions: &'static [&'static str],
+}
+
+pub const NO_SOCKET: Kind = Kind {
+    reason: "NO_SOCKET",
+    functions: &["__udp4_lib_rcv"],
+};
+/// Newer kernels free nftables drops inside nftables; older ones in nf_hook_slow.
+pub const FIREWALL: Kind = Kind {
+    reason: "NETFILTER_DROP",
+    functions: &["nft_do_chain", "nf_hook_slow"],
+};
+
+/// Whether this kernel's `skb:kfree_skb` carries a drop reason.
+pub fn kernel_has_drop_reasons() -> bool {
+    std::fs::read_to_string("/sys/kernel/tracing/events/skb/kfree_skb/format")
+        .is_ok_and(|f| f.contains("reason"))
+}
+
+fn in_functions(location: &str, functions: &[&str]) -> bool {
+    functions
+        .iter()
+        .any(|f| location.strip_prefix(f).is_some_and(|r| r.starts_with('+')))
+}
+
+/// Whether a drop event (or a summary's location row) is of `kind`.
+pub fn is_kind(row: &Value, kind: Kind) -> bool {
+    let location = row["location"].as_str().unwrap_or_default();
+    if kernel_has_drop_reasons() {
+        row["reason"] == kind.reason && in_functions(location, &kind.functions[..1])
+    } else {
+        in_functions(location, kind.functions)
+    }
+}
+
+/// Drops of `kind` in a summary.
+pub fn count(summary: &Value, kind: Kind) -> u64 {
+    if kernel_has_drop_reasons() {
+        return summary["counts"][kind.reason].as_u64().unwrap_or(0);
+    }
+    summary["locations"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter(|r| is_kind(r, kind))
+                .map(|r| r["count"].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// No program of netdoc's may stay loaded once it has exited. Links to raw tracepoints are freed

@@ -1,0 +1,224 @@
+//! `netdoc check`: runs a reproducer (a command, a built-in scenario, or a watch for a duration)
+//! while tracing, then evaluates expectations over what netdoc measured and the kernel's own
+//! counters. Exit codes suit `git bisect run`: 0 pass, 1 fail, 125 untestable on this kernel,
+//! and `USAGE` (which makes `git bisect run` stop) for bad input.
+pub mod expect;
+pub mod measure;
+pub mod scenario;
+pub mod tracer;
+pub mod verdict;
+
+use std::{
+    collections::BTreeSet,
+    os::unix::process::ExitStatusExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{
+    conntrack,
+    facts::{caps, netns, snmp},
+    kernel::Kernel,
+};
+use expect::Expectation;
+use measure::Measurements;
+use verdict::Reproducer;
+
+/// Above 127, so that `git bisect run` aborts instead of calling the kernel bad.
+pub const USAGE: u8 = 128;
+
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    /// An expectation, repeatable: `drops{reason=NO_SOCKET} == 0`, `retrans < 5`,
+    /// `conntrack.insert_failed == 0`, `counter{TcpExt.TCPWqueueTooBig} == 0`, `scenario.missing == 0`.
+    #[arg(long = "expect", value_name = "EXPR")]
+    expect: Vec<String>,
+    /// Expectations from a file, one per line (`#` starts a comment).
+    #[arg(long, value_name = "FILE")]
+    expect_file: Option<PathBuf>,
+    /// A built-in reproducer, with its own expectations added.
+    #[arg(long, value_parser = scenario::NAMES)]
+    scenario: Option<String>,
+    /// No reproducer: watch this long (e.g. 30s).
+    #[arg(long, value_parser = crate::parse_duration)]
+    duration: Option<Duration>,
+    /// Longest the reproducer may run before it is killed and the check fails.
+    #[arg(long, value_parser = crate::parse_duration, default_value = "5m")]
+    timeout: Duration,
+    /// Count drops and read counters of this network namespace (name under /run/netns or path).
+    #[arg(long)]
+    netns: Option<String>,
+    /// One JSON object with the verdict, each expectation and the evidence.
+    #[arg(long)]
+    json: bool,
+    /// The reproducer: a command and its arguments, after `--`.
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+enum Reproduce {
+    Command(Vec<String>),
+    Scenario(scenario::Topology),
+    Watch(Duration),
+}
+
+fn expectations(a: &CheckArgs) -> Result<Vec<Expectation>> {
+    let mut all = Vec::new();
+    if let Some(name) = &a.scenario {
+        debug_assert_eq!(name, scenario::NAMES[0]);
+        for e in scenario::EXPECTATIONS {
+            all.push(Expectation::parse(e).map_err(anyhow::Error::msg)?);
+        }
+    }
+    for e in &a.expect {
+        all.push(Expectation::parse(e).map_err(anyhow::Error::msg)?);
+    }
+    if let Some(file) = &a.expect_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("--expect-file {}", file.display()))?;
+        let parsed = Expectation::parse_file(&text)
+            .map_err(|e| anyhow::anyhow!("--expect-file {}: {e}", file.display()))?;
+        all.extend(parsed);
+    }
+    Ok(all)
+}
+
+/// The namespaces whose counters the check reads: the scenario's, `--netns`, or netdoc's own.
+fn counter_namespaces(a: &CheckArgs, how: &Reproduce) -> Result<Vec<PathBuf>> {
+    if let Reproduce::Scenario(t) = how {
+        return Ok(t.namespaces().to_vec());
+    }
+    match &a.netns {
+        None => Ok(vec![PathBuf::from("/proc/thread-self/ns/net")]),
+        Some(n) => {
+            let path = if n.contains('/') {
+                PathBuf::from(n)
+            } else {
+                Path::new(netns::NAMED_DIR).join(n)
+            };
+            if !path.exists() {
+                bail!("--netns {n}: no such namespace (a name under /run/netns or a path)");
+            }
+            Ok(vec![path])
+        }
+    }
+}
+
+fn read_counters(namespaces: &[PathBuf]) -> snmp::Counters {
+    let mut sum = snmp::Counters::new();
+    for ns in namespaces {
+        for (k, v) in netns::in_namespace(ns, || Some(snmp::read())).unwrap_or_default() {
+            *sum.entry(k).or_default() += v;
+        }
+    }
+    sum
+}
+
+pub async fn run(a: CheckArgs, btf: &Path) -> Result<u8> {
+    let expectations = expectations(&a)?;
+    let how = match (&a.scenario, a.duration, a.command.is_empty()) {
+        (Some(_), None, true) => None,
+        (None, Some(d), true) => Some(Reproduce::Watch(d)),
+        (None, None, false) => Some(Reproduce::Command(a.command.clone())),
+        (None, None, true) => bail!(
+            "nothing to run: give a reproducer after --, --scenario {} or --duration",
+            scenario::NAMES.join("|")
+        ),
+        _ => bail!("give only one of: a command after --, --scenario, --duration"),
+    };
+    if expectations.is_empty() && matches!(how, Some(Reproduce::Watch(_))) {
+        bail!("--duration needs at least one --expect or --expect-file");
+    }
+    caps::require_tracing()?;
+    if a.scenario.is_some() && a.netns.is_some() {
+        bail!("--scenario runs in namespaces of its own: drop --netns");
+    }
+    let how = match how {
+        Some(h) => h,
+        None => Reproduce::Scenario(scenario::Topology::new().context("setting up the scenario")?),
+    };
+    let namespaces = counter_namespaces(&a, &how)?;
+    let inodes: BTreeSet<u32> = namespaces.iter().filter_map(|p| netns::inode(p)).collect();
+    let kernel = Kernel::discover(btf);
+    let tracer = tracer::Tracer::start(&kernel, a.netns.as_deref(), inodes)?;
+    let counters_before = read_counters(&namespaces);
+    let conntrack_ns = a.netns.clone();
+    let conntrack_before = conntrack::snapshot(conntrack_ns.as_deref()).ok();
+
+    let mut measured = Measurements::default();
+    let reproducer = match &how {
+        Reproduce::Command(cmd) => run_command(cmd, a.timeout).await?,
+        Reproduce::Watch(d) => {
+            tokio::time::sleep(*d).await;
+            Reproducer::None
+        }
+        Reproduce::Scenario(t) => {
+            measured.scenario = Some(t.run(a.timeout).context("running the scenario")?);
+            Reproducer::None
+        }
+    };
+
+    let after = read_counters(&namespaces);
+    measured.counters = snmp::deltas(&counters_before, &after);
+    // A reproducer may load conntrack itself: no "before" then means zeros before.
+    measured.conntrack = Some(match conntrack::snapshot(conntrack_ns.as_deref()) {
+        Ok(after) => Ok(
+            conntrack::deltas(&conntrack_before.unwrap_or_default(), &after)
+                .iter()
+                .flat_map(|row| row.iter().filter(|(k, _)| k.as_str() != "entries"))
+                .fold(
+                    Default::default(),
+                    |mut sum: std::collections::BTreeMap<String, u64>, (k, v)| {
+                        *sum.entry(k.clone()).or_default() += v;
+                        sum
+                    },
+                ),
+        ),
+        Err(e) => Err(format!("{e:#}")),
+    });
+    tracer.finish(&mut measured);
+    drop(how);
+
+    let report = verdict::evaluate(&expectations, measured, reproducer, kernel_release());
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", verdict::render(&report));
+    }
+    Ok(report.verdict.exit_code())
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+async fn run_command(cmd: &[String], limit: Duration) -> Result<Reproducer> {
+    let start = Instant::now();
+    let mut child = tokio::process::Command::from({
+        let mut c = Command::new(&cmd[0]);
+        c.args(&cmd[1..]);
+        c
+    })
+    .kill_on_drop(true)
+    .spawn()
+    .with_context(|| format!("starting the reproducer {}", cmd[0]))?;
+    match tokio::time::timeout(limit, child.wait()).await {
+        Ok(status) => {
+            let status = status?;
+            Ok(match (status.code(), status.signal()) {
+                (Some(c), _) => Reproducer::Exited(c),
+                (None, Some(s)) => Reproducer::Killed(format!("signal {s}")),
+                (None, None) => Reproducer::Killed("an unknown cause".into()),
+            })
+        }
+        Err(_) => {
+            let _ = child.kill().await;
+            Ok(Reproducer::TimedOut(start.elapsed().as_secs()))
+        }
+    }
+}

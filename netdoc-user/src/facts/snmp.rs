@@ -1,0 +1,86 @@
+//! The kernel's protocol counters (`nstat`'s sources): `/proc/net/netstat` (TcpExt, IpExt, ...)
+//! and `/proc/net/snmp` (Ip, Tcp, Udp, ...). Each group is a header line of names followed by a
+//! line of values with the same prefix; counters are named `Group.Name`. Per network namespace.
+use std::collections::BTreeMap;
+
+pub type Counters = BTreeMap<String, u64>;
+
+pub fn parse(text: &str) -> Counters {
+    let mut out = Counters::new();
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        let (Some((group, names)), Some((group2, values))) =
+            (names.split_once(':'), values.split_once(':'))
+        else {
+            break;
+        };
+        if group != group2 {
+            break;
+        }
+        for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+            // A few Ip/Tcp fields are signed (Tcp.MaxConn is -1): they are settings, not counters.
+            if let Ok(v) = value.parse::<u64>() {
+                out.insert(format!("{group}.{name}"), v);
+            }
+        }
+    }
+    out
+}
+
+/// The counters of the calling thread's network namespace.
+pub fn read() -> Counters {
+    let mut all = Counters::new();
+    for file in [
+        "/proc/thread-self/net/netstat",
+        "/proc/thread-self/net/snmp",
+    ] {
+        all.extend(parse(&std::fs::read_to_string(file).unwrap_or_default()));
+    }
+    all
+}
+
+/// Growth of every counter between two readings; counters that went backwards read 0.
+pub fn deltas(before: &Counters, after: &Counters) -> Counters {
+    after
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.saturating_sub(before.get(k).copied().unwrap_or(0)),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_are_paired_by_prefix() {
+        let c = parse(
+            "TcpExt: SyncookiesSent TCPWqueueTooBig\nTcpExt: 3 7\n\
+             IpExt: InNoRoutes\nIpExt: 0\n",
+        );
+        assert_eq!(c["TcpExt.TCPWqueueTooBig"], 7);
+        assert_eq!(c["TcpExt.SyncookiesSent"], 3);
+        assert_eq!(c["IpExt.InNoRoutes"], 0);
+        let snmp = parse("Tcp: RtoAlgorithm MaxConn RetransSegs\nTcp: 1 -1 12\n");
+        assert_eq!(snmp.get("Tcp.MaxConn"), None);
+        assert_eq!(snmp["Tcp.RetransSegs"], 12);
+    }
+
+    #[test]
+    fn live_counters_include_tcp() {
+        let c = read();
+        assert!(c.contains_key("Tcp.RetransSegs"), "{:?}", c.keys().take(5));
+    }
+
+    #[test]
+    fn deltas_saturate() {
+        let before = parse("Tcp: A B\nTcp: 5 9\n");
+        let after = parse("Tcp: A B C\nTcp: 7 3 1\n");
+        let d = deltas(&before, &after);
+        assert_eq!((d["Tcp.A"], d["Tcp.B"], d["Tcp.C"]), (2, 0, 1));
+    }
+}

@@ -1,0 +1,171 @@
+//! `netdoc check` against the real kernel: its verdicts and exit codes for passing, failing,
+//! untestable and malformed input, with reproducers that cause real drops in namespaces.
+use std::process::Command;
+
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+/// Runs `netdoc check ARGS` and returns (exit code, stdout, stderr).
+fn check(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(NETDOC)
+        .arg("check")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A reproducer that sends `n` datagrams from namespace A to a closed port in B.
+fn send_to_closed_port(pair: &Pair, n: usize) -> Vec<String> {
+    let script = format!(
+        "for i in $(seq {n}); do echo x > /dev/udp/{}/{CLOSED_PORT}; done",
+        pair.ip_b
+    );
+    ["ip", "netns", "exec", &pair.a, "bash", "-c", &script]
+        .map(String::from)
+        .to_vec()
+}
+
+/// How a NO_SOCKET drop is named on this kernel (by function where kfree_skb has no reason).
+fn no_socket_drops() -> &'static str {
+    if kernel_has_drop_reasons() {
+        "drops{reason=NO_SOCKET}"
+    } else {
+        "drops{location=__udp4_lib_rcv}"
+    }
+}
+
+#[test]
+fn a_reproducer_that_drops_fails_with_the_exact_count_as_evidence() {
+    require_root!();
+    let pair = Pair::new("k", 51);
+    let reproducer = send_to_closed_port(&pair, N);
+    let drops_zero = format!("{} == 0", no_socket_drops());
+    let no_ports = format!("counter{{Udp.NoPorts}} == {N}");
+    let mut args = vec![
+        "--json",
+        "--netns",
+        &pair.b,
+        "--expect",
+        &drops_zero,
+        "--expect",
+        &no_ports,
+        "--",
+    ];
+    args.extend(reproducer.iter().map(String::as_str));
+    let (code, out, err) = check(&args);
+    assert_eq!(code, 1, "fail: {out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["verdict"], "fail");
+    assert_eq!(report["reproducer"]["status"], "exited");
+    assert_eq!(report["reproducer"]["detail"], 0);
+    let checks = report["checks"].as_array().unwrap();
+    assert_eq!(checks[0]["verdict"], "fail");
+    assert_eq!(
+        checks[0]["observed"], N as u64,
+        "every drop counted, in B only"
+    );
+    assert_eq!(
+        checks[1]["verdict"], "pass",
+        "the kernel's own counter agrees: {}",
+        checks[1]
+    );
+    assert_nothing_left();
+}
+
+#[test]
+fn a_clean_reproducer_passes_and_text_output_names_each_expectation() {
+    require_root!();
+    let (code, out, err) = check(&[
+        "--expect",
+        "retrans < 5",
+        "--expect",
+        "counter{TcpExt.TCPWqueueTooBig} == 0",
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("netdoc check: PASS on kernel "), "{out}");
+    assert!(out.contains("✓ retrans < 5  (observed "), "{out}");
+    assert_nothing_left();
+}
+
+#[test]
+fn the_small_sndbuf_close_scenario_delivers_every_byte() {
+    require_root!();
+    let (code, out, err) = check(&["--scenario", "sndbuf-close", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let facts = &report["measured"]["scenario"];
+    assert_eq!(
+        facts["sent"],
+        4 << 20,
+        "the whole buffer was accepted: {facts}"
+    );
+    assert_eq!(facts["received"], facts["sent"]);
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["expectation"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"counter{TcpExt.TCPWqueueTooBig} == 0"),
+        "{names:?}"
+    );
+    let left = run("ip", &["netns", "list"]);
+    assert!(
+        !left.contains("netdoc-check-"),
+        "the scenario removed its namespaces: {left}"
+    );
+    assert_nothing_left();
+}
+
+#[test]
+fn what_this_kernel_cannot_measure_is_untestable() {
+    require_root!();
+    let (code, out, _) = check(&[
+        "--expect",
+        "counter{TcpExt.NoSuchCounter} == 0",
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, 125, "{out}");
+    assert!(
+        out.contains("this kernel has no counter TcpExt.NoSuchCounter"),
+        "{out}"
+    );
+    let (code, _, _) = check(&["--expect", "retrans < 5", "--", "sh", "-c", "exit 125"]);
+    assert_eq!(code, 125, "a reproducer's 125 passes through");
+    let (code, out, _) = check(&["--expect", "retrans < 5", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(code, 1, "a failing reproducer fails the check: {out}");
+    assert!(out.contains("reproducer exited 3"), "{out}");
+    assert_nothing_left();
+}
+
+#[test]
+fn malformed_input_is_one_line_and_stops_a_bisect() {
+    require_root!();
+    for args in [
+        &["--expect", "drops >> 1", "--", "true"][..],
+        &["--expect", "drop == 0", "--", "true"],
+        &["--expect", "retrans < 5"],
+        &["--scenario", "sndbuf-close", "--", "true"],
+        &["--expect-file", "/nonexistent", "--", "true"],
+    ] {
+        let (code, out, err) = check(args);
+        assert_eq!(code, 128, "{args:?}: {out}{err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("netdoc: error: "), "{err}");
+        assert!(out.is_empty(), "no verdict printed: {out}");
+    }
+    let (code, _, err) = check(&["--no-such-flag"]);
+    assert_eq!(code, 128, "{err}");
+    assert_nothing_left();
+}
