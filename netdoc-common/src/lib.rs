@@ -5,6 +5,7 @@
 //! compile-time size checks: a change here must be made on both sides at once.
 #![no_std]
 
+pub mod conntrack;
 pub mod retrans;
 pub mod softirq;
 
@@ -15,6 +16,7 @@ pub const EVENT_VERSION: u16 = 1;
 pub mod kind {
     pub const DROP: u16 = 1;
     pub const RETRANS: u16 = 2;
+    pub const INSERT_FAILED: u16 = 3;
 }
 
 /// A record that crosses a perf buffer: its kind tells userspace how to decode it.
@@ -28,6 +30,10 @@ impl Record for DropEvent {
 
 impl Record for retrans::RetransEvent {
     const KIND: u16 = kind::RETRANS;
+}
+
+impl Record for conntrack::InsertFailEvent {
+    const KIND: u16 = kind::INSERT_FAILED;
 }
 
 #[repr(C)]
@@ -221,6 +227,7 @@ mod pod {
     unsafe impl aya::Pod for super::retrans::FlowKey {}
     unsafe impl aya::Pod for super::retrans::FlowStats {}
     unsafe impl aya::Pod for super::retrans::RetransConfig {}
+    unsafe impl aya::Pod for super::conntrack::ConfirmConfig {}
 }
 
 #[cfg(test)]

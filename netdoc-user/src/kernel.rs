@@ -46,6 +46,17 @@ impl Kernel {
             .unwrap_or(netdoc_common::NO_OFFSET)
     }
 
+    /// The BTF (vmlinux first, then loaded modules') that defines `struct name`.
+    pub fn btf_with_struct(&self, name: &str) -> Option<KernelBtf> {
+        let vmlinux = KernelBtf::load(&self.btf_path).ok()?;
+        if vmlinux.struct_size(name).is_some() {
+            return Some(vmlinux);
+        }
+        self.module_btfs()
+            .into_iter()
+            .find(|b| b.struct_size(name).is_some())
+    }
+
     /// Whether a tp_btf program can attach to `event`: `Err(why)` otherwise.
     pub fn tp_btf_args(&self, event: &str) -> Result<usize, String> {
         let b = self.btf.as_ref().ok_or("no kernel BTF")?;

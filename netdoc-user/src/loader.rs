@@ -1,7 +1,9 @@
 //! The embedded eBPF object and loading it with every family's read-only config.
 use anyhow::{Context as _, Result};
 use aya::{Ebpf, EbpfLoader};
-use netdoc_common::{DropConfig, retrans::RetransConfig, softirq::SoftirqConfig};
+use netdoc_common::{
+    DropConfig, conntrack::ConfirmConfig, retrans::RetransConfig, softirq::SoftirqConfig,
+};
 
 /// All of netdoc's kernel programs, built by build.rs from `netdoc-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdoc-probes"));
@@ -12,6 +14,7 @@ pub struct Configs {
     pub drops: DropConfig,
     pub softirq: SoftirqConfig,
     pub retrans: RetransConfig,
+    pub confirm: ConfirmConfig,
 }
 
 impl Default for Configs {
@@ -20,6 +23,7 @@ impl Default for Configs {
             drops: DropConfig::EMPTY,
             softirq: SoftirqConfig::EMPTY,
             retrans: RetransConfig::EMPTY,
+            confirm: ConfirmConfig::EMPTY,
         }
     }
 }
@@ -31,6 +35,7 @@ pub fn load(cfg: &Configs) -> Result<Ebpf> {
         .override_global("DROP_CONFIG", &cfg.drops, true)
         .override_global("SOFTIRQ_CONFIG", &cfg.softirq, true)
         .override_global("RETRANS_CONFIG", &cfg.retrans, true)
+        .override_global("CONFIRM_CONFIG", &cfg.confirm, true)
         .load(OBJECT)
         .context("loading netdoc's eBPF object")
 }

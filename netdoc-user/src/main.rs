@@ -216,7 +216,7 @@ async fn run(cli: Cli) -> Result<u8> {
             duration,
             interval,
             json,
-        } => conntrack::run::run(netns, duration, interval, json).await,
+        } => conntrack::run::run(netns, duration, interval, json, &cli.btf).await,
         Command::Softirq(a) => {
             let Some(vector) = softirq::vector_number(&a.vector) else {
                 bail!(

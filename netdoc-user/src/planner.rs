@@ -4,7 +4,7 @@ use std::fmt;
 
 use aya::{
     Btf, Ebpf,
-    programs::{BtfTracePoint, TracePoint},
+    programs::{BtfTracePoint, FExit, KProbe, TracePoint},
 };
 use serde::Serialize;
 
@@ -20,6 +20,14 @@ pub enum Hook {
         category: &'static str,
         name: &'static str,
     },
+    /// Function exit with typed arguments and return value.
+    Fexit {
+        function: &'static str,
+    },
+    /// A kretprobe, paired with a kprobe program named `<program>_entry` that saves arguments.
+    Kretprobe {
+        function: &'static str,
+    },
 }
 
 impl Hook {
@@ -28,6 +36,8 @@ impl Hook {
         match self {
             Hook::TpBtf { .. } => "tp_btf",
             Hook::Tracepoint { .. } => "tracepoint",
+            Hook::Fexit { .. } => "fexit",
+            Hook::Kretprobe { .. } => "kretprobe",
         }
     }
 }
@@ -37,6 +47,8 @@ impl fmt::Display for Hook {
         match self {
             Hook::TpBtf { event } => write!(f, "tp_btf/{event}"),
             Hook::Tracepoint { category, name } => write!(f, "tracepoint/{category}/{name}"),
+            Hook::Fexit { function } => write!(f, "fexit/{function}"),
+            Hook::Kretprobe { function } => write!(f, "kretprobe/{function}"),
         }
     }
 }
@@ -158,22 +170,45 @@ pub fn attach_best(
 }
 
 fn attach(ebpf: &mut Ebpf, hook: Hook, program: &str, btf: Option<&Btf>) -> Result<(), String> {
-    let prog = ebpf
-        .program_mut(program)
-        .ok_or_else(|| format!("program {program} missing from the object"))?;
     match hook {
         Hook::TpBtf { event } => {
             let btf = btf.ok_or("no kernel BTF")?;
-            let p: &mut BtfTracePoint = prog.try_into().map_err(short)?;
+            let p: &mut BtfTracePoint = program_mut(ebpf, program)?.try_into().map_err(short)?;
             p.load(event, btf).map_err(short)?;
             p.attach().map_err(short)?;
         }
         Hook::Tracepoint { category, name } => {
-            let p: &mut TracePoint = prog.try_into().map_err(short)?;
+            let p: &mut TracePoint = program_mut(ebpf, program)?.try_into().map_err(short)?;
             p.load().map_err(short)?;
             p.attach(category, name).map_err(short)?;
         }
+        Hook::Fexit { function } => {
+            let btf = btf.ok_or("no kernel BTF")?;
+            let p: &mut FExit = program_mut(ebpf, program)?.try_into().map_err(short)?;
+            p.load(function, btf).map_err(short)?;
+            p.attach().map_err(short)?;
+        }
+        Hook::Kretprobe { function } => {
+            // The entry half first, so no return is seen without its saved arguments.
+            attach_kprobe(ebpf, &format!("{program}_entry"), function)?;
+            attach_kprobe(ebpf, program, function)?;
+        }
     }
+    Ok(())
+}
+
+fn program_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+) -> Result<&'a mut aya::programs::Program, String> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))
+}
+
+fn attach_kprobe(ebpf: &mut Ebpf, program: &str, function: &str) -> Result<(), String> {
+    let p: &mut KProbe = program_mut(ebpf, program)?.try_into().map_err(short)?;
+    p.load().map_err(short)?;
+    p.attach(function, 0).map_err(short)?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
+    conntrack::confirm::{self, ConfirmKernel},
     drops::{self, DropKernel},
     facts::caps,
     kernel::Kernel,
@@ -20,14 +21,17 @@ fn survey(kernel: &Kernel, drops: &DropKernel) -> Result<Vec<ProbePlan>> {
     caps::require_tracing()?;
     let softirq = SoftirqKernel::discover(kernel);
     let retrans = RetransKernel::discover(kernel);
+    let confirm = ConfirmKernel::discover(kernel);
     let cfg = Configs {
         drops: drops.config(),
         softirq: softirq.config,
         retrans: retrans.config,
+        confirm: confirm.config,
     };
     let mut families = vec![(drops::PROBE, drops.candidates())];
     families.extend(softirq.probes);
     families.extend(retrans.probes);
+    families.push((confirm::PROBE, confirm.candidates));
     let mut plans = Vec::new();
     for (probe, candidates) in families {
         let mut attempts = Vec::new();
@@ -79,7 +83,7 @@ pub fn show(btf_path: &Path, json: bool) -> Result<()> {
         return Ok(());
     }
     let mut out = format!(
-        "{:<14} {:<38} {:<24} {}\n",
+        "{:<17} {:<38} {:<24} {}\n",
         "PROBE", "HOOK", "PROGRAM", "STATUS"
     );
     for p in &plans {
@@ -92,7 +96,7 @@ pub fn show(btf_path: &Path, json: bool) -> Result<()> {
             };
             let _ = writeln!(
                 out,
-                "{:<14} {:<38} {:<24} {status}",
+                "{:<17} {:<38} {:<24} {status}",
                 p.probe,
                 a.hook.to_string(),
                 a.program

@@ -1,6 +1,7 @@
 //! Conntrack evidence from the kernel's own counters: per-CPU `/proc/net/stat/nf_conntrack`
 //! deltas and table usage, read inside the namespace in question, and what they say about
 //! `NETFILTER_DROP`s (insert failure, table full, or neither: a firewall rule).
+pub mod confirm;
 pub mod run;
 
 use std::{collections::BTreeMap, path::Path};

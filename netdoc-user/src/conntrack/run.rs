@@ -6,8 +6,16 @@ use anyhow::Result;
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{Attribution, attribute, deltas, findings, snapshot};
-use crate::{facts::conntrack::CpuCounters, finding::Finding};
+use super::{
+    Attribution, attribute,
+    confirm::{self, ConfirmProbe, InsertFailure},
+    deltas, findings, snapshot,
+};
+use crate::{
+    facts::{conntrack::CpuCounters, netns},
+    finding::Finding,
+    kernel::Kernel,
+};
 
 /// Columns worth watching, in display order.
 const COLUMNS: [&str; 6] = [
@@ -29,7 +37,42 @@ struct Summary<'a> {
     nf_conntrack_max: Option<u64>,
     per_cpu: &'a [CpuCounters],
     attribution: &'a Attribution,
+    /// The function hook on `__nf_conntrack_confirm`, when one attached.
+    confirm_hook: Option<&'a str>,
+    /// Why no function hook attached (the counters are then the only conntrack evidence).
+    confirm_degraded: Option<&'a str>,
+    /// Insertion-failure events delivered, and lost (buffer full).
+    insert_failure_events: u64,
+    insert_failure_events_lost: u64,
     findings: &'a [Finding],
+}
+
+/// Prints insertion failures of the watched namespace; returns how many were printed.
+fn print_failures(
+    batch: Vec<netdoc_common::conntrack::InsertFailEvent>,
+    only_netns: Option<u32>,
+    json: bool,
+    out: &mut impl std::io::Write,
+) -> u64 {
+    let mut shown = 0;
+    for f in batch.iter().map(confirm::decode) {
+        if only_netns.is_some_and(|n| n != f.netns) {
+            continue;
+        }
+        shown += 1;
+        let _ = writeln!(out, "{}", failure_line(&f, json));
+    }
+    shown
+}
+
+fn failure_line(f: &InsertFailure, json: bool) -> String {
+    if json {
+        return serde_json::to_string(f).unwrap_or_default();
+    }
+    format!(
+        "insert failed: {} {} (reply {}) on CPU {}, zone {}, netns {}",
+        f.proto, f.original, f.reply, f.cpu, f.zone, f.netns
+    )
 }
 
 fn table(d: &[CpuCounters], usage: Option<(u64, u64)>) -> String {
@@ -67,15 +110,23 @@ pub async fn run(
     duration: Option<Duration>,
     interval: Duration,
     json: bool,
+    btf: &std::path::Path,
 ) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let ns = netns.as_deref();
     let first = snapshot(ns)?;
+    let only_netns = ns.and_then(netns::resolve_arg);
+    let mut probe = ConfirmProbe::start(&Kernel::discover(btf));
+    match &probe {
+        Ok(p) => eprintln!("netdoc: attached {} probe via {}", confirm::PROBE, p.hook),
+        Err(why) => eprintln!("netdoc: degraded: {why}; conntrack counters only"),
+    }
     eprintln!(
         "netdoc: attached to the conntrack counters of {}; Ctrl-C to stop",
         ns.unwrap_or("this namespace")
     );
+    let mut events = 0u64;
     let started = std::time::Instant::now();
     let deadline = duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(interval);
@@ -83,6 +134,9 @@ pub async fn run(
     let mut out = std::io::stdout().lock();
     loop {
         tokio::select! {
+            Some(batch) = async { probe.as_mut().ok()?.readers.rx.recv().await }, if probe.is_ok() => {
+                events += print_failures(batch, only_netns, json, &mut out);
+            },
             _ = tick.tick(), if !json => {
                 let now = snapshot(ns)?;
                 let text = format!("netdoc conntrack — {:.0}s, counts since start\n{}", started.elapsed().as_secs_f64(), table(&deltas(&first, &now), now.usage));
@@ -95,6 +149,16 @@ pub async fn run(
             _ = sigterm.recv() => break,
         }
     }
+    let (hook, degraded, lost) = match probe {
+        Ok(p) => {
+            let hook = p.hook.clone();
+            let (_, lost) = p
+                .finish(|batch| events += print_failures(batch, only_netns, json, &mut out))
+                .await;
+            (Some(hook), None, lost)
+        }
+        Err(why) => (None, Some(why), 0),
+    };
     let last = snapshot(ns)?;
     let d = deltas(&first, &last);
     let a = attribute(&d);
@@ -108,6 +172,10 @@ pub async fn run(
             nf_conntrack_max: last.usage.map(|u| u.1),
             per_cpu: &d,
             attribution: &a,
+            confirm_hook: hook.as_deref(),
+            confirm_degraded: degraded.as_deref(),
+            insert_failure_events: events,
+            insert_failure_events_lost: lost,
             findings: &f,
         })? + "\n"
     } else {
@@ -121,6 +189,15 @@ pub async fn run(
             "conntrack drops: {} table full, {} insert failed; any other NETFILTER_DROP at nf_hook_slow is a firewall rule",
             a.table_full, a.insert_failed
         );
+        match (&hook, &degraded) {
+            (Some(h), _) => {
+                let _ = writeln!(t, "insertion failures seen at {h}: {events} (lost {lost})");
+            }
+            (None, Some(why)) => {
+                let _ = writeln!(t, "no function hook on __nf_conntrack_confirm: {why}");
+            }
+            _ => {}
+        }
         for x in &f {
             t.push_str(&x.render());
         }

@@ -32,6 +32,14 @@ impl KernelBtf {
         (offset % 8 == 0).then_some(offset / 8)
     }
 
+    /// Size in bytes of `struct name`.
+    pub fn struct_size(&self, name: &str) -> Option<u32> {
+        match self.named_struct(name)? {
+            Type::Struct(s) | Type::Union(s) => Some(s.size() as u32),
+            _ => None,
+        }
+    }
+
     /// `(name, value)` of every enumerator of `enum name`.
     pub fn enum_values(&self, name: &str) -> Vec<(String, u64)> {
         let Ok(types) = self.btf.resolve_types_by_name(name) else {

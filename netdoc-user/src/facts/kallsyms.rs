@@ -29,6 +29,11 @@ impl Kallsyms {
     }
 
     /// `func+0xoff`, or the bare hex address when no symbol covers it.
+    /// Whether a text symbol of this name exists (a module function exists only once loaded).
+    pub fn contains(&self, name: &str) -> bool {
+        self.syms.iter().any(|(_, n)| n == name)
+    }
+
     pub fn describe(&self, addr: u64) -> String {
         let i = self.syms.partition_point(|(a, _)| *a <= addr);
         match i.checked_sub(1).map(|i| &self.syms[i]) {

@@ -1,0 +1,63 @@
+//! Conntrack insertion failures, seen where `__nf_conntrack_confirm` returns `NF_DROP`.
+use crate::{EventHeader, NO_OFFSET};
+
+/// `struct nf_conntrack_tuple`: 40 bytes on every kernel netdoc supports (source address,
+/// port, l3num; destination address, port, protocol, direction). Copied raw, decoded in userspace.
+pub const TUPLE_SIZE: usize = 40;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InsertFailEvent {
+    pub header: EventHeader,
+    pub ts_ns: u64,
+    pub cpu: u32,
+    /// Inode of the conntrack entry's network namespace, 0 if unknown.
+    pub netns: u32,
+    /// `nf_conn.zone.id`, 0 where zones are not built.
+    pub zone: u16,
+    pub _pad: [u8; 6],
+    pub original: [u8; TUPLE_SIZE],
+    pub reply: [u8; TUPLE_SIZE],
+}
+const _: () = assert!(core::mem::size_of::<InsertFailEvent>() == 112);
+
+impl Default for InsertFailEvent {
+    fn default() -> Self {
+        Self {
+            header: EventHeader::default(),
+            ts_ns: 0,
+            cpu: 0,
+            netns: 0,
+            zone: 0,
+            _pad: [0; 6],
+            original: [0; TUPLE_SIZE],
+            reply: [0; TUPLE_SIZE],
+        }
+    }
+}
+
+/// Offsets the confirm programs read at, from BTF (`nf_conn` lives in the nf_conntrack module's).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfirmConfig {
+    pub skb_nfct: u32,
+    /// `nf_conn.tuplehash[0].tuple` and `[1].tuple`.
+    pub ct_original: u32,
+    pub ct_reply: u32,
+    pub ct_zone_id: u32,
+    /// `nf_conn.ct_net.net`.
+    pub ct_net: u32,
+    pub net_inum: u32,
+}
+const _: () = assert!(core::mem::size_of::<ConfirmConfig>() == 24);
+
+impl ConfirmConfig {
+    pub const EMPTY: ConfirmConfig = ConfirmConfig {
+        skb_nfct: NO_OFFSET,
+        ct_original: NO_OFFSET,
+        ct_reply: NO_OFFSET,
+        ct_zone_id: NO_OFFSET,
+        ct_net: NO_OFFSET,
+        net_inum: NO_OFFSET,
+    };
+}

@@ -1,0 +1,125 @@
+//! Conntrack insertion failures: `__nf_conntrack_confirm` returning `NF_DROP` (an unresolved
+//! clash, a chain too long, a dying entry). fexit where the kernel allows it, else a kprobe that
+//! remembers the skb per task and a kretprobe that reads the verdict.
+use core::{ffi::c_void, ptr};
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::BPF_F_CURRENT_CPU,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_perf_event_output,
+    },
+    macros::{fexit, kprobe, kretprobe, map},
+    maps::{HashMap, PerCpuArray, PerfEventArray},
+    programs::{FExitContext, ProbeContext, RetProbeContext},
+};
+use netdoc_common::{
+    EVENT_VERSION, EventHeader,
+    conntrack::{ConfirmConfig, InsertFailEvent},
+    kind, stat,
+};
+
+use crate::read;
+
+#[unsafe(no_mangle)]
+static CONFIRM_CONFIG: ConfirmConfig = ConfirmConfig::EMPTY;
+
+macro_rules! config {
+    ($field:ident) => {
+        unsafe { ptr::read_volatile(ptr::addr_of!(CONFIRM_CONFIG.$field)) }
+    };
+}
+
+#[map]
+static CONFIRM_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// The skb of each task inside `__nf_conntrack_confirm`, for the kretprobe.
+#[map]
+static CONFIRM_SKB: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
+
+#[map]
+static CONFIRM_EVENTS: PerfEventArray<InsertFailEvent> = PerfEventArray::new(0);
+
+const NF_DROP: i32 = 0;
+/// `skb->_nfct` keeps the conntrack info in its low 3 bits.
+const NFCT_PTRMASK: u64 = !7;
+
+#[fexit(function = "__nf_conntrack_confirm")]
+pub fn ct_confirm_fexit(ctx: FExitContext) -> i32 {
+    let skb: u64 = ctx.arg(0);
+    let ret: i32 = ctx.arg(1);
+    on_return(&ctx, skb, ret);
+    0
+}
+
+#[kprobe]
+pub fn ct_confirm_kretprobe_entry(ctx: ProbeContext) -> u32 {
+    if let Some(skb) = ctx.arg::<u64>(0) {
+        let _ = CONFIRM_SKB.insert(&bpf_get_current_pid_tgid(), &skb, 0);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn ct_confirm_kretprobe(ctx: RetProbeContext) -> u32 {
+    let task = bpf_get_current_pid_tgid();
+    let Some(skb) = (unsafe { CONFIRM_SKB.get(&task) }).copied() else {
+        return 0;
+    };
+    let _ = CONFIRM_SKB.remove(&task);
+    let ret: i32 = ctx.ret();
+    on_return(&ctx, skb, ret);
+    0
+}
+
+fn bump(slot: u32) {
+    if let Some(v) = CONFIRM_STATS.get_ptr_mut(slot) {
+        unsafe { *v += 1 };
+    }
+}
+
+#[inline(always)]
+fn on_return<C: EbpfContext>(ctx: &C, skb: u64, ret: i32) {
+    bump(stat::SEEN);
+    if ret != NF_DROP {
+        return;
+    }
+    bump(stat::MATCHED);
+    let ct = read::at::<u64>(skb, config!(skb_nfct)).unwrap_or(0) & NFCT_PTRMASK;
+    let mut ev = InsertFailEvent {
+        header: EventHeader {
+            kind: kind::INSERT_FAILED,
+            version: EVENT_VERSION,
+            size: core::mem::size_of::<InsertFailEvent>() as u32,
+        },
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        ..InsertFailEvent::default()
+    };
+    if ct != 0 {
+        let (orig, reply) = (config!(ct_original), config!(ct_reply));
+        if orig != netdoc_common::NO_OFFSET {
+            read::into(&mut ev.original, ct + orig as u64);
+        }
+        if reply != netdoc_common::NO_OFFSET {
+            read::into(&mut ev.reply, ct + reply as u64);
+        }
+        ev.zone = read::at::<u16>(ct, config!(ct_zone_id)).unwrap_or(0);
+        let net = read::at::<u64>(ct, config!(ct_net)).unwrap_or(0);
+        ev.netns = read::at::<u32>(net, config!(net_inum)).unwrap_or(0);
+    }
+    let sent = unsafe {
+        bpf_perf_event_output(
+            ctx.as_ptr(),
+            ptr::addr_of!(CONFIRM_EVENTS) as *mut c_void,
+            BPF_F_CURRENT_CPU,
+            ptr::addr_of_mut!(ev).cast(),
+            core::mem::size_of::<InsertFailEvent>() as u64,
+        )
+    };
+    bump(if sent == 0 {
+        stat::EMITTED
+    } else {
+        stat::EMIT_FAILED
+    });
+}

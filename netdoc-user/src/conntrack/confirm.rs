@@ -1,0 +1,243 @@
+//! Layer (a) of conntrack evidence: the verdict of `__nf_conntrack_confirm` itself. Where a
+//! function hook exists (fexit, else kretprobe), every `NF_DROP` it returns is an insertion
+//! failure event with the entry's original and reply tuples, zone, namespace and CPU.
+use std::net::{IpAddr, Ipv4Addr};
+
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuArray},
+};
+use netdoc_common::{
+    NO_OFFSET,
+    conntrack::{ConfirmConfig, InsertFailEvent, TUPLE_SIZE},
+};
+use serde::Serialize;
+
+use crate::{
+    facts::{caps, kallsyms::Kallsyms},
+    kernel::Kernel,
+    loader::{self, Configs},
+    planner::{self, Candidate, Hook},
+    stream::{Readers, kernel_stats},
+};
+
+pub const PROBE: &str = "conntrack_confirm";
+const FUNCTION: &str = "__nf_conntrack_confirm";
+/// The perf event source kprobes attach through.
+const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
+
+pub struct ConfirmKernel {
+    pub config: ConfirmConfig,
+    pub candidates: Vec<Candidate>,
+}
+
+impl ConfirmKernel {
+    pub fn discover(k: &Kernel) -> Self {
+        let config = config(k);
+        let pre = if !Kallsyms::load().is_ok_and(|s| s.contains(FUNCTION)) {
+            Err(format!(
+                "no {FUNCTION} in /proc/kallsyms: nf_conntrack is not loaded (modprobe nf_conntrack)"
+            ))
+        } else if config.ct_original == NO_OFFSET {
+            Err("no BTF for struct nf_conn with a 40-byte tuple (vmlinux or module BTF)".into())
+        } else {
+            Ok(())
+        };
+        let candidates = vec![
+            Candidate {
+                hook: Hook::Fexit { function: FUNCTION },
+                program: "ct_confirm_fexit",
+                precondition: pre.clone(),
+            },
+            Candidate {
+                hook: Hook::Kretprobe { function: FUNCTION },
+                program: "ct_confirm_kretprobe",
+                precondition: pre.and_then(|()| {
+                    if std::path::Path::new(KPROBE_PMU).exists() {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "no {KPROBE_PMU}: this kernel has no kprobes (CONFIG_KPROBES unset)"
+                        ))
+                    }
+                }),
+            },
+        ];
+        Self { config, candidates }
+    }
+}
+
+fn config(k: &Kernel) -> ConfirmConfig {
+    let mut cfg = ConfirmConfig::EMPTY;
+    cfg.skb_nfct = k.offset("sk_buff", &["_nfct"]);
+    cfg.net_inum = k.offset("net", &["ns", "inum"]);
+    let Some(btf) = k.btf_with_struct("nf_conn") else {
+        return cfg;
+    };
+    let tuple = btf.member_offset("nf_conntrack_tuple_hash", &["tuple"]);
+    let hash_size = btf.struct_size("nf_conntrack_tuple_hash");
+    let layout_known = btf.struct_size("nf_conntrack_tuple") == Some(TUPLE_SIZE as u32);
+    if let (Some(base), Some(tuple), Some(size), true) = (
+        btf.member_offset("nf_conn", &["tuplehash"]),
+        tuple,
+        hash_size,
+        layout_known,
+    ) {
+        cfg.ct_original = base + tuple;
+        cfg.ct_reply = base + size + tuple;
+    }
+    let or_none = |o: Option<u32>| o.unwrap_or(NO_OFFSET);
+    cfg.ct_zone_id = or_none(btf.member_offset("nf_conn", &["zone", "id"]));
+    cfg.ct_net = or_none(btf.member_offset("nf_conn", &["ct_net", "net"]));
+    cfg
+}
+
+/// The attached confirm hook and its event stream. Dropping it detaches.
+pub struct ConfirmProbe {
+    ebpf: Ebpf,
+    pub hook: String,
+    pub readers: Readers<InsertFailEvent>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+/// Perf buffer pages per CPU: insertion failures come in bursts of at most a few thousand.
+const PAGES: usize = 16;
+
+impl ConfirmProbe {
+    /// Attaches the best hook, or says why none works here: never fatal, the counters remain.
+    pub fn start(k: &Kernel) -> Result<Self, String> {
+        caps::require_tracing().map_err(|e| format!("{e:#}"))?;
+        let family = ConfirmKernel::discover(k);
+        let mut ebpf = loader::load(&Configs {
+            confirm: family.config,
+            ..Configs::default()
+        })
+        .map_err(|e| format!("{e:#}"))?;
+        let take =
+            |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).ok_or(format!("{name} map missing"));
+        let stats =
+            PerCpuArray::try_from(take(&mut ebpf, "CONFIRM_STATS")?).map_err(|e| e.to_string())?;
+        let readers = Readers::open(take(&mut ebpf, "CONFIRM_EVENTS")?, PAGES)
+            .map_err(|e| format!("{e:#}"))?;
+        let plan = planner::attach_best(&mut ebpf, PROBE, family.candidates, k.aya_btf.as_ref());
+        let hook = plan
+            .chosen()
+            .ok_or_else(|| plan.failure())?
+            .hook
+            .to_string();
+        Ok(Self {
+            ebpf,
+            hook,
+            readers,
+            stats,
+        })
+    }
+
+    /// Detaches, drains the remaining events into `sink`, and returns (delivered, lost).
+    pub async fn finish(mut self, mut sink: impl FnMut(Vec<InsertFailEvent>)) -> (u64, u64) {
+        drop(self.ebpf);
+        self.readers.stop();
+        let mut delivered = 0;
+        while let Some(batch) = self.readers.rx.recv().await {
+            delivered += batch.len() as u64;
+            sink(batch);
+        }
+        (delivered, kernel_stats(&self.stats).lost)
+    }
+}
+
+/// One conntrack entry that could not be inserted (its packet was dropped).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InsertFailure {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub ts_ns: u64,
+    pub cpu: u32,
+    pub netns: u32,
+    pub zone: u16,
+    pub proto: String,
+    pub original: Tuple,
+    pub reply: Tuple,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tuple {
+    pub src: IpAddr,
+    pub sport: u16,
+    pub dst: IpAddr,
+    pub dport: u16,
+}
+
+impl std::fmt::Display for Tuple {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{} → {}:{}",
+            self.src, self.sport, self.dst, self.dport
+        )
+    }
+}
+
+/// `struct nf_conntrack_tuple`: src.u3 at 0 (16 bytes), src.u.all at 16 (network order),
+/// src.l3num at 18, dst.u3 at 20, dst.u.all at 36, dst.protonum at 38.
+fn tuple(raw: &[u8; TUPLE_SIZE]) -> (Tuple, u8) {
+    let l3num = u16::from_ne_bytes([raw[18], raw[19]]);
+    let addr = |at: usize| -> IpAddr {
+        let bytes: [u8; 16] = raw[at..at + 16].try_into().unwrap_or_default();
+        crate::addr::ip(l3num, &bytes).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    };
+    let port = |at: usize| u16::from_be_bytes([raw[at], raw[at + 1]]);
+    (
+        Tuple {
+            src: addr(0),
+            sport: port(16),
+            dst: addr(20),
+            dport: port(36),
+        },
+        raw[38],
+    )
+}
+
+pub fn decode(ev: &InsertFailEvent) -> InsertFailure {
+    let (original, proto) = tuple(&ev.original);
+    let (reply, _) = tuple(&ev.reply);
+    InsertFailure {
+        kind: "insert_failed",
+        ts_ns: ev.ts_ns,
+        cpu: ev.cpu,
+        netns: ev.netns,
+        zone: ev.zone,
+        proto: crate::drops::filter::proto_name(proto),
+        original,
+        reply,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuples_decode_from_their_raw_layout() {
+        let mut ev = InsertFailEvent::default();
+        let mut o = [0u8; TUPLE_SIZE];
+        o[..4].copy_from_slice(&[10, 0, 0, 1]);
+        o[16..18].copy_from_slice(&5000u16.to_be_bytes());
+        o[18..20].copy_from_slice(&2u16.to_ne_bytes());
+        o[20..24].copy_from_slice(&[10, 0, 0, 2]);
+        o[36..38].copy_from_slice(&53u16.to_be_bytes());
+        o[38] = 17;
+        ev.original = o;
+        ev.cpu = 1;
+        let f = decode(&ev);
+        assert_eq!(f.proto, "udp");
+        assert_eq!(f.original.to_string(), "10.0.0.1:5000 → 10.0.0.2:53");
+        assert_eq!(f.cpu, 1);
+        let mut six = [0u8; TUPLE_SIZE];
+        six[0] = 0xfe;
+        six[1] = 0x80;
+        six[15] = 1;
+        six[18..20].copy_from_slice(&10u16.to_ne_bytes());
+        assert_eq!(tuple(&six).0.src, "fe80::1".parse::<IpAddr>().unwrap());
+    }
+}
