@@ -126,17 +126,27 @@ fn download(version: &str, cache: &Path) -> Result<PathBuf> {
             "--kernel {version}: no Debian package linux-image-{version}*{FLAVOUR} in bullseye or bookworm"
         );
     }
+    // Remembered until the next list refresh, so each run does not ask the mirror again.
+    let missing_file = cache.join("apt/not-on-mirror");
+    let mut missing = fs::read_to_string(&missing_file).unwrap_or_default();
     for (package, pkg_version) in candidates.iter().take(4) {
         let file_version = pkg_version.replace(':', "%3a");
         let deb = debs.join(format!("{package}_{file_version}_amd64.deb"));
         if deb.is_file() {
             return Ok(deb);
         }
+        let key = format!("{package}={pkg_version}");
+        if missing.lines().any(|l| l == key) {
+            continue;
+        }
         eprintln!("xtask vm: downloading {package} {pkg_version}");
         if apt.download(package, pkg_version, &debs).is_ok() && deb.is_file() {
             return Ok(deb);
         }
         eprintln!("xtask vm: {package} {pkg_version} is not on the mirror; trying an older one");
+        missing.push_str(&key);
+        missing.push('\n');
+        let _ = fs::write(&missing_file, &missing);
     }
     bail!("--kernel {version}: no matching package could be downloaded")
 }
@@ -178,6 +188,7 @@ impl AptDir {
             eprintln!("xtask vm: refreshing the kernel package lists");
             apt.command("apt-get", &["update", "-qq"])?;
             fs::write(dir.join("lists/lock"), "")?;
+            let _ = fs::remove_file(dir.join("not-on-mirror"));
         }
         Ok(apt)
     }
