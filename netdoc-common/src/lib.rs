@@ -116,6 +116,8 @@ pub mod stat {
     pub const EMIT_FAILED: u32 = 3;
     /// Matched drops that found the aggregation map full.
     pub const AGG_FULL: u32 = 4;
+    /// A return probe that found no saved arguments (an overwritten or missed entry).
+    pub const UNPAIRED: u32 = 5;
     pub const COUNT: u32 = 8;
 }
 

@@ -64,6 +64,7 @@ pub fn ct_confirm_kretprobe_entry(ctx: ProbeContext) -> u32 {
 pub fn ct_confirm_kretprobe(ctx: RetProbeContext) -> u32 {
     let task = bpf_get_current_pid_tgid();
     let Some(skb) = (unsafe { CONFIRM_SKB.get(&task) }).copied() else {
+        bump(stat::UNPAIRED);
         return 0;
     };
     let _ = CONFIRM_SKB.remove(&task);

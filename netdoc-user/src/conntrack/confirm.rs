@@ -10,6 +10,7 @@ use aya::{
 use netdoc_common::{
     NO_OFFSET,
     conntrack::{ConfirmConfig, InsertFailEvent, TUPLE_SIZE},
+    stat,
 };
 use serde::Serialize;
 
@@ -133,16 +134,20 @@ impl ConfirmProbe {
         })
     }
 
-    /// Detaches, drains the remaining events into `sink`, and returns (delivered, lost).
-    pub async fn finish(mut self, mut sink: impl FnMut(Vec<InsertFailEvent>)) -> (u64, u64) {
+    /// Detaches, drains the remaining events into `sink`, and returns the events lost: buffer
+    /// full, or returns whose entry half was missed (each may or may not have been a failure).
+    pub async fn finish(mut self, mut sink: impl FnMut(Vec<InsertFailEvent>)) -> u64 {
         drop(self.ebpf);
         self.readers.stop();
-        let mut delivered = 0;
         while let Some(batch) = self.readers.rx.recv().await {
-            delivered += batch.len() as u64;
             sink(batch);
         }
-        (delivered, kernel_stats(&self.stats).lost)
+        let unpaired: u64 = self
+            .stats
+            .get(&stat::UNPAIRED, 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0);
+        kernel_stats(&self.stats).lost + unpaired
     }
 }
 

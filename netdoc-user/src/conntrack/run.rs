@@ -41,7 +41,7 @@ struct Summary<'a> {
     confirm_hook: Option<&'a str>,
     /// Why no function hook attached (the counters are then the only conntrack evidence).
     confirm_degraded: Option<&'a str>,
-    /// Insertion-failure events delivered, and lost (buffer full).
+    /// Insertion-failure events delivered, and lost (buffer full or a missed kprobe entry).
     insert_failure_events: u64,
     insert_failure_events_lost: u64,
     findings: &'a [Finding],
@@ -152,7 +152,7 @@ pub async fn run(
     let (hook, degraded, lost) = match probe {
         Ok(p) => {
             let hook = p.hook.clone();
-            let (_, lost) = p
+            let lost = p
                 .finish(|batch| events += print_failures(batch, only_netns, json, &mut out))
                 .await;
             (Some(hook), None, lost)

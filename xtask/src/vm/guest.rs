@@ -3,13 +3,14 @@
 //! second serial port (the results channel), which QEMU writes to a host file.
 
 /// Guest PID 1. The job's exit code goes last on the results channel, then the guest powers off.
+/// /tmp stays on the (writable) initramfs: host paths staged under it, such as a checkout in
+/// /tmp, must stay visible.
 pub const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-mount -t tmpfs tmp /tmp
 mount -t tmpfs run /run
 mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
 mount -t debugfs nodev /sys/kernel/debug 2>/dev/null
