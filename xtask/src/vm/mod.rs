@@ -428,45 +428,67 @@ fn probe_cell(plan: &serde_json::Value) -> String {
             .join("/");
         format!("{kind}/{target}")
     };
-    let chosen = attempts
+    let attached = |a: &serde_json::Value| a["outcome"]["status"] == "attached";
+    // Why each hook before the chosen one (or every hook, if none attached) was passed over.
+    let passed_over: Vec<String> = attempts
         .iter()
-        .find(|a| a["outcome"]["status"] == "attached");
+        .take_while(|a| !attached(a))
+        .map(|a| {
+            format!(
+                "{}: {}",
+                hook(a),
+                a["outcome"]["detail"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
     let notes = plan["degraded"]
         .as_str()
         .map(|d| format!(" (degraded: {d})"))
         .unwrap_or_default();
-    match chosen {
-        Some(a) => {
-            let skipped: Vec<String> = attempts
-                .iter()
-                .take_while(|x| x["outcome"]["status"] != "attached")
-                .map(|x| {
-                    format!(
-                        "{}: {}",
-                        hook(x),
-                        x["outcome"]["detail"].as_str().unwrap_or("?")
-                    )
-                })
-                .collect();
-            let skipped = if skipped.is_empty() {
-                String::new()
-            } else {
-                format!(" [skipped {}]", skipped.join("; "))
-            };
-            format!("attached via {}{notes}{skipped}", hook(a))
-        }
-        None => {
-            let why: Vec<String> = attempts
-                .iter()
-                .map(|x| {
-                    format!(
-                        "{}: {}",
-                        hook(x),
-                        x["outcome"]["detail"].as_str().unwrap_or("?")
-                    )
-                })
-                .collect();
-            format!("degraded: no hook attaches ({})", why.join("; "))
-        }
+    match attempts.iter().find(|a| attached(a)) {
+        Some(a) if passed_over.is_empty() => format!("attached via {}{notes}", hook(a)),
+        Some(a) => format!(
+            "attached via {}{notes} [skipped {}]",
+            hook(a),
+            passed_over.join("; ")
+        ),
+        None => format!("degraded: no hook attaches ({})", passed_over.join("; ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::probe_cell;
+
+    #[test]
+    fn probe_cells_name_the_hook_and_what_was_passed_over() {
+        let fexit = json!({"type": "fexit", "function": "f"});
+        let kretprobe = json!({"type": "kretprobe", "function": "f"});
+        let plan = json!({"probe": "p", "attempts": [
+            {"hook": fexit, "outcome": {"status": "failed", "detail": "EPERM"}},
+            {"hook": kretprobe, "outcome": {"status": "attached"}},
+        ]});
+        assert_eq!(
+            probe_cell(&plan),
+            "attached via kretprobe/f [skipped fexit/f: EPERM]"
+        );
+        let plan = json!({"probe": "p", "degraded": "no reason", "attempts": [
+            {"hook": {"type": "tp_btf", "event": "e"}, "outcome": {"status": "attached"}},
+            {"hook": {"type": "tracepoint", "category": "c", "name": "e"}, "outcome": {"status": "available"}},
+        ]});
+        assert_eq!(
+            probe_cell(&plan),
+            "attached via tp_btf/e (degraded: no reason)"
+        );
+        let plan = json!({"probe": "p", "attempts": [
+            {"hook": fexit, "outcome": {"status": "failed", "detail": "EPERM"}},
+            {"hook": kretprobe, "outcome": {"status": "skipped", "detail": "no kprobes"}},
+        ]});
+        assert_eq!(
+            probe_cell(&plan),
+            "degraded: no hook attaches (fexit/f: EPERM; kretprobe/f: no kprobes)"
+        );
     }
 }
