@@ -46,15 +46,17 @@ impl Kernel {
             .unwrap_or(netdoc_common::NO_OFFSET)
     }
 
-    /// The BTF (vmlinux first, then loaded modules') that defines `struct name`.
-    pub fn btf_with_struct(&self, name: &str) -> Option<KernelBtf> {
-        let vmlinux = KernelBtf::load(&self.btf_path).ok()?;
-        if vmlinux.struct_size(name).is_some() {
-            return Some(vmlinux);
+    /// Applies `f` to the BTF (vmlinux first, then loaded modules') that defines `struct name`.
+    pub fn with_struct_btf<T>(&self, name: &str, f: impl FnOnce(&KernelBtf) -> T) -> Option<T> {
+        if let Some(vmlinux) = &self.btf
+            && vmlinux.struct_size(name).is_some()
+        {
+            return Some(f(vmlinux));
         }
         self.module_btfs()
-            .into_iter()
+            .iter()
             .find(|b| b.struct_size(name).is_some())
+            .map(f)
     }
 
     /// Whether a tp_btf program can attach to `event`: `Err(why)` otherwise.

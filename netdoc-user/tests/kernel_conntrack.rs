@@ -38,26 +38,12 @@ fn scenario(
     max: Option<u32>,
 ) -> (Value, Vec<Value>, Pair) {
     let pair = Pair::new(tag, subnet);
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &pair.b,
-            "nft",
-            "add chain inet netdoc_test pre { type filter hook prerouting priority 0; }",
-        ],
-    );
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &pair.b,
-            "nft",
-            "add rule inet netdoc_test pre ct state new counter",
-        ],
-    );
+    for command in [
+        "add chain inet netdoc_test pre { type filter hook prerouting priority 0; }",
+        "add rule inet netdoc_test pre ct state new counter",
+    ] {
+        run("ip", &["netns", "exec", &pair.b, "nft", command]);
+    }
     let _max = max.map(|m| Sysctl::set(MAX_PATH, m));
     let drops = start(&["drops", "--json", "--counts-only", "--netns", &pair.b]);
     let ct = start(&["conntrack", "--json", "--netns", &pair.b]);

@@ -72,24 +72,21 @@ fn config(k: &Kernel) -> ConfirmConfig {
     let mut cfg = ConfirmConfig::EMPTY;
     cfg.skb_nfct = k.offset("sk_buff", &["_nfct"]);
     cfg.net_inum = k.offset("net", &["ns", "inum"]);
-    let Some(btf) = k.btf_with_struct("nf_conn") else {
-        return cfg;
-    };
-    let tuple = btf.member_offset("nf_conntrack_tuple_hash", &["tuple"]);
-    let hash_size = btf.struct_size("nf_conntrack_tuple_hash");
-    let layout_known = btf.struct_size("nf_conntrack_tuple") == Some(TUPLE_SIZE as u32);
-    if let (Some(base), Some(tuple), Some(size), true) = (
-        btf.member_offset("nf_conn", &["tuplehash"]),
-        tuple,
-        hash_size,
-        layout_known,
-    ) {
-        cfg.ct_original = base + tuple;
-        cfg.ct_reply = base + size + tuple;
-    }
-    let or_none = |o: Option<u32>| o.unwrap_or(NO_OFFSET);
-    cfg.ct_zone_id = or_none(btf.member_offset("nf_conn", &["zone", "id"]));
-    cfg.ct_net = or_none(btf.member_offset("nf_conn", &["ct_net", "net"]));
+    k.with_struct_btf("nf_conn", |btf| {
+        let layout_known = btf.struct_size("nf_conntrack_tuple") == Some(TUPLE_SIZE as u32);
+        if let (Some(base), Some(tuple), Some(size), true) = (
+            btf.member_offset("nf_conn", &["tuplehash"]),
+            btf.member_offset("nf_conntrack_tuple_hash", &["tuple"]),
+            btf.struct_size("nf_conntrack_tuple_hash"),
+            layout_known,
+        ) {
+            cfg.ct_original = base + tuple;
+            cfg.ct_reply = base + size + tuple;
+        }
+        let or_none = |o: Option<u32>| o.unwrap_or(NO_OFFSET);
+        cfg.ct_zone_id = or_none(btf.member_offset("nf_conn", &["zone", "id"]));
+        cfg.ct_net = or_none(btf.member_offset("nf_conn", &["ct_net", "net"]));
+    });
     cfg
 }
 
