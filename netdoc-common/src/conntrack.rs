@@ -61,3 +61,31 @@ impl ConfirmConfig {
         net_inum: NO_OFFSET,
     };
 }
+
+/// Where the netfilter stage sentinels last saw an skb, on one CPU: written by the sentinels
+/// (netfilter bpf_link programs placed around the conntrack hooks), read by the drop program
+/// for each `NETFILTER_DROP`. A drop of the same skb on the same CPU pins the drop to that stage.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StageMark {
+    /// `struct sk_buff *` as an address.
+    pub skb: u64,
+    /// One of [`stage`].
+    pub stage: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<StageMark>() == 16);
+
+/// Values of [`StageMark::stage`], and of the `nf_stage` of drop keys and records.
+pub mod stage {
+    /// Not a `NETFILTER_DROP`, or no sentinels attached.
+    pub const NONE: u8 = 0;
+    /// A `NETFILTER_DROP` whose skb was not the last one a sentinel saw on its CPU.
+    pub const UNSEEN: u8 = 1;
+    /// Among rules: at a hook's entry or just after conntrack-in. A drop here is a rule's.
+    pub const RULES: u8 = 2;
+    /// Just before conntrack-in (`nf_conntrack_in`): table full, invalid or untrackable.
+    pub const CONNTRACK_IN: u8 = 3;
+    /// Just before conntrack confirm (`__nf_conntrack_confirm`): the insertion failed.
+    pub const CONNTRACK_CONFIRM: u8 = 4;
+}

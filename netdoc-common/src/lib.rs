@@ -10,7 +10,7 @@ pub mod retrans;
 pub mod softirq;
 
 /// Bumped whenever a record layout changes.
-pub const EVENT_VERSION: u16 = 1;
+pub const EVENT_VERSION: u16 = 2;
 
 /// Record kinds carried in [`EventHeader::kind`].
 pub mod kind {
@@ -83,7 +83,9 @@ pub struct DropEvent {
     pub dport: u16,
     /// `skb->protocol` in host byte order (ETH_P_*).
     pub eth_proto: u16,
-    pub _pad: u16,
+    /// For `NETFILTER_DROP`s: a [`conntrack::stage`] value.
+    pub nf_stage: u8,
+    pub _pad: u8,
 }
 const _: () = assert!(core::mem::size_of::<DropEvent>() == 88);
 
@@ -93,7 +95,10 @@ const _: () = assert!(core::mem::size_of::<DropEvent>() == 88);
 pub struct DropKey {
     pub reason: u32,
     /// OR of [`context`] bits: where the drop happened.
-    pub context: u32,
+    pub context: u8,
+    /// For `NETFILTER_DROP`s: a [`conntrack::stage`] value, so each stage is counted apart.
+    pub nf_stage: u8,
+    pub _pad: u16,
     pub location: u64,
 }
 
@@ -182,8 +187,12 @@ pub struct DropConfig {
     /// Family of `addr` (2 or 10).
     pub addr_family: u8,
     pub addr: [u8; 16],
+    /// The `NETFILTER_DROP` reason code while the stage sentinels are attached, else
+    /// [`REASON_UNAVAILABLE`]: drops with this reason carry the stage the sentinels saw.
+    pub netfilter_drop: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<DropConfig>() == 96);
+const _: () = assert!(core::mem::size_of::<DropConfig>() == 104);
 
 impl DropConfig {
     /// A config that parses nothing and filters nothing.
@@ -215,6 +224,8 @@ impl DropConfig {
         proto: 0,
         addr_family: 0,
         addr: [0; 16],
+        netfilter_drop: REASON_UNAVAILABLE,
+        _pad: 0,
     };
 }
 
@@ -251,6 +262,9 @@ mod tests {
         assert_eq!(offset_of!(DropEvent, daddr), 64);
         assert_eq!(offset_of!(DropEvent, sport), 80);
         assert_eq!(offset_of!(DropEvent, eth_proto), 84);
+        assert_eq!(offset_of!(DropEvent, nf_stage), 86);
+        assert_eq!(offset_of!(DropKey, nf_stage), 5);
+        assert_eq!(offset_of!(DropKey, location), 8);
     }
 
     #[test]
@@ -258,6 +272,8 @@ mod tests {
         assert_eq!(offset_of!(DropConfig, tp), 48);
         assert_eq!(offset_of!(DropConfig, filters), 64);
         assert_eq!(offset_of!(DropConfig, addr), 80);
+        assert_eq!(offset_of!(DropConfig, netfilter_drop), 96);
+        assert_eq!(DropConfig::EMPTY.netfilter_drop, REASON_UNAVAILABLE);
         assert_eq!(DropConfig::EMPTY.filters, 0);
         assert_eq!(DropConfig::EMPTY.skb.skb_head, NO_OFFSET);
         assert_eq!(

@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use netdoc_common::{
     EVENT_VERSION, EventHeader,
-    conntrack::{ConfirmConfig, InsertFailEvent},
+    conntrack::{ConfirmConfig, InsertFailEvent, StageMark, stage},
     kind, stat,
 };
 
@@ -39,6 +39,20 @@ static CONFIRM_SKB: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
 
 #[map]
 static CONFIRM_EVENTS: PerfEventArray<InsertFailEvent> = PerfEventArray::new(0);
+
+/// Written by the netfilter stage sentinels. Those are assembled in userspace (aya 0.14 has
+/// no netfilter program type), so this map is the whole contract between them and us.
+#[map]
+static NF_STAGE: PerCpuArray<StageMark> = PerCpuArray::with_max_entries(1, 0);
+
+/// The stage the sentinels last saw `skb` at on this CPU, if this skb is the one they saw.
+#[inline(always)]
+pub fn stage_of(skb: u64) -> u8 {
+    match NF_STAGE.get(0) {
+        Some(mark) if mark.skb == skb => mark.stage as u8,
+        _ => stage::UNSEEN,
+    }
+}
 
 const NF_DROP: i32 = 0;
 /// `skb->_nfct` keeps the conntrack info in its low 3 bits.

@@ -10,8 +10,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use netdoc_common::{
-    DropConfig, DropEvent, DropKey, EVENT_VERSION, EventHeader, REASON_UNAVAILABLE, context,
-    filter, kind, stat,
+    DropConfig, DropEvent, DropKey, EVENT_VERSION, EventHeader, REASON_UNAVAILABLE,
+    conntrack::stage, context, filter, kind, stat,
 };
 
 use crate::read;
@@ -21,7 +21,7 @@ use crate::read;
 static DROP_CONFIG: DropConfig = DropConfig::EMPTY;
 
 /// Reads one field of DROP_CONFIG. Volatile so the compiler cannot fold the placeholder
-/// value; field by field so the 96-byte struct is never copied onto the 512-byte stack.
+/// value; field by field so the 104-byte struct is never copied onto the 512-byte stack.
 macro_rules! config {
     ($($field:tt)+) => {
         unsafe { ptr::read_volatile(ptr::addr_of!(DROP_CONFIG.$($field)+)) }
@@ -131,11 +131,23 @@ fn handle<C: EbpfContext>(ctx: &C, skb: u64, location: u64, reason: u32) {
     } else {
         0
     };
-    count(reason, context, location);
+    let nf_stage = if reason != REASON_UNAVAILABLE && reason == config!(netfilter_drop) {
+        crate::conntrack::stage_of(skb)
+    } else {
+        stage::NONE
+    };
+    count(DropKey {
+        reason,
+        context,
+        nf_stage,
+        _pad: 0,
+        location,
+    });
     if let (true, Some(ev)) = (stream, parsed) {
         ev.ts_ns = unsafe { bpf_ktime_get_ns() };
         ev.cpu = unsafe { bpf_get_smp_processor_id() };
         ev.flags = context;
+        ev.nf_stage = nf_stage;
         // PerfEventArray::output discards the helper's result; we need it to count losses.
         // The map type is repr(transparent) over its definition, so its address is the map.
         let ret = unsafe {
@@ -156,12 +168,7 @@ fn handle<C: EbpfContext>(ctx: &C, skb: u64, location: u64, reason: u32) {
 }
 
 #[inline(always)]
-fn count(reason: u32, context: u8, location: u64) {
-    let key = DropKey {
-        reason,
-        context: context as u32,
-        location,
-    };
+fn count(key: DropKey) {
     if let Some(v) = DROP_COUNTS.get_ptr_mut(&key) {
         unsafe { *v += 1 };
     } else if DROP_COUNTS.insert(&key, &1, 0).is_err() {

@@ -28,6 +28,8 @@ pub enum Hook {
     Kretprobe {
         function: &'static str,
     },
+    /// Netfilter bpf_links (the conntrack stage sentinels, attached by their own module).
+    NetfilterLink,
 }
 
 impl Hook {
@@ -38,6 +40,7 @@ impl Hook {
             Hook::Tracepoint { .. } => "tracepoint",
             Hook::Fexit { .. } => "fexit",
             Hook::Kretprobe { .. } => "kretprobe",
+            Hook::NetfilterLink => "netfilter",
         }
     }
 }
@@ -49,6 +52,7 @@ impl fmt::Display for Hook {
             Hook::Tracepoint { category, name } => write!(f, "tracepoint/{category}/{name}"),
             Hook::Fexit { function } => write!(f, "fexit/{function}"),
             Hook::Kretprobe { function } => write!(f, "kretprobe/{function}"),
+            Hook::NetfilterLink => write!(f, "netfilter_link/ipv4+ipv6"),
         }
     }
 }
@@ -192,6 +196,9 @@ fn attach(ebpf: &mut Ebpf, hook: Hook, program: &str, btf: Option<&Btf>) -> Resu
             // The entry half first, so no return is seen without its saved arguments.
             attach_kprobe(ebpf, &format!("{program}_entry"), function)?;
             attach_kprobe(ebpf, program, function)?;
+        }
+        Hook::NetfilterLink => {
+            return Err("netfilter links are placed by conntrack::sentinel".into());
         }
     }
     Ok(())

@@ -6,7 +6,10 @@ use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    conntrack::confirm::{self, ConfirmKernel},
+    conntrack::{
+        confirm::{self, ConfirmKernel},
+        sentinel::{self, Placed},
+    },
     drops::{self, DropKernel},
     facts::caps,
     kernel::Kernel,
@@ -17,7 +20,8 @@ use crate::{
 };
 
 /// Tries every candidate of every probe on its own, then marks the one `attach_best` would pick.
-fn survey(kernel: &Kernel, drops: &DropKernel) -> Result<Vec<ProbePlan>> {
+/// Also returns where the conntrack stage sentinels went, when they could attach.
+fn survey(kernel: &Kernel, drops: &DropKernel) -> Result<(Vec<ProbePlan>, Vec<Placed>)> {
     caps::require_tracing()?;
     let softirq = SoftirqKernel::discover(kernel);
     let retrans = RetransKernel::discover(kernel);
@@ -51,7 +55,13 @@ fn survey(kernel: &Kernel, drops: &DropKernel) -> Result<Vec<ProbePlan>> {
         }
         plans.push(ProbePlan { probe, attempts });
     }
-    Ok(plans)
+    // The stage sentinels are links of their own, tried for real and detached again.
+    let ebpf = loader::load(&cfg)?;
+    let wanted = sentinel::wanted(&drops.reasons);
+    let (_, sentinels) = sentinel::start(&ebpf, wanted, &[]);
+    plans.push(sentinel::plan(&sentinels, wanted.is_some()));
+    let placed = sentinels.map(|s| s.placed.clone()).unwrap_or_default();
+    Ok((plans, placed))
 }
 
 /// What the drop probe loses on kernels before 5.17 (and without the stable backport).
@@ -69,7 +79,7 @@ struct PlanLine<'a> {
 pub fn show(btf_path: &Path, json: bool) -> Result<()> {
     let host = Kernel::discover(btf_path);
     let kernel = DropKernel::discover(&host);
-    let plans = survey(&host, &kernel)?;
+    let (plans, placed) = survey(&host, &kernel)?;
     if json {
         for p in &plans {
             let degraded = (p.probe == drops::PROBE
@@ -128,6 +138,12 @@ pub fn show(btf_path: &Path, json: bool) -> Result<()> {
             "packet decoding degraded: no BTF offset for {}",
             missing.join(", ")
         );
+    }
+    if !placed.is_empty() {
+        out.push_str("conntrack stage sentinels (priority:stage), IPv4:\n");
+        for line in sentinel::layout(&placed, "ipv4") {
+            let _ = writeln!(out, "  {line}");
+        }
     }
     print!("{out}");
     Ok(())

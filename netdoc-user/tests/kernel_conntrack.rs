@@ -1,15 +1,16 @@
 //! Kernel integration tests of the conntrack evidence: a full conntrack table (a tiny
 //! `nf_conntrack_max`, restored afterwards) versus an nft drop rule. Both show as
-//! `NETFILTER_DROP`; the conntrack counters netdoc reads in the namespace tell them apart.
-//! Where the kernel has a function hook on `__nf_conntrack_confirm` (the QEMU guest kernels),
-//! insertion failures forced by a one-bucket hash table must each arrive as an event.
+//! `NETFILTER_DROP`; the conntrack counters netdoc reads in the namespace tell them apart, and
+//! where netfilter links exist (6.4+, this host) so does each drop's cause in `netdoc drops`.
+//! Insertion failures forced by a one-bucket hash table must each arrive as an event where the
+//! kernel has a function hook on `__nf_conntrack_confirm` (the QEMU guest kernels), and as a
+//! drop caused by conntrack confirm where the stage sentinels attach.
 use serde_json::Value;
 
 mod common;
 use common::*;
 
 const MAX_PATH: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
-const BUCKETS_PATH: &str = "/proc/sys/net/netfilter/nf_conntrack_buckets";
 
 /// Sets a global conntrack sysctl (read-only inside child namespaces) until dropped.
 struct Sysctl(&'static str, String);
@@ -28,28 +29,56 @@ impl Drop for Sysctl {
     }
 }
 
-/// Makes conntrack track namespace b (an nft rule using `ct`), then sends one datagram from each
-/// of `flows` source ports to `port`, and returns netdoc drops' and netdoc conntrack's summaries.
+/// What a scenario sets up before sending.
+#[derive(Clone, Copy)]
+enum Setup {
+    /// Conntrack tracks namespace b (an nft rule using `ct`); netdoc watches b.
+    TrackB,
+    /// Namespace a source-NATs every datagram to one fixed address and port, so every flow
+    /// after the first clashes with the first's reply tuple and fails insertion at confirm
+    /// (SNAT port exhaustion); netdoc watches a.
+    SnatClash,
+}
+
+/// Sends one datagram from each of `flows` source ports to `port`, and returns netdoc drops'
+/// summary, netdoc conntrack's lines, the pair, and how many sends netfilter refused.
 fn scenario(
     tag: &str,
     subnet: u8,
     port: u16,
     flows: usize,
     max: Option<u32>,
-) -> (Value, Vec<Value>, Pair) {
+    setup: Setup,
+) -> (Value, Vec<Value>, Pair, usize) {
     let pair = Pair::new(tag, subnet);
-    for command in [
-        "add chain inet netdoc_test pre { type filter hook prerouting priority 0; }",
-        "add rule inet netdoc_test pre ct state new counter",
-    ] {
-        run("ip", &["netns", "exec", &pair.b, "nft", command]);
+    let snat = format!(
+        "add rule ip netdoc_nat post udp dport {port} snat to {}:5000",
+        pair.ip_a
+    );
+    let (watched, commands): (&str, Vec<&str>) = match setup {
+        Setup::TrackB => (
+            &pair.b,
+            vec![
+                "add chain inet netdoc_test pre { type filter hook prerouting priority 0; }",
+                "add rule inet netdoc_test pre ct state new counter",
+            ],
+        ),
+        Setup::SnatClash => (
+            &pair.a,
+            vec![
+                "add table ip netdoc_nat",
+                "add chain ip netdoc_nat post { type nat hook postrouting priority 100; }",
+                &snat,
+            ],
+        ),
+    };
+    for command in commands {
+        run("ip", &["netns", "exec", watched, "nft", command]);
     }
     let _max = max.map(|m| Sysctl::set(MAX_PATH, m));
-    let drops = start(&["drops", "--json", "--counts-only", "--netns", &pair.b]);
-    let ct = start(&["conntrack", "--json", "--netns", &pair.b]);
-    for _ in 0..flows {
-        pair.send(port, 1); // a new socket, so a new source port and a new flow each time
-    }
+    let drops = start(&["drops", "--json", "--counts-only", "--netns", watched]);
+    let ct = start(&["conntrack", "--json", "--netns", watched]);
+    let refused = pair.send_flows(port, flows);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while drops_seen(&pair) < flows as u64 {
         assert!(
@@ -62,37 +91,35 @@ fn scenario(
     let (s2, drop_lines) = drops.stop(libc::SIGINT);
     assert!(s1.success() && s2.success());
     assert_nothing_left();
-    (summary(&drop_lines).clone(), ct_lines, pair)
+    (summary(&drop_lines).clone(), ct_lines, pair, refused)
 }
 
-/// Datagrams b's kernel accounted for: UDP NoPorts, nft drops, conntrack drops and insertion
-/// failures.
-fn drops_seen(pair: &Pair) -> u64 {
+/// Conntrack's drops in `ns`, summed over CPUs: per CPU the larger of `drop` and
+/// `insert_failed`, since newer kernels count an insertion failure in both.
+fn conntrack_drops(ns: &str) -> u64 {
     let stat = run(
         "ip",
-        &[
-            "netns",
-            "exec",
-            &pair.b,
-            "cat",
-            "/proc/net/stat/nf_conntrack",
-        ],
+        &["netns", "exec", ns, "cat", "/proc/net/stat/nf_conntrack"],
     );
     let mut lines = stat.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-    let cols: Vec<usize> = ["drop", "insert_failed"]
-        .iter()
-        .map(|c| header.iter().position(|h| h == c).unwrap())
-        .collect();
-    let ct_drops: u64 = lines
-        .flat_map(|l| {
-            let row: Vec<&str> = l.split_whitespace().collect();
-            cols.iter()
-                .map(|c| u64::from_str_radix(row[*c], 16).unwrap())
-                .collect::<Vec<_>>()
+    let col = |c| header.iter().position(|h| *h == c).unwrap();
+    let (drop, failed) = (col("drop"), col("insert_failed"));
+    lines
+        .map(|l| {
+            let row: Vec<u64> = l
+                .split_whitespace()
+                .map(|v| u64::from_str_radix(v, 16).unwrap())
+                .collect();
+            row[drop].max(row[failed])
         })
-        .sum();
-    pair.udp_no_ports() + pair.nft_dropped() + ct_drops
+        .sum()
+}
+
+/// Datagrams the two kernels accounted for: b's UDP NoPorts and nft drops, and conntrack's
+/// drops on either side.
+fn drops_seen(pair: &Pair) -> u64 {
+    pair.udp_no_ports() + pair.nft_dropped() + conntrack_drops(&pair.a) + conntrack_drops(&pair.b)
 }
 
 /// Conntrack and x_tables drops: NETFILTER_DROP freed in nf_hook_slow.
@@ -111,10 +138,28 @@ fn location_count(summary: &Value, kind: Kind) -> u64 {
         .sum()
 }
 
+/// `NETFILTER_DROP`s of one cause in a drops summary.
+fn caused(summary: &Value, cause: &str) -> u64 {
+    summary["netfilter_causes"][cause].as_u64().unwrap_or(0)
+}
+
+/// Whether the plan's attempts for `probe` include one that attached.
+fn attaches(probe: &str) -> bool {
+    run(NETDOC, &["probes", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|p| p["probe"] == probe)
+        .unwrap_or_else(|| panic!("the plan lists {probe}"))["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["outcome"]["status"] == "attached")
+}
+
 #[test]
 fn a_full_conntrack_table_is_told_apart_from_a_firewall_rule() {
     require_root!();
-    let (drops, ct_lines, _pair) = scenario("t", 43, CLOSED_PORT, 40, Some(8));
+    let (drops, ct_lines, _pair, _) = scenario("t", 43, CLOSED_PORT, 40, Some(8), Setup::TrackB);
     let ct = ct_lines.last().unwrap();
     let at_hook = location_count(&drops, AT_HOOK);
     let table_full = ct["attribution"]["table_full"].as_u64().unwrap();
@@ -125,6 +170,12 @@ fn a_full_conntrack_table_is_told_apart_from_a_firewall_rule() {
     );
     assert_eq!(ct["attribution"]["insert_failed"], 0);
     assert_eq!(count(&drops, NO_SOCKET) + at_hook, 40);
+    if attaches("conntrack_stage") {
+        assert_eq!(caused(&drops, "conntrack_in"), at_hook, "{drops}");
+        assert_eq!(caused(&drops, "firewall"), 0, "{drops}");
+    } else if kernel_has_drop_reasons() {
+        assert_eq!(caused(&drops, "unclassified"), at_hook, "{drops}");
+    }
     let ids: Vec<&str> = ct["findings"]
         .as_array()
         .unwrap()
@@ -137,75 +188,60 @@ fn a_full_conntrack_table_is_told_apart_from_a_firewall_rule() {
 #[test]
 fn an_nft_drop_rule_is_a_firewall_drop_with_no_conntrack_attribution() {
     require_root!();
-    let (drops, ct_lines, pair) = scenario("f", 44, FIREWALLED_PORT, 20, None);
+    let (drops, ct_lines, pair, _) = scenario("f", 44, FIREWALLED_PORT, 20, None, Setup::TrackB);
     let ct = ct_lines.last().unwrap();
     assert_eq!(pair.nft_dropped(), 20);
     assert_eq!(location_count(&drops, FIREWALL), 20);
+    if kernel_has_drop_reasons() {
+        assert_eq!(caused(&drops, "firewall"), 20, "{drops}");
+        assert_eq!(caused(&drops, "conntrack_in"), 0, "{drops}");
+    }
     assert_eq!(ct["attribution"]["table_full"], 0);
     assert_eq!(ct["attribution"]["insert_failed"], 0);
     assert!(ct["findings"].as_array().unwrap().is_empty());
 }
 
-/// Whether `netdoc probes` attached a function hook on `__nf_conntrack_confirm`.
-fn confirm_hook_attaches() -> bool {
-    run(NETDOC, &["probes", "--json"])
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find(|p| p["probe"] == "conntrack_confirm")
-        .expect("the plan lists conntrack_confirm")["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|a| a["outcome"]["status"] == "attached")
-}
-
 #[test]
-fn insertion_failures_are_events_where_a_function_hook_exists() {
+fn insertion_failures_are_events_or_classified_drops() {
     require_root!();
-    if !confirm_hook_attaches() {
-        // This host: no kprobes, fexit refused. netdoc says why and keeps to the counters.
+    let hook = attaches("conntrack_confirm");
+    let stages = attaches("conntrack_stage");
+    if !hook {
+        // This host: no kprobes, fexit refused. netdoc conntrack says why.
         let out = run(NETDOC, &["conntrack", "--json", "--duration", "200ms"]);
         let s: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
         assert!(s["confirm_hook"].is_null(), "{s}");
         let why = s["confirm_degraded"].as_str().unwrap();
         assert!(why.contains("kretprobe/__nf_conntrack_confirm"), "{why}");
-        return;
     }
-    let header = std::fs::read_to_string("/proc/net/stat/nf_conntrack").unwrap();
-    if !header.lines().next().unwrap().contains("chaintoolong") {
-        // Before the chain-length limit (5.10) no insertion fails on demand. A full table is
-        // refused before confirm: no insertion-failure event may appear for it.
-        let (_, ct_lines, _pair) = scenario("h", 45, CLOSED_PORT, 40, Some(8));
-        let ct = ct_lines.last().unwrap();
-        assert!(
-            ct["attribution"]["table_full"].as_u64().unwrap() > 0,
-            "{ct}"
-        );
-        assert!(ct["confirm_hook"].is_string(), "{ct}");
-        assert_eq!(ct["insert_failure_events"], 0, "{ct}");
-        return;
-    }
-    // One hash bucket: confirm gives up on chains longer than 8..72 entries, counts
-    // chaintoolong and insert_failed, and drops the packet.
-    const FLOWS: usize = 200;
-    let _buckets = Sysctl::set(BUCKETS_PATH, 1);
-    let (drops, ct_lines, pair) = scenario("i", 46, CLOSED_PORT, FLOWS, None);
+    const FLOWS: usize = 20;
+    let (drops, ct_lines, pair, refused) =
+        scenario("i", 46, CLOSED_PORT, FLOWS, None, Setup::SnatClash);
     let ct = ct_lines.last().unwrap();
-    let failed = ct["attribution"]["insert_failed"].as_u64().unwrap();
-    assert!(
-        failed >= (FLOWS - 72) as u64,
-        "chains over 72 always fail: {ct}"
-    );
-    assert_eq!(
-        ct["insert_failure_events"], failed,
-        "one event per failure: {ct}"
-    );
-    assert_eq!(ct["insert_failure_events_lost"], 0);
+    let failed = (FLOWS - 1) as u64;
+    assert_eq!(ct["attribution"]["insert_failed"], failed, "{ct}");
+    assert_eq!(refused as u64, failed, "each failure refused its send");
+    assert_eq!(pair.udp_no_ports(), 1, "only the first flow got through");
     assert_eq!(
         location_count(&drops, AT_HOOK),
         failed,
         "each dropped at nf_hook_slow"
     );
+    if stages {
+        assert_eq!(caused(&drops, "conntrack_confirm"), failed, "{drops}");
+        assert_eq!(
+            caused(&drops, "conntrack_in") + caused(&drops, "firewall"),
+            0
+        );
+    }
+    if !hook {
+        return;
+    }
+    assert_eq!(
+        ct["insert_failure_events"], failed,
+        "one event per failure: {ct}"
+    );
+    assert_eq!(ct["insert_failure_events_lost"], 0);
     let events: Vec<&Value> = ct_lines
         .iter()
         .filter(|l| l["type"] == "insert_failed")
@@ -217,6 +253,7 @@ fn insertion_failures_are_events_where_a_function_hook_exists() {
         assert_eq!(e["original"]["dst"], pair.ip_b.as_str());
         assert_eq!(e["original"]["dport"], CLOSED_PORT);
         assert_eq!(e["reply"]["src"], pair.ip_b.as_str());
-        assert_eq!(e["netns"], pair.inode_b());
+        assert_eq!(e["reply"]["dport"], 5000, "the reply goes to the SNAT port");
+        assert_eq!(e["netns"], pair.inode_a());
     }
 }

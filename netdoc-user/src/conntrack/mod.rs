@@ -3,6 +3,8 @@
 //! `NETFILTER_DROP`s (insert failure, table full, or neither: a firewall rule).
 pub mod confirm;
 pub mod run;
+pub mod sentinel;
+pub mod stage;
 
 use std::{collections::BTreeMap, path::Path};
 

@@ -149,7 +149,7 @@ impl DropMaps {
         })
     }
 
-    /// Per-CPU counts by (reason, location), the context bits merged.
+    /// Per-CPU counts by (reason, netfilter stage, location), the context bits merged.
     pub fn counts(&self) -> KernelCounts {
         let mut merged: std::collections::HashMap<DropKey, Vec<u64>> = Default::default();
         for (mut key, per_cpu) in self.counts.iter().filter_map(|r| r.ok()) {
@@ -167,7 +167,7 @@ impl DropMaps {
         let mut out: Vec<(u64, u64)> = Vec::new();
         for (key, per_cpu) in self.counts.iter().filter_map(|r| r.ok()) {
             out.resize(out.len().max(per_cpu.len()), (0, 0));
-            let in_rx = key.context & context::IN_NET_RX as u32 != 0;
+            let in_rx = key.context & context::IN_NET_RX != 0;
             for (slot, v) in out.iter_mut().zip(per_cpu.iter()) {
                 slot.0 += v;
                 if in_rx {

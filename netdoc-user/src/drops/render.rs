@@ -11,16 +11,31 @@ fn cpus(row: &Row) -> String {
         .join(" ")
 }
 
+/// The reason, and for `NETFILTER_DROP` its cause.
+fn reason(row: &Row) -> String {
+    match row.cause {
+        Some(c) => format!("{} ({})", row.reason, c.describe()),
+        None => row.reason.clone(),
+    }
+}
+
 pub fn table(rows: &[Row], limit: usize) -> String {
+    let width = rows
+        .iter()
+        .take(limit)
+        .map(|r| reason(r).len())
+        .max()
+        .unwrap_or(0)
+        .max(24);
     let mut out = format!(
-        "{:<24} {:<36} {:>10} {:>10}  {:<16} {}\n",
+        "{:<width$} {:<36} {:>10} {:>10}  {:<16} {}\n",
         "REASON", "LOCATION", "COUNT", "RATE/s", "CPUS", "LAST FLOW"
     );
     for r in rows.iter().take(limit) {
         let _ = writeln!(
             out,
-            "{:<24} {:<36} {:>10} {:>10.1}  {:<16} {}",
-            r.reason,
+            "{:<width$} {:<36} {:>10} {:>10.1}  {:<16} {}",
+            reason(r),
             r.location,
             r.count,
             r.rate,
@@ -46,6 +61,19 @@ pub fn summary(s: &Summary) -> String {
         let _ = writeln!(out, "  {reason:<28} {n}");
     }
     out.push_str(&table(&s.locations, usize::MAX));
+    if !s.netfilter_causes.is_empty() {
+        let causes: Vec<String> = s
+            .netfilter_causes
+            .iter()
+            .map(|(c, n)| format!("{n} {}", c.describe()))
+            .collect();
+        let _ = writeln!(
+            out,
+            "NETFILTER_DROP causes: {} [{}]",
+            causes.join(", "),
+            s.netfilter_stages
+        );
+    }
     if s.streaming {
         let _ = writeln!(
             out,

@@ -8,10 +8,13 @@ use netdoc_common::{DropEvent, DropKey, REASON_UNAVAILABLE};
 use serde::Serialize;
 
 use super::{filter::proto_name, reasons::DropReasons};
+use crate::conntrack::stage::{self, Cause, Coverage};
 
 /// Resolves what the kernel gives as numbers: reasons, code addresses, namespaces, devices.
 pub trait Namer {
     fn reasons(&self) -> &DropReasons;
+    /// What the conntrack stage sentinels let us tell apart on this run.
+    fn coverage(&self) -> Coverage;
     /// Whether the softirq probe ran, so a drop's NET_RX context is known.
     fn net_rx_known(&self) -> bool;
     fn location(&mut self, addr: u64) -> String;
@@ -30,6 +33,9 @@ pub struct NamedDrop {
     pub in_net_rx: Option<bool>,
     pub reason: String,
     pub reason_code: Option<u32>,
+    /// For `NETFILTER_DROP`: conntrack confirm, conntrack in, firewall, or unclassified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
     pub location: String,
     pub location_addr: String,
     pub netns: u32,
@@ -60,6 +66,8 @@ impl NamedDrop {
             }
         };
         let has_ports = family.is_some() && matches!(ev.proto, 6 | 17 | 33 | 132 | 136);
+        let reason = namer.reasons().name(ev.reason);
+        let location = namer.location(ev.location);
         Self {
             kind: "drop",
             ts_ns: ev.ts_ns,
@@ -67,9 +75,10 @@ impl NamedDrop {
             in_net_rx: namer
                 .net_rx_known()
                 .then_some(ev.flags & netdoc_common::context::IN_NET_RX != 0),
-            reason: namer.reasons().name(ev.reason),
+            cause: stage::classify(&reason, &location, ev.nf_stage, namer.coverage()),
+            reason,
             reason_code: (ev.reason != REASON_UNAVAILABLE).then_some(ev.reason),
-            location: namer.location(ev.location),
+            location,
             location_addr: format!("{:#x}", ev.location),
             netns: ev.netns,
             netns_name: namer.netns_name(ev.netns),
@@ -108,11 +117,13 @@ impl NamedDrop {
     }
 }
 
-/// A (reason, location) bucket from the in-kernel aggregation.
+/// A (reason, cause, location) bucket from the in-kernel aggregation.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Row {
     pub reason: String,
     pub reason_code: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
     pub location: String,
     pub count: u64,
     /// Drops per second over the last interval.
@@ -134,31 +145,38 @@ pub fn rows(
     last_flows: &HashMap<DropKey, String>,
     namer: &mut impl Namer,
 ) -> Vec<Row> {
-    let mut rows: Vec<Row> = counts
-        .iter()
-        .map(|(key, per_cpu)| {
-            let count: u64 = per_cpu.iter().sum();
-            let before = previous.get(key).copied().unwrap_or(0);
-            Row {
-                reason: namer.reasons().name(key.reason),
+    // Stages that name the same cause share a row.
+    let mut merged: BTreeMap<(String, Option<Cause>, String), Row> = BTreeMap::new();
+    for (key, per_cpu) in counts {
+        let count: u64 = per_cpu.iter().sum();
+        let fresh = count.saturating_sub(previous.get(key).copied().unwrap_or(0));
+        let reason = namer.reasons().name(key.reason);
+        let location = namer.location(key.location);
+        let cause = stage::classify(&reason, &location, key.nf_stage, namer.coverage());
+        let row = merged
+            .entry((reason.clone(), cause, location.clone()))
+            .or_insert_with(|| Row {
+                reason,
                 reason_code: (key.reason != REASON_UNAVAILABLE).then_some(key.reason),
-                location: namer.location(key.location),
-                count,
-                rate: if interval_s > 0.0 {
-                    count.saturating_sub(before) as f64 / interval_s
-                } else {
-                    0.0
-                },
-                cpus: per_cpu
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, n)| **n > 0)
-                    .map(|(cpu, n)| (cpu as u32, *n))
-                    .collect(),
-                last_flow: last_flows.get(key).cloned(),
-            }
-        })
-        .collect();
+                cause,
+                location,
+                count: 0,
+                rate: 0.0,
+                cpus: BTreeMap::new(),
+                last_flow: None,
+            });
+        row.count += count;
+        if interval_s > 0.0 {
+            row.rate += fresh as f64 / interval_s;
+        }
+        for (cpu, n) in per_cpu.iter().enumerate().filter(|(_, n)| **n > 0) {
+            *row.cpus.entry(cpu as u32).or_insert(0) += n;
+        }
+        if let Some(flow) = last_flows.get(key) {
+            row.last_flow = Some(flow.clone());
+        }
+    }
+    let mut rows: Vec<Row> = merged.into_values().collect();
     rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
     rows
 }
@@ -195,6 +213,10 @@ pub struct Summary {
     pub aggregation_overflow: u64,
     /// Drops inside the NET_RX softirq; null when not tracked.
     pub in_net_rx: Option<u64>,
+    /// `NETFILTER_DROP`s per cause.
+    pub netfilter_causes: BTreeMap<Cause, u64>,
+    /// How causes were told apart: the sentinels attached, or why not.
+    pub netfilter_stages: String,
     pub locations: Vec<Row>,
 }
 
@@ -207,13 +229,18 @@ pub struct SummaryInput<'a> {
     pub delivered: u64,
     pub unknown_records: u64,
     pub in_net_rx: Option<u64>,
+    pub netfilter_stages: String,
     pub rows: &'a [Row],
 }
 
 pub fn summary(input: SummaryInput<'_>) -> Summary {
     let mut counts = BTreeMap::new();
+    let mut netfilter_causes = BTreeMap::new();
     for r in input.rows {
         *counts.entry(r.reason.clone()).or_insert(0) += r.count;
+        if let Some(c) = r.cause {
+            *netfilter_causes.entry(c).or_insert(0) += r.count;
+        }
     }
     Summary {
         kind: "summary",
@@ -230,6 +257,8 @@ pub fn summary(input: SummaryInput<'_>) -> Summary {
         unknown_records: input.unknown_records,
         aggregation_overflow: input.stats.aggregation_overflow,
         in_net_rx: input.in_net_rx,
+        netfilter_causes,
+        netfilter_stages: input.netfilter_stages,
         locations: input.rows.to_vec(),
     }
 }
@@ -249,6 +278,9 @@ mod tests {
         }
         fn net_rx_known(&self) -> bool {
             true
+        }
+        fn coverage(&self) -> Coverage {
+            Coverage::Sentinels
         }
         fn location(&mut self, addr: u64) -> String {
             format!("fn_{addr:x}+0x4")
@@ -357,8 +389,8 @@ mod tests {
     fn rows_sum_cpus_rate_and_summary_counts() {
         let key = |reason, location| DropKey {
             reason,
-            context: 0,
             location,
+            ..DropKey::default()
         };
         let counts: KernelCounts = vec![
             (key(3, 0x10), vec![5, 0]),
@@ -389,6 +421,7 @@ mod tests {
             delivered: 15,
             unknown_records: 0,
             in_net_rx: Some(3),
+            netfilter_stages: "test".into(),
             rows: &rows,
         });
         assert_eq!(

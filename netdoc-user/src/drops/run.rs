@@ -19,7 +19,12 @@ use super::{
     report::{self, NamedDrop, Namer, SummaryInput},
 };
 use crate::{
-    facts::{caps, kallsyms::Kallsyms, netns::NetnsNames},
+    conntrack::{sentinel, stage::Coverage},
+    facts::{
+        caps,
+        kallsyms::Kallsyms,
+        netns::{self, NetnsNames},
+    },
     kernel::Kernel,
     loader::{self, Configs},
     planner,
@@ -37,6 +42,7 @@ pub struct DropsOptions {
 
 struct LiveNamer {
     net_rx_known: bool,
+    coverage: Coverage,
     reasons: DropReasons,
     kallsyms: Option<Kallsyms>,
     netns: NetnsNames,
@@ -49,6 +55,9 @@ impl Namer for LiveNamer {
     }
     fn net_rx_known(&self) -> bool {
         self.net_rx_known
+    }
+    fn coverage(&self) -> Coverage {
+        self.coverage
     }
     fn location(&mut self, addr: u64) -> String {
         let k = &self.kallsyms;
@@ -90,6 +99,8 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
         );
     }
     cfg.stream = streaming as u32;
+    let netfilter_drop = sentinel::wanted(&kernel.reasons);
+    cfg.netfilter_drop = netfilter_drop.unwrap_or(netdoc_common::REASON_UNAVAILABLE);
 
     let mut ebpf = loader::load(&Configs {
         drops: cfg,
@@ -115,8 +126,25 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
     if streaming && !net_rx_known {
         eprintln!("netdoc: degraded: softirq hooks did not attach; drops carry no NET_RX context");
     }
+    // Sentinels in this namespace and the filtered one, so its NETFILTER_DROPs get a cause.
+    let namespaces: Vec<_> = opts
+        .filter
+        .netns
+        .as_deref()
+        .and_then(netns::other_file)
+        .into_iter()
+        .collect();
+    let (coverage, sentinels) = sentinel::start(&ebpf, netfilter_drop, &namespaces);
+    let netfilter_stages = match &sentinels {
+        Ok(s) => s.describe(),
+        Err(why) => why.clone(),
+    };
+    if let (Coverage::Blind, Err(why)) = (coverage, &sentinels) {
+        eprintln!("netdoc: degraded: NETFILTER_DROP causes unknown: {why}");
+    }
     let mut namer = LiveNamer {
         net_rx_known,
+        coverage,
         reasons: kernel.reasons.clone(),
         kallsyms: Kallsyms::load().ok(),
         netns: NetnsNames::new(),
@@ -183,6 +211,7 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
     // Detach first (dropping the object releases every link and waits for running programs),
     // then drain what is left, so delivered + lost matches the kernel's count exactly.
     drop(ebpf);
+    drop(sentinels);
     let (mut unknown_records, mut perf_lost) = (0, 0);
     if let Some(mut r) = readers {
         r.stop();
@@ -213,6 +242,7 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
         delivered,
         unknown_records,
         in_net_rx: net_rx_known.then(|| maps.per_cpu().iter().map(|c| c.1).sum()),
+        netfilter_stages,
         rows: &rows,
     });
     if streaming && delivered + stats.lost != stats.matched {
@@ -245,8 +275,9 @@ fn emit(
         let named = NamedDrop::new(ev, namer);
         let key = DropKey {
             reason: ev.reason,
-            context: 0,
+            nf_stage: ev.nf_stage,
             location: ev.location,
+            ..DropKey::default()
         };
         if opts.stream.json {
             let line = serde_json::to_string(&named).unwrap_or_default();

@@ -26,6 +26,18 @@ pub fn resolve_arg(arg: &str) -> Option<u32> {
     inode(&path)
 }
 
+/// A file for a `--netns` value other than netdoc's own namespace: a /run/netns name, a path,
+/// or an inode (looked up among named namespaces and processes).
+pub fn other_file(arg: &str) -> Option<PathBuf> {
+    let own = inode(Path::new("/proc/self/ns/net"));
+    let file = match arg.parse::<u32>() {
+        Ok(ino) => NetnsNames::new().ns_file(ino)?,
+        Err(_) if arg.contains('/') => PathBuf::from(arg),
+        Err(_) => Path::new(NAMED_DIR).join(arg),
+    };
+    (inode(&file).is_some() && inode(&file) != own).then_some(file)
+}
+
 #[derive(Default)]
 pub struct NetnsNames {
     names: HashMap<u32, String>,

@@ -152,6 +152,12 @@ impl Pair {
         p
     }
 
+    pub fn inode_a(&self) -> u64 {
+        std::fs::metadata(format!("/run/netns/{}", self.a))
+            .unwrap()
+            .ino()
+    }
+
     pub fn inode_b(&self) -> u64 {
         std::fs::metadata(format!("/run/netns/{}", self.b))
             .unwrap()
@@ -180,6 +186,34 @@ impl Pair {
         })
         .join()
         .unwrap();
+    }
+
+    /// Sends one datagram from each of `flows` new sockets (a new source port, so a new flow
+    /// each) from namespace a to b's `port`, pinned to CPU 0. Returns how many sends netfilter
+    /// refused (EPERM: dropped on the way out).
+    pub fn send_flows(&self, port: u16, flows: usize) -> usize {
+        let ns = File::open(format!("/run/netns/{}", self.a)).unwrap();
+        let (from, to) = (self.ip_a.clone(), self.ip_b.clone());
+        std::thread::spawn(move || {
+            unsafe {
+                assert_eq!(libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET), 0, "setns");
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(0, &mut set);
+                libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+            }
+            let mut refused = 0;
+            for i in 0..flows {
+                let sock = UdpSocket::bind((from.as_str(), 0)).unwrap();
+                match sock.send_to(format!("flow {i:04}").as_bytes(), (to.as_str(), port)) {
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => refused += 1,
+                    Err(e) => panic!("send: {e}"),
+                }
+            }
+            refused
+        })
+        .join()
+        .unwrap()
     }
 
     pub fn udp_no_ports(&self) -> u64 {
@@ -360,6 +394,8 @@ pub fn assert_nothing_left() {
         "softirq_exit_",
         "irq_handler_",
         "napi_poll_",
+        "nf_stage_snt",
+        "ct_confirm_",
     ];
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

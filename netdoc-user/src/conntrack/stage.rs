@@ -1,0 +1,118 @@
+//! What a `NETFILTER_DROP` was, from the stage the netfilter sentinels last saw its skb at and
+//! the code that freed it. Pure: the live tools and the tests share it.
+use netdoc_common::conntrack::stage;
+use serde::Serialize;
+
+/// The cause of one `NETFILTER_DROP`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// `__nf_conntrack_confirm` refused the packet: its entry could not be inserted (a tuple
+    /// clash, typically concurrent SNAT port allocation).
+    ConntrackConfirm,
+    /// `nf_conntrack_in` refused the packet: the table was full, or the packet untrackable.
+    ConntrackIn,
+    /// A rule (nftables, iptables, NAT) returned DROP.
+    Firewall,
+    /// No sentinel saw this skb last on its CPU: another namespace, or nested packet work.
+    Unclassified,
+}
+
+impl Cause {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Cause::ConntrackConfirm => "conntrack confirm: insert failed",
+            Cause::ConntrackIn => "conntrack in: table full or invalid",
+            Cause::Firewall => "firewall rule",
+            Cause::Unclassified => "unclassified",
+        }
+    }
+}
+
+/// How the drop probe can tell causes apart on this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage {
+    /// Sentinels are attached: every `NETFILTER_DROP` carries a stage.
+    Sentinels,
+    /// nf_conntrack is not loaded: nothing but rules can return DROP.
+    NoConntrack,
+    /// Neither: causes stay unknown.
+    Blind,
+}
+
+/// nftables frees the packets its rules drop itself, so this location is always a rule's.
+const NFTABLES: &str = "nft_do_chain";
+
+/// The cause of a drop with reason `reason` at `location` (a symbol, e.g. `nf_hook_slow+0x8e`),
+/// whose skb the sentinels last saw at `nf_stage`. None for other reasons.
+pub fn classify(reason: &str, location: &str, nf_stage: u8, coverage: Coverage) -> Option<Cause> {
+    if reason != "NETFILTER_DROP" {
+        return None;
+    }
+    if location.starts_with(NFTABLES) {
+        return Some(Cause::Firewall);
+    }
+    Some(match coverage {
+        Coverage::NoConntrack => Cause::Firewall,
+        Coverage::Blind => Cause::Unclassified,
+        Coverage::Sentinels => match nf_stage {
+            stage::RULES => Cause::Firewall,
+            stage::CONNTRACK_IN => Cause::ConntrackIn,
+            stage::CONNTRACK_CONFIRM => Cause::ConntrackConfirm,
+            _ => Cause::Unclassified,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_stage_names_its_cause() {
+        let at = |s| {
+            classify(
+                "NETFILTER_DROP",
+                "nf_hook_slow+0x8e",
+                s,
+                Coverage::Sentinels,
+            )
+        };
+        assert_eq!(at(stage::CONNTRACK_IN), Some(Cause::ConntrackIn));
+        assert_eq!(at(stage::CONNTRACK_CONFIRM), Some(Cause::ConntrackConfirm));
+        assert_eq!(at(stage::RULES), Some(Cause::Firewall));
+        assert_eq!(at(stage::UNSEEN), Some(Cause::Unclassified));
+        assert_eq!(at(stage::NONE), Some(Cause::Unclassified));
+    }
+
+    #[test]
+    fn nftables_drops_are_rules_whatever_the_stage() {
+        for cov in [Coverage::Sentinels, Coverage::Blind, Coverage::NoConntrack] {
+            assert_eq!(
+                classify(
+                    "NETFILTER_DROP",
+                    "nft_do_chain+0x3f1",
+                    stage::CONNTRACK_IN,
+                    cov
+                ),
+                Some(Cause::Firewall)
+            );
+        }
+    }
+
+    #[test]
+    fn without_sentinels_only_a_missing_conntrack_decides() {
+        let drop = |cov| classify("NETFILTER_DROP", "nf_hook_slow+0x8e", stage::NONE, cov);
+        assert_eq!(drop(Coverage::NoConntrack), Some(Cause::Firewall));
+        assert_eq!(drop(Coverage::Blind), Some(Cause::Unclassified));
+        assert_eq!(
+            classify(
+                "NO_SOCKET",
+                "nf_hook_slow",
+                stage::CONNTRACK_IN,
+                Coverage::Sentinels
+            ),
+            None
+        );
+    }
+}
