@@ -88,7 +88,7 @@ pub fn ensure(for_tests: bool) -> Result<()> {
     }
     let mut packages = vec!["llvm-22-dev"];
     if for_tests {
-        packages.extend(["iproute2", "nftables", "util-linux"]);
+        packages.extend(["iproute2", "nftables", "iptables", "util-linux"]);
     }
     apt_install(&packages)?;
     if !output("bpf-linker", &["--version"]).contains(BPF_LINKER_VERSION) {

@@ -5,6 +5,7 @@ pub mod confirm;
 pub mod run;
 pub mod sentinel;
 pub mod stage;
+pub mod staged;
 
 use std::{collections::BTreeMap, path::Path};
 

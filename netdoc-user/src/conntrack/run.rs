@@ -10,8 +10,11 @@ use super::{
     Attribution, attribute,
     confirm::{self, ConfirmProbe, InsertFailure},
     deltas, findings, snapshot,
+    stage::Cause,
+    staged::{CauseCounts, StageProbe},
 };
 use crate::{
+    drops::report::NamedDrop,
     facts::{conntrack::CpuCounters, netns},
     finding::Finding,
     kernel::Kernel,
@@ -44,7 +47,36 @@ struct Summary<'a> {
     /// Insertion-failure events delivered, and lost (buffer full or a missed kprobe entry).
     insert_failure_events: u64,
     insert_failure_events_lost: u64,
+    /// Without a function hook: the stage sentinels that name each `NETFILTER_DROP`'s cause,
+    /// or why they could not attach.
+    stage_probe: Option<&'a str>,
+    stage_degraded: Option<&'a str>,
+    /// `NETFILTER_DROP`s per cause (from the kernel's counts), and the conntrack-caused drop
+    /// events delivered and lost.
+    netfilter_causes: &'a CauseCounts,
+    conntrack_drop_events: u64,
+    conntrack_drop_events_lost: u64,
     findings: &'a [Finding],
+}
+
+/// Prints a drop conntrack caused (firewall drops are only counted); true if printed.
+fn print_drop(
+    d: &NamedDrop,
+    only_netns: Option<u32>,
+    json: bool,
+    out: &mut impl std::io::Write,
+) -> bool {
+    let ours = matches!(d.cause, Some(Cause::ConntrackConfirm | Cause::ConntrackIn));
+    if !ours || only_netns.is_some_and(|n| n != d.netns) {
+        return false;
+    }
+    let line = if json {
+        serde_json::to_string(d).unwrap_or_default()
+    } else {
+        let cause = d.cause.map_or("", Cause::describe);
+        format!("conntrack drop ({cause}): {} on CPU {}", d.flow(), d.cpu)
+    };
+    writeln!(out, "{line}").is_ok()
 }
 
 /// Prints insertion failures of the watched namespace; returns how many were printed.
@@ -117,11 +149,28 @@ pub async fn run(
     let ns = netns.as_deref();
     let first = snapshot(ns)?;
     let only_netns = ns.and_then(netns::resolve_arg);
-    let mut probe = ConfirmProbe::start(&Kernel::discover(btf));
-    match &probe {
-        Ok(p) => eprintln!("netdoc: attached {} probe via {}", confirm::PROBE, p.hook),
-        Err(why) => eprintln!("netdoc: degraded: {why}; conntrack counters only"),
-    }
+    let kernel = Kernel::discover(btf);
+    let mut probe = ConfirmProbe::start(&kernel);
+    // Without a function hook, layer (b) names the cause of each NETFILTER_DROP instead.
+    let mut staged = match &probe {
+        Ok(p) => {
+            eprintln!("netdoc: attached {} probe via {}", confirm::PROBE, p.hook);
+            None
+        }
+        Err(why) => {
+            let staged = StageProbe::start(&kernel, ns);
+            match &staged {
+                Ok(s) => eprintln!("netdoc: no function hook ({why}); using {}", s.describe()),
+                Err(e) => eprintln!("netdoc: degraded: {why}; and {e}; conntrack counters only"),
+            }
+            Some(staged)
+        }
+    };
+    let stage_probe = staged
+        .as_ref()
+        .and_then(|s| s.as_ref().ok())
+        .map(StageProbe::describe);
+    let mut drop_events = 0u64;
     eprintln!(
         "netdoc: attached to the conntrack counters of {}; Ctrl-C to stop",
         ns.unwrap_or("this namespace")
@@ -136,6 +185,12 @@ pub async fn run(
         tokio::select! {
             Some(batch) = async { probe.as_mut().ok()?.readers.rx.recv().await }, if probe.is_ok() => {
                 events += print_failures(batch, only_netns, json, &mut out);
+            },
+            Some(batch) = async { staged.as_mut()?.as_mut().ok()?.readers.rx.recv().await }, if matches!(staged, Some(Ok(_))) => {
+                let Some(Ok(s)) = staged.as_mut() else { continue };
+                for ev in &batch {
+                    drop_events += print_drop(&s.name(ev), only_netns, json, &mut out) as u64;
+                }
             },
             _ = tick.tick(), if !json => {
                 let now = snapshot(ns)?;
@@ -159,6 +214,16 @@ pub async fn run(
         }
         Err(why) => (None, Some(why), 0),
     };
+    let (causes, drops_lost, stage_degraded) = match staged {
+        Some(Ok(s)) => {
+            let (c, lost) = s
+                .finish(|d| drop_events += print_drop(&d, only_netns, json, &mut out) as u64)
+                .await;
+            (c, lost, None)
+        }
+        Some(Err(why)) => (CauseCounts::new(), 0, Some(why)),
+        None => (CauseCounts::new(), 0, None),
+    };
     let last = snapshot(ns)?;
     let d = deltas(&first, &last);
     let a = attribute(&d);
@@ -176,6 +241,11 @@ pub async fn run(
             confirm_degraded: degraded.as_deref(),
             insert_failure_events: events,
             insert_failure_events_lost: lost,
+            stage_probe: stage_probe.as_deref(),
+            stage_degraded: stage_degraded.as_deref(),
+            netfilter_causes: &causes,
+            conntrack_drop_events: drop_events,
+            conntrack_drop_events_lost: drops_lost,
             findings: &f,
         })? + "\n"
     } else {
@@ -195,6 +265,27 @@ pub async fn run(
             }
             (None, Some(why)) => {
                 let _ = writeln!(t, "no function hook on __nf_conntrack_confirm: {why}");
+            }
+            _ => {}
+        }
+        match (&stage_probe, &stage_degraded) {
+            (Some(p), _) => {
+                let causes: Vec<String> = causes
+                    .iter()
+                    .map(|(c, n)| format!("{n} {}", c.describe()))
+                    .collect();
+                let _ = writeln!(
+                    t,
+                    "NETFILTER_DROP causes via {p}: {} (conntrack drop events {drop_events}, lost {drops_lost})",
+                    if causes.is_empty() {
+                        "none".to_string()
+                    } else {
+                        causes.join(", ")
+                    }
+                );
+            }
+            (None, Some(why)) => {
+                let _ = writeln!(t, "NETFILTER_DROP causes unknown: {why}");
             }
             _ => {}
         }

@@ -40,13 +40,27 @@ pub struct DropsOptions {
     pub btf: PathBuf,
 }
 
-struct LiveNamer {
+/// Names from the running system: /proc/kallsyms, /run/netns, the devices in each namespace.
+pub struct LiveNamer {
     net_rx_known: bool,
     coverage: Coverage,
     reasons: DropReasons,
     kallsyms: Option<Kallsyms>,
     netns: NetnsNames,
     locations: HashMap<u64, String>,
+}
+
+impl LiveNamer {
+    pub fn new(reasons: DropReasons, net_rx_known: bool, coverage: Coverage) -> Self {
+        Self {
+            net_rx_known,
+            coverage,
+            reasons,
+            kallsyms: Kallsyms::load().ok(),
+            netns: NetnsNames::new(),
+            locations: HashMap::new(),
+        }
+    }
 }
 
 impl Namer for LiveNamer {
@@ -142,14 +156,7 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
     if let (Coverage::Blind, Err(why)) = (coverage, &sentinels) {
         eprintln!("netdoc: degraded: NETFILTER_DROP causes unknown: {why}");
     }
-    let mut namer = LiveNamer {
-        net_rx_known,
-        coverage,
-        reasons: kernel.reasons.clone(),
-        kallsyms: Kallsyms::load().ok(),
-        netns: NetnsNames::new(),
-        locations: HashMap::new(),
-    };
+    let mut namer = LiveNamer::new(kernel.reasons.clone(), net_rx_known, coverage);
     let mut candidates = kernel.candidates();
     if let Some(only) = &opts.hook {
         for c in &mut candidates {
