@@ -100,6 +100,10 @@ struct DropsArgs {
     /// Use only this hook type (tp_btf or tracepoint) instead of the best one that attaches.
     #[arg(long, value_parser = ["tp_btf", "tracepoint"])]
     hook: Option<String>,
+    /// Do not place the conntrack stage sentinels (they run on every packet through netfilter):
+    /// NETFILTER_DROP causes then stay unclassified.
+    #[arg(long)]
+    no_causes: bool,
 }
 
 #[derive(clap::Args)]
@@ -200,6 +204,7 @@ async fn run(cli: Cli) -> Result<u8> {
                     addr: a.addr,
                 },
                 hook: a.hook,
+                causes: !a.no_causes,
                 btf: cli.btf,
             })
             .await

@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: CPU cost per dropped packet with no tracer, an empty program (the floor),
-//! netdoc counts-only and netdoc streaming, interleaved; plus event delivery at full drop rate.
+//! netdoc counts-only, counts-only with the conntrack stage sentinels, and streaming (with them),
+//! interleaved; plus event delivery at full drop rate.
 use std::{
     io::{BufRead as _, BufReader},
     net::UdpSocket,
@@ -32,16 +33,26 @@ enum Mode {
     None,
     Floor,
     CountsOnly,
+    /// Counts-only plus the stage sentinels: on loopback each datagram crosses ten of them
+    /// (LOCAL_OUT, POST_ROUTING, PRE_ROUTING, LOCAL_IN).
+    CountsCauses,
     Streaming,
 }
 
 impl Mode {
-    const ALL: [Mode; 4] = [Mode::None, Mode::Floor, Mode::CountsOnly, Mode::Streaming];
+    const ALL: [Mode; 5] = [
+        Mode::None,
+        Mode::Floor,
+        Mode::CountsOnly,
+        Mode::CountsCauses,
+        Mode::Streaming,
+    ];
     fn name(self) -> &'static str {
         match self {
             Mode::None => "no tracer",
             Mode::Floor => "empty program",
             Mode::CountsOnly => "netdoc counts-only",
+            Mode::CountsCauses => "+ stage sentinels",
             Mode::Streaming => "netdoc streaming",
         }
     }
@@ -61,6 +72,7 @@ pub fn run(netdoc: &Path, args: &BenchArgs) -> Result<()> {
     let out_file = std::env::temp_dir().join(format!("netdoc-bench-{}.json", std::process::id()));
     let mut samples: Vec<Vec<Sample>> = Mode::ALL.iter().map(|_| Vec::new()).collect();
     let mut last_summary = None;
+    let mut stages = None;
     for round in 0..args.rounds {
         for (i, mode) in Mode::ALL.iter().enumerate() {
             let tracer = start(netdoc, *mode, &out_file, args.cpu)?;
@@ -70,6 +82,12 @@ pub fn run(netdoc: &Path, args: &BenchArgs) -> Result<()> {
             }
             if *mode == Mode::Streaming {
                 last_summary = summary_line(&out_file);
+            }
+            if *mode == Mode::CountsCauses {
+                stages = summary_line(&out_file).and_then(|s| {
+                    let placed = s.get("netfilter_stages")?.as_str()?;
+                    placed.contains("links").then(|| placed.to_string())
+                });
             }
             eprintln!(
                 "round {}/{}: {:<20} {:>6.0} ns/pkt on the sender CPU, {:>6.0} ns/pkt box busy",
@@ -132,6 +150,11 @@ pub fn run(netdoc: &Path, args: &BenchArgs) -> Result<()> {
             "empty-program overhead is below this run's noise; ratio not meaningful (more --count or --rounds)"
         );
     }
+    println!(
+        "conntrack stage sentinels added {:.1} ns/pkt to counts-only ({})",
+        cpu[3] - cpu[2],
+        stages.as_deref().unwrap_or("not placed: no nf_conntrack")
+    );
     match last_summary {
         Some(s) => {
             let get = |k: &str| s.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
@@ -155,7 +178,8 @@ fn start(netdoc: &Path, mode: Mode, out_file: &Path, sender_cpu: usize) -> Resul
     let args: &[&str] = match mode {
         Mode::None => return Ok(None),
         Mode::Floor => &["bench-floor"],
-        Mode::CountsOnly => &["drops", "--counts-only", "--json"],
+        Mode::CountsOnly => &["drops", "--counts-only", "--json", "--no-causes"],
+        Mode::CountsCauses => &["drops", "--counts-only", "--json"],
         Mode::Streaming => &["drops", "--json"],
     };
     let stdout = std::fs::File::create(out_file)?;

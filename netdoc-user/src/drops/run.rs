@@ -37,6 +37,8 @@ pub struct DropsOptions {
     pub filter: FilterArgs,
     /// Restricts the planner to one hook type.
     pub hook: Option<String>,
+    /// Whether to place the conntrack stage sentinels that name NETFILTER_DROP causes.
+    pub causes: bool,
     pub btf: PathBuf,
 }
 
@@ -113,7 +115,13 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
         );
     }
     cfg.stream = streaming as u32;
-    let netfilter_drop = sentinel::wanted(&kernel.reasons);
+    // No sentinels (they run on every packet through netfilter) when --reason leaves no
+    // NETFILTER_DROP to explain.
+    let explain_netfilter = opts.causes
+        && (filter.reasons.is_empty()
+            || (kernel.reasons.code("NETFILTER_DROP"))
+                .is_some_and(|c| filter.reasons.contains(&c)));
+    let netfilter_drop = sentinel::wanted(&kernel.reasons).filter(|_| explain_netfilter);
     cfg.netfilter_drop = netfilter_drop.unwrap_or(netdoc_common::REASON_UNAVAILABLE);
 
     let mut ebpf = loader::load(&Configs {
@@ -148,12 +156,19 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
         .and_then(netns::other_file)
         .into_iter()
         .collect();
-    let (coverage, sentinels) = sentinel::start(&ebpf, netfilter_drop, &namespaces);
+    let (coverage, sentinels) = if explain_netfilter {
+        sentinel::start(&ebpf, netfilter_drop, &namespaces)
+    } else {
+        (
+            Coverage::Blind,
+            Err("not needed: --reason leaves out NETFILTER_DROP".into()),
+        )
+    };
     let netfilter_stages = match &sentinels {
         Ok(s) => s.describe(),
         Err(why) => why.clone(),
     };
-    if let (Coverage::Blind, Err(why)) = (coverage, &sentinels) {
+    if let (true, Coverage::Blind, Err(why)) = (explain_netfilter, coverage, &sentinels) {
         eprintln!("netdoc: degraded: NETFILTER_DROP causes unknown: {why}");
     }
     let mut namer = LiveNamer::new(kernel.reasons.clone(), net_rx_known, coverage);

@@ -419,14 +419,19 @@ fn render_matrix(rows: &[Verdict]) -> String {
 fn probe_cell(plan: &serde_json::Value) -> String {
     let attempts = plan["attempts"].as_array().cloned().unwrap_or_default();
     let hook = |a: &serde_json::Value| {
+        // The type, then whatever names the target (a netfilter link has none).
         let h = &a["hook"];
-        let kind = h["type"].as_str().unwrap_or("?");
-        let target = [&h["event"], &h["category"], &h["name"], &h["function"]]
-            .iter()
-            .filter_map(|v| v.as_str())
-            .collect::<Vec<_>>()
-            .join("/");
-        format!("{kind}/{target}")
+        [
+            &h["type"],
+            &h["event"],
+            &h["category"],
+            &h["name"],
+            &h["function"],
+        ]
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect::<Vec<_>>()
+        .join("/")
     };
     let attached = |a: &serde_json::Value| a["outcome"]["status"] == "attached";
     // Why each hook before the chosen one (or every hook, if none attached) was passed over.
@@ -490,5 +495,9 @@ mod tests {
             probe_cell(&plan),
             "degraded: no hook attaches (fexit/f: EPERM; kretprobe/f: no kprobes)"
         );
+        let plan = json!({"probe": "p", "attempts": [
+            {"hook": {"type": "netfilter_link"}, "outcome": {"status": "attached"}},
+        ]});
+        assert_eq!(probe_cell(&plan), "attached via netfilter_link");
     }
 }

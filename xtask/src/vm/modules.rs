@@ -18,6 +18,7 @@ pub const WANTED: &[&str] = &[
     "nf_tables",
     "nft_ct",
     "nft_chain_nat",
+    "nft_nat",
     "nf_nat",
     "nft_masq",
     "nft_reject_inet",
