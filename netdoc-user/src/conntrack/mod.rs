@@ -2,6 +2,7 @@
 //! deltas and table usage, read inside the namespace in question, and what they say about
 //! `NETFILTER_DROP`s (insert failure, table full, or neither: a firewall rule).
 pub mod confirm;
+mod nfprog;
 pub mod run;
 pub mod sentinel;
 pub mod stage;

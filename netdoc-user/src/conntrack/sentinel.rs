@@ -3,20 +3,18 @@
 //! CPU the last skb they saw and the stage (`NF_STAGE`). The drop program reads that mark for
 //! every `NETFILTER_DROP`, which pins the drop to conntrack-in, conntrack confirm or a rule.
 //!
-//! aya 0.14 has no netfilter program type and its object parser refuses unknown sections, so
-//! the sentinel (twelve instructions) is assembled here and loaded with raw `bpf(2)` calls.
-//! Links belong to this process: closing them (dropping [`Sentinels`]) detaches them.
+//! The program itself is assembled in `nfprog`. Links belong to this process: closing them
+//! (dropping [`Sentinels`]) detaches them.
 use std::{
     io,
-    os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+    os::fd::{AsFd as _, OwnedFd},
     path::{Path, PathBuf},
 };
 
 use aya::{Ebpf, maps::Map};
-use aya_obj::generated::{bpf_attach_type, bpf_cmd, bpf_func_id, bpf_prog_type};
 use netdoc_common::conntrack::stage;
 
-use super::stage::Coverage;
+use super::{nfprog, stage::Coverage};
 use crate::{
     drops::reasons::DropReasons,
     facts::netns,
@@ -55,198 +53,26 @@ struct Placement {
 /// mark at every hook's entry keeps a stale mark from an earlier skb at the same address from
 /// ever describing a later drop.
 const PLACEMENTS: [Placement; 11] = [
-    Placement {
-        hook: PRE_ROUTING,
-        priority: FIRST,
-        step: 1,
-        stage: stage::RULES,
-    },
-    Placement {
-        hook: PRE_ROUTING,
-        priority: CONNTRACK - 1,
-        step: -1,
-        stage: stage::CONNTRACK_IN,
-    },
-    Placement {
-        hook: PRE_ROUTING,
-        priority: CONNTRACK + 1,
-        step: 1,
-        stage: stage::RULES,
-    },
-    Placement {
-        hook: LOCAL_IN,
-        priority: FIRST,
-        step: 1,
-        stage: stage::RULES,
-    },
-    Placement {
-        hook: LOCAL_IN,
-        priority: BEFORE_CONFIRM,
-        step: -1,
-        stage: stage::CONNTRACK_CONFIRM,
-    },
-    Placement {
-        hook: FORWARD,
-        priority: FIRST,
-        step: 1,
-        stage: stage::RULES,
-    },
-    Placement {
-        hook: LOCAL_OUT,
-        priority: FIRST,
-        step: 1,
-        stage: stage::RULES,
-    },
-    Placement {
-        hook: LOCAL_OUT,
-        priority: CONNTRACK - 1,
-        step: -1,
-        stage: stage::CONNTRACK_IN,
-    },
-    Placement {
-        hook: LOCAL_OUT,
-        priority: CONNTRACK + 1,
-        step: 1,
-        stage: stage::RULES,
-    },
-    Placement {
-        hook: POST_ROUTING,
-        priority: FIRST,
-        step: 1,
-        stage: stage::RULES,
-    },
-    Placement {
-        hook: POST_ROUTING,
-        priority: BEFORE_CONFIRM,
-        step: -1,
-        stage: stage::CONNTRACK_CONFIRM,
-    },
+    at(PRE_ROUTING, FIRST, 1, stage::RULES),
+    at(PRE_ROUTING, CONNTRACK - 1, -1, stage::CONNTRACK_IN),
+    at(PRE_ROUTING, CONNTRACK + 1, 1, stage::RULES),
+    at(LOCAL_IN, FIRST, 1, stage::RULES),
+    at(LOCAL_IN, BEFORE_CONFIRM, -1, stage::CONNTRACK_CONFIRM),
+    at(FORWARD, FIRST, 1, stage::RULES),
+    at(LOCAL_OUT, FIRST, 1, stage::RULES),
+    at(LOCAL_OUT, CONNTRACK - 1, -1, stage::CONNTRACK_IN),
+    at(LOCAL_OUT, CONNTRACK + 1, 1, stage::RULES),
+    at(POST_ROUTING, FIRST, 1, stage::RULES),
+    at(POST_ROUTING, BEFORE_CONFIRM, -1, stage::CONNTRACK_CONFIRM),
 ];
 
-/// One BPF instruction, as `struct bpf_insn`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Insn {
-    code: u8,
-    /// Source register in the high nibble, destination in the low one.
-    regs: u8,
-    off: i16,
-    imm: i32,
-}
-
-const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn {
-        code,
-        regs: (src << 4) | dst,
-        off,
-        imm,
+const fn at(hook: u32, priority: i32, step: i32, stage: u8) -> Placement {
+    Placement {
+        hook,
+        priority,
+        step,
+        stage,
     }
-}
-
-/// `BPF_PSEUDO_MAP_FD`: the immediate of a 64-bit load is a map fd.
-const PSEUDO_MAP_FD: u8 = 1;
-const NF_ACCEPT: i32 = 1;
-
-/// The sentinel: `mark = NF_STAGE[0]; mark.skb = ctx->skb; mark.stage = STAGE; return ACCEPT`.
-/// `struct bpf_nf_ctx` is `{ state, skb }`.
-fn sentinel(map_fd: i32, stage: u8) -> Vec<Insn> {
-    let lookup = bpf_func_id::BPF_FUNC_map_lookup_elem as i32;
-    vec![
-        insn(0x79, 6, 1, 8, 0),                  // r6 = *(u64 *)(r1 + 8): ctx->skb
-        insn(0x62, 10, 0, -4, 0),                // *(u32 *)(r10 - 4) = 0: the key
-        insn(0x18, 1, PSEUDO_MAP_FD, 0, map_fd), // r1 = NF_STAGE
-        insn(0x00, 0, 0, 0, 0),                  //      (upper half of the 64-bit load)
-        insn(0xbf, 2, 10, 0, 0),                 // r2 = r10
-        insn(0x07, 2, 0, 0, -4),                 // r2 += -4
-        insn(0x85, 0, 0, 0, lookup),             // r0 = bpf_map_lookup_elem(r1, r2)
-        insn(0x15, 0, 0, 2, 0),                  // if r0 == 0 goto accept
-        insn(0x7b, 0, 6, 0, 0),                  // *(u64 *)(r0 + 0) = r6: mark.skb
-        insn(0x62, 0, 0, 8, stage as i32),       // *(u32 *)(r0 + 8) = stage: mark.stage
-        insn(0xb7, 0, 0, 0, NF_ACCEPT),          // accept: r0 = NF_ACCEPT
-        insn(0x95, 0, 0, 0, 0),                  // exit
-    ]
-}
-
-/// The `BPF_PROG_LOAD` part of `union bpf_attr`; the kernel zero-fills the rest.
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-}
-
-/// The `BPF_LINK_CREATE` part of `union bpf_attr`, netfilter flavour.
-#[repr(C)]
-struct NetfilterLinkAttr {
-    prog_fd: u32,
-    target_fd: u32,
-    attach_type: u32,
-    flags: u32,
-    pf: u32,
-    hooknum: u32,
-    priority: i32,
-    nf_flags: u32,
-}
-
-fn bpf<T>(cmd: bpf_cmd, attr: &mut T) -> io::Result<OwnedFd> {
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd as libc::c_int,
-            std::ptr::from_mut(attr),
-            size_of::<T>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a successful BPF_PROG_LOAD or BPF_LINK_CREATE returns a new fd we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-fn load(map: BorrowedFd<'_>, stage: u8) -> Result<OwnedFd, String> {
-    let insns = sentinel(map.as_raw_fd(), stage);
-    let license = c"GPL";
-    let mut log = vec![0u8; 64 * 1024];
-    let mut attr = ProgLoadAttr {
-        prog_type: bpf_prog_type::BPF_PROG_TYPE_NETFILTER as u32,
-        insn_cnt: insns.len() as u32,
-        insns: insns.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        log_level: 1,
-        log_size: log.len() as u32,
-        log_buf: log.as_mut_ptr() as u64,
-        expected_attach_type: bpf_attach_type::BPF_NETFILTER as u32,
-        ..Default::default()
-    };
-    attr.prog_name[..12].copy_from_slice(b"nf_stage_snt");
-    bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr).map_err(|e| {
-        let verifier = String::from_utf8_lossy(&log);
-        let last = verifier
-            .trim_end_matches('\0')
-            .lines()
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .to_string();
-        match e.raw_os_error() {
-            Some(libc::EINVAL) if last.is_empty() => {
-                "the kernel refused a netfilter BPF program (netfilter links need 6.4+)".into()
-            }
-            Some(libc::EPERM) => "netfilter BPF programs need CAP_BPF and CAP_NET_ADMIN".into(),
-            _ if last.is_empty() => format!("loading the sentinel: {e}"),
-            _ => format!("loading the sentinel: {e}: {last}"),
-        }
-    })
 }
 
 /// One attached sentinel, as `netdoc probes` and the summaries report it.
@@ -282,20 +108,6 @@ impl Sentinels {
     }
 }
 
-fn link(prog: &OwnedFd, pf: u32, hook: u32, priority: i32) -> io::Result<OwnedFd> {
-    let mut attr = NetfilterLinkAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        target_fd: 0,
-        attach_type: bpf_attach_type::BPF_NETFILTER as u32,
-        flags: 0,
-        pf,
-        hooknum: hook,
-        priority,
-        nf_flags: 0,
-    };
-    bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr)
-}
-
 /// Places every sentinel of one family in the calling thread's namespace.
 fn place_family(
     programs: &[(u8, OwnedFd)],
@@ -312,7 +124,7 @@ fn place_family(
         let mut attempt = 0;
         loop {
             let priority = p.priority + attempt * p.step;
-            match link(prog, pf, p.hook, priority) {
+            match nfprog::link(prog, pf, p.hook, priority) {
                 Ok(fd) => {
                     links.push(fd);
                     placed.push(Placed {
@@ -374,7 +186,7 @@ fn attach(ebpf: &Ebpf, namespaces: &[PathBuf]) -> Result<Sentinels, String> {
     let programs = std::sync::Arc::new(
         [stage::RULES, stage::CONNTRACK_IN, stage::CONNTRACK_CONFIRM]
             .into_iter()
-            .map(|s| load(std::os::fd::AsFd::as_fd(fd), s).map(|p| (s, p)))
+            .map(|s| nfprog::load(fd.as_fd(), s).map(|p| (s, p)))
             .collect::<Result<Vec<_>, _>>()?,
     );
     let Here {
@@ -490,30 +302,6 @@ pub fn layout(placed: &[Placed], family: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn instructions_encode_registers_and_the_map_load() {
-        let p = sentinel(7, stage::CONNTRACK_IN);
-        assert_eq!(p.len(), 12);
-        assert_eq!(size_of::<Insn>(), 8);
-        // r6 = *(u64 *)(r1 + 8): dst 6 in the low nibble, src 1 in the high one.
-        assert_eq!((p[0].code, p[0].regs, p[0].off), (0x79, 0x16, 8));
-        assert_eq!(
-            (p[2].regs, p[2].imm),
-            (0x11, 7),
-            "r1 = map fd 7 (pseudo map fd)"
-        );
-        assert_eq!(p[9].imm, stage::CONNTRACK_IN as i32);
-        // The null check jumps over both stores to `r0 = NF_ACCEPT`.
-        assert_eq!(p[7 + 1 + p[7].off as usize], insn(0xb7, 0, 0, 0, NF_ACCEPT));
-        assert_eq!(p.last().unwrap().code, 0x95);
-    }
-
-    #[test]
-    fn attr_layouts_match_the_kernel() {
-        assert_eq!(std::mem::offset_of!(ProgLoadAttr, expected_attach_type), 68);
-        assert_eq!(size_of::<NetfilterLinkAttr>(), 32);
-    }
 
     #[test]
     fn every_conntrack_hook_has_its_marks() {
