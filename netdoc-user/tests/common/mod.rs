@@ -164,8 +164,8 @@ impl Pair {
             .ino()
     }
 
-    /// Sends `n` datagrams from namespace a to b's `port`, from a thread pinned to CPU 0.
-    pub fn send(&self, port: u16, n: usize) {
+    /// Runs `f(from, to)` (a's and b's addresses) on a thread in namespace a pinned to CPU 0.
+    fn from_a<T: Send + 'static>(&self, f: impl FnOnce(&str, &str) -> T + Send + 'static) -> T {
         let ns = File::open(format!("/run/netns/{}", self.a)).unwrap();
         let (from, to) = (self.ip_a.clone(), self.ip_b.clone());
         std::thread::spawn(move || {
@@ -175,36 +175,32 @@ impl Pair {
                 libc::CPU_SET(0, &mut set);
                 libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
             }
-            let sock = UdpSocket::bind((from.as_str(), 0)).unwrap();
-            for i in 0..n {
-                sock.send_to(
-                    format!("netdoc test {i:04}").as_bytes(),
-                    (to.as_str(), port),
-                )
-                .unwrap();
-            }
+            f(&from, &to)
         })
         .join()
-        .unwrap();
+        .unwrap()
+    }
+
+    /// Sends `n` datagrams from namespace a to b's `port`, from a thread pinned to CPU 0.
+    pub fn send(&self, port: u16, n: usize) {
+        self.from_a(move |from, to| {
+            let sock = UdpSocket::bind((from, 0)).unwrap();
+            for i in 0..n {
+                sock.send_to(format!("netdoc test {i:04}").as_bytes(), (to, port))
+                    .unwrap();
+            }
+        })
     }
 
     /// Sends one datagram from each of `flows` new sockets (a new source port, so a new flow
     /// each) from namespace a to b's `port`, pinned to CPU 0. Returns how many sends netfilter
     /// refused (EPERM: dropped on the way out).
     pub fn send_flows(&self, port: u16, flows: usize) -> usize {
-        let ns = File::open(format!("/run/netns/{}", self.a)).unwrap();
-        let (from, to) = (self.ip_a.clone(), self.ip_b.clone());
-        std::thread::spawn(move || {
-            unsafe {
-                assert_eq!(libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET), 0, "setns");
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(0, &mut set);
-                libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-            }
+        self.from_a(move |from, to| {
             let mut refused = 0;
             for i in 0..flows {
-                let sock = UdpSocket::bind((from.as_str(), 0)).unwrap();
-                match sock.send_to(format!("flow {i:04}").as_bytes(), (to.as_str(), port)) {
+                let sock = UdpSocket::bind((from, 0)).unwrap();
+                match sock.send_to(format!("flow {i:04}").as_bytes(), (to, port)) {
                     Ok(_) => {}
                     Err(e) if e.raw_os_error() == Some(libc::EPERM) => refused += 1,
                     Err(e) => panic!("send: {e}"),
@@ -212,8 +208,6 @@ impl Pair {
             }
             refused
         })
-        .join()
-        .unwrap()
     }
 
     pub fn udp_no_ports(&self) -> u64 {
