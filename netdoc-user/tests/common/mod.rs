@@ -165,7 +165,7 @@ impl Pair {
     }
 
     /// Runs `f(from, to)` (a's and b's addresses) on a thread in namespace a pinned to CPU 0.
-    fn from_a<T: Send + 'static>(&self, f: impl FnOnce(&str, &str) -> T + Send + 'static) -> T {
+    fn run_in_a<T: Send + 'static>(&self, f: impl FnOnce(&str, &str) -> T + Send + 'static) -> T {
         let ns = File::open(format!("/run/netns/{}", self.a)).unwrap();
         let (from, to) = (self.ip_a.clone(), self.ip_b.clone());
         std::thread::spawn(move || {
@@ -183,7 +183,7 @@ impl Pair {
 
     /// Sends `n` datagrams from namespace a to b's `port`, from a thread pinned to CPU 0.
     pub fn send(&self, port: u16, n: usize) {
-        self.from_a(move |from, to| {
+        self.run_in_a(move |from, to| {
             let sock = UdpSocket::bind((from, 0)).unwrap();
             for i in 0..n {
                 sock.send_to(format!("netdoc test {i:04}").as_bytes(), (to, port))
@@ -196,7 +196,7 @@ impl Pair {
     /// each) from namespace a to b's `port`, pinned to CPU 0. Returns how many sends netfilter
     /// refused (EPERM: dropped on the way out).
     pub fn send_flows(&self, port: u16, flows: usize) -> usize {
-        self.from_a(move |from, to| {
+        self.run_in_a(move |from, to| {
             let mut refused = 0;
             for i in 0..flows {
                 let sock = UdpSocket::bind((from, 0)).unwrap();
