@@ -439,4 +439,53 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn netfilter_drops_split_by_cause_and_stages_of_one_cause_share_a_row() {
+        use netdoc_common::conntrack::stage as st;
+        let key = |nf_stage| DropKey {
+            reason: 12, // NETFILTER_DROP in the 6.18 format
+            nf_stage,
+            location: 0x40,
+            ..DropKey::default()
+        };
+        let counts: KernelCounts = vec![
+            (key(st::CONNTRACK_IN), vec![7, 0]),
+            (key(st::RULES), vec![0, 2]),
+            (key(st::UNSEEN), vec![1, 0]),
+            (key(st::NONE), vec![0, 1]),
+        ];
+        let rows = rows(&counts, &HashMap::new(), 0.0, &HashMap::new(), &mut namer());
+        let by_cause: Vec<(Option<Cause>, u64)> = rows.iter().map(|r| (r.cause, r.count)).collect();
+        assert_eq!(
+            by_cause,
+            [
+                (Some(Cause::ConntrackIn), 7),
+                (Some(Cause::Firewall), 2),
+                (Some(Cause::Unclassified), 2)
+            ]
+        );
+        assert_eq!(rows[2].cpus, BTreeMap::from([(0, 1), (1, 1)]));
+        let s = summary(SummaryInput {
+            hook: "tp_btf/kfree_skb".into(),
+            reason_names: "test",
+            duration_s: 1.0,
+            streaming: false,
+            stats: KernelStats::default(),
+            delivered: 0,
+            unknown_records: 0,
+            in_net_rx: None,
+            netfilter_stages: "22 netfilter links in 1 namespace(s)".into(),
+            rows: &rows,
+        });
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["netfilter_causes"]["conntrack_in"], 7);
+        assert_eq!(v["locations"][0]["cause"], "conntrack_in");
+        let text = crate::drops::render::summary(&s);
+        assert!(
+            text.contains("NETFILTER_DROP (conntrack in: table full or invalid)")
+                && text.contains("NETFILTER_DROP causes: 7 conntrack in"),
+            "{text}"
+        );
+    }
 }
