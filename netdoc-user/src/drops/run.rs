@@ -158,6 +158,8 @@ pub async fn run(opts: DropsOptions) -> Result<()> {
         .collect();
     let (coverage, sentinels) = if explain_netfilter {
         sentinel::start(&ebpf, netfilter_drop, &namespaces)
+    } else if !opts.causes {
+        (Coverage::Blind, Err("--no-causes given".into()))
     } else {
         (
             Coverage::Blind,
