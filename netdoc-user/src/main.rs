@@ -1,17 +1,18 @@
 //! netdoc: a Linux network doctor built on eBPF.
-mod addr;
 mod check;
+mod cmd;
 mod conntrack;
 mod drops;
 mod facts;
-mod finding;
+mod family;
 mod kernel;
 mod loader;
+mod model;
 mod planner;
-mod probes;
 mod retrans;
+mod sentinel;
+mod session;
 mod softirq;
-mod stream;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -37,7 +38,7 @@ enum Command {
     /// Live drop-reason tracing at skb:kfree_skb.
     Drops(DropsArgs),
     /// TCP retransmits per flow, with MTU black-hole detection.
-    Retrans(stream::StreamOptions),
+    Retrans(session::stream::StreamOptions),
     /// Conntrack counters per CPU (insert_failed, drop, early_drop, ...) and table usage.
     Conntrack {
         /// Read the counters of this network namespace (name under /run/netns or path).
@@ -81,7 +82,7 @@ enum Command {
 #[derive(clap::Args)]
 struct DropsArgs {
     #[command(flatten)]
-    stream: stream::StreamOptions,
+    stream: session::stream::StreamOptions,
     /// Only these drop reasons (comma-separated names, e.g. NO_SOCKET,NETFILTER_DROP).
     #[arg(long)]
     reason: Option<String>,
@@ -98,8 +99,8 @@ struct DropsArgs {
     #[arg(long)]
     addr: Option<IpAddr>,
     /// Use only this hook type (tp_btf or tracepoint) instead of the best one that attaches.
-    #[arg(long, value_parser = ["tp_btf", "tracepoint"])]
-    hook: Option<String>,
+    #[arg(long)]
+    hook: Option<planner::HookKind>,
     /// Do not place the conntrack stage sentinels (they run on every packet through netfilter):
     /// NETFILTER_DROP causes then stay unclassified.
     #[arg(long)]
@@ -191,37 +192,36 @@ fn main() -> ExitCode {
 
 /// The exit code: 0 for every command but `check`, whose verdict it is.
 async fn run(cli: Cli) -> Result<u8> {
+    // Every command attaches probes: say so before touching tracefs or BTF.
+    facts::caps::require_tracing()?;
+    let kernel = kernel::Kernel::discover(&cli.btf);
     match cli.command {
-        Command::Check(a) => return check::run(a, &cli.btf).await,
+        Command::Check(a) => return check::run(a, kernel).await,
         Command::Drops(a) => {
-            drops::run::run(drops::run::DropsOptions {
-                stream: a.stream,
-                filter: drops::filter::FilterArgs {
-                    reason: a.reason,
-                    netns: a.netns,
-                    proto: a.proto,
-                    port: a.port,
-                    addr: a.addr,
+            cmd::drops::run(
+                cmd::drops::DropsOptions {
+                    stream: a.stream,
+                    filter: drops::filter::FilterArgs {
+                        reason: a.reason,
+                        netns: a.netns,
+                        proto: a.proto,
+                        port: a.port,
+                        addr: a.addr,
+                    },
+                    hook: a.hook,
+                    causes: !a.no_causes,
                 },
-                hook: a.hook,
-                causes: !a.no_causes,
-                btf: cli.btf,
-            })
+                kernel,
+            )
             .await
         }
-        Command::Retrans(a) => {
-            retrans::run::run(retrans::run::RetransOptions {
-                stream: a,
-                btf: cli.btf,
-            })
-            .await
-        }
+        Command::Retrans(a) => cmd::retrans::run(a, kernel).await,
         Command::Conntrack {
             netns,
             duration,
             interval,
             json,
-        } => conntrack::run::run(netns, duration, interval, json, &cli.btf).await,
+        } => cmd::conntrack::run(netns, duration, interval, json, kernel).await,
         Command::Softirq(a) => {
             let Some(vector) = softirq::vector_number(&a.vector) else {
                 bail!(
@@ -230,20 +230,22 @@ async fn run(cli: Cli) -> Result<u8> {
                     softirq::VECTOR_NAMES.join(", ")
                 );
             };
-            softirq::run::softirq(softirq::run::SoftirqOptions {
-                duration: a.duration,
-                interval: a.interval,
-                vector,
-                svg: a.svg,
-                json: a.json,
-                width: a.width.max(1),
-                btf: cli.btf,
-            })
+            cmd::softirq::softirq(
+                cmd::softirq::SoftirqOptions {
+                    duration: a.duration,
+                    interval: a.interval,
+                    vector,
+                    svg: a.svg,
+                    json: a.json,
+                    width: a.width.max(1),
+                },
+                kernel,
+            )
             .await
         }
-        Command::Irq { duration, json } => softirq::run::irq(duration, json, cli.btf).await,
-        Command::Probes { json } => probes::show(&cli.btf, json),
-        Command::BenchFloor => probes::bench_floor(&cli.btf).await,
+        Command::Irq { duration, json } => cmd::softirq::irq(duration, json, kernel).await,
+        Command::Probes { json } => cmd::probes::show(kernel, json),
+        Command::BenchFloor => cmd::probes::bench_floor(kernel).await,
     }
     .map(|()| 0)
 }

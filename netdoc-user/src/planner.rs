@@ -57,6 +57,24 @@ impl fmt::Display for Hook {
     }
 }
 
+/// The hook types a user may force with `--hook`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HookKind {
+    #[value(name = "tp_btf")]
+    TpBtf,
+    Tracepoint,
+}
+
+impl HookKind {
+    /// As [`Hook::kind`] names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            HookKind::TpBtf => "tp_btf",
+            HookKind::Tracepoint => "tracepoint",
+        }
+    }
+}
+
 /// One way to attach a probe: a hook, the program for it, and what it needs from userspace.
 #[derive(Debug, Clone)]
 pub struct Candidate {

@@ -20,11 +20,12 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     conntrack,
-    facts::{caps, netns, snmp},
+    facts::{netns, snmp},
     kernel::Kernel,
+    session::live::{self, Quiet, Schedule, Signals},
 };
 use expect::Expectation;
-use measure::Measurements;
+use measure::{Measurements, ScenarioFacts};
 use verdict::Reproducer;
 
 /// Above 127, so that `git bisect run` aborts instead of calling the kernel bad.
@@ -116,7 +117,7 @@ fn read_counters(namespaces: &[PathBuf]) -> snmp::Counters {
     sum
 }
 
-pub async fn run(a: CheckArgs, btf: &Path) -> Result<u8> {
+pub async fn run(a: CheckArgs, kernel: Kernel) -> Result<u8> {
     let expectations = expectations(&a)?;
     let how = match (&a.scenario, a.duration, a.command.is_empty()) {
         (Some(_), None, true) => None,
@@ -131,7 +132,6 @@ pub async fn run(a: CheckArgs, btf: &Path) -> Result<u8> {
     if expectations.is_empty() && matches!(how, Some(Reproduce::Watch(_))) {
         bail!("--duration needs at least one --expect or --expect-file");
     }
-    caps::require_tracing()?;
     if a.scenario.is_some() && a.netns.is_some() {
         bail!("--scenario runs in namespaces of its own: drop --netns");
     }
@@ -141,23 +141,42 @@ pub async fn run(a: CheckArgs, btf: &Path) -> Result<u8> {
     };
     let namespaces = counter_namespaces(&a, &how)?;
     let inodes: BTreeSet<u32> = namespaces.iter().filter_map(|p| netns::inode(p)).collect();
-    let kernel = Kernel::discover(btf);
-    let tracer = tracer::Tracer::start(&kernel, a.netns.as_deref(), inodes)?;
+    let mut signals = Signals::install()?;
+    let mut tracer = tracer::start(kernel, a.netns.as_deref())?;
     let counters_before = read_counters(&namespaces);
     let conntrack_before = conntrack::snapshot(a.netns.as_deref()).ok();
 
     let mut measured = Measurements::default();
-    let reproducer = match &how {
-        Reproduce::Command(cmd) => run_command(cmd, a.timeout).await?,
-        Reproduce::Watch(d) => {
-            tokio::time::sleep(*d).await;
-            Reproducer::None
-        }
-        Reproduce::Scenario(t) => {
-            measured.scenario = Some(t.run(a.timeout).context("running the scenario")?);
-            Reproducer::None
+    let reproduce = async {
+        match &how {
+            Reproduce::Command(cmd) => run_command(cmd, a.timeout).await,
+            Reproduce::Watch(d) => {
+                tokio::time::sleep(*d).await;
+                Ok((Reproducer::None, None))
+            }
+            Reproduce::Scenario(t) => {
+                let facts = tokio::task::block_in_place(|| t.run(a.timeout))
+                    .context("running the scenario")?;
+                Ok((Reproducer::None, Some(facts)))
+            }
         }
     };
+    let schedule = Schedule {
+        interval: Duration::from_secs(3600),
+        duration: None,
+    };
+    let ended = match tracer.as_mut() {
+        Ok(session) => live::drive(session, &mut Quiet, &mut signals, schedule, reproduce).await?,
+        Err(_) => live::without_session(&mut signals, reproduce).await,
+    };
+    let Some(outcome) = ended.value else {
+        bail!(
+            "interrupted by {:?} before the reproducer finished",
+            ended.ending
+        );
+    };
+    let (reproducer, scenario) = outcome?;
+    measured.scenario = scenario;
 
     let after = read_counters(&namespaces);
     measured.counters = snmp::deltas(&counters_before, &after);
@@ -177,7 +196,7 @@ pub async fn run(a: CheckArgs, btf: &Path) -> Result<u8> {
         ),
         Err(e) => Err(format!("{e:#}")),
     });
-    tracer.finish(&mut measured);
+    tracer::finish(&tracer, &inodes, &mut measured);
     drop(how); // removes the scenario's namespaces before the verdict is printed
 
     let report = verdict::evaluate(&expectations, measured, reproducer, kernel_release());
@@ -195,7 +214,10 @@ fn kernel_release() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-async fn run_command(cmd: &[String], limit: Duration) -> Result<Reproducer> {
+async fn run_command(
+    cmd: &[String],
+    limit: Duration,
+) -> Result<(Reproducer, Option<ScenarioFacts>)> {
     let start = Instant::now();
     let mut child = tokio::process::Command::from({
         let mut c = Command::new(&cmd[0]);
@@ -208,15 +230,16 @@ async fn run_command(cmd: &[String], limit: Duration) -> Result<Reproducer> {
     match tokio::time::timeout(limit, child.wait()).await {
         Ok(status) => {
             let status = status?;
-            Ok(match (status.code(), status.signal()) {
+            let how = match (status.code(), status.signal()) {
                 (Some(c), _) => Reproducer::Exited(c),
                 (None, Some(s)) => Reproducer::Killed(format!("signal {s}")),
                 (None, None) => Reproducer::Killed("an unknown cause".into()),
-            })
+            };
+            Ok((how, None))
         }
         Err(_) => {
             let _ = child.kill().await;
-            Ok(Reproducer::TimedOut(start.elapsed().as_secs()))
+            Ok((Reproducer::TimedOut(start.elapsed().as_secs()), None))
         }
     }
 }

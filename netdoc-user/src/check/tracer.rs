@@ -1,125 +1,95 @@
-//! The probes a check runs: drops and retransmits, counts only (no event stream), each
-//! attached through the planner. A probe this kernel refuses is recorded with why, not fatal:
-//! only expectations that need it become untestable.
+//! The probes a check runs: drops and retransmits in one session, counts only (no event
+//! stream). A probe this kernel refuses is recorded with why, not fatal: only expectations
+//! that need it become untestable.
 use std::collections::BTreeSet;
-
-use aya::Ebpf;
 
 use super::measure::{DropCount, Measurements};
 use crate::{
     drops::{
-        self, DropKernel, DropMaps,
+        self,
         filter::{DropFilter, FilterArgs},
-        reasons::Source,
     },
     facts::kallsyms::Kallsyms,
     kernel::Kernel,
-    loader::{self, Configs},
-    planner,
-    retrans::{RetransKernel, RetransMaps},
+    model::reasons::Source,
+    retrans::RETRANS,
+    session::{Component, DropUse, Request, Session, registry::Families},
 };
 
-pub struct Tracer {
-    /// Holds the links: dropping it detaches every program.
-    _ebpf: Option<Ebpf>,
-    drops: Result<(DropMaps, DropKernel), String>,
-    retrans: Result<RetransMaps, String>,
-    /// Retransmits count only in these namespaces (all when empty).
-    netns: BTreeSet<u32>,
+/// The session, or why netdoc's object does not load here.
+pub type Tracer = Result<Session, String>;
+
+/// `drop_netns`: count only drops in this namespace (a `--netns` value).
+pub fn start(kernel: Kernel, drop_netns: Option<&str>) -> anyhow::Result<Tracer> {
+    let families = Families::discover(&kernel);
+    let filter = DropFilter::parse(
+        &FilterArgs {
+            netns: drop_netns.map(str::to_string),
+            ..Default::default()
+        },
+        &families.drops.reasons,
+    )?;
+    let mut request = Request::default().with(Component::Retransmits);
+    request.want_drops(DropUse {
+        filter,
+        stream: false,
+        hook: None,
+    });
+    Ok(Session::start(kernel, families, request)
+        .map_err(|e| format!("netdoc's eBPF object does not load on this kernel: {e:#}")))
 }
 
-impl Tracer {
-    /// `drop_netns`: count only drops in this namespace (a `--netns` value).
-    pub fn start(
-        kernel: &Kernel,
-        drop_netns: Option<&str>,
-        netns: BTreeSet<u32>,
-    ) -> anyhow::Result<Self> {
-        let drop_kernel = DropKernel::discover(kernel);
-        let filter = DropFilter::parse(
-            &FilterArgs {
-                netns: drop_netns.map(str::to_string),
-                ..Default::default()
-            },
-            &drop_kernel.reasons,
-        )?;
-        let mut drop_cfg = drop_kernel.config();
-        filter.apply(&mut drop_cfg);
-        let retrans_kernel = RetransKernel::discover(kernel);
-        let mut ebpf = match loader::load(&Configs {
-            drops: drop_cfg,
-            retrans: retrans_kernel.config,
-            ..Configs::default()
-        }) {
-            Ok(e) => e,
-            Err(e) => {
-                let why = format!("netdoc's eBPF object does not load on this kernel: {e:#}");
-                return Ok(Self {
-                    _ebpf: None,
-                    drops: Err(why.clone()),
-                    retrans: Err(why),
-                    netns,
-                });
-            }
-        };
-        let drops = (|| {
-            let maps = DropMaps::take(&mut ebpf).map_err(|e| format!("{e:#}"))?;
-            let plan = planner::attach_best(
-                &mut ebpf,
-                drops::PROBE,
-                drop_kernel.candidates(),
-                kernel.aya_btf.as_ref(),
-            );
-            plan.chosen().ok_or_else(|| plan.failure())?;
-            Ok((maps, drop_kernel))
-        })();
-        let retrans = (|| {
-            let maps = RetransMaps::take(&mut ebpf).map_err(|e| format!("{e:#}"))?;
-            let plans = retrans_kernel.attach(&mut ebpf, kernel);
-            if let Some(failed) = plans.iter().find(|p| p.chosen().is_none()) {
-                return Err(failed.failure());
-            }
-            Ok(maps)
-        })();
-        Ok(Self {
-            _ebpf: Some(ebpf),
-            drops,
-            retrans,
-            netns,
-        })
+/// Why a probe (or, by prefix, a group such as `retrans` and `retrans_synack`) counted nothing.
+fn failure(tracer: &Tracer, probe: &str) -> String {
+    match tracer {
+        Err(why) => why.clone(),
+        Ok(s) => s
+            .degraded()
+            .find(|p| p.probe.starts_with(probe))
+            .map_or_else(|| format!("{probe} was not attached"), |p| p.failure()),
     }
+}
 
-    /// Reads what the probes counted into `m`, then detaches.
-    pub fn finish(self, m: &mut Measurements) {
-        m.drops = Some(
-            self.drops
-                .as_ref()
-                .map_err(Clone::clone)
-                .map(|(maps, kernel)| {
-                    let kallsyms = Kallsyms::load().ok();
-                    m.reason_names = (kernel.reasons.source != Source::Unavailable)
-                        .then(|| kernel.reasons.names().map(str::to_string).collect());
-                    maps.counts()
-                        .iter()
-                        .map(|(key, per_cpu)| DropCount {
-                            reason: kernel.reasons.name(key.reason),
-                            location: kallsyms
-                                .as_ref()
-                                .map_or(format!("{:#x}", key.location), |k| {
-                                    k.describe(key.location)
-                                }),
-                            count: per_cpu.iter().sum(),
-                        })
-                        .collect()
-                }),
-        );
-        m.retrans = Some(self.retrans.as_ref().map_err(Clone::clone).map(|maps| {
-            maps.flows()
+/// Reads what the probes counted into `m`; `netns` limits retransmits to those namespaces
+/// (all when empty). The session must be detached.
+pub fn finish(tracer: &Tracer, netns: &BTreeSet<u32>, m: &mut Measurements) {
+    let session = tracer.as_ref().ok();
+    m.drops = Some(match session.and_then(|s| Some((s.drops.as_ref()?, s))) {
+        None => Err(failure(tracer, drops::PROBE)),
+        Some((maps, s)) => {
+            let reasons = &s.families.drops.reasons;
+            let kallsyms = Kallsyms::load().ok();
+            m.reason_names = (reasons.source != Source::Unavailable)
+                .then(|| reasons.names().map(str::to_string).collect());
+            Ok(maps
+                .counts()
                 .iter()
-                .filter(|(k, _)| self.netns.is_empty() || self.netns.contains(&k.netns))
-                .fold((0, 0), |(segs, synacks), (_, s)| {
-                    (segs + s.segs, synacks + s.synacks)
+                .map(|(key, per_cpu)| DropCount {
+                    reason: reasons.name(key.reason),
+                    location: kallsyms
+                        .as_ref()
+                        .map_or(format!("{:#x}", key.location), |k| k.describe(key.location)),
+                    count: per_cpu.iter().sum(),
                 })
-        }));
-    }
+                .collect())
+        }
+    });
+    // Retransmit counts need both probes (segments and SYN-ACKs).
+    let retrans_complete = session.is_some_and(|s| {
+        s.families
+            .retrans
+            .probes
+            .iter()
+            .all(|(p, _)| s.hook(p).is_some())
+    });
+    m.retrans = Some(match session.and_then(|s| s.retrans.as_ref()) {
+        Some(maps) if retrans_complete => Ok(maps
+            .flows()
+            .iter()
+            .filter(|(k, _)| netns.is_empty() || netns.contains(&k.netns))
+            .fold((0, 0), |(segs, synacks), (_, s)| {
+                (segs + s.segs, synacks + s.synacks)
+            })),
+        _ => Err(failure(tracer, RETRANS)),
+    });
 }

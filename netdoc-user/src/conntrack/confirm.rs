@@ -14,12 +14,15 @@ use netdoc_common::{
 };
 use serde::Serialize;
 
+use anyhow::Context as _;
+
 use crate::{
-    facts::{caps, kallsyms::Kallsyms},
+    facts::kallsyms::Kallsyms,
+    family::Family,
     kernel::Kernel,
-    loader::{self, Configs},
-    planner::{self, Candidate, Hook},
-    stream::{Readers, kernel_stats},
+    loader::Configs,
+    model::stats::{kernel_stats, stat_slot},
+    planner::{Candidate, Hook},
 };
 
 pub const PROBE: &str = "conntrack_confirm";
@@ -68,6 +71,15 @@ impl ConfirmKernel {
     }
 }
 
+impl Family for ConfirmKernel {
+    fn probes(&self) -> Vec<(&'static str, Vec<Candidate>)> {
+        vec![(PROBE, self.candidates.clone())]
+    }
+    fn configure(&self, configs: &mut Configs) {
+        configs.confirm = self.config;
+    }
+}
+
 fn config(k: &Kernel) -> ConfirmConfig {
     let mut cfg = ConfirmConfig::EMPTY;
     cfg.skb_nfct = k.offset("sk_buff", &["_nfct"]);
@@ -90,61 +102,25 @@ fn config(k: &Kernel) -> ConfirmConfig {
     cfg
 }
 
-/// The attached confirm hook and its event stream. Dropping it detaches.
-pub struct ConfirmProbe {
-    ebpf: Ebpf,
-    pub hook: String,
-    pub readers: Readers<InsertFailEvent>,
+/// The confirm hook's loss accounting, taken out of the object so it outlives the links.
+pub struct ConfirmMaps {
     stats: PerCpuArray<MapData, u64>,
 }
 
-/// Perf buffer pages per CPU: insertion failures come in bursts of at most a few thousand.
-const PAGES: usize = 16;
-
-impl ConfirmProbe {
-    /// Attaches the best hook, or says why none works here: never fatal, the counters remain.
-    pub fn start(k: &Kernel) -> Result<Self, String> {
-        caps::require_tracing().map_err(|e| format!("{e:#}"))?;
-        let family = ConfirmKernel::discover(k);
-        let mut ebpf = loader::load(&Configs {
-            confirm: family.config,
-            ..Configs::default()
-        })
-        .map_err(|e| format!("{e:#}"))?;
-        let take =
-            |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).ok_or(format!("{name} map missing"));
-        let stats =
-            PerCpuArray::try_from(take(&mut ebpf, "CONFIRM_STATS")?).map_err(|e| e.to_string())?;
-        let readers = Readers::open(take(&mut ebpf, "CONFIRM_EVENTS")?, PAGES)
-            .map_err(|e| format!("{e:#}"))?;
-        let plan = planner::attach_best(&mut ebpf, PROBE, family.candidates, k.aya_btf.as_ref());
-        let hook = plan
-            .chosen()
-            .ok_or_else(|| plan.failure())?
-            .hook
-            .to_string();
+impl ConfirmMaps {
+    pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        let stats = ebpf
+            .take_map("CONFIRM_STATS")
+            .context("CONFIRM_STATS map")?;
         Ok(Self {
-            ebpf,
-            hook,
-            readers,
-            stats,
+            stats: PerCpuArray::try_from(stats)?,
         })
     }
 
-    /// Detaches, drains the remaining events into `sink`, and returns the events lost: buffer
-    /// full, or returns whose entry half was missed (each may or may not have been a failure).
-    pub async fn finish(mut self, mut sink: impl FnMut(Vec<InsertFailEvent>)) -> u64 {
-        drop(self.ebpf);
-        self.readers.stop();
-        while let Some(batch) = self.readers.rx.recv().await {
-            sink(batch);
-        }
-        let unpaired: u64 = self
-            .stats
-            .get(&stat::UNPAIRED, 0)
-            .map(|v| v.iter().sum())
-            .unwrap_or(0);
-        kernel_stats(&self.stats).lost + unpaired
+    /// Events lost: buffer full, or returns whose entry half was missed (each may or may not
+    /// have been a failure).
+    pub fn lost(&self) -> u64 {
+        kernel_stats(&self.stats).lost + stat_slot(&self.stats, stat::UNPAIRED)
     }
 }
 
@@ -186,7 +162,7 @@ fn tuple(raw: &[u8; TUPLE_SIZE]) -> (Tuple, u8) {
     let l3num = u16::from_ne_bytes([raw[18], raw[19]]);
     let addr = |at: usize| -> IpAddr {
         let bytes: [u8; 16] = raw[at..at + 16].try_into().unwrap_or_default();
-        crate::addr::ip(l3num, &bytes).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+        crate::model::addr::ip(l3num, &bytes).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
     };
     let port = |at: usize| u16::from_be_bytes([raw[at], raw[at + 1]]);
     (
@@ -209,7 +185,7 @@ pub fn decode(ev: &InsertFailEvent) -> InsertFailure {
         cpu: ev.cpu,
         netns: ev.netns,
         zone: ev.zone,
-        proto: crate::drops::filter::proto_name(proto),
+        proto: crate::model::addr::proto_name(proto),
         original,
         reply,
     }

@@ -2,11 +2,6 @@
 //! deltas and table usage, read inside the namespace in question, and what they say about
 //! `NETFILTER_DROP`s (insert failure, table full, or neither: a firewall rule).
 pub mod confirm;
-mod nfprog;
-pub mod run;
-pub mod sentinel;
-pub mod stage;
-pub mod staged;
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -18,7 +13,7 @@ use crate::{
         conntrack::{self, CpuCounters},
         netns,
     },
-    finding::Finding,
+    model::finding::Finding,
 };
 
 /// Counters at one moment in one namespace.

@@ -5,7 +5,7 @@ use anyhow::{Result, bail};
 use netdoc_common::{DropConfig, filter};
 
 use super::reasons::DropReasons;
-use crate::facts::netns;
+use crate::{facts::netns, model::addr::parse_proto};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DropFilter {
@@ -97,33 +97,6 @@ impl DropFilter {
             None => {}
         }
         cfg.filters = bits;
-    }
-}
-
-pub fn parse_proto(p: &str) -> Result<u8> {
-    Ok(match p.to_ascii_lowercase().as_str() {
-        "tcp" => 6,
-        "udp" => 17,
-        "icmp" => 1,
-        "icmpv6" | "icmp6" => 58,
-        "sctp" => 132,
-        other => match other.parse() {
-            Ok(n) => n,
-            Err(_) => bail!(
-                "--proto: unknown protocol '{p}' (use tcp, udp, icmp, icmpv6, sctp or a number)"
-            ),
-        },
-    })
-}
-
-pub fn proto_name(p: u8) -> String {
-    match p {
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        1 => "icmp".into(),
-        58 => "icmpv6".into(),
-        132 => "sctp".into(),
-        n => n.to_string(),
     }
 }
 

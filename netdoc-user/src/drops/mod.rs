@@ -1,9 +1,7 @@
 //! The drops probe family: `skb:kfree_skb` programs, their config, their maps and their events.
 pub mod filter;
-pub mod reasons;
 pub mod render;
 pub mod report;
-pub mod run;
 
 use anyhow::{Context as _, Result};
 use aya::{
@@ -14,10 +12,13 @@ use netdoc_common::{DropConfig, DropKey, NO_OFFSET, SkbOffsets, TracepointOffset
 
 use crate::{
     facts::tracefs::EventFormat,
+    family::Family,
     kernel::Kernel,
+    loader::Configs,
+    model::{reasons, stats::KernelStats},
     planner::{Candidate, Hook},
 };
-use report::{KernelCounts, KernelStats};
+use report::KernelCounts;
 
 pub const PROBE: &str = "drops";
 
@@ -104,6 +105,15 @@ impl DropKernel {
     }
 }
 
+impl Family for DropKernel {
+    fn probes(&self) -> Vec<(&'static str, Vec<Candidate>)> {
+        vec![(PROBE, self.candidates())]
+    }
+    fn configure(&self, configs: &mut Configs) {
+        configs.drops = self.config();
+    }
+}
+
 fn skb_offsets(k: &Kernel) -> SkbOffsets {
     SkbOffsets {
         skb_len: k.offset("sk_buff", &["len"]),
@@ -179,7 +189,7 @@ impl DropMaps {
     }
 
     pub fn stats(&self) -> KernelStats {
-        crate::stream::kernel_stats(&self.stats)
+        crate::model::stats::kernel_stats(&self.stats)
     }
 }
 

@@ -7,20 +7,7 @@ use std::{
 use netdoc_common::{DropEvent, DropKey, REASON_UNAVAILABLE};
 use serde::Serialize;
 
-use super::{filter::proto_name, reasons::DropReasons};
-use crate::conntrack::stage::{self, Cause, Coverage};
-
-/// Resolves what the kernel gives as numbers: reasons, code addresses, namespaces, devices.
-pub trait Namer {
-    fn reasons(&self) -> &DropReasons;
-    /// What the conntrack stage sentinels let us tell apart on this run.
-    fn coverage(&self) -> Coverage;
-    /// Whether the softirq probe ran, so a drop's NET_RX context is known.
-    fn net_rx_known(&self) -> bool;
-    fn location(&mut self, addr: u64) -> String;
-    fn netns_name(&mut self, ino: u32) -> Option<String>;
-    fn device(&mut self, netns: u32, ifindex: u32) -> Option<String>;
-}
+use crate::model::{addr::proto_name, cause::Cause, names::Namer, stats::KernelStats};
 
 /// One drop as printed by `--json` (`"type": "drop"`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -75,7 +62,7 @@ impl NamedDrop {
             in_net_rx: namer
                 .net_rx_known()
                 .then_some(ev.flags & netdoc_common::context::IN_NET_RX != 0),
-            cause: stage::classify(&reason, &location, ev.nf_stage, namer.coverage()),
+            cause: namer.cause(ev.reason, ev.location, ev.nf_stage),
             reason,
             reason_code: (ev.reason != REASON_UNAVAILABLE).then_some(ev.reason),
             location,
@@ -152,7 +139,7 @@ pub fn rows(
         let fresh = count.saturating_sub(previous.get(key).copied().unwrap_or(0));
         let reason = namer.reasons().name(key.reason);
         let location = namer.location(key.location);
-        let cause = stage::classify(&reason, &location, key.nf_stage, namer.coverage());
+        let cause = namer.cause(key.reason, key.location, key.nf_stage);
         let row = merged
             .entry((reason.clone(), cause, location.clone()))
             .or_insert_with(|| Row {
@@ -179,16 +166,6 @@ pub fn rows(
     let mut rows: Vec<Row> = merged.into_values().collect();
     rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
     rows
-}
-
-/// Kernel-side counters of one run, summed over CPUs.
-#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
-pub struct KernelStats {
-    pub seen: u64,
-    pub matched: u64,
-    pub emitted: u64,
-    pub lost: u64,
-    pub aggregation_overflow: u64,
 }
 
 /// The final `"type": "summary"` object.
@@ -268,7 +245,10 @@ mod tests {
     use netdoc_common::EventHeader;
 
     use super::*;
-    use crate::facts::tracefs::fixture;
+    use crate::{
+        facts::tracefs::fixture,
+        model::{cause::Coverage, reasons::DropReasons},
+    };
 
     struct FakeNamer(DropReasons);
 
@@ -290,6 +270,9 @@ mod tests {
         }
         fn device(&mut self, _netns: u32, ifindex: u32) -> Option<String> {
             (ifindex == 7).then(|| "veth-b".to_string())
+        }
+        fn freed_by_nftables(&mut self, _addr: u64) -> bool {
+            false
         }
     }
 

@@ -28,19 +28,28 @@ impl Kallsyms {
         Self { syms }
     }
 
-    /// `func+0xoff`, or the bare hex address when no symbol covers it.
     /// Whether a text symbol of this name exists (a module function exists only once loaded).
     pub fn contains(&self, name: &str) -> bool {
         self.syms.iter().any(|(_, n)| n == name)
     }
 
-    pub fn describe(&self, addr: u64) -> String {
+    /// The symbol covering `addr` and the offset into it.
+    fn covering(&self, addr: u64) -> Option<(&str, u64)> {
         let i = self.syms.partition_point(|(a, _)| *a <= addr);
-        match i.checked_sub(1).map(|i| &self.syms[i]) {
-            Some((start, name)) if addr - start < 1 << 20 => {
-                format!("{name}+{:#x}", addr - start)
-            }
-            _ => format!("{addr:#x}"),
+        let (start, name) = &self.syms[i.checked_sub(1)?];
+        (addr - start < 1 << 20).then(|| (name.as_str(), addr - start))
+    }
+
+    /// The function `addr` lies in.
+    pub fn function(&self, addr: u64) -> Option<&str> {
+        self.covering(addr).map(|(name, _)| name)
+    }
+
+    /// `func+0xoff`, or the bare hex address when no symbol covers it.
+    pub fn describe(&self, addr: u64) -> String {
+        match self.covering(addr) {
+            Some((name, off)) => format!("{name}+{off:#x}"),
+            None => format!("{addr:#x}"),
         }
     }
 }

@@ -2,7 +2,6 @@
 //! per-flow aggregation in the kernel, named flows and the MTU black-hole rule in userspace.
 pub mod mtu;
 pub mod report;
-pub mod run;
 
 use anyhow::{Context as _, Result};
 use aya::{
@@ -15,9 +14,11 @@ use netdoc_common::{
 };
 
 use crate::{
-    drops::report::KernelStats,
+    family::Family,
     kernel::Kernel,
-    planner::{self, Candidate, ProbePlan},
+    loader::Configs,
+    model::stats::KernelStats,
+    planner::{self, Candidate},
 };
 
 pub const RETRANS: &str = "retrans";
@@ -100,12 +101,14 @@ impl RetransKernel {
         }
         Self { probes, config }
     }
+}
 
-    pub fn attach(&self, ebpf: &mut Ebpf, k: &Kernel) -> Vec<ProbePlan> {
-        self.probes
-            .iter()
-            .map(|(p, c)| planner::attach_best(ebpf, p, c.clone(), k.aya_btf.as_ref()))
-            .collect()
+impl Family for RetransKernel {
+    fn probes(&self) -> Vec<(&'static str, Vec<Candidate>)> {
+        self.probes.clone()
+    }
+    fn configure(&self, configs: &mut Configs) {
+        configs.retrans = self.config;
     }
 }
 
@@ -128,6 +131,6 @@ impl RetransMaps {
     }
 
     pub fn stats(&self) -> KernelStats {
-        crate::stream::kernel_stats(&self.stats)
+        crate::model::stats::kernel_stats(&self.stats)
     }
 }

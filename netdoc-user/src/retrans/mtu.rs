@@ -1,7 +1,7 @@
 //! MTU black hole: a flow that keeps retransmitting full-sized segments the peer never
 //! acknowledges, while no ICMP "fragmentation needed" (no PMTU reduction) ever arrived for it.
 use super::report::FlowRow;
-use crate::finding::Finding;
+use crate::model::finding::Finding;
 
 /// Retransmits of one sequence number from which the flow counts as stuck.
 pub const STUCK_RETRIES: u32 = 3;

@@ -2,7 +2,7 @@
 use netdoc_common::retrans::{FlowKey, FlowStats, RetransEvent, flag};
 use serde::Serialize;
 
-use crate::addr;
+use crate::model::addr;
 
 pub fn state_name(state: u32) -> &'static str {
     match state {

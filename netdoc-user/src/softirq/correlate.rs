@@ -1,7 +1,7 @@
 //! Drops joined with NET_RX load and NIC queues: a CPU saturated by NET_RX that alone serves a
 //! receive queue, and that carries most of the drops, is the single-queue bottleneck.
 use super::{nicmap::NicMap, series::CpuSummary};
-use crate::finding::Finding;
+use crate::model::finding::Finding;
 
 /// NET_RX share of a CPU's time from which it counts as saturated.
 pub const SATURATED: f64 = 0.5;

@@ -4,7 +4,6 @@
 pub mod correlate;
 pub mod heatmap;
 pub mod nicmap;
-pub mod run;
 pub mod series;
 pub mod svg;
 
@@ -19,8 +18,10 @@ use netdoc_common::{
 };
 
 use crate::{
+    family::Family,
     kernel::Kernel,
-    planner::{self, Candidate, ProbePlan},
+    loader::Configs,
+    planner::{self, Candidate},
 };
 
 pub const ENTRY: &str = "softirq_entry";
@@ -119,25 +120,15 @@ impl SoftirqKernel {
         ];
         Self { probes, config }
     }
-
-    /// Attaches each named probe at its best hook; a probe that attaches nowhere is reported in
-    /// its plan, not fatal (the others still measure).
-    pub fn attach(&self, ebpf: &mut Ebpf, k: &Kernel, which: &[&str]) -> Vec<ProbePlan> {
-        self.probes
-            .iter()
-            .filter(|(p, _)| which.contains(p))
-            .map(|(p, c)| planner::attach_best(ebpf, p, c.clone(), k.aya_btf.as_ref()))
-            .collect()
-    }
 }
 
-/// Whether both softirq hooks attached, so drop context and run time are known.
-pub fn timed(plans: &[ProbePlan]) -> bool {
-    [ENTRY, EXIT].iter().all(|p| {
-        plans
-            .iter()
-            .any(|plan| plan.probe == *p && plan.chosen().is_some())
-    })
+impl Family for SoftirqKernel {
+    fn probes(&self) -> Vec<(&'static str, Vec<Candidate>)> {
+        self.probes.clone()
+    }
+    fn configure(&self, configs: &mut Configs) {
+        configs.softirq = self.config;
+    }
 }
 
 /// The family's maps, taken out of the object so they outlive its links.

@@ -1,43 +1,25 @@
 //! `netdoc probes`: the attach plan of every probe family on this kernel.
-use std::{fmt::Write as _, path::Path};
+use std::fmt::Write as _;
 
 use anyhow::{Result, bail};
 use serde::Serialize;
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    conntrack::{
-        confirm::{self, ConfirmKernel},
-        sentinel::{self, Placed},
-    },
-    drops::{self, DropKernel},
-    facts::caps,
+    drops,
     kernel::Kernel,
-    loader::{self, Configs},
+    loader,
     planner::{self, Candidate, Hook, Outcome, ProbePlan},
-    retrans::RetransKernel,
-    softirq::SoftirqKernel,
+    sentinel::{self, Placed},
+    session::{live::Signals, registry::Families},
 };
 
-/// Tries every candidate of every probe on its own, then marks the one `attach_best` would pick.
-/// Also returns where the conntrack stage sentinels went, when they could attach.
-fn survey(kernel: &Kernel, drops: &DropKernel) -> Result<(Vec<ProbePlan>, Vec<Placed>)> {
-    caps::require_tracing()?;
-    let softirq = SoftirqKernel::discover(kernel);
-    let retrans = RetransKernel::discover(kernel);
-    let confirm = ConfirmKernel::discover(kernel);
-    let cfg = Configs {
-        drops: drops.config(),
-        softirq: softirq.config,
-        retrans: retrans.config,
-        confirm: confirm.config,
-    };
-    let mut families = vec![(drops::PROBE, drops.candidates())];
-    families.extend(softirq.probes);
-    families.extend(retrans.probes);
-    families.push((confirm::PROBE, confirm.candidates));
+/// Tries every candidate of every probe of every family on its own, then marks the one
+/// `attach_best` would pick. Also returns where the conntrack stage sentinels went, when they
+/// could attach.
+fn survey(kernel: &Kernel, families: &Families) -> Result<(Vec<ProbePlan>, Vec<Placed>)> {
+    let cfg = families.configs();
     let mut plans = Vec::new();
-    for (probe, candidates) in families {
+    for (probe, candidates) in families.all().iter().flat_map(|f| f.probes()) {
         let mut attempts = Vec::new();
         let mut chosen = false;
         for c in candidates {
@@ -57,7 +39,7 @@ fn survey(kernel: &Kernel, drops: &DropKernel) -> Result<(Vec<ProbePlan>, Vec<Pl
     }
     // The stage sentinels are links of their own, tried for real and detached again.
     let ebpf = loader::load(&cfg)?;
-    let wanted = sentinel::wanted(&drops.reasons);
+    let wanted = sentinel::wanted(&families.drops.reasons);
     let (_, sentinels) = sentinel::start(&ebpf, wanted, &[]);
     plans.push(sentinel::plan(&sentinels, wanted.is_some()));
     let placed = sentinels.map(|s| s.placed.clone()).unwrap_or_default();
@@ -76,14 +58,14 @@ struct PlanLine<'a> {
     degraded: Option<&'static str>,
 }
 
-pub fn show(btf_path: &Path, json: bool) -> Result<()> {
-    let host = Kernel::discover(btf_path);
-    let kernel = DropKernel::discover(&host);
-    let (plans, placed) = survey(&host, &kernel)?;
+pub fn show(host: Kernel, json: bool) -> Result<()> {
+    let families = Families::discover(&host);
+    let kernel = &families.drops;
+    let (plans, placed) = survey(&host, &families)?;
     if json {
         for p in &plans {
             let degraded = (p.probe == drops::PROBE
-                && kernel.reasons.source == drops::reasons::Source::Unavailable)
+                && kernel.reasons.source == crate::model::reasons::Source::Unavailable)
                 .then_some(NO_REASONS);
             println!(
                 "{}",
@@ -150,16 +132,10 @@ pub fn show(btf_path: &Path, json: bool) -> Result<()> {
 }
 
 /// Keeps an empty program on the drop hook until SIGINT/SIGTERM: `cargo xtask bench`'s floor.
-pub async fn bench_floor(btf_path: &Path) -> Result<()> {
-    caps::require_tracing()?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let host = Kernel::discover(btf_path);
-    let kernel = DropKernel::discover(&host);
-    let mut ebpf = loader::load(&Configs {
-        drops: kernel.config(),
-        ..Configs::default()
-    })?;
+pub async fn bench_floor(host: Kernel) -> Result<()> {
+    let mut signals = Signals::install()?;
+    let families = Families::discover(&host);
+    let mut ebpf = loader::load(&families.configs())?;
     let candidates = vec![
         Candidate {
             hook: Hook::TpBtf { event: "kfree_skb" },
@@ -180,6 +156,6 @@ pub async fn bench_floor(btf_path: &Path) -> Result<()> {
         bail!("{}", plan.failure());
     };
     eprintln!("netdoc: attached empty floor program via {}", chosen.hook);
-    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    signals.recv().await;
     Ok(())
 }

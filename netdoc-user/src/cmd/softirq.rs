@@ -1,36 +1,34 @@
-//! `netdoc softirq` and `netdoc irq`: attach the softirq/IRQ/NAPI probes and a counts-only drop
-//! probe, sample every interval, then render the heatmap, the NIC map and the findings.
-use std::{
-    collections::BTreeMap,
-    io::{IsTerminal as _, Write as _},
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+//! `netdoc softirq` and `netdoc irq`: the softirq family (softirq time, IRQ and NAPI load) and
+//! the drop family (counts only, as correlation evidence) in one session, sampled every
+//! interval; then the heatmap, the NIC map and the findings.
+use std::{collections::BTreeMap, io::IsTerminal as _, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
-use aya::{Ebpf, util::online_cpus};
 use netdoc_common::softirq::NET_RX;
 use serde::Serialize;
-use tokio::signal::unix::{SignalKind, signal};
 
-use super::{
-    SoftirqKernel, SoftirqMaps, correlate, heatmap,
-    nicmap::{self, NicMap, QueueFacts},
-    series::{self, CpuSummary, Heatmap, Sample},
-    svg,
-};
 use crate::{
-    drops::{DropKernel, DropMaps},
+    drops::{DropMaps, filter::DropFilter},
     facts::{
-        caps, host,
+        host,
         interrupts::{self, Interrupts},
         irqsys::IrqSys,
         procnet,
     },
-    finding::Finding,
     kernel::Kernel,
-    loader::{self, Configs},
-    planner::{self, ProbePlan},
+    model::finding::Finding,
+    session::{
+        Component, DropUse, Request, Session,
+        live::{self, Output, Schedule, Signals, View},
+        registry::Families,
+        stream::Records,
+    },
+    softirq::{
+        self, VECTOR_NAMES, correlate, heatmap,
+        nicmap::{self, NicMap, QueueFacts},
+        series::{self, CpuSummary, Heatmap, Sample},
+        svg,
+    },
 };
 
 pub struct SoftirqOptions {
@@ -41,154 +39,133 @@ pub struct SoftirqOptions {
     pub json: bool,
     /// Heatmap columns shown live.
     pub width: usize,
-    pub btf: PathBuf,
 }
 
-/// Everything attached for one run; dropping `ebpf` detaches.
-struct Session {
-    /// `None` once detached.
-    ebpf: Option<Ebpf>,
-    plans: Vec<ProbePlan>,
-    maps: SoftirqMaps,
-    drops: Option<DropMaps>,
-    cpus: Vec<u32>,
-    started: Instant,
+/// Attaches the softirq family's four probes and the drop probe (counts only: correlation
+/// evidence, the heatmap stands without it).
+fn attach(kernel: Kernel) -> Result<Session> {
+    let families = Families::discover(&kernel);
+    let mut request = Request::default()
+        .with(Component::NetRxContext)
+        .with(Component::QueueLoad);
+    request.want_drops(DropUse {
+        filter: DropFilter::default(),
+        stream: false,
+        hook: None,
+    });
+    let session = Session::start(kernel, families, request)?;
+    if !session.net_rx_known {
+        let failed: Vec<String> = session
+            .degraded()
+            .filter(|p| [softirq::ENTRY, softirq::EXIT].contains(&p.probe))
+            .map(|p| p.failure())
+            .collect();
+        bail!(
+            "softirq timing needs both softirq hooks: {}",
+            failed.join("; ")
+        );
+    }
+    for p in session.degraded() {
+        eprintln!("netdoc: degraded: {}", p.failure());
+    }
+    Ok(session)
 }
 
-impl Session {
-    fn attach(btf: &std::path::Path) -> Result<Self> {
-        let kernel = Kernel::discover(btf);
-        let family = SoftirqKernel::discover(&kernel);
-        let drop_kernel = DropKernel::discover(&kernel);
-        let cfg = Configs {
-            drops: drop_kernel.config(),
-            softirq: family.config,
-            ..Configs::default()
-        };
-        let mut ebpf = loader::load(&cfg)?;
-        let maps = SoftirqMaps::take(&mut ebpf)?;
-        let drops = DropMaps::take(&mut ebpf)?;
-        let mut plans = family.attach(
-            &mut ebpf,
-            &kernel,
-            &[super::ENTRY, super::EXIT, super::IRQ, super::NAPI],
-        );
-        if !super::timed(&plans) {
-            let failed: Vec<String> = plans
-                .iter()
-                .filter(|p| p.chosen().is_none())
-                .map(ProbePlan::failure)
-                .collect();
-            bail!(
-                "softirq timing needs both softirq hooks: {}",
-                failed.join("; ")
-            );
-        }
-        // Drops are correlation evidence: without them the heatmap still stands.
-        let drop_plan = planner::attach_best(
-            &mut ebpf,
-            crate::drops::PROBE,
-            drop_kernel.candidates(),
-            kernel.aya_btf.as_ref(),
-        );
-        let drops = drop_plan.chosen().is_some().then_some(drops);
-        plans.push(drop_plan);
-        for p in plans.iter().filter(|p| p.chosen().is_none()) {
-            eprintln!("netdoc: degraded: {}", p.failure());
-        }
-        let cpus = online_cpus()
-            .map_err(|(_, e)| e)
-            .context("reading online CPUs")?;
-        Ok(Self {
-            ebpf: Some(ebpf),
-            plans,
-            maps,
-            drops,
-            cpus,
-            started: Instant::now(),
+fn sample(session: &Session, vector: u32) -> Sample {
+    let vector_name = VECTOR_NAMES[vector as usize];
+    Sample {
+        t_s: session.started.elapsed().as_secs_f64(),
+        maps: session
+            .softirq
+            .as_ref()
+            .map(|m| m.read())
+            .unwrap_or_default(),
+        softnet: procnet::read_softnet(),
+        drops: session
+            .drops
+            .as_ref()
+            .map(DropMaps::per_cpu)
+            .unwrap_or_default(),
+        proc_softirqs: procnet::read_softirqs()
+            .remove(vector_name)
+            .unwrap_or_default(),
+    }
+}
+
+/// Each probe and the hook it attached through.
+fn hooks(session: &Session) -> BTreeMap<&'static str, String> {
+    session
+        .plans
+        .iter()
+        .map(|p| {
+            (
+                p.probe,
+                p.chosen()
+                    .map_or("not attached".to_string(), |a| a.hook.to_string()),
+            )
         })
+        .collect()
+}
+
+fn attached(session: &Session, probe: &str) -> bool {
+    session.plan(probe).is_some_and(|p| p.chosen().is_some())
+}
+
+/// Samples every tick; the live heatmap when asked.
+struct SamplingView {
+    vector: u32,
+    samples: Vec<Sample>,
+    /// Columns of the live heatmap; None when nothing is shown live.
+    live_width: Option<usize>,
+    tty: bool,
+}
+
+impl View for SamplingView {
+    fn records(&mut self, _: &Session, _: Records, _: &mut Output) -> Result<()> {
+        Ok(())
     }
 
-    fn sample(&self, vector: u32) -> Sample {
-        let vector_name = super::VECTOR_NAMES[vector as usize];
-        Sample {
-            t_s: self.started.elapsed().as_secs_f64(),
-            maps: self.maps.read(),
-            softnet: procnet::read_softnet(),
-            drops: self
-                .drops
-                .as_ref()
-                .map(DropMaps::per_cpu)
-                .unwrap_or_default(),
-            proc_softirqs: procnet::read_softirqs()
-                .remove(vector_name)
-                .unwrap_or_default(),
-        }
-    }
-
-    fn hooks(&self) -> Vec<(&'static str, String)> {
-        self.plans
-            .iter()
-            .map(|p| {
-                (
-                    p.probe,
-                    p.chosen()
-                        .map_or("not attached".to_string(), |a| a.hook.to_string()),
-                )
-            })
-            .collect()
-    }
-
-    /// Releases every link (and waits for running programs); the maps stay readable.
-    fn detach(&mut self) {
-        self.ebpf = None;
-    }
-
-    fn attached(&self, probe: &str) -> bool {
-        self.plans
-            .iter()
-            .any(|p| p.probe == probe && p.chosen().is_some())
+    fn tick(&mut self, session: &Session, out: &mut Output) -> Result<()> {
+        self.samples.push(sample(session, self.vector));
+        let Some(width) = self.live_width else {
+            return Ok(());
+        };
+        let h = series::heatmap(&self.samples, &session.cpus, self.vector);
+        Ok(out.line(&format!(
+            "{}netdoc softirq — {:.0}s\n{}",
+            live::clear_screen(self.tty),
+            self.samples[self.samples.len() - 1].t_s,
+            heatmap::render(&h, width, self.tty)
+        ))?)
     }
 }
 
-/// Samples after `first` until the duration ends or a signal arrives; `on_tick` sees every new
-/// sample.
+/// Samples after `first` until the duration ends, a signal arrives or stdout closes.
 async fn observe(
-    session: &Session,
-    first: Sample,
-    vector: u32,
-    duration: Option<Duration>,
-    interval: Duration,
-    mut on_tick: impl FnMut(&[Sample]) -> bool,
-) -> Result<Vec<Sample>> {
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let deadline = duration.map(|d| tokio::time::Instant::now() + d);
-    let mut tick = tokio::time::interval(interval);
-    tick.tick().await;
-    let mut samples = vec![first];
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                samples.push(session.sample(vector));
-                if !on_tick(&samples) {
-                    break;
-                }
-            }
-            _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => break,
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-        }
-    }
+    session: &mut Session,
+    signals: &mut Signals,
+    mut view: SamplingView,
+    schedule: Schedule,
+) -> Result<(Vec<Sample>, Output)> {
+    let interval = schedule.interval;
+    let ended = live::drive(
+        session,
+        &mut view,
+        signals,
+        schedule,
+        std::future::pending::<()>(),
+    )
+    .await?;
+    let mut samples = view.samples;
     // A stop just after a tick would leave a sliver of a bucket with a meaningless share:
     // fold it into the previous one.
-    let last = session.sample(vector);
+    let last = sample(session, view.vector);
     if samples.len() > 1 && last.t_s - samples[samples.len() - 1].t_s < interval.as_secs_f64() / 4.0
     {
         samples.pop();
     }
     samples.push(last);
-    Ok(samples)
+    Ok((samples, ended.out))
 }
 
 /// Queue IRQs of every NIC, with what procfs/sysfs say about them.
@@ -221,7 +198,7 @@ fn observed_irqs(
     int_before: &Interrupts,
     int_after: &Interrupts,
 ) -> BTreeMap<u32, BTreeMap<u32, u64>> {
-    if session.attached(super::IRQ) {
+    if attached(session, softirq::IRQ) {
         return last
             .maps
             .irqs
@@ -261,7 +238,7 @@ fn observed_irqs(
 }
 
 /// The NAPI counters accumulated between two readings.
-fn napi_delta(first: &Sample, last: &Sample) -> super::MapReading {
+fn napi_delta(first: &Sample, last: &Sample) -> softirq::MapReading {
     // Entries are created on first poll and never reset, so the last reading minus the first
     // per (entry, CPU) is the window; entries new since the first reading count whole.
     let mut reading = last.maps.clone();
@@ -339,7 +316,7 @@ fn report<'a>(session: &'a Session, a: &'a Analysis, kind: &'static str) -> Repo
         host: host::hostname(),
         kernel: host::kernel_release(),
         duration_s: session.started.elapsed().as_secs_f64(),
-        probes: session.hooks().into_iter().collect(),
+        probes: hooks(session),
         vector: a.heatmap.vector,
         cpus: &session.cpus,
         heatmap: &a.heatmap,
@@ -349,66 +326,48 @@ fn report<'a>(session: &'a Session, a: &'a Analysis, kind: &'static str) -> Repo
     }
 }
 
-pub async fn softirq(opts: SoftirqOptions) -> Result<()> {
-    caps::require_tracing()?;
-    // Fail on an unwritable SVG path before tracing anything.
-    let mut svg_file = match &opts.svg {
-        Some(p) => Some(
-            std::fs::File::create(p)
-                .with_context(|| format!("cannot write --svg {}", p.display()))?,
-        ),
+pub async fn softirq(opts: SoftirqOptions, kernel: Kernel) -> Result<()> {
+    let mut signals = Signals::install()?;
+    // Fail on an unwritable SVG path before tracing anything; the file itself appears only
+    // once complete, so an interrupted run never leaves a truncated one.
+    let svg_file = match &opts.svg {
+        Some(p) => Some(PendingFile::create(p)?),
         None => None,
     };
     let int_before = Interrupts::read().unwrap_or_default();
-    let mut session = Session::attach(&opts.btf)?;
+    let mut session = attach(kernel)?;
     let started_wall = wall_clock();
-    let vector_name = super::VECTOR_NAMES[opts.vector as usize];
+    let vector_name = VECTOR_NAMES[opts.vector as usize];
     // The baseline is read before announcing readiness, so nothing after it goes uncounted.
-    let first = session.sample(opts.vector);
+    let first = sample(&session, opts.vector);
     eprintln!(
         "netdoc: attached softirq probes; sampling {vector_name} time on {} CPUs every {:?}; Ctrl-C to stop",
         session.cpus.len(),
         opts.interval
     );
     let tty = std::io::stdout().is_terminal();
-    let live = !opts.json;
-    let samples = observe(
-        &session,
-        first,
-        opts.vector,
-        opts.duration,
-        opts.interval,
-        |s| {
-            if !live {
-                return true;
-            }
-            let h = series::heatmap(s, &session.cpus, opts.vector);
-            let screen = if tty { "\x1b[2J\x1b[H" } else { "" };
-            let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "{screen}netdoc softirq — {:.0}s\n{}",
-                s[s.len() - 1].t_s,
-                heatmap::render(&h, opts.width, tty)
-            )
-            .is_ok()
-        },
-    )
-    .await?;
-    session.detach();
+    let view = SamplingView {
+        vector: opts.vector,
+        samples: vec![first],
+        live_width: (!opts.json).then_some(opts.width),
+        tty,
+    };
+    let schedule = Schedule {
+        interval: opts.interval,
+        duration: opts.duration,
+    };
+    let (samples, mut out) = observe(&mut session, &mut signals, view, schedule).await?;
     let int_after = Interrupts::read().unwrap_or_default();
     let a = analyse(&session, &samples, opts.vector, &int_before, &int_after);
     let rep = report(&session, &a, "softirq");
-    if let Some(f) = svg_file.as_mut() {
+    if let Some(f) = svg_file {
         let titles = svg::Titles {
             host: &rep.host,
             kernel: &rep.kernel,
             started: &started_wall,
         };
-        f.write_all(svg::render(&a.heatmap, &titles).as_bytes())
-            .context("writing the SVG")?;
+        f.commit(svg::render(&a.heatmap, &titles).as_bytes())?;
     }
-    let mut out = std::io::stdout().lock();
     let text = if opts.json {
         serde_json::to_string(&rep)? + "\n"
     } else {
@@ -425,18 +384,26 @@ pub async fn softirq(opts: SoftirqOptions) -> Result<()> {
         }
         t
     };
-    let _ = out.write_all(text.as_bytes());
-    Ok(())
+    out.finish(&text)
 }
 
-pub async fn irq(duration: Duration, json: bool, btf: PathBuf) -> Result<()> {
-    caps::require_tracing()?;
+pub async fn irq(duration: Duration, json: bool, kernel: Kernel) -> Result<()> {
+    let mut signals = Signals::install()?;
     let int_before = Interrupts::read().context("reading /proc/interrupts")?;
-    let mut session = Session::attach(&btf)?;
-    let first = session.sample(NET_RX);
+    let mut session = attach(kernel)?;
+    let first = sample(&session, NET_RX);
     eprintln!("netdoc: attached; observing IRQs, NAPI and NET_RX for {duration:?}");
-    let samples = observe(&session, first, NET_RX, Some(duration), duration, |_| true).await?;
-    session.detach();
+    let view = SamplingView {
+        vector: NET_RX,
+        samples: vec![first],
+        live_width: None,
+        tty: false,
+    };
+    let schedule = Schedule {
+        interval: duration,
+        duration: Some(duration),
+    };
+    let (samples, mut out) = observe(&mut session, &mut signals, view, schedule).await?;
     let int_after = Interrupts::read().context("reading /proc/interrupts")?;
     let a = analyse(&session, &samples, NET_RX, &int_before, &int_after);
     let rep = report(&session, &a, "irq");
@@ -449,8 +416,41 @@ pub async fn irq(duration: Duration, json: bool, btf: PathBuf) -> Result<()> {
         }
         t
     };
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
-    Ok(())
+    out.finish(&text)
+}
+
+/// An output file written under a temporary name beside its target and renamed into place
+/// once complete.
+struct PendingFile {
+    target: PathBuf,
+    temporary: PathBuf,
+}
+
+impl PendingFile {
+    fn create(target: &std::path::Path) -> Result<Self> {
+        let mut name = target.file_name().unwrap_or_default().to_os_string();
+        name.push(".netdoc-partial");
+        let temporary = target.with_file_name(name);
+        std::fs::File::create(&temporary)
+            .with_context(|| format!("cannot write --svg {}", target.display()))?;
+        Ok(Self {
+            target: target.to_path_buf(),
+            temporary,
+        })
+    }
+
+    fn commit(self, bytes: &[u8]) -> Result<()> {
+        std::fs::write(&self.temporary, bytes)
+            .and_then(|()| std::fs::rename(&self.temporary, &self.target))
+            .with_context(|| format!("writing --svg {}", self.target.display()))
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        // Gone already after a rename; left over after an error.
+        let _ = std::fs::remove_file(&self.temporary);
+    }
 }
 
 fn wall_clock() -> String {

@@ -1,4 +1,4 @@
-//! Layer (b) of conntrack evidence, for kernels without a function hook: netfilter bpf_link
+//! The conntrack stage sentinels, a component the drops and conntrack families share: netfilter bpf_link
 //! "sentinels" sit at each hook's entry and just around conntrack's own hooks, and mark per
 //! CPU the last skb they saw and the stage (`NF_STAGE`). The drop program reads that mark for
 //! every `NETFILTER_DROP`, which pins the drop to conntrack-in, conntrack confirm or a rule.
@@ -14,10 +14,11 @@ use std::{
 use aya::{Ebpf, maps::Map};
 use netdoc_common::conntrack::stage;
 
-use super::{nfprog, stage::Coverage};
+mod nfprog;
+
 use crate::{
-    drops::reasons::DropReasons,
     facts::netns,
+    model::{cause::Coverage, reasons::DropReasons},
     planner::{Attempt, Hook, Outcome, ProbePlan},
 };
 

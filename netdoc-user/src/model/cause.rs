@@ -1,5 +1,5 @@
 //! What a `NETFILTER_DROP` was, from the stage the netfilter sentinels last saw its skb at and
-//! the code that freed it. Pure: the live tools and the tests share it.
+//! the function that freed it. Pure: every family and the tests share it.
 use netdoc_common::conntrack::stage;
 use serde::Serialize;
 
@@ -40,22 +40,33 @@ pub enum Coverage {
     Blind,
 }
 
-/// nftables frees the packets its rules drop itself, so this location is always a rule's.
-const NFTABLES: &str = "nft_do_chain";
+/// One drop as the cause rule sees it: typed kernel values only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropFacts {
+    /// Whether the drop reason is this kernel's `NETFILTER_DROP`.
+    pub netfilter_drop: bool,
+    /// Whether the freeing code lies in `nft_do_chain`: nftables frees the packets its rules
+    /// drop itself, so such a drop is always a rule's.
+    pub freed_by_nftables: bool,
+    /// The stage the sentinels last saw the skb at (`netdoc_common::conntrack::stage`).
+    pub nf_stage: u8,
+}
 
-/// The cause of a drop with reason `reason` at `location` (a symbol, e.g. `nf_hook_slow+0x8e`),
-/// whose skb the sentinels last saw at `nf_stage`. None for other reasons.
-pub fn classify(reason: &str, location: &str, nf_stage: u8, coverage: Coverage) -> Option<Cause> {
-    if reason != "NETFILTER_DROP" {
+/// The function whose drops are nftables rules'.
+pub const NFTABLES: &str = "nft_do_chain";
+
+/// The cause of a `NETFILTER_DROP`; None for other reasons.
+pub fn classify(drop: DropFacts, coverage: Coverage) -> Option<Cause> {
+    if !drop.netfilter_drop {
         return None;
     }
-    if location.starts_with(NFTABLES) {
+    if drop.freed_by_nftables {
         return Some(Cause::Firewall);
     }
     Some(match coverage {
         Coverage::NoConntrack => Cause::Firewall,
         Coverage::Blind => Cause::Unclassified,
-        Coverage::Sentinels => match nf_stage {
+        Coverage::Sentinels => match drop.nf_stage {
             stage::RULES => Cause::Firewall,
             stage::CONNTRACK_IN => Cause::ConntrackIn,
             stage::CONNTRACK_CONFIRM => Cause::ConntrackConfirm,
@@ -68,16 +79,17 @@ pub fn classify(reason: &str, location: &str, nf_stage: u8, coverage: Coverage) 
 mod tests {
     use super::*;
 
+    fn netfilter(freed_by_nftables: bool, nf_stage: u8) -> DropFacts {
+        DropFacts {
+            netfilter_drop: true,
+            freed_by_nftables,
+            nf_stage,
+        }
+    }
+
     #[test]
     fn each_stage_names_its_cause() {
-        let at = |s| {
-            classify(
-                "NETFILTER_DROP",
-                "nf_hook_slow+0x8e",
-                s,
-                Coverage::Sentinels,
-            )
-        };
+        let at = |s| classify(netfilter(false, s), Coverage::Sentinels);
         assert_eq!(at(stage::CONNTRACK_IN), Some(Cause::ConntrackIn));
         assert_eq!(at(stage::CONNTRACK_CONFIRM), Some(Cause::ConntrackConfirm));
         assert_eq!(at(stage::RULES), Some(Cause::Firewall));
@@ -89,12 +101,7 @@ mod tests {
     fn nftables_drops_are_rules_whatever_the_stage() {
         for cov in [Coverage::Sentinels, Coverage::Blind, Coverage::NoConntrack] {
             assert_eq!(
-                classify(
-                    "NETFILTER_DROP",
-                    "nft_do_chain+0x3f1",
-                    stage::CONNTRACK_IN,
-                    cov
-                ),
+                classify(netfilter(true, stage::CONNTRACK_IN), cov),
                 Some(Cause::Firewall)
             );
         }
@@ -102,14 +109,15 @@ mod tests {
 
     #[test]
     fn without_sentinels_only_a_missing_conntrack_decides() {
-        let drop = |cov| classify("NETFILTER_DROP", "nf_hook_slow+0x8e", stage::NONE, cov);
+        let drop = |cov| classify(netfilter(false, stage::NONE), cov);
         assert_eq!(drop(Coverage::NoConntrack), Some(Cause::Firewall));
         assert_eq!(drop(Coverage::Blind), Some(Cause::Unclassified));
         assert_eq!(
             classify(
-                "NO_SOCKET",
-                "nf_hook_slow",
-                stage::CONNTRACK_IN,
+                DropFacts {
+                    netfilter_drop: false,
+                    ..netfilter(false, stage::CONNTRACK_IN)
+                },
                 Coverage::Sentinels
             ),
             None

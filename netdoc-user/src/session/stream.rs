@@ -1,14 +1,17 @@
-//! Per-CPU perf buffers → typed records. One reader task per CPU drains its buffer into a
-//! channel; records of unknown kind, version or size are counted, never fatal.
-use crate::drops::report::KernelStats;
-use std::time::Duration;
+//! Per-CPU perf buffers → typed records. One reader task per CPU and stream drains its buffer
+//! into the session's one channel; records of unknown kind, version or size are counted, never
+//! fatal.
+use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::{Context as _, Result};
 use aya::{
     maps::{MapData, PerfEventArray, perf::PerfEvent, perf::PerfEventArrayBuffer},
     util::online_cpus,
 };
-use netdoc_common::{EVENT_VERSION, EventHeader, Record, stat};
+use netdoc_common::{
+    DropEvent, EVENT_VERSION, EventHeader, Record, conntrack::InsertFailEvent,
+    retrans::RetransEvent,
+};
 use tokio::{
     io::unix::AsyncFd,
     sync::{mpsc, watch},
@@ -81,73 +84,118 @@ impl StreamOptions {
     }
 }
 
-/// A family's per-CPU `stat` slots (seen, matched, emitted, lost, aggregation full), summed.
-pub fn kernel_stats(map: &aya::maps::PerCpuArray<MapData, u64>) -> KernelStats {
-    let sum = |slot: u32| -> u64 { map.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0) };
-    KernelStats {
-        seen: sum(stat::SEEN),
-        matched: sum(stat::MATCHED),
-        emitted: sum(stat::EMITTED),
-        lost: sum(stat::EMIT_FAILED),
-        aggregation_overflow: sum(stat::AGG_FULL),
+/// A batch of decoded records from one family's per-CPU buffers.
+pub enum Records {
+    Drops(Vec<DropEvent>),
+    Retransmits(Vec<RetransEvent>),
+    InsertFailures(Vec<InsertFailEvent>),
+}
+
+/// Which family a stream carries: its loss and decoding totals are kept apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StreamKind {
+    Drops,
+    Retransmits,
+    InsertFailures,
+}
+
+/// A record type and how its batches travel.
+pub trait Streamed: Record + Send + 'static {
+    const STREAM: StreamKind;
+    fn batch(records: Vec<Self>) -> Records;
+}
+
+impl Streamed for DropEvent {
+    const STREAM: StreamKind = StreamKind::Drops;
+    fn batch(records: Vec<Self>) -> Records {
+        Records::Drops(records)
     }
 }
 
-/// What a per-CPU reader hands back when it stops.
-#[derive(Default)]
+impl Streamed for RetransEvent {
+    const STREAM: StreamKind = StreamKind::Retransmits;
+    fn batch(records: Vec<Self>) -> Records {
+        Records::Retransmits(records)
+    }
+}
+
+impl Streamed for InsertFailEvent {
+    const STREAM: StreamKind = StreamKind::InsertFailures;
+    fn batch(records: Vec<Self>) -> Records {
+        Records::InsertFailures(records)
+    }
+}
+
+/// What the per-CPU readers of one stream hand back when they stop.
+#[derive(Debug, Default, Clone, Copy)]
 pub struct ReaderTotals {
     pub decode: DecodeStats,
     /// PERF_RECORD_LOST counts; the kernel-side EMIT_FAILED counter is authoritative.
     pub perf_lost: u64,
 }
 
-/// Per-CPU readers of one perf event array; they stop (after a last drain) when `stop` fires.
-pub struct Readers<T> {
-    pub rx: mpsc::Receiver<Vec<T>>,
+/// Per-CPU readers of every stream of a session, feeding one channel; they stop (after a
+/// last drain) when told to.
+pub struct Streams {
+    pub rx: mpsc::Receiver<Records>,
+    tx: Option<mpsc::Sender<Records>>,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<Result<ReaderTotals>>>,
+    tasks: Vec<(StreamKind, JoinHandle<Result<ReaderTotals>>)>,
 }
 
-impl<T: Record + Send + 'static> Readers<T> {
-    /// Opens every online CPU's buffer (`pages` per CPU). Call before attaching, so no record
-    /// arrives with nobody to read it.
-    pub fn open(map: aya::maps::Map, pages: usize) -> Result<Self> {
+impl Streams {
+    pub fn new() -> Self {
+        let (tx, rx) = mpsc::channel(256);
+        let (stop, _) = watch::channel(false);
+        Self {
+            rx,
+            tx: Some(tx),
+            stop,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Opens every online CPU's buffer of `map` (`pages` per CPU). Call before attaching, so
+    /// no record arrives with nobody to read it.
+    pub fn open<T: Streamed>(&mut self, map: aya::maps::Map, pages: usize) -> Result<()> {
         let mut perf = PerfEventArray::try_from(map)?;
-        let (tx, rx) = mpsc::channel::<Vec<T>>(256);
-        let (stop, stop_rx) = watch::channel(false);
+        let tx = self.tx.clone().context("streams already stopped")?;
         let cpus = online_cpus()
             .map_err(|(_, e)| e)
             .context("reading online CPUs")?;
-        let mut tasks = Vec::new();
         for cpu in cpus {
             let buf = perf
                 .open(cpu, Some(pages))
-                .with_context(|| format!("opening the perf buffer of CPU {cpu}"))?;
-            tasks.push(tokio::spawn(read_cpu(buf, tx.clone(), stop_rx.clone())));
+                .with_context(|| format!("opening the perf buffer of CPU {cpu} ({pages} pages)"))?;
+            let task = tokio::spawn(read_cpu::<T>(buf, tx.clone(), self.stop.subscribe()));
+            self.tasks.push((T::STREAM, task));
         }
-        Ok(Self { rx, stop, tasks })
+        Ok(())
     }
 
     /// Tells the readers to drain and stop; `rx` then closes once all is delivered.
-    pub fn stop(&self) {
+    pub fn stop(&mut self) {
+        self.tx = None;
         let _ = self.stop.send(true);
     }
 
-    pub async fn totals(self) -> Result<ReaderTotals> {
-        let mut totals = ReaderTotals::default();
-        for t in self.tasks {
-            let t = t.await.context("perf reader task")??;
-            totals.decode.unknown += t.decode.unknown;
-            totals.decode.decoded += t.decode.decoded;
-            totals.perf_lost += t.perf_lost;
+    /// Each stream's totals, once the readers have stopped.
+    pub async fn totals(self) -> Result<BTreeMap<StreamKind, ReaderTotals>> {
+        let mut totals: BTreeMap<StreamKind, ReaderTotals> = BTreeMap::new();
+        for (kind, task) in self.tasks {
+            let t = task.await.context("perf reader task")??;
+            let sum = totals.entry(kind).or_default();
+            sum.decode.unknown += t.decode.unknown;
+            sum.decode.decoded += t.decode.decoded;
+            sum.perf_lost += t.perf_lost;
         }
         Ok(totals)
     }
 }
 
-async fn read_cpu<T: Record>(
+async fn read_cpu<T: Streamed>(
     buf: PerfEventArrayBuffer<MapData>,
-    tx: mpsc::Sender<Vec<T>>,
+    tx: mpsc::Sender<Records>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<ReaderTotals> {
     // SAFETY: the buffer owns its perf fd and keeps it open for as long as the AsyncFd lives.
@@ -159,17 +207,17 @@ async fn read_cpu<T: Record>(
                 let mut guard = guard?;
                 // Clear before draining: a record landing after the drain re-arms readiness.
                 guard.clear_ready();
-                let batch = drain(guard.get_inner_mut(), &mut totals);
-                if !batch.is_empty() && tx.send(batch).await.is_err() {
+                let batch = drain::<T>(guard.get_inner_mut(), &mut totals);
+                if !batch.is_empty() && tx.send(T::batch(batch)).await.is_err() {
                     break;
                 }
             }
             _ = stop.changed() => break,
         }
     }
-    let batch = drain(fd.get_mut(), &mut totals);
+    let batch = drain::<T>(fd.get_mut(), &mut totals);
     if !batch.is_empty() {
-        let _ = tx.send(batch).await;
+        let _ = tx.send(T::batch(batch)).await;
     }
     Ok(totals)
 }
@@ -189,7 +237,7 @@ fn drain<T: Record>(buf: &mut PerfEventArrayBuffer<MapData>, totals: &mut Reader
 
 #[cfg(test)]
 mod tests {
-    use netdoc_common::{DropEvent, kind};
+    use netdoc_common::kind;
 
     use super::*;
 

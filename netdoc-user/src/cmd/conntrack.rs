@@ -1,0 +1,406 @@
+//! `netdoc conntrack`: per-CPU conntrack counter deltas and table usage, live and at the end,
+//! with what they attribute drops to; insertion failures from the confirm hook where one
+//! attaches, else every conntrack-caused `NETFILTER_DROP` from the drop family and the stage
+//! sentinels.
+use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::{
+    conntrack::{
+        Attribution, Snapshot, attribute,
+        confirm::{self, InsertFailure},
+        deltas, findings, snapshot,
+    },
+    drops::{
+        self,
+        filter::{DropFilter, FilterArgs},
+        report::NamedDrop,
+    },
+    facts::{conntrack::CpuCounters, netns},
+    kernel::Kernel,
+    model::{
+        cause::Cause,
+        finding::Finding,
+        names::{LiveNamer, Namer as _},
+    },
+    sentinel,
+    session::{
+        Component, DropUse, Request, Session,
+        live::{self, Output, Schedule, Signals, View},
+        registry::Families,
+        stream::Records,
+    },
+};
+
+/// Perf buffer pages per CPU: conntrack events come in bursts of at most a few thousand.
+const PAGES: usize = 16;
+
+/// Each cause's `NETFILTER_DROP` count, from the kernel's own aggregation (never sampled).
+type CauseCounts = BTreeMap<Cause, u64>;
+
+/// Columns worth watching, in display order.
+const COLUMNS: [&str; 6] = [
+    "insert_failed",
+    "drop",
+    "early_drop",
+    "clash_resolve",
+    "invalid",
+    "search_restart",
+];
+
+#[derive(Serialize)]
+struct Summary<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    netns: Option<&'a str>,
+    duration_s: f64,
+    nf_conntrack_count: Option<u64>,
+    nf_conntrack_max: Option<u64>,
+    per_cpu: &'a [CpuCounters],
+    attribution: &'a Attribution,
+    /// The function hook on `__nf_conntrack_confirm`, when one attached.
+    confirm_hook: Option<&'a str>,
+    /// Why no function hook attached (the counters are then the only conntrack evidence).
+    confirm_degraded: Option<&'a str>,
+    /// Insertion-failure events delivered, and lost (buffer full or a missed kprobe entry).
+    insert_failure_events: u64,
+    insert_failure_events_lost: u64,
+    /// Without a function hook: the stage sentinels that name each `NETFILTER_DROP`'s cause,
+    /// or why they could not attach.
+    stage_probe: Option<&'a str>,
+    stage_degraded: Option<&'a str>,
+    /// `NETFILTER_DROP`s per cause (from the kernel's counts), and the conntrack-caused drop
+    /// events delivered and lost.
+    netfilter_causes: &'a CauseCounts,
+    conntrack_drop_events: u64,
+    conntrack_drop_events_lost: u64,
+    findings: &'a [Finding],
+}
+
+/// Prints a drop conntrack caused (firewall drops are only counted); true if printed.
+fn print_drop(
+    d: &NamedDrop,
+    only_netns: Option<u32>,
+    json: bool,
+    out: &mut impl std::io::Write,
+) -> bool {
+    let ours = matches!(d.cause, Some(Cause::ConntrackConfirm | Cause::ConntrackIn));
+    if !ours || only_netns.is_some_and(|n| n != d.netns) {
+        return false;
+    }
+    let line = if json {
+        serde_json::to_string(d).unwrap_or_default()
+    } else {
+        let cause = d.cause.map_or("", Cause::describe);
+        format!("conntrack drop ({cause}): {} on CPU {}", d.flow(), d.cpu)
+    };
+    writeln!(out, "{line}").is_ok()
+}
+
+/// Prints insertion failures of the watched namespace; returns how many were printed.
+fn print_failures(
+    batch: Vec<netdoc_common::conntrack::InsertFailEvent>,
+    only_netns: Option<u32>,
+    json: bool,
+    out: &mut impl std::io::Write,
+) -> u64 {
+    let mut shown = 0;
+    for f in batch.iter().map(confirm::decode) {
+        if only_netns.is_some_and(|n| n != f.netns) {
+            continue;
+        }
+        shown += 1;
+        let _ = writeln!(out, "{}", failure_line(&f, json));
+    }
+    shown
+}
+
+fn failure_line(f: &InsertFailure, json: bool) -> String {
+    if json {
+        return serde_json::to_string(f).unwrap_or_default();
+    }
+    format!(
+        "insert failed: {} {} (reply {}) on CPU {}, zone {}, netns {}",
+        f.proto, f.original, f.reply, f.cpu, f.zone, f.netns
+    )
+}
+
+fn table(d: &[CpuCounters], usage: Option<(u64, u64)>) -> String {
+    let mut out = format!("{:<5}", "CPU");
+    for c in COLUMNS {
+        let _ = write!(out, " {c:>14}");
+    }
+    out.push('\n');
+    for (cpu, row) in d.iter().enumerate() {
+        let _ = write!(out, "{cpu:<5}");
+        for c in COLUMNS {
+            match row.get(c) {
+                Some(v) => {
+                    let _ = write!(out, " {v:>14}");
+                }
+                None => {
+                    let _ = write!(out, " {:>14}", "-");
+                }
+            }
+        }
+        out.push('\n');
+    }
+    if let Some((count, max)) = usage {
+        let _ = writeln!(
+            out,
+            "entries: {count} of {max} ({:.1}%)",
+            count as f64 * 100.0 / max.max(1) as f64
+        );
+    }
+    out
+}
+
+struct ConntrackView {
+    ns: Option<String>,
+    only_netns: Option<u32>,
+    json: bool,
+    first: Snapshot,
+    started: std::time::Instant,
+    namer: Option<LiveNamer>,
+    insert_failures: u64,
+    drop_events: u64,
+}
+
+impl View for ConntrackView {
+    fn records(&mut self, _: &Session, batch: Records, out: &mut Output) -> Result<()> {
+        let mut text = Vec::new();
+        match batch {
+            Records::InsertFailures(batch) => {
+                self.insert_failures +=
+                    print_failures(batch, self.only_netns, self.json, &mut text);
+            }
+            Records::Drops(batch) => {
+                if let Some(namer) = self.namer.as_mut() {
+                    for ev in &batch {
+                        let d = NamedDrop::new(ev, namer);
+                        self.drop_events +=
+                            print_drop(&d, self.only_netns, self.json, &mut text) as u64;
+                    }
+                }
+            }
+            Records::Retransmits(_) => {}
+        }
+        if text.is_empty() || out.is_closed() {
+            return Ok(());
+        }
+        Ok(out.write(&String::from_utf8_lossy(&text))?)
+    }
+
+    fn tick(&mut self, _: &Session, out: &mut Output) -> Result<()> {
+        if self.json {
+            return Ok(());
+        }
+        let now = snapshot(self.ns.as_deref())?;
+        Ok(out.line(&format!(
+            "netdoc conntrack — {:.0}s, counts since start\n{}",
+            self.started.elapsed().as_secs_f64(),
+            table(&deltas(&self.first, &now), now.usage)
+        ))?)
+    }
+}
+
+/// The confirm hook alone where it attaches; else why not, and the drop family limited in the
+/// kernel to `NETFILTER_DROP` with the stage sentinels (in this namespace and `ns`), so each
+/// conntrack drop arrives as an event that names its cause.
+fn start(kernel: Kernel, ns: Option<&str>) -> Result<(Session, Option<String>)> {
+    let families = Families::discover(&kernel);
+    let request = Request {
+        pages: PAGES,
+        ..Request::default()
+    }
+    .with(Component::ConntrackConfirm);
+    let session = Session::start(kernel, families, request)?;
+    let Some(why) = session
+        .plan(confirm::PROBE)
+        .filter(|p| p.chosen().is_none())
+        .map(|p| p.failure())
+    else {
+        return Ok((session, None));
+    };
+    let Session {
+        kernel, families, ..
+    } = session;
+    let mut request = Request {
+        pages: PAGES,
+        ..Request::default()
+    };
+    if sentinel::wanted(&families.drops.reasons).is_none() {
+        request.sentinels =
+            Err("no NETFILTER_DROP reason or no nf_conntrack on this kernel".into());
+    } else {
+        request.sentinels = Ok(ns.and_then(netns::other_file).into_iter().collect());
+        request.want(Component::StageSentinels);
+        let filter = DropFilter::parse(
+            &FilterArgs {
+                reason: Some("NETFILTER_DROP".into()),
+                netns: ns.map(str::to_string),
+                ..FilterArgs::default()
+            },
+            &families.drops.reasons,
+        )?;
+        request.want_drops(DropUse {
+            filter,
+            stream: true,
+            hook: None,
+        });
+    }
+    Ok((Session::start(kernel, families, request)?, Some(why)))
+}
+
+pub async fn run(
+    netns: Option<String>,
+    duration: Option<Duration>,
+    interval: Duration,
+    json: bool,
+    kernel: Kernel,
+) -> Result<()> {
+    let mut signals = Signals::install()?;
+    let ns = netns.as_deref();
+    let first = snapshot(ns)?;
+    let only_netns = ns.and_then(netns::resolve_arg);
+    let (mut session, confirm_degraded) = start(kernel, ns)?;
+    let hook = session.hook(confirm::PROBE);
+    let stage_probe = session
+        .drops
+        .as_ref()
+        .and(session.stages.status.as_ref().ok())
+        .map(|s| format!("netfilter stage sentinels ({s})"));
+    let stage_degraded = match (&confirm_degraded, &stage_probe) {
+        (Some(_), None) => Some(match (&session.stages.status, session.plan(drops::PROBE)) {
+            (Err(why), _) => why.clone(),
+            (Ok(_), Some(p)) => p.failure(),
+            (Ok(_), None) => "the drop probe was not tried".into(),
+        }),
+        _ => None,
+    };
+    match (&hook, &confirm_degraded, &stage_probe, &stage_degraded) {
+        (Some(h), ..) => eprintln!("netdoc: attached {} probe via {h}", confirm::PROBE),
+        (None, Some(why), Some(p), _) => eprintln!("netdoc: no function hook ({why}); using {p}"),
+        (None, Some(why), None, Some(e)) => {
+            eprintln!("netdoc: degraded: {why}; and {e}; conntrack counters only")
+        }
+        _ => {}
+    }
+    eprintln!(
+        "netdoc: attached to the conntrack counters of {}; Ctrl-C to stop",
+        ns.unwrap_or("this namespace")
+    );
+    let mut view = ConntrackView {
+        ns: netns.clone(),
+        only_netns,
+        json,
+        first: first.clone(),
+        started: std::time::Instant::now(),
+        namer: stage_probe.as_ref().map(|_| {
+            LiveNamer::new(
+                session.families.drops.reasons.clone(),
+                false,
+                session.stages.coverage,
+            )
+        }),
+        insert_failures: 0,
+        drop_events: 0,
+    };
+    let schedule = Schedule { interval, duration };
+    let mut ended = live::drive(
+        &mut session,
+        &mut view,
+        &mut signals,
+        schedule,
+        std::future::pending::<()>(),
+    )
+    .await?;
+    let lost = session.confirm.as_ref().map_or(0, |c| c.lost());
+    let (causes, drops_lost) = match (session.drops.as_ref(), view.namer.as_mut()) {
+        (Some(maps), Some(namer)) => {
+            let mut counts = CauseCounts::new();
+            for (key, per_cpu) in maps.counts() {
+                if let Some(c) = namer.cause(key.reason, key.location, key.nf_stage) {
+                    *counts.entry(c).or_insert(0) += per_cpu.iter().sum::<u64>();
+                }
+            }
+            (counts, maps.stats().lost)
+        }
+        _ => (CauseCounts::new(), 0),
+    };
+    let events = view.insert_failures;
+    let drop_events = view.drop_events;
+    let last = snapshot(ns)?;
+    let d = deltas(&first, &last);
+    let a = attribute(&d);
+    let f = findings(&a, last.usage, &d);
+    let text = if json {
+        serde_json::to_string(&Summary {
+            kind: "summary",
+            netns: ns,
+            duration_s: view.started.elapsed().as_secs_f64(),
+            nf_conntrack_count: last.usage.map(|u| u.0),
+            nf_conntrack_max: last.usage.map(|u| u.1),
+            per_cpu: &d,
+            attribution: &a,
+            confirm_hook: hook.as_deref(),
+            confirm_degraded: confirm_degraded.as_deref(),
+            insert_failure_events: events,
+            insert_failure_events_lost: lost,
+            stage_probe: stage_probe.as_deref(),
+            stage_degraded: stage_degraded.as_deref(),
+            netfilter_causes: &causes,
+            conntrack_drop_events: drop_events,
+            conntrack_drop_events_lost: drops_lost,
+            findings: &f,
+        })? + "\n"
+    } else {
+        let mut t = format!(
+            "netdoc conntrack: {:.1}s\n{}",
+            view.started.elapsed().as_secs_f64(),
+            table(&d, last.usage)
+        );
+        let _ = writeln!(
+            t,
+            "conntrack drops: {} table full, {} insert failed; any other NETFILTER_DROP at nf_hook_slow is a firewall rule",
+            a.table_full, a.insert_failed
+        );
+        match (&hook, &confirm_degraded) {
+            (Some(h), _) => {
+                let _ = writeln!(t, "insertion failures seen at {h}: {events} (lost {lost})");
+            }
+            (None, Some(why)) => {
+                let _ = writeln!(t, "no function hook on __nf_conntrack_confirm: {why}");
+            }
+            _ => {}
+        }
+        match (&stage_probe, &stage_degraded) {
+            (Some(p), _) => {
+                let causes: Vec<String> = causes
+                    .iter()
+                    .map(|(c, n)| format!("{n} {}", c.describe()))
+                    .collect();
+                let _ = writeln!(
+                    t,
+                    "NETFILTER_DROP causes via {p}: {} (conntrack drop events {drop_events}, lost {drops_lost})",
+                    if causes.is_empty() {
+                        "none".to_string()
+                    } else {
+                        causes.join(", ")
+                    }
+                );
+            }
+            (None, Some(why)) => {
+                let _ = writeln!(t, "NETFILTER_DROP causes unknown: {why}");
+            }
+            _ => {}
+        }
+        for x in &f {
+            t.push_str(&x.render());
+        }
+        t
+    };
+    ended.out.finish(&text)
+}

@@ -1,0 +1,240 @@
+//! `netdoc drops`: the drop family (with NET_RX context and the stage sentinels when they are
+//! worth their cost) in one session, a live table, and a summary that accounts for every drop
+//! the kernel counted.
+use std::{
+    collections::HashMap,
+    io::{self, IsTerminal as _},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+use netdoc_common::{DropEvent, DropKey};
+
+use crate::{
+    drops::{
+        PROBE,
+        filter::{DropFilter, FilterArgs},
+        render,
+        report::{self, NamedDrop, SummaryInput},
+    },
+    facts::netns,
+    kernel::Kernel,
+    model::{
+        cause::Coverage,
+        names::{LiveNamer, Namer as _},
+    },
+    planner::HookKind,
+    session::{
+        Component, DropUse, Request, Session,
+        live::{self, Output, Schedule, Signals, View},
+        registry::Families,
+        stream::{Records, StreamKind, StreamOptions},
+    },
+};
+
+pub struct DropsOptions {
+    pub stream: StreamOptions,
+    pub filter: FilterArgs,
+    /// Restricts the planner to one hook type.
+    pub hook: Option<HookKind>,
+    /// Whether to place the conntrack stage sentinels that name NETFILTER_DROP causes.
+    pub causes: bool,
+}
+
+struct DropsView {
+    json: bool,
+    top: usize,
+    hook: String,
+    tty: bool,
+    namer: LiveNamer,
+    last_flows: HashMap<DropKey, String>,
+    previous: HashMap<DropKey, u64>,
+    last_tick: Instant,
+    delivered: u64,
+}
+
+impl DropsView {
+    /// Remembers the last flow per bucket and prints each event in JSON mode.
+    fn events(&mut self, events: &[DropEvent], out: &mut Output) -> Result<()> {
+        self.delivered += events.len() as u64;
+        let mut text = String::new();
+        for ev in events {
+            let named = NamedDrop::new(ev, &mut self.namer);
+            let key = DropKey {
+                reason: ev.reason,
+                nf_stage: ev.nf_stage,
+                location: ev.location,
+                ..DropKey::default()
+            };
+            if self.json {
+                text += &serde_json::to_string(&named).unwrap_or_default();
+                text.push('\n');
+            }
+            self.last_flows.insert(key, named.flow());
+        }
+        if text.is_empty() || out.is_closed() {
+            return Ok(());
+        }
+        Ok(out.write(&text)?)
+    }
+}
+
+impl View for DropsView {
+    fn records(&mut self, _: &Session, batch: Records, out: &mut Output) -> Result<()> {
+        match batch {
+            Records::Drops(events) => self.events(&events, out),
+            _ => Ok(()),
+        }
+    }
+
+    fn tick(&mut self, session: &Session, out: &mut Output) -> Result<()> {
+        let Some(maps) = session.drops.as_ref().filter(|_| !self.json) else {
+            return Ok(());
+        };
+        let counts = maps.counts();
+        let rows = report::rows(
+            &counts,
+            &self.previous,
+            self.last_tick.elapsed().as_secs_f64(),
+            &self.last_flows,
+            &mut self.namer,
+        );
+        self.previous = counts.iter().map(|(k, v)| (*k, v.iter().sum())).collect();
+        self.last_tick = Instant::now();
+        Ok(out.line(&format!(
+            "{}netdoc drops via {} — {:.0}s\n{}",
+            live::clear_screen(self.tty),
+            self.hook,
+            session.started.elapsed().as_secs_f64(),
+            render::table(&rows, self.top)
+        ))?)
+    }
+}
+
+pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
+    let mut signals = Signals::install()?;
+    let families = Families::discover(&kernel);
+    let reasons = families.drops.reasons.clone();
+    let filter = DropFilter::parse(&opts.filter, &reasons)?;
+    opts.stream.check()?;
+    let streaming = !opts.stream.counts_only;
+    let mut request = Request {
+        pages: opts.stream.pages,
+        ..Request::default()
+    };
+    // No sentinels (they run on every packet through netfilter) when --reason leaves no
+    // NETFILTER_DROP to explain.
+    let explains_netfilter = filter.reasons.is_empty()
+        || (reasons.code("NETFILTER_DROP")).is_some_and(|c| filter.reasons.contains(&c));
+    request.sentinels = match (opts.causes, explains_netfilter) {
+        (false, _) => Err("--no-causes given".into()),
+        (true, false) => Err("not needed: --reason leaves out NETFILTER_DROP".into()),
+        // Sentinels in this namespace and the filtered one, so its NETFILTER_DROPs get a cause.
+        (true, true) => Ok(opts
+            .filter
+            .netns
+            .as_deref()
+            .and_then(netns::other_file)
+            .into_iter()
+            .collect()),
+    };
+    if request.sentinels.is_ok() {
+        request.want(Component::StageSentinels);
+    }
+    // Softirq entry/exit give each drop record its NET_RX context. Counts-only has no records
+    // and is the lowest-overhead mode: it skips these two hooks, which run on every softirq
+    // (the benchmark measured them at about +300 ns per packet).
+    if streaming {
+        request.want(Component::NetRxContext);
+    }
+    request.want_drops(DropUse {
+        filter,
+        stream: streaming,
+        hook: opts.hook,
+    });
+    let mut session = Session::start(kernel, families, request)?;
+    let Some(hook) = session.hook(PROBE) else {
+        bail!(
+            "{}",
+            session.plan(PROBE).map(|p| p.failure()).unwrap_or_default()
+        );
+    };
+    if streaming && !session.net_rx_known {
+        eprintln!("netdoc: degraded: softirq hooks did not attach; drops carry no NET_RX context");
+    }
+    if let (true, Coverage::Blind, Err(why)) = (
+        opts.causes && explains_netfilter,
+        session.stages.coverage,
+        &session.stages.status,
+    ) {
+        eprintln!("netdoc: degraded: NETFILTER_DROP causes unknown: {why}");
+    }
+    eprintln!(
+        "netdoc: attached {PROBE} probe via {hook} (reason names: {}); Ctrl-C to stop",
+        reasons.source.describe()
+    );
+    let mut view = DropsView {
+        json: opts.stream.json,
+        top: opts.stream.top,
+        hook: hook.clone(),
+        tty: io::stdout().is_terminal(),
+        namer: LiveNamer::new(reasons, session.net_rx_known, session.stages.coverage),
+        last_flows: HashMap::new(),
+        previous: HashMap::new(),
+        last_tick: Instant::now(),
+        delivered: 0,
+    };
+    let schedule = Schedule {
+        interval: opts.stream.interval,
+        duration: opts.stream.duration,
+    };
+    let mut ended = live::drive(
+        &mut session,
+        &mut view,
+        &mut signals,
+        schedule,
+        std::future::pending::<()>(),
+    )
+    .await?;
+
+    let maps = session.drops.as_ref().context("the drop probe's maps")?;
+    let stats = maps.stats();
+    let duration_s = session.started.elapsed().as_secs_f64();
+    let rows = report::rows(
+        &maps.counts(),
+        &HashMap::new(),
+        duration_s,
+        &view.last_flows,
+        &mut view.namer,
+    );
+    let delivered = view.delivered;
+    let summary = report::summary(SummaryInput {
+        hook,
+        reason_names: view.namer.reasons().source.describe(),
+        duration_s,
+        streaming,
+        stats,
+        delivered,
+        unknown_records: session.unknown_records(StreamKind::Drops),
+        in_net_rx: session
+            .net_rx_known
+            .then(|| maps.per_cpu().iter().map(|c| c.1).sum()),
+        netfilter_stages: match &session.stages.status {
+            Ok(s) | Err(s) => s.clone(),
+        },
+        rows: &rows,
+    });
+    if streaming && delivered + stats.lost != stats.matched {
+        log::warn!(
+            "accounting mismatch: delivered {delivered} + lost {} != matched {}",
+            stats.lost,
+            stats.matched,
+        );
+    }
+    let text = if opts.stream.json {
+        serde_json::to_string(&summary)? + "\n"
+    } else {
+        render::summary(&summary)
+    };
+    ended.out.finish(&text)
+}

@@ -1,0 +1,7 @@
+//! The commands: each composes probe families in one session and renders what they measured.
+//! Commands may use any family; families never use each other.
+pub mod conntrack;
+pub mod drops;
+pub mod probes;
+pub mod retrans;
+pub mod softirq;

@@ -1,0 +1,278 @@
+//! `netdoc retrans`: the retransmit family in one session, a per-flow live view, and on exit an
+//! account of every event and the MTU black-hole rule.
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    io::{self, IsTerminal as _},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+use netdoc_common::retrans::{FlowKey, RetransEvent};
+use serde::Serialize;
+
+use crate::{
+    facts::netns::NetnsNames,
+    kernel::Kernel,
+    model::finding::Finding,
+    retrans::{
+        RETRANS, RetransMaps, mtu,
+        report::{FlowRow, NamedRetrans},
+    },
+    session::{
+        Component, Request, Session,
+        live::{self, Output, Schedule, Signals, View},
+        registry::Families,
+        stream::{Records, StreamKind, StreamOptions},
+    },
+};
+
+#[derive(Serialize)]
+struct Summary<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    hook: String,
+    duration_s: f64,
+    streaming: bool,
+    retransmits: u64,
+    segments: u64,
+    /// Every retransmit the probes saw: `delivered + lost` equals this when streaming.
+    matched: u64,
+    delivered: u64,
+    lost: u64,
+    unknown_records: u64,
+    aggregation_overflow: u64,
+    flows: &'a [FlowRow],
+    findings: &'a [Finding],
+}
+
+fn rows(
+    maps: &RetransMaps,
+    previous: &HashMap<FlowKey, u64>,
+    interval_s: f64,
+    netns: &mut NetnsNames,
+) -> Vec<FlowRow> {
+    let mut rows: Vec<FlowRow> = maps
+        .flows()
+        .iter()
+        .map(|(k, s)| {
+            let before = previous.get(k).copied().unwrap_or(0);
+            let rate = if interval_s > 0.0 {
+                s.events.saturating_sub(before) as f64 / interval_s
+            } else {
+                0.0
+            };
+            FlowRow::new(k, s, netns.name(k.netns), rate)
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.retransmits
+            .cmp(&a.retransmits)
+            .then(a.id.flow.cmp(&b.id.flow))
+    });
+    rows
+}
+
+fn table(rows: &[FlowRow], limit: usize) -> String {
+    let mut out = format!(
+        "{:<48} {:<12} {:>7} {:>6} {:>6} {:>7} {:>6} {:>5} {:>7} {:>6}  {}\n",
+        "FLOW",
+        "STATE",
+        "RETRANS",
+        "SEGS",
+        "RATE/s",
+        "SAMESEQ",
+        "MAXSEG",
+        "MSS",
+        "PMTU",
+        "DEVMTU",
+        "NETNS"
+    );
+    for r in rows.iter().take(limit) {
+        let pmtu = if r.path_mtu_min < r.path_mtu {
+            format!("{}<{}", r.path_mtu_min, r.path_mtu)
+        } else {
+            r.path_mtu.to_string()
+        };
+        let _ = writeln!(
+            out,
+            "{:<48} {:<12} {:>7} {:>6} {:>6.1} {:>7} {:>6} {:>5} {:>7} {:>6}  {}",
+            r.id.flow,
+            r.state,
+            r.retransmits + r.synacks,
+            r.segments,
+            r.rate,
+            r.max_same_seq,
+            r.max_segment,
+            r.mss,
+            pmtu,
+            r.dev_mtu,
+            r.id.netns_name
+                .clone()
+                .unwrap_or_else(|| r.id.netns.to_string())
+        );
+    }
+    if rows.len() > limit {
+        let _ = writeln!(out, "... {} more", rows.len() - limit);
+    }
+    if rows.is_empty() {
+        out.push_str("(no retransmits yet)\n");
+    }
+    out
+}
+
+struct RetransView {
+    json: bool,
+    top: usize,
+    hook: String,
+    tty: bool,
+    netns: NetnsNames,
+    previous: HashMap<FlowKey, u64>,
+    last_tick: Instant,
+    delivered: u64,
+}
+
+impl RetransView {
+    /// Prints events in JSON mode.
+    fn events(&mut self, events: &[RetransEvent], out: &mut Output) -> Result<()> {
+        self.delivered += events.len() as u64;
+        if !self.json || out.is_closed() {
+            return Ok(());
+        }
+        let mut text = String::new();
+        for ev in events {
+            let named = NamedRetrans::new(ev, self.netns.name(ev.netns));
+            text += &serde_json::to_string(&named).unwrap_or_default();
+            text.push('\n');
+        }
+        Ok(out.write(&text)?)
+    }
+}
+
+impl View for RetransView {
+    fn records(&mut self, _: &Session, batch: Records, out: &mut Output) -> Result<()> {
+        match batch {
+            Records::Retransmits(events) => self.events(&events, out),
+            _ => Ok(()),
+        }
+    }
+
+    fn tick(&mut self, session: &Session, out: &mut Output) -> Result<()> {
+        let Some(maps) = session.retrans.as_ref().filter(|_| !self.json) else {
+            return Ok(());
+        };
+        let r = rows(
+            maps,
+            &self.previous,
+            self.last_tick.elapsed().as_secs_f64(),
+            &mut self.netns,
+        );
+        self.previous = maps.flows().iter().map(|(k, s)| (*k, s.events)).collect();
+        self.last_tick = Instant::now();
+        Ok(out.line(&format!(
+            "{}netdoc retrans via {} — {:.0}s\n{}",
+            live::clear_screen(self.tty),
+            self.hook,
+            session.started.elapsed().as_secs_f64(),
+            table(&r, self.top)
+        ))?)
+    }
+}
+
+pub async fn run(opts: StreamOptions, kernel: Kernel) -> Result<()> {
+    let mut signals = Signals::install()?;
+    opts.check()?;
+    let families = Families::discover(&kernel);
+    let streaming = !opts.counts_only;
+    let request = Request {
+        retrans_stream: streaming,
+        pages: opts.pages,
+        ..Request::default()
+    }
+    .with(Component::Retransmits);
+    let mut session = Session::start(kernel, families, request)?;
+    let Some(hook) = session.hook(RETRANS) else {
+        bail!(
+            "{}",
+            session
+                .plan(RETRANS)
+                .map(|p| p.failure())
+                .unwrap_or_default()
+        );
+    };
+    for p in session.degraded() {
+        eprintln!("netdoc: degraded: {}", p.failure());
+    }
+    eprintln!("netdoc: attached {RETRANS} probe via {hook}; Ctrl-C to stop");
+    let mut view = RetransView {
+        json: opts.json,
+        top: opts.top,
+        hook: hook.clone(),
+        tty: io::stdout().is_terminal(),
+        netns: NetnsNames::new(),
+        previous: HashMap::new(),
+        last_tick: Instant::now(),
+        delivered: 0,
+    };
+    let schedule = Schedule {
+        interval: opts.interval,
+        duration: opts.duration,
+    };
+    let mut ended = live::drive(
+        &mut session,
+        &mut view,
+        &mut signals,
+        schedule,
+        std::future::pending::<()>(),
+    )
+    .await?;
+
+    let maps = session
+        .retrans
+        .as_ref()
+        .context("the retransmit probe's maps")?;
+    let stats = maps.stats();
+    let flows = rows(maps, &HashMap::new(), 0.0, &mut view.netns);
+    let findings = mtu::black_holes(&flows);
+    let delivered = view.delivered;
+    let unknown_records = session.unknown_records(StreamKind::Retransmits);
+    let summary = Summary {
+        kind: "summary",
+        hook,
+        duration_s: session.started.elapsed().as_secs_f64(),
+        streaming,
+        retransmits: flows.iter().map(|f| f.retransmits + f.synacks).sum(),
+        segments: flows.iter().map(|f| f.segments).sum(),
+        matched: stats.matched,
+        delivered,
+        lost: stats.lost,
+        unknown_records,
+        aggregation_overflow: stats.aggregation_overflow,
+        flows: &flows,
+        findings: &findings,
+    };
+    let text = if opts.json {
+        serde_json::to_string(&summary)? + "\n"
+    } else {
+        let mut t = format!(
+            "netdoc retrans: {} retransmits ({} segments) in {:.1}s via {}\n{}",
+            summary.retransmits,
+            summary.segments,
+            summary.duration_s,
+            summary.hook,
+            table(&flows, usize::MAX)
+        );
+        if streaming {
+            let _ = writeln!(
+                t,
+                "events: {} matched, {} delivered, {} lost, {} unknown records",
+                stats.matched, delivered, stats.lost, unknown_records
+            );
+        }
+        for f in &findings {
+            t.push_str(&f.render());
+        }
+        t
+    };
+    ended.out.finish(&text)
+}

@@ -1,0 +1,223 @@
+//! The one live driver: it owns the refresh interval, `--duration`, SIGINT/SIGTERM/SIGHUP, a
+//! closed stdout, detaching and the final drain. Commands only say what a batch of records and
+//! a tick mean to them ([`View`]), and write their summary through [`Output`] afterwards.
+use std::{
+    future::Future,
+    io::{self, Write as _},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use super::{Session, stream::Records};
+
+/// What a command does with the session's records and ticks.
+pub trait View {
+    /// A batch of decoded records from one stream.
+    fn records(&mut self, session: &Session, batch: Records, out: &mut Output) -> Result<()>;
+    /// Every interval: redraw a live view, take a sample.
+    fn tick(&mut self, session: &Session, out: &mut Output) -> Result<()>;
+}
+
+/// A view with nothing live: records are not expected and ticks do nothing.
+pub struct Quiet;
+
+impl View for Quiet {
+    fn records(&mut self, _: &Session, _: Records, _: &mut Output) -> Result<()> {
+        Ok(())
+    }
+    fn tick(&mut self, _: &Session, _: &mut Output) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The signals that end a run, installed before anything is attached so that a signal at any
+/// later point detaches cleanly and still prints the summary. SIGHUP is a dropped SSH session.
+pub struct Signals {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    pub fn install() -> Result<Self> {
+        let on = |k| signal(k).context("installing a signal handler");
+        Ok(Self {
+            int: on(SignalKind::interrupt())?,
+            term: on(SignalKind::terminate())?,
+            hup: on(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for the first of them; returns its name.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.hup.recv() => "SIGHUP",
+        }
+    }
+}
+
+/// stdout for a run: once a write finds it closed (a pager quit, `| head`), it stays closed and
+/// the summary goes to stderr instead.
+pub struct Output {
+    closed: bool,
+}
+
+impl Output {
+    pub fn new() -> Self {
+        Self { closed: false }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Writes to stdout. A closed pipe ends the run quietly (an error the driver recognises);
+    /// any other error (a full disk) is an error.
+    pub fn write(&mut self, text: &str) -> io::Result<()> {
+        if self.closed {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        let mut out = io::stdout().lock();
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::BrokenPipe {
+                    self.closed = true;
+                    return e;
+                }
+                io::Error::new(e.kind(), format!("writing to stdout: {e}"))
+            })
+    }
+
+    /// `text` and a newline.
+    pub fn line(&mut self, text: &str) -> io::Result<()> {
+        self.write(&format!("{text}\n"))
+    }
+
+    /// The closing text: to stdout, or to stderr when stdout has gone away.
+    pub fn finish(&mut self, text: &str) -> Result<()> {
+        if !self.closed {
+            match self.write(text) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut err = io::stderr().lock();
+        err.write_all(text.as_bytes())
+            .and_then(|()| err.flush())
+            .context("writing the summary to stderr")
+    }
+}
+
+/// When a run ends by itself.
+pub struct Schedule {
+    pub interval: Duration,
+    pub duration: Option<Duration>,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// `--duration` elapsed.
+    Deadline,
+    /// The awaited work (a reproducer) finished.
+    Done,
+    Signal(&'static str),
+    StdoutClosed,
+}
+
+/// How a run went: why it ended, what the awaited work returned (when it finished), and
+/// stdout for the summary.
+pub struct Ended<T> {
+    pub ending: Ending,
+    pub value: Option<T>,
+    pub out: Output,
+}
+
+/// Runs `view` over the session until `schedule`'s duration, a signal, a closed stdout or the
+/// end of `until`; then detaches and drains what is left into the view, so every record the
+/// kernel emitted is delivered before the summary.
+pub async fn drive<V: View, T>(
+    session: &mut Session,
+    view: &mut V,
+    signals: &mut Signals,
+    schedule: Schedule,
+    until: impl Future<Output = T>,
+) -> Result<Ended<T>> {
+    let mut streams = session.take_streams();
+    let mut out = Output::new();
+    let deadline = schedule
+        .duration
+        .and_then(|d| tokio::time::Instant::now().checked_add(d));
+    let mut tick = tokio::time::interval(schedule.interval);
+    tick.tick().await;
+    let mut until = std::pin::pin!(until);
+    let mut value = None;
+    let mut failure = None;
+    let ending = loop {
+        let step = tokio::select! {
+            Some(batch) = async { streams.as_mut()?.rx.recv().await } => {
+                view.records(session, batch, &mut out)
+            },
+            _ = tick.tick() => view.tick(session, &mut out),
+            _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => {
+                break Ending::Deadline;
+            },
+            v = &mut until => {
+                value = Some(v);
+                break Ending::Done;
+            },
+            name = signals.recv() => break Ending::Signal(name),
+        };
+        if let Err(e) = step {
+            if !is_broken_pipe(&e) {
+                failure = Some(e);
+            }
+            break Ending::StdoutClosed;
+        }
+    };
+    // Detach first (which waits for running programs), then drain: delivered + lost then
+    // matches the kernel's own count exactly.
+    session.detach();
+    if let Some(mut s) = streams {
+        s.stop();
+        while let Some(batch) = s.rx.recv().await {
+            // Records still count when stdout is gone; only printing stops.
+            let _ = view.records(session, batch, &mut out);
+        }
+        session.stream_totals = s.totals().await?;
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(Ended { ending, value, out })
+}
+
+/// A run with nothing attached (netdoc's object did not load here): waits for `until` or a
+/// signal.
+pub async fn without_session<T>(signals: &mut Signals, until: impl Future<Output = T>) -> Ended<T> {
+    let (ending, value) = tokio::select! {
+        v = until => (Ending::Done, Some(v)),
+        name = signals.recv() => (Ending::Signal(name), None),
+    };
+    Ended {
+        ending,
+        value,
+        out: Output::new(),
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<io::Error>()
+        .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+}
+
+/// Clears the terminal before a redraw, when stdout is one.
+pub fn clear_screen(tty: bool) -> &'static str {
+    if tty { "\x1b[2J\x1b[H" } else { "" }
+}

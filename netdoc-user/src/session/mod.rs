@@ -1,0 +1,370 @@
+//! One probe session: netdoc's eBPF object loaded once with every family's config, each
+//! kernel-side component attached once however many commands or families want it, the maps
+//! taken out so they outlive the links, and every event stream feeding one channel. Dropping
+//! the session (or [`Session::detach`]) releases every link.
+pub mod live;
+pub mod registry;
+pub mod stream;
+
+use std::{collections::BTreeMap, path::PathBuf, time::Instant};
+
+use anyhow::{Context as _, Result, bail};
+use aya::{Ebpf, util::online_cpus};
+use netdoc_common::{
+    DropEvent, REASON_UNAVAILABLE, conntrack::InsertFailEvent, retrans::RetransEvent,
+};
+
+use crate::family::Family as _;
+use crate::{
+    conntrack::confirm::{self, ConfirmMaps},
+    drops::{self, DropMaps, filter::DropFilter},
+    kernel::Kernel,
+    loader,
+    model::cause::Coverage,
+    planner::{self, ProbePlan},
+    retrans::{RETRANS, RetransMaps},
+    sentinel::{self, Sentinels},
+    softirq::{self, SoftirqMaps},
+};
+use registry::Families;
+use stream::{ReaderTotals, StreamKind, Streams};
+
+/// A kernel-side component the session attaches at most once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Component {
+    /// `softirq_entry`/`softirq_exit`: NET_RX context for drops, and softirq run time.
+    NetRxContext,
+    /// `irq_handler_entry` and `napi_poll`: which CPU serves which queue.
+    QueueLoad,
+    /// The conntrack stage sentinels (netfilter links) that name `NETFILTER_DROP` causes.
+    StageSentinels,
+    /// The `kfree_skb` program.
+    Drops,
+    /// `tcp_retransmit_skb` and `tcp_retransmit_synack`.
+    Retransmits,
+    /// The function hook on `__nf_conntrack_confirm`.
+    ConntrackConfirm,
+}
+
+/// How a command wants the drop program.
+#[derive(Debug, Clone, Default)]
+pub struct DropUse {
+    pub filter: DropFilter,
+    /// Emit a record per drop (else count only).
+    pub stream: bool,
+    /// Restrict the planner to one hook type.
+    pub hook: Option<planner::HookKind>,
+}
+
+/// What the commands of one session want attached.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub drops: Option<DropUse>,
+    pub components: Vec<Component>,
+    /// Where stage sentinels go besides netdoc's own namespace, or why none are wanted.
+    pub sentinels: Result<Vec<PathBuf>, String>,
+    /// Whether the retransmit probes stream records.
+    pub retrans_stream: bool,
+    /// Perf buffer pages per CPU for each stream.
+    pub pages: usize,
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Self {
+            drops: None,
+            components: Vec::new(),
+            sentinels: Err("not requested".into()),
+            retrans_stream: false,
+            pages: 64,
+        }
+    }
+}
+
+impl Request {
+    pub fn with(mut self, c: Component) -> Self {
+        self.want(c);
+        self
+    }
+
+    pub fn want(&mut self, c: Component) {
+        if !self.components.contains(&c) {
+            self.components.push(c);
+        }
+    }
+
+    /// Asks for the drop program; a second use widens the first (either streams, fewer filters).
+    pub fn want_drops(&mut self, usage: DropUse) {
+        self.want(Component::Drops);
+        self.drops = Some(match self.drops.take() {
+            None => usage,
+            Some(had) => DropUse {
+                filter: if had.filter == usage.filter {
+                    had.filter
+                } else {
+                    DropFilter::default()
+                },
+                stream: had.stream || usage.stream,
+                hook: had.hook.filter(|h| usage.hook == Some(*h)),
+            },
+        });
+    }
+
+    fn wants(&self, c: Component) -> bool {
+        self.components.contains(&c)
+    }
+}
+
+/// Whether the stage sentinels run, and what they let the drop program tell apart.
+pub struct Stages {
+    pub coverage: Coverage,
+    /// `Ok(where they sit)` or why there are none.
+    pub status: Result<String, String>,
+}
+
+pub struct Session {
+    pub kernel: Kernel,
+    pub families: Families,
+    /// `None` once detached.
+    ebpf: Option<Ebpf>,
+    sentinels: Option<Sentinels>,
+    pub plans: Vec<ProbePlan>,
+    /// Each component's maps, present when its probe attached.
+    pub drops: Option<DropMaps>,
+    pub softirq: Option<SoftirqMaps>,
+    pub retrans: Option<RetransMaps>,
+    pub confirm: Option<ConfirmMaps>,
+    pub stages: Stages,
+    /// Whether drops know their NET_RX context (both softirq hooks attached).
+    pub net_rx_known: bool,
+    streams: Option<Streams>,
+    /// Each stream's decoding and loss totals, once the streams have stopped.
+    pub stream_totals: BTreeMap<StreamKind, ReaderTotals>,
+    pub cpus: Vec<u32>,
+    pub started: Instant,
+}
+
+impl Session {
+    /// Loads the object and attaches what `request` asks for, each component once. A
+    /// component that attaches nowhere is recorded in `plans` (the commands decide whether
+    /// they can go on without it).
+    pub fn start(kernel: Kernel, families: Families, request: Request) -> Result<Self> {
+        let mut configs = families.configs();
+        let netfilter_drop = match &request.sentinels {
+            Ok(_) if request.wants(Component::StageSentinels) => {
+                sentinel::wanted(&families.drops.reasons)
+            }
+            _ => None,
+        };
+        if let Some(usage) = &request.drops {
+            usage.filter.apply(&mut configs.drops);
+            if configs.drops.filters & netdoc_common::filter::NEEDS_PACKET != 0
+                && configs.drops.skb.skb_head == netdoc_common::NO_OFFSET
+            {
+                bail!(
+                    "--netns/--proto/--port/--addr need kernel BTF to decode packets, and {} is unreadable",
+                    kernel.btf_path.display()
+                );
+            }
+            configs.drops.stream = usage.stream as u32;
+            configs.drops.netfilter_drop = netfilter_drop.unwrap_or(REASON_UNAVAILABLE);
+        }
+        configs.retrans.stream = request.retrans_stream as u32;
+        let mut ebpf = loader::load(&configs)?;
+        let mut streams = Streams::new();
+        let take_stream = |ebpf: &mut Ebpf, name: &str| {
+            ebpf.take_map(name).with_context(|| format!("{name} map"))
+        };
+
+        // Maps first, and buffers open before any program attaches, so no record arrives with
+        // nobody to read it.
+        let drop_maps = match &request.drops {
+            Some(usage) => {
+                drops::set_reason_filter(&mut ebpf, &usage.filter.reasons)?;
+                if usage.stream {
+                    streams
+                        .open::<DropEvent>(take_stream(&mut ebpf, "DROP_EVENTS")?, request.pages)?;
+                }
+                Some(DropMaps::take(&mut ebpf)?)
+            }
+            None => None,
+        };
+        let timing = request.wants(Component::NetRxContext) || request.wants(Component::QueueLoad);
+        let softirq_maps = match timing {
+            true => Some(SoftirqMaps::take(&mut ebpf)?),
+            false => None,
+        };
+        let retrans_maps = match request.wants(Component::Retransmits) {
+            true => {
+                if request.retrans_stream {
+                    streams.open::<RetransEvent>(
+                        take_stream(&mut ebpf, "RETRANS_EVENTS")?,
+                        request.pages,
+                    )?;
+                }
+                Some(RetransMaps::take(&mut ebpf)?)
+            }
+            false => None,
+        };
+        let confirm_maps = match request.wants(Component::ConntrackConfirm) {
+            true => {
+                streams.open::<InsertFailEvent>(
+                    take_stream(&mut ebpf, "CONFIRM_EVENTS")?,
+                    request.pages,
+                )?;
+                Some(ConfirmMaps::take(&mut ebpf)?)
+            }
+            false => None,
+        };
+
+        let btf = kernel.aya_btf.as_ref();
+        let mut plans = Vec::new();
+        // Softirq entry/exit before the drop program, so every drop knows its NET_RX context.
+        let mut attach = |ebpf: &mut Ebpf, probe: &'static str, candidates| {
+            let plan = planner::attach_best(ebpf, probe, candidates, btf);
+            let ok = plan.chosen().is_some();
+            plans.push(plan);
+            ok
+        };
+        let mut groups: Vec<(Component, Vec<&'static str>)> = Vec::new();
+        if request.wants(Component::NetRxContext) {
+            groups.push((Component::NetRxContext, vec![softirq::ENTRY, softirq::EXIT]));
+        }
+        if request.wants(Component::QueueLoad) {
+            groups.push((Component::QueueLoad, vec![softirq::IRQ, softirq::NAPI]));
+        }
+        let softirq_probes = families.softirq.probes();
+        let mut net_rx_known = false;
+        for (component, probes) in groups {
+            let mut all = true;
+            for (probe, candidates) in softirq_probes.iter().filter(|(p, _)| probes.contains(p)) {
+                all &= attach(&mut ebpf, probe, candidates.clone());
+            }
+            if component == Component::NetRxContext {
+                net_rx_known = all;
+            }
+        }
+
+        // Sentinels before the drop program, so a NETFILTER_DROP never misses its mark.
+        let (stages, sentinels) =
+            match (&request.sentinels, request.wants(Component::StageSentinels)) {
+                (Ok(namespaces), true) => {
+                    let (coverage, placed) = sentinel::start(&ebpf, netfilter_drop, namespaces);
+                    match placed {
+                        Ok(s) => (
+                            Stages {
+                                coverage,
+                                status: Ok(s.describe()),
+                            },
+                            Some(s),
+                        ),
+                        Err(why) => (
+                            Stages {
+                                coverage,
+                                status: Err(why),
+                            },
+                            None,
+                        ),
+                    }
+                }
+                (Err(why), _) => (
+                    Stages {
+                        coverage: Coverage::Blind,
+                        status: Err(why.clone()),
+                    },
+                    None,
+                ),
+                (Ok(_), false) => (
+                    Stages {
+                        coverage: Coverage::Blind,
+                        status: Err("not requested".into()),
+                    },
+                    None,
+                ),
+            };
+
+        let mut drops = None;
+        if let (Some(usage), Some(maps)) = (&request.drops, drop_maps) {
+            let mut candidates = families.drops.candidates();
+            if let Some(only) = usage.hook {
+                for c in &mut candidates {
+                    if c.hook.kind() != only.name() {
+                        c.precondition = Err(format!("--hook {} given", only.name()));
+                    }
+                }
+            }
+            drops = attach(&mut ebpf, drops::PROBE, candidates).then_some(maps);
+        }
+        let mut retrans = None;
+        if let Some(maps) = retrans_maps {
+            let mut main = false;
+            for (probe, candidates) in families.retrans.probes() {
+                let ok = attach(&mut ebpf, probe, candidates);
+                main |= probe == RETRANS && ok;
+            }
+            retrans = main.then_some(maps);
+        }
+        let mut confirm = None;
+        if let Some(maps) = confirm_maps {
+            confirm = attach(
+                &mut ebpf,
+                confirm::PROBE,
+                families.confirm.candidates.clone(),
+            )
+            .then_some(maps);
+        }
+        let cpus = online_cpus()
+            .map_err(|(_, e)| e)
+            .context("reading online CPUs")?;
+        Ok(Self {
+            kernel,
+            families,
+            ebpf: Some(ebpf),
+            sentinels,
+            plans,
+            drops,
+            softirq: softirq_maps,
+            retrans,
+            confirm,
+            stages,
+            net_rx_known,
+            streams: Some(streams),
+            stream_totals: BTreeMap::new(),
+            cpus,
+            started: Instant::now(),
+        })
+    }
+
+    /// The plan of one probe, if it was tried.
+    pub fn plan(&self, probe: &str) -> Option<&ProbePlan> {
+        self.plans.iter().find(|p| p.probe == probe)
+    }
+
+    /// The hook a probe attached through, as text.
+    pub fn hook(&self, probe: &str) -> Option<String> {
+        self.plan(probe)?.chosen().map(|a| a.hook.to_string())
+    }
+
+    /// Probes that were tried and attached nowhere: the session runs degraded without them.
+    pub fn degraded(&self) -> impl Iterator<Item = &ProbePlan> {
+        self.plans.iter().filter(|p| p.chosen().is_none())
+    }
+
+    /// Releases every link and sentinel, waiting for running programs. The maps stay readable.
+    pub fn detach(&mut self) {
+        self.ebpf = None;
+        self.sentinels = None;
+    }
+
+    /// The event streams, for the one driver that reads them (and stops them after detaching).
+    pub fn take_streams(&mut self) -> Option<Streams> {
+        self.streams.take()
+    }
+
+    /// Records of unknown kind, version or size in one stream.
+    pub fn unknown_records(&self, kind: StreamKind) -> u64 {
+        self.stream_totals
+            .get(&kind)
+            .map_or(0, |t| t.decode.unknown)
+    }
+}
