@@ -231,16 +231,23 @@ impl DropConfig {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all are repr(C) plain integers with explicit padding fields.
-    unsafe impl aya::Pod for super::DropKey {}
-    unsafe impl aya::Pod for super::DropConfig {}
-    unsafe impl aya::Pod for super::softirq::SoftirqTime {}
-    unsafe impl aya::Pod for super::softirq::NapiStats {}
-    unsafe impl aya::Pod for super::softirq::SoftirqConfig {}
-    unsafe impl aya::Pod for super::retrans::FlowKey {}
-    unsafe impl aya::Pod for super::retrans::FlowStats {}
-    unsafe impl aya::Pod for super::retrans::RetransConfig {}
-    unsafe impl aya::Pod for super::conntrack::ConfirmConfig {}
+    macro_rules! pod {
+        ($($t:ty),* $(,)?) => {$(
+            // SAFETY: every one is repr(C) plain integers with explicit padding fields.
+            unsafe impl aya::Pod for $t {}
+        )*};
+    }
+    pod!(
+        super::DropKey,
+        super::DropConfig,
+        super::softirq::SoftirqTime,
+        super::softirq::NapiStats,
+        super::softirq::SoftirqConfig,
+        super::retrans::FlowKey,
+        super::retrans::FlowStats,
+        super::retrans::RetransConfig,
+        super::conntrack::ConfirmConfig,
+    );
 }
 
 #[cfg(test)]

@@ -46,6 +46,7 @@ fn raise_memlock() {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,
     };
+    // SAFETY: setrlimit only reads the struct it is given.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
         log::debug!(
             "could not raise RLIMIT_MEMLOCK: {}",

@@ -26,6 +26,7 @@ const PORT: u16 = 5201;
 fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
     let file = File::open(format!("/run/netns/{ns}")).unwrap();
     std::thread::spawn(move || {
+        // SAFETY: plain syscalls on this thread with values owned by the closure.
         unsafe {
             assert_eq!(
                 libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET),
@@ -92,6 +93,7 @@ fn reset(conn: TcpStream) {
         l_onoff: 1,
         l_linger: 0,
     };
+    // SAFETY: setsockopt reads a linger struct that lives for the call.
     let rc = unsafe {
         libc::setsockopt(
             conn.as_raw_fd(),

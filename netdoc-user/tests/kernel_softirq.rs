@@ -188,3 +188,22 @@ fn irq_map_names_this_machines_nic_queues_with_their_affinity() {
     assert_eq!(cpus.len(), online_cpus().len());
     assert!(cpus.iter().all(|c| c["net_rx_share"].is_number()));
 }
+
+/// `netdoc softirq` runs two families in one session: softirq (entry, exit, IRQ, NAPI) and
+/// drops (the evidence it correlates). Each hook's program is loaded once.
+#[test]
+fn one_session_loads_each_shared_program_once() {
+    require_root!();
+    let netdoc = start(&["softirq", "--json", "--interval", "300ms"]);
+    let held = programs_of(netdoc.child.id());
+    let (status, _) = netdoc.stop(libc::SIGINT);
+    assert!(status.success());
+    assert_nothing_left();
+    let loaded = |prefix: &str| held.iter().filter(|n| n.starts_with(prefix)).count();
+    for shared in ["kfree_skb_", "softirq_entry_", "softirq_exit_"] {
+        assert_eq!(loaded(shared), 1, "{shared} in {held:?}");
+    }
+    for optional in ["irq_handler_", "napi_poll_"] {
+        assert!(loaded(optional) <= 1, "{optional} in {held:?}");
+    }
+}

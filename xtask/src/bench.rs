@@ -66,6 +66,7 @@ struct Sample {
 }
 
 pub fn run(netdoc: &Path, args: &BenchArgs) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark loads BPF programs: run it as root");
     }
@@ -185,6 +186,7 @@ fn start(netdoc: &Path, mode: Mode, out_file: &Path, sender_cpu: usize) -> Resul
     let stdout = std::fs::File::create(out_file)?;
     let mut cmd = Command::new(netdoc);
     // Keep the tracer's userspace off the sender's CPU.
+    // SAFETY: pre_exec runs sched_setaffinity only, which is async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -216,6 +218,7 @@ fn start(netdoc: &Path, mode: Mode, out_file: &Path, sender_cpu: usize) -> Resul
 }
 
 fn stop(mut child: Child) -> Result<()> {
+    // SAFETY: kill has no memory preconditions; the pid is our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait()?;
     if !status.success() {
@@ -242,6 +245,7 @@ fn busy_ns() -> Result<f64> {
         .collect();
     // user nice system idle iowait irq softirq steal
     let busy = f[0] + f[1] + f[2] + f[5] + f[6] + f.get(7).copied().unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Ok(busy * 1e9 / hz)
 }
@@ -251,6 +255,7 @@ fn flood(count: u64, cpu: usize) -> Result<Sample> {
     let before = busy_ns()?;
     let start = Instant::now();
     std::thread::spawn(move || -> Result<()> {
+        // SAFETY: sched_setaffinity reads a cpu_set_t owned by this frame.
         unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
             libc::CPU_SET(cpu, &mut set);

@@ -66,13 +66,18 @@ fn run(cli: Cli) -> Result<()> {
         }
         Task::Test { args } => {
             setup::ensure(true)?;
+            lint()?;
             if !setup::is_root() {
                 eprintln!(
                     "xtask: not root: kernel integration tests will report themselves skipped"
                 );
             }
             // The default members: the eBPF crate builds only for bpfel (via netdoc-user).
-            cargo(&["test"], &args)
+            cargo(&["test"], &args)?;
+            if setup::is_root() && args.is_empty() {
+                beside_another_netdoc()?;
+            }
+            Ok(())
         }
         Task::Bench(args) => {
             setup::ensure(false)?;
@@ -89,6 +94,71 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Formatting and clippy (`-D warnings`) over the host crates and the eBPF crate.
+fn lint() -> Result<()> {
+    cargo(&["fmt", "--all", "--", "--check"], &[])?;
+    cargo(&["clippy", "--all-targets", "--", "-D", "warnings"], &[])?;
+    let status = Command::new("cargo")
+        .args([
+            "+nightly",
+            "clippy",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .current_dir(workspace_root()?.join("netdoc-ebpf"))
+        .status()
+        .context("running clippy on the eBPF crate")?;
+    if !status.success() {
+        bail!("clippy found problems in netdoc-ebpf");
+    }
+    Ok(())
+}
+
+/// The kernel tests once more while another netdoc (`netdoc drops`, with its stage sentinels
+/// and NET_RX hooks) runs on the host, as an exporter would: the tests must neither see its
+/// programs as leaks nor lose counts to it.
+fn beside_another_netdoc() -> Result<()> {
+    let netdoc = workspace_root()?.join("target/debug/netdoc");
+    let mut bystander = Command::new(&netdoc)
+        .args(["drops", "--duration", "30m"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", netdoc.display()))?;
+    // Its stderr says "attached" once every program is in place; keep reading it so the
+    // pipe never fills or closes under it.
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stderr = bystander.stderr.take().context("the bystander's stderr")?;
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let attached = loop {
+        match lines.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(line) if line.contains("attached") => break Ok(()),
+            Ok(line) => eprintln!("bystander: {line}"),
+            Err(e) => break Err(anyhow::anyhow!("the bystander netdoc did not attach: {e}")),
+        }
+    };
+    eprintln!("xtask: kernel tests again beside a running `netdoc drops`");
+    let result = attached.and_then(|()| cargo(&["test", "--test", "kernel_*"], &[]));
+    // SAFETY: kill has no memory preconditions; the pid is our own child.
+    unsafe { libc::kill(bystander.id() as i32, libc::SIGINT) };
+    let status = bystander.wait()?;
+    result?;
+    if !status.success() {
+        bail!("the bystander netdoc exited with {status}");
+    }
+    Ok(())
 }
 
 fn cargo(base: &[&str], extra: &[String]) -> Result<()> {

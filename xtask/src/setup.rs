@@ -8,6 +8,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM: &str = "llvm-22";
 
 pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
 

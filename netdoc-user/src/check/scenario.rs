@@ -123,6 +123,7 @@ impl Drop for Topology {
 
 /// Both ends on CPU 0: veth delivers on the sending CPU, and one CPU keeps segments in order.
 fn pin() {
+    // SAFETY: sched_setaffinity reads a zero-initialised cpu_set_t owned by this frame.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(0, &mut set);
@@ -135,6 +136,7 @@ fn serve(port: mpsc::Sender<u16>, deadline: Instant) -> Result<u64> {
     let listener = TcpListener::bind(SocketAddr::from((SERVER_IP, 0)))?;
     port.send(listener.local_addr()?.port())?;
     let (mut conn, _) = listener.accept()?;
+    // SAFETY: setsockopt reads a value that lives for the call; the fd is the open socket.
     let rc = unsafe {
         libc::setsockopt(
             conn.as_raw_fd(),
@@ -169,6 +171,7 @@ fn wait_writable(conn: &TcpStream, deadline: Instant) {
         events: libc::POLLOUT,
         revents: 0,
     };
+    // SAFETY: poll writes only into the one pollfd it is given.
     unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(1000) as i32) };
 }
 

@@ -111,10 +111,12 @@ impl NetnsNames {
 
 fn index_to_name(ifindex: u32) -> Option<String> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: the buffer is IF_NAMESIZE bytes, as if_indextoname requires.
     let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
     if p.is_null() {
         return None;
     }
+    // SAFETY: on success if_indextoname wrote a NUL-terminated name into `buf`.
     let name = unsafe { std::ffi::CStr::from_ptr(p) };
     Some(name.to_string_lossy().into_owned())
 }
@@ -134,6 +136,7 @@ pub fn spawn_in<T: Send + 'static>(
 ) -> std::io::Result<std::thread::JoinHandle<Option<T>>> {
     let file = File::open(ns_file)?;
     Ok(std::thread::spawn(move || {
+        // SAFETY: the fd is an open namespace file; setns changes only this new thread.
         if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             return None;
         }

@@ -85,6 +85,8 @@ struct NetfilterLinkAttr {
 }
 
 fn bpf<T>(cmd: bpf_cmd, attr: &mut T) -> io::Result<OwnedFd> {
+    // SAFETY: `attr` is a bpf_attr prefix laid out for `cmd` (unit-tested) and outlives the
+    // call; a non-negative result is a new fd that nothing else owns.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_bpf,

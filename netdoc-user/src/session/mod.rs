@@ -368,3 +368,50 @@ impl Session {
             .map_or(0, |t| t.decode.unknown)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_component_wanted_twice_is_attached_once() {
+        let mut r = Request::default()
+            .with(Component::NetRxContext)
+            .with(Component::NetRxContext);
+        r.want_drops(DropUse::default());
+        r.want_drops(DropUse::default());
+        assert_eq!(r.components, [Component::NetRxContext, Component::Drops]);
+    }
+
+    #[test]
+    fn a_second_use_of_the_drop_program_widens_the_first() {
+        let mut r = Request::default();
+        let netns_only = DropFilter {
+            netns: Some(4026531840),
+            ..DropFilter::default()
+        };
+        r.want_drops(DropUse {
+            filter: netns_only.clone(),
+            stream: false,
+            hook: Some(planner::HookKind::Tracepoint),
+        });
+        r.want_drops(DropUse {
+            filter: netns_only.clone(),
+            stream: true,
+            hook: Some(planner::HookKind::Tracepoint),
+        });
+        let same = r.drops.clone().unwrap();
+        assert_eq!(same.filter, netns_only, "equal filters stay");
+        assert!(same.stream, "either streams");
+        assert_eq!(same.hook, Some(planner::HookKind::Tracepoint));
+        r.want_drops(DropUse::default());
+        let wide = r.drops.unwrap();
+        assert_eq!(
+            wide.filter,
+            DropFilter::default(),
+            "different filters: none"
+        );
+        assert_eq!(wide.hook, None, "different hooks: the planner's choice");
+        assert!(wide.stream);
+    }
+}

@@ -14,14 +14,18 @@ use std::{
 
 use serde_json::Value;
 
-/// One netdoc at a time, so the leak check after each run sees only that run's programs.
+/// One test at a time: they share sysctls, namespace names and CPU 0.
 pub static SERIAL: Mutex<()> = Mutex::new(());
+/// Programs that looked like netdoc's when the running test began: another netdoc on the host
+/// (an exporter, a `netdoc drops` beside the suite) holds these, and they are not this test's.
+pub static BEFORE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 pub const NETDOC: &str = env!("CARGO_BIN_EXE_netdoc");
 pub const CLOSED_PORT: u16 = 9;
 pub const FIREWALLED_PORT: u16 = 7777;
 pub const N: usize = 40;
 
 pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
 
@@ -35,6 +39,7 @@ macro_rules! require_root {
         let _serial = $crate::common::SERIAL
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        $crate::common::note_programs_before();
     };
 }
 
@@ -169,6 +174,7 @@ impl Pair {
         let ns = File::open(format!("/run/netns/{}", self.a)).unwrap();
         let (from, to) = (self.ip_a.clone(), self.ip_b.clone());
         std::thread::spawn(move || {
+            // SAFETY: plain syscalls on this thread with values owned by the closure.
             unsafe {
                 assert_eq!(libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET), 0, "setns");
                 let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -304,6 +310,7 @@ pub fn start(args: &[&str]) -> Netdoc {
 impl Netdoc {
     /// Signals netdoc, waits for it and returns its JSON lines.
     pub fn stop(mut self, signal: i32) -> (ExitStatus, Vec<Value>) {
+        // SAFETY: kill has no memory preconditions; the pid is our own child.
         unsafe { libc::kill(self.child.id() as i32, signal) };
         let status = self.child.wait().unwrap();
         let lines = self
@@ -377,26 +384,69 @@ pub fn count(summary: &Value, kind: Kind) -> u64 {
         .unwrap_or(0)
 }
 
-/// No program of netdoc's may stay loaded once it has exited. Links to raw tracepoints are freed
-/// after an RCU grace period, so a program may linger briefly: wait (bounded) for it to go.
+/// The kernel keeps the first 15 bytes of a program name.
+const OURS: [&str; 10] = [
+    "kfree_skb_",
+    "floor_kfree_skb",
+    "softirq_entry_",
+    "softirq_exit_",
+    "irq_handler_",
+    "napi_poll_",
+    "tcp_retransmit_",
+    "tcp_synack_",
+    "nf_stage_snt",
+    "ct_confirm_",
+];
+
+/// Loaded programs named like netdoc's: (id, name).
+fn our_programs() -> Vec<(u32, String)> {
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter_map(|p| Some((p.id(), p.name_as_str()?.to_string())))
+        .filter(|(_, name)| OURS.iter().any(|o| name.starts_with(o)))
+        .collect()
+}
+
+/// Remembers the programs of other netdocs before the test runs its own.
+pub fn note_programs_before() {
+    let ids = our_programs().into_iter().map(|(id, _)| id).collect();
+    *BEFORE.lock().unwrap_or_else(|e| e.into_inner()) = ids;
+}
+
+/// Names of the BPF programs a process holds open (from its fds' `prog_id`), sorted.
+pub fn programs_of(pid: u32) -> Vec<String> {
+    let ids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .filter_map(|info| {
+                    info.lines()
+                        .find_map(|l| l.strip_prefix("prog_id:"))
+                        .and_then(|v| v.trim().parse().ok())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut names: Vec<String> = aya::programs::loaded_programs()
+        .flatten()
+        .filter(|p| ids.contains(&p.id()))
+        .filter_map(|p| p.name_as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+/// No program of netdoc's may stay loaded once it has exited: any that looks like netdoc's and
+/// was not there when the test began is a leak. Links to raw tracepoints are freed after an
+/// RCU grace period, so a program may linger briefly: wait (bounded) for it to go.
 pub fn assert_nothing_left() {
-    // The kernel keeps the first 15 bytes of a program name.
-    let ours = [
-        "kfree_skb_",
-        "floor_kfree_skb",
-        "softirq_entry_",
-        "softirq_exit_",
-        "irq_handler_",
-        "napi_poll_",
-        "nf_stage_snt",
-        "ct_confirm_",
-    ];
+    let before = BEFORE.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let left: Vec<String> = aya::programs::loaded_programs()
-            .flatten()
-            .filter_map(|p| p.name_as_str().map(str::to_string))
-            .filter(|name| ours.iter().any(|o| name.starts_with(o)))
+        let left: Vec<String> = our_programs()
+            .into_iter()
+            .filter(|(id, _)| !before.contains(id))
+            .map(|(_, name)| name)
             .collect();
         if left.is_empty() {
             return;
