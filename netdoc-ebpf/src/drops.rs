@@ -5,7 +5,7 @@ use aya_ebpf::{
     EbpfContext,
     bindings::BPF_F_CURRENT_CPU,
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_perf_event_output},
-    macros::{btf_tracepoint, map, tracepoint},
+    macros::{btf_tracepoint, map},
     maps::{HashMap, PerCpuArray, PerCpuHashMap, PerfEventArray},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -69,21 +69,22 @@ pub fn kfree_skb_btf_noreason(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// Classic tracepoint, fields at the offsets tracefs `format` gave. Returns 1 so perf consumers
-/// of the same tracepoint (perf, bpftrace) are not blinded.
-#[tracepoint]
-pub fn kfree_skb_tp(ctx: TracePointContext) -> u32 {
-    let (skb_at, location_at) = (config!(tp.skbaddr), config!(tp.location));
-    let skb: u64 = unsafe { ctx.read_at(skb_at as usize) }.unwrap_or(0);
-    let location: u64 = unsafe { ctx.read_at(location_at as usize) }.unwrap_or(0);
-    let reason_at = config!(tp.reason);
-    let reason = if reason_at == netdoc_common::NO_OFFSET {
-        REASON_UNAVAILABLE
-    } else {
-        unsafe { ctx.read_at::<u32>(reason_at as usize) }.unwrap_or(REASON_UNAVAILABLE)
-    };
-    handle(&ctx, skb, location, reason);
-    1
+tracepoint! {
+    /// Classic tracepoint, fields at the offsets tracefs `format` gave. Returns 1 so perf consumers
+    /// of the same tracepoint (perf, bpftrace) are not blinded.
+    pub fn kfree_skb_tp(ctx: TracePointContext) -> u32 {
+        let (skb_at, location_at) = (config!(tp.skbaddr), config!(tp.location));
+        let skb: u64 = unsafe { ctx.read_at(skb_at as usize) }.unwrap_or(0);
+        let location: u64 = unsafe { ctx.read_at(location_at as usize) }.unwrap_or(0);
+        let reason_at = config!(tp.reason);
+        let reason = if reason_at == netdoc_common::NO_OFFSET {
+            REASON_UNAVAILABLE
+        } else {
+            unsafe { ctx.read_at::<u32>(reason_at as usize) }.unwrap_or(REASON_UNAVAILABLE)
+        };
+        handle(&ctx, skb, location, reason);
+        1
+    }
 }
 
 #[inline(always)]

@@ -1,6 +1,6 @@
 //! Empty programs on the drop hook: the overhead floor `cargo xtask bench` compares against.
 use aya_ebpf::{
-    macros::{btf_tracepoint, tracepoint},
+    macros::btf_tracepoint,
     programs::{BtfTracePointContext, TracePointContext},
 };
 
@@ -9,8 +9,9 @@ pub fn floor_kfree_skb_btf(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// Returns 1 so perf consumers of the same tracepoint still see the event.
-#[tracepoint]
-pub fn floor_kfree_skb_tp(_ctx: TracePointContext) -> u32 {
-    1
+tracepoint! {
+    /// Returns 1 so perf consumers of the same tracepoint still see the event.
+    pub fn floor_kfree_skb_tp(_ctx: TracePointContext) -> u32 {
+        1
+    }
 }

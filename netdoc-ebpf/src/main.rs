@@ -9,6 +9,23 @@
 // verifier checks at load time; a comment per block would repeat that.
 #![allow(clippy::undocumented_unsafe_blocks)]
 
+/// A classic tracepoint program whose return value reaches the kernel. aya-ebpf's
+/// `#[tracepoint]` always returns 0, and a BPF program on a tracepoint that returns 0 stops the
+/// kernel from recording the event for perf and every other perf consumer of that tracepoint;
+/// netdoc's programs return 1 so that they never blind another tool.
+macro_rules! tracepoint {
+    ($(#[$doc:meta])* pub fn $name:ident($ctx:ident: TracePointContext) -> u32 $body:block) => {
+        $(#[$doc])*
+        #[unsafe(no_mangle)]
+        #[unsafe(link_section = "tracepoint")]
+        pub fn $name(raw: *mut ::core::ffi::c_void) -> u32 {
+            #[inline(always)]
+            fn program($ctx: TracePointContext) -> u32 $body
+            program(TracePointContext::new(raw))
+        }
+    };
+}
+
 mod conntrack;
 mod drops;
 mod floor;

@@ -6,7 +6,7 @@ use aya_ebpf::{
     EbpfContext,
     bindings::BPF_F_CURRENT_CPU,
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_perf_event_output},
-    macros::{btf_tracepoint, map, tracepoint},
+    macros::{btf_tracepoint, map},
     maps::{LruHashMap, PerCpuArray, PerfEventArray},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -55,19 +55,20 @@ pub fn tcp_retransmit_btf_err(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// Classic tracepoint; returns 1 so perf users of the event are not blinded.
-#[tracepoint]
-pub fn tcp_retransmit_tp(ctx: TracePointContext) -> u32 {
-    let (sk_at, skb_at, err_at) = (config!(tp_sk), config!(tp_skb), config!(tp_err));
-    let sk: u64 = unsafe { ctx.read_at(sk_at as usize) }.unwrap_or(0);
-    let skb: u64 = unsafe { ctx.read_at(skb_at as usize) }.unwrap_or(0);
-    let err: i32 = if err_at == NO_OFFSET {
-        0
-    } else {
-        unsafe { ctx.read_at(err_at as usize) }.unwrap_or(0)
-    };
-    handle(&ctx, sk, skb, err, 0);
-    1
+tracepoint! {
+    /// Classic tracepoint; returns 1 so perf users of the event are not blinded.
+    pub fn tcp_retransmit_tp(ctx: TracePointContext) -> u32 {
+        let (sk_at, skb_at, err_at) = (config!(tp_sk), config!(tp_skb), config!(tp_err));
+        let sk: u64 = unsafe { ctx.read_at(sk_at as usize) }.unwrap_or(0);
+        let skb: u64 = unsafe { ctx.read_at(skb_at as usize) }.unwrap_or(0);
+        let err: i32 = if err_at == NO_OFFSET {
+            0
+        } else {
+            unsafe { ctx.read_at(err_at as usize) }.unwrap_or(0)
+        };
+        handle(&ctx, sk, skb, err, 0);
+        1
+    }
 }
 
 /// `(sk, req)`: the request sock starts with a `sock_common` holding the tuple.
@@ -77,12 +78,13 @@ pub fn tcp_synack_btf(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-#[tracepoint]
-pub fn tcp_synack_tp(ctx: TracePointContext) -> u32 {
-    let req_at = config!(tp_synack_req);
-    let req: u64 = unsafe { ctx.read_at(req_at as usize) }.unwrap_or(0);
-    handle(&ctx, req, 0, 0, flag::SYNACK);
-    1
+tracepoint! {
+    pub fn tcp_synack_tp(ctx: TracePointContext) -> u32 {
+        let req_at = config!(tp_synack_req);
+        let req: u64 = unsafe { ctx.read_at(req_at as usize) }.unwrap_or(0);
+        handle(&ctx, req, 0, 0, flag::SYNACK);
+        1
+    }
 }
 
 #[inline(always)]

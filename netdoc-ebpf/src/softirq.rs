@@ -4,7 +4,7 @@ use core::ptr;
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
-    macros::{btf_tracepoint, map, tracepoint},
+    macros::{btf_tracepoint, map},
     maps::{PerCpuArray, PerCpuHashMap},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -56,23 +56,25 @@ pub fn softirq_exit_btf(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// Classic tracepoints return 1 so perf users of the same event still see it.
-#[tracepoint]
-pub fn softirq_entry_tp(ctx: TracePointContext) -> u32 {
-    let at = config!(tp_vec) as usize;
-    if let Ok(vec) = unsafe { ctx.read_at::<u32>(at) } {
-        entry(vec);
+tracepoint! {
+    /// Classic tracepoints return 1 so perf users of the same event still see it.
+    pub fn softirq_entry_tp(ctx: TracePointContext) -> u32 {
+        let at = config!(tp_vec) as usize;
+        if let Ok(vec) = unsafe { ctx.read_at::<u32>(at) } {
+            entry(vec);
+        }
+        1
     }
-    1
 }
 
-#[tracepoint]
-pub fn softirq_exit_tp(ctx: TracePointContext) -> u32 {
-    let at = config!(tp_vec) as usize;
-    if let Ok(vec) = unsafe { ctx.read_at::<u32>(at) } {
-        exit(vec);
+tracepoint! {
+    pub fn softirq_exit_tp(ctx: TracePointContext) -> u32 {
+        let at = config!(tp_vec) as usize;
+        if let Ok(vec) = unsafe { ctx.read_at::<u32>(at) } {
+            exit(vec);
+        }
+        1
     }
-    1
 }
 
 #[inline(always)]
@@ -138,13 +140,14 @@ pub fn irq_handler_btf(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-#[tracepoint]
-pub fn irq_handler_tp(ctx: TracePointContext) -> u32 {
-    let at = config!(tp_irq) as usize;
-    if let Ok(irq) = unsafe { ctx.read_at::<u32>(at) } {
-        count_irq(irq);
+tracepoint! {
+    pub fn irq_handler_tp(ctx: TracePointContext) -> u32 {
+        let at = config!(tp_irq) as usize;
+        if let Ok(irq) = unsafe { ctx.read_at::<u32>(at) } {
+            count_irq(irq);
+        }
+        1
     }
-    1
 }
 
 #[inline(always)]
@@ -162,18 +165,19 @@ pub fn napi_poll_btf(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-#[tracepoint]
-pub fn napi_poll_tp(ctx: TracePointContext) -> u32 {
-    let (napi_at, work_at, budget_at) = (
-        config!(tp_napi) as usize,
-        config!(tp_napi_work) as usize,
-        config!(tp_napi_budget) as usize,
-    );
-    let napi = unsafe { ctx.read_at::<u64>(napi_at) }.unwrap_or(0);
-    let work = unsafe { ctx.read_at::<i32>(work_at) }.unwrap_or(0);
-    let budget = unsafe { ctx.read_at::<i32>(budget_at) }.unwrap_or(0);
-    napi_poll(napi, work, budget);
-    1
+tracepoint! {
+    pub fn napi_poll_tp(ctx: TracePointContext) -> u32 {
+        let (napi_at, work_at, budget_at) = (
+            config!(tp_napi) as usize,
+            config!(tp_napi_work) as usize,
+            config!(tp_napi_budget) as usize,
+        );
+        let napi = unsafe { ctx.read_at::<u64>(napi_at) }.unwrap_or(0);
+        let work = unsafe { ctx.read_at::<i32>(work_at) }.unwrap_or(0);
+        let budget = unsafe { ctx.read_at::<i32>(budget_at) }.unwrap_or(0);
+        napi_poll(napi, work, budget);
+        1
+    }
 }
 
 #[inline(always)]

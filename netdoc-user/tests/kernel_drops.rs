@@ -267,3 +267,82 @@ fn every_drop_is_delivered_or_counted_lost_under_pressure() {
     let events = lines.iter().filter(|l| l["type"] == "drop").count() as u64;
     assert_eq!(events, delivered, "every delivered record was printed");
 }
+
+/// `perf stat` counting `skb:kfree_skb` once a second host-wide, until stopped. It is ready once
+/// it printed its first interval.
+struct PerfCount {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl PerfCount {
+    fn start() -> Option<Self> {
+        let mut child = Command::new("perf")
+            .args(["stat", "-a", "-x,", "-I", "200", "-e", "skb:kfree_skb"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .ok()?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        let err = child.stderr.take()?;
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let first = lines
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .ok()?;
+        first.contains("kfree_skb").then_some(Self { child, lines })
+    }
+
+    /// Stops perf and sums every interval's count.
+    fn stop(mut self) -> u64 {
+        // SAFETY: kill has no memory preconditions; the pid is our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+        self.lines
+            .try_iter()
+            .filter_map(|l| l.split(',').nth(1)?.trim().parse::<u64>().ok())
+            .sum()
+    }
+}
+
+/// A BPF program on a classic tracepoint that returns 0 hides the event from perf: netdoc's
+/// must not, on either hook.
+#[test]
+fn perf_still_sees_every_drop_beside_netdoc() {
+    require_root!();
+    if !Command::new("perf")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("skipped: needs perf (linux-perf)");
+        return;
+    }
+    let pair = Pair::new("pf", 9);
+    for (round, hook) in ["tracepoint", "tp_btf"].into_iter().enumerate() {
+        let netdoc = start(&[
+            "drops",
+            "--json",
+            "--counts-only",
+            "--hook",
+            hook,
+            "--no-causes",
+        ]);
+        let perf = PerfCount::start().expect("perf stat starts and counts skb:kfree_skb");
+        pair.send(CLOSED_PORT, N);
+        // The pair's counter keeps growing across rounds.
+        pair.wait_for_drops(((round + 1) * N) as u64, 0);
+        let seen_by_perf = perf.stop();
+        let (status, _) = netdoc.stop(libc::SIGINT);
+        assert!(status.success());
+        assert!(
+            seen_by_perf >= N as u64,
+            "perf saw {seen_by_perf} of {N} drops beside netdoc --hook {hook}"
+        );
+    }
+    assert_nothing_left();
+}

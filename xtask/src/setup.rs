@@ -66,7 +66,7 @@ fn apt_install(packages: &[&str]) -> Result<()> {
 }
 
 /// Installs, only where missing: nightly + rust-src, LLVM 22, bpf-linker, and with `for_tests`
-/// the tools the integration tests drive (ip, nft).
+/// the tools the integration tests drive (ip, nft, iptables, perf).
 pub fn ensure(for_tests: bool) -> Result<()> {
     if !output("rustup", &["toolchain", "list"]).contains("nightly") {
         step(
@@ -89,7 +89,13 @@ pub fn ensure(for_tests: bool) -> Result<()> {
     }
     let mut packages = vec!["llvm-22-dev"];
     if for_tests {
-        packages.extend(["iproute2", "nftables", "iptables", "util-linux"]);
+        packages.extend([
+            "iproute2",
+            "nftables",
+            "iptables",
+            "util-linux",
+            "linux-perf",
+        ]);
     }
     apt_install(&packages)?;
     if !output("bpf-linker", &["--version"]).contains(BPF_LINKER_VERSION) {
