@@ -46,6 +46,17 @@ pub struct EventHeader {
 }
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 8);
 
+impl EventHeader {
+    /// The header of a `T` record of this version: the one constructor every family uses.
+    pub const fn of<T: Record>() -> Self {
+        Self {
+            kind: T::KIND,
+            version: EVENT_VERSION,
+            size: core::mem::size_of::<T>() as u32,
+        }
+    }
+}
+
 /// `reason` value when the running kernel's `kfree_skb` carries no drop reason (before 5.17).
 pub const REASON_UNAVAILABLE: u32 = u32::MAX;
 

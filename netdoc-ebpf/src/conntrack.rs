@@ -1,25 +1,22 @@
 //! Conntrack insertion failures: `__nf_conntrack_confirm` returning `NF_DROP` (an unresolved
 //! clash, a chain too long, a dying entry). fexit where the kernel allows it, else a kprobe that
 //! remembers the skb per task and a kretprobe that reads the verdict.
-use core::{ffi::c_void, ptr};
+use core::ptr;
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::BPF_F_CURRENT_CPU,
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_perf_event_output,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::{fexit, kprobe, kretprobe, map},
     maps::{HashMap, PerCpuArray, PerfEventArray},
     programs::{FExitContext, ProbeContext, RetProbeContext},
 };
 use netdoc_common::{
-    EVENT_VERSION, EventHeader,
+    EventHeader,
     conntrack::{ConfirmConfig, InsertFailEvent, StageMark, stage},
-    kind, stat,
+    stat,
 };
 
-use crate::read;
+use crate::{emit, read};
 
 #[unsafe(no_mangle)]
 static CONFIRM_CONFIG: ConfirmConfig = ConfirmConfig::EMPTY;
@@ -87,10 +84,9 @@ pub fn ct_confirm_kretprobe(ctx: RetProbeContext) -> u32 {
     0
 }
 
+#[inline(always)]
 fn bump(slot: u32) {
-    if let Some(v) = CONFIRM_STATS.get_ptr_mut(slot) {
-        unsafe { *v += 1 };
-    }
+    emit::bump(&CONFIRM_STATS, slot);
 }
 
 #[inline(always)]
@@ -102,11 +98,7 @@ fn on_return<C: EbpfContext>(ctx: &C, skb: u64, ret: i32) {
     bump(stat::MATCHED);
     let ct = read::at::<u64>(skb, config!(skb_nfct)).unwrap_or(0) & NFCT_PTRMASK;
     let mut ev = InsertFailEvent {
-        header: EventHeader {
-            kind: kind::INSERT_FAILED,
-            version: EVENT_VERSION,
-            size: core::mem::size_of::<InsertFailEvent>() as u32,
-        },
+        header: EventHeader::of::<InsertFailEvent>(),
         ts_ns: unsafe { bpf_ktime_get_ns() },
         cpu: unsafe { bpf_get_smp_processor_id() },
         ..InsertFailEvent::default()
@@ -123,18 +115,5 @@ fn on_return<C: EbpfContext>(ctx: &C, skb: u64, ret: i32) {
         let net = read::at::<u64>(ct, config!(ct_net)).unwrap_or(0);
         ev.netns = read::at::<u32>(net, config!(net_inum)).unwrap_or(0);
     }
-    let sent = unsafe {
-        bpf_perf_event_output(
-            ctx.as_ptr(),
-            ptr::addr_of!(CONFIRM_EVENTS) as *mut c_void,
-            BPF_F_CURRENT_CPU,
-            ptr::addr_of_mut!(ev).cast(),
-            core::mem::size_of::<InsertFailEvent>() as u64,
-        )
-    };
-    bump(if sent == 0 {
-        stat::EMITTED
-    } else {
-        stat::EMIT_FAILED
-    });
+    emit::record(ctx, &CONFIRM_EVENTS, &mut ev, &CONFIRM_STATS);
 }

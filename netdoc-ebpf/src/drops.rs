@@ -1,20 +1,19 @@
 //! `skb:kfree_skb`: count every drop per CPU by (reason, location), optionally stream a record.
-use core::{ffi::c_void, ptr};
+use core::ptr;
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::BPF_F_CURRENT_CPU,
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_perf_event_output},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map},
     maps::{HashMap, PerCpuArray, PerCpuHashMap, PerfEventArray},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use netdoc_common::{
-    DropConfig, DropEvent, DropKey, EVENT_VERSION, EventHeader, REASON_UNAVAILABLE,
-    conntrack::stage, context, filter, kind, stat,
+    DropConfig, DropEvent, DropKey, EventHeader, REASON_UNAVAILABLE, conntrack::stage, context,
+    filter, stat,
 };
 
-use crate::read;
+use crate::{emit, read};
 
 /// Set by userspace before load; read-only, so the verifier prunes what the kernel lacks.
 #[unsafe(no_mangle)]
@@ -89,9 +88,7 @@ tracepoint! {
 
 #[inline(always)]
 fn bump(slot: u32) {
-    if let Some(v) = DROP_STATS.get_ptr_mut(slot) {
-        unsafe { *v += 1 };
-    }
+    emit::bump(&DROP_STATS, slot);
 }
 
 #[inline(always)]
@@ -109,11 +106,7 @@ fn handle<C: EbpfContext>(ctx: &C, skb: u64, location: u64, reason: u32) {
         };
         let ev = unsafe { &mut *ev };
         *ev = DropEvent {
-            header: EventHeader {
-                kind: kind::DROP,
-                version: EVENT_VERSION,
-                size: core::mem::size_of::<DropEvent>() as u32,
-            },
+            header: EventHeader::of::<DropEvent>(),
             location,
             reason,
             ..Default::default()
@@ -149,22 +142,8 @@ fn handle<C: EbpfContext>(ctx: &C, skb: u64, location: u64, reason: u32) {
         ev.cpu = unsafe { bpf_get_smp_processor_id() };
         ev.flags = context;
         ev.nf_stage = nf_stage;
-        // PerfEventArray::output discards the helper's result; we need it to count losses.
-        // The map type is repr(transparent) over its definition, so its address is the map.
-        let ret = unsafe {
-            bpf_perf_event_output(
-                ctx.as_ptr(),
-                ptr::from_ref(&DROP_EVENTS).cast_mut().cast::<c_void>(),
-                BPF_F_CURRENT_CPU,
-                ptr::from_mut(ev).cast::<c_void>(),
-                core::mem::size_of::<DropEvent>() as u64,
-            )
-        };
-        bump(if ret == 0 {
-            stat::EMITTED
-        } else {
-            stat::EMIT_FAILED
-        });
+
+        emit::record(ctx, &DROP_EVENTS, ev, &DROP_STATS);
     }
 }
 

@@ -28,6 +28,7 @@ macro_rules! tracepoint {
 
 mod conntrack;
 mod drops;
+mod emit;
 mod floor;
 mod read;
 mod retrans;

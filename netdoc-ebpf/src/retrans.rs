@@ -1,22 +1,21 @@
 //! `tcp:tcp_retransmit_skb` and `tcp:tcp_retransmit_synack`: aggregate per flow in an LRU map and
 //! optionally stream one record per retransmit.
-use core::{ffi::c_void, ptr};
+use core::ptr;
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::BPF_F_CURRENT_CPU,
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_perf_event_output},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map},
     maps::{LruHashMap, PerCpuArray, PerfEventArray},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use netdoc_common::{
-    EVENT_VERSION, EventHeader, NO_OFFSET, kind,
+    EventHeader, NO_OFFSET,
     retrans::{FlowKey, FlowStats, RetransConfig, RetransEvent, flag},
     stat,
 };
 
-use crate::read;
+use crate::{emit, read};
 
 #[unsafe(no_mangle)]
 static RETRANS_CONFIG: RetransConfig = RetransConfig::EMPTY;
@@ -89,9 +88,7 @@ tracepoint! {
 
 #[inline(always)]
 fn bump(slot: u32) {
-    if let Some(v) = RETRANS_STATS.get_ptr_mut(slot) {
-        unsafe { *v += 1 };
-    }
+    emit::bump(&RETRANS_STATS, slot);
 }
 
 #[inline(always)]
@@ -102,11 +99,7 @@ fn handle<C: EbpfContext>(ctx: &C, sk: u64, skb: u64, err: i32, flags: u8) {
     };
     let ev = unsafe { &mut *ev };
     *ev = RetransEvent {
-        header: EventHeader {
-            kind: kind::RETRANS,
-            version: EVENT_VERSION,
-            size: core::mem::size_of::<RetransEvent>() as u32,
-        },
+        header: EventHeader::of::<RetransEvent>(),
         flags,
         err,
         ..Default::default()
@@ -120,20 +113,7 @@ fn handle<C: EbpfContext>(ctx: &C, sk: u64, skb: u64, err: i32, flags: u8) {
     if config!(stream) != 0 {
         ev.ts_ns = unsafe { bpf_ktime_get_ns() };
         ev.cpu = unsafe { bpf_get_smp_processor_id() };
-        let ret = unsafe {
-            bpf_perf_event_output(
-                ctx.as_ptr(),
-                ptr::from_ref(&RETRANS_EVENTS).cast_mut().cast::<c_void>(),
-                BPF_F_CURRENT_CPU,
-                ptr::from_mut(ev).cast::<c_void>(),
-                core::mem::size_of::<RetransEvent>() as u64,
-            )
-        };
-        bump(if ret == 0 {
-            stat::EMITTED
-        } else {
-            stat::EMIT_FAILED
-        });
+        emit::record(ctx, &RETRANS_EVENTS, ev, &RETRANS_STATS);
     }
 }
 
