@@ -16,8 +16,9 @@ mod softirq;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
+use facts::netns::NetnsArg;
 
 #[derive(Parser)]
 #[command(
@@ -45,10 +46,10 @@ enum Command {
         #[arg(long)]
         netns: Option<String>,
         /// Stop after this long; default: until Ctrl-C.
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
         duration: Option<Duration>,
         /// Refresh interval of the live view.
-        #[arg(long, value_parser = parse_duration, default_value = "1s")]
+        #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "1s")]
         interval: Duration,
         /// One JSON summary object at the end.
         #[arg(long)]
@@ -59,7 +60,7 @@ enum Command {
     /// The NIC map: each NIC queue IRQ, its affinity, the CPUs serving it, NAPI, RPS and NET_RX load.
     Irq {
         /// How long to observe before printing the map.
-        #[arg(long, value_parser = parse_duration, default_value = "3s")]
+        #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "3s")]
         duration: Duration,
         /// One JSON object.
         #[arg(long)]
@@ -110,14 +111,14 @@ struct DropsArgs {
 #[derive(clap::Args)]
 struct SoftirqArgs {
     /// Stop after this long (e.g. 30s, 2m); default: until Ctrl-C.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     duration: Option<Duration>,
     /// Width of one heatmap column.
-    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "1s")]
     interval: Duration,
-    /// Softirq vector to map (HI, TIMER, NET_TX, NET_RX, BLOCK, IRQ_POLL, TASKLET, SCHED, HRTIMER, RCU).
-    #[arg(long, default_value = "NET_RX")]
-    vector: String,
+    /// Softirq vector to map.
+    #[arg(long, value_enum, ignore_case = true, default_value = "NET_RX")]
+    vector: softirq::Vector,
     /// Also write the heatmap as an SVG to this file.
     #[arg(long)]
     svg: Option<PathBuf>,
@@ -129,25 +130,32 @@ struct SoftirqArgs {
     width: usize,
 }
 
+/// `--duration` and friends: humantime's forms (`30s`, `500ms`, `2m`, `1h30m`), or a bare number
+/// of seconds. Zero, negative and too-large values are one-line errors.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (e.g. 30s, 500ms, 2m)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("'{s}': unit must be ms, s, m or h")),
-    };
-    if !(secs > 0.0 && secs.is_finite()) {
-        return Err(format!("'{s}' must be a positive duration"));
+    if s.starts_with('-') {
+        return Err(format!("'{s}' must be a positive duration like 30s"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    let text = if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() {
+        format!("{s}s")
+    } else {
+        s.to_string()
+    };
+    let d = humantime::parse_duration(&text)
+        .map_err(|e| format!("'{s}' is not a duration like 30s, 500ms or 2m ({e})"))?;
+    if d.is_zero() {
+        return Err(format!("'{s}' must be longer than zero"));
+    }
+    // Deadlines are instants: a duration past any reachable one is a typo, not a wish.
+    if d > MAX_DURATION {
+        return Err(format!(
+            "'{s}' is longer than netdoc runs (at most 10 years)"
+        ));
+    }
+    Ok(d)
 }
+
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
@@ -198,12 +206,14 @@ async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Check(a) => return check::run(a, kernel).await,
         Command::Drops(a) => {
+            let netns = a.netns.as_deref().map(NetnsArg::parse).transpose()?;
             cmd::drops::run(
                 cmd::drops::DropsOptions {
                     stream: a.stream,
+                    netns: netns.clone(),
                     filter: drops::filter::FilterArgs {
                         reason: a.reason,
-                        netns: a.netns,
+                        netns: netns.map(|n| n.inode),
                         proto: a.proto,
                         port: a.port,
                         addr: a.addr,
@@ -221,20 +231,16 @@ async fn run(cli: Cli) -> Result<u8> {
             duration,
             interval,
             json,
-        } => cmd::conntrack::run(netns, duration, interval, json, kernel).await,
+        } => {
+            let netns = netns.as_deref().map(NetnsArg::parse).transpose()?;
+            cmd::conntrack::run(netns, duration, interval, json, kernel).await
+        }
         Command::Softirq(a) => {
-            let Some(vector) = softirq::vector_number(&a.vector) else {
-                bail!(
-                    "unknown --vector {}: use one of {}",
-                    a.vector,
-                    softirq::VECTOR_NAMES.join(", ")
-                );
-            };
             cmd::softirq::softirq(
                 cmd::softirq::SoftirqOptions {
                     duration: a.duration,
                     interval: a.interval,
-                    vector,
+                    vector: a.vector.number(),
                     svg: a.svg,
                     json: a.json,
                     width: a.width.max(1),
@@ -259,8 +265,17 @@ mod tests {
         assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("0").is_err());
-        assert!(parse_duration("5x").is_err());
-        assert!(parse_duration("abc").is_err());
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        for bad in [
+            "0",
+            "5x",
+            "abc",
+            "",
+            "-1",
+            "99999999999999999999s",
+            "18446744073709551615h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -11,7 +11,7 @@ pub mod verdict;
 use std::{
     collections::BTreeSet,
     os::unix::process::ExitStatusExt as _,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Command,
     time::{Duration, Instant},
 };
@@ -20,7 +20,10 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     conntrack,
-    facts::{netns, snmp},
+    facts::{
+        netns::{self, NetnsArg},
+        snmp,
+    },
     kernel::Kernel,
     session::live::{self, Quiet, Schedule, Signals},
 };
@@ -44,10 +47,10 @@ pub struct CheckArgs {
     #[arg(long, value_parser = scenario::NAMES)]
     scenario: Option<String>,
     /// No reproducer: watch this long (e.g. 30s).
-    #[arg(long, value_parser = crate::parse_duration)]
+    #[arg(long, value_parser = crate::parse_duration, allow_hyphen_values = true)]
     duration: Option<Duration>,
     /// Longest the reproducer may run before it is killed and the check fails.
-    #[arg(long, value_parser = crate::parse_duration, default_value = "5m")]
+    #[arg(long, value_parser = crate::parse_duration, allow_hyphen_values = true, default_value = "5m")]
     timeout: Duration,
     /// Count drops and read counters of this network namespace (name under /run/netns or path).
     #[arg(long)]
@@ -87,24 +90,14 @@ fn expectations(a: &CheckArgs) -> Result<Vec<Expectation>> {
 }
 
 /// The namespaces whose counters the check reads: the scenario's, `--netns`, or netdoc's own.
-fn counter_namespaces(a: &CheckArgs, how: &Reproduce) -> Result<Vec<PathBuf>> {
+fn counter_namespaces(netns: Option<&NetnsArg>, how: &Reproduce) -> Vec<PathBuf> {
     if let Reproduce::Scenario(t) = how {
-        return Ok(t.namespaces().to_vec());
+        return t.namespaces().to_vec();
     }
-    match &a.netns {
-        None => Ok(vec![PathBuf::from("/proc/thread-self/ns/net")]),
-        Some(n) => {
-            let path = if n.contains('/') {
-                PathBuf::from(n)
-            } else {
-                Path::new(netns::NAMED_DIR).join(n)
-            };
-            if !path.exists() {
-                bail!("--netns {n}: no such namespace (a name under /run/netns or a path)");
-            }
-            Ok(vec![path])
-        }
-    }
+    vec![match netns {
+        None => PathBuf::from("/proc/thread-self/ns/net"),
+        Some(n) => n.path.clone(),
+    }]
 }
 
 fn read_counters(namespaces: &[PathBuf]) -> snmp::Counters {
@@ -139,12 +132,13 @@ pub async fn run(a: CheckArgs, kernel: Kernel) -> Result<u8> {
         Some(h) => h,
         None => Reproduce::Scenario(scenario::Topology::new().context("setting up the scenario")?),
     };
-    let namespaces = counter_namespaces(&a, &how)?;
+    let netns = a.netns.as_deref().map(NetnsArg::parse).transpose()?;
+    let namespaces = counter_namespaces(netns.as_ref(), &how);
     let inodes: BTreeSet<u32> = namespaces.iter().filter_map(|p| netns::inode(p)).collect();
     let mut signals = Signals::install()?;
-    let mut tracer = tracer::start(kernel, a.netns.as_deref())?;
+    let mut tracer = tracer::start(kernel, netns.as_ref().map(|n| n.inode))?;
     let counters_before = read_counters(&namespaces);
-    let conntrack_before = conntrack::snapshot(a.netns.as_deref()).ok();
+    let conntrack_before = conntrack::snapshot(netns.as_ref().map(|n| n.path.as_path())).ok();
 
     let mut measured = Measurements::default();
     let reproduce = async {
@@ -181,21 +175,23 @@ pub async fn run(a: CheckArgs, kernel: Kernel) -> Result<u8> {
     let after = read_counters(&namespaces);
     measured.counters = snmp::deltas(&counters_before, &after);
     // A reproducer may load conntrack itself: no "before" then means zeros before.
-    measured.conntrack = Some(match conntrack::snapshot(a.netns.as_deref()) {
-        Ok(after) => Ok(
-            conntrack::deltas(&conntrack_before.unwrap_or_default(), &after)
-                .iter()
-                .flat_map(|row| row.iter().filter(|(k, _)| k.as_str() != "entries"))
-                .fold(
-                    Default::default(),
-                    |mut sum: std::collections::BTreeMap<String, u64>, (k, v)| {
-                        *sum.entry(k.clone()).or_default() += v;
-                        sum
-                    },
-                ),
-        ),
-        Err(e) => Err(format!("{e:#}")),
-    });
+    measured.conntrack = Some(
+        match conntrack::snapshot(netns.as_ref().map(|n| n.path.as_path())) {
+            Ok(after) => Ok(
+                conntrack::deltas(&conntrack_before.unwrap_or_default(), &after)
+                    .iter()
+                    .flat_map(|row| row.iter().filter(|(k, _)| k.as_str() != "entries"))
+                    .fold(
+                        Default::default(),
+                        |mut sum: std::collections::BTreeMap<String, u64>, (k, v)| {
+                            *sum.entry(k.clone()).or_default() += v;
+                            sum
+                        },
+                    ),
+            ),
+            Err(e) => Err(format!("{e:#}")),
+        },
+    );
     tracer::finish(&tracer, &inodes, &mut measured);
     drop(how); // removes the scenario's namespaces before the verdict is printed
 

@@ -19,12 +19,12 @@ use crate::{
 /// The session, or why netdoc's object does not load here.
 pub type Tracer = Result<Session, String>;
 
-/// `drop_netns`: count only drops in this namespace (a `--netns` value).
-pub fn start(kernel: Kernel, drop_netns: Option<&str>) -> anyhow::Result<Tracer> {
+/// `drop_netns`: count only drops in the namespace of this inode.
+pub fn start(kernel: Kernel, drop_netns: Option<u32>) -> anyhow::Result<Tracer> {
     let families = Families::discover(&kernel);
     let filter = DropFilter::parse(
         &FilterArgs {
-            netns: drop_netns.map(str::to_string),
+            netns: drop_netns,
             ..Default::default()
         },
         &families.drops.reasons,

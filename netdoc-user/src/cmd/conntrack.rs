@@ -18,7 +18,7 @@ use crate::{
         filter::{DropFilter, FilterArgs},
         report::NamedDrop,
     },
-    facts::{conntrack::CpuCounters, netns},
+    facts::{conntrack::CpuCounters, netns::NetnsArg},
     kernel::Kernel,
     model::{
         cause::Cause,
@@ -158,7 +158,7 @@ fn table(d: &[CpuCounters], usage: Option<(u64, u64)>) -> String {
 }
 
 struct ConntrackView {
-    ns: Option<String>,
+    ns: Option<std::path::PathBuf>,
     only_netns: Option<u32>,
     json: bool,
     first: Snapshot,
@@ -209,7 +209,7 @@ impl View for ConntrackView {
 /// The confirm hook alone where it attaches; else why not, and the drop family limited in the
 /// kernel to `NETFILTER_DROP` with the stage sentinels (in this namespace and `ns`), so each
 /// conntrack drop arrives as an event that names its cause.
-fn start(kernel: Kernel, ns: Option<&str>) -> Result<(Session, Option<String>)> {
+fn start(kernel: Kernel, ns: Option<&NetnsArg>) -> Result<(Session, Option<String>)> {
     let families = Families::discover(&kernel);
     let request = Request {
         pages: PAGES,
@@ -235,12 +235,12 @@ fn start(kernel: Kernel, ns: Option<&str>) -> Result<(Session, Option<String>)> 
         request.sentinels =
             Err("no NETFILTER_DROP reason or no nf_conntrack on this kernel".into());
     } else {
-        request.sentinels = Ok(ns.and_then(netns::other_file).into_iter().collect());
+        request.sentinels = Ok(ns.and_then(NetnsArg::other_file).into_iter().collect());
         request.want(Component::StageSentinels);
         let filter = DropFilter::parse(
             &FilterArgs {
                 reason: Some("NETFILTER_DROP".into()),
-                netns: ns.map(str::to_string),
+                netns: ns.map(|n| n.inode),
                 ..FilterArgs::default()
             },
             &families.drops.reasons,
@@ -255,17 +255,17 @@ fn start(kernel: Kernel, ns: Option<&str>) -> Result<(Session, Option<String>)> 
 }
 
 pub async fn run(
-    netns: Option<String>,
+    netns: Option<NetnsArg>,
     duration: Option<Duration>,
     interval: Duration,
     json: bool,
     kernel: Kernel,
 ) -> Result<()> {
     let mut signals = Signals::install()?;
-    let ns = netns.as_deref();
-    let first = snapshot(ns)?;
-    let only_netns = ns.and_then(netns::resolve_arg);
-    let (mut session, confirm_degraded) = start(kernel, ns)?;
+    let ns_file = netns.as_ref().map(|n| n.path.as_path());
+    let first = snapshot(ns_file)?;
+    let only_netns = netns.as_ref().map(|n| n.inode);
+    let (mut session, confirm_degraded) = start(kernel, netns.as_ref())?;
     let hook = session.hook(confirm::PROBE);
     let stage_probe = session
         .drops
@@ -290,10 +290,12 @@ pub async fn run(
     }
     eprintln!(
         "netdoc: attached to the conntrack counters of {}; Ctrl-C to stop",
-        ns.unwrap_or("this namespace")
+        netns
+            .as_ref()
+            .map_or("this namespace", |n| n.given.as_str())
     );
     let mut view = ConntrackView {
-        ns: netns.clone(),
+        ns: netns.as_ref().map(|n| n.path.clone()),
         only_netns,
         json,
         first: first.clone(),
@@ -332,14 +334,14 @@ pub async fn run(
     };
     let events = view.insert_failures;
     let drop_events = view.drop_events;
-    let last = snapshot(ns)?;
+    let last = snapshot(ns_file)?;
     let d = deltas(&first, &last);
     let a = attribute(&d);
     let f = findings(&a, last.usage, &d);
     let text = if json {
         serde_json::to_string(&Summary {
             kind: "summary",
-            netns: ns,
+            netns: netns.as_ref().map(|n| n.given.as_str()),
             duration_s: view.started.elapsed().as_secs_f64(),
             nf_conntrack_count: last.usage.map(|u| u.0),
             nf_conntrack_max: last.usage.map(|u| u.1),

@@ -17,7 +17,7 @@ use crate::{
         render,
         report::{self, NamedDrop, SummaryInput},
     },
-    facts::netns,
+    facts::netns::NetnsArg,
     kernel::Kernel,
     model::{
         cause::Coverage,
@@ -35,6 +35,8 @@ use crate::{
 pub struct DropsOptions {
     pub stream: StreamOptions,
     pub filter: FilterArgs,
+    /// `--netns`: only its drops, and sentinels placed there too.
+    pub netns: Option<NetnsArg>,
     /// Restricts the planner to one hook type.
     pub hook: Option<HookKind>,
     /// Whether to place the conntrack stage sentinels that name NETFILTER_DROP causes.
@@ -131,10 +133,9 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
         (true, false) => Err("not needed: --reason leaves out NETFILTER_DROP".into()),
         // Sentinels in this namespace and the filtered one, so its NETFILTER_DROPs get a cause.
         (true, true) => Ok(opts
-            .filter
             .netns
-            .as_deref()
-            .and_then(netns::other_file)
+            .as_ref()
+            .and_then(NetnsArg::other_file)
             .into_iter()
             .collect()),
     };

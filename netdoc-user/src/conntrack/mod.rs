@@ -24,8 +24,8 @@ pub struct Snapshot {
     pub usage: Option<(u64, u64)>,
 }
 
-/// Reads the counters in namespace `ns` (a /run/netns name or a path), or netdoc's own.
-pub fn snapshot(ns: Option<&str>) -> Result<Snapshot> {
+/// Reads the counters in the namespace of file `ns`, or in netdoc's own.
+pub fn snapshot(ns: Option<&Path>) -> Result<Snapshot> {
     let read = || {
         Some(Snapshot {
             per_cpu: conntrack::read_stat().ok()?,
@@ -34,17 +34,7 @@ pub fn snapshot(ns: Option<&str>) -> Result<Snapshot> {
     };
     let snap = match ns {
         None => read(),
-        Some(arg) => {
-            let path = if arg.contains('/') {
-                Path::new(arg).to_path_buf()
-            } else {
-                Path::new(netns::NAMED_DIR).join(arg)
-            };
-            if !path.exists() {
-                bail!("--netns {arg}: no such namespace (a name under /run/netns or a path)");
-            }
-            netns::in_namespace(&path, read)
-        }
+        Some(path) => netns::in_namespace(path, read),
     };
     match snap {
         Some(s) => Ok(s),

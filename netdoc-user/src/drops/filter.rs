@@ -5,7 +5,7 @@ use anyhow::{Result, bail};
 use netdoc_common::{DropConfig, filter};
 
 use super::reasons::DropReasons;
-use crate::{facts::netns, model::addr::parse_proto};
+use crate::model::addr::parse_proto;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DropFilter {
@@ -19,7 +19,8 @@ pub struct DropFilter {
 #[derive(Debug, Default, Clone)]
 pub struct FilterArgs {
     pub reason: Option<String>,
-    pub netns: Option<String>,
+    /// The inode of a namespace already checked by [`crate::facts::netns::NetnsArg`].
+    pub netns: Option<u32>,
     pub proto: Option<String>,
     pub port: Option<u16>,
     pub addr: Option<IpAddr>,
@@ -51,14 +52,7 @@ impl DropFilter {
                 bail!("--reason: give one or more reason names, comma-separated");
             }
         }
-        if let Some(ns) = &args.netns {
-            match netns::resolve_arg(ns) {
-                Some(ino) => f.netns = Some(ino),
-                None => bail!(
-                    "--netns: no namespace '{ns}' (give a name under /run/netns, a path or an inode)"
-                ),
-            }
-        }
+        f.netns = args.netns;
         if let Some(p) = &args.proto {
             f.proto = Some(parse_proto(p)?);
         }
@@ -113,7 +107,7 @@ mod tests {
     fn parses_and_applies_every_filter() {
         let args = FilterArgs {
             reason: Some("no_socket, NETFILTER_DROP".into()),
-            netns: Some("4026531840".into()),
+            netns: Some(4026531840),
             proto: Some("UDP".into()),
             port: Some(53),
             addr: Some("10.1.2.3".parse().unwrap()),
@@ -166,11 +160,6 @@ mod tests {
             ..Default::default()
         });
         assert!(e.starts_with("--proto"), "{e}");
-        let e = bad(FilterArgs {
-            netns: Some("no-such-ns-here".into()),
-            ..Default::default()
-        });
-        assert!(e.starts_with("--netns"), "{e}");
         let e = DropFilter::parse(
             &FilterArgs {
                 reason: Some("NO_SOCKET".into()),

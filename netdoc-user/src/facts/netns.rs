@@ -13,29 +13,54 @@ pub fn inode(path: &Path) -> Option<u32> {
     std::fs::metadata(path).ok().map(|m| m.ino() as u32)
 }
 
-/// Resolves `--netns` values: a name under /run/netns, a path, or an inode number.
-pub fn resolve_arg(arg: &str) -> Option<u32> {
-    if let Ok(n) = arg.parse::<u32>() {
-        return Some(n);
-    }
-    let path = if arg.contains('/') {
-        PathBuf::from(arg)
-    } else {
-        Path::new(NAMED_DIR).join(arg)
-    };
-    inode(&path)
+/// A `--netns` value, checked where it enters: a name under /run/netns, a path to a network
+/// namespace file, or the inode of a namespace that a bind mount or a process holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetnsArg {
+    /// As the user gave it, for messages.
+    pub given: String,
+    pub path: PathBuf,
+    pub inode: u32,
 }
 
-/// A file for a `--netns` value other than netdoc's own namespace: a /run/netns name, a path,
-/// or an inode (looked up among named namespaces and processes).
-pub fn other_file(arg: &str) -> Option<PathBuf> {
-    let own = inode(Path::new("/proc/self/ns/net"));
-    let file = match arg.parse::<u32>() {
-        Ok(ino) => NetnsNames::new().ns_file(ino)?,
-        Err(_) if arg.contains('/') => PathBuf::from(arg),
-        Err(_) => Path::new(NAMED_DIR).join(arg),
-    };
-    (inode(&file).is_some() && inode(&file) != own).then_some(file)
+/// `NS_GET_NSTYPE` (`_IO(0xb7, 0x3)`): which kind of namespace an nsfs file is.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+impl NetnsArg {
+    pub fn parse(arg: &str) -> anyhow::Result<Self> {
+        let hint = "give a name under /run/netns, a path such as /proc/PID/ns/net, or an inode";
+        if arg.is_empty() {
+            anyhow::bail!("--netns: empty ({hint})");
+        }
+        let path = match arg.parse::<u32>() {
+            Ok(ino) => NetnsNames::new().ns_file(ino).ok_or_else(|| {
+                anyhow::anyhow!("--netns {arg}: no namespace with this inode is held by a bind mount or process ({hint})")
+            })?,
+            Err(_) if arg.contains('/') => PathBuf::from(arg),
+            Err(_) => Path::new(NAMED_DIR).join(arg),
+        };
+        let file = File::open(&path)
+            .map_err(|e| anyhow::anyhow!("--netns {arg}: {} ({e}; {hint})", path.display()))?;
+        // SAFETY: NS_GET_NSTYPE takes no argument and only inspects the open fd.
+        let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
+        if kind != libc::CLONE_NEWNET {
+            anyhow::bail!(
+                "--netns {arg}: {} is not a network namespace ({hint})",
+                path.display()
+            );
+        }
+        let inode = file.metadata()?.ino() as u32;
+        Ok(Self {
+            given: arg.to_string(),
+            path,
+            inode,
+        })
+    }
+
+    /// The namespace's file, unless it is netdoc's own (where everything is placed anyway).
+    pub fn other_file(&self) -> Option<PathBuf> {
+        (inode(Path::new("/proc/self/ns/net")) != Some(self.inode)).then(|| self.path.clone())
+    }
 }
 
 #[derive(Default)]
@@ -97,7 +122,7 @@ impl NetnsNames {
     }
 
     /// A file that refers to namespace `ino`: a /run/netns entry or some process's ns link.
-    fn ns_file(&mut self, ino: u32) -> Option<PathBuf> {
+    pub fn ns_file(&mut self, ino: u32) -> Option<PathBuf> {
         if let Some(name) = self.name(ino) {
             return Some(Path::new(NAMED_DIR).join(name));
         }

@@ -30,7 +30,7 @@ pub fn parse_proto(p: &str) -> Result<u8> {
         other => match other.parse() {
             Ok(n) => n,
             Err(_) => bail!(
-                "--proto: unknown protocol '{p}' (use tcp, udp, icmp, icmpv6, sctp or a number)"
+                "--proto: unknown protocol '{p}' (use tcp, udp, icmp, icmpv6, sctp or a number from 0 to 255)"
             ),
         },
     })

@@ -61,10 +61,10 @@ pub struct StreamOptions {
     #[arg(long)]
     pub counts_only: bool,
     /// Stop after this long (e.g. 30s, 500ms, 2m); default: until Ctrl-C.
-    #[arg(long, value_parser = crate::parse_duration)]
+    #[arg(long, value_parser = crate::parse_duration, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
     /// Refresh interval of the live view.
-    #[arg(long, value_parser = crate::parse_duration, default_value = "1s")]
+    #[arg(long, value_parser = crate::parse_duration, allow_hyphen_values = true, default_value = "1s")]
     pub interval: Duration,
     /// Perf buffer pages per CPU (power of two).
     #[arg(long, default_value_t = 64)]

@@ -34,12 +34,27 @@ pub const VECTOR_NAMES: [&str; VECTORS as usize] = [
     "HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU",
 ];
 
-pub fn vector_number(name: &str) -> Option<u32> {
-    let upper = name.to_ascii_uppercase();
-    VECTOR_NAMES
-        .iter()
-        .position(|v| *v == upper)
-        .map(|i| i as u32)
+/// A softirq vector as `--vector` takes it, in `NR_SOFTIRQS` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Vector {
+    Hi,
+    Timer,
+    NetTx,
+    NetRx,
+    Block,
+    IrqPoll,
+    Tasklet,
+    Sched,
+    Hrtimer,
+    Rcu,
+}
+
+impl Vector {
+    /// The kernel's vector number.
+    pub fn number(self) -> u32 {
+        self as u32
+    }
 }
 
 /// What the running kernel offers these probes.
@@ -193,12 +208,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn vector_names_round_trip() {
-        assert_eq!(
-            vector_number("net_rx"),
-            Some(netdoc_common::softirq::NET_RX)
-        );
-        assert_eq!(vector_number("RCU"), Some(9));
-        assert_eq!(vector_number("nope"), None);
+    fn vectors_are_numbered_and_named_as_the_kernel_does() {
+        use clap::ValueEnum as _;
+        assert_eq!(Vector::NetRx.number(), netdoc_common::softirq::NET_RX);
+        assert_eq!(Vector::Rcu.number(), 9);
+        for v in Vector::value_variants() {
+            let name = v.to_possible_value().unwrap();
+            assert_eq!(name.get_name(), VECTOR_NAMES[v.number() as usize]);
+        }
+        assert_eq!(Vector::from_str("net_rx", true), Ok(Vector::NetRx));
     }
 }
