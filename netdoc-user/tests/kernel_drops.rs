@@ -346,3 +346,49 @@ fn perf_still_sees_every_drop_beside_netdoc() {
     }
     assert_nothing_left();
 }
+
+/// A dropped SSH session (SIGHUP) ends a live view like Ctrl-C: summary, detach, exit 0.
+#[test]
+fn sighup_ends_a_live_view_with_its_summary() {
+    require_root!();
+    let netdoc = start(&["drops", "--json", "--counts-only", "--no-causes"]);
+    let (status, lines) = netdoc.stop(libc::SIGHUP);
+    assert!(status.success(), "netdoc exited with {status}");
+    assert_eq!(summary(&lines)["matched"], summary(&lines)["total"]);
+    assert_nothing_left();
+}
+
+/// Output that cannot be written is an error with one line, never a panic or a silent exit 0.
+#[test]
+fn a_full_stdout_is_a_one_line_error() {
+    require_root!();
+    for args in [
+        &["probes"][..],
+        &["probes", "--json"],
+        &["drops", "--duration", "300ms", "--no-causes"],
+        &["check", "--duration", "300ms", "--expect", "drops >= 0"],
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = Command::new(NETDOC)
+            .args(args)
+            .stdout(full)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+        assert!(
+            !out.status.success() && out.status.code() != Some(101),
+            "{args:?}: {}",
+            out.status
+        );
+        assert_eq!(errors.len(), 1, "{args:?}: {err}");
+        assert!(
+            errors[0].starts_with("netdoc: error: writing to stdout"),
+            "{err}"
+        );
+    }
+    assert_nothing_left();
+}

@@ -159,7 +159,7 @@ pub async fn run(a: CheckArgs, kernel: Kernel) -> Result<u8> {
         interval: Duration::from_secs(3600),
         duration: None,
     };
-    let ended = match tracer.as_mut() {
+    let mut ended = match tracer.as_mut() {
         Ok(session) => live::drive(session, &mut Quiet, &mut signals, schedule, reproduce).await?,
         Err(_) => live::without_session(&mut signals, reproduce).await,
     };
@@ -197,9 +197,11 @@ pub async fn run(a: CheckArgs, kernel: Kernel) -> Result<u8> {
 
     let report = verdict::evaluate(&expectations, measured, reproducer, kernel_release());
     if a.json {
-        println!("{}", serde_json::to_string(&report)?);
+        ended
+            .out
+            .finish(&(serde_json::to_string(&report)? + "\n"))?;
     } else {
-        print!("{}", verdict::render(&report));
+        ended.out.finish(&verdict::render(&report))?;
     }
     Ok(report.verdict.exit_code())
 }

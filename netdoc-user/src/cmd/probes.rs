@@ -10,7 +10,10 @@ use crate::{
     loader,
     planner::{self, Candidate, Hook, Outcome, ProbePlan},
     sentinel::{self, Placed},
-    session::{live::Signals, registry::Families},
+    session::{
+        live::{Output, Signals},
+        registry::Families,
+    },
 };
 
 /// Tries every candidate of every probe of every family on its own, then marks the one
@@ -63,16 +66,15 @@ pub fn show(host: Kernel, json: bool) -> Result<()> {
     let kernel = &families.drops;
     let (plans, placed) = survey(&host, &families)?;
     if json {
+        let mut text = String::new();
         for p in &plans {
             let degraded = (p.probe == drops::PROBE
                 && kernel.reasons.source == crate::model::reasons::Source::Unavailable)
                 .then_some(NO_REASONS);
-            println!(
-                "{}",
-                serde_json::to_string(&PlanLine { plan: p, degraded })?
-            );
+            text += &serde_json::to_string(&PlanLine { plan: p, degraded })?;
+            text.push('\n');
         }
-        return Ok(());
+        return Output::new().finish(&text);
     }
     let mut out = format!(
         "{:<17} {:<38} {:<24} {}\n",
@@ -127,8 +129,7 @@ pub fn show(host: Kernel, json: bool) -> Result<()> {
             let _ = writeln!(out, "  {line}");
         }
     }
-    print!("{out}");
-    Ok(())
+    Output::new().finish(&out)
 }
 
 /// Keeps an empty program on the drop hook until SIGINT/SIGTERM: `cargo xtask bench`'s floor.
