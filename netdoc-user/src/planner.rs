@@ -1,32 +1,32 @@
 //! The attach planner: per probe, try each hook the kernel might accept, best first, keep the
 //! first that really loads and attaches, and record why every other one was skipped.
-use std::fmt;
+use std::{borrow::Cow, fmt};
 
 use aya::{
     Btf, Ebpf,
     programs::{BtfTracePoint, FExit, KProbe, TracePoint},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{facts::tracefs::EventFormat, kernel::Kernel};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Hook {
     TpBtf {
-        event: &'static str,
+        event: Cow<'static, str>,
     },
     Tracepoint {
-        category: &'static str,
-        name: &'static str,
+        category: Cow<'static, str>,
+        name: Cow<'static, str>,
     },
     /// Function exit with typed arguments and return value.
     Fexit {
-        function: &'static str,
+        function: Cow<'static, str>,
     },
     /// A kretprobe, paired with a kprobe program named `<program>_entry` that saves arguments.
     Kretprobe {
-        function: &'static str,
+        function: Cow<'static, str>,
     },
     /// Netfilter bpf_links (the conntrack stage sentinels, attached by their own module).
     NetfilterLink,
@@ -103,19 +103,22 @@ pub fn tracepoint_pair(
     };
     vec![
         Candidate {
-            hook: Hook::TpBtf { event: name },
+            hook: Hook::TpBtf { event: name.into() },
             program: btf_program,
             precondition: kernel.tp_btf_args(name).map(|_| ()),
         },
         Candidate {
-            hook: Hook::Tracepoint { category, name },
+            hook: Hook::Tracepoint {
+                category: category.into(),
+                name: name.into(),
+            },
             program: tp_program,
             precondition: tp_pre,
         },
     ]
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", content = "detail", rename_all = "snake_case")]
 pub enum Outcome {
     Attached,
@@ -125,16 +128,16 @@ pub enum Outcome {
     Failed(String),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attempt {
     pub hook: Hook,
-    pub program: &'static str,
+    pub program: Cow<'static, str>,
     pub outcome: Outcome,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbePlan {
-    pub probe: &'static str,
+    pub probe: Cow<'static, str>,
     pub attempts: Vec<Attempt>,
 }
 
@@ -169,14 +172,14 @@ pub fn attach_best(
     let mut attempts = Vec::new();
     let mut chosen: Option<Hook> = None;
     for c in candidates {
-        let outcome = if let Some(hook) = chosen {
+        let outcome = if let Some(hook) = &chosen {
             Outcome::Skipped(format!("{hook} attached first"))
         } else if let Err(why) = c.precondition {
             Outcome::Skipped(why)
         } else {
-            match attach(ebpf, c.hook, c.program, btf) {
+            match attach(ebpf, &c.hook, c.program, btf) {
                 Ok(()) => {
-                    chosen = Some(c.hook);
+                    chosen = Some(c.hook.clone());
                     Outcome::Attached
                 }
                 Err(e) => Outcome::Failed(e),
@@ -184,14 +187,17 @@ pub fn attach_best(
         };
         attempts.push(Attempt {
             hook: c.hook,
-            program: c.program,
+            program: c.program.into(),
             outcome,
         });
     }
-    ProbePlan { probe, attempts }
+    ProbePlan {
+        probe: probe.into(),
+        attempts,
+    }
 }
 
-fn attach(ebpf: &mut Ebpf, hook: Hook, program: &str, btf: Option<&Btf>) -> Result<(), String> {
+fn attach(ebpf: &mut Ebpf, hook: &Hook, program: &str, btf: Option<&Btf>) -> Result<(), String> {
     match hook {
         Hook::TpBtf { event } => {
             let btf = btf.ok_or("no kernel BTF")?;

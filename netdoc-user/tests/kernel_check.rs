@@ -61,7 +61,7 @@ fn a_reproducer_that_drops_fails_with_the_exact_count_as_evidence() {
     args.extend(reproducer.iter().map(String::as_str));
     let (code, out, err) = check(&args);
     assert_eq!(code, 1, "fail: {out}{err}");
-    let report: Value = serde_json::from_str(&out).unwrap();
+    let report: Value = json(out.trim_end());
     assert_eq!(report["verdict"], "fail");
     assert_eq!(report["reproducer"]["status"], "exited");
     assert_eq!(report["reproducer"]["detail"], 0);
@@ -101,7 +101,7 @@ fn the_small_sndbuf_close_scenario_delivers_every_byte() {
     require_root!();
     let (code, out, err) = check(&["--scenario", "sndbuf-close", "--json"]);
     assert_eq!(code, 0, "{out}{err}");
-    let report: Value = serde_json::from_str(&out).unwrap();
+    let report: Value = json(out.trim_end());
     let facts = &report["measured"]["scenario"];
     assert_eq!(
         facts["sent"],

@@ -191,7 +191,7 @@ fn caused(summary: &Value, cause: &str) -> u64 {
 fn attaches(probe: &str) -> bool {
     run(NETDOC, &["probes", "--json"])
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(json)
         .find(|p| p["probe"] == probe)
         .unwrap_or_else(|| panic!("the plan lists {probe}"))["attempts"]
         .as_array()

@@ -6,6 +6,7 @@ use std::{
     process::{Command, Stdio},
 };
 
+use netdoc_user::output;
 use serde_json::Value;
 
 mod common;
@@ -32,18 +33,22 @@ fn streaming_scenario(tag: &str, subnet: u8, extra: &[&str], expected_hook: &str
     let lines = trace(&pair, &args, N, N, libc::SIGINT);
 
     let s = summary(&lines);
-    assert!(
-        s["hook"].as_str().unwrap().starts_with(expected_hook),
-        "hook {}",
-        s["hook"]
-    );
     assert_eq!(count(s, NO_SOCKET), N as u64, "summary {s}");
     assert_eq!(count(s, FIREWALL), N as u64, "summary {s}");
-    assert_eq!(
-        s["delivered"].as_u64().unwrap() + s["lost"].as_u64().unwrap(),
-        s["matched"].as_u64().unwrap()
+    let Output::Summary(output::Summary::Drops(typed_summary)) = as_output(s) else {
+        panic!("the last line is the drops summary: {s}");
+    };
+    assert!(
+        typed_summary.hook.starts_with(expected_hook),
+        "hook {}",
+        typed_summary.hook
     );
-    assert_eq!(s["lost"], 0);
+    assert_eq!(typed_summary.schema_version, output::SCHEMA_VERSION);
+    assert_eq!(
+        typed_summary.delivered + typed_summary.lost,
+        typed_summary.matched
+    );
+    assert_eq!(typed_summary.lost, 0);
 
     let events: Vec<&Value> = lines.iter().filter(|l| l["type"] == "drop").collect();
     let inode = pair.inode_b();
@@ -51,19 +56,19 @@ fn streaming_scenario(tag: &str, subnet: u8, extra: &[&str], expected_hook: &str
         let ours: Vec<&&Value> = events.iter().filter(|e| is_kind(e, kind)).collect();
         assert_eq!(ours.len(), N, "{} events", kind.reason);
         for e in ours {
-            assert_eq!(e["family"], "ipv4");
-            assert_eq!(e["proto"], "udp");
-            assert_eq!(e["saddr"], pair.ip_a.as_str());
-            assert_eq!(e["daddr"], pair.ip_b.as_str());
-            assert_eq!(e["dport"], port);
-            assert_eq!(e["netns"], inode);
-            assert_eq!(e["netns_name"], pair.b.as_str());
-            assert_eq!(e["dev"], pair.dev_b.as_str());
-            assert_eq!(
-                e["reason_code"].as_u64().is_some(),
-                kernel_has_drop_reasons()
-            );
-            assert!(e["len"].as_u64().unwrap() >= 8 + 16, "len {}", e["len"]);
+            let Output::Drop(d) = as_output(e) else {
+                panic!("a drop event: {e}");
+            };
+            assert_eq!(d.family.as_deref(), Some("ipv4"));
+            assert_eq!(d.proto.as_deref(), Some("udp"));
+            assert_eq!(d.saddr.as_deref(), Some(pair.ip_a.as_str()));
+            assert_eq!(d.daddr.as_deref(), Some(pair.ip_b.as_str()));
+            assert_eq!(d.dport, Some(port));
+            assert_eq!(u64::from(d.netns), inode);
+            assert_eq!(d.netns_name.as_deref(), Some(pair.b.as_str()));
+            assert_eq!(d.dev.as_deref(), Some(pair.dev_b.as_str()));
+            assert_eq!(d.reason_code.is_some(), kernel_has_drop_reasons());
+            assert!(d.len >= 8 + 16, "len {}", d.len);
         }
     }
 }
@@ -152,7 +157,7 @@ fn duration_ends_the_run_with_a_summary() {
         .read_to_string(&mut out)
         .unwrap();
     assert!(child.wait().unwrap().success());
-    let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let last: Value = json(out.lines().last().unwrap());
     assert_eq!(last["type"], "summary");
     assert_nothing_left();
 }
@@ -235,7 +240,7 @@ fn failures_are_one_clear_line_and_leave_nothing() {
 fn probes_lists_every_hook_and_the_one_selected() {
     require_root!();
     let out = run(NETDOC, &["probes", "--json"]);
-    let plan: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let plan: Value = json(out.lines().next().unwrap());
     assert_eq!(plan["probe"], "drops");
     let attempts = plan["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2);

@@ -161,7 +161,7 @@ fn irq_map_names_this_machines_nic_queues_with_their_affinity() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_nothing_left();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report: Value = json(String::from_utf8_lossy(&out.stdout).trim_end());
     assert_eq!(report["type"], "irq");
     let interrupts = std::fs::read_to_string("/proc/interrupts").unwrap();
     for q in report["nic_map"]["queues"].as_array().unwrap() {

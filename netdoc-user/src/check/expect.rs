@@ -2,7 +2,7 @@
 //! `retrans < 5`, `conntrack.insert_failed == 0`, `counter{TcpExt.TCPWqueueTooBig} == 0`.
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Metric {
@@ -56,13 +56,20 @@ impl Op {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct Expectation {
     pub text: String,
     pub metric: Metric,
     pub op: Op,
     pub value: u64,
+}
+
+impl TryFrom<String> for Expectation {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        Expectation::parse(&text)
+    }
 }
 
 impl From<Expectation> for String {

@@ -2,12 +2,12 @@
 //! (or this run) cannot measure is `Err(why)`: the check is then untestable, never a pass.
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::expect::Metric;
 
 /// Drops of one reason at one location.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DropCount {
     pub reason: String,
     /// `function+0xoff`.
@@ -18,7 +18,7 @@ pub struct DropCount {
 /// Drop reasons as this kernel names them; `None` when its `kfree_skb` carries no reason.
 pub type ReasonNames = Option<BTreeSet<String>>;
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Measurements {
     /// Per (reason, location), or why the drop probe did not run.
     pub drops: Option<Result<Vec<DropCount>, String>>,
@@ -33,7 +33,7 @@ pub struct Measurements {
     pub scenario: Option<ScenarioFacts>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScenarioFacts {
     /// Bytes the sender's kernel accepted from write() before close().
     pub sent: u64,

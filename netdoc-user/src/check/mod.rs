@@ -25,6 +25,7 @@ use crate::{
         snmp,
     },
     kernel::Kernel,
+    output::Output,
     session::live::{self, Quiet, Schedule, Signals},
 };
 use expect::Expectation;
@@ -196,14 +197,13 @@ pub async fn run(a: CheckArgs, kernel: Kernel) -> Result<u8> {
     drop(how); // removes the scenario's namespaces before the verdict is printed
 
     let report = verdict::evaluate(&expectations, measured, reproducer, kernel_release());
-    if a.json {
-        ended
-            .out
-            .finish(&(serde_json::to_string(&report)? + "\n"))?;
-    } else {
-        ended.out.finish(&verdict::render(&report))?;
-    }
-    Ok(report.verdict.exit_code())
+    let code = report.verdict.exit_code();
+    let text = match a.json {
+        true => Output::Check(report).line(),
+        false => verdict::render(&report),
+    };
+    ended.out.finish(&text)?;
+    Ok(code)
 }
 
 fn kernel_release() -> String {

@@ -2,11 +2,11 @@
 //! `git bisect run`: 0 good, 1 bad, 125 skip (this kernel cannot be tested).
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{expect::Expectation, measure::Measurements};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Pass,
@@ -25,7 +25,7 @@ impl Verdict {
 }
 
 /// How the reproducer ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", content = "detail", rename_all = "snake_case")]
 pub enum Reproducer {
     /// No command: a built-in scenario or a watch for a duration.
@@ -35,7 +35,7 @@ pub enum Reproducer {
     TimedOut(u64),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Checked {
     pub expectation: Expectation,
     pub verdict: Verdict,
@@ -44,7 +44,7 @@ pub struct Checked {
     pub why: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub verdict: Verdict,
     pub kernel: String,

@@ -5,11 +5,10 @@
 use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
 use anyhow::Result;
-use serde::Serialize;
 
 use crate::{
     conntrack::{
-        Attribution, Snapshot, attribute,
+        Snapshot, attribute,
         confirm::{self, InsertFailure},
         deltas, findings, snapshot,
     },
@@ -22,13 +21,13 @@ use crate::{
     kernel::Kernel,
     model::{
         cause::Cause,
-        finding::Finding,
         names::{LiveNamer, Namer as _},
     },
+    output::{ConntrackSummary, Output, SCHEMA_VERSION, Summary},
     sentinel,
     session::{
         Component, DropUse, Request, Session,
-        live::{self, Output, Schedule, Signals, View},
+        live::{self, Schedule, Signals, Stdout, View},
         registry::Families,
         stream::Records,
     },
@@ -50,38 +49,9 @@ const COLUMNS: [&str; 6] = [
     "search_restart",
 ];
 
-#[derive(Serialize)]
-struct Summary<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    netns: Option<&'a str>,
-    duration_s: f64,
-    nf_conntrack_count: Option<u64>,
-    nf_conntrack_max: Option<u64>,
-    per_cpu: &'a [CpuCounters],
-    attribution: &'a Attribution,
-    /// The function hook on `__nf_conntrack_confirm`, when one attached.
-    confirm_hook: Option<&'a str>,
-    /// Why no function hook attached (the counters are then the only conntrack evidence).
-    confirm_degraded: Option<&'a str>,
-    /// Insertion-failure events delivered, and lost (buffer full or a missed kprobe entry).
-    insert_failure_events: u64,
-    insert_failure_events_lost: u64,
-    /// Without a function hook: the stage sentinels that name each `NETFILTER_DROP`'s cause,
-    /// or why they could not attach.
-    stage_probe: Option<&'a str>,
-    stage_degraded: Option<&'a str>,
-    /// `NETFILTER_DROP`s per cause (from the kernel's counts), and the conntrack-caused drop
-    /// events delivered and lost.
-    netfilter_causes: &'a CauseCounts,
-    conntrack_drop_events: u64,
-    conntrack_drop_events_lost: u64,
-    findings: &'a [Finding],
-}
-
 /// Prints a drop conntrack caused (firewall drops are only counted); true if printed.
 fn print_drop(
-    d: &NamedDrop,
+    d: NamedDrop,
     only_netns: Option<u32>,
     json: bool,
     out: &mut impl std::io::Write,
@@ -91,12 +61,12 @@ fn print_drop(
         return false;
     }
     let line = if json {
-        serde_json::to_string(d).unwrap_or_default()
+        Output::Drop(d).line()
     } else {
         let cause = d.cause.map_or("", Cause::describe);
-        format!("conntrack drop ({cause}): {} on CPU {}", d.flow(), d.cpu)
+        format!("conntrack drop ({cause}): {} on CPU {}\n", d.flow(), d.cpu)
     };
-    writeln!(out, "{line}").is_ok()
+    out.write_all(line.as_bytes()).is_ok()
 }
 
 /// Prints insertion failures of the watched namespace; returns how many were printed.
@@ -112,17 +82,17 @@ fn print_failures(
             continue;
         }
         shown += 1;
-        let _ = writeln!(out, "{}", failure_line(&f, json));
+        let _ = out.write_all(failure_line(f, json).as_bytes());
     }
     shown
 }
 
-fn failure_line(f: &InsertFailure, json: bool) -> String {
+fn failure_line(f: InsertFailure, json: bool) -> String {
     if json {
-        return serde_json::to_string(f).unwrap_or_default();
+        return Output::InsertFailed(f).line();
     }
     format!(
-        "insert failed: {} {} (reply {}) on CPU {}, zone {}, netns {}",
+        "insert failed: {} {} (reply {}) on CPU {}, zone {}, netns {}\n",
         f.proto, f.original, f.reply, f.cpu, f.zone, f.netns
     )
 }
@@ -169,7 +139,7 @@ struct ConntrackView {
 }
 
 impl View for ConntrackView {
-    fn records(&mut self, _: &Session, batch: Records, out: &mut Output) -> Result<()> {
+    fn records(&mut self, _: &Session, batch: Records, out: &mut Stdout) -> Result<()> {
         let mut text = Vec::new();
         match batch {
             Records::InsertFailures(batch) => {
@@ -181,7 +151,7 @@ impl View for ConntrackView {
                     for ev in &batch {
                         let d = NamedDrop::new(ev, namer);
                         self.drop_events +=
-                            print_drop(&d, self.only_netns, self.json, &mut text) as u64;
+                            print_drop(d, self.only_netns, self.json, &mut text) as u64;
                     }
                 }
             }
@@ -193,7 +163,7 @@ impl View for ConntrackView {
         Ok(out.write(&String::from_utf8_lossy(&text))?)
     }
 
-    fn tick(&mut self, _: &Session, out: &mut Output) -> Result<()> {
+    fn tick(&mut self, _: &Session, out: &mut Stdout) -> Result<()> {
         if self.json {
             return Ok(());
         }
@@ -339,25 +309,26 @@ pub async fn run(
     let a = attribute(&d);
     let f = findings(&a, last.usage, &d);
     let text = if json {
-        serde_json::to_string(&Summary {
-            kind: "summary",
-            netns: netns.as_ref().map(|n| n.given.as_str()),
+        Output::Summary(Summary::Conntrack(ConntrackSummary {
+            schema_version: SCHEMA_VERSION,
+            netns: netns.as_ref().map(|n| n.given.clone()),
             duration_s: view.started.elapsed().as_secs_f64(),
             nf_conntrack_count: last.usage.map(|u| u.0),
             nf_conntrack_max: last.usage.map(|u| u.1),
-            per_cpu: &d,
-            attribution: &a,
-            confirm_hook: hook.as_deref(),
-            confirm_degraded: confirm_degraded.as_deref(),
+            per_cpu: d.clone(),
+            attribution: a.clone(),
+            confirm_hook: hook.clone(),
+            confirm_degraded: confirm_degraded.clone(),
             insert_failure_events: events,
             insert_failure_events_lost: lost,
-            stage_probe: stage_probe.as_deref(),
-            stage_degraded: stage_degraded.as_deref(),
-            netfilter_causes: &causes,
+            stage_probe: stage_probe.clone(),
+            stage_degraded: stage_degraded.clone(),
+            netfilter_causes: causes.clone(),
             conntrack_drop_events: drop_events,
             conntrack_drop_events_lost: drops_lost,
-            findings: &f,
-        })? + "\n"
+            findings: f.clone(),
+        }))
+        .line()
     } else {
         let mut t = format!(
             "netdoc conntrack: {:.1}s\n{}",

@@ -23,10 +23,11 @@ use crate::{
         cause::Coverage,
         names::{LiveNamer, Namer as _},
     },
+    output::{Output, Summary},
     planner::HookKind,
     session::{
         Component, DropUse, Request, Session,
-        live::{self, Output, Schedule, Signals, View},
+        live::{self, Schedule, Signals, Stdout, View},
         registry::Families,
         stream::{Records, StreamKind, StreamOptions},
     },
@@ -57,7 +58,7 @@ struct DropsView {
 
 impl DropsView {
     /// Remembers the last flow per bucket and prints each event in JSON mode.
-    fn events(&mut self, events: &[DropEvent], out: &mut Output) -> Result<()> {
+    fn events(&mut self, events: &[DropEvent], out: &mut Stdout) -> Result<()> {
         self.delivered += events.len() as u64;
         let mut text = String::new();
         for ev in events {
@@ -68,11 +69,10 @@ impl DropsView {
                 location: ev.location,
                 ..DropKey::default()
             };
-            if self.json {
-                text += &serde_json::to_string(&named).unwrap_or_default();
-                text.push('\n');
-            }
             self.last_flows.insert(key, named.flow());
+            if self.json {
+                text += &Output::Drop(named).line();
+            }
         }
         if text.is_empty() || out.is_closed() {
             return Ok(());
@@ -82,14 +82,14 @@ impl DropsView {
 }
 
 impl View for DropsView {
-    fn records(&mut self, _: &Session, batch: Records, out: &mut Output) -> Result<()> {
+    fn records(&mut self, _: &Session, batch: Records, out: &mut Stdout) -> Result<()> {
         match batch {
             Records::Drops(events) => self.events(&events, out),
             _ => Ok(()),
         }
     }
 
-    fn tick(&mut self, session: &Session, out: &mut Output) -> Result<()> {
+    fn tick(&mut self, session: &Session, out: &mut Stdout) -> Result<()> {
         let Some(maps) = session.drops.as_ref().filter(|_| !self.json) else {
             return Ok(());
         };
@@ -233,7 +233,7 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
         );
     }
     let text = if opts.stream.json {
-        serde_json::to_string(&summary)? + "\n"
+        Output::Summary(Summary::Drops(summary)).line()
     } else {
         render::summary(&summary)
     };

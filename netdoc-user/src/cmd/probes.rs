@@ -2,16 +2,16 @@
 use std::fmt::Write as _;
 
 use anyhow::{Result, bail};
-use serde::Serialize;
 
 use crate::{
     drops,
     kernel::Kernel,
     loader,
+    output::{Output, ProbeLine},
     planner::{self, Candidate, Hook, Outcome, ProbePlan},
     sentinel::{self, Placed},
     session::{
-        live::{Output, Signals},
+        live::{Signals, Stdout},
         registry::Families,
     },
 };
@@ -38,7 +38,10 @@ fn survey(kernel: &Kernel, families: &Families) -> Result<(Vec<ProbePlan>, Vec<P
             }
             attempts.push(a);
         }
-        plans.push(ProbePlan { probe, attempts });
+        plans.push(ProbePlan {
+            probe: probe.into(),
+            attempts,
+        });
     }
     // The stage sentinels are links of their own, tried for real and detached again.
     let ebpf = loader::load(&cfg)?;
@@ -53,14 +56,6 @@ fn survey(kernel: &Kernel, families: &Families) -> Result<(Vec<ProbePlan>, Vec<P
 const NO_REASONS: &str =
     "kfree_skb carries no drop reason on this kernel: drops are told apart by location only";
 
-#[derive(Serialize)]
-struct PlanLine<'a> {
-    #[serde(flatten)]
-    plan: &'a ProbePlan,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    degraded: Option<&'static str>,
-}
-
 pub fn show(host: Kernel, json: bool) -> Result<()> {
     let families = Families::discover(&host);
     let kernel = &families.drops;
@@ -71,10 +66,13 @@ pub fn show(host: Kernel, json: bool) -> Result<()> {
             let degraded = (p.probe == drops::PROBE
                 && kernel.reasons.source == crate::model::reasons::Source::Unavailable)
                 .then_some(NO_REASONS);
-            text += &serde_json::to_string(&PlanLine { plan: p, degraded })?;
-            text.push('\n');
+            let line = ProbeLine {
+                plan: p.clone(),
+                degraded: degraded.map(str::to_string),
+            };
+            text += &Output::Probe(line).line();
         }
-        return Output::new().finish(&text);
+        return Stdout::new().finish(&text);
     }
     let mut out = format!(
         "{:<17} {:<38} {:<24} {}\n",
@@ -129,7 +127,7 @@ pub fn show(host: Kernel, json: bool) -> Result<()> {
             let _ = writeln!(out, "  {line}");
         }
     }
-    Output::new().finish(&out)
+    Stdout::new().finish(&out)
 }
 
 /// Keeps an empty program on the drop hook until SIGINT/SIGTERM: `cargo xtask bench`'s floor.
@@ -139,14 +137,16 @@ pub async fn bench_floor(host: Kernel) -> Result<()> {
     let mut ebpf = loader::load(&families.configs())?;
     let candidates = vec![
         Candidate {
-            hook: Hook::TpBtf { event: "kfree_skb" },
+            hook: Hook::TpBtf {
+                event: "kfree_skb".into(),
+            },
             program: "floor_kfree_skb_btf",
             precondition: Ok(()),
         },
         Candidate {
             hook: Hook::Tracepoint {
-                category: "skb",
-                name: "kfree_skb",
+                category: "skb".into(),
+                name: "kfree_skb".into(),
             },
             program: "floor_kfree_skb_tp",
             precondition: Ok(()),

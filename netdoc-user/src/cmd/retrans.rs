@@ -9,42 +9,22 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use netdoc_common::retrans::{FlowKey, RetransEvent};
-use serde::Serialize;
 
 use crate::{
     facts::netns::NetnsNames,
     kernel::Kernel,
-    model::finding::Finding,
+    output::{Output, RetransSummary, SCHEMA_VERSION, Summary},
     retrans::{
         RETRANS, RetransMaps, mtu,
         report::{FlowRow, NamedRetrans},
     },
     session::{
         Component, Request, Session,
-        live::{self, Output, Schedule, Signals, View},
+        live::{self, Schedule, Signals, Stdout, View},
         registry::Families,
         stream::{Records, StreamKind, StreamOptions},
     },
 };
-
-#[derive(Serialize)]
-struct Summary<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    hook: String,
-    duration_s: f64,
-    streaming: bool,
-    retransmits: u64,
-    segments: u64,
-    /// Every retransmit the probes saw: `delivered + lost` equals this when streaming.
-    matched: u64,
-    delivered: u64,
-    lost: u64,
-    unknown_records: u64,
-    aggregation_overflow: u64,
-    flows: &'a [FlowRow],
-    findings: &'a [Finding],
-}
 
 fn rows(
     maps: &RetransMaps,
@@ -134,30 +114,28 @@ struct RetransView {
 
 impl RetransView {
     /// Prints events in JSON mode.
-    fn events(&mut self, events: &[RetransEvent], out: &mut Output) -> Result<()> {
+    fn events(&mut self, events: &[RetransEvent], out: &mut Stdout) -> Result<()> {
         self.delivered += events.len() as u64;
         if !self.json || out.is_closed() {
             return Ok(());
         }
         let mut text = String::new();
         for ev in events {
-            let named = NamedRetrans::new(ev, self.netns.name(ev.netns));
-            text += &serde_json::to_string(&named).unwrap_or_default();
-            text.push('\n');
+            text += &Output::Retransmit(NamedRetrans::new(ev, self.netns.name(ev.netns))).line();
         }
         Ok(out.write(&text)?)
     }
 }
 
 impl View for RetransView {
-    fn records(&mut self, _: &Session, batch: Records, out: &mut Output) -> Result<()> {
+    fn records(&mut self, _: &Session, batch: Records, out: &mut Stdout) -> Result<()> {
         match batch {
             Records::Retransmits(events) => self.events(&events, out),
             _ => Ok(()),
         }
     }
 
-    fn tick(&mut self, session: &Session, out: &mut Output) -> Result<()> {
+    fn tick(&mut self, session: &Session, out: &mut Stdout) -> Result<()> {
         let Some(maps) = session.retrans.as_ref().filter(|_| !self.json) else {
             return Ok(());
         };
@@ -236,8 +214,8 @@ pub async fn run(opts: StreamOptions, kernel: Kernel) -> Result<()> {
     let findings = mtu::black_holes(&flows);
     let delivered = view.delivered;
     let unknown_records = session.unknown_records(StreamKind::Retransmits);
-    let summary = Summary {
-        kind: "summary",
+    let summary = RetransSummary {
+        schema_version: SCHEMA_VERSION,
         hook,
         duration_s: session.started.elapsed().as_secs_f64(),
         streaming,
@@ -248,11 +226,11 @@ pub async fn run(opts: StreamOptions, kernel: Kernel) -> Result<()> {
         lost: stats.lost,
         unknown_records,
         aggregation_overflow: stats.aggregation_overflow,
-        flows: &flows,
-        findings: &findings,
+        flows,
+        findings,
     };
     let text = if opts.json {
-        serde_json::to_string(&summary)? + "\n"
+        Output::Summary(Summary::Retrans(summary)).line()
     } else {
         let mut t = format!(
             "netdoc retrans: {} retransmits ({} segments) in {:.1}s via {}\n{}",
@@ -260,7 +238,7 @@ pub async fn run(opts: StreamOptions, kernel: Kernel) -> Result<()> {
             summary.segments,
             summary.duration_s,
             summary.hook,
-            table(&flows, usize::MAX)
+            table(&summary.flows, usize::MAX)
         );
         if streaming {
             let _ = writeln!(
@@ -269,7 +247,7 @@ pub async fn run(opts: StreamOptions, kernel: Kernel) -> Result<()> {
                 stats.matched, delivered, stats.lost, unknown_records
             );
         }
-        for f in &findings {
+        for f in &summary.findings {
             t.push_str(&f.render());
         }
         t

@@ -5,7 +5,6 @@ use std::{collections::BTreeMap, io::IsTerminal as _, path::PathBuf, time::Durat
 
 use anyhow::{Context as _, Result, bail};
 use netdoc_common::softirq::NET_RX;
-use serde::Serialize;
 
 use crate::{
     drops::{DropMaps, filter::DropFilter},
@@ -17,9 +16,10 @@ use crate::{
     },
     kernel::Kernel,
     model::finding::Finding,
+    output::{Output, SCHEMA_VERSION, SoftirqReport},
     session::{
         Component, DropUse, Request, Session,
-        live::{self, Output, Schedule, Signals, View},
+        live::{self, Schedule, Signals, Stdout, View},
         registry::Families,
         stream::Records,
     },
@@ -57,7 +57,7 @@ fn attach(kernel: Kernel) -> Result<Session> {
     if !session.net_rx_known {
         let failed: Vec<String> = session
             .degraded()
-            .filter(|p| [softirq::ENTRY, softirq::EXIT].contains(&p.probe))
+            .filter(|p| [softirq::ENTRY, softirq::EXIT].contains(&p.probe.as_ref()))
             .map(|p| p.failure())
             .collect();
         bail!(
@@ -93,13 +93,13 @@ fn sample(session: &Session, vector: u32) -> Sample {
 }
 
 /// Each probe and the hook it attached through.
-fn hooks(session: &Session) -> BTreeMap<&'static str, String> {
+fn hooks(session: &Session) -> BTreeMap<String, String> {
     session
         .plans
         .iter()
         .map(|p| {
             (
-                p.probe,
+                p.probe.to_string(),
                 p.chosen()
                     .map_or("not attached".to_string(), |a| a.hook.to_string()),
             )
@@ -121,11 +121,11 @@ struct SamplingView {
 }
 
 impl View for SamplingView {
-    fn records(&mut self, _: &Session, _: Records, _: &mut Output) -> Result<()> {
+    fn records(&mut self, _: &Session, _: Records, _: &mut Stdout) -> Result<()> {
         Ok(())
     }
 
-    fn tick(&mut self, session: &Session, out: &mut Output) -> Result<()> {
+    fn tick(&mut self, session: &Session, out: &mut Stdout) -> Result<()> {
         self.samples.push(sample(session, self.vector));
         let Some(width) = self.live_width else {
             return Ok(());
@@ -146,7 +146,7 @@ async fn observe(
     signals: &mut Signals,
     mut view: SamplingView,
     schedule: Schedule,
-) -> Result<(Vec<Sample>, Output)> {
+) -> Result<(Vec<Sample>, Stdout)> {
     let interval = schedule.interval;
     let ended = live::drive(
         session,
@@ -259,22 +259,6 @@ fn napi_delta(first: &Sample, last: &Sample) -> softirq::MapReading {
     reading
 }
 
-#[derive(Serialize)]
-struct Report<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    host: String,
-    kernel: String,
-    duration_s: f64,
-    probes: BTreeMap<&'static str, String>,
-    vector: &'static str,
-    cpus: &'a [u32],
-    heatmap: &'a Heatmap,
-    summary: &'a [CpuSummary],
-    nic_map: &'a NicMap,
-    findings: &'a [Finding],
-}
-
 struct Analysis {
     heatmap: Heatmap,
     summary: Vec<CpuSummary>,
@@ -310,19 +294,19 @@ fn analyse(
     }
 }
 
-fn report<'a>(session: &'a Session, a: &'a Analysis, kind: &'static str) -> Report<'a> {
-    Report {
-        kind,
+fn report(session: &Session, a: Analysis) -> SoftirqReport {
+    SoftirqReport {
+        schema_version: SCHEMA_VERSION,
         host: host::hostname(),
         kernel: host::kernel_release(),
         duration_s: session.started.elapsed().as_secs_f64(),
         probes: hooks(session),
-        vector: a.heatmap.vector,
-        cpus: &session.cpus,
-        heatmap: &a.heatmap,
-        summary: &a.summary,
-        nic_map: &a.nic_map,
-        findings: &a.findings,
+        vector: a.heatmap.vector.to_string(),
+        cpus: session.cpus.clone(),
+        heatmap: a.heatmap,
+        summary: a.summary,
+        nic_map: a.nic_map,
+        findings: a.findings,
     }
 }
 
@@ -359,27 +343,27 @@ pub async fn softirq(opts: SoftirqOptions, kernel: Kernel) -> Result<()> {
     let (samples, mut out) = observe(&mut session, &mut signals, view, schedule).await?;
     let int_after = Interrupts::read().unwrap_or_default();
     let a = analyse(&session, &samples, opts.vector, &int_before, &int_after);
-    let rep = report(&session, &a, "softirq");
+    let rep = report(&session, a);
     if let Some(f) = svg_file {
         let titles = svg::Titles {
             host: &rep.host,
             kernel: &rep.kernel,
             started: &started_wall,
         };
-        f.commit(svg::render(&a.heatmap, &titles).as_bytes())?;
+        f.commit(svg::render(&rep.heatmap, &titles).as_bytes())?;
     }
     let text = if opts.json {
-        serde_json::to_string(&rep)? + "\n"
+        Output::Softirq(rep).line()
     } else {
         let mut t = format!(
             "netdoc softirq: {:.1}s on {} (kernel {})\n{}\n{}",
             rep.duration_s,
             rep.host,
             rep.kernel,
-            heatmap::render(&a.heatmap, opts.width, tty),
-            heatmap::summary_table(vector_name, &a.summary)
+            heatmap::render(&rep.heatmap, opts.width, tty),
+            heatmap::summary_table(vector_name, &rep.summary)
         );
-        for f in &a.findings {
+        for f in &rep.findings {
             t.push_str(&f.render());
         }
         t
@@ -406,12 +390,12 @@ pub async fn irq(duration: Duration, json: bool, kernel: Kernel) -> Result<()> {
     let (samples, mut out) = observe(&mut session, &mut signals, view, schedule).await?;
     let int_after = Interrupts::read().context("reading /proc/interrupts")?;
     let a = analyse(&session, &samples, NET_RX, &int_before, &int_after);
-    let rep = report(&session, &a, "irq");
+    let rep = report(&session, a);
     let text = if json {
-        serde_json::to_string(&rep)? + "\n"
+        Output::Irq(rep).line()
     } else {
-        let mut t = heatmap::nic_map(&a.nic_map);
-        for f in &a.findings {
+        let mut t = heatmap::nic_map(&rep.nic_map);
+        for f in &rep.findings {
             t.push_str(&f.render());
         }
         t

@@ -12,7 +12,7 @@ use netdoc_common::{
     conntrack::{ConfirmConfig, InsertFailEvent, TUPLE_SIZE},
     stat,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use anyhow::Context as _;
 
@@ -49,12 +49,16 @@ impl ConfirmKernel {
         };
         let candidates = vec![
             Candidate {
-                hook: Hook::Fexit { function: FUNCTION },
+                hook: Hook::Fexit {
+                    function: FUNCTION.into(),
+                },
                 program: "ct_confirm_fexit",
                 precondition: pre.clone(),
             },
             Candidate {
-                hook: Hook::Kretprobe { function: FUNCTION },
+                hook: Hook::Kretprobe {
+                    function: FUNCTION.into(),
+                },
                 program: "ct_confirm_kretprobe",
                 precondition: pre.and_then(|()| {
                     if std::path::Path::new(KPROBE_PMU).exists() {
@@ -125,10 +129,8 @@ impl ConfirmMaps {
 }
 
 /// One conntrack entry that could not be inserted (its packet was dropped).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InsertFailure {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub ts_ns: u64,
     pub cpu: u32,
     pub netns: u32,
@@ -138,7 +140,7 @@ pub struct InsertFailure {
     pub reply: Tuple,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tuple {
     pub src: IpAddr,
     pub sport: u16,
@@ -180,7 +182,6 @@ pub fn decode(ev: &InsertFailEvent) -> InsertFailure {
     let (original, proto) = tuple(&ev.original);
     let (reply, _) = tuple(&ev.reply);
     InsertFailure {
-        kind: "insert_failed",
         ts_ns: ev.ts_ns,
         cpu: ev.cpu,
         netns: ev.netns,

@@ -6,7 +6,7 @@ pub mod confirm;
 use std::{collections::BTreeMap, path::Path};
 
 use anyhow::{Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     facts::{
@@ -67,7 +67,7 @@ pub fn deltas(before: &Snapshot, after: &Snapshot) -> Vec<CpuCounters> {
 }
 
 /// What the counters attribute conntrack drops to, summed over CPUs.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attribution {
     /// Confirm failed (NAT tuple clash): `insert_failed`.
     pub insert_failed: u64,
@@ -102,7 +102,7 @@ pub fn findings(
     });
     if a.table_full > 0 {
         out.push(Finding {
-            id: "conntrack_table_full",
+            id: "conntrack_table_full".into(),
             title: format!(
                 "{} new connections were dropped because the conntrack table was full",
                 a.table_full
@@ -127,7 +127,7 @@ pub fn findings(
             .filter(|(_, n)| *n > 0)
             .collect();
         out.push(Finding {
-            id: "conntrack_insert_failed",
+            id: "conntrack_insert_failed".into(),
             title: format!(
                 "{} packets were dropped because their conntrack entry could not be inserted (a tuple clash, typically concurrent SNAT/masquerade port allocation)",
                 a.insert_failed

@@ -73,14 +73,16 @@ impl DropKernel {
         };
         vec![
             Candidate {
-                hook: Hook::TpBtf { event: "kfree_skb" },
+                hook: Hook::TpBtf {
+                    event: "kfree_skb".into(),
+                },
                 program: btf_program,
                 precondition: btf_pre,
             },
             Candidate {
                 hook: Hook::Tracepoint {
-                    category: "skb",
-                    name: "kfree_skb",
+                    category: "skb".into(),
+                    name: "kfree_skb".into(),
                 },
                 program: "kfree_skb_tp",
                 precondition: tp_pre,
@@ -220,7 +222,12 @@ mod tests {
     fn without_btf_the_plan_falls_back_to_the_classic_tracepoint() {
         let k = kernel_with_format("kfree_skb-5.16.format");
         let c = k.candidates();
-        assert_eq!(c[0].hook, Hook::TpBtf { event: "kfree_skb" });
+        assert_eq!(
+            c[0].hook,
+            Hook::TpBtf {
+                event: "kfree_skb".into()
+            }
+        );
         assert_eq!(c[0].precondition, Err("no kernel BTF".to_string()));
         assert_eq!(c[1].precondition, Ok(()));
         let cfg = k.config();

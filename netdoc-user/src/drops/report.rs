@@ -1,19 +1,18 @@
 //! Pure model of what `netdoc drops` shows: named events, per-(reason, location) rows, summary.
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use netdoc_common::{DropEvent, DropKey, REASON_UNAVAILABLE};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{addr::proto_name, cause::Cause, names::Namer, stats::KernelStats};
 
 /// One drop as printed by `--json` (`"type": "drop"`).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NamedDrop {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub ts_ns: u64,
     pub cpu: u32,
     /// Whether the drop happened inside the NET_RX softirq; null when not tracked.
@@ -29,7 +28,7 @@ pub struct NamedDrop {
     pub netns_name: Option<String>,
     pub ifindex: u32,
     pub dev: Option<String>,
-    pub family: Option<&'static str>,
+    pub family: Option<Cow<'static, str>>,
     pub proto: Option<String>,
     pub saddr: Option<String>,
     pub daddr: Option<String>,
@@ -56,7 +55,6 @@ impl NamedDrop {
         let reason = namer.reasons().name(ev.reason);
         let location = namer.location(ev.location);
         Self {
-            kind: "drop",
             ts_ns: ev.ts_ns,
             cpu: ev.cpu,
             in_net_rx: namer
@@ -71,7 +69,7 @@ impl NamedDrop {
             netns_name: namer.netns_name(ev.netns),
             ifindex: ev.ifindex,
             dev: namer.device(ev.netns, ev.ifindex),
-            family,
+            family: family.map(Into::into),
             proto: family.map(|_| proto_name(ev.proto)),
             saddr: addr(&ev.saddr),
             daddr: addr(&ev.daddr),
@@ -105,7 +103,7 @@ impl NamedDrop {
 }
 
 /// A (reason, cause, location) bucket from the in-kernel aggregation.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Row {
     pub reason: String,
     pub reason_code: Option<u32>,
@@ -116,6 +114,7 @@ pub struct Row {
     /// Drops per second over the last interval.
     pub rate: f64,
     /// Drops per CPU, CPUs with none left out.
+    #[serde(deserialize_with = "crate::model::numbered::keys")]
     pub cpus: BTreeMap<u32, u64>,
     pub last_flow: Option<String>,
 }
@@ -169,12 +168,11 @@ pub fn rows(
 }
 
 /// The final `"type": "summary"` object.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub schema_version: u32,
     pub hook: String,
-    pub reason_names: &'static str,
+    pub reason_names: Cow<'static, str>,
     pub duration_s: f64,
     pub streaming: bool,
     /// Drops per reason name.
@@ -220,9 +218,9 @@ pub fn summary(input: SummaryInput<'_>) -> Summary {
         }
     }
     Summary {
-        kind: "summary",
+        schema_version: crate::output::SCHEMA_VERSION,
         hook: input.hook,
-        reason_names: input.reason_names,
+        reason_names: input.reason_names.into(),
         duration_s: input.duration_s,
         streaming: input.streaming,
         total: counts.values().sum(),
@@ -248,6 +246,7 @@ mod tests {
     use crate::{
         facts::tracefs::fixture,
         model::{cause::Coverage, reasons::DropReasons},
+        output::{Output, Summary as OutputSummary},
     };
 
     struct FakeNamer(DropReasons);
@@ -306,7 +305,7 @@ mod tests {
     #[test]
     fn event_json_carries_the_documented_fields() {
         let d = NamedDrop::new(&udp_drop(), &mut namer());
-        let v: serde_json::Value = serde_json::to_value(&d).unwrap();
+        let v: serde_json::Value = serde_json::to_value(Output::Drop(d.clone())).unwrap();
         for key in [
             "type",
             "ts_ns",
@@ -413,8 +412,9 @@ mod tests {
         );
         assert_eq!(s.total, 16);
         assert_eq!(s.delivered + s.lost, s.matched);
-        let v = serde_json::to_value(&s).unwrap();
+        let v = serde_json::to_value(Output::Summary(OutputSummary::Drops(s.clone()))).unwrap();
         assert_eq!(v["type"], "summary");
+        assert_eq!(v["command"], "drops");
         assert_eq!(v["lost"], 1);
         let text = crate::drops::render::summary(&s);
         assert!(

@@ -2,7 +2,7 @@
 //! name denotes (drivers encode device and queue in it).
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IrqLine {
@@ -88,7 +88,7 @@ fn parse_line(line: &str, ncpu: usize) -> Option<IrqLine> {
     })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QueueKind {
     Rx,
@@ -97,7 +97,7 @@ pub enum QueueKind {
     Combined,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NicQueue {
     /// Network device name when known, else what the handler names (`virtio2`, a PCI address).
     pub device: String,

@@ -1,10 +1,10 @@
 //! What a `NETFILTER_DROP` was, from the stage the netfilter sentinels last saw its skb at and
 //! the function that freed it. Pure: every family and the tests share it.
 use netdoc_common::conntrack::stage;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The cause of one `NETFILTER_DROP`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
     /// `__nf_conntrack_confirm` refused the packet: its entry could not be inserted (a tuple

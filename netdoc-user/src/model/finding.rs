@@ -1,11 +1,13 @@
 //! A diagnosis: what is wrong, the measurements that show it, and what to do. Every probe
 //! family's correlation produces these; renderers only print them.
-use serde::Serialize;
+use std::borrow::Cow;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Finding {
     /// Stable identifier of the incident class, e.g. `net_rx_single_queue_saturation`.
-    pub id: &'static str,
+    pub id: Cow<'static, str>,
     /// One line naming the root cause.
     pub title: String,
     pub evidence: Vec<String>,

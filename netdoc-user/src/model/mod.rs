@@ -5,5 +5,6 @@ pub mod addr;
 pub mod cause;
 pub mod finding;
 pub mod names;
+pub mod numbered;
 pub mod reasons;
 pub mod stats;

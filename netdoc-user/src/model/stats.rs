@@ -1,10 +1,10 @@
 //! The loss accounting every streaming family keeps in its per-CPU `stat` slots.
 use aya::maps::{MapData, PerCpuArray};
 use netdoc_common::stat;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Kernel-side counters of one run, summed over CPUs.
-#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KernelStats {
     pub seen: u64,
     pub matched: u64,

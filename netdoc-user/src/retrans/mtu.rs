@@ -26,7 +26,7 @@ fn black_hole(f: &FlowRow) -> Option<Finding> {
             .as_ref()
             .map_or(String::new(), |n| format!(" (netns {n})"));
     Some(Finding {
-        id: "mtu_black_hole",
+        id: "mtu_black_hole".into(),
         title: format!(
             "{}{where_} keeps retransmitting {}-byte segments that never get through, and no ICMP \"fragmentation needed\" arrives: an MTU black hole on the path",
             f.id.flow, f.max_segment

@@ -1,6 +1,8 @@
 //! Pure model of what `netdoc retrans` shows: named retransmit events and per-flow rows.
 use netdoc_common::retrans::{FlowKey, FlowStats, RetransEvent, flag};
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use crate::model::addr;
 
@@ -23,7 +25,7 @@ pub fn state_name(state: u32) -> &'static str {
 }
 
 /// Which connection, as events and rows both print it (flattened into their JSON).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FlowId {
     /// `tcp 10.0.0.1:40000 > 10.0.1.2:5201`
     pub flow: String,
@@ -75,15 +77,13 @@ fn key_of(ev: &RetransEvent) -> FlowKey {
 }
 
 /// One retransmit as printed by `--json` (`"type": "retransmit"`).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NamedRetrans {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub ts_ns: u64,
     pub cpu: u32,
     #[serde(flatten)]
     pub id: FlowId,
-    pub state: &'static str,
+    pub state: Cow<'static, str>,
     pub synack: bool,
     pub seq: u32,
     pub end_seq: u32,
@@ -104,11 +104,10 @@ impl NamedRetrans {
     pub fn new(ev: &RetransEvent, netns_name: Option<String>) -> Self {
         let len = ev.end_seq.wrapping_sub(ev.seq);
         Self {
-            kind: "retransmit",
             ts_ns: ev.ts_ns,
             cpu: ev.cpu,
             id: FlowId::new(&key_of(ev), netns_name),
-            state: state_name(ev.state as u32),
+            state: state_name(ev.state as u32).into(),
             synack: ev.flags & flag::SYNACK != 0,
             seq: ev.seq,
             end_seq: ev.end_seq,
@@ -129,11 +128,11 @@ impl NamedRetrans {
 }
 
 /// One flow from the in-kernel aggregation.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FlowRow {
     #[serde(flatten)]
     pub id: FlowId,
-    pub state: &'static str,
+    pub state: Cow<'static, str>,
     pub retransmits: u64,
     /// Segments those retransmits carried (what `TcpRetransSegs` counts, failed ones aside).
     pub segments: u64,
@@ -159,7 +158,7 @@ impl FlowRow {
     pub fn new(key: &FlowKey, s: &FlowStats, netns_name: Option<String>, rate: f64) -> Self {
         Self {
             id: FlowId::new(key, netns_name),
-            state: state_name(s.state),
+            state: state_name(s.state).into(),
             retransmits: s.events,
             segments: s.segs,
             bytes: s.bytes,
@@ -211,7 +210,7 @@ pub mod tests {
         let row = FlowRow::new(&key(40000), &s, Some("client".into()), 2.0);
         assert_eq!(row.id.flow, "tcp 10.0.0.1:40000 > 10.0.1.2:5201");
         assert_eq!(
-            (row.state, row.segments, row.path_mtu),
+            (row.state.as_ref(), row.segments, row.path_mtu),
             ("ESTABLISHED", 9, 1500)
         );
         let ev = RetransEvent {
@@ -229,7 +228,7 @@ pub mod tests {
         let n = NamedRetrans::new(&ev, None);
         assert_eq!(n.id.flow, "tcp [::]:1 > [::]:2");
         assert_eq!((n.len, n.seg_size, n.segs, n.err), (2896, 1448, 2, -16));
-        let v = serde_json::to_value(&n).unwrap();
+        let v = serde_json::to_value(crate::output::Output::Retransmit(n)).unwrap();
         assert_eq!(v["type"], "retransmit");
         assert_eq!(v["flow"], "tcp [::]:1 > [::]:2", "the flow id is flattened");
         assert_eq!(v["synack"], false);

@@ -254,10 +254,10 @@ pub fn start(
 /// The plan line for `netdoc probes`, from an attach result (`tried`: whether it was tried).
 pub fn plan(result: &Result<Sentinels, String>, tried: bool) -> ProbePlan {
     ProbePlan {
-        probe: PROBE,
+        probe: PROBE.into(),
         attempts: vec![Attempt {
             hook: Hook::NetfilterLink,
-            program: PROGRAM,
+            program: PROGRAM.into(),
             outcome: match result {
                 Ok(_) => Outcome::Attached,
                 Err(why) if tried => Outcome::Failed(why.clone()),

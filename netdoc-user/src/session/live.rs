@@ -1,6 +1,6 @@
 //! The one live driver: it owns the refresh interval, `--duration`, SIGINT/SIGTERM/SIGHUP, a
 //! closed stdout, detaching and the final drain. Commands only say what a batch of records and
-//! a tick mean to them ([`View`]), and write their summary through [`Output`] afterwards.
+//! a tick mean to them ([`View`]), and write their summary through [`Stdout`] afterwards.
 use std::{
     future::Future,
     io::{self, Write as _},
@@ -15,19 +15,19 @@ use super::{Session, stream::Records};
 /// What a command does with the session's records and ticks.
 pub trait View {
     /// A batch of decoded records from one stream.
-    fn records(&mut self, session: &Session, batch: Records, out: &mut Output) -> Result<()>;
+    fn records(&mut self, session: &Session, batch: Records, out: &mut Stdout) -> Result<()>;
     /// Every interval: redraw a live view, take a sample.
-    fn tick(&mut self, session: &Session, out: &mut Output) -> Result<()>;
+    fn tick(&mut self, session: &Session, out: &mut Stdout) -> Result<()>;
 }
 
 /// A view with nothing live: records are not expected and ticks do nothing.
 pub struct Quiet;
 
 impl View for Quiet {
-    fn records(&mut self, _: &Session, _: Records, _: &mut Output) -> Result<()> {
+    fn records(&mut self, _: &Session, _: Records, _: &mut Stdout) -> Result<()> {
         Ok(())
     }
-    fn tick(&mut self, _: &Session, _: &mut Output) -> Result<()> {
+    fn tick(&mut self, _: &Session, _: &mut Stdout) -> Result<()> {
         Ok(())
     }
 }
@@ -62,11 +62,11 @@ impl Signals {
 
 /// stdout for a run: once a write finds it closed (a pager quit, `| head`), it stays closed and
 /// the summary goes to stderr instead.
-pub struct Output {
+pub struct Stdout {
     closed: bool,
 }
 
-impl Output {
+impl Stdout {
     pub fn new() -> Self {
         Self { closed: false }
     }
@@ -136,7 +136,7 @@ pub enum Ending {
 pub struct Ended<T> {
     pub ending: Ending,
     pub value: Option<T>,
-    pub out: Output,
+    pub out: Stdout,
 }
 
 /// Runs `view` over the session until `schedule`'s duration, a signal, a closed stdout or the
@@ -150,7 +150,7 @@ pub async fn drive<V: View, T>(
     until: impl Future<Output = T>,
 ) -> Result<Ended<T>> {
     let mut streams = session.take_streams();
-    let mut out = Output::new();
+    let mut out = Stdout::new();
     let deadline = schedule
         .duration
         .and_then(|d| tokio::time::Instant::now().checked_add(d));
@@ -208,7 +208,7 @@ pub async fn without_session<T>(signals: &mut Signals, until: impl Future<Output
     Ended {
         ending,
         value,
-        out: Output::new(),
+        out: Stdout::new(),
     }
 }
 

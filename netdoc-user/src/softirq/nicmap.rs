@@ -2,7 +2,7 @@
 //! CPUs seen servicing it, RPS, and per CPU the NAPI devices it polls and its NET_RX share.
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::MapReading;
 use crate::facts::interrupts::{NicQueue, QueueKind};
@@ -18,7 +18,7 @@ pub struct QueueFacts {
     pub rps: Option<BTreeSet<u32>>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct QueueRow {
     pub irq: u32,
     pub handler: String,
@@ -28,6 +28,7 @@ pub struct QueueRow {
     pub affinity: Option<BTreeSet<u32>>,
     pub effective: Option<BTreeSet<u32>>,
     /// Handler runs per CPU during the observation.
+    #[serde(deserialize_with = "crate::model::numbered::keys")]
     pub observed: BTreeMap<u32, u64>,
     pub rps: Option<BTreeSet<u32>>,
     /// CPUs whose NET_RX work this queue lands on: observed, else effective, else configured.
@@ -36,7 +37,7 @@ pub struct QueueRow {
     pub single_cpu: bool,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NapiUse {
     pub device: String,
     pub polls: u64,
@@ -44,7 +45,7 @@ pub struct NapiUse {
     pub budget_exhausted: u64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CpuRow {
     pub cpu: u32,
     /// Share of the observation spent in NET_RX (0..1), when the softirq probe ran.
@@ -54,7 +55,7 @@ pub struct CpuRow {
     pub napi: Vec<NapiUse>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NicMap {
     pub queues: Vec<QueueRow>,
     pub cpus: Vec<CpuRow>,

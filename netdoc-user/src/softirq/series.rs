@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use netdoc_common::softirq::{HIST_BUCKETS, SoftirqTime};
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use super::MapReading;
 use crate::facts::procnet::Softnet;
@@ -45,7 +47,7 @@ impl Sample {
 }
 
 /// One CPU's row of the heatmap: one value per time bucket.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct HeatRow {
     pub cpu: u32,
     /// Share of each bucket's wall time spent in the vector (0..1).
@@ -56,9 +58,9 @@ pub struct HeatRow {
     pub drops: Vec<u64>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Heatmap {
-    pub vector: &'static str,
+    pub vector: Cow<'static, str>,
     /// `[start_s, end_s]` of each bucket, relative to attach.
     pub buckets: Vec<[f64; 2]>,
     pub rows: Vec<HeatRow>,
@@ -96,14 +98,15 @@ pub fn heatmap(samples: &[Sample], cpus: &[u32], vector: u32) -> Heatmap {
         vector: super::VECTOR_NAMES
             .get(vector as usize)
             .copied()
-            .unwrap_or("?"),
+            .unwrap_or("?")
+            .into(),
         buckets,
         rows,
     }
 }
 
 /// One CPU over the whole run.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CpuSummary {
     pub cpu: u32,
     /// Runs of the vector counted by netdoc.

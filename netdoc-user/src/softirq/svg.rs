@@ -42,11 +42,11 @@ pub fn render(h: &Heatmap, t: &Titles<'_>) -> String {
         r##"<rect width="100%" height="100%" fill="white"/>
 <text x="{LEFT}" y="22" font-size="16" font-weight="bold">{} softirq time per CPU — {} (kernel {})</text>
 <text x="{LEFT}" y="42" fill="#555">recorded {} · share of each interval spent in {}</text>"##,
-        escape(h.vector),
+        escape(&h.vector),
         escape(t.host),
         escape(t.kernel),
         escape(t.started),
-        escape(h.vector)
+        escape(&h.vector)
     );
     for (r, row) in h.rows.iter().enumerate() {
         let y = TOP + r as f64 * ROW_H;
@@ -67,7 +67,7 @@ pub fn render(h: &Heatmap, t: &Titles<'_>) -> String {
                 LEFT + b as f64 * cell_w,
                 row.cpu,
                 share * 100.0,
-                escape(h.vector),
+                escape(&h.vector),
                 row.count[b],
                 row.drops[b]
             );
@@ -127,7 +127,7 @@ pub fn render(h: &Heatmap, t: &Titles<'_>) -> String {
         ly + 28.0,
         LEFT + LEGEND_W + 10.0,
         ly + 11.0,
-        escape(h.vector)
+        escape(&h.vector)
     );
     s
 }

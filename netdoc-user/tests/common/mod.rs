@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use netdoc_user::output::Output;
 use serde_json::Value;
 
 /// One test at a time: they share sysctls, namespace names and CPU 0.
@@ -313,13 +314,28 @@ impl Netdoc {
         // SAFETY: kill has no memory preconditions; the pid is our own child.
         unsafe { libc::kill(self.child.id() as i32, signal) };
         let status = self.child.wait().unwrap();
-        let lines = self
-            .stdout
-            .iter()
-            .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-            .collect();
+        let lines = self.stdout.iter().map(|l| json(&l)).collect();
         (status, lines)
     }
+}
+
+/// One line of netdoc's JSON, which must read back into the output schema (`Output`); returned
+/// as a JSON value for the assertions.
+pub fn json(line: &str) -> Value {
+    typed(line);
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+/// One line of netdoc's JSON as the schema's type.
+pub fn typed(line: &str) -> Output {
+    serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("not netdoc's output schema ({e}): {line}"))
+}
+
+/// A line already read as a JSON value, as the schema's type.
+pub fn as_output(line: &Value) -> Output {
+    serde_json::from_value(line.clone())
+        .unwrap_or_else(|e| panic!("not netdoc's output schema ({e}): {line}"))
 }
 
 pub fn summary(lines: &[Value]) -> &Value {

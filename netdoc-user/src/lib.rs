@@ -1,0 +1,284 @@
+//! netdoc: a Linux network doctor built on eBPF. The binary is `main`; the library exposes
+//! it and the output schema ([`output`]) that its JSON follows.
+mod check;
+mod cmd;
+mod conntrack;
+mod drops;
+mod facts;
+mod family;
+mod kernel;
+mod loader;
+mod model;
+pub mod output;
+mod planner;
+mod retrans;
+mod sentinel;
+mod session;
+mod softirq;
+
+use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use facts::netns::NetnsArg;
+
+#[derive(Parser)]
+#[command(
+    name = "netdoc",
+    version,
+    about = "A Linux network doctor built on eBPF"
+)]
+struct Cli {
+    /// Kernel BTF to read struct offsets and drop reason names from.
+    #[arg(long, global = true, default_value = facts::btf::VMLINUX, hide_default_value = true)]
+    btf: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Live drop-reason tracing at skb:kfree_skb.
+    Drops(DropsArgs),
+    /// TCP retransmits per flow, with MTU black-hole detection.
+    Retrans(session::stream::StreamOptions),
+    /// Conntrack counters per CPU (insert_failed, drop, early_drop, ...) and table usage.
+    Conntrack {
+        /// Read the counters of this network namespace (name under /run/netns or path).
+        #[arg(long)]
+        netns: Option<String>,
+        /// Stop after this long; default: until Ctrl-C.
+        #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
+        duration: Option<Duration>,
+        /// Refresh interval of the live view.
+        #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "1s")]
+        interval: Duration,
+        /// One JSON summary object at the end.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-CPU softirq heatmap (NET_RX by default), per-CPU summary and drop correlation.
+    Softirq(SoftirqArgs),
+    /// The NIC map: each NIC queue IRQ, its affinity, the CPUs serving it, NAPI, RPS and NET_RX load.
+    Irq {
+        /// How long to observe before printing the map.
+        #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "3s")]
+        duration: Duration,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A pass/fail verdict for one kernel: run a reproducer while tracing and evaluate
+    /// expectations (exit 0 pass, 1 fail, 125 untestable, 128 usage error: `git bisect run` ready).
+    Check(check::CheckArgs),
+    /// Which probes attach on this kernel, with which hook, and why others were skipped.
+    Probes {
+        /// One JSON object per probe.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach only an empty program on the drop hook until stopped (the benchmark's floor).
+    #[command(hide = true)]
+    BenchFloor,
+}
+
+#[derive(clap::Args)]
+struct DropsArgs {
+    #[command(flatten)]
+    stream: session::stream::StreamOptions,
+    /// Only these drop reasons (comma-separated names, e.g. NO_SOCKET,NETFILTER_DROP).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only drops in this network namespace (name under /run/netns, path or inode).
+    #[arg(long)]
+    netns: Option<String>,
+    /// Only this L4 protocol (tcp, udp, icmp, icmpv6, sctp or a number).
+    #[arg(long)]
+    proto: Option<String>,
+    /// Only packets with this source or destination port.
+    #[arg(long)]
+    port: Option<u16>,
+    /// Only packets with this source or destination address.
+    #[arg(long)]
+    addr: Option<IpAddr>,
+    /// Use only this hook type (tp_btf or tracepoint) instead of the best one that attaches.
+    #[arg(long)]
+    hook: Option<planner::HookKind>,
+    /// Do not place the conntrack stage sentinels (they run on every packet through netfilter):
+    /// NETFILTER_DROP causes then stay unclassified.
+    #[arg(long)]
+    no_causes: bool,
+}
+
+#[derive(clap::Args)]
+struct SoftirqArgs {
+    /// Stop after this long (e.g. 30s, 2m); default: until Ctrl-C.
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
+    duration: Option<Duration>,
+    /// Width of one heatmap column.
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "1s")]
+    interval: Duration,
+    /// Softirq vector to map.
+    #[arg(long, value_enum, ignore_case = true, default_value = "NET_RX")]
+    vector: softirq::Vector,
+    /// Also write the heatmap as an SVG to this file.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// One JSON object with the heatmap, per-CPU summary, NIC map and findings.
+    #[arg(long)]
+    json: bool,
+    /// Heatmap columns shown live.
+    #[arg(long, default_value_t = 60)]
+    width: usize,
+}
+
+/// `--duration` and friends: humantime's forms (`30s`, `500ms`, `2m`, `1h30m`), or a bare number
+/// of seconds. Zero, negative and too-large values are one-line errors.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s.starts_with('-') {
+        return Err(format!("'{s}' must be a positive duration like 30s"));
+    }
+    let text = if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() {
+        format!("{s}s")
+    } else {
+        s.to_string()
+    };
+    let d = humantime::parse_duration(&text)
+        .map_err(|e| format!("'{s}' is not a duration like 30s, 500ms or 2m ({e})"))?;
+    if d.is_zero() {
+        return Err(format!("'{s}' must be longer than zero"));
+    }
+    // Deadlines are instants: a duration past any reachable one is a typo, not a wish.
+    if d > MAX_DURATION {
+        return Err(format!(
+            "'{s}' is longer than netdoc runs (at most 10 years)"
+        ));
+    }
+    Ok(d)
+}
+
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// The `netdoc` command line.
+pub fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // For `git bisect run`, a bad check command line must abort, not read as "bad kernel".
+            let checking = std::env::args()
+                .skip(1)
+                .take_while(|a| a != "--")
+                .any(|a| a == "check");
+            if checking && e.use_stderr() {
+                let _ = e.print();
+                return ExitCode::from(check::USAGE);
+            }
+            e.exit()
+        }
+    };
+    let failure = match cli.command {
+        Command::Check(_) => ExitCode::from(check::USAGE),
+        _ => ExitCode::FAILURE,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("netdoc: error: starting the runtime: {e}");
+            return failure;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("netdoc: error: {e:#}");
+            failure
+        }
+    }
+}
+
+/// The exit code: 0 for every command but `check`, whose verdict it is.
+async fn run(cli: Cli) -> Result<u8> {
+    // Every command attaches probes: say so before touching tracefs or BTF.
+    facts::caps::require_tracing()?;
+    let kernel = kernel::Kernel::discover(&cli.btf);
+    match cli.command {
+        Command::Check(a) => return check::run(a, kernel).await,
+        Command::Drops(a) => {
+            let netns = a.netns.as_deref().map(NetnsArg::parse).transpose()?;
+            cmd::drops::run(
+                cmd::drops::DropsOptions {
+                    stream: a.stream,
+                    netns: netns.clone(),
+                    filter: drops::filter::FilterArgs {
+                        reason: a.reason,
+                        netns: netns.map(|n| n.inode),
+                        proto: a.proto,
+                        port: a.port,
+                        addr: a.addr,
+                    },
+                    hook: a.hook,
+                    causes: !a.no_causes,
+                },
+                kernel,
+            )
+            .await
+        }
+        Command::Retrans(a) => cmd::retrans::run(a, kernel).await,
+        Command::Conntrack {
+            netns,
+            duration,
+            interval,
+            json,
+        } => {
+            let netns = netns.as_deref().map(NetnsArg::parse).transpose()?;
+            cmd::conntrack::run(netns, duration, interval, json, kernel).await
+        }
+        Command::Softirq(a) => {
+            cmd::softirq::softirq(
+                cmd::softirq::SoftirqOptions {
+                    duration: a.duration,
+                    interval: a.interval,
+                    vector: a.vector.number(),
+                    svg: a.svg,
+                    json: a.json,
+                    width: a.width.max(1),
+                },
+                kernel,
+            )
+            .await
+        }
+        Command::Irq { duration, json } => cmd::softirq::irq(duration, json, kernel).await,
+        Command::Probes { json } => cmd::probes::show(kernel, json),
+        Command::BenchFloor => cmd::probes::bench_floor(kernel).await,
+    }
+    .map(|()| 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        for bad in [
+            "0",
+            "5x",
+            "abc",
+            "",
+            "-1",
+            "99999999999999999999s",
+            "18446744073709551615h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}
