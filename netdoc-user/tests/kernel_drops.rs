@@ -397,3 +397,36 @@ fn a_full_stdout_is_a_one_line_error() {
     }
     assert_nothing_left();
 }
+
+/// Namespaces come and go while netdoc runs, and the kernel reuses their inodes: every drop
+/// must still carry the name of the namespace it happened in.
+#[test]
+fn names_stay_right_while_namespaces_come_and_go() {
+    require_root!();
+    const ROUNDS: usize = 50;
+    let netdoc = start(&["drops", "--json", "--no-causes", "--reason", "NO_SOCKET"]);
+    for round in 0..ROUNDS {
+        let pair = Pair::new(&format!("c{round}"), 100 + round as u8);
+        pair.send(CLOSED_PORT, 1);
+        pair.wait_for_drops(1, 0);
+        let inode = pair.inode_b();
+        // Wait (bounded) for netdoc to have printed this namespace's drop before it goes.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let drop = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = netdoc
+                .stdout
+                .recv_timeout(left)
+                .unwrap_or_else(|e| panic!("round {round}: no drop printed ({e})"));
+            let v = json(&line);
+            if v["type"] == "drop" && v["netns"] == inode {
+                break v;
+            }
+        };
+        assert_eq!(drop["netns_name"], pair.b.as_str(), "round {round}");
+        assert_eq!(drop["dev"], pair.dev_b.as_str(), "round {round}");
+    }
+    let (status, _) = netdoc.stop(libc::SIGINT);
+    assert!(status.success());
+    assert_nothing_left();
+}

@@ -4,6 +4,7 @@ use std::{
     fs::File,
     os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 pub const NAMED_DIR: &str = "/run/netns";
@@ -63,9 +64,17 @@ impl NetnsArg {
     }
 }
 
+/// Namespace inodes are reused once a namespace is gone: a name seen for an inode is trusted
+/// for this long, then checked against its /run/netns file again.
+const RECHECK: Duration = Duration::from_millis(200);
+
+/// Names of namespaces (by inode) and of devices inside them, kept true while namespaces come
+/// and go: a name is rechecked after [`RECHECK`], and a changed or vanished one forgets the
+/// devices it had.
 #[derive(Default)]
 pub struct NetnsNames {
-    names: HashMap<u32, String>,
+    /// Inode → its /run/netns name (None: it has none), and when that was last true.
+    names: HashMap<u32, (Option<String>, Instant)>,
     devices: HashMap<(u32, u32), Option<String>>,
     own: u32,
 }
@@ -80,27 +89,52 @@ impl NetnsNames {
         n
     }
 
+    /// Reads /run/netns afresh; inodes whose name changed lose their cached devices.
     fn rescan(&mut self) {
-        let Ok(dir) = std::fs::read_dir(NAMED_DIR) else {
-            return;
-        };
-        for e in dir.flatten() {
-            if let Some(ino) = inode(&e.path()) {
-                self.names
-                    .insert(ino, e.file_name().to_string_lossy().into_owned());
+        let now = Instant::now();
+        let mut fresh: HashMap<u32, (Option<String>, Instant)> = HashMap::new();
+        if let Ok(dir) = std::fs::read_dir(NAMED_DIR) {
+            for e in dir.flatten() {
+                if let Some(ino) = inode(&e.path()) {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    fresh.insert(ino, (Some(name), now));
+                }
             }
         }
+        let changed: Vec<u32> = self
+            .names
+            .iter()
+            .filter(|(ino, (name, _))| fresh.get(ino).map(|f| &f.0) != Some(name))
+            .map(|(ino, _)| *ino)
+            .collect();
+        self.devices.retain(|(ino, _), _| !changed.contains(ino));
+        self.names = fresh;
     }
 
-    /// The /run/netns name of a namespace, if any (rescanning once for new namespaces).
+    /// The /run/netns name of a namespace, if any.
     pub fn name(&mut self, ino: u32) -> Option<String> {
         if ino == 0 {
             return None;
         }
-        if !self.names.contains_key(&ino) {
+        let trusted = match self.names.get_mut(&ino) {
+            Some((_, checked)) if checked.elapsed() < RECHECK => true,
+            Some((Some(name), checked)) => {
+                let still = inode(&Path::new(NAMED_DIR).join(&*name)) == Some(ino);
+                if still {
+                    *checked = Instant::now();
+                }
+                still
+            }
+            _ => false,
+        };
+        if !trusted {
             self.rescan();
+            // Remember that it has no name, so unnamed namespaces cost one scan per RECHECK.
+            self.names
+                .entry(ino)
+                .or_insert_with(|| (None, Instant::now()));
         }
-        self.names.get(&ino).cloned()
+        self.names.get(&ino).and_then(|(name, _)| name.clone())
     }
 
     /// Device name of `ifindex` inside namespace `ino` (ifindexes are per namespace).
