@@ -169,3 +169,77 @@ fn malformed_input_is_one_line_and_stops_a_bisect() {
     assert_eq!(code, 128, "{err}");
     assert_nothing_left();
 }
+
+/// Whether a `sleep SECONDS` process is alive (not a zombie).
+fn alive(seconds: &str) -> bool {
+    let wanted = format!("sleep\0{seconds}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == wanted.as_bytes()))
+}
+
+/// A reproducer that forks leaves nothing behind: not on timeout, not when the check itself is
+/// interrupted (which says so and exits 130, a code `git bisect run` stops on).
+#[test]
+fn a_forking_reproducer_leaves_no_process_behind() {
+    require_root!();
+    // Unique sleep lengths mark the reproducer's processes.
+    let (a, b) = (
+        format!("{}.31", std::process::id()),
+        format!("{}.32", std::process::id()),
+    );
+    let script = format!("sleep {a} & sleep {b}");
+    let (code, out, _) = check(&[
+        "--timeout",
+        "1s",
+        "--expect",
+        "retrans >= 0",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("did not finish within"), "{out}");
+    assert!(
+        !alive(&a) && !alive(&b),
+        "timeout left the reproducer's children"
+    );
+
+    let mut netdoc = Command::new(NETDOC)
+        .args([
+            "check",
+            "--json",
+            "--expect",
+            "retrans >= 0",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) for the reproducer to run, then interrupt the check.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !alive(&b) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reproducer never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: kill has no memory preconditions; the pid is our own child.
+    unsafe { libc::kill(netdoc.id() as i32, libc::SIGINT) };
+    let out = netdoc.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let report = json(String::from_utf8_lossy(&out.stdout).trim_end());
+    assert_eq!(report["verdict"], "interrupted");
+    assert_eq!(report["reproducer"]["status"], "interrupted");
+    assert!(
+        !alive(&a) && !alive(&b),
+        "SIGINT left the reproducer's children"
+    );
+    assert_nothing_left();
+}

@@ -10,7 +10,7 @@ pub mod verdict;
 
 use std::{
     collections::BTreeSet,
-    os::unix::process::ExitStatusExt as _,
+    os::unix::process::{CommandExt as _, ExitStatusExt as _},
     path::PathBuf,
     process::Command,
     time::{Duration, Instant},
@@ -164,13 +164,11 @@ pub async fn run(a: CheckArgs, kernel: Kernel) -> Result<u8> {
         Ok(session) => live::drive(session, &mut Quiet, &mut signals, schedule, reproduce).await?,
         Err(_) => live::without_session(&mut signals, reproduce).await,
     };
-    let Some(outcome) = ended.value else {
-        bail!(
-            "interrupted by {:?} before the reproducer finished",
-            ended.ending
-        );
+    let (reproducer, scenario) = match (ended.value, &ended.ending) {
+        (Some(outcome), _) => outcome?,
+        (None, live::Ending::Signal(name)) => (Reproducer::Interrupted(name.to_string()), None),
+        (None, other) => bail!("the check ended before its reproducer: {other:?}"),
     };
-    let (reproducer, scenario) = outcome?;
     measured.scenario = scenario;
 
     let after = read_counters(&namespaces);
@@ -212,19 +210,30 @@ fn kernel_release() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// Kills a reproducer's whole process group when dropped: on timeout, and when a signal ends
+/// the check while it runs (the future awaiting it is dropped).
+struct ProcessGroup(i32);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory preconditions; a negative pid names the group we made.
+        unsafe { libc::kill(-self.0, libc::SIGKILL) };
+    }
+}
+
 async fn run_command(
     cmd: &[String],
     limit: Duration,
 ) -> Result<(Reproducer, Option<ScenarioFacts>)> {
     let start = Instant::now();
-    let mut child = tokio::process::Command::from({
-        let mut c = Command::new(&cmd[0]);
-        c.args(&cmd[1..]);
-        c
-    })
-    .kill_on_drop(true)
-    .spawn()
-    .with_context(|| format!("starting the reproducer {}", cmd[0]))?;
+    let mut command = Command::new(&cmd[0]);
+    // Its own process group, so everything it starts can be killed with it.
+    command.args(&cmd[1..]).process_group(0);
+    let mut child = tokio::process::Command::from(command)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting the reproducer {}", cmd[0]))?;
+    let _group = child.id().map(|pid| ProcessGroup(pid as i32));
     match tokio::time::timeout(limit, child.wait()).await {
         Ok(status) => {
             let status = status?;
@@ -235,9 +244,6 @@ async fn run_command(
             };
             Ok((how, None))
         }
-        Err(_) => {
-            let _ = child.kill().await;
-            Ok((Reproducer::TimedOut(start.elapsed().as_secs()), None))
-        }
+        Err(_) => Ok((Reproducer::TimedOut(start.elapsed().as_secs()), None)),
     }
 }

@@ -1,5 +1,6 @@
 //! From measurements to a verdict with its evidence, and its rendering. Exit codes follow
-//! `git bisect run`: 0 good, 1 bad, 125 skip (this kernel cannot be tested).
+//! `git bisect run`: 0 good, 1 bad, 125 skip (this kernel cannot be tested), and 130 (above 127:
+//! bisect stops) when the check itself was interrupted.
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,8 @@ pub enum Verdict {
     Pass,
     Fail,
     Untestable,
+    /// A signal stopped the check: nothing can be said about this kernel.
+    Interrupted,
 }
 
 impl Verdict {
@@ -20,6 +23,7 @@ impl Verdict {
             Verdict::Pass => 0,
             Verdict::Fail => 1,
             Verdict::Untestable => 125,
+            Verdict::Interrupted => 130,
         }
     }
 }
@@ -33,6 +37,8 @@ pub enum Reproducer {
     Exited(i32),
     Killed(String),
     TimedOut(u64),
+    /// netdoc received this signal while the reproducer ran; its process group was killed.
+    Interrupted(String),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,6 +95,7 @@ pub fn evaluate(
     };
     let all = checks.iter().map(|c| c.verdict).chain([repro]);
     let verdict = all.fold(Verdict::Pass, |acc, v| match (acc, v) {
+        _ if matches!(reproducer, Reproducer::Interrupted(_)) => Verdict::Interrupted,
         (Verdict::Fail, _) | (_, Verdict::Fail) => Verdict::Fail,
         (Verdict::Untestable, _) | (_, Verdict::Untestable) => Verdict::Untestable,
         _ => Verdict::Pass,
@@ -111,6 +118,7 @@ pub fn render(r: &Report) -> String {
         Verdict::Pass => "PASS",
         Verdict::Fail => "FAIL",
         Verdict::Untestable => "UNTESTABLE",
+        Verdict::Interrupted => "INTERRUPTED",
     };
     let mut out = format!("netdoc check: {word} on kernel {}\n", r.kernel);
     match &r.reproducer {
@@ -128,12 +136,18 @@ pub fn render(r: &Report) -> String {
         Reproducer::TimedOut(s) => {
             let _ = writeln!(out, "  ✗ reproducer did not finish within {s} s (killed)");
         }
+        Reproducer::Interrupted(s) => {
+            let _ = writeln!(
+                out,
+                "  ! netdoc was stopped by {s} while the reproducer ran (its process group was killed): no verdict"
+            );
+        }
     }
     for c in &r.checks {
         let mark = match c.verdict {
             Verdict::Pass => "✓",
             Verdict::Fail => "✗",
-            Verdict::Untestable => "?",
+            Verdict::Untestable | Verdict::Interrupted => "?",
         };
         match (c.observed, &c.why) {
             (Some(v), _) => {
@@ -288,6 +302,13 @@ mod tests {
             Verdict::Fail
         );
         assert_eq!(verdict(&[], Reproducer::Exited(0)), Verdict::Pass);
+        // An interrupted check says nothing about the kernel, even where a count already failed.
+        let interrupted = Reproducer::Interrupted("SIGINT".into());
+        assert_eq!(
+            verdict(&["retrans < 0"], interrupted.clone()),
+            Verdict::Interrupted
+        );
+        assert_eq!(Verdict::Interrupted.exit_code(), 130);
         assert_eq!(
             [Verdict::Pass, Verdict::Fail, Verdict::Untestable].map(Verdict::exit_code),
             [0, 1, 125]
