@@ -207,7 +207,7 @@ fn a_forking_reproducer_leaves_no_process_behind() {
         "timeout left the reproducer's children"
     );
 
-    let mut netdoc = Command::new(NETDOC)
+    let netdoc = Command::new(NETDOC)
         .args([
             "check",
             "--json",
