@@ -430,3 +430,41 @@ fn names_stay_right_while_namespaces_come_and_go() {
     assert!(status.success());
     assert_nothing_left();
 }
+
+/// `--netns X`, then X is deleted: netdoc lets go of it at once (its sentinel links would keep
+/// the namespace and its devices alive) and ends the run with its summary, by itself.
+#[test]
+fn a_deleted_netns_target_is_let_go() {
+    require_root!();
+    let pair = Pair::new("g", 10);
+    let mut netdoc = start(&["drops", "--json", "--netns", pair.b.as_str()]);
+    run("ip", &["netns", "del", &pair.b]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = netdoc.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "netdoc did not notice its namespace went away"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "netdoc exited with {status}");
+    // The reader thread ends at end of output: every line is in.
+    let lines: Vec<Value> = netdoc.stdout.iter().map(|l| json(&l)).collect();
+    assert_eq!(summary(&lines)["type"], "summary");
+    // With nothing holding it, the namespace goes, and the veth pair with it.
+    let dev_a = "ndga"; // Pair::new("g", ..) names A's end nd<tag>a
+    let gone = (0..250).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        !Command::new("ip")
+            .args(["-n", &pair.a, "link", "show", dev_a])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    });
+    assert!(gone, "the veth pair outlived its namespace");
+    assert_nothing_left();
+}

@@ -137,7 +137,7 @@ pub async fn run(a: CheckArgs, kernel: Kernel) -> Result<u8> {
     let namespaces = counter_namespaces(netns.as_ref(), &how);
     let inodes: BTreeSet<u32> = namespaces.iter().filter_map(|p| netns::inode(p)).collect();
     let mut signals = Signals::install()?;
-    let mut tracer = tracer::start(kernel, netns.as_ref().map(|n| n.inode))?;
+    let mut tracer = tracer::start(kernel, netns.as_ref())?;
     let counters_before = read_counters(&namespaces);
     let conntrack_before = conntrack::snapshot(netns.as_ref().map(|n| n.path.as_path())).ok();
 
@@ -167,6 +167,7 @@ pub async fn run(a: CheckArgs, kernel: Kernel) -> Result<u8> {
     let (reproducer, scenario) = match (ended.value, &ended.ending) {
         (Some(outcome), _) => outcome?,
         (None, live::Ending::Signal(name)) => (Reproducer::Interrupted(name.to_string()), None),
+        (None, live::Ending::NamespaceGone(ns)) => bail!("--netns {ns} went away during the check"),
         (None, other) => bail!("the check ended before its reproducer: {other:?}"),
     };
     measured.scenario = scenario;

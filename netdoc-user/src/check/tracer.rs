@@ -9,7 +9,7 @@ use crate::{
         self,
         filter::{DropFilter, FilterArgs},
     },
-    facts::kallsyms::Kallsyms,
+    facts::{kallsyms::Kallsyms, netns::NetnsArg},
     kernel::Kernel,
     model::reasons::Source,
     retrans::RETRANS,
@@ -19,17 +19,21 @@ use crate::{
 /// The session, or why netdoc's object does not load here.
 pub type Tracer = Result<Session, String>;
 
-/// `drop_netns`: count only drops in the namespace of this inode.
-pub fn start(kernel: Kernel, drop_netns: Option<u32>) -> anyhow::Result<Tracer> {
+/// `netns`: count only drops in this namespace, and stop if it goes away.
+pub fn start(kernel: Kernel, netns: Option<&NetnsArg>) -> anyhow::Result<Tracer> {
     let families = Families::discover(&kernel);
     let filter = DropFilter::parse(
         &FilterArgs {
-            netns: drop_netns,
+            netns: netns.map(|n| n.inode),
             ..Default::default()
         },
         &families.drops.reasons,
     )?;
-    let mut request = Request::default().with(Component::Retransmits);
+    let mut request = Request {
+        watched: netns.cloned(),
+        ..Request::default()
+    }
+    .with(Component::Retransmits);
     request.want_drops(DropUse {
         filter,
         stream: false,

@@ -183,6 +183,7 @@ fn start(kernel: Kernel, ns: Option<&NetnsArg>) -> Result<(Session, Option<Strin
     let families = Families::discover(&kernel);
     let request = Request {
         pages: PAGES,
+        watched: ns.cloned(),
         ..Request::default()
     }
     .with(Component::ConntrackConfirm);
@@ -199,6 +200,7 @@ fn start(kernel: Kernel, ns: Option<&NetnsArg>) -> Result<(Session, Option<Strin
     } = session;
     let mut request = Request {
         pages: PAGES,
+        watched: ns.cloned(),
         ..Request::default()
     };
     if sentinel::wanted(&families.drops.reasons).is_none() {

@@ -122,6 +122,7 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
     let streaming = !opts.stream.counts_only;
     let mut request = Request {
         pages: opts.stream.pages,
+        watched: opts.netns.clone(),
         ..Request::default()
     };
     // No sentinels (they run on every packet through netfilter) when --reason leaves no

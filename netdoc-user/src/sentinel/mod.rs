@@ -87,25 +87,32 @@ pub struct Placed {
 
 /// Every sentinel link of a run. Dropping it detaches them all.
 pub struct Sentinels {
-    links: Vec<OwnedFd>,
+    /// netdoc's own namespace's links.
+    here: Vec<OwnedFd>,
+    /// Links in other namespaces, by the file they were entered through. A link keeps its
+    /// namespace alive: these are closed when the namespace should go.
+    elsewhere: Vec<(PathBuf, Vec<OwnedFd>)>,
     pub placed: Vec<Placed>,
-    /// How many namespaces carry sentinels.
-    pub namespaces: usize,
     /// Why IPv6 has none (no IPv6 in the kernel), if so.
     pub ipv6_missing: Option<String>,
 }
 
 impl Sentinels {
     pub fn describe(&self) -> String {
+        let links = self.here.len() + self.elsewhere.iter().map(|(_, l)| l.len()).sum::<usize>();
         let s = format!(
-            "{} netfilter links in {} namespace(s)",
-            self.links.len(),
-            self.namespaces
+            "{links} netfilter links in {} namespace(s)",
+            1 + self.elsewhere.len()
         );
         match &self.ipv6_missing {
             Some(why) => format!("{s} (IPv4 only: {why})"),
             None => s,
         }
+    }
+
+    /// Closes the links placed in the namespace entered through `ns`, so it can go away.
+    pub fn release(&mut self, ns: &Path) {
+        self.elsewhere.retain(|(path, _)| path != ns);
     }
 }
 
@@ -191,10 +198,11 @@ fn attach(ebpf: &Ebpf, namespaces: &[PathBuf]) -> Result<Sentinels, String> {
             .collect::<Result<Vec<_>, _>>()?,
     );
     let Here {
-        mut links,
+        links: here,
         mut placed,
         ipv6_missing,
     } = place_here(&programs)?;
+    let mut elsewhere = Vec::new();
     for ns in namespaces {
         let progs = programs.clone();
         let there = netns::spawn_in(ns, move || Some(place_here(&progs)))
@@ -203,13 +211,13 @@ fn attach(ebpf: &Ebpf, namespaces: &[PathBuf]) -> Result<Sentinels, String> {
             .ok()
             .flatten()
             .ok_or_else(|| format!("could not enter namespace {}", ns.display()))??;
-        links.extend(there.links);
+        elsewhere.push((ns.clone(), there.links));
         placed.extend(there.placed);
     }
     Ok(Sentinels {
-        links,
+        here,
+        elsewhere,
         placed,
-        namespaces: 1 + namespaces.len(),
         ipv6_missing,
     })
 }

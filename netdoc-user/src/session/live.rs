@@ -114,6 +114,8 @@ impl Stdout {
     }
 }
 
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// When a run ends by itself.
 pub struct Schedule {
     pub interval: Duration,
@@ -129,6 +131,8 @@ pub enum Ending {
     Done,
     Signal(&'static str),
     StdoutClosed,
+    /// The namespace the run was about went away.
+    NamespaceGone(String),
 }
 
 /// How a run went: why it ended, what the awaited work returned (when it finished), and
@@ -156,6 +160,9 @@ pub async fn drive<V: View, T>(
         .and_then(|d| tokio::time::Instant::now().checked_add(d));
     let mut tick = tokio::time::interval(schedule.interval);
     tick.tick().await;
+    // A watched namespace is checked every second, whatever the view's interval.
+    let mut watch = tokio::time::interval(WATCH_INTERVAL);
+    watch.tick().await;
     let mut until = std::pin::pin!(until);
     let mut value = None;
     let mut failure = None;
@@ -173,6 +180,13 @@ pub async fn drive<V: View, T>(
                 break Ending::Done;
             },
             name = signals.recv() => break Ending::Signal(name),
+            _ = watch.tick(), if session.watches() => {
+                if let Some(gone) = session.watched_gone() {
+                    eprintln!("netdoc: namespace {gone} is gone: its sentinels are closed and the run ends");
+                    break Ending::NamespaceGone(gone);
+                }
+                Ok(())
+            },
         };
         if let Err(e) = step {
             if !is_broken_pipe(&e) {

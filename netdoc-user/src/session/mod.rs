@@ -18,6 +18,7 @@ use crate::family::Family as _;
 use crate::{
     conntrack::confirm::{self, ConfirmMaps},
     drops::{self, DropMaps, filter::DropFilter},
+    facts::netns::{self, NetnsArg},
     kernel::Kernel,
     loader,
     model::cause::Coverage,
@@ -67,6 +68,9 @@ pub struct Request {
     pub retrans_stream: bool,
     /// Perf buffer pages per CPU for each stream.
     pub pages: usize,
+    /// The namespace the command is about (`--netns`): when it goes away, its sentinel links
+    /// are closed (they would keep it alive) and the run ends.
+    pub watched: Option<NetnsArg>,
 }
 
 impl Default for Request {
@@ -77,6 +81,7 @@ impl Default for Request {
             sentinels: Err("not requested".into()),
             retrans_stream: false,
             pages: 64,
+            watched: None,
         }
     }
 }
@@ -142,6 +147,7 @@ pub struct Session {
     pub stream_totals: BTreeMap<StreamKind, ReaderTotals>,
     pub cpus: Vec<u32>,
     pub started: Instant,
+    watched: Option<NetnsArg>,
 }
 
 impl Session {
@@ -332,6 +338,7 @@ impl Session {
             stream_totals: BTreeMap::new(),
             cpus,
             started: Instant::now(),
+            watched: request.watched,
         })
     }
 
@@ -354,6 +361,24 @@ impl Session {
     pub fn detach(&mut self) {
         self.ebpf = None;
         self.sentinels = None;
+    }
+
+    /// Whether a watched namespace is being followed.
+    pub fn watches(&self) -> bool {
+        self.watched.is_some()
+    }
+
+    /// When the watched namespace has gone (its file removed, or now naming another
+    /// namespace), lets go of it and says which it was.
+    pub fn watched_gone(&mut self) -> Option<String> {
+        let ns = self.watched.as_ref()?;
+        if netns::inode(&ns.path) == Some(ns.inode) {
+            return None;
+        }
+        if let Some(s) = self.sentinels.as_mut() {
+            s.release(&ns.path);
+        }
+        self.watched.take().map(|ns| ns.given)
     }
 
     /// The event streams, for the one driver that reads them (and stops them after detaching).
