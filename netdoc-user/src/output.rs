@@ -12,7 +12,7 @@ use crate::{
     drops::report::{NamedDrop, Summary as DropsSummary},
     facts::conntrack::CpuCounters,
     model::{cause::Cause, finding::Finding},
-    planner::ProbePlan,
+    planner::{ProbePlan, ProbeStatus},
     retrans::report::{FlowRow, NamedRetrans},
     softirq::{
         nicmap::NicMap,
@@ -78,6 +78,9 @@ pub struct RetransSummary {
     pub aggregation_overflow: u64,
     pub flows: Vec<FlowRow>,
     pub findings: Vec<Finding>,
+    /// Every probe of the run: its hook, or why it is unavailable.
+    #[serde(default)]
+    pub probes: Vec<ProbeStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,6 +110,9 @@ pub struct ConntrackSummary {
     pub conntrack_drop_events: u64,
     pub conntrack_drop_events_lost: u64,
     pub findings: Vec<Finding>,
+    /// Every probe of the run: its hook, or why it is unavailable.
+    #[serde(default)]
+    pub probes: Vec<ProbeStatus>,
 }
 
 /// The heatmap, per-CPU summary, NIC map and findings of `netdoc softirq` and `netdoc irq`.
@@ -155,6 +161,7 @@ mod tests {
             aggregation_overflow: 0,
             flows: vec![],
             findings: vec![],
+            probes: vec![],
         }));
         let line = summary.line();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -178,6 +185,11 @@ mod tests {
         };
         assert_eq!(s.netfilter_causes[&Cause::ConntrackIn], 32);
         assert_eq!(s.locations[0].cpus[&0], 32);
-        assert_eq!(Output::Summary(Summary::Drops(s)).line().trim_end(), line);
+        // Recorded before `probes` was added: an added field reads as empty and writes back.
+        let again = Output::Summary(Summary::Drops(s)).line();
+        assert_eq!(
+            again.trim_end(),
+            format!("{},\"probes\":[]}}", line.trim_end_matches('}'))
+        );
     }
 }

@@ -141,7 +141,24 @@ pub struct ProbePlan {
     pub attempts: Vec<Attempt>,
 }
 
+/// What became of one probe in a run: the hook it attached through, or why it is unavailable.
+/// Every summary carries these, so a degraded run says so in its data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeStatus {
+    pub probe: Cow<'static, str>,
+    pub hook: Option<String>,
+    pub unavailable: Option<String>,
+}
+
 impl ProbePlan {
+    pub fn status(&self) -> ProbeStatus {
+        ProbeStatus {
+            probe: self.probe.clone(),
+            hook: self.chosen().map(|a| a.hook.to_string()),
+            unavailable: self.chosen().is_none().then(|| self.failure()),
+        }
+    }
+
     pub fn chosen(&self) -> Option<&Attempt> {
         self.attempts
             .iter()

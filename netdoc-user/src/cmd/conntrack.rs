@@ -329,6 +329,7 @@ pub async fn run(
             conntrack_drop_events: drop_events,
             conntrack_drop_events_lost: drops_lost,
             findings: f.clone(),
+            probes: session.probe_statuses(),
         }))
         .line()
     } else {

@@ -225,6 +225,7 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
             Ok(s) | Err(s) => s.clone(),
         },
         rows: &rows,
+        probes: session.probe_statuses(),
     });
     if streaming && delivered + stats.lost != stats.matched {
         log::warn!(

@@ -228,6 +228,7 @@ pub async fn run(opts: StreamOptions, kernel: Kernel) -> Result<()> {
         aggregation_overflow: stats.aggregation_overflow,
         flows,
         findings,
+        probes: session.probe_statuses(),
     };
     let text = if opts.json {
         Output::Summary(Summary::Retrans(summary)).line()

@@ -9,6 +9,7 @@ use netdoc_common::{DropEvent, DropKey, REASON_UNAVAILABLE};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{addr::proto_name, cause::Cause, names::Namer, stats::KernelStats};
+use crate::planner::ProbeStatus;
 
 /// One drop as printed by `--json` (`"type": "drop"`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -193,6 +194,9 @@ pub struct Summary {
     /// How causes were told apart: the sentinels attached, or why not.
     pub netfilter_stages: String,
     pub locations: Vec<Row>,
+    /// Every probe of the run: its hook, or why it is unavailable.
+    #[serde(default)]
+    pub probes: Vec<ProbeStatus>,
 }
 
 pub struct SummaryInput<'a> {
@@ -206,6 +210,7 @@ pub struct SummaryInput<'a> {
     pub in_net_rx: Option<u64>,
     pub netfilter_stages: String,
     pub rows: &'a [Row],
+    pub probes: Vec<ProbeStatus>,
 }
 
 pub fn summary(input: SummaryInput<'_>) -> Summary {
@@ -235,6 +240,7 @@ pub fn summary(input: SummaryInput<'_>) -> Summary {
         netfilter_causes,
         netfilter_stages: input.netfilter_stages,
         locations: input.rows.to_vec(),
+        probes: input.probes,
     }
 }
 
@@ -405,6 +411,7 @@ mod tests {
             in_net_rx: Some(3),
             netfilter_stages: "test".into(),
             rows: &rows,
+            probes: vec![],
         });
         assert_eq!(
             s.counts,
@@ -460,6 +467,7 @@ mod tests {
             in_net_rx: None,
             netfilter_stages: "22 netfilter links in 1 namespace(s)".into(),
             rows: &rows,
+            probes: vec![],
         });
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["netfilter_causes"]["conntrack_in"], 7);

@@ -22,13 +22,16 @@ use crate::{
     kernel::Kernel,
     loader,
     model::cause::Coverage,
-    planner::{self, ProbePlan},
+    planner::{self, ProbePlan, ProbeStatus},
     retrans::{RETRANS, RetransMaps},
     sentinel::{self, Sentinels},
     softirq::{self, SoftirqMaps},
 };
 use registry::Families;
 use stream::{ReaderTotals, StreamKind, Streams};
+
+/// Why a component is absent when no command asked for it.
+const NOT_REQUESTED: &str = "not requested";
 
 /// A kernel-side component the session attaches at most once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -78,7 +81,7 @@ impl Default for Request {
         Self {
             drops: None,
             components: Vec::new(),
-            sentinels: Err("not requested".into()),
+            sentinels: Err(NOT_REQUESTED.into()),
             retrans_stream: false,
             pages: 64,
             watched: None,
@@ -283,7 +286,7 @@ impl Session {
                 (Ok(_), false) => (
                     Stages {
                         coverage: Coverage::Blind,
-                        status: Err("not requested".into()),
+                        status: Err(NOT_REQUESTED.into()),
                     },
                     None,
                 ),
@@ -350,6 +353,24 @@ impl Session {
     /// The hook a probe attached through, as text.
     pub fn hook(&self, probe: &str) -> Option<String> {
         self.plan(probe)?.chosen().map(|a| a.hook.to_string())
+    }
+
+    /// Each probe tried, and the stage sentinels when asked for: attached where, or why not.
+    pub fn probe_statuses(&self) -> Vec<ProbeStatus> {
+        let mut all: Vec<ProbeStatus> = self.plans.iter().map(ProbePlan::status).collect();
+        if self.stages.status != Err(NOT_REQUESTED.into()) {
+            all.push(ProbeStatus {
+                probe: sentinel::PROBE.into(),
+                hook: self
+                    .stages
+                    .status
+                    .as_ref()
+                    .ok()
+                    .map(|at| format!("{} ({at})", planner::Hook::NetfilterLink)),
+                unavailable: self.stages.status.clone().err(),
+            });
+        }
+        all
     }
 
     /// Probes that were tried and attached nowhere: the session runs degraded without them.
