@@ -9,6 +9,8 @@ use crate::facts::{
 pub struct Kernel {
     pub btf_path: PathBuf,
     pub btf: Option<KernelBtf>,
+    /// Why the BTF could not be read, when it could not.
+    pub btf_unreadable: Option<String>,
     /// The same BTF as aya parses it, for loading tp_btf programs.
     pub aya_btf: Option<aya::Btf>,
     tracefs: Result<PathBuf, String>,
@@ -16,9 +18,14 @@ pub struct Kernel {
 
 impl Kernel {
     pub fn discover(btf_path: &Path) -> Self {
+        let (btf, btf_unreadable) = match KernelBtf::load(btf_path) {
+            Ok(b) => (Some(b), None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
         Self {
             btf_path: btf_path.to_path_buf(),
-            btf: KernelBtf::load(btf_path).ok(),
+            btf,
+            btf_unreadable,
             aya_btf: aya::Btf::parse_file(btf_path, aya::Endianness::default()).ok(),
             tracefs: tracefs::root().map_err(|e| format!("{e:#}")),
         }

@@ -30,8 +30,9 @@ use facts::netns::NetnsArg;
 )]
 struct Cli {
     /// Kernel BTF to read struct offsets and drop reason names from.
-    #[arg(long, global = true, default_value = facts::btf::VMLINUX, hide_default_value = true)]
-    btf: PathBuf,
+    /// (default: /sys/kernel/btf/vmlinux, and the classic tracepoint without it)
+    #[arg(long, global = true)]
+    btf: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -164,17 +165,15 @@ pub fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {
+            eprintln!("netdoc: error: {}", one_line(&e));
             // For `git bisect run`, a bad check command line must abort, not read as "bad kernel".
-            let checking = std::env::args()
+            let checking = std::env::args_os()
                 .skip(1)
                 .take_while(|a| a != "--")
                 .any(|a| a == "check");
-            if checking && e.use_stderr() {
-                let _ = e.print();
-                return ExitCode::from(check::USAGE);
-            }
-            e.exit()
+            return ExitCode::from(if checking { check::USAGE } else { 2 });
         }
     };
     let failure = match cli.command {
@@ -201,11 +200,32 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// clap's message on one line: what is wrong and what would be right, without the usage block.
+fn one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more"))
+        .collect();
+    parts.join(" ").trim_start_matches("error: ").to_string()
+}
+
 /// The exit code: 0 for every command but `check`, whose verdict it is.
 async fn run(cli: Cli) -> Result<u8> {
     // Every command attaches probes: say so before touching tracefs or BTF.
     facts::caps::require_tracing()?;
-    let kernel = kernel::Kernel::discover(&cli.btf);
+    let kernel = match &cli.btf {
+        // Asked for by name: a file that cannot be read is an error, not a quiet fallback.
+        Some(path) => {
+            let kernel = kernel::Kernel::discover(path);
+            if let Some(why) = &kernel.btf_unreadable {
+                anyhow::bail!("--btf {}: {why}", path.display());
+            }
+            kernel
+        }
+        None => kernel::Kernel::discover(std::path::Path::new(facts::btf::VMLINUX)),
+    };
     match cli.command {
         Command::Check(a) => return check::run(a, kernel).await,
         Command::Drops(a) => {

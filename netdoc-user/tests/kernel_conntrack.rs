@@ -169,6 +169,7 @@ fn xt_dropped(pair: &Pair) -> u64 {
 /// Conntrack and x_tables drops: NETFILTER_DROP freed in nf_hook_slow.
 const AT_HOOK: Kind = Kind {
     reason: "NETFILTER_DROP",
+    freed_in: &["nf_hook_slow"],
     functions: &["nf_hook_slow"],
 };
 

@@ -25,10 +25,11 @@ use crate::{
         snmp,
     },
     kernel::Kernel,
+    model::reasons::{DropReasons, Source},
     output::Output,
     session::live::{self, Quiet, Schedule, Signals},
 };
-use expect::Expectation;
+use expect::{Expectation, Metric};
 use measure::{Measurements, ScenarioFacts};
 use verdict::Reproducer;
 
@@ -101,6 +102,27 @@ fn counter_namespaces(netns: Option<&NetnsArg>, how: &Reproduce) -> Vec<PathBuf>
     }]
 }
 
+/// A reason this kernel names nowhere is a typo, not an untestable kernel: `git bisect run`
+/// would skip every commit. Kernels without drop reasons leave it untestable (it says why).
+fn known_reasons(expectations: &[Expectation], reasons: &DropReasons) -> Result<()> {
+    if reasons.source == Source::Unavailable {
+        return Ok(());
+    }
+    for e in expectations {
+        if let Metric::Drops {
+            reason: Some(name), ..
+        } = &e.metric
+            && reasons.code(name).is_none()
+        {
+            bail!(
+                "expectation '{e}': this kernel names no drop reason {name} ({} known, e.g. NO_SOCKET, NETFILTER_DROP)",
+                reasons.len()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn read_counters(namespaces: &[PathBuf]) -> snmp::Counters {
     let mut sum = snmp::Counters::new();
     for ns in namespaces {
@@ -138,6 +160,9 @@ pub async fn run(a: CheckArgs, kernel: Kernel) -> Result<u8> {
     let inodes: BTreeSet<u32> = namespaces.iter().filter_map(|p| netns::inode(p)).collect();
     let mut signals = Signals::install()?;
     let mut tracer = tracer::start(kernel, netns.as_ref())?;
+    if let Ok(session) = &tracer {
+        known_reasons(&expectations, &session.families.drops.reasons)?;
+    }
     let counters_before = read_counters(&namespaces);
     let conntrack_before = conntrack::snapshot(netns.as_ref().map(|n| n.path.as_path())).ok();
 
@@ -197,6 +222,19 @@ pub async fn run(a: CheckArgs, kernel: Kernel) -> Result<u8> {
 
     let report = verdict::evaluate(&expectations, measured, reproducer, kernel_release());
     let code = report.verdict.exit_code();
+    // `git bisect run` hides stdout: say on stderr why this kernel could not be judged.
+    if report.verdict == verdict::Verdict::Untestable {
+        let why: Vec<String> = report
+            .checks
+            .iter()
+            .filter_map(|c| Some(format!("{}: {}", c.expectation, c.why.as_ref()?)))
+            .chain(
+                matches!(report.reproducer, Reproducer::Exited(125))
+                    .then(|| "the reproducer exited 125".to_string()),
+            )
+            .collect();
+        eprintln!("netdoc: untestable on this kernel: {}", why.join("; "));
+    }
     let text = match a.json {
         true => Output::Check(report).line(),
         false => verdict::render(&report),

@@ -77,12 +77,18 @@ pub struct StreamOptions {
 impl StreamOptions {
     /// Rejected here rather than by clap, so it is a one-line `netdoc: error:` like the others.
     pub fn check(&self) -> Result<()> {
-        if !self.pages.is_power_of_two() {
-            anyhow::bail!("--pages must be a power of two (e.g. 64)");
+        if !self.pages.is_power_of_two() || self.pages > MAX_PAGES {
+            anyhow::bail!(
+                "--pages {}: give a power of two from 1 to {MAX_PAGES} pages per CPU (e.g. 64)",
+                self.pages
+            );
         }
         Ok(())
     }
 }
+
+/// 16 MiB of 4 KiB pages per CPU: more only delays loss, and the kernel may refuse to map it.
+const MAX_PAGES: usize = 4096;
 
 /// A batch of decoded records from one family's per-CPU buffers.
 pub enum Records {
@@ -164,9 +170,12 @@ impl Streams {
             .map_err(|(_, e)| e)
             .context("reading online CPUs")?;
         for cpu in cpus {
-            let buf = perf
-                .open(cpu, Some(pages))
-                .with_context(|| format!("opening the perf buffer of CPU {cpu} ({pages} pages)"))?;
+            // aya's error already names its cause: one line, not the chain.
+            let buf = perf.open(cpu, Some(pages)).map_err(|e| {
+                anyhow::anyhow!(
+                    "opening the perf buffer of CPU {cpu} ({pages} pages): {e}; try fewer --pages"
+                )
+            })?;
             let task = tokio::spawn(read_cpu::<T>(buf, tx.clone(), self.stop.subscribe()));
             self.tasks.push((T::STREAM, task));
         }

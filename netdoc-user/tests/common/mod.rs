@@ -344,21 +344,27 @@ pub fn summary(lines: &[Value]) -> &Value {
     last
 }
 
-/// A drop the tests cause, and how to recognise it: by its reason where the kernel's kfree_skb
-/// has one (5.17+), else by the function that freed it (the first one where reasons exist).
+/// A drop the tests cause, and how to recognise it: by its reason and the function that freed
+/// it where the kernel's kfree_skb has a reason (5.17+), else by the function alone.
 #[derive(Clone, Copy)]
 pub struct Kind {
     pub reason: &'static str,
+    /// Where kernels with drop reasons free it (compilers inline differently across versions).
+    pub freed_in: &'static [&'static str],
+    /// Where kernels without drop reasons free it.
     pub functions: &'static [&'static str],
 }
 
+/// 7.x inlines `__udp4_lib_rcv` into `udp_rcv`.
 pub const NO_SOCKET: Kind = Kind {
     reason: "NO_SOCKET",
+    freed_in: &["__udp4_lib_rcv", "udp_rcv"],
     functions: &["__udp4_lib_rcv"],
 };
 /// Newer kernels free nftables drops inside nftables; older ones in nf_hook_slow.
 pub const FIREWALL: Kind = Kind {
     reason: "NETFILTER_DROP",
+    freed_in: &["nft_do_chain"],
     functions: &["nft_do_chain", "nf_hook_slow"],
 };
 
@@ -378,7 +384,7 @@ fn in_functions(location: &str, functions: &[&str]) -> bool {
 pub fn is_kind(row: &Value, kind: Kind) -> bool {
     let location = row["location"].as_str().unwrap_or_default();
     if kernel_has_drop_reasons() {
-        row["reason"] == kind.reason && in_functions(location, &kind.functions[..1])
+        row["reason"] == kind.reason && in_functions(location, kind.freed_in)
     } else {
         in_functions(location, kind.functions)
     }

@@ -1,0 +1,283 @@
+//! Bad input, as a hostile but fair user gives it: every invocation ends with its exit code and
+//! one line on stderr saying what is wrong, never a panic, never a run that ignores it. Run as
+//! root, so that each one reaches the check it is about (not the privilege check).
+use std::{ffi::OsString, os::unix::ffi::OsStringExt as _, process::Command};
+
+mod common;
+use common::*;
+
+/// clap's usage errors (and ours about values clap cannot check).
+const USAGE: i32 = 2;
+/// Input a command checks itself: a name, a file, a namespace, a size.
+const REFUSED: i32 = 1;
+/// `netdoc check`'s usage errors, which stop `git bisect run`.
+const CHECK_USAGE: i32 = 128;
+
+fn corpus() -> Vec<(Vec<OsString>, i32, &'static str)> {
+    let s = |args: &[&str]| args.iter().map(OsString::from).collect::<Vec<_>>();
+    let not_utf8 = || OsString::from_vec(vec![0xff, 0xfe]);
+    let mut all = vec![
+        // drops
+        (s(&["drops", "--duration", "-1"]), USAGE, "positive"),
+        (s(&["drops", "--duration", "0"]), USAGE, "longer than zero"),
+        (s(&["drops", "--duration", "5x"]), USAGE, "not a duration"),
+        (s(&["drops", "--duration", "abc"]), USAGE, "not a duration"),
+        (
+            s(&["drops", "--duration", "99999999999999999999s"]),
+            USAGE,
+            "duration",
+        ),
+        (
+            s(&["drops", "--duration", "18446744073709551615h"]),
+            USAGE,
+            "duration",
+        ),
+        (s(&["drops", "--duration", ""]), USAGE, "duration"),
+        (s(&["drops", "--interval", "0"]), USAGE, "longer than zero"),
+        (s(&["drops", "--interval", "-5s"]), USAGE, "positive"),
+        (s(&["drops", "--pages", "0"]), REFUSED, "--pages 0"),
+        (s(&["drops", "--pages", "3"]), REFUSED, "power of two"),
+        (
+            s(&["drops", "--pages", "1048576"]),
+            REFUSED,
+            "power of two from 1 to",
+        ),
+        (s(&["drops", "--reason", ""]), REFUSED, "--reason"),
+        (s(&["drops", "--reason", ","]), REFUSED, "--reason"),
+        (s(&["drops", "--netns", ""]), REFUSED, "--netns: empty"),
+        (
+            s(&["drops", "--netns", "/etc/passwd"]),
+            REFUSED,
+            "not a network namespace",
+        ),
+        (
+            s(&["drops", "--netns", "/proc/self/ns/pid"]),
+            REFUSED,
+            "not a network namespace",
+        ),
+        (
+            s(&["drops", "--netns", "4294967295"]),
+            REFUSED,
+            "no namespace with this inode",
+        ),
+        (
+            s(&["drops", "--netns", "no-such-netns-here"]),
+            REFUSED,
+            "--netns no-such-netns-here",
+        ),
+        (
+            s(&["drops", "--netns", "/nonexistent/ns"]),
+            REFUSED,
+            "--netns /nonexistent/ns",
+        ),
+        (s(&["drops", "--proto", "300"]), REFUSED, "from 0 to 255"),
+        (
+            s(&["drops", "--proto", "nope"]),
+            REFUSED,
+            "unknown protocol",
+        ),
+        (s(&["drops", "--port", "70000"]), USAGE, "--port"),
+        (s(&["drops", "--port", "-1"]), USAGE, "-1"),
+        (s(&["drops", "--addr", "999.1.1.1"]), USAGE, "--addr"),
+        (s(&["drops", "--addr", "nope"]), USAGE, "--addr"),
+        (s(&["drops", "--hook", "kprobe"]), USAGE, "possible values"),
+        (s(&["drops", "--top", "x"]), USAGE, "--top"),
+        (s(&["drops", "--nosuch"]), USAGE, "--nosuch"),
+        (
+            s(&["--btf", "/nonexistent", "drops"]),
+            REFUSED,
+            "--btf /nonexistent",
+        ),
+        (
+            s(&["--btf", "/etc/passwd", "drops"]),
+            REFUSED,
+            "--btf /etc/passwd",
+        ),
+        (s(&["drops", "extra"]), USAGE, "extra"),
+        // retrans
+        (s(&["retrans", "--duration", "-1"]), USAGE, "positive"),
+        (s(&["retrans", "--pages", "3"]), REFUSED, "power of two"),
+        (s(&["retrans", "--interval", "x"]), USAGE, "not a duration"),
+        (s(&["retrans", "--nosuch"]), USAGE, "--nosuch"),
+        // conntrack
+        (
+            s(&["conntrack", "--netns", "/etc/passwd"]),
+            REFUSED,
+            "not a network namespace",
+        ),
+        (
+            s(&["conntrack", "--netns", "no-such-netns-here"]),
+            REFUSED,
+            "--netns",
+        ),
+        (
+            s(&["conntrack", "--duration", "0"]),
+            USAGE,
+            "longer than zero",
+        ),
+        (
+            s(&["conntrack", "--interval", "x"]),
+            USAGE,
+            "not a duration",
+        ),
+        (s(&["conntrack", "extra"]), USAGE, "extra"),
+        // softirq and irq
+        (
+            s(&["softirq", "--vector", "nope"]),
+            USAGE,
+            "possible values",
+        ),
+        (
+            s(&["softirq", "--svg", "/nonexistent/dir/x.svg"]),
+            REFUSED,
+            "--svg",
+        ),
+        (s(&["softirq", "--duration", "-1"]), USAGE, "positive"),
+        (s(&["softirq", "--width", "x"]), USAGE, "--width"),
+        (
+            s(&["softirq", "--interval", "0"]),
+            USAGE,
+            "longer than zero",
+        ),
+        (s(&["irq", "--duration", "0"]), USAGE, "longer than zero"),
+        (s(&["irq", "--duration", "-1"]), USAGE, "positive"),
+        (s(&["irq", "extra"]), USAGE, "extra"),
+        // probes and the command line itself
+        (s(&["probes", "extra"]), USAGE, "extra"),
+        (s(&["probes", "--nosuch"]), USAGE, "--nosuch"),
+        (s(&["nosuch"]), USAGE, "nosuch"),
+        (s(&[]), USAGE, "subcommand"),
+        // check: every usage error stops a bisect
+        (
+            s(&["check", "--expect", "drops >> 1", "--", "true"]),
+            CHECK_USAGE,
+            "drops >> 1",
+        ),
+        (
+            s(&["check", "--expect", "drop == 0", "--", "true"]),
+            CHECK_USAGE,
+            "drop == 0",
+        ),
+        (
+            s(&["check", "--expect", "retrans < 5"]),
+            CHECK_USAGE,
+            "nothing to run",
+        ),
+        (
+            s(&["check", "--scenario", "sndbuf-close", "--", "true"]),
+            CHECK_USAGE,
+            "only one",
+        ),
+        (
+            s(&["check", "--expect-file", "/nonexistent", "--", "true"]),
+            CHECK_USAGE,
+            "/nonexistent",
+        ),
+        (
+            s(&[
+                "check",
+                "--netns",
+                "/etc/passwd",
+                "--expect",
+                "retrans < 5",
+                "--",
+                "true",
+            ]),
+            CHECK_USAGE,
+            "not a network namespace",
+        ),
+        (
+            s(&[
+                "check",
+                "--netns",
+                "no-such-netns-here",
+                "--expect",
+                "retrans < 5",
+                "--",
+                "true",
+            ]),
+            CHECK_USAGE,
+            "--netns",
+        ),
+        (s(&["check", "--duration", "1s"]), CHECK_USAGE, "--expect"),
+        (
+            s(&[
+                "check",
+                "--timeout",
+                "0",
+                "--expect",
+                "retrans < 5",
+                "--",
+                "true",
+            ]),
+            CHECK_USAGE,
+            "longer than zero",
+        ),
+        (
+            s(&["check", "--scenario", "nope"]),
+            CHECK_USAGE,
+            "possible values",
+        ),
+        (
+            s(&["check", "--duration", "-1", "--expect", "retrans < 5"]),
+            CHECK_USAGE,
+            "positive",
+        ),
+    ];
+    all.push((
+        vec![
+            OsString::from("drops"),
+            OsString::from("--reason"),
+            not_utf8(),
+        ],
+        USAGE,
+        "UTF-8",
+    ));
+    all.push((
+        vec![
+            OsString::from("check"),
+            OsString::from("--expect"),
+            not_utf8(),
+        ],
+        CHECK_USAGE,
+        "UTF-8",
+    ));
+    if kernel_has_drop_reasons() {
+        // A typo in a reason name is an error, not an untestable kernel.
+        all.push((
+            s(&["drops", "--reason", "NO_SOKET"]),
+            REFUSED,
+            "unknown drop reason",
+        ));
+        all.push((
+            s(&[
+                "check",
+                "--expect",
+                "drops{reason=NO_SOKET} == 0",
+                "--",
+                "true",
+            ]),
+            CHECK_USAGE,
+            "no drop reason NO_SOKET",
+        ));
+    }
+    all
+}
+
+#[test]
+fn every_bad_input_is_one_line_and_its_exit_code() {
+    require_root!();
+    let corpus = corpus();
+    assert!(corpus.len() >= 60, "{} invocations", corpus.len());
+    for (args, code, says) in corpus {
+        let out = Command::new(NETDOC).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let shown = format!("{args:?}: exit {:?}, stderr {err:?}", out.status.code());
+        assert_eq!(out.status.code(), Some(code), "{shown}");
+        assert_eq!(err.lines().count(), 1, "{shown}");
+        assert!(err.starts_with("netdoc: error: "), "{shown}");
+        assert!(err.contains(says), "expected {says:?}: {shown}");
+        assert!(out.stdout.is_empty(), "{shown}");
+    }
+    assert_nothing_left();
+}
