@@ -20,22 +20,23 @@ use anyhow::{Context as _, Result, bail};
 
 use initramfs::Stage;
 
-/// The guest kernels the matrix covers by default: Debian bullseye, bookworm and its backport.
-const MATRIX: [&str; 3] = ["5.10", "6.1", "6.12"];
+/// The guest kernels the matrix covers by default: Debian bullseye, bookworm, trixie and the
+/// newest Debian ships (a trixie backport).
+const MATRIX: [&str; 4] = ["5.10", "6.1", "6.12", kernels::NEWEST];
 /// Verdict for "this kernel cannot be tested" in `git bisect run`.
 const SKIP: i32 = 125;
 
 #[derive(clap::Args)]
 pub struct VmArgs {
     /// Kernel to boot: a vmlinuz/bzImage, a .deb, or a Debian version (5.10, 6.1, 6.12,
-    /// 6.1.0-56, or a package name). Repeat it to loop over several kernels.
+    /// 6.1.0-56, a package name, or `newest`). Repeat it to loop over several kernels.
     #[arg(long)]
     kernel: Vec<String>,
     /// Modules for a self-built kernel: a `make modules_install INSTALL_MOD_PATH=DIR` tree.
     #[arg(long)]
     modules: Option<PathBuf>,
     /// The compatibility matrix: probe plan and integration tests per kernel (default kernels:
-    /// 5.10, 6.1, 6.12, plus this host's).
+    /// 5.10, 6.1, 6.12, newest, plus this host's).
     #[arg(long, conflicts_with = "command")]
     matrix: bool,
     /// Per-boot limit in seconds.
