@@ -14,16 +14,26 @@ pub fn root() -> Result<PathBuf> {
     {
         return Ok(p.to_path_buf());
     }
-    let status = std::process::Command::new("mount")
-        .args(["-t", "tracefs", "nodev", MOUNTS[0]])
-        .status();
-    match status {
-        Ok(s) if s.success() => Ok(PathBuf::from(MOUNTS[0])),
-        _ => bail!(
-            "tracefs is not mounted and could not be mounted; run: mount -t tracefs nodev {}",
+    // mount(2) itself, not mount(8): its failure is one line of ours, not a tool's stderr.
+    let target = std::ffi::CString::new(MOUNTS[0]).expect("no NUL in a constant");
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call; no data.
+    let rc = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        bail!(
+            "tracefs is not mounted and could not be mounted ({}); run: mount -t tracefs nodev {}",
+            std::io::Error::last_os_error(),
             MOUNTS[0]
-        ),
+        );
     }
+    Ok(PathBuf::from(MOUNTS[0]))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
