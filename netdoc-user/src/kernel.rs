@@ -31,6 +31,18 @@ impl Kernel {
         }
     }
 
+    /// The kernel as netdoc sees one built without BTF (`--no-btf`): classic tracepoints,
+    /// reason names from tracefs, no struct offsets.
+    pub fn without_btf() -> Self {
+        Self {
+            btf_path: PathBuf::from(btf::VMLINUX),
+            btf: None,
+            btf_unreadable: Some("--no-btf given".into()),
+            aya_btf: None,
+            tracefs: tracefs::root().map_err(|e| format!("{e:#}")),
+        }
+    }
+
     /// A tracepoint's record format, or why it cannot be read (the planner's skip reason).
     pub fn format(&self, system: &str, event: &str) -> Result<EventFormat, String> {
         let root = self.tracefs.as_ref().map_err(Clone::clone)?;

@@ -33,6 +33,10 @@ struct Cli {
     /// (default: /sys/kernel/btf/vmlinux, and the classic tracepoint without it)
     #[arg(long, global = true)]
     btf: Option<PathBuf>,
+    /// Ignore kernel BTF, as on a kernel built without it: classic tracepoints, reason names
+    /// from tracefs, no packet decoding.
+    #[arg(long, global = true, conflicts_with = "btf")]
+    no_btf: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -216,6 +220,7 @@ async fn run(cli: Cli) -> Result<u8> {
     // Every command attaches probes: say so before touching tracefs or BTF.
     facts::caps::require_tracing()?;
     let kernel = match &cli.btf {
+        _ if cli.no_btf => kernel::Kernel::without_btf(),
         // Asked for by name: a file that cannot be read is an error, not a quiet fallback.
         Some(path) => {
             let kernel = kernel::Kernel::discover(path);

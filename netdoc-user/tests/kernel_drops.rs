@@ -176,8 +176,7 @@ fn without_btf_the_tracepoint_and_its_format_still_name_drops() {
         "--counts-only",
         "--reason",
         "NO_SOCKET",
-        "--btf",
-        "/nonexistent",
+        "--no-btf",
     ];
     let lines = trace(&pair, &args, N, 0, libc::SIGINT);
     let s = summary(&lines);
@@ -189,7 +188,7 @@ fn without_btf_the_tracepoint_and_its_format_still_name_drops() {
     // Host-wide (no packet filter without BTF): at least ours, and only NO_SOCKET.
     assert!(count(s, NO_SOCKET) >= N as u64, "{s}");
     assert_eq!(s["counts"].as_object().unwrap().len(), 1);
-    let (code, err) = fails(&["drops", "--btf", "/nonexistent", "--port", "9"], false);
+    let (code, err) = fails(&["drops", "--no-btf", "--port", "9"], false);
     assert_eq!(code, 1);
     assert!(err.contains("need kernel BTF"), "{err}");
 }

@@ -46,7 +46,7 @@ fn corpus() -> Vec<(Vec<OsString>, i32, &'static str)> {
         (s(&["drops", "--reason", ","]), REFUSED, "--reason"),
         (s(&["drops", "--netns", ""]), REFUSED, "--netns: empty"),
         (
-            s(&["drops", "--netns", "/etc/passwd"]),
+            s(&["drops", "--netns", "/proc/self/status"]),
             REFUSED,
             "not a network namespace",
         ),
@@ -89,9 +89,9 @@ fn corpus() -> Vec<(Vec<OsString>, i32, &'static str)> {
             "--btf /nonexistent",
         ),
         (
-            s(&["--btf", "/etc/passwd", "drops"]),
+            s(&["--btf", "/proc/self/status", "drops"]),
             REFUSED,
-            "--btf /etc/passwd",
+            "--btf /proc/self/status",
         ),
         (s(&["drops", "extra"]), USAGE, "extra"),
         // retrans
@@ -101,7 +101,7 @@ fn corpus() -> Vec<(Vec<OsString>, i32, &'static str)> {
         (s(&["retrans", "--nosuch"]), USAGE, "--nosuch"),
         // conntrack
         (
-            s(&["conntrack", "--netns", "/etc/passwd"]),
+            s(&["conntrack", "--netns", "/proc/self/status"]),
             REFUSED,
             "not a network namespace",
         ),
@@ -177,7 +177,7 @@ fn corpus() -> Vec<(Vec<OsString>, i32, &'static str)> {
             s(&[
                 "check",
                 "--netns",
-                "/etc/passwd",
+                "/proc/self/status",
                 "--expect",
                 "retrans < 5",
                 "--",

@@ -171,8 +171,11 @@ impl Session {
                 && configs.drops.skb.skb_head == netdoc_common::NO_OFFSET
             {
                 bail!(
-                    "--netns/--proto/--port/--addr need kernel BTF to decode packets, and {} is unreadable",
-                    kernel.btf_path.display()
+                    "--netns/--proto/--port/--addr need kernel BTF to decode packets ({})",
+                    kernel
+                        .btf_unreadable
+                        .as_deref()
+                        .unwrap_or("it has no sk_buff")
                 );
             }
             configs.drops.stream = usage.stream as u32;
