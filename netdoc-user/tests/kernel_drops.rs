@@ -272,81 +272,135 @@ fn every_drop_is_delivered_or_counted_lost_under_pressure() {
     assert_eq!(events, delivered, "every delivered record was printed");
 }
 
-/// `perf stat` counting `skb:kfree_skb` once a second host-wide, until stopped. It is ready once
-/// it printed its first interval.
-struct PerfCount {
+/// Another tracer counting `skb:kfree_skb` host-wide while netdoc runs: `perf stat` (which a
+/// BPF program returning 0 on the classic tracepoint blinds) or a bpftrace one-liner.
+struct Bystander {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
-impl PerfCount {
-    fn start() -> Option<Self> {
+impl Bystander {
+    /// perf prints one count per interval on stderr; its first line means it counts.
+    fn perf() -> Option<Self> {
         let mut child = Command::new("perf")
             .args(["stat", "-a", "-x,", "-I", "200", "-e", "skb:kfree_skb"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .ok()?;
-        let (tx, lines) = std::sync::mpsc::channel();
         let err = child.stderr.take()?;
+        Self::ready(child, err, "kfree_skb")
+    }
+
+    /// bpftrace runs BEGIN once every probe is attached.
+    fn bpftrace() -> Option<Self> {
+        let mut child = Command::new("bpftrace")
+            .args([
+                "-e",
+                r#"BEGIN { printf("ready\n"); } tracepoint:skb:kfree_skb { @drops = count(); }"#,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let out = child.stdout.take()?;
+        Self::ready(child, out, "ready")
+    }
+
+    fn ready(
+        child: std::process::Child,
+        output: impl std::io::Read + Send + 'static,
+        first: &str,
+    ) -> Option<Self> {
+        let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             use std::io::BufRead as _;
-            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(output)
+                .lines()
+                .map_while(Result::ok)
+            {
                 let _ = tx.send(line);
             }
         });
-        let first = lines
-            .recv_timeout(std::time::Duration::from_secs(30))
-            .ok()?;
-        first.contains("kfree_skb").then_some(Self { child, lines })
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(l) if l.contains(first) => return Some(Self { child, lines }),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
     }
 
-    /// Stops perf and sums every interval's count.
+    /// Stops the tracer and sums what it counted (perf's interval counts, bpftrace's map).
     fn stop(mut self) -> u64 {
         // SAFETY: kill has no memory preconditions; the pid is our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let _ = self.child.wait();
         self.lines
-            .try_iter()
-            .filter_map(|l| l.split(',').nth(1)?.trim().parse::<u64>().ok())
+            .iter()
+            .filter_map(|l| {
+                let count = match l.strip_prefix("@drops: ") {
+                    Some(n) => n,
+                    None => l.split(',').nth(1)?,
+                };
+                count.trim().parse::<u64>().ok()
+            })
             .sum()
     }
 }
 
-/// A BPF program on a classic tracepoint that returns 0 hides the event from perf: netdoc's
-/// must not, on either hook.
-#[test]
-fn perf_still_sees_every_drop_beside_netdoc() {
-    require_root!();
-    if !Command::new("perf")
+type StartTracer = fn() -> Option<Bystander>;
+
+fn installed(tool: &str) -> bool {
+    Command::new(tool)
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success())
-    {
-        eprintln!("skipped: needs perf (linux-perf)");
+}
+
+/// A BPF program on a classic tracepoint that returns 0 hides the event from perf: netdoc's
+/// must not, on either hook; and bpftrace beside it still counts every drop.
+#[test]
+fn perf_and_bpftrace_still_see_every_drop_beside_netdoc() {
+    require_root!();
+    let tools: Vec<(&str, StartTracer)> = [
+        ("perf", Bystander::perf as StartTracer),
+        ("bpftrace", Bystander::bpftrace),
+    ]
+    .into_iter()
+    .filter(|(tool, _)| installed(tool))
+    .collect();
+    if tools.is_empty() {
+        eprintln!("skipped: needs perf (linux-perf) or bpftrace");
         return;
     }
     let pair = Pair::new("pf", 9);
-    for (round, hook) in ["tracepoint", "tp_btf"].into_iter().enumerate() {
-        let netdoc = start(&[
-            "drops",
-            "--json",
-            "--counts-only",
-            "--hook",
-            hook,
-            "--no-causes",
-        ]);
-        let perf = PerfCount::start().expect("perf stat starts and counts skb:kfree_skb");
-        pair.send(CLOSED_PORT, N);
-        // The pair's counter keeps growing across rounds.
-        pair.wait_for_drops(((round + 1) * N) as u64, 0);
-        let seen_by_perf = perf.stop();
-        let (status, _) = netdoc.stop(libc::SIGINT);
-        assert!(status.success());
-        assert!(
-            seen_by_perf >= N as u64,
-            "perf saw {seen_by_perf} of {N} drops beside netdoc --hook {hook}"
-        );
+    let mut sent = 0;
+    for hook in ["tracepoint", "tp_btf"] {
+        for (tool, start_tool) in &tools {
+            let netdoc = start(&[
+                "drops",
+                "--json",
+                "--counts-only",
+                "--hook",
+                hook,
+                "--no-causes",
+            ]);
+            let bystander = start_tool().unwrap_or_else(|| panic!("{tool} starts counting"));
+            pair.send(CLOSED_PORT, N);
+            sent += N;
+            // The pair's counter keeps growing across rounds.
+            pair.wait_for_drops(sent as u64, 0);
+            let seen = bystander.stop();
+            let (status, _) = netdoc.stop(libc::SIGINT);
+            assert!(status.success());
+            assert!(
+                seen >= N as u64,
+                "{tool} saw {seen} of {N} drops beside netdoc --hook {hook}"
+            );
+        }
     }
     assert_nothing_left();
 }

@@ -66,7 +66,7 @@ fn apt_install(packages: &[&str]) -> Result<()> {
 }
 
 /// Installs, only where missing: nightly + rust-src, LLVM 22, bpf-linker, and with `for_tests`
-/// the tools the integration tests drive (ip, nft, iptables, perf).
+/// the tools the integration tests drive (ip, nft, iptables, perf, bpftrace).
 pub fn ensure(for_tests: bool) -> Result<()> {
     if !output("rustup", &["toolchain", "list"]).contains("nightly") {
         step(
@@ -95,6 +95,7 @@ pub fn ensure(for_tests: bool) -> Result<()> {
             "iptables",
             "util-linux",
             "linux-perf",
+            "bpftrace",
         ]);
     }
     apt_install(&packages)?;
