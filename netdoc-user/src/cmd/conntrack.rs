@@ -283,14 +283,7 @@ pub async fn run(
         drop_events: 0,
     };
     let schedule = Schedule { interval, duration };
-    let mut ended = live::drive(
-        &mut session,
-        &mut view,
-        &mut signals,
-        schedule,
-        std::future::pending::<()>(),
-    )
-    .await?;
+    let mut ended = live::run(&mut session, &mut view, &mut signals, schedule).await?;
     let lost = session.confirm.as_ref().map_or(0, |c| c.lost());
     let (causes, drops_lost) = match (session.drops.as_ref(), view.namer.as_mut()) {
         (Some(maps), Some(namer)) => {

@@ -190,14 +190,7 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
         interval: opts.stream.interval,
         duration: opts.stream.duration,
     };
-    let mut ended = live::drive(
-        &mut session,
-        &mut view,
-        &mut signals,
-        schedule,
-        std::future::pending::<()>(),
-    )
-    .await?;
+    let mut ended = live::run(&mut session, &mut view, &mut signals, schedule).await?;
 
     let maps = session.drops.as_ref().context("the drop probe's maps")?;
     let stats = maps.stats();

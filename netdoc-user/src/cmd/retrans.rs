@@ -196,14 +196,7 @@ pub async fn run(opts: StreamOptions, kernel: Kernel) -> Result<()> {
         interval: opts.interval,
         duration: opts.duration,
     };
-    let mut ended = live::drive(
-        &mut session,
-        &mut view,
-        &mut signals,
-        schedule,
-        std::future::pending::<()>(),
-    )
-    .await?;
+    let mut ended = live::run(&mut session, &mut view, &mut signals, schedule).await?;
 
     let maps = session
         .retrans

@@ -148,14 +148,7 @@ async fn observe(
     schedule: Schedule,
 ) -> Result<(Vec<Sample>, Stdout)> {
     let interval = schedule.interval;
-    let ended = live::drive(
-        session,
-        &mut view,
-        signals,
-        schedule,
-        std::future::pending::<()>(),
-    )
-    .await?;
+    let ended = live::run(session, &mut view, signals, schedule).await?;
     let mut samples = view.samples;
     // A stop just after a tick would leave a sliver of a bucket with a meaningless share:
     // fold it into the previous one.

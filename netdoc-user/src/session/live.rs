@@ -212,6 +212,17 @@ pub async fn drive<V: View, T>(
     Ok(Ended { ending, value, out })
 }
 
+/// Runs a live view until `--duration`, a signal or a closed stdout: [`drive`] with nothing
+/// else to wait for.
+pub async fn run<V: View>(
+    session: &mut Session,
+    view: &mut V,
+    signals: &mut Signals,
+    schedule: Schedule,
+) -> Result<Ended<()>> {
+    drive(session, view, signals, schedule, std::future::pending()).await
+}
+
 /// A run with nothing attached (netdoc's object did not load here): waits for `until` or a
 /// signal.
 pub async fn without_session<T>(signals: &mut Signals, until: impl Future<Output = T>) -> Ended<T> {
