@@ -75,17 +75,27 @@ pub fn ensure(for_tests: bool) -> Result<()> {
             &["toolchain", "install", "nightly", "--profile", "minimal"],
         )?;
     }
-    if !output(
-        "rustup",
-        &["component", "list", "--toolchain", "nightly", "--installed"],
-    )
-    .contains("rust-src")
-    {
-        step(
-            "adding rust-src to nightly",
+    // rust-src builds the eBPF crate; the tests also lint both crates (fmt, clippy).
+    let mut components = vec![("nightly", "rust-src")];
+    if for_tests {
+        components.extend([
+            ("nightly", "clippy"),
+            ("stable", "clippy"),
+            ("stable", "rustfmt"),
+        ]);
+    }
+    for (toolchain, component) in components {
+        let installed = output(
             "rustup",
-            &["component", "add", "rust-src", "--toolchain", "nightly"],
-        )?;
+            &["component", "list", "--toolchain", toolchain, "--installed"],
+        );
+        if !installed.lines().any(|l| l.starts_with(component)) {
+            step(
+                &format!("adding {component} to {toolchain}"),
+                "rustup",
+                &["component", "add", component, "--toolchain", toolchain],
+            )?;
+        }
     }
     let mut packages = vec!["llvm-22-dev"];
     if for_tests {
