@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use anyhow::Context as _;
 
 use crate::{
-    facts::kallsyms::Kallsyms,
+    facts::kallsyms,
     family::Family,
     kernel::Kernel,
     loader::Configs,
@@ -38,7 +38,7 @@ pub struct ConfirmKernel {
 impl ConfirmKernel {
     pub fn discover(k: &Kernel) -> Self {
         let config = config(k);
-        let pre = if !Kallsyms::load().is_ok_and(|s| s.contains(FUNCTION)) {
+        let pre = if !kallsyms::defines(FUNCTION) {
             Err(format!(
                 "no {FUNCTION} in /proc/kallsyms: nf_conntrack is not loaded (modprobe nf_conntrack)"
             ))

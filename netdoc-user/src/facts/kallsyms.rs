@@ -6,6 +6,17 @@ pub struct Kallsyms {
     syms: Vec<(u64, String)>,
 }
 
+/// Whether the kernel has a text symbol `name` (a module function exists only once loaded),
+/// without parsing and sorting every symbol as [`Kallsyms::load`] does.
+pub fn defines(name: &str) -> bool {
+    std::fs::read_to_string("/proc/kallsyms").is_ok_and(|text| {
+        text.lines().any(|l| {
+            let mut it = l.split_whitespace().skip(1);
+            matches!(it.next(), Some("t" | "T")) && it.next() == Some(name)
+        })
+    })
+}
+
 impl Kallsyms {
     pub fn load() -> Result<Self> {
         let text = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
@@ -26,11 +37,6 @@ impl Kallsyms {
             .collect();
         syms.sort_unstable();
         Self { syms }
-    }
-
-    /// Whether a text symbol of this name exists (a module function exists only once loaded).
-    pub fn contains(&self, name: &str) -> bool {
-        self.syms.iter().any(|(_, n)| n == name)
     }
 
     /// The symbol covering `addr` and the offset into it.
