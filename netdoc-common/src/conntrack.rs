@@ -18,8 +18,10 @@ pub struct InsertFailEvent {
     pub _pad: [u8; 6],
     pub original: [u8; TUPLE_SIZE],
     pub reply: [u8; TUPLE_SIZE],
+    /// `net.net_cookie` of the entry's namespace, 0 when unknown.
+    pub netns_cookie: u64,
 }
-const _: () = assert!(core::mem::size_of::<InsertFailEvent>() == 112);
+const _: () = assert!(core::mem::size_of::<InsertFailEvent>() == 120);
 
 impl Default for InsertFailEvent {
     fn default() -> Self {
@@ -32,6 +34,7 @@ impl Default for InsertFailEvent {
             _pad: [0; 6],
             original: [0; TUPLE_SIZE],
             reply: [0; TUPLE_SIZE],
+            netns_cookie: 0,
         }
     }
 }
@@ -48,8 +51,11 @@ pub struct ConfirmConfig {
     /// `nf_conn.ct_net.net`.
     pub ct_net: u32,
     pub net_inum: u32,
+    /// `net.net_cookie`.
+    pub net_cookie: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<ConfirmConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<ConfirmConfig>() == 32);
 
 impl ConfirmConfig {
     pub const EMPTY: ConfirmConfig = ConfirmConfig {
@@ -59,6 +65,8 @@ impl ConfirmConfig {
         ct_zone_id: NO_OFFSET,
         ct_net: NO_OFFSET,
         net_inum: NO_OFFSET,
+        net_cookie: NO_OFFSET,
+        _pad: 0,
     };
 }
 

@@ -10,7 +10,7 @@ pub mod retrans;
 pub mod softirq;
 
 /// Bumped whenever a record layout changes.
-pub const EVENT_VERSION: u16 = 2;
+pub const EVENT_VERSION: u16 = 3;
 
 /// Record kinds carried in [`EventHeader::kind`].
 pub mod kind {
@@ -97,8 +97,10 @@ pub struct DropEvent {
     /// For `NETFILTER_DROP`s: a [`conntrack::stage`] value.
     pub nf_stage: u8,
     pub _pad: u8,
+    /// `net.net_cookie`: the namespace's id, never reused during a boot; 0 when unknown.
+    pub netns_cookie: u64,
 }
-const _: () = assert!(core::mem::size_of::<DropEvent>() == 88);
+const _: () = assert!(core::mem::size_of::<DropEvent>() == 96);
 
 /// Key of the in-kernel per-CPU drop aggregation.
 #[repr(C)]
@@ -167,7 +169,8 @@ pub struct SkbOffsets {
     pub sk_net: u32,
     /// `net.ns.inum`.
     pub net_inum: u32,
-    pub _pad: u32,
+    /// `net.net_cookie`.
+    pub net_cookie: u32,
 }
 const _: () = assert!(core::mem::size_of::<SkbOffsets>() == 48);
 
@@ -220,7 +223,7 @@ impl DropConfig {
             dev_net: NO_OFFSET,
             sk_net: NO_OFFSET,
             net_inum: NO_OFFSET,
-            _pad: 0,
+            net_cookie: NO_OFFSET,
         },
         tp: TracepointOffsets {
             skbaddr: NO_OFFSET,
@@ -281,6 +284,7 @@ mod tests {
         assert_eq!(offset_of!(DropEvent, sport), 80);
         assert_eq!(offset_of!(DropEvent, eth_proto), 84);
         assert_eq!(offset_of!(DropEvent, nf_stage), 86);
+        assert_eq!(offset_of!(DropEvent, netns_cookie), 88);
         assert_eq!(offset_of!(DropKey, nf_stage), 5);
         assert_eq!(offset_of!(DropKey, location), 8);
     }

@@ -114,6 +114,7 @@ fn on_return<C: EbpfContext>(ctx: &C, skb: u64, ret: i32) {
         ev.zone = read::at::<u16>(ct, config!(ct_zone_id)).unwrap_or(0);
         let net = read::at::<u64>(ct, config!(ct_net)).unwrap_or(0);
         ev.netns = read::at::<u32>(net, config!(net_inum)).unwrap_or(0);
+        ev.netns_cookie = read::at::<u64>(net, config!(net_cookie)).unwrap_or(0);
     }
     emit::record(ctx, &CONFIRM_EVENTS, &mut ev, &CONFIRM_STATS);
 }

@@ -203,6 +203,7 @@ fn parse_skb(skb: u64, ev: &mut DropEvent) {
         read::at(sk, config!(skb.sk_net)).unwrap_or(0)
     };
     ev.netns = read::at::<u32>(net, config!(skb.net_inum)).unwrap_or(0);
+    ev.netns_cookie = read::at::<u64>(net, config!(skb.net_cookie)).unwrap_or(0);
     ev.eth_proto = u16::from_be(read::at::<u16>(skb, config!(skb.skb_protocol)).unwrap_or(0));
     let head: u64 = read::at(skb, config!(skb.skb_head)).unwrap_or(0);
     let nh = read::at::<u16>(skb, config!(skb.skb_network_header)).unwrap_or(u16::MAX);

@@ -9,6 +9,7 @@ mod family;
 mod kernel;
 mod loader;
 mod model;
+mod namespaces;
 pub mod output;
 mod planner;
 mod retrans;

@@ -8,10 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     check::verdict::Report as CheckReport,
-    conntrack::{Attribution, confirm::InsertFailure},
+    conntrack::{Attribution, NamespaceConntrack, confirm::InsertFailure},
     drops::report::{NamedDrop, Summary as DropsSummary},
     facts::conntrack::CpuCounters,
     model::{cause::Cause, finding::Finding},
+    namespaces::GoneNetns,
     planner::{ProbePlan, ProbeStatus},
     retrans::report::{FlowRow, NamedRetrans},
     softirq::{
@@ -21,7 +22,7 @@ use crate::{
 };
 
 /// Bumped when a field changes meaning or disappears; added fields keep the version.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// One JSON line of netdoc's output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,11 +87,13 @@ pub struct RetransSummary {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConntrackSummary {
     pub schema_version: u32,
-    /// `--netns` as given; null for netdoc's own namespace.
+    /// `--netns` as given; null host-wide.
     pub netns: Option<String>,
     pub duration_s: f64,
+    /// Entries in every namespace's table at the end, and the one limit they share.
     pub nf_conntrack_count: Option<u64>,
     pub nf_conntrack_max: Option<u64>,
+    /// Counter growth summed over namespaces.
     pub per_cpu: Vec<CpuCounters>,
     pub attribution: Attribution,
     /// The function hook on `__nf_conntrack_confirm`, when one attached.
@@ -109,6 +112,13 @@ pub struct ConntrackSummary {
     pub netfilter_causes: BTreeMap<Cause, u64>,
     pub conntrack_drop_events: u64,
     pub conntrack_drop_events_lost: u64,
+    /// Every namespace that used conntrack during the run (only `--netns` when given).
+    #[serde(default)]
+    pub namespaces: Vec<NamespaceConntrack>,
+    /// Namespaces that went away during the run.
+    #[serde(default)]
+    pub namespaces_gone: Vec<GoneNetns>,
+    /// Every namespace's findings, each scoped to its namespace.
     pub findings: Vec<Finding>,
     /// Every probe of the run: its hook, or why it is unavailable.
     #[serde(default)]
@@ -185,11 +195,15 @@ mod tests {
         };
         assert_eq!(s.netfilter_causes[&Cause::ConntrackIn], 32);
         assert_eq!(s.locations[0].cpus[&0], 32);
-        // Recorded before `probes` was added: an added field reads as empty and writes back.
+        // Recorded before `namespaces` and `probes` were added: an added field reads as
+        // empty and writes back.
         let again = Output::Summary(Summary::Drops(s)).line();
         assert_eq!(
             again.trim_end(),
-            format!("{},\"probes\":[]}}", line.trim_end_matches('}'))
+            format!(
+                "{},\"namespaces\":[],\"namespaces_gone\":[],\"probes\":[]}}",
+                line.trim_end_matches('}')
+            )
         );
     }
 }

@@ -54,46 +54,21 @@ fn scenario(
     setup: Setup,
 ) -> (Value, Vec<Value>, Pair, usize) {
     let pair = Pair::new(tag, subnet);
-    let snat = format!(
-        "add rule ip netdoc_nat post udp dport {port} snat to {}:5000",
-        pair.ip_a
-    );
-    if let Setup::XtablesB = setup {
-        let port = XT_PORT.to_string();
-        run(
-            "ip",
-            &[
-                "netns", "exec", &pair.b, XT, "-w", "-A", "INPUT", "-p", "udp", "--dport", &port,
-                "-j", "DROP",
-            ],
-        );
-    }
-    let (watched, commands): (&str, Vec<&str>) = match setup {
-        Setup::TrackB | Setup::XtablesB => (
-            &pair.b,
-            vec![
-                "add chain inet netdoc_test pre { type filter hook prerouting priority 0; }",
-                "add rule inet netdoc_test pre ct state new counter",
-            ],
-        ),
-        Setup::SnatClash => (
-            &pair.a,
-            vec![
-                "add table ip netdoc_nat",
-                "add chain ip netdoc_nat post { type nat hook postrouting priority 100; }",
-                &snat,
-            ],
-        ),
-    };
-    for command in commands {
-        run("ip", &["netns", "exec", watched, "nft", command]);
-    }
+    let watched = setup_rules(&pair, port, setup);
+    let watched = watched.as_str();
     let _max = max.map(|m| Sysctl::set(MAX_PATH, m));
     let drops = start(&["drops", "--json", "--counts-only", "--netns", watched]);
     let ct = start(&["conntrack", "--json", "--netns", watched]);
     let refused = pair.send_flows(port, flows);
+    let (drop_lines, ct_lines) = settle(&pair, flows as u64, drops, ct);
+    (summary(&drop_lines).clone(), ct_lines, pair, refused)
+}
+
+/// Waits (bounded) until the kernels accounted for `datagrams`, then stops both netdocs and
+/// returns their lines (drops', conntrack's).
+fn settle(pair: &Pair, datagrams: u64, drops: Netdoc, ct: Netdoc) -> (Vec<Value>, Vec<Value>) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while drops_seen(&pair) < flows as u64 {
+    while drops_seen(pair) < datagrams {
         assert!(
             std::time::Instant::now() < deadline,
             "not every datagram was accounted for"
@@ -104,7 +79,7 @@ fn scenario(
     let (s2, drop_lines) = drops.stop(libc::SIGINT);
     assert!(s1.success() && s2.success());
     assert_nothing_left();
-    (summary(&drop_lines).clone(), ct_lines, pair, refused)
+    (drop_lines, ct_lines)
 }
 
 /// Conntrack's drops in `ns`, summed over CPUs: per CPU the larger of `drop` and
@@ -318,4 +293,184 @@ fn insertion_failures_are_events_or_classified_drops() {
         assert_eq!(e["reply"]["dport"], 5000, "the reply goes to the SNAT port");
         assert_eq!(e["netns"], pair.inode_a());
     }
+}
+
+/// Host-wide, as in production: `netdoc drops` and `netdoc conntrack` start with no hint, then
+/// the namespaces are made and set up. Once conntrack is in use there (one warm-up flow), both
+/// say they cover the namespace; then the incident. Returns both outputs and the pair.
+fn host_wide(
+    tag: &str,
+    subnet: u8,
+    port: u16,
+    flows: usize,
+    max: Option<u32>,
+    setup: Setup,
+) -> (Vec<Value>, Vec<Value>, Pair) {
+    let stages = attaches("conntrack_stage");
+    let ct_uses_stages = stages && !attaches("conntrack_confirm");
+    let drops = start(&["drops", "--json"]);
+    let ct = start(&["conntrack", "--json"]);
+    let pair = Pair::new(tag, subnet);
+    let watched = setup_rules(&pair, port, setup);
+    // One flow puts conntrack to use in the namespace (for SNAT, it is the flow every later
+    // one clashes with).
+    let warm_up = if let Setup::SnatClash = setup {
+        port
+    } else {
+        CLOSED_PORT
+    };
+    assert_eq!(pair.send_flows(warm_up, 1), 0);
+    if stages {
+        let covered = format!("placed in namespace {watched} ");
+        drops.wait_for_stderr(&covered);
+        if ct_uses_stages {
+            ct.wait_for_stderr(&covered);
+        }
+    }
+    let _max = max.map(|m| Sysctl::set(MAX_PATH, m));
+    pair.send_flows(port, flows);
+    let (drop_lines, ct_lines) = settle(&pair, 1 + flows as u64, drops, ct);
+    (drop_lines, ct_lines, pair)
+}
+
+/// Adds a setup's rules; returns the namespace they are in.
+fn setup_rules(pair: &Pair, port: u16, setup: Setup) -> String {
+    let snat = format!(
+        "add rule ip netdoc_nat post udp dport {port} snat to {}:5000",
+        pair.ip_a
+    );
+    let (watched, commands): (&str, Vec<&str>) = match setup {
+        Setup::TrackB | Setup::XtablesB => (
+            &pair.b,
+            vec![
+                "add chain inet netdoc_test pre { type filter hook prerouting priority 0; }",
+                "add rule inet netdoc_test pre ct state new counter",
+            ],
+        ),
+        Setup::SnatClash => (
+            &pair.a,
+            vec![
+                "add table ip netdoc_nat",
+                "add chain ip netdoc_nat post { type nat hook postrouting priority 100; }",
+                &snat,
+            ],
+        ),
+    };
+    for command in commands {
+        run("ip", &["netns", "exec", watched, "nft", command]);
+    }
+    if let Setup::XtablesB = setup {
+        let port = XT_PORT.to_string();
+        run(
+            "ip",
+            &[
+                "netns", "exec", &pair.b, XT, "-w", "-A", "INPUT", "-p", "udp", "--dport", &port,
+                "-j", "DROP",
+            ],
+        );
+    }
+    watched.to_string()
+}
+
+/// `NETFILTER_DROP` events in namespace `inode`, per cause (`none` when uncaused).
+fn causes_in(lines: &[Value], inode: u64) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for l in lines
+        .iter()
+        .filter(|l| l["type"] == "drop" && l["netns"] == inode && l["reason"] == "NETFILTER_DROP")
+    {
+        let cause = l["cause"].as_str().unwrap_or("none").to_string();
+        *out.entry(cause).or_default() += 1;
+    }
+    out
+}
+
+/// The conntrack summary's entry for namespace `inode`.
+fn conntrack_of(ct_lines: &[Value], inode: u64) -> Value {
+    summary(ct_lines)["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["netns"]["inode"] == inode)
+        .unwrap_or_else(|| panic!("no entry for namespace {inode}: {}", summary(ct_lines)))
+        .clone()
+}
+
+#[test]
+fn host_wide_a_full_table_in_a_new_namespace_is_conntrack_in_there() {
+    require_root!();
+    let (drops, ct, pair) = host_wide("H", 48, CLOSED_PORT, 40, Some(8), Setup::TrackB);
+    let b = pair.inode_b();
+    let there = conntrack_of(&ct, b);
+    assert_eq!(there["netns"]["name"], pair.b.as_str());
+    let table_full = there["attribution"]["table_full"].as_u64().unwrap();
+    assert!(table_full > 0, "the table filled up: {there}");
+    assert_eq!(there["attribution"]["insert_failed"], 0);
+    if !kernel_has_drop_reasons() {
+        return;
+    }
+    let causes = causes_in(&drops, b);
+    if attaches("conntrack_stage") {
+        assert_eq!(
+            causes,
+            [("conntrack_in".to_string(), table_full)].into(),
+            "every NETFILTER_DROP there is conntrack-in, as many as its drop counter says"
+        );
+        if !attaches("conntrack_confirm") {
+            assert_eq!(
+                there["netfilter_causes"]["conntrack_in"], table_full,
+                "{there}"
+            );
+        }
+    }
+    let ids: Vec<&Value> = summary(&ct)["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(ids[0]["id"], "conntrack_table_full");
+    assert_eq!(ids[0]["scope"], format!("namespace {}", pair.b));
+}
+
+#[test]
+fn host_wide_snat_clashes_in_a_new_namespace_are_conntrack_confirm_there() {
+    require_root!();
+    const FLOWS: usize = 20;
+    let (drops, ct, pair) = host_wide("S", 49, CLOSED_PORT, FLOWS, None, Setup::SnatClash);
+    let a = pair.inode_a();
+    let there = conntrack_of(&ct, a);
+    assert_eq!(
+        there["attribution"]["insert_failed"], FLOWS as u64,
+        "{there}"
+    );
+    if kernel_has_drop_reasons() && attaches("conntrack_stage") {
+        assert_eq!(
+            causes_in(&drops, a),
+            [("conntrack_confirm".to_string(), FLOWS as u64)].into()
+        );
+    }
+    let events: Vec<&Value> = ct.iter().filter(|l| l["type"] == "insert_failed").collect();
+    if attaches("conntrack_confirm") {
+        assert_eq!(events.len(), FLOWS);
+        assert!(events.iter().all(|e| e["netns_name"] == pair.a.as_str()));
+    }
+}
+
+#[test]
+fn host_wide_an_x_tables_drop_in_a_new_namespace_is_a_firewall_drop() {
+    require_root!();
+    if !has_xtables() || !kernel_has_drop_reasons() || !attaches("conntrack_stage") {
+        eprintln!("skipped: needs {XT}, drop reasons and netfilter links");
+        return;
+    }
+    let (drops, ct, pair) = host_wide("X", 50, XT_PORT, 20, None, Setup::XtablesB);
+    assert_eq!(xt_dropped(&pair), 20);
+    assert_eq!(
+        causes_in(&drops, pair.inode_b()),
+        [("firewall".to_string(), 20)].into()
+    );
+    let there = conntrack_of(&ct, pair.inode_b());
+    assert_eq!(there["attribution"]["table_full"], 0);
+    assert_eq!(there["attribution"]["insert_failed"], 0);
 }

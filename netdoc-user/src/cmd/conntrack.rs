@@ -2,15 +2,15 @@
 //! with what they attribute drops to; insertion failures from the confirm hook where one
 //! attaches, else every conntrack-caused `NETFILTER_DROP` from the drop family and the stage
 //! sentinels.
-use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
+use std::{collections::BTreeMap, fmt::Write as _, io::IsTerminal as _, time::Duration};
 
 use anyhow::Result;
 
 use crate::{
     conntrack::{
-        Snapshot, attribute,
+        NamespaceConntrack, NetnsKey, PerNamespace, attribute,
         confirm::{self, InsertFailure},
-        deltas, findings, snapshot,
+        snapshot,
     },
     drops::{
         self,
@@ -21,12 +21,13 @@ use crate::{
     kernel::Kernel,
     model::{
         cause::Cause,
+        finding::Finding,
         names::{LiveNamer, Namer as _},
     },
     output::{ConntrackSummary, Output, SCHEMA_VERSION, Summary},
     sentinel,
     session::{
-        Component, DropUse, Request, Session,
+        Component, DropUse, Namespaces, Request, Session,
         live::{self, Schedule, Signals, Stdout, View},
         registry::Families,
         stream::Records,
@@ -50,18 +51,12 @@ const COLUMNS: [&str; 6] = [
 ];
 
 /// Prints a drop conntrack caused (firewall drops are only counted); true if printed.
-fn print_drop(
-    d: NamedDrop,
-    only_netns: Option<u32>,
-    json: bool,
-    out: &mut impl std::io::Write,
-) -> bool {
-    let ours = matches!(d.cause, Some(Cause::ConntrackConfirm | Cause::ConntrackIn));
-    if !ours || only_netns.is_some_and(|n| n != d.netns) {
+fn print_drop(d: &NamedDrop, json: bool, out: &mut impl std::io::Write) -> bool {
+    if !matches!(d.cause, Some(Cause::ConntrackConfirm | Cause::ConntrackIn)) {
         return false;
     }
     let line = if json {
-        Output::Drop(d).line()
+        Output::Drop(d.clone()).line()
     } else {
         let cause = d.cause.map_or("", Cause::describe);
         format!("conntrack drop ({cause}): {} on CPU {}\n", d.flow(), d.cpu)
@@ -69,31 +64,14 @@ fn print_drop(
     out.write_all(line.as_bytes()).is_ok()
 }
 
-/// Prints insertion failures of the watched namespace; returns how many were printed.
-fn print_failures(
-    batch: Vec<netdoc_common::conntrack::InsertFailEvent>,
-    only_netns: Option<u32>,
-    json: bool,
-    out: &mut impl std::io::Write,
-) -> u64 {
-    let mut shown = 0;
-    for f in batch.iter().map(confirm::decode) {
-        if only_netns.is_some_and(|n| n != f.netns) {
-            continue;
-        }
-        shown += 1;
-        let _ = out.write_all(failure_line(f, json).as_bytes());
-    }
-    shown
-}
-
 fn failure_line(f: InsertFailure, json: bool) -> String {
     if json {
         return Output::InsertFailed(f).line();
     }
+    let netns = f.netns_name.clone().unwrap_or_else(|| f.netns.to_string());
     format!(
-        "insert failed: {} {} (reply {}) on CPU {}, zone {}, netns {}\n",
-        f.proto, f.original, f.reply, f.cpu, f.zone, f.netns
+        "insert failed: {} {} (reply {}) on CPU {}, zone {}, netns {netns}\n",
+        f.proto, f.original, f.reply, f.cpu, f.zone
     )
 }
 
@@ -128,14 +106,41 @@ fn table(d: &[CpuCounters], usage: Option<(u64, u64)>) -> String {
 }
 
 struct ConntrackView {
-    ns: Option<std::path::PathBuf>,
     only_netns: Option<u32>,
     json: bool,
-    first: Snapshot,
+    per_ns: PerNamespace,
+    namespaces: Namespaces,
     started: std::time::Instant,
     namer: Option<LiveNamer>,
     insert_failures: u64,
     drop_events: u64,
+    /// `NETFILTER_DROP` events per namespace and cause.
+    causes: BTreeMap<NetnsKey, CauseCounts>,
+}
+
+impl ConntrackView {
+    /// Prints insertion failures (of the `--netns` namespace, when given); returns how many.
+    fn failures(
+        &mut self,
+        batch: Vec<netdoc_common::conntrack::InsertFailEvent>,
+        out: &mut impl std::io::Write,
+    ) -> u64 {
+        let mut shown = 0;
+        for ev in &batch {
+            let mut f = confirm::decode(ev);
+            if self.only_netns.is_some_and(|n| n != f.netns) {
+                continue;
+            }
+            let ns = self
+                .namespaces
+                .lock()
+                .resolve(f.netns, ev.netns_cookie, ev.ts_ns);
+            f.netns_name = ns.map(|n| n.name);
+            shown += 1;
+            let _ = out.write_all(failure_line(f, self.json).as_bytes());
+        }
+        shown
+    }
 }
 
 impl View for ConntrackView {
@@ -143,15 +148,22 @@ impl View for ConntrackView {
         let mut text = Vec::new();
         match batch {
             Records::InsertFailures(batch) => {
-                self.insert_failures +=
-                    print_failures(batch, self.only_netns, self.json, &mut text);
+                self.insert_failures += self.failures(batch, &mut text);
             }
             Records::Drops(batch) => {
                 if let Some(namer) = self.namer.as_mut() {
                     for ev in &batch {
                         let d = NamedDrop::new(ev, namer);
-                        self.drop_events +=
-                            print_drop(d, self.only_netns, self.json, &mut text) as u64;
+                        if let Some(cause) = d.cause {
+                            let key = (d.netns, d.netns_cookie);
+                            *self
+                                .causes
+                                .entry(key)
+                                .or_default()
+                                .entry(cause)
+                                .or_default() += 1;
+                        }
+                        self.drop_events += print_drop(&d, self.json, &mut text) as u64;
                     }
                 }
             }
@@ -164,16 +176,64 @@ impl View for ConntrackView {
     }
 
     fn tick(&mut self, _: &Session, out: &mut Stdout) -> Result<()> {
+        self.per_ns.sample(&self.namespaces.lock());
         if self.json {
             return Ok(());
         }
-        let now = snapshot(self.ns.as_deref())?;
+        let namespaces = self.per_ns.report(&self.causes);
         Ok(out.line(&format!(
-            "netdoc conntrack — {:.0}s, counts since start\n{}",
+            "{}netdoc conntrack — {:.0}s, counts since start\n{}",
+            live::clear_screen(std::io::stdout().is_terminal()),
             self.started.elapsed().as_secs_f64(),
-            table(&deltas(&self.first, &now), now.usage)
+            render_namespaces(&namespaces)
         ))?)
     }
+}
+
+/// Each namespace's table, busiest first.
+fn render_namespaces(namespaces: &[NamespaceConntrack]) -> String {
+    if namespaces.is_empty() {
+        return "no namespace uses conntrack\n".into();
+    }
+    let mut out = String::new();
+    for n in namespaces {
+        let since = match (n.gone, n.first_seen_s) {
+            (true, _) => " (gone: last reading)".to_string(),
+            (false, s) if s > 0.0 => format!(" (using conntrack since {s:.0}s)"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "namespace {} (inode {}){since}",
+            n.netns.name, n.netns.inode
+        );
+        out.push_str(&table(
+            &n.per_cpu,
+            n.nf_conntrack_count.zip(n.nf_conntrack_max),
+        ));
+    }
+    out
+}
+
+/// `nf_conntrack_max`: one limit for every namespace (read-only inside child namespaces).
+fn read_max() -> Option<u64> {
+    crate::facts::conntrack::read_usage().map(|u| u.1)
+}
+
+/// Counter growth summed over namespaces, CPU by CPU.
+fn sum_per_cpu(namespaces: &[NamespaceConntrack]) -> Vec<CpuCounters> {
+    let mut total: Vec<CpuCounters> = Vec::new();
+    for n in namespaces {
+        for (cpu, row) in n.per_cpu.iter().enumerate() {
+            if total.len() <= cpu {
+                total.resize(cpu + 1, CpuCounters::new());
+            }
+            for (k, v) in row {
+                *total[cpu].entry(k.clone()).or_default() += v;
+            }
+        }
+    }
+    total
 }
 
 /// The confirm hook alone where it attaches; else why not, and the drop family limited in the
@@ -207,7 +267,10 @@ fn start(kernel: Kernel, ns: Option<&NetnsArg>) -> Result<(Session, Option<Strin
         request.sentinels =
             Err("no NETFILTER_DROP reason or no nf_conntrack on this kernel".into());
     } else {
-        request.sentinels = Ok(ns.and_then(NetnsArg::other_file).into_iter().collect());
+        request.sentinels = Ok(match ns {
+            Some(ns) => sentinel::Scope::Only(ns.inode),
+            None => sentinel::Scope::EveryActive,
+        });
         request.want(Component::StageSentinels);
         let filter = DropFilter::parse(
             &FilterArgs {
@@ -234,10 +297,13 @@ pub async fn run(
     kernel: Kernel,
 ) -> Result<()> {
     let mut signals = Signals::install()?;
-    let ns_file = netns.as_ref().map(|n| n.path.as_path());
-    let first = snapshot(ns_file)?;
+    // Fails early, with the fix, where conntrack is not loaded.
+    snapshot(netns.as_ref().map(|n| n.path.as_path()))?;
     let only_netns = netns.as_ref().map(|n| n.inode);
     let (mut session, confirm_degraded) = start(kernel, netns.as_ref())?;
+    // The baseline before "attached": whoever waits for that line may start the incident.
+    let namespaces = session.namespaces();
+    let per_ns = PerNamespace::start(&namespaces.lock(), only_netns);
     let hook = session.hook(confirm::PROBE);
     let stage_probe = session
         .drops
@@ -264,19 +330,21 @@ pub async fn run(
         "netdoc: attached to the conntrack counters of {}; Ctrl-C to stop",
         netns
             .as_ref()
-            .map_or("this namespace", |n| n.given.as_str())
+            .map_or("every namespace", |n| n.given.as_str())
     );
     let mut view = ConntrackView {
-        ns: netns.as_ref().map(|n| n.path.clone()),
         only_netns,
         json,
-        first: first.clone(),
+        per_ns,
+        namespaces,
+        causes: BTreeMap::new(),
         started: std::time::Instant::now(),
         namer: stage_probe.as_ref().map(|_| {
             LiveNamer::new(
                 session.families.drops.reasons.clone(),
                 false,
                 session.stages.coverage,
+                session.namespaces(),
             )
         }),
         insert_failures: 0,
@@ -289,7 +357,7 @@ pub async fn run(
         (Some(maps), Some(namer)) => {
             let mut counts = CauseCounts::new();
             for (key, per_cpu) in maps.counts() {
-                if let Some(c) = namer.cause(key.reason, key.location, key.nf_stage) {
+                if let Some(c) = namer.cause(key.reason, key.location, key.nf_stage, None) {
                     *counts.entry(c).or_insert(0) += per_cpu.iter().sum::<u64>();
                 }
             }
@@ -299,17 +367,23 @@ pub async fn run(
     };
     let events = view.insert_failures;
     let drop_events = view.drop_events;
-    let last = snapshot(ns_file)?;
-    let d = deltas(&first, &last);
+    view.per_ns.sample(&view.namespaces.lock());
+    let namespaces = view.per_ns.report(&view.causes);
+    let d = sum_per_cpu(&namespaces);
     let a = attribute(&d);
-    let f = findings(&a, last.usage, &d);
+    let count = namespaces
+        .iter()
+        .filter(|n| !n.gone)
+        .map(|n| n.nf_conntrack_count);
+    let usage = count.sum::<Option<u64>>().zip(read_max());
+    let f: Vec<Finding> = namespaces.iter().flat_map(|n| n.findings.clone()).collect();
     let text = if json {
         Output::Summary(Summary::Conntrack(ConntrackSummary {
             schema_version: SCHEMA_VERSION,
             netns: netns.as_ref().map(|n| n.given.clone()),
             duration_s: view.started.elapsed().as_secs_f64(),
-            nf_conntrack_count: last.usage.map(|u| u.0),
-            nf_conntrack_max: last.usage.map(|u| u.1),
+            nf_conntrack_count: usage.map(|u| u.0),
+            nf_conntrack_max: usage.map(|u| u.1),
             per_cpu: d.clone(),
             attribution: a.clone(),
             confirm_hook: hook.clone(),
@@ -321,6 +395,8 @@ pub async fn run(
             netfilter_causes: causes.clone(),
             conntrack_drop_events: drop_events,
             conntrack_drop_events_lost: drops_lost,
+            namespaces: namespaces.clone(),
+            namespaces_gone: session.namespaces_gone(),
             findings: f.clone(),
             probes: session.probe_statuses(),
         }))
@@ -329,11 +405,11 @@ pub async fn run(
         let mut t = format!(
             "netdoc conntrack: {:.1}s\n{}",
             view.started.elapsed().as_secs_f64(),
-            table(&d, last.usage)
+            render_namespaces(&namespaces)
         );
         let _ = writeln!(
             t,
-            "conntrack drops: {} table full, {} insert failed; any other NETFILTER_DROP at nf_hook_slow is a firewall rule",
+            "conntrack drops in all: {} table full, {} insert failed; any other NETFILTER_DROP at nf_hook_slow is a firewall rule",
             a.table_full, a.insert_failed
         );
         match (&hook, &confirm_degraded) {

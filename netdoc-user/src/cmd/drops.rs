@@ -15,7 +15,7 @@ use crate::{
         PROBE,
         filter::{DropFilter, FilterArgs},
         render,
-        report::{self, NamedDrop, SummaryInput},
+        report::{self, NamedDrop, PerNetns, SummaryInput},
     },
     facts::netns::NetnsArg,
     kernel::Kernel,
@@ -25,6 +25,7 @@ use crate::{
     },
     output::{Output, Summary},
     planner::HookKind,
+    sentinel::Scope,
     session::{
         Component, DropUse, Request, Session,
         live::{self, Schedule, Signals, Stdout, View},
@@ -54,6 +55,7 @@ struct DropsView {
     previous: HashMap<DropKey, u64>,
     last_tick: Instant,
     delivered: u64,
+    per_netns: PerNetns,
 }
 
 impl DropsView {
@@ -70,6 +72,7 @@ impl DropsView {
                 ..DropKey::default()
             };
             self.last_flows.insert(key, named.flow());
+            self.per_netns.add(&named);
             if self.json {
                 text += &Output::Drop(named).line();
             }
@@ -132,13 +135,11 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
     request.sentinels = match (opts.causes, explains_netfilter) {
         (false, _) => Err("--no-causes given".into()),
         (true, false) => Err("not needed: --reason leaves out NETFILTER_DROP".into()),
-        // Sentinels in this namespace and the filtered one, so its NETFILTER_DROPs get a cause.
-        (true, true) => Ok(opts
-            .netns
-            .as_ref()
-            .and_then(NetnsArg::other_file)
-            .into_iter()
-            .collect()),
+        // Sentinels in every namespace that uses conntrack, or in the filtered one only.
+        (true, true) => Ok(match &opts.netns {
+            Some(ns) => Scope::Only(ns.inode),
+            None => Scope::EveryActive,
+        }),
     };
     if request.sentinels.is_ok() {
         request.want(Component::StageSentinels);
@@ -180,11 +181,17 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
         top: opts.stream.top,
         hook: hook.clone(),
         tty: io::stdout().is_terminal(),
-        namer: LiveNamer::new(reasons, session.net_rx_known, session.stages.coverage),
+        namer: LiveNamer::new(
+            reasons,
+            session.net_rx_known,
+            session.stages.coverage,
+            session.namespaces(),
+        ),
         last_flows: HashMap::new(),
         previous: HashMap::new(),
         last_tick: Instant::now(),
         delivered: 0,
+        per_netns: PerNetns::default(),
     };
     let schedule = Schedule {
         interval: opts.stream.interval,
@@ -218,6 +225,8 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
             Ok(s) | Err(s) => s.clone(),
         },
         rows: &rows,
+        namespaces: view.per_netns.ranked(),
+        namespaces_gone: session.namespaces_gone(),
         probes: session.probe_statuses(),
     });
     if streaming && delivered + stats.lost != stats.matched {

@@ -46,7 +46,7 @@ fn survey(kernel: &Kernel, families: &Families) -> Result<(Vec<ProbePlan>, Vec<P
     // The stage sentinels are links of their own, tried for real and detached again.
     let ebpf = loader::load(&cfg)?;
     let wanted = sentinel::wanted(&families.drops.reasons);
-    let (_, sentinels) = sentinel::start(&ebpf, wanted, &[]);
+    let (_, sentinels) = sentinel::start(&ebpf, wanted, sentinel::Scope::EveryActive);
     plans.push(sentinel::plan(&sentinels, wanted.is_some()));
     let placed = sentinels.map(|s| s.placed.clone()).unwrap_or_default();
     Ok((plans, placed))
@@ -107,6 +107,7 @@ pub fn show(host: Kernel, json: bool) -> Result<()> {
         ("sk_buff.head", cfg.skb.skb_head),
         ("net_device.ifindex", cfg.skb.dev_ifindex),
         ("net.ns.inum", cfg.skb.net_inum),
+        ("net.net_cookie", cfg.skb.net_cookie),
     ]
     .iter()
     .filter(|(_, o)| *o == netdoc_common::NO_OFFSET)

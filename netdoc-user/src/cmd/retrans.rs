@@ -11,7 +11,6 @@ use anyhow::{Context as _, Result, bail};
 use netdoc_common::retrans::{FlowKey, RetransEvent};
 
 use crate::{
-    facts::netns::NetnsNames,
     kernel::Kernel,
     output::{Output, RetransSummary, SCHEMA_VERSION, Summary},
     retrans::{
@@ -19,7 +18,7 @@ use crate::{
         report::{FlowRow, NamedRetrans},
     },
     session::{
-        Component, Request, Session,
+        Component, Namespaces, Request, Session,
         live::{self, Schedule, Signals, Stdout, View},
         registry::Families,
         stream::{Records, StreamKind, StreamOptions},
@@ -30,7 +29,7 @@ fn rows(
     maps: &RetransMaps,
     previous: &HashMap<FlowKey, u64>,
     interval_s: f64,
-    netns: &mut NetnsNames,
+    netns: &Namespaces,
 ) -> Vec<FlowRow> {
     let mut rows: Vec<FlowRow> = maps
         .flows()
@@ -106,7 +105,7 @@ struct RetransView {
     top: usize,
     hook: String,
     tty: bool,
-    netns: NetnsNames,
+    netns: Namespaces,
     previous: HashMap<FlowKey, u64>,
     last_tick: Instant,
     delivered: u64,
@@ -143,7 +142,7 @@ impl View for RetransView {
             maps,
             &self.previous,
             self.last_tick.elapsed().as_secs_f64(),
-            &mut self.netns,
+            &self.netns,
         );
         self.previous = maps.flows().iter().map(|(k, s)| (*k, s.events)).collect();
         self.last_tick = Instant::now();
@@ -187,7 +186,7 @@ pub async fn run(opts: StreamOptions, kernel: Kernel) -> Result<()> {
         top: opts.top,
         hook: hook.clone(),
         tty: io::stdout().is_terminal(),
-        netns: NetnsNames::new(),
+        netns: session.namespaces(),
         previous: HashMap::new(),
         last_tick: Instant::now(),
         delivered: 0,
@@ -203,7 +202,7 @@ pub async fn run(opts: StreamOptions, kernel: Kernel) -> Result<()> {
         .as_ref()
         .context("the retransmit probe's maps")?;
     let stats = maps.stats();
-    let flows = rows(maps, &HashMap::new(), 0.0, &mut view.netns);
+    let flows = rows(maps, &HashMap::new(), 0.0, &view.netns);
     let findings = mtu::black_holes(&flows);
     let delivered = view.delivered;
     let unknown_records = session.unknown_records(StreamKind::Retransmits);

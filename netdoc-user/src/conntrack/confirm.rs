@@ -88,6 +88,7 @@ fn config(k: &Kernel) -> ConfirmConfig {
     let mut cfg = ConfirmConfig::EMPTY;
     cfg.skb_nfct = k.offset("sk_buff", &["_nfct"]);
     cfg.net_inum = k.offset("net", &["ns", "inum"]);
+    cfg.net_cookie = k.offset("net", &["net_cookie"]);
     k.with_struct_btf("nf_conn", |btf| {
         let layout_known = btf.struct_size("nf_conntrack_tuple") == Some(TUPLE_SIZE as u32);
         if let (Some(base), Some(tuple), Some(size), true) = (
@@ -134,6 +135,10 @@ pub struct InsertFailure {
     pub ts_ns: u64,
     pub cpu: u32,
     pub netns: u32,
+    /// The namespace's cookie; null before 5.14.
+    pub netns_cookie: Option<u64>,
+    /// Named by the view from the host's namespaces.
+    pub netns_name: Option<String>,
     pub zone: u16,
     pub proto: String,
     pub original: Tuple,
@@ -185,6 +190,8 @@ pub fn decode(ev: &InsertFailEvent) -> InsertFailure {
         ts_ns: ev.ts_ns,
         cpu: ev.cpu,
         netns: ev.netns,
+        netns_cookie: (ev.netns_cookie != 0).then_some(ev.netns_cookie),
+        netns_name: None,
         zone: ev.zone,
         proto: crate::model::addr::proto_name(proto),
         original,

@@ -3,7 +3,7 @@
 //! `NETFILTER_DROP`s (insert failure, table full, or neither: a firewall rule).
 pub mod confirm;
 
-use std::{collections::BTreeMap, path::Path};
+use std::{collections::BTreeMap, path::Path, time::Instant};
 
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,8 @@ use crate::{
         conntrack::{self, CpuCounters},
         netns,
     },
-    model::finding::Finding,
+    model::{cause::Cause, finding::Finding},
+    namespaces::{Inventory, NetnsRef},
 };
 
 /// Counters at one moment in one namespace.
@@ -42,6 +43,176 @@ pub fn snapshot(ns: Option<&Path>) -> Result<Snapshot> {
             "conntrack counters are unavailable (nf_conntrack not loaded?): load it with modprobe nf_conntrack"
         ),
     }
+}
+
+/// The key of a namespace across a run: its inode and cookie (an inode alone is reused).
+pub type NetnsKey = (u32, Option<u64>);
+
+/// One namespace's conntrack over a run.
+struct Followed {
+    id: NetnsRef,
+    first: Snapshot,
+    last: Snapshot,
+    /// The fullest the table was at a reading: a full table may be emptied (or its limit
+    /// raised) by the end.
+    peak: Option<(u64, u64)>,
+    first_seen_s: f64,
+    gone: bool,
+}
+
+/// The conntrack counters of every namespace that uses conntrack, followed over a run: the
+/// first reading is the baseline; a namespace that starts using conntrack later starts from
+/// zero (every counter of a namespace is zero until conntrack is used there), and one that
+/// goes away keeps its last reading.
+pub struct PerNamespace {
+    followed: BTreeMap<NetnsKey, Followed>,
+    /// `--netns`: only that namespace is followed.
+    only: Option<u32>,
+    started: Instant,
+}
+
+impl PerNamespace {
+    pub fn start(namespaces: &Inventory, only: Option<u32>) -> Self {
+        let mut p = Self {
+            followed: BTreeMap::new(),
+            only,
+            started: Instant::now(),
+        };
+        p.read(namespaces, true);
+        p
+    }
+
+    fn wanted<'a>(
+        &self,
+        namespaces: &'a Inventory,
+    ) -> impl Iterator<Item = (NetnsKey, &'a NetnsRef, std::path::PathBuf)> + 'a {
+        let only = self.only;
+        namespaces
+            .all()
+            .filter(move |n| only.is_none_or(|o| o == n.id.inode))
+            .filter_map(|n| Some(((n.id.inode, n.id.cookie), &n.id, n.file()?)))
+    }
+
+    /// Reads every namespace that uses conntrack now; marks the followed ones that are gone.
+    pub fn sample(&mut self, namespaces: &Inventory) {
+        self.read(namespaces, false);
+    }
+
+    fn read(&mut self, namespaces: &Inventory, initial: bool) {
+        let files: Vec<(NetnsKey, std::path::PathBuf)> =
+            self.wanted(namespaces).map(|(k, _, f)| (k, f)).collect();
+        let ids: BTreeMap<NetnsKey, NetnsRef> = self
+            .wanted(namespaces)
+            .map(|(k, id, _)| (k, id.clone()))
+            .collect();
+        let readings = netns::visit(files, |_| {
+            let per_cpu = conntrack::read_stat().ok()?;
+            conntrack::in_use(&per_cpu).then(|| Snapshot {
+                per_cpu,
+                usage: conntrack::read_usage(),
+            })
+        });
+        let now = self.started.elapsed().as_secs_f64();
+        for (key, reading) in readings {
+            let Some(snap) = reading.flatten() else {
+                continue;
+            };
+            match self.followed.get_mut(&key) {
+                Some(f) => {
+                    f.peak = fuller(f.peak, snap.usage);
+                    f.last = snap;
+                }
+                None => {
+                    self.followed.insert(
+                        key,
+                        Followed {
+                            id: ids[&key].clone(),
+                            first: if initial {
+                                snap.clone()
+                            } else {
+                                Snapshot::default()
+                            },
+                            peak: snap.usage,
+                            last: snap,
+                            first_seen_s: if initial { 0.0 } else { now },
+                            gone: false,
+                        },
+                    );
+                }
+            }
+        }
+        for (key, f) in &mut self.followed {
+            f.gone = !ids.contains_key(key);
+        }
+    }
+
+    /// Each namespace's counter growth, attribution and findings, busiest first.
+    pub fn report(
+        &self,
+        causes: &BTreeMap<NetnsKey, BTreeMap<Cause, u64>>,
+    ) -> Vec<NamespaceConntrack> {
+        let mut out: Vec<NamespaceConntrack> = self
+            .followed
+            .iter()
+            .map(|(key, f)| {
+                let per_cpu = deltas(&f.first, &f.last);
+                let attribution = attribute(&per_cpu);
+                let mut found = findings(&attribution, f.peak, &per_cpu);
+                for x in &mut found {
+                    x.scope = Some(format!("namespace {}", f.id.name));
+                }
+                NamespaceConntrack {
+                    netns: f.id.clone(),
+                    first_seen_s: f.first_seen_s,
+                    gone: f.gone,
+                    nf_conntrack_count: f.last.usage.map(|u| u.0),
+                    nf_conntrack_max: f.last.usage.map(|u| u.1),
+                    peak_count: f.peak.map(|u| u.0),
+                    peak_max: f.peak.map(|u| u.1),
+                    attribution,
+                    netfilter_causes: causes.get(key).cloned().unwrap_or_default(),
+                    per_cpu,
+                    findings: found,
+                }
+            })
+            .collect();
+        out.sort_by_key(|n| {
+            let a = &n.attribution;
+            std::cmp::Reverse(a.table_full + a.insert_failed + a.early_drop + a.invalid)
+        });
+        out
+    }
+}
+
+/// The fuller of two `(count, max)` readings, by share of the limit.
+fn fuller(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> Option<(u64, u64)> {
+    let share = |(c, m): (u64, u64)| c as f64 / m.max(1) as f64;
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if share(b) >= share(a) { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// One namespace in `netdoc conntrack`'s summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceConntrack {
+    pub netns: NetnsRef,
+    /// Seconds into the run it was first seen using conntrack (0: from the start); counts
+    /// before then are in the baseline of a namespace that was there, or zero for a new one.
+    pub first_seen_s: f64,
+    /// It went away during the run: its counts are the last reading.
+    pub gone: bool,
+    /// Table usage at the last reading.
+    pub nf_conntrack_count: Option<u64>,
+    pub nf_conntrack_max: Option<u64>,
+    /// The fullest reading of the run (sampled each interval): count and the limit then.
+    pub peak_count: Option<u64>,
+    pub peak_max: Option<u64>,
+    pub attribution: Attribution,
+    /// `NETFILTER_DROP` events delivered from this namespace, per cause.
+    pub netfilter_causes: BTreeMap<Cause, u64>,
+    pub per_cpu: Vec<CpuCounters>,
+    pub findings: Vec<Finding>,
 }
 
 /// Per-CPU counter growth between two snapshots. `entries` is a level, not a counter: kept as is.
@@ -90,7 +261,7 @@ pub fn attribute(deltas: &[CpuCounters]) -> Attribution {
     }
 }
 
-/// Findings from the attribution and the table usage at the end.
+/// Findings from the attribution and the fullest table usage seen.
 pub fn findings(
     a: &Attribution,
     usage: Option<(u64, u64)>,
@@ -98,10 +269,11 @@ pub fn findings(
 ) -> Vec<Finding> {
     let mut out = Vec::new();
     let usage_text = usage.map_or("table usage unknown".to_string(), |(c, m)| {
-        format!("nf_conntrack_count {c} of nf_conntrack_max {m}")
+        format!("fullest sampled table: nf_conntrack_count {c} of nf_conntrack_max {m}")
     });
     if a.table_full > 0 {
         out.push(Finding {
+            scope: None,
             id: "conntrack_table_full".into(),
             title: format!(
                 "{} new connections were dropped because the conntrack table was full",
@@ -127,6 +299,7 @@ pub fn findings(
             .filter(|(_, n)| *n > 0)
             .collect();
         out.push(Finding {
+            scope: None,
             id: "conntrack_insert_failed".into(),
             title: format!(
                 "{} packets were dropped because their conntrack entry could not be inserted (a tuple clash, typically concurrent SNAT/masquerade port allocation)",
@@ -220,6 +393,13 @@ mod tests {
         );
         assert_eq!(f[1].id, "conntrack_insert_failed");
         assert!(f[1].evidence[0].contains("{1: 5}"));
+    }
+
+    #[test]
+    fn the_peak_is_the_fullest_share_of_the_limit() {
+        assert_eq!(fuller(Some((8, 8)), Some((8, 262144))), Some((8, 8)));
+        assert_eq!(fuller(None, Some((1, 10))), Some((1, 10)));
+        assert_eq!(fuller(Some((5, 10)), Some((9, 10))), Some((9, 10)));
     }
 
     #[test]

@@ -129,7 +129,7 @@ fn skb_offsets(k: &Kernel) -> SkbOffsets {
         dev_net: k.offset("net_device", &["nd_net", "net"]),
         sk_net: k.offset("sock", &["__sk_common", "skc_net", "net"]),
         net_inum: k.offset("net", &["ns", "inum"]),
-        _pad: 0,
+        net_cookie: k.offset("net", &["net_cookie"]),
     }
 }
 

@@ -84,6 +84,24 @@ pub fn summary(s: &Summary) -> String {
     if let Some(n) = s.in_net_rx {
         let _ = writeln!(out, "inside NET_RX softirq: {n} of {} drops", s.total);
     }
+    if !s.namespaces.is_empty() {
+        out.push_str("drops per namespace (delivered events):\n");
+    }
+    for ns in &s.namespaces {
+        let name = ns
+            .netns_name
+            .clone()
+            .unwrap_or_else(|| format!("netns {}", ns.netns));
+        let reasons: Vec<String> = ns.reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        let _ = writeln!(out, "  {name:<28} {:>8}  {}", ns.drops, reasons.join(", "));
+    }
+    for gone in &s.namespaces_gone {
+        let _ = writeln!(
+            out,
+            "namespace {} (inode {}) went away at {:.1}s",
+            gone.id.name, gone.id.inode, gone.gone_after_s
+        );
+    }
     if s.aggregation_overflow > 0 {
         let _ = writeln!(
             out,

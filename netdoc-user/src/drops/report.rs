@@ -8,7 +8,9 @@ use std::{
 use netdoc_common::{DropEvent, DropKey, REASON_UNAVAILABLE};
 use serde::{Deserialize, Serialize};
 
+use crate::facts::cgroup::{Container, Pod};
 use crate::model::{addr::proto_name, cause::Cause, names::Namer, stats::KernelStats};
+use crate::namespaces::GoneNetns;
 use crate::planner::ProbeStatus;
 
 /// One drop as printed by `--json` (`"type": "drop"`).
@@ -25,8 +27,16 @@ pub struct NamedDrop {
     pub cause: Option<Cause>,
     pub location: String,
     pub location_addr: String,
+    /// The namespace's inode (0: unknown).
     pub netns: u32,
+    /// Its cookie, never reused during a boot; null before 5.14 or when unknown.
+    pub netns_cookie: Option<u64>,
+    /// `host`, the `ip netns` name, `pod NAMESPACE/NAME`, `RUNTIME:ID`, or `COMM[PID]`.
     pub netns_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Pod>,
     pub ifindex: u32,
     pub dev: Option<String>,
     pub family: Option<Cow<'static, str>>,
@@ -55,21 +65,27 @@ impl NamedDrop {
         let has_ports = family.is_some() && matches!(ev.proto, 6 | 17 | 33 | 132 | 136);
         let reason = namer.reasons().name(ev.reason);
         let location = namer.location(ev.location);
+        let ns = namer.netns(ev.netns, ev.netns_cookie, ev.ts_ns);
         Self {
             ts_ns: ev.ts_ns,
             cpu: ev.cpu,
             in_net_rx: namer
                 .net_rx_known()
                 .then_some(ev.flags & netdoc_common::context::IN_NET_RX != 0),
-            cause: namer.cause(ev.reason, ev.location, ev.nf_stage),
+            cause: namer.cause(ev.reason, ev.location, ev.nf_stage, Some(ev.netns)),
             reason,
             reason_code: (ev.reason != REASON_UNAVAILABLE).then_some(ev.reason),
             location,
             location_addr: format!("{:#x}", ev.location),
             netns: ev.netns,
-            netns_name: namer.netns_name(ev.netns),
+            netns_cookie: (ev.netns_cookie != 0)
+                .then_some(ev.netns_cookie)
+                .or(ns.as_ref().and_then(|n| n.cookie)),
+            netns_name: ns.as_ref().map(|n| n.name.clone()),
+            container: ns.as_ref().and_then(|n| n.container.clone()),
+            pod: ns.and_then(|n| n.pod),
             ifindex: ev.ifindex,
-            dev: namer.device(ev.netns, ev.ifindex),
+            dev: namer.device(ev.netns, ev.netns_cookie, ev.ifindex),
             family: family.map(Into::into),
             proto: family.map(|_| proto_name(ev.proto)),
             saddr: addr(&ev.saddr),
@@ -139,7 +155,7 @@ pub fn rows(
         let fresh = count.saturating_sub(previous.get(key).copied().unwrap_or(0));
         let reason = namer.reasons().name(key.reason);
         let location = namer.location(key.location);
-        let cause = namer.cause(key.reason, key.location, key.nf_stage);
+        let cause = namer.cause(key.reason, key.location, key.nf_stage, None);
         let row = merged
             .entry((reason.clone(), cause, location.clone()))
             .or_insert_with(|| Row {
@@ -194,9 +210,60 @@ pub struct Summary {
     /// How causes were told apart: the sentinels attached, or why not.
     pub netfilter_stages: String,
     pub locations: Vec<Row>,
+    /// Delivered drops per namespace, busiest first (empty with `--counts-only`).
+    #[serde(default)]
+    pub namespaces: Vec<NetnsDrops>,
+    /// Namespaces that went away during the run.
+    #[serde(default)]
+    pub namespaces_gone: Vec<GoneNetns>,
     /// Every probe of the run: its hook, or why it is unavailable.
     #[serde(default)]
     pub probes: Vec<ProbeStatus>,
+}
+
+/// The drops of one namespace, from the delivered events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetnsDrops {
+    pub netns: u32,
+    pub netns_cookie: Option<u64>,
+    pub netns_name: Option<String>,
+    pub drops: u64,
+    pub reasons: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub netfilter_causes: BTreeMap<Cause, u64>,
+}
+
+/// Delivered drops counted per namespace (by inode and cookie: inodes are reused).
+#[derive(Debug, Default)]
+pub struct PerNetns(BTreeMap<(u32, Option<u64>), NetnsDrops>);
+
+impl PerNetns {
+    pub fn add(&mut self, d: &NamedDrop) {
+        let ns = self
+            .0
+            .entry((d.netns, d.netns_cookie))
+            .or_insert_with(|| NetnsDrops {
+                netns: d.netns,
+                netns_cookie: d.netns_cookie,
+                netns_name: d.netns_name.clone(),
+                ..NetnsDrops::default()
+            });
+        ns.drops += 1;
+        *ns.reasons.entry(d.reason.clone()).or_default() += 1;
+        if let Some(c) = d.cause {
+            *ns.netfilter_causes.entry(c).or_default() += 1;
+        }
+        if ns.netns_name.is_none() {
+            ns.netns_name = d.netns_name.clone();
+        }
+    }
+
+    /// Busiest first.
+    pub fn ranked(&self) -> Vec<NetnsDrops> {
+        let mut all: Vec<NetnsDrops> = self.0.values().cloned().collect();
+        all.sort_by_key(|n| std::cmp::Reverse(n.drops));
+        all
+    }
 }
 
 pub struct SummaryInput<'a> {
@@ -210,6 +277,8 @@ pub struct SummaryInput<'a> {
     pub in_net_rx: Option<u64>,
     pub netfilter_stages: String,
     pub rows: &'a [Row],
+    pub namespaces: Vec<NetnsDrops>,
+    pub namespaces_gone: Vec<GoneNetns>,
     pub probes: Vec<ProbeStatus>,
 }
 
@@ -240,6 +309,8 @@ pub fn summary(input: SummaryInput<'_>) -> Summary {
         netfilter_causes,
         netfilter_stages: input.netfilter_stages,
         locations: input.rows.to_vec(),
+        namespaces: input.namespaces,
+        namespaces_gone: input.namespaces_gone,
         probes: input.probes,
     }
 }
@@ -252,6 +323,7 @@ mod tests {
     use crate::{
         facts::tracefs::fixture,
         model::{cause::Coverage, reasons::DropReasons},
+        namespaces::{NetnsKind, NetnsRef},
         output::{Output, Summary as OutputSummary},
     };
 
@@ -264,16 +336,27 @@ mod tests {
         fn net_rx_known(&self) -> bool {
             true
         }
-        fn coverage(&self) -> Coverage {
+        fn coverage(&mut self, _netns: Option<u32>) -> Coverage {
             Coverage::Sentinels
         }
         fn location(&mut self, addr: u64) -> String {
             format!("fn_{addr:x}+0x4")
         }
-        fn netns_name(&mut self, ino: u32) -> Option<String> {
-            (ino == 42).then(|| "blue".to_string())
+        fn netns(&mut self, inode: u32, cookie: u64, _ts_ns: u64) -> Option<NetnsRef> {
+            (inode == 42).then(|| NetnsRef {
+                inode,
+                cookie: Some(cookie),
+                name: "blue".into(),
+                kind: NetnsKind::IpNetns,
+                container: None,
+                pod: Some(Pod {
+                    uid: "u1".into(),
+                    namespace: None,
+                    name: None,
+                }),
+            })
         }
-        fn device(&mut self, _netns: u32, ifindex: u32) -> Option<String> {
+        fn device(&mut self, _netns: u32, _cookie: u64, ifindex: u32) -> Option<String> {
             (ifindex == 7).then(|| "veth-b".to_string())
         }
         fn freed_by_nftables(&mut self, _addr: u64) -> bool {
@@ -293,6 +376,7 @@ mod tests {
             reason: 3,
             location: 0xabc,
             netns: 42,
+            netns_cookie: 4096,
             ifindex: 7,
             len: 38,
             family: 2,
@@ -337,6 +421,9 @@ mod tests {
         assert_eq!(v["reason_code"], 3);
         assert_eq!(v["location"], "fn_abc+0x4");
         assert_eq!(v["netns_name"], "blue");
+        assert_eq!(v["netns_cookie"], 4096);
+        assert_eq!(v["pod"]["uid"], "u1");
+        assert!(v.get("container").is_none(), "absent when none");
         assert_eq!(v["dev"], "veth-b");
         assert_eq!(v["family"], "ipv4");
         assert_eq!(v["proto"], "udp");
@@ -411,6 +498,8 @@ mod tests {
             in_net_rx: Some(3),
             netfilter_stages: "test".into(),
             rows: &rows,
+            namespaces: Vec::new(),
+            namespaces_gone: Vec::new(),
             probes: vec![],
         });
         assert_eq!(
@@ -467,6 +556,8 @@ mod tests {
             in_net_rx: None,
             netfilter_stages: "22 netfilter links in 1 namespace(s)".into(),
             rows: &rows,
+            namespaces: Vec::new(),
+            namespaces_gone: Vec::new(),
             probes: vec![],
         });
         let v = serde_json::to_value(&s).unwrap();

@@ -42,6 +42,12 @@ fn canonical(column: &str) -> &str {
     }
 }
 
+/// Whether conntrack is in use in the namespace these rows are of: it holds entries or has
+/// counted anything. A namespace where no rule asks for conntrack has every value zero.
+pub fn in_use(rows: &[CpuCounters]) -> bool {
+    rows.iter().any(|r| r.values().any(|v| *v != 0))
+}
+
 /// This thread's namespace (`thread-self`, so a thread that joined another namespace reads it).
 pub fn read_stat() -> std::io::Result<Vec<CpuCounters>> {
     Ok(parse_stat(&std::fs::read_to_string(
@@ -83,6 +89,13 @@ mod tests {
         assert_eq!(rows[0]["invalid"], 3);
         assert!(rows[0].contains_key("searched") && !rows[0].contains_key("clash_resolve"));
         assert_eq!(rows[1]["search_restart"], 11);
+    }
+
+    #[test]
+    fn a_namespace_with_any_entry_or_count_uses_conntrack() {
+        assert!(in_use(&parse_stat(NEW)));
+        let idle = NEW.lines().next().unwrap().to_string() + "\n" + &"00000000 ".repeat(17);
+        assert!(!in_use(&parse_stat(&idle)));
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //! it is testable without root.
 pub mod btf;
 pub mod caps;
+pub mod cgroup;
 pub mod conntrack;
 pub mod host;
 pub mod interrupts;
 pub mod irqsys;
 pub mod kallsyms;
 pub mod netns;
+pub mod nsholders;
 pub mod procnet;
 pub mod snmp;
 pub mod tracefs;

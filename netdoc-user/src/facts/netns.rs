@@ -1,11 +1,12 @@
-//! Network namespaces by inode, their names under /run/netns, and device names inside them.
+//! Entering network namespaces: the `--netns` argument, a namespace's cookie, device names
+//! and work done inside one.
 use std::{
-    collections::HashMap,
     fs::File,
     os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
-    time::{Duration, Instant},
 };
+
+use super::nsholders;
 
 pub const NAMED_DIR: &str = "/run/netns";
 
@@ -34,7 +35,7 @@ impl NetnsArg {
             anyhow::bail!("--netns: empty ({hint})");
         }
         let path = match arg.parse::<u32>() {
-            Ok(ino) => NetnsNames::new().ns_file(ino).ok_or_else(|| {
+            Ok(ino) => file_of(ino).ok_or_else(|| {
                 anyhow::anyhow!("--netns {arg}: no namespace with this inode is held by a bind mount or process ({hint})")
             })?,
             Err(_) if arg.contains('/') => PathBuf::from(arg),
@@ -57,118 +58,18 @@ impl NetnsArg {
             inode,
         })
     }
-
-    /// The namespace's file, unless it is netdoc's own (where everything is placed anyway).
-    pub fn other_file(&self) -> Option<PathBuf> {
-        (inode(Path::new("/proc/self/ns/net")) != Some(self.inode)).then(|| self.path.clone())
-    }
 }
 
-/// Namespace inodes are reused once a namespace is gone: a name seen for an inode is trusted
-/// for this long, then checked against its /run/netns file again.
-const RECHECK: Duration = Duration::from_millis(200);
-
-/// Names of namespaces (by inode) and of devices inside them, kept true while namespaces come
-/// and go: a name is rechecked after [`RECHECK`], and a changed or vanished one forgets the
-/// devices it had.
-#[derive(Default)]
-pub struct NetnsNames {
-    /// Inode → its /run/netns name (None: it has none), and when that was last true.
-    names: HashMap<u32, (Option<String>, Instant)>,
-    devices: HashMap<(u32, u32), Option<String>>,
-    own: u32,
+/// A file that refers to namespace `ino` now: a bind mount or some process's ns link.
+fn file_of(ino: u32) -> Option<PathBuf> {
+    nsholders::scan()
+        .remove(&ino)?
+        .first()
+        .map(nsholders::Holder::file)
 }
 
-impl NetnsNames {
-    pub fn new() -> Self {
-        let mut n = Self {
-            own: inode(Path::new("/proc/self/ns/net")).unwrap_or(0),
-            ..Self::default()
-        };
-        n.rescan();
-        n
-    }
-
-    /// Reads /run/netns afresh; inodes whose name changed lose their cached devices.
-    fn rescan(&mut self) {
-        let now = Instant::now();
-        let mut fresh: HashMap<u32, (Option<String>, Instant)> = HashMap::new();
-        if let Ok(dir) = std::fs::read_dir(NAMED_DIR) {
-            for e in dir.flatten() {
-                if let Some(ino) = inode(&e.path()) {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    fresh.insert(ino, (Some(name), now));
-                }
-            }
-        }
-        let changed: Vec<u32> = self
-            .names
-            .iter()
-            .filter(|(ino, (name, _))| fresh.get(ino).map(|f| &f.0) != Some(name))
-            .map(|(ino, _)| *ino)
-            .collect();
-        self.devices.retain(|(ino, _), _| !changed.contains(ino));
-        self.names = fresh;
-    }
-
-    /// The /run/netns name of a namespace, if any.
-    pub fn name(&mut self, ino: u32) -> Option<String> {
-        if ino == 0 {
-            return None;
-        }
-        let trusted = match self.names.get_mut(&ino) {
-            Some((_, checked)) if checked.elapsed() < RECHECK => true,
-            Some((Some(name), checked)) => {
-                let still = inode(&Path::new(NAMED_DIR).join(&*name)) == Some(ino);
-                if still {
-                    *checked = Instant::now();
-                }
-                still
-            }
-            _ => false,
-        };
-        if !trusted {
-            self.rescan();
-            // Remember that it has no name, so unnamed namespaces cost one scan per RECHECK.
-            self.names
-                .entry(ino)
-                .or_insert_with(|| (None, Instant::now()));
-        }
-        self.names.get(&ino).and_then(|(name, _)| name.clone())
-    }
-
-    /// Device name of `ifindex` inside namespace `ino` (ifindexes are per namespace).
-    pub fn device(&mut self, ino: u32, ifindex: u32) -> Option<String> {
-        if ifindex == 0 {
-            return None;
-        }
-        if let Some(known) = self.devices.get(&(ino, ifindex)) {
-            return known.clone();
-        }
-        let name = if ino == self.own || ino == 0 {
-            index_to_name(ifindex)
-        } else {
-            self.ns_file(ino)
-                .and_then(|f| in_namespace(&f, move || index_to_name(ifindex)))
-        };
-        self.devices.insert((ino, ifindex), name.clone());
-        name
-    }
-
-    /// A file that refers to namespace `ino`: a /run/netns entry or some process's ns link.
-    pub fn ns_file(&mut self, ino: u32) -> Option<PathBuf> {
-        if let Some(name) = self.name(ino) {
-            return Some(Path::new(NAMED_DIR).join(name));
-        }
-        std::fs::read_dir("/proc")
-            .ok()?
-            .flatten()
-            .map(|e| e.path().join("ns/net"))
-            .find(|p| inode(p) == Some(ino))
-    }
-}
-
-fn index_to_name(ifindex: u32) -> Option<String> {
+/// The name of device `ifindex` in the calling thread's namespace.
+pub fn index_to_name(ifindex: u32) -> Option<String> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
     // SAFETY: the buffer is IF_NAMESIZE bytes, as if_indextoname requires.
     let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
@@ -178,6 +79,56 @@ fn index_to_name(ifindex: u32) -> Option<String> {
     // SAFETY: on success if_indextoname wrote a NUL-terminated name into `buf`.
     let name = unsafe { std::ffi::CStr::from_ptr(p) };
     Some(name.to_string_lossy().into_owned())
+}
+
+/// The cookie of the calling thread's network namespace (`SO_NETNS_COOKIE`, 5.14+): an id the
+/// kernel never reuses during a boot, unlike inodes.
+pub fn cookie_here() -> Option<u64> {
+    // SAFETY: plain socket calls on a socket this function owns and closes.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let mut cookie = 0u64;
+        let mut len = size_of::<u64>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        );
+        libc::close(fd);
+        (rc == 0).then_some(cookie)
+    }
+}
+
+/// Runs `f` inside each namespace of `files` in turn, on one short-lived thread: one thread
+/// for a whole round, however many namespaces. A namespace that cannot be entered (gone since
+/// it was listed) gives None.
+pub fn visit<K: Send + 'static, T: Send + 'static>(
+    files: Vec<(K, PathBuf)>,
+    f: impl Fn(&K) -> T + Send + 'static,
+) -> Vec<(K, Option<T>)> {
+    if files.is_empty() {
+        return Vec::new();
+    }
+    let round = std::thread::spawn(move || {
+        files
+            .into_iter()
+            .map(|(key, file)| {
+                let entered = File::open(&file).is_ok_and(|ns| {
+                    // SAFETY: an open namespace file; setns changes only this thread, which
+                    // exits at the end of the round.
+                    unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) == 0 }
+                });
+                let value = entered.then(|| f(&key));
+                (key, value)
+            })
+            .collect()
+    });
+    round.join().unwrap_or_default()
 }
 
 /// Runs `f` on a short-lived thread that has joined the namespace at `ns_file`.

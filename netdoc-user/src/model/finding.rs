@@ -10,13 +10,19 @@ pub struct Finding {
     pub id: Cow<'static, str>,
     /// One line naming the root cause.
     pub title: String,
+    /// Where it happened, when not host-wide: `namespace NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
     pub evidence: Vec<String>,
     pub fix: Vec<String>,
 }
 
 impl Finding {
     pub fn render(&self) -> String {
-        let mut out = format!("FINDING {}: {}\n", self.id, self.title);
+        let mut out = match &self.scope {
+            Some(scope) => format!("FINDING {} ({scope}): {}\n", self.id, self.title),
+            None => format!("FINDING {}: {}\n", self.id, self.title),
+        };
         for e in &self.evidence {
             out.push_str(&format!("  evidence: {e}\n"));
         }

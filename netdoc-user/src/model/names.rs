@@ -5,51 +5,71 @@ use super::{
     cause::{self, Cause, Coverage, DropFacts, NFTABLES},
     reasons::DropReasons,
 };
-use crate::facts::{kallsyms::Kallsyms, netns::NetnsNames};
+use crate::{
+    facts::{kallsyms::Kallsyms, netns},
+    namespaces::NetnsRef,
+    session::Namespaces,
+};
 
 /// Resolves what the kernel gives as numbers: reasons, code addresses, namespaces, devices.
 pub trait Namer {
     fn reasons(&self) -> &DropReasons;
-    /// What the conntrack stage sentinels let us tell apart on this run.
-    fn coverage(&self) -> Coverage;
+    /// What the conntrack stage sentinels let us tell apart on this run: in namespace `netns`
+    /// (an inode), or wherever they sit when the namespace is unknown (kernel counts).
+    fn coverage(&mut self, netns: Option<u32>) -> Coverage;
     /// Whether the softirq probe ran, so a drop's NET_RX context is known.
     fn net_rx_known(&self) -> bool;
     fn location(&mut self, addr: u64) -> String;
-    fn netns_name(&mut self, ino: u32) -> Option<String>;
-    fn device(&mut self, netns: u32, ifindex: u32) -> Option<String>;
+    /// The namespace of an event at `ts_ns`: its inode and, where the kernel has one, its cookie.
+    fn netns(&mut self, inode: u32, cookie: u64, ts_ns: u64) -> Option<NetnsRef>;
+    fn device(&mut self, inode: u32, cookie: u64, ifindex: u32) -> Option<String>;
     /// Whether the code at `addr` lies in nftables' rule evaluation.
     fn freed_by_nftables(&mut self, addr: u64) -> bool;
 
-    /// The cause of a drop, when it is a `NETFILTER_DROP`.
-    fn cause(&mut self, reason: u32, location: u64, nf_stage: u8) -> Option<Cause> {
+    /// The cause of a drop in namespace `netns` (None: unknown), when it is a `NETFILTER_DROP`.
+    fn cause(
+        &mut self,
+        reason: u32,
+        location: u64,
+        nf_stage: u8,
+        netns: Option<u32>,
+    ) -> Option<Cause> {
         let netfilter_drop = self.reasons().code("NETFILTER_DROP") == Some(reason);
         let facts = DropFacts {
             netfilter_drop,
             freed_by_nftables: netfilter_drop && self.freed_by_nftables(location),
             nf_stage,
         };
-        cause::classify(facts, self.coverage())
+        let coverage = self.coverage(netns);
+        cause::classify(facts, coverage)
     }
 }
 
-/// Names from the running system: /proc/kallsyms, /run/netns, the devices in each namespace.
+/// Names from the running system: /proc/kallsyms, the host's namespaces, the devices in each.
 pub struct LiveNamer {
     net_rx_known: bool,
     coverage: Coverage,
     reasons: DropReasons,
     kallsyms: Option<Kallsyms>,
-    netns: NetnsNames,
+    namespaces: Namespaces,
+    devices: HashMap<(u32, u64, u32), Option<String>>,
     locations: HashMap<u64, String>,
 }
 
 impl LiveNamer {
-    pub fn new(reasons: DropReasons, net_rx_known: bool, coverage: Coverage) -> Self {
+    pub fn new(
+        reasons: DropReasons,
+        net_rx_known: bool,
+        coverage: Coverage,
+        namespaces: Namespaces,
+    ) -> Self {
         Self {
             net_rx_known,
             coverage,
             reasons,
             kallsyms: Kallsyms::load().ok(),
-            netns: NetnsNames::new(),
+            namespaces,
+            devices: HashMap::new(),
             locations: HashMap::new(),
         }
     }
@@ -62,8 +82,15 @@ impl Namer for LiveNamer {
     fn net_rx_known(&self) -> bool {
         self.net_rx_known
     }
-    fn coverage(&self) -> Coverage {
-        self.coverage
+    fn coverage(&mut self, netns: Option<u32>) -> Coverage {
+        // A namespace without sentinels has no stage marks of its own: a mark there would be
+        // another namespace's (a veth hands the same skb across), so its causes stay unknown.
+        match (self.coverage, netns) {
+            (Coverage::Sentinels, Some(ino)) if !self.namespaces.lock().has_sentinels(ino) => {
+                Coverage::Blind
+            }
+            (coverage, _) => coverage,
+        }
     }
     fn location(&mut self, addr: u64) -> String {
         let k = &self.kallsyms;
@@ -75,11 +102,29 @@ impl Namer for LiveNamer {
             })
             .clone()
     }
-    fn netns_name(&mut self, ino: u32) -> Option<String> {
-        self.netns.name(ino)
+    fn netns(&mut self, inode: u32, cookie: u64, ts_ns: u64) -> Option<NetnsRef> {
+        self.namespaces.lock().resolve(inode, cookie, ts_ns)
     }
-    fn device(&mut self, netns: u32, ifindex: u32) -> Option<String> {
-        self.netns.device(netns, ifindex)
+    fn device(&mut self, inode: u32, cookie: u64, ifindex: u32) -> Option<String> {
+        if ifindex == 0 {
+            return None;
+        }
+        if let Some(known) = self.devices.get(&(inode, cookie, ifindex)) {
+            return known.clone();
+        }
+        let inventory = self.namespaces.lock();
+        let name = if inode == 0 || inventory.is_own(inode) {
+            netns::index_to_name(ifindex)
+        } else {
+            let ns = inventory
+                .live(inode)
+                .filter(|n| cookie == 0 || n.id.cookie == Some(cookie));
+            ns.and_then(|n| n.file())
+                .and_then(|file| netns::in_namespace(&file, move || netns::index_to_name(ifindex)))
+        };
+        drop(inventory);
+        self.devices.insert((inode, cookie, ifindex), name.clone());
+        name
     }
     fn freed_by_nftables(&mut self, addr: u64) -> bool {
         self.kallsyms

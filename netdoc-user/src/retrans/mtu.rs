@@ -26,6 +26,7 @@ fn black_hole(f: &FlowRow) -> Option<Finding> {
             .as_ref()
             .map_or(String::new(), |n| format!(" (netns {n})"));
     Some(Finding {
+        scope: None,
         id: "mtu_black_hole".into(),
         title: format!(
             "{}{where_} keeps retransmitting {}-byte segments that never get through, and no ICMP \"fragmentation needed\" arrives: an MTU black hole on the path",

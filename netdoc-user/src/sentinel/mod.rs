@@ -6,9 +6,14 @@
 //! The program itself is assembled in `nfprog`. Links belong to this process: closing them
 //! (dropping [`Sentinels`]) detaches them.
 use std::{
+    collections::{BTreeMap, BTreeSet},
     io,
     os::fd::{AsFd as _, OwnedFd},
     path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use aya::{Ebpf, maps::Map};
@@ -17,8 +22,9 @@ use netdoc_common::conntrack::stage;
 mod nfprog;
 
 use crate::{
-    facts::netns,
+    facts::{conntrack, netns},
     model::{cause::Coverage, reasons::DropReasons},
+    namespaces::{Inventory, NetnsRef},
     planner::{Attempt, Hook, Outcome, ProbePlan},
 };
 
@@ -85,13 +91,38 @@ pub struct Placed {
     pub stage: u8,
 }
 
+/// Where sentinels go besides netdoc's own namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every namespace where conntrack is in use, as soon as it is: the host-wide default.
+    EveryActive,
+    /// Only this namespace (`--netns`), whether or not conntrack is in use there yet.
+    Only(u32),
+}
+
+/// At most this many namespaces get sentinels (22 links each): beyond it, their
+/// `NETFILTER_DROP`s stay unclassified and a warning says so.
+const MOST_NAMESPACES: usize = 256;
+
+/// The links of one namespace other than netdoc's own.
+struct Elsewhere {
+    cookie: Option<u64>,
+    links: Vec<OwnedFd>,
+}
+
 /// Every sentinel link of a run. Dropping it detaches them all.
 pub struct Sentinels {
+    programs: Arc<Vec<(u8, OwnedFd)>>,
     /// netdoc's own namespace's links.
     here: Vec<OwnedFd>,
-    /// Links in other namespaces, by the file they were entered through. A link keeps its
-    /// namespace alive: these are closed when the namespace should go.
-    elsewhere: Vec<(PathBuf, Vec<OwnedFd>)>,
+    /// Links in other namespaces, by inode. A link keeps its namespace alive: these are closed
+    /// as soon as the namespace has no other holder.
+    elsewhere: BTreeMap<u32, Elsewhere>,
+    /// Namespaces the kernel refused links in (not tried again).
+    refused: BTreeSet<(u32, Option<u64>)>,
+    scope: Scope,
+    bound_warned: bool,
+    /// The layout in netdoc's own namespace.
     pub placed: Vec<Placed>,
     /// Why IPv6 has none (no IPv6 in the kernel), if so.
     pub ipv6_missing: Option<String>,
@@ -99,7 +130,12 @@ pub struct Sentinels {
 
 impl Sentinels {
     pub fn describe(&self) -> String {
-        let links = self.here.len() + self.elsewhere.iter().map(|(_, l)| l.len()).sum::<usize>();
+        let links = self.here.len()
+            + self
+                .elsewhere
+                .values()
+                .map(|e| e.links.len())
+                .sum::<usize>();
         let s = format!(
             "{links} netfilter links in {} namespace(s)",
             1 + self.elsewhere.len()
@@ -110,9 +146,77 @@ impl Sentinels {
         }
     }
 
-    /// Closes the links placed in the namespace entered through `ns`, so it can go away.
-    pub fn release(&mut self, ns: &Path) {
-        self.elsewhere.retain(|(path, _)| path != ns);
+    /// The namespaces (inodes) with sentinels: netdoc's own and every other placed.
+    pub fn namespaces(&self, own: u32) -> BTreeSet<u32> {
+        std::iter::once(own)
+            .chain(self.elsewhere.keys().copied())
+            .collect()
+    }
+
+    /// Follows the namespaces: closes the links of those gone (so they can go), and places
+    /// sentinels in each one the scope covers that has none yet. Returns what to tell the user.
+    pub fn follow(&mut self, namespaces: &Inventory, announce: bool) -> Vec<String> {
+        self.elsewhere.retain(|ino, e| {
+            namespaces
+                .live(*ino)
+                .is_some_and(|n| n.id.cookie == e.cookie)
+        });
+        let wanted: Vec<(NetnsRef, PathBuf)> = namespaces
+            .all()
+            .filter(|n| {
+                let ino = n.id.inode;
+                !namespaces.is_own(ino)
+                    && !self.elsewhere.contains_key(&ino)
+                    && !self.refused.contains(&(ino, n.id.cookie))
+                    && match self.scope {
+                        Scope::EveryActive => true,
+                        Scope::Only(only) => only == ino,
+                    }
+            })
+            .filter_map(|n| Some((n.id.clone(), n.file()?)))
+            .collect();
+        let room = MOST_NAMESPACES.saturating_sub(self.elsewhere.len());
+        let (programs, count) = (self.programs.clone(), AtomicUsize::new(0));
+        let everywhere = self.scope == Scope::EveryActive;
+        let results = netns::visit(wanted, move |_| {
+            let in_use = conntrack::read_stat().is_ok_and(|rows| conntrack::in_use(&rows));
+            if everywhere && !in_use {
+                return None;
+            }
+            if count.fetch_add(1, Ordering::Relaxed) >= room {
+                return Some(Err(None));
+            }
+            Some(place_here(&programs).map_err(Some))
+        });
+        let mut said = Vec::new();
+        for (id, result) in results {
+            let (ino, cookie, name) = (id.inode, id.cookie, id.name);
+            match result.flatten() {
+                Some(Ok(here)) => {
+                    let links = here.links;
+                    if announce {
+                        said.push(format!(
+                            "conntrack stage sentinels placed in namespace {name} (inode {ino})"
+                        ));
+                    }
+                    self.elsewhere.insert(ino, Elsewhere { cookie, links });
+                }
+                Some(Err(Some(why))) => {
+                    said.push(format!(
+                        "warning: no conntrack stage sentinels in namespace {name}: {why}"
+                    ));
+                    self.refused.insert((ino, cookie));
+                }
+                Some(Err(None)) if !self.bound_warned => {
+                    self.bound_warned = true;
+                    said.push(format!(
+                        "warning: conntrack stage sentinels are in {MOST_NAMESPACES} namespaces, the most netdoc places: NETFILTER_DROPs in namespace {name} and further ones stay unclassified"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        said
     }
 }
 
@@ -184,14 +288,14 @@ fn place_here(programs: &[(u8, OwnedFd)]) -> Result<Here, String> {
     })
 }
 
-/// Loads the three sentinel programs against `ebpf`'s `NF_STAGE` map and links them in this
-/// namespace and in each of `namespaces` (files such as /run/netns/NAME).
-fn attach(ebpf: &Ebpf, namespaces: &[PathBuf]) -> Result<Sentinels, String> {
+/// Loads the three sentinel programs against `ebpf`'s `NF_STAGE` map and links them in
+/// netdoc's own namespace; [`Sentinels::follow`] places them in the others.
+fn attach(ebpf: &Ebpf, scope: Scope) -> Result<Sentinels, String> {
     let Some(Map::PerCpuArray(map)) = ebpf.map("NF_STAGE") else {
         return Err("NF_STAGE map missing from the object".into());
     };
     let fd = map.fd();
-    let programs = std::sync::Arc::new(
+    let programs = Arc::new(
         [stage::RULES, stage::CONNTRACK_IN, stage::CONNTRACK_CONFIRM]
             .into_iter()
             .map(|s| nfprog::load(fd.as_fd(), s).map(|p| (s, p)))
@@ -199,24 +303,16 @@ fn attach(ebpf: &Ebpf, namespaces: &[PathBuf]) -> Result<Sentinels, String> {
     );
     let Here {
         links: here,
-        mut placed,
+        placed,
         ipv6_missing,
     } = place_here(&programs)?;
-    let mut elsewhere = Vec::new();
-    for ns in namespaces {
-        let progs = programs.clone();
-        let there = netns::spawn_in(ns, move || Some(place_here(&progs)))
-            .map_err(|e| format!("{}: {e}", ns.display()))?
-            .join()
-            .ok()
-            .flatten()
-            .ok_or_else(|| format!("could not enter namespace {}", ns.display()))??;
-        elsewhere.push((ns.clone(), there.links));
-        placed.extend(there.placed);
-    }
     Ok(Sentinels {
+        programs,
         here,
-        elsewhere,
+        elsewhere: BTreeMap::new(),
+        refused: BTreeSet::new(),
+        scope,
+        bound_warned: false,
         placed,
         ipv6_missing,
     })
@@ -236,15 +332,15 @@ pub fn wanted(reasons: &DropReasons) -> Option<u32> {
         .flatten()
 }
 
-/// Attaches the sentinels if [`wanted`] gave a code, in this namespace and `namespaces`; the
-/// coverage says which drops can be told apart.
+/// Attaches the sentinels in netdoc's namespace if [`wanted`] gave a code; the coverage says
+/// which drops can be told apart.
 pub fn start(
     ebpf: &Ebpf,
     wanted: Option<u32>,
-    namespaces: &[PathBuf],
+    scope: Scope,
 ) -> (Coverage, Result<Sentinels, String>) {
     match wanted {
-        Some(_) => match attach(ebpf, namespaces) {
+        Some(_) => match attach(ebpf, scope) {
             Ok(s) => (Coverage::Sentinels, Ok(s)),
             Err(why) => (Coverage::Blind, Err(why)),
         },

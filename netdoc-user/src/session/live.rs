@@ -160,7 +160,7 @@ pub async fn drive<V: View, T>(
         .and_then(|d| tokio::time::Instant::now().checked_add(d));
     let mut tick = tokio::time::interval(schedule.interval);
     tick.tick().await;
-    // A watched namespace is checked every second, whatever the view's interval.
+    // Namespaces are followed every second, whatever the view's interval.
     let mut watch = tokio::time::interval(WATCH_INTERVAL);
     watch.tick().await;
     let mut until = std::pin::pin!(until);
@@ -180,7 +180,10 @@ pub async fn drive<V: View, T>(
                 break Ending::Done;
             },
             name = signals.recv() => break Ending::Signal(name),
-            _ = watch.tick(), if session.watches() => {
+            _ = watch.tick() => {
+                for line in session.follow_namespaces() {
+                    eprintln!("netdoc: {line}");
+                }
                 if let Some(gone) = session.watched_gone() {
                     eprintln!("netdoc: namespace {gone} is gone: its sentinels are closed and the run ends");
                     break Ending::NamespaceGone(gone);

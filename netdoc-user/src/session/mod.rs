@@ -6,7 +6,11 @@ pub mod live;
 pub mod registry;
 pub mod stream;
 
-use std::{collections::BTreeMap, path::PathBuf, time::Instant};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Instant,
+};
 
 use anyhow::{Context as _, Result, bail};
 use aya::{Ebpf, util::online_cpus};
@@ -22,6 +26,7 @@ use crate::{
     kernel::Kernel,
     loader,
     model::cause::Coverage,
+    namespaces::{GoneNetns, Inventory},
     planner::{self, ProbePlan, ProbeStatus},
     retrans::{RETRANS, RetransMaps},
     sentinel::{self, Sentinels},
@@ -66,7 +71,7 @@ pub struct Request {
     pub drops: Option<DropUse>,
     pub components: Vec<Component>,
     /// Where stage sentinels go besides netdoc's own namespace, or why none are wanted.
-    pub sentinels: Result<Vec<PathBuf>, String>,
+    pub sentinels: Result<sentinel::Scope, String>,
     /// Whether the retransmit probes stream records.
     pub retrans_stream: bool,
     /// Perf buffer pages per CPU for each stream.
@@ -151,6 +156,27 @@ pub struct Session {
     pub cpus: Vec<u32>,
     pub started: Instant,
     watched: Option<NetnsArg>,
+    namespaces: Namespaces,
+}
+
+/// The host's namespaces, shared by the session (which follows them) and the namers of the
+/// views (which name events by them).
+#[derive(Clone)]
+pub struct Namespaces(Arc<Mutex<Inventory>>);
+
+impl Namespaces {
+    pub fn discover() -> Self {
+        Self(Arc::new(Mutex::new(Inventory::discover())))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inventory> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The name of the namespace with this inode (events that carry no cookie).
+    pub fn name(&self, inode: u32) -> Option<String> {
+        self.lock().resolve(inode, 0, u64::MAX).map(|n| n.name)
+    }
 }
 
 impl Session {
@@ -182,6 +208,7 @@ impl Session {
             configs.drops.netfilter_drop = netfilter_drop.unwrap_or(REASON_UNAVAILABLE);
         }
         configs.retrans.stream = request.retrans_stream as u32;
+        let namespaces = Namespaces::discover();
         let mut ebpf = loader::load(&configs)?;
         let mut streams = Streams::new();
         let take_stream = |ebpf: &mut Ebpf, name: &str| {
@@ -260,16 +287,27 @@ impl Session {
         // Sentinels before the drop program, so a NETFILTER_DROP never misses its mark.
         let (stages, sentinels) =
             match (&request.sentinels, request.wants(Component::StageSentinels)) {
-                (Ok(namespaces), true) => {
-                    let (coverage, placed) = sentinel::start(&ebpf, netfilter_drop, namespaces);
+                (Ok(scope), true) => {
+                    let (coverage, placed) = sentinel::start(&ebpf, netfilter_drop, *scope);
                     match placed {
-                        Ok(s) => (
-                            Stages {
-                                coverage,
-                                status: Ok(s.describe()),
-                            },
-                            Some(s),
-                        ),
+                        Ok(mut s) => {
+                            // Every namespace in use before any drop is counted; later ones
+                            // as the driver follows them.
+                            let mut inventory = namespaces.lock();
+                            for line in s.follow(&inventory, false) {
+                                eprintln!("netdoc: {line}");
+                            }
+                            let own = inventory.own();
+                            inventory.set_sentinels(s.namespaces(own));
+                            drop(inventory);
+                            (
+                                Stages {
+                                    coverage,
+                                    status: Ok(s.describe()),
+                                },
+                                Some(s),
+                            )
+                        }
                         Err(why) => (
                             Stages {
                                 coverage,
@@ -345,6 +383,7 @@ impl Session {
             cpus,
             started: Instant::now(),
             watched: request.watched,
+            namespaces,
         })
     }
 
@@ -387,20 +426,38 @@ impl Session {
         self.sentinels = None;
     }
 
-    /// Whether a watched namespace is being followed.
-    pub fn watches(&self) -> bool {
-        self.watched.is_some()
+    /// The host's namespaces, for naming events.
+    pub fn namespaces(&self) -> Namespaces {
+        self.namespaces.clone()
+    }
+
+    /// Namespaces that went away during the run.
+    pub fn namespaces_gone(&self) -> Vec<GoneNetns> {
+        self.namespaces.lock().gone.clone()
+    }
+
+    /// Follows the host's namespaces: new ones are named and, where the scope says, get
+    /// sentinels; vanished ones are let go (their sentinel links closed). Returns what to tell
+    /// the user.
+    pub fn follow_namespaces(&mut self) -> Vec<String> {
+        let mut inventory = self.namespaces.lock();
+        inventory.follow();
+        let Some(s) = self.sentinels.as_mut() else {
+            return Vec::new();
+        };
+        let said = s.follow(&inventory, true);
+        self.stages.status = Ok(s.describe());
+        let own = inventory.own();
+        inventory.set_sentinels(s.namespaces(own));
+        said
     }
 
     /// When the watched namespace has gone (its file removed, or now naming another
-    /// namespace), lets go of it and says which it was.
+    /// namespace), says which it was: [`Self::follow_namespaces`] has let go of it.
     pub fn watched_gone(&mut self) -> Option<String> {
         let ns = self.watched.as_ref()?;
         if netns::inode(&ns.path) == Some(ns.inode) {
             return None;
-        }
-        if let Some(s) = self.sentinels.as_mut() {
-            s.release(&ns.path);
         }
         self.watched.take().map(|ns| ns.given)
     }

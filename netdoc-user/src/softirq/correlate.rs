@@ -59,6 +59,7 @@ pub fn findings(cpus: &[CpuSummary], map: &NicMap) -> Vec<Finding> {
                 ));
             }
             Some(Finding {
+                scope: None,
                 id: "net_rx_single_queue_saturation".into(),
                 title: format!(
                     "CPU {} is saturated by NET_RX for a receive queue it serves alone, and packets die there",

@@ -275,6 +275,8 @@ impl Drop for Pair {
 pub struct Netdoc {
     pub child: Child,
     pub stdout: mpsc::Receiver<String>,
+    /// stderr lines after the "attached" one.
+    pub stderr: mpsc::Receiver<String>,
 }
 
 /// Starts netdoc and waits (bounded) for its "attached" line.
@@ -301,7 +303,13 @@ pub fn start(args: &[&str]) -> Netdoc {
     });
     loop {
         match ready.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) if line.contains("attached") => return Netdoc { child, stdout },
+            Ok(line) if line.contains("attached") => {
+                return Netdoc {
+                    child,
+                    stdout,
+                    stderr: ready,
+                };
+            }
             Ok(line) => eprintln!("netdoc: {line}"),
             Err(e) => panic!("netdoc did not attach: {e}"),
         }
@@ -309,6 +317,20 @@ pub fn start(args: &[&str]) -> Netdoc {
 }
 
 impl Netdoc {
+    /// Waits (bounded) for a stderr line containing `needle`, such as netdoc saying it now
+    /// covers a namespace.
+    pub fn wait_for_stderr(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return,
+                Ok(line) => eprintln!("netdoc: {line}"),
+                Err(e) => panic!("netdoc never said {needle:?} ({e})"),
+            }
+        }
+    }
+
     /// Signals netdoc, waits for it and returns its JSON lines.
     pub fn stop(mut self, signal: i32) -> (ExitStatus, Vec<Value>) {
         // SAFETY: kill has no memory preconditions; the pid is our own child.

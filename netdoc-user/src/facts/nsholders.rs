@@ -1,0 +1,150 @@
+//! Who holds each network namespace open: processes (`/proc/PID/ns/net`) and nsfs bind mounts
+//! (`ip netns` keeps its namespaces under /run/netns, docker under /run/docker/netns, CNI
+//! plugins under /var/run/netns). Parsing takes text, so recorded copies test it.
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+/// What keeps a namespace alive and lets netdoc enter it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Holder {
+    /// A process whose `/proc/PID/ns/net` is the namespace.
+    Process(u32),
+    /// An nsfs bind mount of the namespace.
+    Mount(PathBuf),
+}
+
+impl Holder {
+    /// A file that refers to the namespace, for `setns`.
+    pub fn file(&self) -> PathBuf {
+        match self {
+            Holder::Process(pid) => PathBuf::from(format!("/proc/{pid}/ns/net")),
+            Holder::Mount(path) => path.clone(),
+        }
+    }
+}
+
+/// Every holder of every network namespace, by namespace inode.
+pub type Holders = BTreeMap<u32, Vec<Holder>>;
+
+/// The inode in a namespace link's text: `net:[4026531840]`.
+pub fn link_inode(link: &str) -> Option<u32> {
+    link.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The network namespace bind mounts in a `/proc/PID/mountinfo` text: (inode, mount point).
+/// For an nsfs mount the root field is the namespace link text; the mount point has spaces and
+/// other awkward bytes escaped as octal (`\040`).
+pub fn nsfs_mounts(mountinfo: &str) -> Vec<(u32, PathBuf)> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (mount, fs) = line.split_once(" - ")?;
+            if fs.split_whitespace().next()? != "nsfs" {
+                return None;
+            }
+            let mut fields = mount.split_whitespace();
+            let inode = link_inode(fields.nth(3)?)?;
+            Some((inode, PathBuf::from(unescape(fields.next()?))))
+        })
+        .collect()
+}
+
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            let d = std::str::from_utf8(d).ok()?;
+            u8::from_str_radix(d, 8).ok()
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(b)) => {
+                out.push(b);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads every holder on this host: each process's namespace link and this mount namespace's
+/// nsfs mounts. Processes that exit mid-scan are skipped. Threads that joined another namespace
+/// alone are not followed: a namespace only they hold is not seen.
+pub fn scan() -> Holders {
+    let mut holders = Holders::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let link = std::fs::read_link(entry.path().join("ns/net"));
+            if let Some(inode) = link.ok().and_then(|l| link_inode(l.to_str()?)) {
+                holders.entry(inode).or_default().push(Holder::Process(pid));
+            }
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for (inode, path) in nsfs_mounts(&mounts) {
+        let held = holders.entry(inode).or_default();
+        let mount = Holder::Mount(path);
+        if !held.contains(&mount) {
+            held.push(mount);
+        }
+    }
+    holders
+}
+
+/// The `ip netns` name of a mount point under /run/netns or /var/run/netns.
+pub fn ip_netns_name(path: &Path) -> Option<String> {
+    let parent = path.parent()?;
+    (parent == Path::new("/run/netns") || parent == Path::new("/var/run/netns"))
+        .then(|| path.file_name()?.to_str().map(str::to_string))
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+22 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
+520 25 0:4 net:[4026532286] /run/netns/blue rw shared:240 - nsfs nsfs rw
+521 25 0:4 net:[4026532286] /var/run/netns/blue rw shared:240 - nsfs nsfs rw
+530 25 0:4 net:[4026532400] /run/docker/netns/1a2b\\040c rw - nsfs nsfs rw
+531 25 0:4 mnt:[4026532500] /run/some/mnt rw - nsfs nsfs rw
+";
+
+    #[test]
+    fn net_namespace_mounts_are_found_with_their_inode() {
+        assert_eq!(
+            nsfs_mounts(MOUNTINFO),
+            [
+                (4026532286, PathBuf::from("/run/netns/blue")),
+                (4026532286, PathBuf::from("/var/run/netns/blue")),
+                (4026532400, PathBuf::from("/run/docker/netns/1a2b c")),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_ip_netns_directories_give_names() {
+        assert_eq!(
+            ip_netns_name(Path::new("/var/run/netns/cni-12")),
+            Some("cni-12".into())
+        );
+        assert_eq!(ip_netns_name(Path::new("/run/docker/netns/1a2b")), None);
+        assert_eq!(link_inode("net:[4026531840]"), Some(4026531840));
+        assert_eq!(link_inode("mnt:[4026531840]"), None);
+    }
+}

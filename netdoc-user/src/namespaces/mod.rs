@@ -1,0 +1,365 @@
+//! Every network namespace on the host, followed while netdoc runs: found through the processes
+//! and bind mounts that hold them, keyed by inode and checked by cookie (inodes are reused once
+//! a namespace dies, cookies never are), and named as people name them. A shared model: every
+//! family and command may use it.
+pub mod identity;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::facts::{
+    cgroup::{self, Container},
+    netns,
+    nsholders::{self, Holder, Holders},
+};
+#[cfg(test)]
+pub use identity::NetnsKind;
+pub use identity::NetnsRef;
+
+/// At most this many processes of one namespace are read for their container: a pod has a
+/// handful; a namespace with thousands of processes is a host's.
+const CGROUP_READS: usize = 64;
+
+/// One live namespace.
+#[derive(Debug, Clone)]
+pub struct Netns {
+    pub id: NetnsRef,
+    holders: Vec<Holder>,
+}
+
+impl Netns {
+    /// A file to enter it through (a mount outlives a process, so mounts first).
+    pub fn file(&self) -> Option<PathBuf> {
+        let mount = self.holders.iter().find(|h| matches!(h, Holder::Mount(_)));
+        mount.or(self.holders.first()).map(Holder::file)
+    }
+}
+
+/// A namespace that went away during the run, for the summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GoneNetns {
+    #[serde(flatten)]
+    pub id: NetnsRef,
+    /// Seconds into the run it was last seen.
+    pub gone_after_s: f64,
+}
+
+/// What one [`Inventory::follow`] changed: inodes added and removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<u32>,
+    pub gone: Vec<u32>,
+}
+
+/// Every network namespace on the host.
+pub struct Inventory {
+    live: BTreeMap<u32, Netns>,
+    pub gone: Vec<GoneNetns>,
+    host: u32,
+    own: u32,
+    started: Instant,
+    /// CLOCK_MONOTONIC (the clock of events' `ts_ns`) when the last scan began.
+    last_scan_ns: u64,
+    /// Namespaces (inodes) whose packets the conntrack stage sentinels mark, netdoc's own
+    /// included, as the session last placed them.
+    sentinels: BTreeSet<u32>,
+    /// Namespaces of events that a rescan did not find (gone, or held only by a thread): not
+    /// looked for again until the next periodic scan.
+    misses: BTreeSet<(u32, u64)>,
+}
+
+/// Nanoseconds of CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which lives on this stack.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Inventory {
+    /// Finds every namespace now.
+    pub fn discover() -> Self {
+        let inode = |p: &str| netns::inode(Path::new(p)).unwrap_or(0);
+        let mut inv = Self {
+            live: BTreeMap::new(),
+            gone: Vec::new(),
+            host: initial_inode(),
+            own: inode("/proc/self/ns/net"),
+            started: Instant::now(),
+            last_scan_ns: 0,
+            sentinels: BTreeSet::new(),
+            misses: BTreeSet::new(),
+        };
+        inv.follow();
+        inv
+    }
+
+    /// Rescans the holders: new namespaces are named, vanished ones moved to `gone`. An inode
+    /// whose holders all changed is checked by cookie: the same cookie is the same namespace,
+    /// another is a new namespace that reused the inode.
+    pub fn follow(&mut self) -> Changes {
+        self.last_scan_ns = monotonic_ns();
+        self.misses.clear();
+        let seen = nsholders::scan();
+        let (mut added, mut gone, suspect) = reconcile(&self.live, &seen);
+        let check: Vec<(u32, PathBuf)> = added
+            .iter()
+            .chain(&suspect)
+            .filter_map(|ino| Some((*ino, seen.get(ino)?.first()?.file())))
+            .collect();
+        let cookies: BTreeMap<u32, Option<u64>> = netns::visit(check, |_| netns::cookie_here())
+            .into_iter()
+            .map(|(ino, c)| (ino, c.flatten()))
+            .collect();
+        for ino in suspect {
+            let had = self.live.get(&ino).and_then(|n| n.id.cookie);
+            match (had, cookies.get(&ino).copied().flatten()) {
+                (Some(a), Some(b)) if a == b => {}
+                _ => {
+                    gone.push(ino);
+                    added.push(ino);
+                }
+            }
+        }
+        for ino in &gone {
+            if let Some(n) = self.live.remove(ino) {
+                self.gone.push(GoneNetns {
+                    id: n.id,
+                    gone_after_s: self.started.elapsed().as_secs_f64(),
+                });
+            }
+        }
+        let changed: Vec<(u32, Option<u64>)> = seen
+            .iter()
+            .filter_map(|(ino, holders)| {
+                let n = self.live.get(ino)?;
+                (&n.holders != holders).then_some((*ino, n.id.cookie))
+            })
+            .collect();
+        for (ino, cookie) in changed {
+            let holders = seen[&ino].clone();
+            let id = self.name(ino, cookie, &holders);
+            if let Some(n) = self.live.get_mut(&ino) {
+                n.holders = holders;
+                n.id = id;
+            }
+        }
+        added.sort_unstable();
+        added.dedup();
+        for ino in &added {
+            let cookie = cookies.get(ino).copied().flatten();
+            let holders = seen.get(ino).cloned().unwrap_or_default();
+            let id = self.name(*ino, cookie, &holders);
+            self.live.insert(*ino, Netns { id, holders });
+        }
+        Changes { added, gone }
+    }
+
+    fn name(&self, inode: u32, cookie: Option<u64>, holders: &[Holder]) -> NetnsRef {
+        let is_host = inode == self.host;
+        let pids: Vec<u32> = holders
+            .iter()
+            .filter_map(|h| match h {
+                Holder::Process(pid) => Some(*pid),
+                Holder::Mount(_) => None,
+            })
+            .collect();
+        // The host's processes are not containers; reading thousands of cgroups is wasted.
+        let containers: BTreeSet<Container> = match is_host {
+            true => BTreeSet::new(),
+            false => pids
+                .iter()
+                .take(CGROUP_READS)
+                .filter_map(|pid| {
+                    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+                    cgroup::container(&text)
+                })
+                .collect(),
+        };
+        let main = pids.iter().min().and_then(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            Some((comm.trim().to_string(), *pid))
+        });
+        identity::identify(identity::Seen {
+            inode,
+            cookie,
+            is_host,
+            holders,
+            containers: &containers,
+            main,
+            pod: &cgroup::pod,
+        })
+    }
+
+    /// The namespace an event names: by cookie when the kernel gave one (exact even after the
+    /// inode was reused), else by inode.
+    pub fn get(&self, inode: u32, cookie: u64) -> Option<&NetnsRef> {
+        if cookie != 0 {
+            let by_cookie = |n: &&NetnsRef| n.cookie == Some(cookie);
+            return self
+                .live
+                .get(&inode)
+                .map(|n| &n.id)
+                .filter(by_cookie)
+                .or_else(|| self.gone.iter().rev().map(|g| &g.id).find(by_cookie));
+        }
+        self.live.get(&inode).map(|n| &n.id)
+    }
+
+    /// [`Self::get`] for an event at `ts_ns` (CLOCK_MONOTONIC; `u64::MAX` when unknown). A
+    /// namespace not known yet is looked for once more if the event is newer than the last scan
+    /// (it may have been made since); one the last scan should have seen is gone already.
+    pub fn resolve(&mut self, inode: u32, cookie: u64, ts_ns: u64) -> Option<NetnsRef> {
+        if inode == 0 {
+            return None;
+        }
+        if self.get(inode, cookie).is_none()
+            && ts_ns >= self.last_scan_ns
+            && !self.misses.contains(&(inode, cookie))
+        {
+            self.follow();
+            if self.get(inode, cookie).is_none() {
+                self.misses.insert((inode, cookie));
+            }
+        }
+        self.get(inode, cookie).cloned()
+    }
+
+    /// Whether packets in namespace `inode` carry stage marks of their own.
+    pub fn has_sentinels(&self, inode: u32) -> bool {
+        self.sentinels.contains(&inode)
+    }
+
+    /// Records where the sentinels sit now.
+    pub fn set_sentinels(&mut self, inodes: BTreeSet<u32>) {
+        self.sentinels = inodes;
+    }
+
+    /// A live namespace by inode.
+    pub fn live(&self, inode: u32) -> Option<&Netns> {
+        self.live.get(&inode)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Netns> {
+        self.live.values()
+    }
+
+    /// netdoc's own namespace's inode.
+    pub fn own(&self) -> u32 {
+        self.own
+    }
+
+    /// Whether `inode` is netdoc's own namespace.
+    pub fn is_own(&self, inode: u32) -> bool {
+        inode == self.own
+    }
+}
+
+/// The initial namespace's inode: kernel threads live there, so kthreadd's (pid 2) is it; pid
+/// 1's where kthreadd is not visible (a pid namespace) or its link unreadable.
+fn initial_inode() -> u32 {
+    let kthreadd = std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd");
+    let from = |pid: u32| netns::inode(Path::new(&format!("/proc/{pid}/ns/net")));
+    kthreadd
+        .then(|| from(2))
+        .flatten()
+        .or_else(|| from(1))
+        .unwrap_or(0)
+}
+
+/// Compares the known namespaces with a fresh scan: (added, gone, suspect) inodes, where
+/// suspect ones are still there but with none of the holders they had (possibly a new namespace
+/// that reused the inode). Pure.
+fn reconcile(known: &BTreeMap<u32, Netns>, seen: &Holders) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+    let added = seen
+        .keys()
+        .filter(|i| !known.contains_key(i))
+        .copied()
+        .collect();
+    let gone = known
+        .keys()
+        .filter(|i| !seen.contains_key(i))
+        .copied()
+        .collect();
+    let suspect = known
+        .iter()
+        .filter_map(|(ino, n)| {
+            let now = seen.get(ino)?;
+            (!now.iter().any(|h| n.holders.contains(h))).then_some(*ino)
+        })
+        .collect();
+    (added, gone, suspect)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn netns(inode: u32, cookie: u64, holders: Vec<Holder>) -> Netns {
+        Netns {
+            id: NetnsRef {
+                inode,
+                cookie: Some(cookie),
+                name: format!("ns{inode}"),
+                kind: NetnsKind::IpNetns,
+                container: None,
+                pod: None,
+            },
+            holders,
+        }
+    }
+
+    #[test]
+    fn a_reused_inode_is_suspect_until_its_cookie_is_checked() {
+        let mount = |n: &str| Holder::Mount(PathBuf::from(format!("/run/netns/{n}")));
+        let known = BTreeMap::from([
+            (10, netns(10, 100, vec![mount("a"), Holder::Process(5)])),
+            (11, netns(11, 101, vec![mount("b")])),
+            (12, netns(12, 102, vec![mount("c")])),
+        ]);
+        let seen = Holders::from([
+            (10, vec![mount("a")]),
+            (12, vec![mount("d")]),
+            (13, vec![Holder::Process(9)]),
+        ]);
+        assert_eq!(reconcile(&known, &seen), (vec![13], vec![11], vec![12]));
+    }
+
+    #[test]
+    fn events_are_named_by_cookie_even_after_the_inode_moved_on() {
+        let mut inv = Inventory {
+            live: BTreeMap::from([(10, netns(10, 200, vec![Holder::Process(1)]))]),
+            gone: vec![GoneNetns {
+                id: netns(10, 100, vec![]).id,
+                gone_after_s: 1.0,
+            }],
+            host: 1,
+            own: 1,
+            started: Instant::now(),
+            last_scan_ns: 0,
+            sentinels: BTreeSet::new(),
+            misses: BTreeSet::new(),
+        };
+        assert_eq!(inv.get(10, 200).unwrap().cookie, Some(200));
+        assert_eq!(inv.get(10, 100).unwrap().cookie, Some(100), "the gone one");
+        assert_eq!(
+            inv.get(10, 0).unwrap().cookie,
+            Some(200),
+            "no cookie: by inode"
+        );
+        assert!(
+            inv.get(10, 300).is_none(),
+            "an unknown cookie is never guessed"
+        );
+        inv.live.clear();
+        assert!(inv.get(11, 0).is_none());
+    }
+}

@@ -1,0 +1,256 @@
+//! Kernel integration tests of the host-wide namespace inventory: namespaces made after netdoc
+//! starts, named after the container or pod behind them (from cgroup paths shaped like the
+//! runtimes' and the kubelet's), and namespaces that come and go with sentinels in them.
+use std::{
+    os::{
+        fd::AsRawFd as _,
+        unix::{fs::MetadataExt as _, process::CommandExt as _},
+    },
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+const POD_UID: &str = "0d7c4e2a-5b1f-4c3e-9a8d-1e2f3a4b5c6d";
+const POD_CONTAINER: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+const DOCKER_CONTAINER: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0ff0e1d2c3b4a5968778695a4b3c2d1e0f";
+
+/// Where cgroup v2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts).
+fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounts.lines().find_map(|l| {
+        let (mount, fs) = l.split_once(" - ")?;
+        let point = mount.split_whitespace().nth(4)?;
+        (fs.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(point))
+    })
+}
+
+/// A process (a `sleep`) in a cgroup at `path` under the v2 root and in a network namespace of
+/// its own, made after it joined the cgroup. Removed with its cgroups on drop.
+struct Contained {
+    child: Child,
+    dirs: Vec<PathBuf>,
+}
+
+impl Contained {
+    fn new(root: &Path, path: &str) -> Self {
+        let mut dirs = Vec::new();
+        let mut dir = root.to_path_buf();
+        for part in path.split('/') {
+            dir.push(part);
+            if !dir.exists() {
+                std::fs::create_dir(&dir).unwrap();
+                dirs.push(dir.clone());
+            }
+        }
+        let procs = std::ffi::CString::new(dir.join("cgroup.procs").to_str().unwrap()).unwrap();
+        let mut sleep = Command::new("sleep");
+        sleep.arg("60").stdout(Stdio::null());
+        // SAFETY: between fork and exec the child only makes async-signal-safe syscalls on
+        // memory prepared before the fork.
+        unsafe {
+            sleep.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                // "0" moves the writing process itself.
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+                if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = sleep.spawn().unwrap();
+        let c = Contained { child, dirs };
+        assert_ne!(c.inode(), own_inode(), "a namespace of its own");
+        c
+    }
+
+    fn ns_file(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.child.id()))
+    }
+
+    fn inode(&self) -> u64 {
+        std::fs::metadata(self.ns_file()).map_or(0, |m| m.ino())
+    }
+
+    /// Sends one datagram to a closed port on the namespace's loopback: one NO_SOCKET drop.
+    fn drop_one(&self) {
+        let ns = std::fs::File::open(self.ns_file()).unwrap();
+        std::thread::spawn(move || {
+            // SAFETY: setns on this thread only, with an open namespace file.
+            let entered = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(entered, 0);
+            run("ip", &["link", "set", "lo", "up"]);
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.send_to(b"netdoc", ("127.0.0.1", CLOSED_PORT)).unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+impl Drop for Contained {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for dir in self.dirs.iter().rev() {
+            // A killed process leaves its cgroup a moment later: retry (bounded).
+            for _ in 0..100 {
+                if std::fs::remove_dir(dir).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+fn own_inode() -> u64 {
+    std::fs::metadata("/proc/self/ns/net").unwrap().ino()
+}
+
+/// Waits (bounded) for a drop event from namespace `inode`.
+fn drop_from(netdoc: &Netdoc, inode: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = netdoc
+            .stdout
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("no drop from namespace {inode} ({e})"));
+        let v = json(&line);
+        if v["type"] == "drop" && v["netns"] == inode {
+            return v;
+        }
+    }
+}
+
+#[test]
+fn drops_in_pod_and_docker_namespaces_carry_their_container_and_pod() {
+    require_root!();
+    let Some(root) = cgroup2_root() else {
+        eprintln!("skipped: no cgroup v2 hierarchy");
+        return;
+    };
+    let netdoc = start(&["drops", "--json", "--no-causes"]);
+    let uid_ = POD_UID.replace('-', "_");
+    let pod = Contained::new(
+        &root,
+        &format!(
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/cri-containerd-{POD_CONTAINER}.scope"
+        ),
+    );
+    let docker = Contained::new(
+        &root,
+        &format!("system.slice/docker-{DOCKER_CONTAINER}.scope"),
+    );
+    pod.drop_one();
+    docker.drop_one();
+    let p = drop_from(&netdoc, pod.inode());
+    assert_eq!(p["pod"]["uid"], POD_UID, "{p}");
+    assert_eq!(p["container"]["id"], POD_CONTAINER, "{p}");
+    assert_eq!(p["container"]["runtime"], "containerd");
+    assert_eq!(p["netns_name"], format!("pod {POD_UID}"));
+    assert!(p["netns_cookie"].as_u64().is_some_and(|c| c > 0) || p["netns_cookie"].is_null());
+    let d = drop_from(&netdoc, docker.inode());
+    assert_eq!(d["container"]["id"], DOCKER_CONTAINER, "{d}");
+    assert_eq!(d["container"]["runtime"], "docker");
+    assert!(d.get("pod").is_none(), "{d}");
+    assert_eq!(
+        d["netns_name"],
+        format!("docker:{}", &DOCKER_CONTAINER[..12])
+    );
+    let (status, _) = netdoc.stop(libc::SIGINT);
+    assert!(status.success());
+    assert_nothing_left();
+}
+
+/// Netfilter links netdoc holds (from its fds).
+fn netfilter_links(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .filter(|info| {
+                    info.lines()
+                        .any(|l| l.starts_with("link_type:") && l.ends_with("netfilter"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn sentinels_follow_namespaces_that_come_and_go() {
+    require_root!();
+    const ROUNDS: usize = 10;
+    let netdoc = start(&["drops", "--json"]);
+    let pid = netdoc.child.id();
+    let own = netfilter_links(pid);
+    if own == 0 {
+        eprintln!("skipped: no netfilter links on this kernel");
+        let _ = netdoc.stop(libc::SIGINT);
+        return;
+    }
+    let mut names = Vec::new();
+    for round in 0..ROUNDS {
+        let pair = Pair::new(&format!("w{round}"), 150 + round as u8);
+        for rule in [
+            "add chain inet netdoc_test pre { type filter hook prerouting priority 0; }",
+            "add rule inet netdoc_test pre ct state new counter",
+        ] {
+            run("ip", &["netns", "exec", &pair.b, "nft", rule]);
+        }
+        pair.send(CLOSED_PORT, 1);
+        netdoc.wait_for_stderr(&format!("placed in namespace {} ", pair.b));
+        assert_eq!(
+            netfilter_links(pid),
+            2 * own,
+            "round {round}: one more namespace"
+        );
+        names.push(pair.b.clone());
+        // Dropping the pair deletes both namespaces.
+    }
+    // Every namespace let go (bounded wait): only netdoc's own links stay.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while netfilter_links(pid) != own {
+        assert!(
+            Instant::now() < deadline,
+            "links left: {}",
+            netfilter_links(pid)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, lines) = netdoc.stop(libc::SIGINT);
+    assert!(status.success());
+    let gone: Vec<&str> = summary(&lines)["namespaces_gone"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
+    for name in &names {
+        assert!(
+            gone.contains(&name.as_str()),
+            "{name} not among the gone: {gone:?}"
+        );
+    }
+    let drops: Vec<&Value> = lines.iter().filter(|l| l["type"] == "drop").collect();
+    for name in &names {
+        assert!(
+            drops
+                .iter()
+                .any(|d| d["netns_name"] == name.as_str() && d["reason"] != "NETFILTER_DROP"),
+            "the drop in {name} is named"
+        );
+    }
+    assert_nothing_left();
+}
