@@ -3,6 +3,7 @@
 mod check;
 mod cmd;
 mod conntrack;
+mod counted;
 mod drops;
 mod facts;
 mod family;
@@ -50,9 +51,8 @@ enum Command {
     Retrans(session::stream::StreamOptions),
     /// Conntrack counters per CPU (insert_failed, drop, early_drop, ...) and table usage.
     Conntrack {
-        /// Read the counters of this network namespace (name under /run/netns or path).
-        #[arg(long)]
-        netns: Option<String>,
+        #[command(flatten)]
+        scope: ScopeArgs,
         /// Stop after this long; default: until Ctrl-C.
         #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
         duration: Option<Duration>,
@@ -88,6 +88,44 @@ enum Command {
     BenchFloor,
 }
 
+/// Which namespace a host-wide command is narrowed to (all of them when none is given).
+#[derive(clap::Args)]
+struct ScopeArgs {
+    /// Only this network namespace (name under /run/netns, path such as /proc/PID/ns/net, or
+    /// inode).
+    #[arg(long, group = "scope")]
+    netns: Option<String>,
+    /// Only the namespace of this container (id or its prefix, or RUNTIME:ID).
+    #[arg(long, group = "scope")]
+    container: Option<String>,
+    /// Only the namespace of this Kubernetes pod (uid, NAMESPACE/NAME, or NAME).
+    #[arg(long, group = "scope")]
+    pod: Option<String>,
+}
+
+impl ScopeArgs {
+    /// The namespace asked for, checked where it enters: a container or pod must be on this
+    /// host now.
+    fn resolve(&self) -> Result<Option<NetnsArg>> {
+        let (flag, query, wanted) = match (&self.netns, &self.container, &self.pod) {
+            (Some(ns), ..) => return NetnsArg::parse(ns).map(Some),
+            (_, Some(c), _) => ("--container", c, namespaces::Wanted::Container(c)),
+            (_, _, Some(p)) => ("--pod", p, namespaces::Wanted::Pod(p)),
+            _ => return Ok(None),
+        };
+        let inventory = namespaces::Inventory::discover();
+        let found = inventory
+            .find(&wanted)
+            .map_err(|why| anyhow::anyhow!("{flag} {query}: {why}"))?;
+        let file = found
+            .file()
+            .ok_or_else(|| anyhow::anyhow!("{flag} {query}: its namespace has no file to enter"))?;
+        let mut arg = NetnsArg::parse(&file.to_string_lossy())?;
+        arg.given = format!("{} ({flag} {query})", found.id.name);
+        Ok(Some(arg))
+    }
+}
+
 #[derive(clap::Args)]
 struct DropsArgs {
     #[command(flatten)]
@@ -95,9 +133,8 @@ struct DropsArgs {
     /// Only these drop reasons (comma-separated names, e.g. NO_SOCKET,NETFILTER_DROP).
     #[arg(long)]
     reason: Option<String>,
-    /// Only drops in this network namespace (name under /run/netns, path or inode).
-    #[arg(long)]
-    netns: Option<String>,
+    #[command(flatten)]
+    scope: ScopeArgs,
     /// Only this L4 protocol (tcp, udp, icmp, icmpv6, sctp or a number).
     #[arg(long)]
     proto: Option<String>,
@@ -235,7 +272,7 @@ async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Check(a) => return check::run(a, kernel).await,
         Command::Drops(a) => {
-            let netns = a.netns.as_deref().map(NetnsArg::parse).transpose()?;
+            let netns = a.scope.resolve()?;
             cmd::drops::run(
                 cmd::drops::DropsOptions {
                     stream: a.stream,
@@ -256,12 +293,12 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Retrans(a) => cmd::retrans::run(a, kernel).await,
         Command::Conntrack {
-            netns,
+            scope,
             duration,
             interval,
             json,
         } => {
-            let netns = netns.as_deref().map(NetnsArg::parse).transpose()?;
+            let netns = scope.resolve()?;
             cmd::conntrack::run(netns, duration, interval, json, kernel).await
         }
         Command::Softirq(a) => {

@@ -201,7 +201,7 @@ mod tests {
         assert_eq!(
             again.trim_end(),
             format!(
-                "{},\"namespaces\":[],\"namespaces_gone\":[],\"probes\":[]}}",
+                "{},\"namespaces\":[],\"namespaces_gone\":[],\"counted\":[],\"probes\":[]}}",
                 line.trim_end_matches('}')
             )
         );

@@ -70,6 +70,26 @@ fn corpus() -> Vec<(Vec<OsString>, i32, &'static str)> {
             REFUSED,
             "--netns /nonexistent/ns",
         ),
+        (
+            s(&["drops", "--container", "f00dfeedf00dfeed"]),
+            REFUSED,
+            "--container f00dfeedf00dfeed: no network namespace",
+        ),
+        (
+            s(&["drops", "--pod", "no-such/pod"]),
+            REFUSED,
+            "--pod no-such/pod: no network namespace",
+        ),
+        (
+            s(&["drops", "--netns", "x", "--pod", "y"]),
+            USAGE,
+            "cannot be used with",
+        ),
+        (
+            s(&["conntrack", "--container", "f00dfeedf00dfeed"]),
+            REFUSED,
+            "--container",
+        ),
         (s(&["drops", "--proto", "300"]), REFUSED, "from 0 to 255"),
         (
             s(&["drops", "--proto", "nope"]),

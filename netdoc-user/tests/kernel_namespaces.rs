@@ -254,3 +254,155 @@ fn sentinels_follow_namespaces_that_come_and_go() {
     }
     assert_nothing_left();
 }
+
+/// A TCP listener with a backlog of 1 that never accepts, made in namespace `ns` by a thread of
+/// this process (so this process owns it). Returns its fd (closed on drop by the caller).
+fn tiny_listener(ns: &str, addr: &str, port: u16) -> std::os::fd::OwnedFd {
+    let ns = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    let addr: std::net::Ipv4Addr = addr.parse().unwrap();
+    std::thread::spawn(move || {
+        use std::os::fd::FromRawFd as _;
+        // SAFETY: plain syscalls on this thread with values it owns; the fd is wrapped at once.
+        unsafe {
+            assert_eq!(libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET), 0);
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0);
+            let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+            let sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(addr).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            let len = size_of::<libc::sockaddr_in>() as u32;
+            assert_eq!(libc::bind(fd, (&raw const sa).cast(), len), 0);
+            assert_eq!(libc::listen(fd, 1), 0);
+            owned
+        }
+    })
+    .join()
+    .unwrap()
+}
+
+/// A namespace's `TcpExt` counter, read inside it.
+fn tcp_ext(ns: &str, counter: &str) -> u64 {
+    let netstat = run("ip", &["netns", "exec", ns, "cat", "/proc/net/netstat"]);
+    let rows: Vec<&str> = netstat
+        .lines()
+        .filter(|l| l.starts_with("TcpExt:"))
+        .collect();
+    let col = rows[0]
+        .split_whitespace()
+        .position(|h| h == counter)
+        .unwrap();
+    rows[1]
+        .split_whitespace()
+        .nth(col)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_listen_queue_overflow_in_a_new_namespace_names_the_listener() {
+    require_root!();
+    const CLIENTS: usize = 8;
+    const PORT: u16 = 8080;
+    let netdoc = start(&["drops", "--json", "--no-causes"]);
+    let pair = Pair::new("L", 61);
+    // No SYN-ACK retransmits: once the clients are gone the counters stay still.
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &pair.b,
+            "sysctl",
+            "-qw",
+            "net.ipv4.tcp_synack_retries=0",
+        ],
+    );
+    let listener = tiny_listener(&pair.b, &pair.ip_b, PORT);
+    // Connect from a, without waiting: the accept queue holds two, the rest overflow.
+    let ns_a = std::fs::File::open(format!("/run/netns/{}", pair.a)).unwrap();
+    let to: std::net::SocketAddr = format!("{}:{PORT}", pair.ip_b).parse().unwrap();
+    let clients = std::thread::spawn(move || {
+        // SAFETY: setns on this thread only, with an open namespace file.
+        let entered = unsafe { libc::setns(ns_a.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(entered, 0);
+        (0..CLIENTS)
+            .map(|_| std::net::TcpStream::connect_timeout(&to, Duration::from_millis(300)))
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .unwrap();
+    assert!(
+        tcp_ext(&pair.b, "ListenOverflows") > 0,
+        "the queue overflowed"
+    );
+    drop(clients);
+    let overflows = tcp_ext(&pair.b, "ListenOverflows");
+    let (status, lines) = netdoc.stop(libc::SIGINT);
+    assert!(status.success());
+    assert_eq!(
+        tcp_ext(&pair.b, "ListenOverflows"),
+        overflows,
+        "the counter stood still"
+    );
+    let counted = summary(&lines)["counted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["netns"]["name"] == pair.b.as_str())
+        .unwrap_or_else(|| panic!("{} not in {}", pair.b, summary(&lines)))
+        .clone();
+    assert_eq!(
+        counted["counters"]["TcpExt.ListenOverflows"], overflows,
+        "{counted}"
+    );
+    let l = &counted["listeners"][0];
+    assert_eq!(l["local"], to.to_string(), "{counted}");
+    assert_eq!(l["limit"], 1, "the backlog");
+    assert_eq!(l["queue"], 2, "the accept queue holds backlog + 1");
+    assert_eq!(l["pid"], std::process::id());
+    drop(listener);
+    assert_nothing_left();
+}
+
+#[test]
+fn pod_and_container_narrow_the_host_wide_view_to_their_namespace() {
+    require_root!();
+    let Some(root) = cgroup2_root() else {
+        eprintln!("skipped: no cgroup v2 hierarchy");
+        return;
+    };
+    let uid_ = POD_UID.replace('-', "_");
+    let pod = Contained::new(
+        &root,
+        &format!("kubepods.slice/kubepods-pod{uid_}.slice/crio-{POD_CONTAINER}.scope"),
+    );
+    let docker = Contained::new(
+        &root,
+        &format!("system.slice/docker-{DOCKER_CONTAINER}.scope"),
+    );
+    for (flag, value, ours, other) in [
+        ("--pod", POD_UID, &pod, &docker),
+        ("--container", &DOCKER_CONTAINER[..12], &docker, &pod),
+    ] {
+        let netdoc = start(&["drops", "--json", "--no-causes", flag, value]);
+        other.drop_one();
+        ours.drop_one();
+        let d = drop_from(&netdoc, ours.inode());
+        let (status, lines) = netdoc.stop(libc::SIGINT);
+        assert!(status.success());
+        assert_eq!(d["reason"], "NO_SOCKET", "{d}");
+        let s = summary(&lines);
+        assert_eq!(
+            s["matched"], 1,
+            "{flag}: only its namespace's drop, in the kernel: {s}"
+        );
+    }
+    assert_nothing_left();
+}

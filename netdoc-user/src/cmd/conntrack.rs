@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use crate::{
     conntrack::{
-        NamespaceConntrack, NetnsKey, PerNamespace, attribute,
+        NamespaceConntrack, PerNamespace, attribute,
         confirm::{self, InsertFailure},
         snapshot,
     },
@@ -24,6 +24,7 @@ use crate::{
         finding::Finding,
         names::{LiveNamer, Namer as _},
     },
+    namespaces::NetnsKey,
     output::{ConntrackSummary, Output, SCHEMA_VERSION, Summary},
     sentinel,
     session::{

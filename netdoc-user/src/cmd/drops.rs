@@ -11,6 +11,7 @@ use anyhow::{Context as _, Result, bail};
 use netdoc_common::{DropEvent, DropKey};
 
 use crate::{
+    counted,
     drops::{
         PROBE,
         filter::{DropFilter, FilterArgs},
@@ -27,7 +28,7 @@ use crate::{
     planner::HookKind,
     sentinel::Scope,
     session::{
-        Component, DropUse, Request, Session,
+        Component, DropUse, Namespaces, Request, Session,
         live::{self, Schedule, Signals, Stdout, View},
         registry::Families,
         stream::{Records, StreamKind, StreamOptions},
@@ -56,6 +57,9 @@ struct DropsView {
     last_tick: Instant,
     delivered: u64,
     per_netns: PerNetns,
+    /// Drops counted by the kernel without a `kfree_skb`, per namespace.
+    counted: counted::PerNamespace,
+    namespaces: Namespaces,
 }
 
 impl DropsView {
@@ -93,6 +97,7 @@ impl View for DropsView {
     }
 
     fn tick(&mut self, session: &Session, out: &mut Stdout) -> Result<()> {
+        self.counted.sample(&self.namespaces.lock());
         let Some(maps) = session.drops.as_ref().filter(|_| !self.json) else {
             return Ok(());
         };
@@ -107,11 +112,12 @@ impl View for DropsView {
         self.previous = counts.iter().map(|(k, v)| (*k, v.iter().sum())).collect();
         self.last_tick = Instant::now();
         Ok(out.line(&format!(
-            "{}netdoc drops via {} — {:.0}s\n{}",
+            "{}netdoc drops via {} — {:.0}s\n{}{}",
             live::clear_screen(self.tty),
             self.hook,
             session.started.elapsed().as_secs_f64(),
-            render::table(&rows, self.top)
+            render::table(&rows, self.top),
+            render::counted(&self.counted.report(false))
         ))?)
     }
 }
@@ -172,6 +178,11 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
     ) {
         eprintln!("netdoc: degraded: NETFILTER_DROP causes unknown: {why}");
     }
+    // The counters' baseline before "attached": whoever waits for that line may start the
+    // incident.
+    let namespaces = session.namespaces();
+    let counted =
+        counted::PerNamespace::start(&namespaces.lock(), opts.netns.as_ref().map(|n| n.inode));
     eprintln!(
         "netdoc: attached {PROBE} probe via {hook} (reason names: {}); Ctrl-C to stop",
         reasons.source.describe()
@@ -192,6 +203,8 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
         last_tick: Instant::now(),
         delivered: 0,
         per_netns: PerNetns::default(),
+        counted,
+        namespaces,
     };
     let schedule = Schedule {
         interval: opts.stream.interval,
@@ -226,6 +239,10 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
         },
         rows: &rows,
         namespaces: view.per_netns.ranked(),
+        counted: {
+            view.counted.sample(&view.namespaces.lock());
+            view.counted.report(true)
+        },
         namespaces_gone: session.namespaces_gone(),
         probes: session.probe_statuses(),
     });

@@ -14,7 +14,7 @@ use crate::{
         netns,
     },
     model::{cause::Cause, finding::Finding},
-    namespaces::{Inventory, NetnsRef},
+    namespaces::{Inventory, NetnsKey, NetnsRef},
 };
 
 /// Counters at one moment in one namespace.
@@ -44,9 +44,6 @@ pub fn snapshot(ns: Option<&Path>) -> Result<Snapshot> {
         ),
     }
 }
-
-/// The key of a namespace across a run: its inode and cookie (an inode alone is reused).
-pub type NetnsKey = (u32, Option<u64>);
 
 /// One namespace's conntrack over a run.
 struct Followed {

@@ -2,6 +2,7 @@
 use std::fmt::Write as _;
 
 use super::report::{Row, Summary};
+use crate::counted::{self, NamespaceCounted, OwnedSocket};
 
 fn cpus(row: &Row) -> String {
     row.cpus
@@ -95,6 +96,7 @@ pub fn summary(s: &Summary) -> String {
         let reasons: Vec<String> = ns.reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
         let _ = writeln!(out, "  {name:<28} {:>8}  {}", ns.drops, reasons.join(", "));
     }
+    out.push_str(&counted(&s.counted));
     for gone in &s.namespaces_gone {
         let _ = writeln!(
             out,
@@ -108,6 +110,49 @@ pub fn summary(s: &Summary) -> String {
             "warning: {} drops found the aggregation map full and are missing from the rows",
             s.aggregation_overflow
         );
+    }
+    out
+}
+
+/// Drops the kernel counted without a `kfree_skb`, per namespace, with the sockets behind them.
+pub fn counted(namespaces: &[NamespaceCounted]) -> String {
+    let mut out = String::new();
+    if !namespaces.is_empty() {
+        out.push_str("counted by the kernel, never freed through kfree_skb:\n");
+    }
+    for ns in namespaces {
+        for (counter, n) in &ns.counters {
+            let _ = writeln!(
+                out,
+                "  {:<24} {counter:<26} {n:>8}  {}",
+                ns.netns.name,
+                counted::meaning(counter)
+            );
+        }
+        let owner = |s: &OwnedSocket| match (&s.comm, s.pid) {
+            (Some(comm), Some(pid)) => format!("{comm}[{pid}]"),
+            _ => "owner unknown".into(),
+        };
+        for l in &ns.listeners {
+            let _ = writeln!(
+                out,
+                "    listener {} accept queue {} of backlog {} ({})",
+                l.socket.local,
+                l.socket.queue,
+                l.socket.limit,
+                owner(l)
+            );
+        }
+        for u in &ns.udp_sockets {
+            let _ = writeln!(
+                out,
+                "    udp {} dropped {} (rcvbuf {} bytes, {})",
+                u.socket.local,
+                u.socket.drops.unwrap_or(0),
+                u.socket.rcvbuf.unwrap_or(0),
+                owner(u)
+            );
+        }
     }
     out
 }

@@ -8,6 +8,7 @@ use std::{
 use netdoc_common::{DropEvent, DropKey, REASON_UNAVAILABLE};
 use serde::{Deserialize, Serialize};
 
+use crate::counted::NamespaceCounted;
 use crate::facts::cgroup::{Container, Pod};
 use crate::model::{addr::proto_name, cause::Cause, names::Namer, stats::KernelStats};
 use crate::namespaces::GoneNetns;
@@ -216,6 +217,10 @@ pub struct Summary {
     /// Namespaces that went away during the run.
     #[serde(default)]
     pub namespaces_gone: Vec<GoneNetns>,
+    /// Drops the kernel counted without freeing them through `kfree_skb` (listen overflows,
+    /// full socket buffers), per namespace, with the sockets behind them.
+    #[serde(default)]
+    pub counted: Vec<NamespaceCounted>,
     /// Every probe of the run: its hook, or why it is unavailable.
     #[serde(default)]
     pub probes: Vec<ProbeStatus>,
@@ -279,6 +284,7 @@ pub struct SummaryInput<'a> {
     pub rows: &'a [Row],
     pub namespaces: Vec<NetnsDrops>,
     pub namespaces_gone: Vec<GoneNetns>,
+    pub counted: Vec<NamespaceCounted>,
     pub probes: Vec<ProbeStatus>,
 }
 
@@ -311,6 +317,7 @@ pub fn summary(input: SummaryInput<'_>) -> Summary {
         locations: input.rows.to_vec(),
         namespaces: input.namespaces,
         namespaces_gone: input.namespaces_gone,
+        counted: input.counted,
         probes: input.probes,
     }
 }
@@ -500,6 +507,7 @@ mod tests {
             rows: &rows,
             namespaces: Vec::new(),
             namespaces_gone: Vec::new(),
+            counted: Vec::new(),
             probes: vec![],
         });
         assert_eq!(
@@ -558,6 +566,7 @@ mod tests {
             rows: &rows,
             namespaces: Vec::new(),
             namespaces_gone: Vec::new(),
+            counted: Vec::new(),
             probes: vec![],
         });
         let v = serde_json::to_value(&s).unwrap();

@@ -12,4 +12,5 @@ pub mod netns;
 pub mod nsholders;
 pub mod procnet;
 pub mod snmp;
+pub mod sockdiag;
 pub mod tracefs;

@@ -27,7 +27,24 @@ pub fn parse(text: &str) -> Counters {
     out
 }
 
-/// The counters of the calling thread's network namespace.
+/// `/proc/net/snmp6`: one `Name value` per line, the group a prefix of the name
+/// (`Udp6RcvbufErrors`): named `Udp6.RcvbufErrors` like the others.
+pub fn parse_snmp6(text: &str) -> Counters {
+    const GROUPS: [&str; 6] = ["Ip6", "Icmp6", "UdpLite6", "Udp6", "Tcp6", "Ip6Ext"];
+    text.lines()
+        .filter_map(|l| {
+            let (name, value) = l.split_once(char::is_whitespace)?;
+            let group = GROUPS
+                .iter()
+                .filter(|g| name.starts_with(*g))
+                .max_by_key(|g| g.len())?;
+            let value = value.trim().parse().ok()?;
+            Some((format!("{group}.{}", &name[group.len()..]), value))
+        })
+        .collect()
+}
+
+/// The counters of the calling thread's network namespace (IPv6's where it has IPv6).
 pub fn read() -> Counters {
     let mut all = Counters::new();
     for file in [
@@ -35,6 +52,9 @@ pub fn read() -> Counters {
         "/proc/thread-self/net/snmp",
     ] {
         all.extend(parse(&std::fs::read_to_string(file).unwrap_or_default()));
+    }
+    if let Ok(text) = std::fs::read_to_string("/proc/thread-self/net/snmp6") {
+        all.extend(parse_snmp6(&text));
     }
     all
 }
@@ -68,6 +88,17 @@ mod tests {
         let snmp = parse("Tcp: RtoAlgorithm MaxConn RetransSegs\nTcp: 1 -1 12\n");
         assert_eq!(snmp.get("Tcp.MaxConn"), None);
         assert_eq!(snmp["Tcp.RetransSegs"], 12);
+    }
+
+    #[test]
+    fn snmp6_names_take_their_group_apart() {
+        let c = parse_snmp6(
+            "Ip6InReceives   \t12\nUdp6RcvbufErrors 3\nUdpLite6InErrors 1\nIcmp6InMsgs 4\n",
+        );
+        assert_eq!(c["Udp6.RcvbufErrors"], 3);
+        assert_eq!(c["UdpLite6.InErrors"], 1, "the longest group wins");
+        assert_eq!(c["Ip6.InReceives"], 12);
+        assert_eq!(c["Icmp6.InMsgs"], 4);
     }
 
     #[test]

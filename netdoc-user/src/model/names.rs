@@ -52,7 +52,8 @@ pub struct LiveNamer {
     reasons: DropReasons,
     kallsyms: Option<Kallsyms>,
     namespaces: Namespaces,
-    devices: HashMap<(u32, u64, u32), Option<String>>,
+    /// Device names by namespace serial and ifindex.
+    devices: HashMap<(u64, u32), Option<String>>,
     locations: HashMap<u64, String>,
 }
 
@@ -109,21 +110,25 @@ impl Namer for LiveNamer {
         if ifindex == 0 {
             return None;
         }
-        if let Some(known) = self.devices.get(&(inode, cookie, ifindex)) {
-            return known.clone();
-        }
         let inventory = self.namespaces.lock();
-        let name = if inode == 0 || inventory.is_own(inode) {
-            netns::index_to_name(ifindex)
+        // Keyed by the namespace's serial: an inode (and, before 5.14, all there is) is reused.
+        let (serial, file) = if inode == 0 || inventory.is_own(inode) {
+            (0, None)
         } else {
             let ns = inventory
                 .live(inode)
-                .filter(|n| cookie == 0 || n.id.cookie == Some(cookie));
-            ns.and_then(|n| n.file())
-                .and_then(|file| netns::in_namespace(&file, move || netns::index_to_name(ifindex)))
+                .filter(|n| cookie == 0 || n.id.cookie.is_none_or(|c| c == cookie))?;
+            (ns.serial, Some(ns.file()?))
         };
         drop(inventory);
-        self.devices.insert((inode, cookie, ifindex), name.clone());
+        if let Some(known) = self.devices.get(&(serial, ifindex)) {
+            return known.clone();
+        }
+        let name = match file {
+            None => netns::index_to_name(ifindex),
+            Some(file) => netns::in_namespace(&file, move || netns::index_to_name(ifindex)),
+        };
+        self.devices.insert((serial, ifindex), name.clone());
         name
     }
     fn freed_by_nftables(&mut self, addr: u64) -> bool {

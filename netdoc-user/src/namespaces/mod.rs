@@ -25,19 +25,33 @@ pub use identity::NetnsRef;
 /// handful; a namespace with thousands of processes is a host's.
 const CGROUP_READS: usize = 64;
 
+/// A namespace across a run: its inode and cookie (an inode alone is reused).
+pub type NetnsKey = (u32, Option<u64>);
+
 /// One live namespace.
 #[derive(Debug, Clone)]
 pub struct Netns {
     pub id: NetnsRef,
+    /// Unique within the run, even where inodes are reused and there are no cookies: caches
+    /// of what is inside a namespace (device names) key on it.
+    pub serial: u64,
     holders: Vec<Holder>,
+    /// When [`Inventory::stale`] last found its file still referring to it.
+    verified_ns: u64,
 }
 
 impl Netns {
-    /// A file to enter it through (a mount outlives a process, so mounts first).
+    /// A file to enter it through.
     pub fn file(&self) -> Option<PathBuf> {
-        let mount = self.holders.iter().find(|h| matches!(h, Holder::Mount(_)));
-        mount.or(self.holders.first()).map(Holder::file)
+        entry_file(&self.holders)
     }
+}
+
+/// The file to enter a namespace through: a mount outlives a process (a short-lived one such
+/// as `ip netns exec` may be gone by the time the file is opened), so mounts first.
+fn entry_file(holders: &[Holder]) -> Option<PathBuf> {
+    let mount = holders.iter().find(|h| matches!(h, Holder::Mount(_)));
+    mount.or(holders.first()).map(Holder::file)
 }
 
 /// A namespace that went away during the run, for the summary.
@@ -65,6 +79,10 @@ pub struct Inventory {
     started: Instant,
     /// CLOCK_MONOTONIC (the clock of events' `ts_ns`) when the last scan began.
     last_scan_ns: u64,
+    /// The last [`Netns::serial`] given.
+    serials: u64,
+    /// Whether this kernel gives cookies to userspace (`SO_NETNS_COOKIE`, 5.14+).
+    cookies: bool,
     /// Namespaces (inodes) whose packets the conntrack stage sentinels mark, netdoc's own
     /// included, as the session last placed them.
     sentinels: BTreeSet<u32>,
@@ -95,6 +113,8 @@ impl Inventory {
             own: inode("/proc/self/ns/net"),
             started: Instant::now(),
             last_scan_ns: 0,
+            serials: 0,
+            cookies: netns::cookie_here().is_some(),
             sentinels: BTreeSet::new(),
             misses: BTreeSet::new(),
         };
@@ -110,15 +130,33 @@ impl Inventory {
         self.misses.clear();
         let seen = nsholders::scan();
         let (mut added, mut gone, suspect) = reconcile(&self.live, &seen);
+        // A namespace whose cookie could not be read (its holder went before netdoc entered)
+        // is asked again.
+        let cookieless: Vec<u32> = match self.cookies {
+            true => self
+                .live
+                .iter()
+                .filter(|(ino, n)| n.id.cookie.is_none() && !suspect.contains(ino))
+                .map(|(ino, _)| *ino)
+                .filter(|ino| seen.contains_key(ino))
+                .collect(),
+            false => Vec::new(),
+        };
         let check: Vec<(u32, PathBuf)> = added
             .iter()
             .chain(&suspect)
-            .filter_map(|ino| Some((*ino, seen.get(ino)?.first()?.file())))
+            .chain(&cookieless)
+            .filter_map(|ino| Some((*ino, entry_file(seen.get(ino)?)?)))
             .collect();
         let cookies: BTreeMap<u32, Option<u64>> = netns::visit(check, |_| netns::cookie_here())
             .into_iter()
             .map(|(ino, c)| (ino, c.flatten()))
             .collect();
+        for ino in cookieless {
+            if let (Some(n), Some(cookie)) = (self.live.get_mut(&ino), cookies.get(&ino)) {
+                n.id.cookie = *cookie;
+            }
+        }
         for ino in suspect {
             let had = self.live.get(&ino).and_then(|n| n.id.cookie);
             match (had, cookies.get(&ino).copied().flatten()) {
@@ -158,7 +196,17 @@ impl Inventory {
             let cookie = cookies.get(ino).copied().flatten();
             let holders = seen.get(ino).cloned().unwrap_or_default();
             let id = self.name(*ino, cookie, &holders);
-            self.live.insert(*ino, Netns { id, holders });
+            self.serials += 1;
+            let serial = self.serials;
+            self.live.insert(
+                *ino,
+                Netns {
+                    id,
+                    serial,
+                    holders,
+                    verified_ns: 0,
+                },
+            );
         }
         Changes { added, gone }
     }
@@ -204,11 +252,12 @@ impl Inventory {
     pub fn get(&self, inode: u32, cookie: u64) -> Option<&NetnsRef> {
         if cookie != 0 {
             let by_cookie = |n: &&NetnsRef| n.cookie == Some(cookie);
+            // A live one whose cookie is not read yet is taken by inode.
             return self
                 .live
                 .get(&inode)
                 .map(|n| &n.id)
-                .filter(by_cookie)
+                .filter(|n| n.cookie.is_none_or(|c| c == cookie))
                 .or_else(|| self.gone.iter().rev().map(|g| &g.id).find(by_cookie));
         }
         self.live.get(&inode).map(|n| &n.id)
@@ -221,6 +270,9 @@ impl Inventory {
         if inode == 0 {
             return None;
         }
+        if cookie == 0 && ts_ns >= self.last_scan_ns && self.stale(inode) {
+            self.follow();
+        }
         if self.get(inode, cookie).is_none()
             && ts_ns >= self.last_scan_ns
             && !self.misses.contains(&(inode, cookie))
@@ -231,6 +283,20 @@ impl Inventory {
             }
         }
         self.get(inode, cookie).cloned()
+    }
+
+    /// Without a cookie an event cannot tell a reused inode from the namespace the inventory
+    /// knows: whether the known one's file no longer refers to `inode` (checked once per entry
+    /// between scans).
+    fn stale(&mut self, inode: u32) -> bool {
+        let Some(n) = self.live.get_mut(&inode) else {
+            return false;
+        };
+        if n.verified_ns >= self.last_scan_ns {
+            return false;
+        }
+        n.verified_ns = monotonic_ns();
+        n.file().and_then(|f| netns::inode(&f)) != Some(inode)
     }
 
     /// Whether packets in namespace `inode` carry stage marks of their own.
@@ -257,9 +323,56 @@ impl Inventory {
         self.own
     }
 
+    /// The one live namespace `wanted` names; an error names none or several.
+    pub fn find(&self, wanted: &Wanted) -> Result<&Netns, String> {
+        let found: Vec<&Netns> = self.all().filter(|n| wanted.matches(&n.id)).collect();
+        match found.as_slice() {
+            [one] => Ok(one),
+            [] => Err("no network namespace on this host belongs to it".into()),
+            many => Err(format!(
+                "it matches {} namespaces ({}): give more of the id",
+                many.len(),
+                many.iter()
+                    .map(|n| n.id.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+
     /// Whether `inode` is netdoc's own namespace.
     pub fn is_own(&self, inode: u32) -> bool {
         inode == self.own
+    }
+}
+
+/// What `--container` or `--pod` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wanted<'a> {
+    /// A container id or its prefix, optionally `RUNTIME:ID`.
+    Container(&'a str),
+    /// A pod uid, `NAMESPACE/NAME`, or a bare name.
+    Pod(&'a str),
+}
+
+impl Wanted<'_> {
+    /// Whether namespace `id` is the one asked for. Pure.
+    pub fn matches(&self, id: &NetnsRef) -> bool {
+        match *self {
+            Wanted::Container(q) => {
+                let (runtime, prefix) = q.split_once(':').map_or((None, q), |(r, p)| (Some(r), p));
+                id.container.as_ref().is_some_and(|c| {
+                    !prefix.is_empty()
+                        && c.id.starts_with(prefix)
+                        && runtime.is_none_or(|r| r == c.runtime)
+                })
+            }
+            Wanted::Pod(q) => id.pod.as_ref().is_some_and(|p| {
+                let full = p.namespace.as_deref().zip(p.name.as_deref());
+                p.uid == q
+                    || full.is_some_and(|(ns, name)| q == format!("{ns}/{name}") || q == name)
+            }),
+        }
     }
 }
 
@@ -313,7 +426,9 @@ mod tests {
                 container: None,
                 pod: None,
             },
+            serial: u64::from(inode),
             holders,
+            verified_ns: 0,
         }
     }
 
@@ -334,6 +449,52 @@ mod tests {
     }
 
     #[test]
+    fn a_namespace_is_entered_through_its_mount_before_any_process() {
+        let holders = [
+            Holder::Process(77),
+            Holder::Mount(PathBuf::from("/run/netns/blue")),
+        ];
+        assert_eq!(entry_file(&holders), Some(PathBuf::from("/run/netns/blue")));
+        assert_eq!(
+            entry_file(&holders[..1]),
+            Some(PathBuf::from("/proc/77/ns/net"))
+        );
+    }
+
+    #[test]
+    fn containers_and_pods_are_found_by_what_people_type() {
+        use crate::facts::cgroup::{Container, Pod};
+        let mut id = netns(7, 70, vec![]).id;
+        id.container = Some(Container {
+            runtime: "containerd".into(),
+            id: "4f1c2d3e4f5a".repeat(5) + "abcd",
+            pod_uid: Some("u-1".into()),
+        });
+        id.pod = Some(Pod {
+            uid: "u-1".into(),
+            namespace: Some("shop".into()),
+            name: Some("cart".into()),
+        });
+        for yes in [
+            Wanted::Container("4f1c2d"),
+            Wanted::Container("containerd:4f1c"),
+            Wanted::Pod("u-1"),
+            Wanted::Pod("shop/cart"),
+            Wanted::Pod("cart"),
+        ] {
+            assert!(yes.matches(&id), "{yes:?}");
+        }
+        for no in [
+            Wanted::Container("docker:4f1c"),
+            Wanted::Container(""),
+            Wanted::Container("ab"),
+            Wanted::Pod("other/cart"),
+        ] {
+            assert!(!no.matches(&id), "{no:?}");
+        }
+    }
+
+    #[test]
     fn events_are_named_by_cookie_even_after_the_inode_moved_on() {
         let mut inv = Inventory {
             live: BTreeMap::from([(10, netns(10, 200, vec![Holder::Process(1)]))]),
@@ -345,6 +506,8 @@ mod tests {
             own: 1,
             started: Instant::now(),
             last_scan_ns: 0,
+            serials: 0,
+            cookies: true,
             sentinels: BTreeSet::new(),
             misses: BTreeSet::new(),
         };

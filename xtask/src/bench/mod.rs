@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: CPU cost per dropped packet with no tracer, an empty program (the floor),
 //! netdoc counts-only, counts-only with the conntrack stage sentinels, and streaming (with them),
-//! interleaved; plus event delivery at full drop rate.
+//! interleaved; plus event delivery at full drop rate, and what following many namespaces
+//! costs (`namespaces`).
+mod namespaces;
 use std::{
     io::{BufRead as _, BufReader},
     net::UdpSocket,
@@ -171,7 +173,7 @@ pub fn run(netdoc: &Path, args: &BenchArgs) -> Result<()> {
         }
         None => println!("streaming: no summary line was read"),
     }
-    Ok(())
+    namespaces::run(netdoc, args.count / 4, args.rounds, args.cpu)
 }
 
 /// Starts the tracer of `mode` and waits until it reports its probe attached.
@@ -183,6 +185,18 @@ fn start(netdoc: &Path, mode: Mode, out_file: &Path, sender_cpu: usize) -> Resul
         Mode::CountsCauses => &["drops", "--counts-only", "--json"],
         Mode::Streaming => &["drops", "--json"],
     };
+    spawn(netdoc, args, out_file, sender_cpu, mode.name()).map(Some)
+}
+
+/// Starts netdoc with `args`, its userspace off the sender's CPU, and waits until it reports
+/// its probe attached.
+fn spawn(
+    netdoc: &Path,
+    args: &[&str],
+    out_file: &Path,
+    sender_cpu: usize,
+    what: &str,
+) -> Result<Child> {
     let stdout = std::fs::File::create(out_file)?;
     let mut cmd = Command::new(netdoc);
     // Keep the tracer's userspace off the sender's CPU.
@@ -209,12 +223,12 @@ fn start(netdoc: &Path, mode: Mode, out_file: &Path, sender_cpu: usize) -> Resul
     for line in BufReader::new(stderr).lines() {
         let line = line?;
         if line.contains("attached") {
-            return Ok(Some(child));
+            return Ok(child);
         }
         eprintln!("{line}");
     }
     let _ = child.wait();
-    bail!("netdoc exited before attaching ({})", mode.name())
+    bail!("netdoc exited before attaching ({what})")
 }
 
 fn stop(mut child: Child) -> Result<()> {
@@ -252,9 +266,21 @@ fn busy_ns() -> Result<f64> {
 
 /// Sends `count` datagrams to the closed port from a thread pinned to `cpu`.
 fn flood(count: u64, cpu: usize) -> Result<Sample> {
+    flood_in(None, count, cpu)
+}
+
+/// [`flood`] on the loopback of the namespace at `ns`, when given.
+fn flood_in(ns: Option<std::fs::File>, count: u64, cpu: usize) -> Result<Sample> {
     let before = busy_ns()?;
     let start = Instant::now();
     std::thread::spawn(move || -> Result<()> {
+        if let Some(ns) = ns {
+            use std::os::fd::AsRawFd as _;
+            // SAFETY: setns changes only this thread, with an open namespace file.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                bail!("cannot enter the benchmark namespace");
+            }
+        }
         // SAFETY: sched_setaffinity reads a cpu_set_t owned by this frame.
         unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();

@@ -1,0 +1,285 @@
+//! Drops the kernel counts but never frees through `kfree_skb`: a SYN refused at a full listen
+//! queue is freed with `consume_skb`, a datagram refused by a full receive buffer may be counted
+//! only. Per namespace, these counters' growth over the run, and the sockets they belong to
+//! where sock_diag can tell (listeners and their queues, UDP sockets and their drops), each
+//! with the process that holds it.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    facts::{
+        netns,
+        snmp::{self, Counters},
+        sockdiag::{self, DiagSocket},
+    },
+    namespaces::{Inventory, NetnsKey, NetnsRef},
+};
+
+/// Which sockets explain a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Explains {
+    Listeners,
+    UdpSockets,
+    Nothing,
+}
+
+/// The counters that count dropped packets, what each means, and which sockets explain it.
+const COUNTERS: [(&str, &str, Explains); 12] = [
+    (
+        "TcpExt.ListenOverflows",
+        "accept queue full when a handshake completed",
+        Explains::Listeners,
+    ),
+    (
+        "TcpExt.ListenDrops",
+        "SYN or handshake ACK dropped at a listener",
+        Explains::Listeners,
+    ),
+    (
+        "TcpExt.TCPReqQFullDrop",
+        "SYN dropped: SYN queue full and no syncookies",
+        Explains::Listeners,
+    ),
+    (
+        "TcpExt.TCPBacklogDrop",
+        "segment dropped: socket backlog full",
+        Explains::Nothing,
+    ),
+    (
+        "TcpExt.TCPRcvQDrop",
+        "segment dropped: receive buffer full",
+        Explains::Nothing,
+    ),
+    (
+        "TcpExt.TCPZeroWindowDrop",
+        "segment dropped: zero receive window",
+        Explains::Nothing,
+    ),
+    (
+        "TcpExt.PFMemallocDrop",
+        "segment dropped: memory pressure (pfmemalloc)",
+        Explains::Nothing,
+    ),
+    (
+        "TcpExt.TCPMinTTLDrop",
+        "segment dropped: below IP_MINTTL",
+        Explains::Nothing,
+    ),
+    (
+        "Udp.RcvbufErrors",
+        "datagram dropped: receive buffer full",
+        Explains::UdpSockets,
+    ),
+    (
+        "Udp.SndbufErrors",
+        "datagram not sent: send buffer full",
+        Explains::Nothing,
+    ),
+    (
+        "Udp6.RcvbufErrors",
+        "datagram dropped: receive buffer full (IPv6)",
+        Explains::UdpSockets,
+    ),
+    (
+        "Udp6.SndbufErrors",
+        "datagram not sent: send buffer full (IPv6)",
+        Explains::Nothing,
+    ),
+];
+
+/// What a counter means, for renderers.
+pub fn meaning(counter: &str) -> &'static str {
+    COUNTERS
+        .iter()
+        .find(|(name, ..)| *name == counter)
+        .map_or("", |(_, m, _)| m)
+}
+
+/// At most this many sockets of a kind are kept per namespace: the fullest.
+const SOCKETS: usize = 10;
+
+/// A socket and the process that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnedSocket {
+    #[serde(flatten)]
+    pub socket: DiagSocket,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+}
+
+/// One namespace's counted drops in a summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceCounted {
+    pub netns: NetnsRef,
+    /// Growth of each drop counter over the run (those that grew).
+    pub counters: BTreeMap<String, u64>,
+    /// Listeners when a listener counter last grew, fullest first: `queue` is the accept
+    /// queue, `limit` the backlog.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<OwnedSocket>,
+    /// UDP sockets that had dropped datagrams when a receive-buffer counter last grew.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub udp_sockets: Vec<OwnedSocket>,
+    /// It went away during the run: the last reading.
+    pub gone: bool,
+}
+
+struct Followed {
+    id: NetnsRef,
+    first: Counters,
+    last: Counters,
+    listeners: Vec<DiagSocket>,
+    udp: Vec<DiagSocket>,
+    gone: bool,
+}
+
+/// The drop counters of every namespace (or only `--netns`), followed over a run. A namespace
+/// there at the start counts from its reading then; one found later from zero (a new namespace's
+/// counters start at zero); one that goes away keeps its last reading.
+pub struct PerNamespace {
+    followed: BTreeMap<NetnsKey, Followed>,
+    only: Option<u32>,
+}
+
+fn drop_counters(all: Counters) -> Counters {
+    all.into_iter()
+        .filter(|(k, _)| COUNTERS.iter().any(|(name, ..)| name == k))
+        .collect()
+}
+
+impl PerNamespace {
+    pub fn start(namespaces: &Inventory, only: Option<u32>) -> Self {
+        let mut p = Self {
+            followed: BTreeMap::new(),
+            only,
+        };
+        p.read(namespaces, true);
+        p
+    }
+
+    pub fn sample(&mut self, namespaces: &Inventory) {
+        self.read(namespaces, false);
+    }
+
+    fn read(&mut self, namespaces: &Inventory, initial: bool) {
+        let wanted: Vec<(NetnsRef, std::path::PathBuf)> = namespaces
+            .all()
+            .filter(|n| self.only.is_none_or(|o| o == n.id.inode))
+            .filter_map(|n| Some((n.id.clone(), n.file()?)))
+            .collect();
+        let files: BTreeMap<NetnsKey, std::path::PathBuf> = wanted
+            .iter()
+            .map(|(id, f)| ((id.inode, id.cookie), f.clone()))
+            .collect();
+        let readings = netns::visit(wanted, |_| drop_counters(snmp::read()));
+        let mut explain: Vec<((NetnsKey, Explains), std::path::PathBuf)> = Vec::new();
+        for (id, reading) in readings {
+            let Some(now) = reading else { continue };
+            let key = (id.inode, id.cookie);
+            let f = self.followed.entry(key).or_insert_with(|| Followed {
+                id,
+                first: if initial {
+                    now.clone()
+                } else {
+                    Counters::new()
+                },
+                last: Counters::new(),
+                listeners: Vec::new(),
+                udp: Vec::new(),
+                gone: false,
+            });
+            for (name, _, explains) in COUNTERS.iter().filter(|c| c.2 != Explains::Nothing) {
+                let before = f
+                    .last
+                    .get(*name)
+                    .or(f.first.get(*name))
+                    .copied()
+                    .unwrap_or(0);
+                let grew = now.get(*name).is_some_and(|v| *v > before);
+                if grew && !initial && !explain.iter().any(|((k, e), _)| *k == key && e == explains)
+                {
+                    explain.push(((key, *explains), files[&key].clone()));
+                }
+            }
+            f.last = now;
+        }
+        for ((key, explains), sockets) in netns::visit(explain, |(_, explains)| match explains {
+            Explains::Listeners => sockdiag::tcp_listeners(),
+            _ => sockdiag::udp_sockets(),
+        }) {
+            let (Some(f), Some(Ok(mut sockets))) = (self.followed.get_mut(&key), sockets) else {
+                continue;
+            };
+            match explains {
+                Explains::Listeners => {
+                    // Fullest first: the queue against its limit.
+                    sockets.sort_by_key(|s| {
+                        std::cmp::Reverse((s.queue as u64 * 1000) / s.limit.max(1) as u64)
+                    });
+                    sockets.truncate(SOCKETS);
+                    f.listeners = sockets;
+                }
+                _ => {
+                    sockets.retain(|s| s.drops.is_some_and(|d| d > 0));
+                    sockets.sort_by_key(|s| std::cmp::Reverse(s.drops));
+                    sockets.truncate(SOCKETS);
+                    f.udp = sockets;
+                }
+            }
+        }
+        for (key, f) in &mut self.followed {
+            f.gone = !files.contains_key(key);
+        }
+    }
+
+    /// Each namespace whose drop counters grew, with the sockets behind them, and their owners
+    /// when `owners` (which reads every process's fd table: for summaries, not live views).
+    pub fn report(&self, owners: bool) -> Vec<NamespaceCounted> {
+        let grown: Vec<(&Followed, Counters)> = self
+            .followed
+            .values()
+            .map(|f| {
+                let growth: Counters = snmp::deltas(&f.first, &f.last)
+                    .into_iter()
+                    .filter(|(_, v)| *v > 0)
+                    .collect();
+                (f, growth)
+            })
+            .filter(|(_, g)| !g.is_empty())
+            .collect();
+        let inodes: Vec<u32> = grown
+            .iter()
+            .flat_map(|(f, _)| f.listeners.iter().chain(&f.udp).map(|s| s.inode))
+            .collect();
+        let owners = match owners {
+            true => sockdiag::owners(&inodes),
+            false => BTreeMap::new(),
+        };
+        let own = |sockets: &[DiagSocket]| -> Vec<OwnedSocket> {
+            sockets
+                .iter()
+                .map(|s| {
+                    let owner = owners.get(&s.inode);
+                    OwnedSocket {
+                        socket: s.clone(),
+                        pid: owner.map(|o| o.0),
+                        comm: owner.map(|o| o.1.clone()),
+                    }
+                })
+                .collect()
+        };
+        let mut out: Vec<NamespaceCounted> = grown
+            .into_iter()
+            .map(|(f, counters)| NamespaceCounted {
+                netns: f.id.clone(),
+                listeners: own(&f.listeners),
+                udp_sockets: own(&f.udp),
+                counters,
+                gone: f.gone,
+            })
+            .collect();
+        out.sort_by_key(|n| std::cmp::Reverse(n.counters.values().sum::<u64>()));
+        out
+    }
+}

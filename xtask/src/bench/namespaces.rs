@@ -1,0 +1,149 @@
+//! What following many namespaces costs: with 1 and with 200 namespaces that use conntrack,
+//! `netdoc drops --counts-only` host-wide: its attach time, the netfilter links and maps it
+//! holds, its peak resident memory, and what the stage sentinels add to each datagram in one of
+//! those namespaces (against `--no-causes`, interleaved).
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{flood_in, spawn, stop};
+
+/// Namespaces made for the benchmark, removed on drop.
+struct Made(Vec<String>);
+
+impl Made {
+    /// `n` namespaces with loopback up, a stateful nft rule, and one datagram through it, so
+    /// conntrack is in use in each.
+    fn new(n: usize) -> Result<Self> {
+        let made = Made(
+            (0..n)
+                .map(|i| format!("ndbench{}x{i}", std::process::id()))
+                .collect(),
+        );
+        for ns in &made.0 {
+            sh("ip", &["netns", "add", ns])?;
+            sh("ip", &["-n", ns, "link", "set", "lo", "up"])?;
+            let rules = "add table inet b\nadd chain inet b out { type filter hook output priority 0; }\nadd rule inet b out ct state new counter\n";
+            let file = std::env::temp_dir().join(format!("{ns}.nft"));
+            std::fs::write(&file, rules)?;
+            sh(
+                "ip",
+                &["netns", "exec", ns, "nft", "-f", &file.to_string_lossy()],
+            )?;
+            let _ = std::fs::remove_file(&file);
+            flood_in(Some(open(ns)?), 1, 0)?;
+        }
+        Ok(made)
+    }
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn open(ns: &str) -> Result<std::fs::File> {
+    std::fs::File::open(PathBuf::from("/run/netns").join(ns)).with_context(|| ns.to_string())
+}
+
+fn sh(cmd: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .context(cmd.to_string())?;
+    if !out.status.success() {
+        bail!(
+            "{cmd} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// File descriptors of a process whose fdinfo has `key` (e.g. `link_type:\tnetfilter`).
+fn fds_with(pid: u32, key: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .filter(|info| info.lines().any(|l| l.starts_with(key)))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Peak resident memory of a process in MiB (`VmHWM`).
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+pub fn run(netdoc: &Path, count: u64, rounds: usize, cpu: usize) -> Result<()> {
+    if Command::new("nft").arg("--version").output().is_err()
+        || !Path::new("/proc/sys/net/netfilter/nf_conntrack_max").exists()
+    {
+        println!("namespaces: skipped (needs nft and nf_conntrack)");
+        return Ok(());
+    }
+    println!(
+        "\nnamespaces that use conntrack, netdoc drops --counts-only host-wide; sentinel cost from {count} datagrams in one of them, median of {rounds}"
+    );
+    println!(
+        "{:>10} {:>10} {:>14} {:>12} {:>10} {:>18}",
+        "namespaces", "attach s", "netfilter links", "map fds", "peak MiB", "sentinels ns/pkt"
+    );
+    let out = std::env::temp_dir().join(format!("netdoc-bench-ns-{}.json", std::process::id()));
+    for n in [1, 200] {
+        let made = Made::new(n)?;
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        let mut figures = None;
+        for _ in 0..rounds {
+            for causes in [false, true] {
+                let args: &[&str] = match causes {
+                    true => &["drops", "--counts-only", "--json"],
+                    false => &["drops", "--counts-only", "--json", "--no-causes"],
+                };
+                let started = Instant::now();
+                let child = spawn(netdoc, args, &out, cpu, "namespaces")?;
+                let attach = started.elapsed().as_secs_f64();
+                let sample = flood_in(Some(open(&made.0[0])?), count, cpu)?;
+                let pid = child.id();
+                if causes {
+                    figures = Some((
+                        attach,
+                        fds_with(pid, "link_type:\tnetfilter"),
+                        fds_with(pid, "map_type:"),
+                        peak_rss_mib(pid),
+                    ));
+                    with.push(sample.cpu_ns);
+                } else {
+                    without.push(sample.cpu_ns);
+                }
+                stop(child)?;
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        };
+        let (attach, links, maps, rss) = figures.context("no round ran")?;
+        println!(
+            "{n:>10} {attach:>10.2} {links:>14} {maps:>12} {rss:>10.1} {:>18.1}",
+            median(&mut with) - median(&mut without)
+        );
+    }
+    let _ = std::fs::remove_file(&out);
+    Ok(())
+}
