@@ -43,8 +43,10 @@ pub struct RetransEvent {
     pub _pad: u32,
     /// `tcp_sock.bytes_acked`: how much the peer has acknowledged so far.
     pub bytes_acked: u64,
+    /// `net.net_cookie` of the socket's namespace, 0 when unknown.
+    pub netns_cookie: u64,
 }
-const _: () = assert!(core::mem::size_of::<RetransEvent>() == 104);
+const _: () = assert!(core::mem::size_of::<RetransEvent>() == 112);
 
 /// Key of the in-kernel per-flow aggregation (an LRU map).
 #[repr(C)]
@@ -115,6 +117,8 @@ pub struct RetransConfig {
     pub skc_v6_rcv_saddr: u32,
     pub sk_net: u32,
     pub net_inum: u32,
+    /// `net.net_cookie`.
+    pub net_cookie: u32,
     pub icsk_pmtu_cookie: u32,
     pub tp_mss_cache: u32,
     pub tp_bytes_acked: u32,
@@ -123,8 +127,9 @@ pub struct RetransConfig {
     pub dev_mtu: u32,
     /// 1: stream one record per retransmit.
     pub stream: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<RetransConfig>() == 104);
+const _: () = assert!(core::mem::size_of::<RetransConfig>() == 112);
 
 impl RetransConfig {
     pub const EMPTY: RetransConfig = RetransConfig {
@@ -147,6 +152,7 @@ impl RetransConfig {
         skc_v6_rcv_saddr: NO_OFFSET,
         sk_net: NO_OFFSET,
         net_inum: NO_OFFSET,
+        net_cookie: NO_OFFSET,
         icsk_pmtu_cookie: NO_OFFSET,
         tp_mss_cache: NO_OFFSET,
         tp_bytes_acked: NO_OFFSET,
@@ -154,6 +160,7 @@ impl RetransConfig {
         dst_dev: NO_OFFSET,
         dev_mtu: NO_OFFSET,
         stream: 0,
+        _pad: 0,
     };
 }
 

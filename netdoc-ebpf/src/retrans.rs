@@ -142,6 +142,7 @@ fn read_sock(sk: u64, ev: &mut RetransEvent) {
     }
     let net: u64 = read::at(sk, config!(sk_net)).unwrap_or(0);
     ev.netns = read::at::<u32>(net, config!(net_inum)).unwrap_or(0);
+    ev.netns_cookie = read::at::<u64>(net, config!(net_cookie)).unwrap_or(0);
     if ev.flags & flag::SYNACK != 0 {
         return; // a request sock has no tcp_sock fields
     }

@@ -175,6 +175,12 @@ fn retransmits_of_a_flow_whose_path_starts_dropping_match_tcp_retrans_segs() {
         ours.iter().all(|e| e["flow"] == flow),
         "only that flow: {ours:?}"
     );
+    assert!(
+        ours.iter()
+            .all(|e| e["netns_name"] == pair.a.as_str()
+                && e["netns_cookie"] == ours[0]["netns_cookie"]),
+        "each event names its namespace, by one cookie: {ours:?}"
+    );
     let sent_segs: u64 = ours
         .iter()
         .filter(|e| e["err"] == 0)

@@ -41,7 +41,7 @@ fn rows(
             } else {
                 0.0
             };
-            FlowRow::new(k, s, netns.name(k.netns), rate)
+            FlowRow::new(k, s, netns.resolve(k.netns, 0, u64::MAX), rate)
         })
         .collect();
     rows.sort_by(|a, b| {
@@ -120,7 +120,11 @@ impl RetransView {
         }
         let mut text = String::new();
         for ev in events {
-            text += &Output::Retransmit(NamedRetrans::new(ev, self.netns.name(ev.netns))).line();
+            text += &Output::Retransmit(NamedRetrans::new(
+                ev,
+                self.netns.resolve(ev.netns, ev.netns_cookie, ev.ts_ns),
+            ))
+            .line();
         }
         Ok(out.write(&text)?)
     }

@@ -104,7 +104,7 @@ impl Namer for LiveNamer {
             .clone()
     }
     fn netns(&mut self, inode: u32, cookie: u64, ts_ns: u64) -> Option<NetnsRef> {
-        self.namespaces.lock().resolve(inode, cookie, ts_ns)
+        self.namespaces.resolve(inode, cookie, ts_ns)
     }
     fn device(&mut self, inode: u32, cookie: u64, ifindex: u32) -> Option<String> {
         if ifindex == 0 {

@@ -42,6 +42,21 @@ pub struct NetnsRef {
     pub pod: Option<Pod>,
 }
 
+#[cfg(test)]
+impl NetnsRef {
+    /// An `ip netns` namespace called `name`, for tests of what carries one.
+    pub fn named(name: &str) -> Self {
+        Self {
+            inode: 4026532000,
+            cookie: Some(4096),
+            name: name.into(),
+            kind: NetnsKind::IpNetns,
+            container: None,
+            pod: None,
+        }
+    }
+}
+
 /// What the files of a namespace's holders said.
 pub struct Seen<'a> {
     pub inode: u32,

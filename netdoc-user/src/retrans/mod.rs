@@ -61,6 +61,7 @@ impl RetransKernel {
             skc_v6_rcv_saddr: skc("skc_v6_rcv_saddr"),
             sk_net: k.offset("sock", &["__sk_common", "skc_net", "net"]),
             net_inum: k.offset("net", &["ns", "inum"]),
+            net_cookie: k.offset("net", &["net_cookie"]),
             icsk_pmtu_cookie: k.offset("inet_connection_sock", &["icsk_pmtu_cookie"]),
             tp_mss_cache: k.offset("tcp_sock", &["mss_cache"]),
             tp_bytes_acked: k.offset("tcp_sock", &["bytes_acked"]),
@@ -68,6 +69,7 @@ impl RetransKernel {
             dst_dev: k.offset("dst_entry", &["dev"]),
             dev_mtu: k.offset("net_device", &["mtu"]),
             stream: 0,
+            _pad: 0,
         };
         // The tp_btf prototype gained `err` in 6.17: pick the program that matches it.
         let mut retrans = planner::tracepoint_pair(

@@ -80,7 +80,12 @@ mod tests {
             state: 1,
             ..Default::default()
         };
-        FlowRow::new(&key(40000), &s, Some("client".into()), 0.0)
+        FlowRow::new(
+            &key(40000),
+            &s,
+            Some(crate::namespaces::NetnsRef::named("client")),
+            0.0,
+        )
     }
 
     #[test]

@@ -4,7 +4,11 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::addr;
+use crate::{
+    facts::cgroup::{Container, Pod},
+    model::addr,
+    namespaces::NetnsRef,
+};
 
 pub fn state_name(state: u32) -> &'static str {
     match state {
@@ -34,11 +38,18 @@ pub struct FlowId {
     pub daddr: Option<String>,
     pub dport: u16,
     pub netns: u32,
+    /// The namespace's cookie (events only: the per-flow aggregation keys by inode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_cookie: Option<u64>,
     pub netns_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Pod>,
 }
 
 impl FlowId {
-    fn new(key: &FlowKey, netns_name: Option<String>) -> Self {
+    fn new(key: &FlowKey, ns: Option<NetnsRef>) -> Self {
         let (s, d) = (
             addr::ip(key.family, &key.saddr),
             addr::ip(key.family, &key.daddr),
@@ -58,7 +69,10 @@ impl FlowId {
             daddr: d.map(|a| a.to_string()),
             dport: key.dport,
             netns: key.netns,
-            netns_name,
+            netns_cookie: None,
+            netns_name: ns.as_ref().map(|n| n.name.clone()),
+            container: ns.as_ref().and_then(|n| n.container.clone()),
+            pod: ns.and_then(|n| n.pod),
         }
     }
 }
@@ -101,12 +115,15 @@ pub struct NamedRetrans {
 }
 
 impl NamedRetrans {
-    pub fn new(ev: &RetransEvent, netns_name: Option<String>) -> Self {
+    pub fn new(ev: &RetransEvent, ns: Option<NetnsRef>) -> Self {
         let len = ev.end_seq.wrapping_sub(ev.seq);
+        let cookie = (ev.netns_cookie != 0).then_some(ev.netns_cookie);
+        let mut id = FlowId::new(&key_of(ev), ns.clone());
+        id.netns_cookie = cookie.or(ns.and_then(|n| n.cookie));
         Self {
             ts_ns: ev.ts_ns,
             cpu: ev.cpu,
-            id: FlowId::new(&key_of(ev), netns_name),
+            id,
             state: state_name(ev.state as u32).into(),
             synack: ev.flags & flag::SYNACK != 0,
             seq: ev.seq,
@@ -155,9 +172,9 @@ pub struct FlowRow {
 }
 
 impl FlowRow {
-    pub fn new(key: &FlowKey, s: &FlowStats, netns_name: Option<String>, rate: f64) -> Self {
+    pub fn new(key: &FlowKey, s: &FlowStats, ns: Option<NetnsRef>, rate: f64) -> Self {
         Self {
-            id: FlowId::new(key, netns_name),
+            id: FlowId::new(key, ns),
             state: state_name(s.state).into(),
             retransmits: s.events,
             segments: s.segs,
@@ -207,7 +224,7 @@ pub mod tests {
             state: 1,
             ..Default::default()
         };
-        let row = FlowRow::new(&key(40000), &s, Some("client".into()), 2.0);
+        let row = FlowRow::new(&key(40000), &s, Some(NetnsRef::named("client")), 2.0);
         assert_eq!(row.id.flow, "tcp 10.0.0.1:40000 > 10.0.1.2:5201");
         assert_eq!(
             (row.state.as_ref(), row.segments, row.path_mtu),

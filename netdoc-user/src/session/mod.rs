@@ -26,7 +26,7 @@ use crate::{
     kernel::Kernel,
     loader,
     model::cause::Coverage,
-    namespaces::{GoneNetns, Inventory},
+    namespaces::{GoneNetns, Inventory, NetnsRef},
     planner::{self, ProbePlan, ProbeStatus},
     retrans::{RETRANS, RetransMaps},
     sentinel::{self, Sentinels},
@@ -173,9 +173,9 @@ impl Namespaces {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The name of the namespace with this inode (events that carry no cookie).
-    pub fn name(&self, inode: u32) -> Option<String> {
-        self.lock().resolve(inode, 0, u64::MAX).map(|n| n.name)
+    /// The namespace an event at `ts_ns` names (see [`Inventory::resolve`]).
+    pub fn resolve(&self, inode: u32, cookie: u64, ts_ns: u64) -> Option<NetnsRef> {
+        self.lock().resolve(inode, cookie, ts_ns)
     }
 }
 
