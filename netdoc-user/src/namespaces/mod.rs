@@ -63,13 +63,6 @@ pub struct GoneNetns {
     pub gone_after_s: f64,
 }
 
-/// What one [`Inventory::follow`] changed: inodes added and removed.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Changes {
-    pub added: Vec<u32>,
-    pub gone: Vec<u32>,
-}
-
 /// Every network namespace on the host.
 pub struct Inventory {
     live: BTreeMap<u32, Netns>,
@@ -125,7 +118,7 @@ impl Inventory {
     /// Rescans the holders: new namespaces are named, vanished ones moved to `gone`. An inode
     /// whose holders all changed is checked by cookie: the same cookie is the same namespace,
     /// another is a new namespace that reused the inode.
-    pub fn follow(&mut self) -> Changes {
+    pub fn follow(&mut self) {
         self.last_scan_ns = monotonic_ns();
         self.misses.clear();
         let seen = nsholders::scan();
@@ -208,7 +201,6 @@ impl Inventory {
                 },
             );
         }
-        Changes { added, gone }
     }
 
     fn name(&self, inode: u32, cookie: Option<u64>, holders: &[Holder]) -> NetnsRef {
