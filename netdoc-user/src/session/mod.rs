@@ -179,6 +179,14 @@ impl Namespaces {
     }
 }
 
+/// Places and releases sentinels as the namespaces are now, and tells the inventory where they
+/// sit (causes are told apart only there).
+fn follow_sentinels(s: &mut Sentinels, inventory: &mut Inventory, announce: bool) -> Vec<String> {
+    let said = s.follow(inventory, announce);
+    inventory.set_sentinels(s.namespaces(inventory.own()));
+    said
+}
+
 impl Session {
     /// Loads the object and attaches what `request` asks for, each component once. A
     /// component that attaches nowhere is recorded in `plans` (the commands decide whether
@@ -293,13 +301,9 @@ impl Session {
                         Ok(mut s) => {
                             // Every namespace in use before any drop is counted; later ones
                             // as the driver follows them.
-                            let mut inventory = namespaces.lock();
-                            for line in s.follow(&inventory, false) {
+                            for line in follow_sentinels(&mut s, &mut namespaces.lock(), false) {
                                 eprintln!("netdoc: {line}");
                             }
-                            let own = inventory.own();
-                            inventory.set_sentinels(s.namespaces(own));
-                            drop(inventory);
                             (
                                 Stages {
                                     coverage,
@@ -445,10 +449,8 @@ impl Session {
         let Some(s) = self.sentinels.as_mut() else {
             return Vec::new();
         };
-        let said = s.follow(&inventory, true);
+        let said = follow_sentinels(s, &mut inventory, true);
         self.stages.status = Ok(s.describe());
-        let own = inventory.own();
-        inventory.set_sentinels(s.namespaces(own));
         said
     }
 
