@@ -106,7 +106,8 @@ const MOST_NAMESPACES: usize = 256;
 
 /// The links of one namespace other than netdoc's own.
 struct Elsewhere {
-    cookie: Option<u64>,
+    /// The inventory's serial of the namespace: the same inode later is another namespace.
+    serial: u64,
     links: Vec<OwnedFd>,
 }
 
@@ -118,8 +119,8 @@ pub struct Sentinels {
     /// Links in other namespaces, by inode. A link keeps its namespace alive: these are closed
     /// as soon as the namespace has no other holder.
     elsewhere: BTreeMap<u32, Elsewhere>,
-    /// Namespaces the kernel refused links in (not tried again).
-    refused: BTreeSet<(u32, Option<u64>)>,
+    /// Namespaces (serials) the kernel refused links in: not tried again.
+    refused: BTreeSet<u64>,
     scope: Scope,
     bound_warned: bool,
     /// The layout in netdoc's own namespace.
@@ -156,24 +157,21 @@ impl Sentinels {
     /// Follows the namespaces: closes the links of those gone (so they can go), and places
     /// sentinels in each one the scope covers that has none yet. Returns what to tell the user.
     pub fn follow(&mut self, namespaces: &Inventory, announce: bool) -> Vec<String> {
-        self.elsewhere.retain(|ino, e| {
-            namespaces
-                .live(*ino)
-                .is_some_and(|n| n.id.cookie == e.cookie)
-        });
-        let wanted: Vec<(NetnsRef, PathBuf)> = namespaces
+        self.elsewhere
+            .retain(|ino, e| namespaces.live(*ino).is_some_and(|n| n.serial == e.serial));
+        let wanted: Vec<((u64, NetnsRef), PathBuf)> = namespaces
             .all()
             .filter(|n| {
                 let ino = n.id.inode;
                 !namespaces.is_own(ino)
                     && !self.elsewhere.contains_key(&ino)
-                    && !self.refused.contains(&(ino, n.id.cookie))
+                    && !self.refused.contains(&n.serial)
                     && match self.scope {
                         Scope::EveryActive => true,
                         Scope::Only(only) => only == ino,
                     }
             })
-            .filter_map(|n| Some((n.id.clone(), n.file()?)))
+            .filter_map(|n| Some(((n.serial, n.id.clone()), n.file()?)))
             .collect();
         let room = MOST_NAMESPACES.saturating_sub(self.elsewhere.len());
         let (programs, count) = (self.programs.clone(), AtomicUsize::new(0));
@@ -189,8 +187,8 @@ impl Sentinels {
             Some(place_here(&programs).map_err(Some))
         });
         let mut said = Vec::new();
-        for (id, result) in results {
-            let (ino, cookie, name) = (id.inode, id.cookie, id.name);
+        for ((serial, id), result) in results {
+            let (ino, name) = (id.inode, id.name);
             match result.flatten() {
                 Some(Ok(here)) => {
                     let links = here.links;
@@ -199,13 +197,13 @@ impl Sentinels {
                             "conntrack stage sentinels placed in namespace {name} (inode {ino})"
                         ));
                     }
-                    self.elsewhere.insert(ino, Elsewhere { cookie, links });
+                    self.elsewhere.insert(ino, Elsewhere { serial, links });
                 }
                 Some(Err(Some(why))) => {
                     said.push(format!(
                         "warning: no conntrack stage sentinels in namespace {name}: {why}"
                     ));
-                    self.refused.insert((ino, cookie));
+                    self.refused.insert(serial);
                 }
                 Some(Err(None)) if !self.bound_warned => {
                     self.bound_warned = true;
