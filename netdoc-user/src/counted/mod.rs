@@ -121,6 +121,9 @@ pub struct NamespaceCounted {
     /// UDP sockets that had dropped datagrams when a receive-buffer counter last grew.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub udp_sockets: Vec<OwnedSocket>,
+    /// Why sock_diag could not list the sockets, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sockets_unavailable: Option<String>,
     /// It went away during the run: the last reading.
     pub gone: bool,
 }
@@ -131,6 +134,7 @@ struct Followed {
     last: Counters,
     listeners: Vec<DiagSocket>,
     udp: Vec<DiagSocket>,
+    sockets_unavailable: Option<String>,
     gone: bool,
 }
 
@@ -187,6 +191,7 @@ impl PerNamespace {
                 last: Counters::new(),
                 listeners: Vec::new(),
                 udp: Vec::new(),
+                sockets_unavailable: None,
                 gone: false,
             });
             for (name, _, explains) in COUNTERS.iter().filter(|c| c.2 != Explains::Nothing) {
@@ -208,8 +213,16 @@ impl PerNamespace {
             Explains::Listeners => sockdiag::tcp_listeners(),
             _ => sockdiag::udp_sockets(),
         }) {
-            let (Some(f), Some(Ok(mut sockets))) = (self.followed.get_mut(&key), sockets) else {
+            let Some(f) = self.followed.get_mut(&key) else {
                 continue;
+            };
+            let mut sockets = match sockets {
+                Some(Ok(sockets)) => sockets,
+                Some(Err(e)) => {
+                    f.sockets_unavailable = Some(format!("sock_diag: {e}"));
+                    continue;
+                }
+                None => continue,
             };
             match explains {
                 Explains::Listeners => {
@@ -275,6 +288,7 @@ impl PerNamespace {
                 netns: f.id.clone(),
                 listeners: own(&f.listeners),
                 udp_sockets: own(&f.udp),
+                sockets_unavailable: f.sockets_unavailable.clone(),
                 counters,
                 gone: f.gone,
             })

@@ -143,6 +143,9 @@ pub fn counted(namespaces: &[NamespaceCounted]) -> String {
                 owner(l)
             );
         }
+        if let Some(why) = &ns.sockets_unavailable {
+            let _ = writeln!(out, "    sockets unknown: {why}");
+        }
         for u in &ns.udp_sockets {
             let _ = writeln!(
                 out,

@@ -25,6 +25,11 @@ pub const WANTED: &[&str] = &[
     "nft_reject_ipv4",
     "nft_counter",
     "nft_limit",
+    // sock_diag for TCP and UDP sockets (netdoc's listener and socket evidence); a host loads
+    // them on demand through modprobe, which the guest lacks.
+    "inet_diag",
+    "tcp_diag",
+    "udp_diag",
 ];
 
 /// One module to load, decompressed.
