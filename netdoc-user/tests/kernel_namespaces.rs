@@ -286,25 +286,6 @@ fn tiny_listener(ns: &str, addr: &str, port: u16) -> std::os::fd::OwnedFd {
     .unwrap()
 }
 
-/// A namespace's `TcpExt` counter, read inside it.
-fn tcp_ext(ns: &str, counter: &str) -> u64 {
-    let netstat = run("ip", &["netns", "exec", ns, "cat", "/proc/net/netstat"]);
-    let rows: Vec<&str> = netstat
-        .lines()
-        .filter(|l| l.starts_with("TcpExt:"))
-        .collect();
-    let col = rows[0]
-        .split_whitespace()
-        .position(|h| h == counter)
-        .unwrap();
-    rows[1]
-        .split_whitespace()
-        .nth(col)
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn a_listen_queue_overflow_in_a_new_namespace_names_the_listener() {
     require_root!();
@@ -339,15 +320,15 @@ fn a_listen_queue_overflow_in_a_new_namespace_names_the_listener() {
     .join()
     .unwrap();
     assert!(
-        tcp_ext(&pair.b, "ListenOverflows") > 0,
+        ns_counter(&pair.b, "netstat", "TcpExt", "ListenOverflows") > 0,
         "the queue overflowed"
     );
     drop(clients);
-    let overflows = tcp_ext(&pair.b, "ListenOverflows");
+    let overflows = ns_counter(&pair.b, "netstat", "TcpExt", "ListenOverflows");
     let (status, lines) = netdoc.stop(libc::SIGINT);
     assert!(status.success());
     assert_eq!(
-        tcp_ext(&pair.b, "ListenOverflows"),
+        ns_counter(&pair.b, "netstat", "TcpExt", "ListenOverflows"),
         overflows,
         "the counter stood still"
     );

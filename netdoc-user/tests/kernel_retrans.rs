@@ -107,15 +107,7 @@ fn reset(conn: TcpStream) {
 }
 
 fn tcp_counter(ns: &str, name: &str) -> u64 {
-    let snmp = run("ip", &["netns", "exec", ns, "cat", "/proc/net/snmp"]);
-    let rows: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Tcp:")).collect();
-    let col = rows[0].split_whitespace().position(|h| h == name).unwrap();
-    rows[1]
-        .split_whitespace()
-        .nth(col)
-        .unwrap()
-        .parse()
-        .unwrap()
+    ns_counter(ns, "snmp", "Tcp", name)
 }
 
 fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {

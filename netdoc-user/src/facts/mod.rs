@@ -11,6 +11,7 @@ pub mod kallsyms;
 pub mod netns;
 pub mod nsholders;
 pub mod procnet;
+pub mod procs;
 pub mod snmp;
 pub mod sockdiag;
 pub mod tracefs;

@@ -79,19 +79,10 @@ fn unescape(field: &str) -> String {
 /// alone are not followed: a namespace only they hold is not seen.
 pub fn scan() -> Holders {
     let mut holders = Holders::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let link = std::fs::read_link(entry.path().join("ns/net"));
-            if let Some(inode) = link.ok().and_then(|l| link_inode(l.to_str()?)) {
-                holders.entry(inode).or_default().push(Holder::Process(pid));
-            }
+    for (pid, dir) in super::procs::all() {
+        let link = std::fs::read_link(dir.join("ns/net"));
+        if let Some(inode) = link.ok().and_then(|l| link_inode(l.to_str()?)) {
+            holders.entry(inode).or_default().push(Holder::Process(pid));
         }
     }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();

@@ -138,18 +138,8 @@ pub fn owners(inodes: &[u32]) -> BTreeMap<u32, (u32, String)> {
     if inodes.is_empty() {
         return found;
     }
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in procs.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+    for (pid, dir) in super::procs::all() {
+        let Ok(fds) = std::fs::read_dir(dir.join("fd")) else {
             continue;
         };
         for fd in fds.flatten() {
@@ -158,7 +148,7 @@ pub fn owners(inodes: &[u32]) -> BTreeMap<u32, (u32, String)> {
                 .to_str()
                 .and_then(|l| l.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok());
             if let Some(inode) = inode.filter(|i| inodes.contains(i) && !found.contains_key(i)) {
-                let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+                let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
                 found.insert(inode, (pid, comm.trim().to_string()));
             }
         }

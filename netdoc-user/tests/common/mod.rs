@@ -44,6 +44,27 @@ macro_rules! require_root {
     };
 }
 
+/// A counter of namespace `ns` from `/proc/net/FILE` (`snmp`, `netstat`: `Group:` name lines
+/// followed by value lines), read inside it.
+pub fn ns_counter(ns: &str, file: &str, group: &str, name: &str) -> u64 {
+    let text = run(
+        "ip",
+        &["netns", "exec", ns, "cat", &format!("/proc/net/{file}")],
+    );
+    let prefix = format!("{group}:");
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with(&prefix)).collect();
+    let col = rows[0]
+        .split_whitespace()
+        .position(|h| h == name)
+        .unwrap_or_else(|| panic!("no {group}.{name} in /proc/net/{file}"));
+    rows[1]
+        .split_whitespace()
+        .nth(col)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 pub fn run(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd).args(args).output().expect(cmd);
     assert!(
@@ -218,13 +239,7 @@ impl Pair {
     }
 
     pub fn udp_no_ports(&self) -> u64 {
-        let snmp = run("ip", &["netns", "exec", &self.b, "cat", "/proc/net/snmp"]);
-        let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
-        let col = udp[0]
-            .split_whitespace()
-            .position(|h| h == "NoPorts")
-            .unwrap();
-        udp[1].split_whitespace().nth(col).unwrap().parse().unwrap()
+        ns_counter(&self.b, "snmp", "Udp", "NoPorts")
     }
 
     pub fn nft_dropped(&self) -> u64 {
