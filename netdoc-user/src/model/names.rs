@@ -34,10 +34,13 @@ pub trait Namer {
         nf_stage: u8,
         netns: Option<u32>,
     ) -> Option<Cause> {
-        let netfilter_drop = self.reasons().code("NETFILTER_DROP") == Some(reason);
+        // Only NETFILTER_DROPs have a cause: other drops skip the lookups below.
+        if self.reasons().code("NETFILTER_DROP") != Some(reason) {
+            return None;
+        }
         let facts = DropFacts {
-            netfilter_drop,
-            freed_by_nftables: netfilter_drop && self.freed_by_nftables(location),
+            netfilter_drop: true,
+            freed_by_nftables: self.freed_by_nftables(location),
             nf_stage,
         };
         let coverage = self.coverage(netns);
