@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// Bumped when a field changes meaning or disappears; added fields keep the version.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// One JSON line of netdoc's output.
 #[derive(Debug, Clone, Serialize, Deserialize)]

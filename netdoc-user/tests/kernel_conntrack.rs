@@ -430,7 +430,8 @@ fn host_wide_a_full_table_in_a_new_namespace_is_conntrack_in_there() {
         .collect();
     assert_eq!(ids.len(), 1, "{ids:?}");
     assert_eq!(ids[0]["id"], "conntrack_table_full");
-    assert_eq!(ids[0]["scope"], format!("namespace {}", pair.b));
+    assert_eq!(ids[0]["scope"]["kind"], "namespace");
+    assert_eq!(ids[0]["scope"]["name"], pair.b.as_str());
 }
 
 #[test]

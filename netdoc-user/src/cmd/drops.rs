@@ -181,8 +181,11 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
     // The counters' baseline before "attached": whoever waits for that line may start the
     // incident.
     let namespaces = session.namespaces();
-    let counted =
-        counted::PerNamespace::start(&namespaces.lock(), opts.netns.as_ref().map(|n| n.inode));
+    let counted = counted::PerNamespace::start(
+        &namespaces.lock(),
+        opts.netns.as_ref().map(|n| n.inode),
+        &counted::DROPS_ONLY,
+    );
     eprintln!(
         "netdoc: attached {PROBE} probe via {hook} (reason names: {}); Ctrl-C to stop",
         reasons.source.describe()

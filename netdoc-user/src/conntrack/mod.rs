@@ -13,7 +13,10 @@ use crate::{
         conntrack::{self, CpuCounters},
         netns,
     },
-    model::{cause::Cause, finding::Finding},
+    model::{
+        cause::Cause,
+        finding::{Confidence, Evidence, Finding, Scope, ScopeKind, Severity},
+    },
     namespaces::{Inventory, NetnsKey, NetnsRef},
 };
 
@@ -154,10 +157,8 @@ impl PerNamespace {
             .map(|(key, f)| {
                 let per_cpu = deltas(&f.first, &f.last);
                 let attribution = attribute(&per_cpu);
-                let mut found = findings(&attribution, f.peak, &per_cpu);
-                for x in &mut found {
-                    x.scope = Some(format!("namespace {}", f.id.name));
-                }
+                let scope = Scope::new(ScopeKind::Namespace, f.id.name.clone());
+                let found = findings(&attribution, f.peak, &per_cpu, &scope);
                 NamespaceConntrack {
                     netns: f.id.clone(),
                     first_seen_s: f.first_seen_s,
@@ -258,33 +259,66 @@ pub fn attribute(deltas: &[CpuCounters]) -> Attribution {
     }
 }
 
-/// Findings from the attribution and the fullest table usage seen.
+/// Where the conntrack counters and table usage come from.
+const STAT: &str = "/proc/net/stat/nf_conntrack";
+const USAGE: &str = "net.netfilter.nf_conntrack_count/max, sampled";
+
+/// Findings from the attribution and the fullest table usage seen, about `scope`.
 pub fn findings(
     a: &Attribution,
     usage: Option<(u64, u64)>,
     per_cpu: &[CpuCounters],
+    scope: &Scope,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
     let usage_text = usage.map_or("table usage unknown".to_string(), |(c, m)| {
         format!("fullest sampled table: nf_conntrack_count {c} of nf_conntrack_max {m}")
     });
+    let raise = usage.map_or(
+        "sysctl -w net.netfilter.nf_conntrack_max=N (and nf_conntrack_buckets, ideally max/4)"
+            .to_string(),
+        |(_, m)| {
+            format!(
+                "sysctl -w net.netfilter.nf_conntrack_max={} (now {m}; and nf_conntrack_buckets={}, a quarter of it)",
+                (m * 2).max(65536),
+                (m * 2).max(65536) / 4
+            )
+        },
+    );
     if a.table_full > 0 {
         out.push(Finding {
-            scope: None,
+            scope: scope.clone(),
             id: "conntrack_table_full".into(),
+            affected: a.table_full,
+            severity: Severity::Critical,
+            confidence: if usage.is_some_and(|(c, m)| c * 10 >= m * 9) {
+                Confidence::High
+            } else {
+                Confidence::Medium
+            },
             title: format!(
                 "{} new connections were dropped because the conntrack table was full",
                 a.table_full
             ),
             evidence: vec![
-                format!("conntrack drop counter grew by {} (insert_failed {})", a.table_full + a.insert_failed, a.insert_failed),
-                format!("early_drop evicted {} entries to make room", a.early_drop),
-                usage_text.clone(),
+                Evidence::new(
+                    format!(
+                        "conntrack drop counter grew by {} (insert_failed {})",
+                        a.table_full + a.insert_failed,
+                        a.insert_failed
+                    ),
+                    STAT,
+                ),
+                Evidence::new(
+                    format!("early_drop evicted {} entries to make room", a.early_drop),
+                    STAT,
+                ),
+                Evidence::new(usage_text.clone(), USAGE),
             ],
             fix: vec![
-                "raise net.netfilter.nf_conntrack_max (and nf_conntrack_buckets, ideally max/4)".into(),
+                raise.clone(),
                 "shorten timeouts of idle flows (net.netfilter.nf_conntrack_udp_timeout, ..._tcp_timeout_established)".into(),
-                "exempt traffic that needs no state: nft ... notrack".into(),
+                "exempt traffic that needs no state: nft add rule inet raw prerouting udp dport 53 notrack".into(),
             ],
         });
     }
@@ -296,20 +330,27 @@ pub fn findings(
             .filter(|(_, n)| *n > 0)
             .collect();
         out.push(Finding {
-            scope: None,
+            scope: scope.clone(),
             id: "conntrack_insert_failed".into(),
+            affected: a.insert_failed,
+            severity: Severity::Critical,
+            confidence: Confidence::High,
             title: format!(
                 "{} packets were dropped because their conntrack entry could not be inserted (a tuple clash, typically concurrent SNAT/masquerade port allocation)",
                 a.insert_failed
             ),
             evidence: vec![
-                format!("insert_failed per CPU: {cpus:?}"),
-                format!("clashes resolved without a drop: {}", a.clash_resolve),
-                usage_text,
+                Evidence::new(format!("insert_failed per CPU: {cpus:?}"), STAT),
+                Evidence::new(
+                    format!("clashes resolved without a drop: {}", a.clash_resolve),
+                    STAT,
+                ),
+                Evidence::new(usage_text, USAGE),
             ],
             fix: vec![
-                "randomize SNAT source ports: masquerade fully-random (iptables --random-fully)".into(),
-                "give SNAT more source addresses or a wider port range".into(),
+                "randomize SNAT source ports: iptables -t nat ... -j MASQUERADE --random-fully (nft: masquerade fully-random)".into(),
+                "give SNAT more source addresses or a wider port range (net.ipv4.ip_local_port_range)".into(),
+                "for DNS over UDP (the five-second timeout): options single-request-reopen in resolv.conf, or a node-local DNS cache".into(),
             ],
         });
     }
@@ -380,16 +421,15 @@ mod tests {
                 invalid: 0
             }
         );
-        let f = findings(&a, after.usage, &d);
+        let f = findings(&a, after.usage, &d, &Scope::host());
         assert_eq!(f.len(), 2);
         assert_eq!(f[0].id, "conntrack_table_full");
-        assert!(
-            f[0].evidence
-                .iter()
-                .any(|e| e.contains("nf_conntrack_count 8 of nf_conntrack_max 8"))
-        );
+        assert!(f[0].evidence.iter().any(|e| {
+            e.text
+                .contains("nf_conntrack_count 8 of nf_conntrack_max 8")
+        }));
         assert_eq!(f[1].id, "conntrack_insert_failed");
-        assert!(f[1].evidence[0].contains("{1: 5}"));
+        assert!(f[1].evidence[0].text.contains("{1: 5}"));
     }
 
     #[test]
@@ -404,6 +444,6 @@ mod tests {
         let s = snap(&[&[("drop", 3), ("insert_failed", 1)]], Some((1, 100)));
         let a = attribute(&deltas(&s, &s));
         assert_eq!(a, Attribution::default());
-        assert!(findings(&a, s.usage, &[]).is_empty());
+        assert!(findings(&a, s.usage, &[], &Scope::host()).is_empty());
     }
 }

@@ -88,6 +88,21 @@ const COUNTERS: [(&str, &str, Explains); 12] = [
     ),
 ];
 
+/// What the doctor reads beside the drop counters: the counters that tell look-alikes apart
+/// (a closed port from a firewall, a SYN-time overflow from an ACK-time one, send-side loss),
+/// and the settings its fixes name. Read in each namespace, like the drop counters.
+pub struct Context {
+    pub counters: &'static [&'static str],
+    /// Sysctls under `/proc/sys`, read inside each namespace (net sysctls are per namespace).
+    pub settings: &'static [&'static str],
+}
+
+/// Only the drop counters (`netdoc drops`).
+pub const DROPS_ONLY: Context = Context {
+    counters: &[],
+    settings: &[],
+};
+
 /// What a counter means, for renderers.
 pub fn meaning(counter: &str) -> &'static str {
     COUNTERS
@@ -112,8 +127,12 @@ pub struct OwnedSocket {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NamespaceCounted {
     pub netns: NetnsRef,
-    /// Growth of each drop counter over the run (those that grew).
+    /// Growth of each drop counter (and context counter, for the doctor) over the run: those
+    /// that grew.
     pub counters: BTreeMap<String, u64>,
+    /// The settings the doctor reads (`net.core.somaxconn`, ...), at the last reading.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, u64>,
     /// Listeners when a listener counter last grew, fullest first: `queue` is the accept
     /// queue, `limit` the backlog.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -132,6 +151,7 @@ struct Followed {
     id: NetnsRef,
     first: Counters,
     last: Counters,
+    settings: Counters,
     listeners: Vec<DiagSocket>,
     udp: Vec<DiagSocket>,
     sockets_unavailable: Option<String>,
@@ -144,19 +164,39 @@ struct Followed {
 pub struct PerNamespace {
     followed: BTreeMap<NetnsKey, Followed>,
     only: Option<u32>,
+    context: &'static Context,
 }
 
-fn drop_counters(all: Counters) -> Counters {
-    all.into_iter()
-        .filter(|(k, _)| COUNTERS.iter().any(|(name, ..)| name == k))
-        .collect()
+/// The drop counters and the context counters of one reading, and the settings.
+fn read_here(context: &Context) -> (Counters, Counters) {
+    let counters = snmp::read()
+        .into_iter()
+        .filter(|(k, _)| {
+            COUNTERS.iter().any(|(name, ..)| name == k) || context.counters.contains(&k.as_str())
+        })
+        .collect();
+    let settings = context
+        .settings
+        .iter()
+        .filter_map(|name| {
+            let path = format!("/proc/sys/{}", name.replace('.', "/"));
+            let value = std::fs::read_to_string(path).ok()?;
+            // Multi-value settings (ip_local_port_range) keep their first number.
+            Some((
+                name.to_string(),
+                value.split_whitespace().next()?.parse().ok()?,
+            ))
+        })
+        .collect();
+    (counters, settings)
 }
 
 impl PerNamespace {
-    pub fn start(namespaces: &Inventory, only: Option<u32>) -> Self {
+    pub fn start(namespaces: &Inventory, only: Option<u32>, context: &'static Context) -> Self {
         let mut p = Self {
             followed: BTreeMap::new(),
             only,
+            context,
         };
         p.read(namespaces, true);
         p
@@ -176,10 +216,13 @@ impl PerNamespace {
             .iter()
             .map(|(id, f)| ((id.inode, id.cookie), f.clone()))
             .collect();
-        let readings = netns::visit(wanted, |_| drop_counters(snmp::read()));
+        let context = self.context;
+        let readings = netns::visit(wanted, move |_| read_here(context));
         let mut explain: Vec<((NetnsKey, Explains), std::path::PathBuf)> = Vec::new();
         for (id, reading) in readings {
-            let Some(now) = reading else { continue };
+            let Some((now, settings)) = reading else {
+                continue;
+            };
             let key = (id.inode, id.cookie);
             let f = self.followed.entry(key).or_insert_with(|| Followed {
                 id,
@@ -189,6 +232,7 @@ impl PerNamespace {
                     Counters::new()
                 },
                 last: Counters::new(),
+                settings: Counters::new(),
                 listeners: Vec::new(),
                 udp: Vec::new(),
                 sockets_unavailable: None,
@@ -208,6 +252,7 @@ impl PerNamespace {
                 }
             }
             f.last = now;
+            f.settings = settings;
         }
         for ((key, explains), sockets) in netns::visit(explain, |(_, explains)| match explains {
             Explains::Listeners => sockdiag::tcp_listeners(),
@@ -288,6 +333,7 @@ impl PerNamespace {
                 netns: f.id.clone(),
                 listeners: own(&f.listeners),
                 udp_sockets: own(&f.udp),
+                settings: f.settings.clone(),
                 sockets_unavailable: f.sockets_unavailable.clone(),
                 counters,
                 gone: f.gone,

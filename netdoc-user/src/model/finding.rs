@@ -1,34 +1,157 @@
-//! A diagnosis: what is wrong, the measurements that show it, and what to do. Every probe
-//! family's correlation produces these; renderers only print them.
-use std::borrow::Cow;
+//! A diagnosis: what is wrong, where, how sure netdoc is, the measurements that show it (each
+//! with where it came from), and what to do. Every rule produces these; renderers only print
+//! them.
+use std::{borrow::Cow, fmt};
 
 use serde::{Deserialize, Serialize};
 
+/// How much it hurts: findings are ranked by this first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// netdoc's own blind spots: the diagnosis is incomplete, the network may be fine.
+    Info,
+    /// Packets are lost, but at a rate or in a place that degrades rather than breaks.
+    Warning,
+    /// Packets or connections are being refused or lost now.
+    Critical,
+}
+
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// How sure the rule is that the title is the root cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Confidence {
+    /// A plausible cause among others the evidence cannot exclude.
+    Low,
+    /// One source of evidence shows it.
+    Medium,
+    /// The kernel said so directly (a drop reason, a counter), and the sources agree.
+    High,
+}
+
+impl Confidence {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+        }
+    }
+}
+
+/// What a finding is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeKind {
+    Host,
+    Namespace,
+    Flow,
+    Listener,
+    Socket,
+    Cpu,
+    NicQueue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scope {
+    pub kind: ScopeKind,
+    /// `host`, the namespace's name, `tcp a:p > b:q`, `10.0.0.2:8080 in NS`, `CPU 1`, ...
+    pub name: String,
+}
+
+impl Scope {
+    pub fn host() -> Self {
+        Self {
+            kind: ScopeKind::Host,
+            name: "host".into(),
+        }
+    }
+
+    pub fn new(kind: ScopeKind, name: impl Into<String>) -> Self {
+        Self {
+            kind,
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            ScopeKind::Host => f.write_str("host"),
+            ScopeKind::Namespace => write!(f, "namespace {}", self.name),
+            ScopeKind::Flow => write!(f, "flow {}", self.name),
+            ScopeKind::Listener => write!(f, "listener {}", self.name),
+            ScopeKind::Socket => write!(f, "socket {}", self.name),
+            ScopeKind::Cpu | ScopeKind::NicQueue => f.write_str(&self.name),
+        }
+    }
+}
+
+/// One measurement behind a finding, and where it came from: a counter
+/// (`/proc/net/snmp Udp.NoPorts`), a drop reason at a location (`kfree_skb NO_SOCKET@...`),
+/// a probe, a sysctl.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub text: String,
+    pub source: String,
+}
+
+impl Evidence {
+    pub fn new(text: impl Into<String>, source: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            source: source.into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Finding {
-    /// Stable identifier of the incident class, e.g. `net_rx_single_queue_saturation`.
+    /// Stable identifier of the incident class, e.g. `conntrack_table_full`.
     pub id: Cow<'static, str>,
+    pub severity: Severity,
+    pub confidence: Confidence,
     /// One line naming the root cause.
     pub title: String,
-    /// Where it happened, when not host-wide: `namespace NAME`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
-    pub evidence: Vec<String>,
+    pub scope: Scope,
+    /// Packets, connections or retransmits it accounts for: ranks findings of one severity.
+    pub affected: u64,
+    pub evidence: Vec<Evidence>,
     pub fix: Vec<String>,
 }
 
 impl Finding {
     pub fn render(&self) -> String {
-        let mut out = match &self.scope {
-            Some(scope) => format!("FINDING {} ({scope}): {}\n", self.id, self.title),
-            None => format!("FINDING {}: {}\n", self.id, self.title),
-        };
+        let mut out = format!(
+            "FINDING {} [{}, {} confidence] ({}): {}\n",
+            self.id,
+            self.severity.name(),
+            self.confidence.name(),
+            self.scope,
+            self.title
+        );
         for e in &self.evidence {
-            out.push_str(&format!("  evidence: {e}\n"));
+            out.push_str(&format!("  evidence: {} [{}]\n", e.text, e.source));
         }
         for f in &self.fix {
             out.push_str(&format!("  fix: {f}\n"));
         }
         out
+    }
+
+    /// Whether any evidence line contains `needle` (for tests and rules that look for a fact).
+    pub fn shows(&self, needle: &str) -> bool {
+        self.evidence.iter().any(|e| e.text.contains(needle))
     }
 }

@@ -1,7 +1,7 @@
 //! MTU black hole: a flow that keeps retransmitting full-sized segments the peer never
 //! acknowledges, while no ICMP "fragmentation needed" (no PMTU reduction) ever arrived for it.
 use super::report::FlowRow;
-use crate::model::finding::Finding;
+use crate::model::finding::{Confidence, Evidence, Finding, Scope, ScopeKind, Severity};
 
 /// Retransmits of one sequence number from which the flow counts as stuck.
 pub const STUCK_RETRIES: u32 = 3;
@@ -25,30 +25,46 @@ fn black_hole(f: &FlowRow) -> Option<Finding> {
         f.id.netns_name
             .as_ref()
             .map_or(String::new(), |n| format!(" (netns {n})"));
+    let probe = "tcp:tcp_retransmit_skb (netdoc retrans)";
     Some(Finding {
-        scope: None,
+        scope: Scope::new(ScopeKind::Flow, format!("{}{where_}", f.id.flow)),
         id: "mtu_black_hole".into(),
+        affected: f.retransmits,
+        severity: Severity::Critical,
+        confidence: Confidence::High,
         title: format!(
             "{}{where_} keeps retransmitting {}-byte segments that never get through, and no ICMP \"fragmentation needed\" arrives: an MTU black hole on the path",
             f.id.flow, f.max_segment
         ),
         evidence: vec![
-            format!(
-                "the same segment was retransmitted {} times; {} retransmits in all",
-                f.max_same_seq, f.retransmits
+            Evidence::new(
+                format!(
+                    "the same segment was retransmitted {} times; {} retransmits in all",
+                    f.max_same_seq, f.retransmits
+                ),
+                probe,
             ),
-            format!(
-                "each segment is {} B of payload, {wire} B on the wire: the full MTU of the egress device ({})",
-                f.max_segment,
-                if f.dev_mtu > 0 { f.dev_mtu.to_string() } else { "unknown".into() }
+            Evidence::new(
+                format!(
+                    "each segment is {} B of payload, {wire} B on the wire: the full MTU of the egress device ({})",
+                    f.max_segment,
+                    if f.dev_mtu > 0 { f.dev_mtu.to_string() } else { "unknown".into() }
+                ),
+                probe,
             ),
-            format!(
-                "path MTU stayed {} (no PMTU reduction, so no ICMP fragmentation-needed reached this host)",
-                f.path_mtu
+            Evidence::new(
+                format!(
+                    "path MTU stayed {} (no PMTU reduction, so no ICMP fragmentation-needed reached this host)",
+                    f.path_mtu
+                ),
+                "the socket's icsk_pmtu_cookie at each retransmit",
             ),
-            format!(
-                "the peer acknowledged only {} bytes: smaller packets pass, full-sized ones do not",
-                f.bytes_acked
+            Evidence::new(
+                format!(
+                    "the peer acknowledged only {} bytes: smaller packets pass, full-sized ones do not",
+                    f.bytes_acked
+                ),
+                "the socket's bytes_acked at each retransmit",
             ),
         ],
         fix: vec![
@@ -94,13 +110,7 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].id, "mtu_black_hole");
         assert!(f[0].title.contains("10.0.0.1:40000"));
-        assert!(
-            f[0].evidence
-                .iter()
-                .any(|e| e.contains("1500 B on the wire")),
-            "{:?}",
-            f[0].evidence
-        );
+        assert!(f[0].shows("1500 B on the wire"), "{:?}", f[0].evidence);
         assert!(f[0].fix.iter().any(|x| x.contains("tcp_mtu_probing")));
     }
 

@@ -1,7 +1,7 @@
 //! Drops joined with NET_RX load and NIC queues: a CPU saturated by NET_RX that alone serves a
 //! receive queue, and that carries most of the drops, is the single-queue bottleneck.
 use super::{nicmap::NicMap, series::CpuSummary};
-use crate::model::finding::Finding;
+use crate::model::finding::{Confidence, Evidence, Finding, Scope, ScopeKind, Severity};
 
 /// NET_RX share of a CPU's time from which it counts as saturated.
 pub const SATURATED: f64 = 0.5;
@@ -32,13 +32,13 @@ pub fn findings(cpus: &[CpuSummary], map: &NicMap) -> Vec<Finding> {
                 .map(|o| format!("CPU {} {:.0}%", o.cpu, o.share * 100.0))
                 .collect();
             let mut evidence = vec![
-                format!(
+                Evidence::new(format!(
                     "CPU {} spent {:.0}% of the time in NET_RX softirq (others: {})",
                     c.cpu,
                     c.share * 100.0,
                     if others.is_empty() { "none".into() } else { others.join(", ") }
-                ),
-                format!(
+                ), "softirq_entry/softirq_exit"),
+                Evidence::new(format!(
                     "{} of {} drops ({:.0}%) happened on CPU {}, {} of them inside NET_RX; backlog drops {}, time squeezes {}",
                     loss(c),
                     total,
@@ -47,20 +47,23 @@ pub fn findings(cpus: &[CpuSummary], map: &NicMap) -> Vec<Finding> {
                     c.drops_in_net_rx,
                     c.backlog_dropped,
                     c.time_squeeze
-                ),
-                format!("CPU {} alone serves {}", c.cpu, sole.join(", ")),
+                ), "kfree_skb per CPU, /proc/net/softnet_stat"),
+                Evidence::new(format!("CPU {} alone serves {}", c.cpu, sole.join(", ")), "irq_handler_entry, /proc/irq/N/effective_affinity_list, rps_cpus"),
             ];
             if let Some(q) = map.queues.iter().find(|q| q.single_cpu && q.served_by.contains(&c.cpu))
                 && let Some(aff) = &q.affinity
                 && aff.len() > 1
             {
-                evidence.push(format!(
+                evidence.push(Evidence::new(format!(
                     "its affinity mask names CPUs {aff:?}, but one queue is served by one CPU"
-                ));
+                ), "/proc/irq/N/smp_affinity_list"));
             }
             Some(Finding {
-                scope: None,
+                scope: Scope::new(ScopeKind::Cpu, format!("CPU {}", c.cpu)),
                 id: "net_rx_single_queue_saturation".into(),
+                affected: loss(c),
+                severity: Severity::Critical,
+                confidence: Confidence::Medium,
                 title: format!(
                     "CPU {} is saturated by NET_RX for a receive queue it serves alone, and packets die there",
                     c.cpu
@@ -122,17 +125,9 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].id, "net_rx_single_queue_saturation");
         assert!(f[0].title.contains("CPU 0"));
-        assert!(
-            f[0].evidence.iter().any(|e| e.contains("98%")),
-            "{:?}",
-            f[0].evidence
-        );
-        assert!(
-            f[0].evidence
-                .iter()
-                .any(|e| e.contains("eth0 queue 0 (IRQ 40)"))
-        );
-        assert!(f[0].evidence.iter().any(|e| e.contains("affinity mask")));
+        assert!(f[0].shows("98%"), "{:?}", f[0].evidence);
+        assert!(f[0].shows("eth0 queue 0 (IRQ 40)"));
+        assert!(f[0].shows("affinity mask"));
         assert!(f[0].fix.iter().any(|h| h.contains("rps_cpus")));
         assert!(f[0].fix.iter().any(|h| h.contains("ethtool -L")));
         assert!(f[0].fix.iter().any(|h| h.contains("netdev_max_backlog")));
