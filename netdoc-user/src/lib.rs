@@ -4,6 +4,7 @@ mod check;
 mod cmd;
 mod conntrack;
 mod counted;
+mod doctor;
 mod drops;
 mod facts;
 mod family;
@@ -77,6 +78,9 @@ enum Command {
     /// A pass/fail verdict for one kernel: run a reproducer while tracing and evaluate
     /// expectations (exit 0 pass, 1 fail, 125 untestable, 128 usage error: `git bisect run` ready).
     Check(check::CheckArgs),
+    /// Watch the whole host (every probe family, every namespace) and name root causes with
+    /// evidence and fixes. Exit 0: nothing wrong; 1: findings; 2: could not run.
+    Doctor(DoctorArgs),
     /// Which probes attach on this kernel, with which hook, and why others were skipped.
     Probes {
         /// One JSON object per probe.
@@ -154,6 +158,30 @@ struct DropsArgs {
 }
 
 #[derive(clap::Args)]
+struct DoctorArgs {
+    /// How long to watch before the report.
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "30s")]
+    duration: Duration,
+    /// Refresh interval of the live findings.
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "1s")]
+    interval: Duration,
+    /// One JSON report at the end.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    scope: ScopeArgs,
+    /// Also write what the rules saw to FILE, for `--replay` anywhere.
+    #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+    record: Option<PathBuf>,
+    /// Report on a recording instead of this host (no privileges needed).
+    #[arg(long, value_name = "FILE")]
+    replay: Option<PathBuf>,
+    /// Perf buffer pages per CPU for the drop events.
+    #[arg(long, default_value_t = 64)]
+    pages: usize,
+}
+
+#[derive(clap::Args)]
 struct SoftirqArgs {
     /// Stop after this long (e.g. 30s, 2m); default: until Ctrl-C.
     #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
@@ -220,6 +248,7 @@ pub fn main() -> ExitCode {
     };
     let failure = match cli.command {
         Command::Check(_) => ExitCode::from(check::USAGE),
+        Command::Doctor(_) => ExitCode::from(cmd::doctor::CANNOT_RUN),
         _ => ExitCode::FAILURE,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -253,9 +282,18 @@ fn one_line(e: &clap::Error) -> String {
     parts.join(" ").trim_start_matches("error: ").to_string()
 }
 
-/// The exit code: 0 for every command but `check`, whose verdict it is.
+/// The exit code: 0 for every command but `check` and `doctor`, whose verdict it is.
 async fn run(cli: Cli) -> Result<u8> {
-    // Every command attaches probes: say so before touching tracefs or BTF.
+    // A replay reads a file: no kernel, no privileges.
+    if let Command::Doctor(DoctorArgs {
+        replay: Some(path),
+        json,
+        ..
+    }) = &cli.command
+    {
+        return cmd::doctor::replay(path, *json);
+    }
+    // Every other command attaches probes: say so before touching tracefs or BTF.
     facts::caps::require_tracing()?;
     let kernel = match &cli.btf {
         _ if cli.no_btf => kernel::Kernel::without_btf(),
@@ -271,6 +309,21 @@ async fn run(cli: Cli) -> Result<u8> {
     };
     match cli.command {
         Command::Check(a) => return check::run(a, kernel).await,
+        Command::Doctor(a) => {
+            let netns = a.scope.resolve()?;
+            return cmd::doctor::run(
+                cmd::doctor::DoctorOptions {
+                    duration: a.duration,
+                    interval: a.interval,
+                    json: a.json,
+                    netns,
+                    record: a.record,
+                    pages: a.pages,
+                },
+                kernel,
+            )
+            .await;
+        }
         Command::Drops(a) => {
             let netns = a.scope.resolve()?;
             cmd::drops::run(

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     check::verdict::Report as CheckReport,
     conntrack::{Attribution, NamespaceConntrack, confirm::InsertFailure},
+    doctor::Report as DoctorReport,
     drops::report::{NamedDrop, Summary as DropsSummary},
     facts::conntrack::CpuCounters,
     model::{cause::Cause, finding::Finding},
@@ -45,6 +46,8 @@ pub enum Output {
     Check(CheckReport),
     /// `netdoc probes --json`: one probe's attach plan.
     Probe(ProbeLine),
+    /// `netdoc doctor --json`: the ranked findings of a run or a replay.
+    Doctor(DoctorReport),
 }
 
 impl Output {

@@ -1,7 +1,9 @@
 //! The commands: each composes probe families in one session and renders what they measured.
 //! Commands may use any family; families never use each other.
 pub mod conntrack;
+pub mod doctor;
 pub mod drops;
+mod net_rx;
 pub mod probes;
 pub mod retrans;
 pub mod softirq;

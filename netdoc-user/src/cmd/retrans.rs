@@ -14,7 +14,7 @@ use crate::{
     kernel::Kernel,
     output::{Output, RetransSummary, SCHEMA_VERSION, Summary},
     retrans::{
-        RETRANS, RetransMaps, mtu,
+        self, RETRANS, mtu,
         report::{FlowRow, NamedRetrans},
     },
     session::{
@@ -24,33 +24,6 @@ use crate::{
         stream::{Records, StreamKind, StreamOptions},
     },
 };
-
-fn rows(
-    maps: &RetransMaps,
-    previous: &HashMap<FlowKey, u64>,
-    interval_s: f64,
-    netns: &Namespaces,
-) -> Vec<FlowRow> {
-    let mut rows: Vec<FlowRow> = maps
-        .flows()
-        .iter()
-        .map(|(k, s)| {
-            let before = previous.get(k).copied().unwrap_or(0);
-            let rate = if interval_s > 0.0 {
-                s.events.saturating_sub(before) as f64 / interval_s
-            } else {
-                0.0
-            };
-            FlowRow::new(k, s, netns.resolve(k.netns, 0, u64::MAX), rate)
-        })
-        .collect();
-    rows.sort_by(|a, b| {
-        b.retransmits
-            .cmp(&a.retransmits)
-            .then(a.id.flow.cmp(&b.id.flow))
-    });
-    rows
-}
 
 fn table(rows: &[FlowRow], limit: usize) -> String {
     let mut out = format!(
@@ -142,11 +115,11 @@ impl View for RetransView {
         let Some(maps) = session.retrans.as_ref().filter(|_| !self.json) else {
             return Ok(());
         };
-        let r = rows(
+        let r = retrans::flow_rows(
             maps,
             &self.previous,
             self.last_tick.elapsed().as_secs_f64(),
-            &self.netns,
+            |n| self.netns.resolve(n, 0, u64::MAX),
         );
         self.previous = maps.flows().iter().map(|(k, s)| (*k, s.events)).collect();
         self.last_tick = Instant::now();
@@ -206,7 +179,9 @@ pub async fn run(opts: StreamOptions, kernel: Kernel) -> Result<()> {
         .as_ref()
         .context("the retransmit probe's maps")?;
     let stats = maps.stats();
-    let flows = rows(maps, &HashMap::new(), 0.0, &view.netns);
+    let flows = retrans::flow_rows(maps, &HashMap::new(), 0.0, |n| {
+        view.netns.resolve(n, 0, u64::MAX)
+    });
     let findings = mtu::black_holes(&flows);
     let delivered = view.delivered;
     let unknown_records = session.unknown_records(StreamKind::Retransmits);

@@ -6,14 +6,10 @@ use std::{collections::BTreeMap, io::IsTerminal as _, path::PathBuf, time::Durat
 use anyhow::{Context as _, Result, bail};
 use netdoc_common::softirq::NET_RX;
 
+use super::net_rx;
 use crate::{
-    drops::{DropMaps, filter::DropFilter},
-    facts::{
-        host,
-        interrupts::{self, Interrupts},
-        irqsys::IrqSys,
-        procnet,
-    },
+    drops::filter::DropFilter,
+    facts::{host, interrupts::Interrupts},
     kernel::Kernel,
     model::finding::Finding,
     output::{Output, SCHEMA_VERSION, SoftirqReport},
@@ -25,7 +21,7 @@ use crate::{
     },
     softirq::{
         self, VECTOR_NAMES, correlate, heatmap,
-        nicmap::{self, NicMap, QueueFacts},
+        nicmap::NicMap,
         series::{self, CpuSummary, Heatmap, Sample},
         svg,
     },
@@ -71,27 +67,6 @@ fn attach(kernel: Kernel) -> Result<Session> {
     Ok(session)
 }
 
-fn sample(session: &Session, vector: u32) -> Sample {
-    let vector_name = VECTOR_NAMES[vector as usize];
-    Sample {
-        t_s: session.started.elapsed().as_secs_f64(),
-        maps: session
-            .softirq
-            .as_ref()
-            .map(|m| m.read())
-            .unwrap_or_default(),
-        softnet: procnet::read_softnet(),
-        drops: session
-            .drops
-            .as_ref()
-            .map(DropMaps::per_cpu)
-            .unwrap_or_default(),
-        proc_softirqs: procnet::read_softirqs()
-            .remove(vector_name)
-            .unwrap_or_default(),
-    }
-}
-
 /// Each probe and the hook it attached through.
 fn hooks(session: &Session) -> BTreeMap<String, String> {
     session
@@ -105,10 +80,6 @@ fn hooks(session: &Session) -> BTreeMap<String, String> {
             )
         })
         .collect()
-}
-
-fn attached(session: &Session, probe: &str) -> bool {
-    session.plan(probe).is_some_and(|p| p.chosen().is_some())
 }
 
 /// Samples every tick; the live heatmap when asked.
@@ -126,7 +97,7 @@ impl View for SamplingView {
     }
 
     fn tick(&mut self, session: &Session, out: &mut Stdout) -> Result<()> {
-        self.samples.push(sample(session, self.vector));
+        self.samples.push(net_rx::sample(session, self.vector));
         let Some(width) = self.live_width else {
             return Ok(());
         };
@@ -152,104 +123,13 @@ async fn observe(
     let mut samples = view.samples;
     // A stop just after a tick would leave a sliver of a bucket with a meaningless share:
     // fold it into the previous one.
-    let last = sample(session, view.vector);
+    let last = net_rx::sample(session, view.vector);
     if samples.len() > 1 && last.t_s - samples[samples.len() - 1].t_s < interval.as_secs_f64() / 4.0
     {
         samples.pop();
     }
     samples.push(last);
     Ok((samples, ended.out))
-}
-
-/// Queue IRQs of every NIC, with what procfs/sysfs say about them.
-fn queue_facts(int: &Interrupts) -> Vec<QueueFacts> {
-    let alias = interrupts::device_aliases(std::path::Path::new("/sys/class/net"));
-    let sys = IrqSys::live();
-    int.lines
-        .iter()
-        .filter_map(|l| {
-            let handler = l.handlers.first()?;
-            let queue = interrupts::nic_queue(handler, &alias)?;
-            Some(QueueFacts {
-                irq: l.irq,
-                handler: handler.clone(),
-                affinity: sys.affinity(l.irq),
-                effective: sys.effective(l.irq),
-                rps: sys.rps(&queue.device, queue.index),
-                queue,
-            })
-        })
-        .collect()
-}
-
-/// Handler runs per IRQ and CPU between two moments: from the probe when it ran, else from
-/// `/proc/interrupts`.
-fn observed_irqs(
-    session: &Session,
-    first: &Sample,
-    last: &Sample,
-    int_before: &Interrupts,
-    int_after: &Interrupts,
-) -> BTreeMap<u32, BTreeMap<u32, u64>> {
-    if attached(session, softirq::IRQ) {
-        return last
-            .maps
-            .irqs
-            .iter()
-            .map(|(irq, after)| {
-                let before = first.maps.irqs.get(irq);
-                let per_cpu = after
-                    .iter()
-                    .enumerate()
-                    .map(|(cpu, n)| {
-                        let b = before.and_then(|v| v.get(cpu)).copied().unwrap_or(0);
-                        (cpu as u32, n.saturating_sub(b))
-                    })
-                    .collect();
-                (*irq, per_cpu)
-            })
-            .collect();
-    }
-    int_after
-        .lines
-        .iter()
-        .map(|l| {
-            let before = int_before.per_cpu(l.irq);
-            let per_cpu = int_after
-                .per_cpu(l.irq)
-                .into_iter()
-                .map(|(cpu, n)| {
-                    (
-                        cpu,
-                        n.saturating_sub(before.get(&cpu).copied().unwrap_or(0)),
-                    )
-                })
-                .collect();
-            (l.irq, per_cpu)
-        })
-        .collect()
-}
-
-/// The NAPI counters accumulated between two readings.
-fn napi_delta(first: &Sample, last: &Sample) -> softirq::MapReading {
-    // Entries are created on first poll and never reset, so the last reading minus the first
-    // per (entry, CPU) is the window; entries new since the first reading count whole.
-    let mut reading = last.maps.clone();
-    for (i, per_cpu) in reading.napi.iter_mut().enumerate() {
-        if let Some(before) = first.maps.napi.get(i)
-            && before
-                .iter()
-                .map(|s| s.dev)
-                .eq(per_cpu.iter().map(|s| s.dev))
-        {
-            for (s, b) in per_cpu.iter_mut().zip(before) {
-                s.polls = s.polls.saturating_sub(b.polls);
-                s.work = s.work.saturating_sub(b.work);
-                s.budget_exhausted = s.budget_exhausted.saturating_sub(b.budget_exhausted);
-            }
-        }
-    }
-    reading
 }
 
 struct Analysis {
@@ -270,14 +150,7 @@ fn analyse(
     let heatmap = series::heatmap(samples, &session.cpus, vector);
     let summary = series::summaries(first, last, &session.cpus, vector);
     let net_rx = series::summaries(first, last, &session.cpus, NET_RX);
-    let shares = net_rx.iter().map(|c| (c.cpu, c.share)).collect();
-    let nic_map = nicmap::build(
-        &queue_facts(int_after),
-        &observed_irqs(session, first, last, int_before, int_after),
-        &napi_delta(first, last),
-        &shares,
-        &session.cpus,
-    );
+    let nic_map = net_rx::nic_map(session, first, last, int_before, int_after, &net_rx);
     let findings = correlate::findings(&net_rx, &nic_map);
     Analysis {
         heatmap,
@@ -316,7 +189,7 @@ pub async fn softirq(opts: SoftirqOptions, kernel: Kernel) -> Result<()> {
     let started_wall = wall_clock();
     let vector_name = VECTOR_NAMES[opts.vector as usize];
     // The baseline is read before announcing readiness, so nothing after it goes uncounted.
-    let first = sample(&session, opts.vector);
+    let first = net_rx::sample(&session, opts.vector);
     eprintln!(
         "netdoc: attached softirq probes; sampling {vector_name} time on {} CPUs every {:?}; Ctrl-C to stop",
         session.cpus.len(),
@@ -368,7 +241,7 @@ pub async fn irq(duration: Duration, json: bool, kernel: Kernel) -> Result<()> {
     let mut signals = Signals::install()?;
     let int_before = Interrupts::read().context("reading /proc/interrupts")?;
     let mut session = attach(kernel)?;
-    let first = sample(&session, NET_RX);
+    let first = net_rx::sample(&session, NET_RX);
     eprintln!("netdoc: attached; observing IRQs, NAPI and NET_RX for {duration:?}");
     let view = SamplingView {
         vector: NET_RX,

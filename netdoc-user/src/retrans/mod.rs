@@ -136,3 +136,32 @@ impl RetransMaps {
         crate::model::stats::kernel_stats(&self.stats)
     }
 }
+
+/// Every retransmitting flow, busiest first, named by `name` (a namespace by inode) and with
+/// its rate since `previous` (per-flow retransmits `interval_s` ago).
+pub fn flow_rows(
+    maps: &RetransMaps,
+    previous: &std::collections::HashMap<FlowKey, u64>,
+    interval_s: f64,
+    name: impl Fn(u32) -> Option<crate::namespaces::NetnsRef>,
+) -> Vec<report::FlowRow> {
+    let mut rows: Vec<report::FlowRow> = maps
+        .flows()
+        .iter()
+        .map(|(k, s)| {
+            let before = previous.get(k).copied().unwrap_or(0);
+            let rate = if interval_s > 0.0 {
+                s.events.saturating_sub(before) as f64 / interval_s
+            } else {
+                0.0
+            };
+            report::FlowRow::new(k, s, name(k.netns), rate)
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.retransmits
+            .cmp(&a.retransmits)
+            .then(a.id.flow.cmp(&b.id.flow))
+    });
+    rows
+}

@@ -1,0 +1,154 @@
+//! The NET_RX observation `softirq`, `irq` and `doctor` share: samples of the softirq family's
+//! maps and the kernel's own counters, and the NIC map joined from them.
+use std::collections::BTreeMap;
+
+use crate::{
+    drops::DropMaps,
+    facts::{
+        interrupts::{self, Interrupts},
+        irqsys::IrqSys,
+        procnet,
+    },
+    session::Session,
+    softirq::{
+        self, VECTOR_NAMES,
+        nicmap::{self, NicMap, QueueFacts},
+        series::{CpuSummary, Sample},
+    },
+};
+
+/// One reading of the softirq maps, softnet_stat, the drop counts per CPU and /proc/softirqs.
+pub fn sample(session: &Session, vector: u32) -> Sample {
+    let vector_name = VECTOR_NAMES[vector as usize];
+    Sample {
+        t_s: session.started.elapsed().as_secs_f64(),
+        maps: session
+            .softirq
+            .as_ref()
+            .map(|m| m.read())
+            .unwrap_or_default(),
+        softnet: procnet::read_softnet(),
+        drops: session
+            .drops
+            .as_ref()
+            .map(DropMaps::per_cpu)
+            .unwrap_or_default(),
+        proc_softirqs: procnet::read_softirqs()
+            .remove(vector_name)
+            .unwrap_or_default(),
+    }
+}
+
+fn attached(session: &Session, probe: &str) -> bool {
+    session.plan(probe).is_some_and(|p| p.chosen().is_some())
+}
+
+/// Queue IRQs of every NIC, with what procfs/sysfs say about them.
+fn queue_facts(int: &Interrupts) -> Vec<QueueFacts> {
+    let alias = interrupts::device_aliases(std::path::Path::new("/sys/class/net"));
+    let sys = IrqSys::live();
+    int.lines
+        .iter()
+        .filter_map(|l| {
+            let handler = l.handlers.first()?;
+            let queue = interrupts::nic_queue(handler, &alias)?;
+            Some(QueueFacts {
+                irq: l.irq,
+                handler: handler.clone(),
+                affinity: sys.affinity(l.irq),
+                effective: sys.effective(l.irq),
+                rps: sys.rps(&queue.device, queue.index),
+                queue,
+            })
+        })
+        .collect()
+}
+
+/// Handler runs per IRQ and CPU between two moments: from the probe when it ran, else from
+/// `/proc/interrupts`.
+fn observed_irqs(
+    session: &Session,
+    first: &Sample,
+    last: &Sample,
+    int_before: &Interrupts,
+    int_after: &Interrupts,
+) -> BTreeMap<u32, BTreeMap<u32, u64>> {
+    if attached(session, softirq::IRQ) {
+        return last
+            .maps
+            .irqs
+            .iter()
+            .map(|(irq, after)| {
+                let before = first.maps.irqs.get(irq);
+                let per_cpu = after
+                    .iter()
+                    .enumerate()
+                    .map(|(cpu, n)| {
+                        let b = before.and_then(|v| v.get(cpu)).copied().unwrap_or(0);
+                        (cpu as u32, n.saturating_sub(b))
+                    })
+                    .collect();
+                (*irq, per_cpu)
+            })
+            .collect();
+    }
+    int_after
+        .lines
+        .iter()
+        .map(|l| {
+            let before = int_before.per_cpu(l.irq);
+            let per_cpu = int_after
+                .per_cpu(l.irq)
+                .into_iter()
+                .map(|(cpu, n)| {
+                    (
+                        cpu,
+                        n.saturating_sub(before.get(&cpu).copied().unwrap_or(0)),
+                    )
+                })
+                .collect();
+            (l.irq, per_cpu)
+        })
+        .collect()
+}
+
+/// The NAPI counters accumulated between two readings.
+fn napi_delta(first: &Sample, last: &Sample) -> softirq::MapReading {
+    // Entries are created on first poll and never reset, so the last reading minus the first
+    // per (entry, CPU) is the window; entries new since the first reading count whole.
+    let mut reading = last.maps.clone();
+    for (i, per_cpu) in reading.napi.iter_mut().enumerate() {
+        if let Some(before) = first.maps.napi.get(i)
+            && before
+                .iter()
+                .map(|s| s.dev)
+                .eq(per_cpu.iter().map(|s| s.dev))
+        {
+            for (s, b) in per_cpu.iter_mut().zip(before) {
+                s.polls = s.polls.saturating_sub(b.polls);
+                s.work = s.work.saturating_sub(b.work);
+                s.budget_exhausted = s.budget_exhausted.saturating_sub(b.budget_exhausted);
+            }
+        }
+    }
+    reading
+}
+
+/// The NIC map between two samples, with each CPU's NET_RX share from `net_rx`.
+pub fn nic_map(
+    session: &Session,
+    first: &Sample,
+    last: &Sample,
+    int_before: &Interrupts,
+    int_after: &Interrupts,
+    net_rx: &[CpuSummary],
+) -> NicMap {
+    let shares = net_rx.iter().map(|c| (c.cpu, c.share)).collect();
+    nicmap::build(
+        &queue_facts(int_after),
+        &observed_irqs(session, first, last, int_before, int_after),
+        &napi_delta(first, last),
+        &shares,
+        &session.cpus,
+    )
+}

@@ -1,0 +1,294 @@
+//! The doctor: what every family saw in one run, as one typed snapshot, and the rules that
+//! turn it into ranked findings. Everything here is pure: a recorded snapshot gives the same
+//! report on any machine (`netdoc doctor --replay`).
+pub mod render;
+mod rules;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    conntrack::NamespaceConntrack,
+    counted::{self, NamespaceCounted},
+    drops::report::{NamedDrop, Row},
+    model::{cause::Cause, finding::Finding},
+    namespaces::GoneNetns,
+    planner::ProbeStatus,
+    retrans::report::FlowRow,
+    softirq::{nicmap::NicMap, series::CpuSummary},
+};
+
+/// Bumped when a field of [`Snapshot`] changes meaning or disappears: a replay refuses a
+/// recording of another version rather than misread it.
+pub const RECORD_VERSION: u32 = 1;
+
+/// What the doctor reads in each namespace beside the drop counters.
+pub const CONTEXT: counted::Context = counted::Context {
+    counters: &[
+        "Udp.NoPorts",
+        "Udp6.NoPorts",
+        "Udp.InDatagrams",
+        "Udp6.InDatagrams",
+        "Icmp.OutDestUnreachs",
+        "Icmp.OutRateLimitGlobal",
+        "Icmp.OutRateLimitHost",
+        "Icmp6.OutDestUnreachs",
+        "Icmp6.OutRateLimitHost",
+        "TcpExt.SyncookiesSent",
+        "TcpExt.TCPWqueueTooBig",
+        "TcpExt.TCPAbortOnMemory",
+    ],
+    settings: &[
+        "net.core.somaxconn",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.tcp_max_syn_backlog",
+        "net.ipv4.icmp_ratelimit",
+        "net.core.rmem_default",
+        "net.core.rmem_max",
+    ],
+};
+
+/// Everything the rules look at, from one run (or a recording of one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: u32,
+    pub host: HostFacts,
+    pub duration_s: f64,
+    pub drops: Drops,
+    /// Per namespace: drop and context counters that grew, settings, and the sockets behind
+    /// listener and receive-buffer counters.
+    pub counted: Vec<NamespaceCounted>,
+    /// Every namespace that used conntrack.
+    pub conntrack: Vec<NamespaceConntrack>,
+    /// Retransmitting flows from the in-kernel aggregation.
+    pub retrans: Vec<FlowRow>,
+    /// NET_RX time per CPU and the NIC map, when the softirq probes attached.
+    pub net_rx: Option<NetRx>,
+    pub probes: Vec<ProbeStatus>,
+    pub namespaces_gone: Vec<GoneNetns>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostFacts {
+    pub hostname: String,
+    pub kernel: String,
+    /// Where drop reason names came from (the running kernel's BTF, tracefs, ...).
+    pub reason_names: String,
+}
+
+/// The drop family's view: exact counts per site, and what the delivered events add (where,
+/// which flows).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Drops {
+    /// Per (reason, cause, location), from the kernel's own aggregation: exact.
+    pub sites: Vec<Row>,
+    /// Delivered events grouped by namespace, reason, cause and protocol.
+    pub groups: Vec<DropGroup>,
+    /// Drops the probe matched, delivered as events, and lost (buffer full).
+    pub matched: u64,
+    pub delivered: u64,
+    pub lost: u64,
+}
+
+/// Delivered drops of one namespace, reason, cause and protocol.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DropGroup {
+    pub netns: u32,
+    pub netns_name: Option<String>,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+    /// Where the kernel freed them (`function+0xoff`).
+    pub location: String,
+    pub proto: Option<String>,
+    pub events: u64,
+    /// The busiest destinations, at most [`TOP_TARGETS`].
+    pub targets: Vec<Target>,
+}
+
+/// One destination of dropped packets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    /// `udp > 10.0.0.2:53`
+    pub to: String,
+    pub dport: Option<u16>,
+    pub events: u64,
+    /// One whole flow, for the report.
+    pub example: String,
+}
+
+/// Destinations kept per group: the report names a few, the counts stay exact.
+pub const TOP_TARGETS: usize = 5;
+/// Groups kept in a snapshot: busiest first; the rest are folded into the sites' counts.
+const MAX_GROUPS: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetRx {
+    pub cpus: Vec<CpuSummary>,
+    pub nic_map: NicMap,
+}
+
+impl DropGroup {
+    fn key(&self) -> (u32, &str, Option<Cause>, &str, Option<&str>) {
+        (
+            self.netns,
+            &self.reason,
+            self.cause,
+            &self.location,
+            self.proto.as_deref(),
+        )
+    }
+}
+
+/// Groups delivered drop events as they arrive (bounded: at most [`MAX_GROUPS`] groups, and
+/// per group the destinations seen).
+#[derive(Debug, Default)]
+pub struct DropGrouper {
+    groups: BTreeMap<GroupKey, Grouped>,
+    /// Events that found no room in a new group (counted, never silently dropped).
+    pub folded: u64,
+}
+
+/// Namespace inode, reason, cause, location, protocol.
+type GroupKey = (u32, String, Option<Cause>, String, Option<String>);
+
+#[derive(Debug)]
+struct Grouped {
+    netns_name: Option<String>,
+    events: u64,
+    targets: BTreeMap<(String, Option<u16>), (u64, String)>,
+}
+
+/// Distinct destinations remembered per group before new ones are only counted.
+const TARGETS_PER_GROUP: usize = 1024;
+
+impl DropGrouper {
+    pub fn add(&mut self, d: &NamedDrop) {
+        let key = (
+            d.netns,
+            d.reason.clone(),
+            d.cause,
+            d.location.clone(),
+            d.proto.clone(),
+        );
+        if !self.groups.contains_key(&key) && self.groups.len() >= MAX_GROUPS {
+            self.folded += 1;
+            return;
+        }
+        let g = self.groups.entry(key).or_insert_with(|| Grouped {
+            netns_name: d.netns_name.clone(),
+            events: 0,
+            targets: BTreeMap::new(),
+        });
+        g.events += 1;
+        let to = match (&d.proto, &d.daddr) {
+            (Some(p), Some(a)) => match (d.dport, a.parse()) {
+                (Some(port), Ok(ip)) => format!("{p} > {}", crate::model::addr::endpoint(ip, port)),
+                _ => format!("{p} > {a}"),
+            },
+            _ => "unknown destination".into(),
+        };
+        let room = g.targets.len() < TARGETS_PER_GROUP;
+        match g.targets.get_mut(&(to.clone(), d.dport)) {
+            Some(t) => t.0 += 1,
+            None if room => {
+                g.targets.insert((to, d.dport), (1, d.flow()));
+            }
+            None => {}
+        }
+    }
+
+    /// The groups, busiest first, each with its busiest destinations.
+    pub fn groups(&self) -> Vec<DropGroup> {
+        let mut out: Vec<DropGroup> = self
+            .groups
+            .iter()
+            .map(|((netns, reason, cause, location, proto), g)| {
+                let mut targets: Vec<Target> = g
+                    .targets
+                    .iter()
+                    .map(|((to, dport), (events, example))| Target {
+                        to: to.clone(),
+                        dport: *dport,
+                        events: *events,
+                        example: example.clone(),
+                    })
+                    .collect();
+                targets.sort_by(|a, b| b.events.cmp(&a.events).then(a.to.cmp(&b.to)));
+                targets.truncate(TOP_TARGETS);
+                DropGroup {
+                    netns: *netns,
+                    netns_name: g.netns_name.clone(),
+                    reason: reason.clone(),
+                    cause: *cause,
+                    location: location.clone(),
+                    proto: proto.clone(),
+                    events: g.events,
+                    targets,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| b.events.cmp(&a.events).then(a.key().cmp(&b.key())));
+        out
+    }
+}
+
+/// Every rule over the snapshot, findings ranked: most severe first, then the surest, then
+/// the most packets.
+pub fn diagnose(s: &Snapshot) -> Vec<Finding> {
+    let mut all = rules::all(s);
+    all.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(b.confidence.cmp(&a.confidence))
+            .then(b.affected.cmp(&a.affected))
+            .then(a.id.cmp(&b.id))
+    });
+    all
+}
+
+/// Whether the findings say something is wrong (exit 1): netdoc's own blind spots alone do not.
+pub fn anything_wrong(findings: &[Finding]) -> bool {
+    findings
+        .iter()
+        .any(|f| f.severity > crate::model::finding::Severity::Info)
+}
+
+/// What `netdoc doctor` prints at the end (`"type": "doctor"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub hostname: String,
+    pub kernel: String,
+    pub duration_s: f64,
+    /// Ranked: most severe first, then the surest, then the most packets.
+    pub findings: Vec<Finding>,
+    /// Drop events matched, delivered and lost during the run.
+    pub drops_matched: u64,
+    pub drops_delivered: u64,
+    pub drops_lost: u64,
+    pub namespaces_gone: Vec<GoneNetns>,
+    /// Every probe of the run: its hook, or why it is unavailable.
+    pub probes: Vec<ProbeStatus>,
+    /// Read from a recording (`--replay`) rather than observed.
+    pub replayed: bool,
+}
+
+impl Report {
+    pub fn new(s: &Snapshot, replayed: bool) -> Self {
+        Self {
+            schema_version: crate::output::SCHEMA_VERSION,
+            hostname: s.host.hostname.clone(),
+            kernel: s.host.kernel.clone(),
+            duration_s: s.duration_s,
+            findings: diagnose(s),
+            drops_matched: s.drops.matched,
+            drops_delivered: s.drops.delivered,
+            drops_lost: s.drops.lost,
+            namespaces_gone: s.namespaces_gone.clone(),
+            probes: s.probes.clone(),
+            replayed,
+        }
+    }
+}

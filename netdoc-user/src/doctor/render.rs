@@ -1,0 +1,60 @@
+//! The doctor's report as text: the live top findings and the final ranked report.
+use std::fmt::Write as _;
+
+use super::Report;
+use crate::model::finding::{Finding, Severity};
+
+/// The few most important findings, one line each, for the live view.
+pub fn top(findings: &[Finding], n: usize) -> String {
+    let problems: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| f.severity > Severity::Info)
+        .collect();
+    if problems.is_empty() {
+        return "no problem found so far\n".into();
+    }
+    let mut out = String::new();
+    for (i, f) in problems.iter().take(n).enumerate() {
+        let _ = writeln!(
+            out,
+            "{}. [{}] {} ({})",
+            i + 1,
+            f.severity.name(),
+            f.title,
+            f.scope
+        );
+    }
+    out
+}
+
+pub fn report(r: &Report) -> String {
+    let mut out = format!(
+        "netdoc doctor{}: {} (kernel {}), {:.0} s\n",
+        if r.replayed { " (replayed)" } else { "" },
+        r.hostname,
+        r.kernel,
+        r.duration_s
+    );
+    let (problems, blind): (Vec<&Finding>, Vec<&Finding>) =
+        r.findings.iter().partition(|f| f.severity > Severity::Info);
+    if problems.is_empty() {
+        out.push_str("no problem found\n");
+    } else {
+        let _ = writeln!(out, "{} finding(s), most severe first:\n", problems.len());
+        for (i, f) in problems.iter().enumerate() {
+            let _ = writeln!(out, "{}. {}", i + 1, f.render());
+        }
+    }
+    if !blind.is_empty() {
+        out.push_str("what this run could not see:\n");
+        for f in blind {
+            out.push_str(&f.render());
+        }
+    }
+    let _ = writeln!(
+        out,
+        "drop events: {} matched, {} delivered, {} lost",
+        r.drops_matched, r.drops_delivered, r.drops_lost
+    );
+    out
+}

@@ -1,0 +1,196 @@
+//! Packets to a port nobody listens on (`NO_SOCKET`). Told apart from a firewall drop by the
+//! reason itself; the ICMP counters say whether senders even learn of it (the ICMP rate limit
+//! hides most "port unreachable" replies under load).
+use std::collections::BTreeMap;
+
+use super::{
+    MIN_PACKETS, counted_in, counter_source, grew, inside, namespace_scope, target_evidence,
+};
+use crate::{
+    doctor::{DropGroup, Snapshot},
+    model::finding::{Confidence, Evidence, Finding, Severity},
+};
+
+pub fn no_listener(s: &Snapshot) -> Vec<Finding> {
+    // One finding per namespace and protocol, whatever the freeing locations.
+    let mut by_ns: BTreeMap<(u32, &str), Vec<&DropGroup>> = BTreeMap::new();
+    for g in s.drops.groups.iter().filter(|g| g.reason == "NO_SOCKET") {
+        if let Some(p @ ("udp" | "tcp")) = g.proto.as_deref() {
+            by_ns.entry((g.netns, p)).or_default().push(g);
+        }
+    }
+    // Namespaces whose counter grew without delivered events (counts only, or events lost).
+    for c in &s.counted {
+        if grew(Some(c), "Udp.NoPorts") + grew(Some(c), "Udp6.NoPorts") >= MIN_PACKETS {
+            by_ns.entry((c.netns.inode, "udp")).or_default();
+        }
+    }
+    by_ns
+        .into_iter()
+        .filter_map(|((inode, proto), groups)| finding(s, inode, proto, &groups))
+        .collect()
+}
+
+fn finding(s: &Snapshot, inode: u32, proto: &str, groups: &[&DropGroup]) -> Option<Finding> {
+    let counted = counted_in(s, inode);
+    let events: u64 = groups.iter().map(|g| g.events).sum();
+    let no_ports = match proto {
+        "udp" => grew(counted, "Udp.NoPorts") + grew(counted, "Udp6.NoPorts"),
+        _ => 0,
+    };
+    let packets = events.max(no_ports);
+    if packets < MIN_PACKETS {
+        return None;
+    }
+    let name = groups
+        .iter()
+        .find_map(|g| g.netns_name.as_deref())
+        .or(counted.map(|c| c.netns.name.as_str()));
+    let scope = namespace_scope(name, inode);
+    let mut ports: Vec<(u16, u64)> = Vec::new();
+    for t in groups.iter().flat_map(|g| &g.targets) {
+        if let Some(p) = t.dport {
+            match ports.iter_mut().find(|(q, _)| *q == p) {
+                Some(e) => e.1 += t.events,
+                None => ports.push((p, t.events)),
+            }
+        }
+    }
+    ports.sort_by_key(|(p, n)| (std::cmp::Reverse(*n), *p));
+    let port_list: Vec<String> = ports.iter().take(3).map(|(p, _)| p.to_string()).collect();
+    let where_ = if port_list.is_empty() {
+        String::new()
+    } else {
+        format!(" port {}", port_list.join(", "))
+    };
+    let mut evidence: Vec<Evidence> = groups.iter().flat_map(|g| target_evidence(g)).collect();
+    let mut fix = Vec::new();
+    let (id, title, ss) = match proto {
+        "udp" => (
+            "udp_no_listener",
+            format!(
+                "{packets} datagrams were sent to UDP{where_}, where nothing listens ({scope})"
+            ),
+            "ss -ulpn",
+        ),
+        _ => (
+            "tcp_no_listener",
+            format!(
+                "{packets} TCP segments were sent to{where_}, where nothing listens: connections are refused ({scope})"
+            ),
+            "ss -tlpn",
+        ),
+    };
+    if let Some(c) = counted.filter(|_| proto == "udp") {
+        evidence.push(Evidence::new(
+            format!("Udp.NoPorts grew by {no_ports} over {:.0} s", s.duration_s),
+            counter_source("/proc/net/snmp Udp.NoPorts, /proc/net/snmp6 Udp6NoPorts", c),
+        ));
+        let unreach =
+            grew(Some(c), "Icmp.OutDestUnreachs") + grew(Some(c), "Icmp6.OutDestUnreachs");
+        let limited = grew(Some(c), "Icmp.OutRateLimitGlobal")
+            + grew(Some(c), "Icmp.OutRateLimitHost")
+            + grew(Some(c), "Icmp6.OutRateLimitHost");
+        if unreach < no_ports {
+            let ms = c
+                .settings
+                .get("net.ipv4.icmp_ratelimit")
+                .map_or("unknown".to_string(), |v| format!("{v} ms"));
+            evidence.push(Evidence::new(
+                format!(
+                    "only {unreach} ICMP destination-unreachable replies went out for {no_ports} datagrams ({limited} suppressed by the ICMP rate limit, net.ipv4.icmp_ratelimit {ms}): most senders are never told the port is closed and just time out"
+                ),
+                counter_source(
+                    "/proc/net/snmp Icmp.OutDestUnreachs, Icmp.OutRateLimitGlobal, Icmp.OutRateLimitHost",
+                    c,
+                ),
+            ));
+        }
+    }
+    fix.push(format!(
+        "start the service on{where_} or point the clients at the right address and port; what listens now: {}",
+        inside(&scope, ss)
+    ));
+    if proto == "udp" {
+        fix.push(
+            "if the datagrams are unwanted, drop them early with a firewall rule so they stop costing a lookup and an ICMP reply".into(),
+        );
+    }
+    Some(Finding {
+        id: id.into(),
+        severity: Severity::Warning,
+        confidence: if events > 0 {
+            Confidence::High
+        } else {
+            Confidence::Medium
+        },
+        title,
+        scope,
+        affected: packets,
+        evidence,
+        fix,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::rules::fixtures::*;
+
+    #[test]
+    fn datagrams_to_a_closed_port_name_the_port_and_the_hidden_icmp() {
+        let mut s = quiet();
+        s.drops.groups = vec![group("blue", "NO_SOCKET", None, "udp", "10.0.0.2", 9, 40)];
+        s.counted = vec![counted(
+            "blue",
+            &[
+                ("Udp.NoPorts", 40),
+                ("Icmp.OutDestUnreachs", 6),
+                ("Icmp.OutRateLimitGlobal", 34),
+            ],
+            &[("net.ipv4.icmp_ratelimit", 1000)],
+        )];
+        let f = no_listener(&s);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].id, "udp_no_listener");
+        assert_eq!(f[0].scope.name, "blue");
+        assert_eq!(f[0].affected, 40);
+        assert!(f[0].title.contains("UDP port 9"), "{}", f[0].title);
+        assert!(f[0].shows("Udp.NoPorts grew by 40"));
+        assert!(f[0].shows("only 6 ICMP destination-unreachable replies"));
+        assert!(f[0].shows("34 suppressed"));
+        assert!(
+            f[0].fix
+                .iter()
+                .any(|x| x.contains("ip netns exec blue ss -ulpn"))
+        );
+    }
+
+    #[test]
+    fn a_few_stray_datagrams_and_other_reasons_are_no_finding() {
+        let mut s = quiet();
+        s.drops.groups = vec![
+            group(
+                "blue",
+                "NO_SOCKET",
+                None,
+                "udp",
+                "10.0.0.2",
+                9,
+                MIN_PACKETS - 1,
+            ),
+            group("blue", "NETFILTER_DROP", None, "udp", "10.0.0.2", 9, 500),
+        ];
+        assert!(no_listener(&s).is_empty());
+    }
+
+    #[test]
+    fn the_counter_alone_is_a_finding_of_medium_confidence() {
+        let mut s = quiet();
+        s.counted = vec![counted("blue", &[("Udp.NoPorts", 25)], &[])];
+        let f = no_listener(&s);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].confidence, Confidence::Medium);
+        assert_eq!(f[0].affected, 25);
+    }
+}

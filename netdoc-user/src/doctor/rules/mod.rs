@@ -1,0 +1,159 @@
+//! The rules: each a pure function from the snapshot to findings, each about one incident
+//! class and told apart from its look-alikes. A quiet host gives none.
+mod blind;
+mod conntrack;
+mod firewall;
+mod listener;
+mod net_rx;
+mod path;
+mod sockets;
+
+use super::{DropGroup, Snapshot};
+use crate::{
+    counted::NamespaceCounted,
+    model::finding::{Evidence, Finding, Scope, ScopeKind},
+};
+
+/// Fewer packets than this over a run are noise (a stray scan, one late datagram), not an
+/// incident: a rule names nothing below it.
+pub const MIN_PACKETS: u64 = 10;
+
+pub fn all(s: &Snapshot) -> Vec<Finding> {
+    let rules: [fn(&Snapshot) -> Vec<Finding>; 9] = [
+        listener::no_listener,
+        firewall::rule_drops,
+        conntrack::conntrack,
+        sockets::receive_buffers,
+        sockets::listen_queues,
+        sockets::send_side,
+        path::retransmits,
+        net_rx::concentration,
+        blind::blind_spots,
+    ];
+    rules.iter().flat_map(|rule| rule(s)).collect()
+}
+
+/// A namespace as a scope: `host` for the initial one.
+fn namespace_scope(name: Option<&str>, inode: u32) -> Scope {
+    match name {
+        Some("host") => Scope::host(),
+        Some(n) => Scope::new(ScopeKind::Namespace, n),
+        None => Scope::new(ScopeKind::Namespace, inode.to_string()),
+    }
+}
+
+/// Where a counter of a namespace came from.
+fn counter_source(counters: &str, ns: &NamespaceCounted) -> String {
+    format!("{counters} in namespace {}", ns.netns.name)
+}
+
+/// The namespace's counters, by inode.
+fn counted_in(s: &Snapshot, inode: u32) -> Option<&NamespaceCounted> {
+    s.counted.iter().find(|c| c.netns.inode == inode)
+}
+
+/// A counter's growth in a namespace (0 when it did not grow).
+fn grew(ns: Option<&NamespaceCounted>, counter: &str) -> u64 {
+    ns.and_then(|n| n.counters.get(counter))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Evidence lines for the busiest destinations of delivered drops.
+fn target_evidence(g: &DropGroup) -> Vec<Evidence> {
+    g.targets
+        .iter()
+        .take(3)
+        .map(|t| {
+            Evidence::new(
+                format!("{} packets {} (e.g. {})", t.events, t.to, t.example),
+                format!("skb:kfree_skb {}@{}", g.reason, g.location),
+            )
+        })
+        .collect()
+}
+
+/// A command run inside the namespace: `ip netns exec` for a named one, `nsenter` otherwise.
+fn inside(ns: &Scope, command: &str) -> String {
+    match ns.kind {
+        ScopeKind::Host => command.to_string(),
+        _ => format!("ip netns exec {} {command} (or nsenter -n -t PID)", ns.name),
+    }
+}
+
+#[cfg(test)]
+pub mod fixtures {
+    //! Snapshots shaped like recorded runs, for the rules' tests.
+    use std::collections::BTreeMap;
+
+    use crate::{
+        counted::NamespaceCounted,
+        doctor::{DropGroup, Drops, HostFacts, RECORD_VERSION, Snapshot, Target},
+        model::cause::Cause,
+        namespaces::NetnsRef,
+    };
+
+    pub fn quiet() -> Snapshot {
+        Snapshot {
+            version: RECORD_VERSION,
+            host: HostFacts {
+                hostname: "node1".into(),
+                kernel: "6.18.0".into(),
+                reason_names: "BTF enum skb_drop_reason".into(),
+            },
+            duration_s: 30.0,
+            drops: Drops::default(),
+            counted: vec![],
+            conntrack: vec![],
+            retrans: vec![],
+            net_rx: None,
+            probes: vec![],
+            namespaces_gone: vec![],
+        }
+    }
+
+    pub fn group(
+        ns: &str,
+        reason: &str,
+        cause: Option<Cause>,
+        proto: &str,
+        to: &str,
+        dport: u16,
+        events: u64,
+    ) -> DropGroup {
+        DropGroup {
+            netns: 4026532000,
+            netns_name: Some(ns.into()),
+            reason: reason.into(),
+            cause,
+            location: "udp_queue_rcv_one_skb+0x2f".into(),
+            proto: Some(proto.into()),
+            events,
+            targets: vec![Target {
+                to: format!("{proto} > {to}:{dport}"),
+                dport: Some(dport),
+                events,
+                example: format!("{proto} 10.0.0.1:40000 > {to}:{dport} dev eth0 netns {ns}"),
+            }],
+        }
+    }
+
+    pub fn counted(
+        ns: &str,
+        counters: &[(&str, u64)],
+        settings: &[(&str, u64)],
+    ) -> NamespaceCounted {
+        NamespaceCounted {
+            netns: NetnsRef::named(ns),
+            counters: counters.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            settings: settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect::<BTreeMap<_, _>>(),
+            listeners: vec![],
+            udp_sockets: vec![],
+            sockets_unavailable: None,
+            gone: false,
+        }
+    }
+}
