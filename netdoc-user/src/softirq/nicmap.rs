@@ -37,6 +37,10 @@ pub struct QueueRow {
     pub single_cpu: bool,
 }
 
+/// The device name of the per-CPU backlog NAPI, which has no device of its own: it carries what
+/// veth, loopback and RPS hand to a CPU's input queue.
+pub const BACKLOG_NAPI: &str = "backlog";
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NapiUse {
     pub device: String,
@@ -133,7 +137,7 @@ pub fn build(
     }
 }
 
-/// NAPI polls per CPU and device name (the per-CPU backlog shows as `backlog`).
+/// NAPI polls per CPU and device name (the per-CPU backlog shows as [`BACKLOG_NAPI`]).
 fn napi_by_cpu(reading: &MapReading) -> BTreeMap<u32, Vec<NapiUse>> {
     let mut out: BTreeMap<u32, BTreeMap<String, NapiUse>> = BTreeMap::new();
     for per_cpu in &reading.napi {
@@ -141,7 +145,7 @@ fn napi_by_cpu(reading: &MapReading) -> BTreeMap<u32, Vec<NapiUse>> {
             .iter()
             .map(|s| dev_name(&s.dev))
             .find(|n| !n.is_empty())
-            .unwrap_or_else(|| "backlog".to_string());
+            .unwrap_or_else(|| BACKLOG_NAPI.to_string());
         for (cpu, s) in per_cpu.iter().enumerate() {
             if s.polls == 0 {
                 continue;
