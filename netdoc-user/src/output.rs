@@ -9,10 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::{
     check::verdict::Report as CheckReport,
     conntrack::{Attribution, NamespaceConntrack, confirm::InsertFailure},
-    doctor::Report as DoctorReport,
     drops::report::{NamedDrop, Summary as DropsSummary},
     facts::conntrack::CpuCounters,
-    model::{cause::Cause, finding::Finding},
+    model::cause::Cause,
     namespaces::GoneNetns,
     planner::{ProbePlan, ProbeStatus},
     retrans::report::{FlowRow, NamedRetrans},
@@ -20,6 +19,11 @@ use crate::{
         nicmap::NicMap,
         series::{CpuSummary, Heatmap},
     },
+};
+
+pub use crate::{
+    doctor::Report as DoctorReport,
+    model::finding::{Confidence, Evidence, Finding, Scope, ScopeKind, Severity},
 };
 
 /// Bumped when a field changes meaning or disappears; added fields keep the version.

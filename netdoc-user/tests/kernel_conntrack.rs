@@ -10,25 +10,6 @@ use serde_json::Value;
 mod common;
 use common::*;
 
-const MAX_PATH: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
-
-/// Sets a global conntrack sysctl (read-only inside child namespaces) until dropped.
-struct Sysctl(&'static str, String);
-
-impl Sysctl {
-    fn set(path: &'static str, value: u32) -> Self {
-        let old = std::fs::read_to_string(path).expect("nf_conntrack loaded");
-        std::fs::write(path, value.to_string()).unwrap();
-        Sysctl(path, old.trim().to_string())
-    }
-}
-
-impl Drop for Sysctl {
-    fn drop(&mut self) {
-        let _ = std::fs::write(self.0, &self.1);
-    }
-}
-
 /// What a scenario sets up before sending.
 #[derive(Clone, Copy)]
 enum Setup {

@@ -255,37 +255,6 @@ fn sentinels_follow_namespaces_that_come_and_go() {
     assert_nothing_left();
 }
 
-/// A TCP listener with a backlog of 1 that never accepts, made in namespace `ns` by a thread of
-/// this process (so this process owns it). Returns its fd (closed on drop by the caller).
-fn tiny_listener(ns: &str, addr: &str, port: u16) -> std::os::fd::OwnedFd {
-    let ns = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-    let addr: std::net::Ipv4Addr = addr.parse().unwrap();
-    std::thread::spawn(move || {
-        use std::os::fd::FromRawFd as _;
-        // SAFETY: plain syscalls on this thread with values it owns; the fd is wrapped at once.
-        unsafe {
-            assert_eq!(libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET), 0);
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-            assert!(fd >= 0);
-            let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
-            let sa = libc::sockaddr_in {
-                sin_family: libc::AF_INET as u16,
-                sin_port: port.to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(addr).to_be(),
-                },
-                sin_zero: [0; 8],
-            };
-            let len = size_of::<libc::sockaddr_in>() as u32;
-            assert_eq!(libc::bind(fd, (&raw const sa).cast(), len), 0);
-            assert_eq!(libc::listen(fd, 1), 0);
-            owned
-        }
-    })
-    .join()
-    .unwrap()
-}
-
 #[test]
 fn a_listen_queue_overflow_in_a_new_namespace_names_the_listener() {
     require_root!();

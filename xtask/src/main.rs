@@ -19,7 +19,7 @@ struct Cli {
 enum Task {
     /// Install the eBPF toolchain and test tools (idempotent).
     Setup,
-    /// Build netdoc (release) and run it: `cargo xtask run -- drops --json`.
+    /// Build netdoc (release) and run it: `cargo xtask run -- drops --json` (default: `doctor`).
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -54,7 +54,7 @@ fn run(cli: Cli) -> Result<()> {
             setup::ensure(false)?;
             let netdoc = build_release()?;
             let args = if args.is_empty() {
-                vec!["drops".to_string()]
+                vec!["doctor".to_string()]
             } else {
                 args
             };

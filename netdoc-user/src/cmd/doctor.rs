@@ -70,7 +70,7 @@ struct DoctorView {
     first: Sample,
     int_before: Interrupts,
     host: HostFacts,
-    /// Findings already announced on stderr (by id and scope), when stdout is no terminal.
+    /// Findings already announced on stderr (by id and scope), when there is no live view.
     announced: BTreeSet<(String, String)>,
 }
 
@@ -155,10 +155,7 @@ impl View for DoctorView {
             self.conntrack.sample(&inventory);
         }
         let findings = doctor::diagnose(&self.snapshot(session, false));
-        if self.json {
-            return Ok(());
-        }
-        if self.tty {
+        if self.tty && !self.json {
             return Ok(out.write(&format!(
                 "{}netdoc doctor — {:.0}s\n{}",
                 live::clear_screen(true),
@@ -166,7 +163,7 @@ impl View for DoctorView {
                 render::top(&findings, LIVE_TOP)
             ))?);
         }
-        // Not a terminal: each new problem once, on stderr, so logs show when it began.
+        // No terminal to redraw: each new problem once, on stderr, so logs show when it began.
         for f in findings
             .iter()
             .filter(|f| f.severity > crate::model::finding::Severity::Info)
@@ -176,8 +173,9 @@ impl View for DoctorView {
                 .insert((f.id.to_string(), f.scope.to_string()))
             {
                 eprintln!(
-                    "netdoc: at {:.0}s: [{}] {} ({})",
+                    "netdoc: at {:.0}s: {} [{}] {} ({})",
                     session.started.elapsed().as_secs_f64(),
+                    f.id,
                     f.severity.name(),
                     f.title,
                     f.scope

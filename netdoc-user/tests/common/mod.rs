@@ -514,3 +514,53 @@ pub fn assert_nothing_left() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+pub const MAX_PATH: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+
+/// Sets a global conntrack sysctl (read-only inside child namespaces) until dropped.
+pub struct Sysctl(&'static str, String);
+
+impl Sysctl {
+    pub fn set(path: &'static str, value: u32) -> Self {
+        let old = std::fs::read_to_string(path).expect("nf_conntrack loaded");
+        std::fs::write(path, value.to_string()).unwrap();
+        Sysctl(path, old.trim().to_string())
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0, &self.1);
+    }
+}
+
+/// A TCP listener with a backlog of 1 that never accepts, made in namespace `ns` by a thread of
+/// this process (so this process owns it). Returns its fd (closed on drop by the caller).
+pub fn tiny_listener(ns: &str, addr: &str, port: u16) -> std::os::fd::OwnedFd {
+    let ns = File::open(format!("/run/netns/{ns}")).unwrap();
+    let addr: std::net::Ipv4Addr = addr.parse().unwrap();
+    std::thread::spawn(move || {
+        use std::os::fd::FromRawFd as _;
+        // SAFETY: plain syscalls on this thread with values it owns; the fd is wrapped at once.
+        unsafe {
+            assert_eq!(libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET), 0);
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0);
+            let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+            let sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(addr).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            let len = size_of::<libc::sockaddr_in>() as u32;
+            assert_eq!(libc::bind(fd, (&raw const sa).cast(), len), 0);
+            assert_eq!(libc::listen(fd, 1), 0);
+            owned
+        }
+    })
+    .join()
+    .unwrap()
+}

@@ -84,7 +84,7 @@ pub fn blind_spots(s: &Snapshot) -> Vec<Finding> {
     {
         let scope = namespace_scope(g.netns_name.as_deref(), g.netns);
         out.push(blind(
-            format!("{} NETFILTER_DROPs in {scope} could not be told apart (firewall rule or conntrack)", g.events),
+            format!("{} NETFILTER_DROPs could not be told apart (firewall rule or conntrack)", g.events),
             g.events,
             vec![Evidence::new(
                 format!("freed at {}, no stage sentinel saw them", g.location),

@@ -72,7 +72,7 @@ pub fn rule_drops(s: &Snapshot) -> Vec<Finding> {
                 severity: Severity::Warning,
                 confidence: Confidence::High,
                 title: format!(
-                    "{packets} packets were dropped by {} ({}) in {scope}",
+                    "{packets} packets were dropped by {} ({})",
                     frameworks.join(" and "),
                     ports.join(", ")
                 ),

@@ -68,15 +68,13 @@ fn finding(s: &Snapshot, inode: u32, proto: &str, groups: &[&DropGroup]) -> Opti
     let (id, title, ss) = match proto {
         "udp" => (
             "udp_no_listener",
-            format!(
-                "{packets} datagrams were sent to UDP{where_}, where nothing listens ({scope})"
-            ),
+            format!("{packets} datagrams were sent to UDP{where_}, where nothing listens"),
             "ss -ulpn",
         ),
         _ => (
             "tcp_no_listener",
             format!(
-                "{packets} TCP segments were sent to{where_}, where nothing listens: connections are refused ({scope})"
+                "{packets} TCP segments were sent to{where_}, where nothing listens: connections are refused"
             ),
             "ss -tlpn",
         ),

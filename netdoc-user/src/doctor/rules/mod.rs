@@ -73,11 +73,38 @@ fn target_evidence(g: &DropGroup) -> Vec<Evidence> {
         .collect()
 }
 
-/// A command run inside the namespace: `ip netns exec` for a named one, `nsenter` otherwise.
+/// A command run inside the namespace: `ip netns exec` for an `ip netns` one, `nsenter` with
+/// the process behind a `comm[pid]` one, else with any process of the container or pod.
 fn inside(ns: &Scope, command: &str) -> String {
-    match ns.kind {
-        ScopeKind::Host => command.to_string(),
-        _ => format!("ip netns exec {} {command} (or nsenter -n -t PID)", ns.name),
+    let name = ns.name.as_str();
+    if ns.kind == ScopeKind::Host {
+        return command.to_string();
+    }
+    if let Some(pid) = name
+        .strip_suffix(']')
+        .and_then(|n| n.rsplit_once('['))
+        .map(|(_, pid)| pid)
+    {
+        return format!("nsenter -t {pid} -n {command}");
+    }
+    if name.contains([':', '/', ' ']) {
+        return format!("nsenter -t PID -n {command}, PID a process of {name}");
+    }
+    format!("ip netns exec {name} {command}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_enter_the_namespace_the_way_its_name_allows() {
+        let ns = |n: &str| Scope::new(ScopeKind::Namespace, n);
+        assert_eq!(inside(&Scope::host(), "ss -ulpn"), "ss -ulpn");
+        assert_eq!(inside(&ns("blue"), "ss"), "ip netns exec blue ss");
+        assert_eq!(inside(&ns("sleep[4242]"), "ss"), "nsenter -t 4242 -n ss");
+        assert!(inside(&ns("docker:f0e1d2c3b4a5"), "ss").starts_with("nsenter -t PID -n ss"));
+        assert!(inside(&ns("pod default/web"), "ss").starts_with("nsenter -t PID -n ss"));
     }
 }
 

@@ -40,7 +40,7 @@ pub fn receive_buffers(s: &Snapshot) -> Vec<Finding> {
             };
             let mut evidence = vec![Evidence::new(
                 format!(
-                    "Udp.RcvbufErrors grew by {dropped} while {received} datagrams were delivered ({:.1}% lost at the socket)",
+                    "Udp.RcvbufErrors grew by {dropped} while applications read {received} datagrams ({:.1}% lost at the socket)",
                     dropped as f64 * 100.0 / (dropped + received).max(1) as f64
                 ),
                 counter_source("/proc/net/snmp Udp.RcvbufErrors, Udp.InDatagrams", ns),
@@ -180,14 +180,14 @@ pub fn listen_queues(s: &Snapshot) -> Vec<Finding> {
             let (title, severity) = if syn_drops > 0 {
                 (
                     format!(
-                        "{syn_drops} SYNs were dropped at a full SYN queue with syncookies off ({where_})"
+                        "{syn_drops} SYNs were dropped at a full SYN queue with syncookies off"
                     ),
                     Severity::Critical,
                 )
             } else {
                 (
                     format!(
-                        "the SYN queue overflowed and {cookies} syncookies were sent ({where_}): a SYN flood or a burst of connections"
+                        "the SYN queue overflowed and {cookies} syncookies were sent: a SYN flood or a burst of connections"
                     ),
                     Severity::Warning,
                 )
@@ -246,7 +246,7 @@ pub fn send_side(s: &Snapshot) -> Vec<Finding> {
                 id: "send_side_loss".into(),
                 severity: Severity::Warning,
                 confidence: Confidence::Medium,
-                title: format!("{total} sends failed on this host before reaching the network ({scope})"),
+                title: format!("{total} sends failed on this host before reaching the network"),
                 scope,
                 affected: total,
                 evidence: grown

@@ -1,0 +1,345 @@
+//! Kernel integration tests of `netdoc doctor`, started host-wide with no hints before the
+//! namespaces of each incident exist: each incident reproduced for real must be the first
+//! finding, scoped where it happened, with exact counts, and its look-alike must not be
+//! reported in its place. A quiet run reports nothing, and a recording replays to the same
+//! report without privileges.
+use std::{
+    os::fd::AsRawFd as _,
+    process::{Command, ExitStatus},
+    time::{Duration, Instant},
+};
+
+use netdoc_user::output::{DoctorReport as Report, ScopeKind, Severity};
+
+mod common;
+use common::*;
+
+/// Starts the doctor for longer than any test takes (each stops it once the incident is in).
+fn doctor(extra: &[&str]) -> Netdoc {
+    let mut args = vec![
+        "doctor",
+        "--json",
+        "--duration",
+        "5m",
+        "--interval",
+        "500ms",
+    ];
+    args.extend(extra);
+    start(&args)
+}
+
+/// Waits (bounded) until the doctor has announced every finding of `ids` (each once, in any
+/// order), then stops it: its exit status and report.
+fn report_after(netdoc: Netdoc, ids: &[&str]) -> (ExitStatus, Report) {
+    let mut awaited: Vec<String> = ids.iter().map(|id| format!(" {id} [")).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !awaited.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match netdoc.stderr.recv_timeout(left) {
+            Ok(line) => {
+                eprintln!("netdoc: {line}");
+                awaited.retain(|a| !line.contains(a.as_str()));
+            }
+            Err(e) => panic!("netdoc never announced {awaited:?} ({e})"),
+        }
+    }
+    let (status, lines) = netdoc.stop(libc::SIGINT);
+    (status, the_report(&lines))
+}
+
+fn the_report(lines: &[serde_json::Value]) -> Report {
+    match as_output(lines.last().expect("a report")) {
+        Output::Doctor(r) => r,
+        other => panic!("not a doctor report: {other:?}"),
+    }
+}
+
+fn ids(r: &Report) -> Vec<&str> {
+    r.findings.iter().map(|f| f.id.as_ref()).collect()
+}
+
+/// Waits (bounded) until `done()` holds: the kernel's own counters show the incident.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} did not happen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn datagrams_to_a_closed_port_are_told_apart_from_a_firewall_rule() {
+    require_root!();
+    const CLOSED: usize = 40;
+    const FIREWALLED: usize = 20;
+    let netdoc = doctor(&[]);
+    let pair = Pair::new("D", 71);
+    pair.send(CLOSED_PORT, CLOSED);
+    pair.send(FIREWALLED_PORT, FIREWALLED);
+    pair.wait_for_drops(CLOSED as u64, FIREWALLED as u64);
+    let (status, r) = report_after(netdoc, &["udp_no_listener", "firewall_drop"]);
+    assert_eq!(status.code(), Some(1), "findings exit 1");
+    assert_eq!(ids(&r)[..2], ["udp_no_listener", "firewall_drop"], "{r:#?}");
+    let closed = &r.findings[0];
+    assert_eq!(closed.scope.kind, ScopeKind::Namespace);
+    assert_eq!(closed.scope.name, pair.b);
+    assert_eq!(closed.affected, CLOSED as u64, "{closed:#?}");
+    assert!(
+        closed.title.contains(&format!("UDP port {CLOSED_PORT}")),
+        "{}",
+        closed.title
+    );
+    assert!(
+        closed.shows(&format!("Udp.NoPorts grew by {CLOSED}")),
+        "{closed:#?}"
+    );
+    let rule = &r.findings[1];
+    assert_eq!(rule.scope.name, pair.b);
+    assert_eq!(rule.affected, FIREWALLED as u64, "{rule:#?}");
+    assert!(
+        rule.title
+            .contains(&format!("{}:{FIREWALLED_PORT}", pair.ip_b)),
+        "{}",
+        rule.title
+    );
+    assert_nothing_left();
+}
+
+#[test]
+fn a_full_conntrack_table_in_a_new_namespace_is_not_called_a_firewall() {
+    require_root!();
+    const FLOWS: usize = 40;
+    let netdoc = doctor(&[]);
+    let pair = Pair::new("T", 72);
+    for rule in [
+        "add chain inet netdoc_test pre { type filter hook prerouting priority 0; }",
+        "add rule inet netdoc_test pre ct state new counter",
+    ] {
+        run("ip", &["netns", "exec", &pair.b, "nft", rule]);
+    }
+    let max = Sysctl::set(MAX_PATH, 8);
+    pair.send_flows(CLOSED_PORT, FLOWS);
+    drop(max);
+    let (status, r) = report_after(netdoc, &["conntrack_table_full"]);
+    assert_eq!(status.code(), Some(1));
+    let first = &r.findings[0];
+    assert_eq!(first.id, "conntrack_table_full", "{r:#?}");
+    assert_eq!(first.scope.name, pair.b);
+    assert!(
+        first.affected > 0 && first.affected < FLOWS as u64,
+        "{first:#?}"
+    );
+    assert!(
+        !ids(&r).contains(&"firewall_drop"),
+        "conntrack's drops are not a rule's: {r:#?}"
+    );
+    assert!(!ids(&r).contains(&"conntrack_insert_failed"), "{r:#?}");
+    assert_nothing_left();
+}
+
+#[test]
+fn snat_clashes_are_insert_failures_not_a_full_table() {
+    require_root!();
+    const FLOWS: usize = 20;
+    let netdoc = doctor(&[]);
+    let pair = Pair::new("S", 73);
+    let snat = format!(
+        "add rule ip netdoc_nat post udp dport {CLOSED_PORT} snat to {}:5000",
+        pair.ip_a
+    );
+    for rule in [
+        "add table ip netdoc_nat",
+        "add chain ip netdoc_nat post { type nat hook postrouting priority 100; }",
+        &snat,
+    ] {
+        run("ip", &["netns", "exec", &pair.a, "nft", rule]);
+    }
+    pair.send_flows(CLOSED_PORT, FLOWS);
+    let (status, r) = report_after(netdoc, &["conntrack_insert_failed"]);
+    assert_eq!(status.code(), Some(1));
+    let first = &r.findings[0];
+    assert_eq!(first.id, "conntrack_insert_failed", "{r:#?}");
+    assert_eq!(
+        first.scope.name, pair.a,
+        "the clash is in the NATing namespace"
+    );
+    assert_eq!(
+        first.affected,
+        FLOWS as u64 - 1,
+        "every flow after the first: {first:#?}"
+    );
+    assert!(first.fix.iter().any(|f| f.contains("random-fully")));
+    assert!(!ids(&r).contains(&"conntrack_table_full"), "{r:#?}");
+    assert_nothing_left();
+}
+
+#[test]
+fn an_accept_queue_overflow_names_the_listener_and_its_backlog() {
+    require_root!();
+    const CLIENTS: usize = 8;
+    const PORT: u16 = 8080;
+    let netdoc = doctor(&[]);
+    let pair = Pair::new("Q", 74);
+    // No SYN-ACK retransmits: once the clients are gone the counters stay still.
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &pair.b,
+            "sysctl",
+            "-qw",
+            "net.ipv4.tcp_synack_retries=0",
+        ],
+    );
+    let listener = tiny_listener(&pair.b, &pair.ip_b, PORT);
+    let ns_a = std::fs::File::open(format!("/run/netns/{}", pair.a)).unwrap();
+    let to: std::net::SocketAddr = format!("{}:{PORT}", pair.ip_b).parse().unwrap();
+    let clients = std::thread::spawn(move || {
+        // SAFETY: setns on this thread only, with an open namespace file.
+        let entered = unsafe { libc::setns(ns_a.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(entered, 0);
+        (0..CLIENTS)
+            .map(|_| std::net::TcpStream::connect_timeout(&to, Duration::from_millis(300)))
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .unwrap();
+    let overflows = ns_counter(&pair.b, "netstat", "TcpExt", "ListenOverflows");
+    assert!(overflows > 0, "the queue overflowed");
+    let (status, r) = report_after(netdoc, &["listen_queue_overflow"]);
+    drop(clients);
+    assert_eq!(status.code(), Some(1));
+    let first = &r.findings[0];
+    assert_eq!(first.id, "listen_queue_overflow", "{r:#?}");
+    assert_eq!(first.scope.kind, ScopeKind::Listener);
+    assert!(first.scope.name.contains(&to.to_string()), "{first:#?}");
+    assert!(first.scope.name.contains(&pair.b), "{first:#?}");
+    assert!(first.affected >= overflows, "{first:#?}");
+    assert!(first.shows("backlog 1"), "{first:#?}");
+    assert!(
+        first.title.contains(&format!("[{}]", std::process::id())),
+        "the owner is this process: {}",
+        first.title
+    );
+    drop(listener);
+    assert_nothing_left();
+}
+
+#[test]
+fn a_full_receive_buffer_names_the_socket_not_a_closed_port() {
+    require_root!();
+    const DATAGRAMS: usize = 300;
+    const PORT: u16 = 5353;
+    let netdoc = doctor(&[]);
+    let pair = Pair::new("R", 75);
+    // A socket in b with the smallest receive buffer, never read.
+    let ns_b = std::fs::File::open(format!("/run/netns/{}", pair.b)).unwrap();
+    let bind = format!("{}:{PORT}", pair.ip_b);
+    let socket = std::thread::spawn(move || {
+        // SAFETY: setns on this thread only, with an open namespace file.
+        let entered = unsafe { libc::setns(ns_b.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(entered, 0);
+        let s = std::net::UdpSocket::bind(&bind).unwrap();
+        let small: libc::c_int = 1;
+        // SAFETY: a valid socket and a c_int option value of the right size.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&raw const small).cast(),
+                size_of::<libc::c_int>() as u32,
+            )
+        };
+        assert_eq!(rc, 0);
+        s
+    })
+    .join()
+    .unwrap();
+    pair.send(PORT, DATAGRAMS);
+    let rcvbuf = || ns_counter(&pair.b, "snmp", "Udp", "RcvbufErrors");
+    wait_until("receive buffer drops", || rcvbuf() > 0);
+    let (status, r) = report_after(netdoc, &["socket_receive_buffer_full"]);
+    // Read after the doctor's last sample: the buffer has long been full and still.
+    let dropped = rcvbuf();
+    assert!(dropped > DATAGRAMS as u64 / 2, "most overflowed: {dropped}");
+    assert_eq!(status.code(), Some(1));
+    let first = &r.findings[0];
+    assert_eq!(first.id, "socket_receive_buffer_full", "{r:#?}");
+    assert_eq!(first.scope.kind, ScopeKind::Socket);
+    assert!(
+        first.scope.name.contains(&format!("{}:{PORT}", pair.ip_b)),
+        "{first:#?}"
+    );
+    assert_eq!(first.affected, dropped, "{first:#?}");
+    assert!(!ids(&r).contains(&"udp_no_listener"), "{r:#?}");
+    drop(socket);
+    assert_nothing_left();
+}
+
+#[test]
+fn a_quiet_host_has_no_finding_and_a_recording_replays_the_same_unprivileged() {
+    require_root!();
+    let record = std::env::temp_dir().join(format!("netdoc-doctor-{}.json", std::process::id()));
+    let quiet = Command::new(NETDOC)
+        .args(["doctor", "--json", "--duration", "30s", "--record"])
+        .arg(&record)
+        .output()
+        .unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&quiet.stdout)
+        .lines()
+        .map(json)
+        .collect();
+    let r = the_report(&lines);
+    let problems: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.severity > Severity::Info)
+        .collect();
+    assert!(problems.is_empty(), "a quiet host: {problems:#?}");
+    assert_eq!(
+        quiet.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+
+    // A recording of an incident replays to the same findings, as nobody.
+    let netdoc = doctor(&["--record", record.to_str().unwrap()]);
+    let pair = Pair::new("P", 76);
+    pair.send(CLOSED_PORT, 30);
+    pair.wait_for_drops(30, 0);
+    let (_, live) = report_after(netdoc, &["udp_no_listener"]);
+    std::fs::set_permissions(&record, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let replay = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            NETDOC,
+            "doctor",
+            "--json",
+            "--replay",
+        ])
+        .arg(&record)
+        .output()
+        .unwrap();
+    assert_eq!(
+        replay.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&replay.stdout)
+        .lines()
+        .map(json)
+        .collect();
+    let replayed = the_report(&lines);
+    assert!(replayed.replayed);
+    assert_eq!(replayed.findings, live.findings);
+    let size = std::fs::metadata(&record).unwrap().len();
+    eprintln!("recording: {size} bytes for {:.0} s", live.duration_s);
+    let _ = std::fs::remove_file(&record);
+    assert_nothing_left();
+}
