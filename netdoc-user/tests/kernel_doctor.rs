@@ -176,7 +176,9 @@ fn snat_clashes_are_insert_failures_not_a_full_table() {
 #[test]
 fn an_accept_queue_overflow_names_the_listener_and_its_backlog() {
     require_root!();
-    const CLIENTS: usize = 8;
+    // Enough that a syncookie ACK refused at the full queue (NO_SOCKET in cookie_v4_check)
+    // would pass for a closed port if the rules mistook it.
+    const CLIENTS: usize = 16;
     const PORT: u16 = 8080;
     let netdoc = doctor(&[]);
     let pair = Pair::new("Q", 74);
@@ -217,6 +219,10 @@ fn an_accept_queue_overflow_names_the_listener_and_its_backlog() {
     assert!(first.scope.name.contains(&pair.b), "{first:#?}");
     assert!(first.affected >= overflows, "{first:#?}");
     assert!(first.shows("backlog 1"), "{first:#?}");
+    assert!(
+        !ids(&r).contains(&"tcp_no_listener"),
+        "a listener exists: {r:#?}"
+    );
     assert!(
         first.title.contains(&format!("[{}]", std::process::id())),
         "the owner is this process: {}",
@@ -275,6 +281,56 @@ fn a_full_receive_buffer_names_the_socket_not_a_closed_port() {
     assert_eq!(first.affected, dropped, "{first:#?}");
     assert!(!ids(&r).contains(&"udp_no_listener"), "{r:#?}");
     drop(socket);
+    assert_nothing_left();
+}
+
+/// The IPv4 neighbour table's size and overflows, summed over CPUs (the table is global).
+fn arp_cache() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/net/stat/arp_cache").unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let col = |c| header.iter().position(|h| *h == c).unwrap();
+    let (entries, fulls) = (col("entries"), col("table_fulls"));
+    let rows: Vec<Vec<u64>> = lines
+        .map(|l| {
+            l.split_whitespace()
+                .map(|v| u64::from_str_radix(v, 16).unwrap())
+                .collect()
+        })
+        .collect();
+    (rows[0][entries], rows.iter().map(|r| r[fulls]).sum())
+}
+
+#[test]
+fn a_full_neighbour_table_names_the_namespace_holding_the_entries() {
+    require_root!();
+    const ROOM: u64 = 16;
+    const ADDRESSES: u8 = 60;
+    let netdoc = doctor(&[]);
+    let pair = Pair::new("N", 77);
+    let (entries, fulls_before) = arp_cache();
+    // Room for ROOM more entries, host-wide (the limits are global; restored on drop).
+    let limit = (entries + ROOM) as u32;
+    let limits = [
+        "/proc/sys/net/ipv4/neigh/default/gc_thresh1",
+        "/proc/sys/net/ipv4/neigh/default/gc_thresh2",
+        "/proc/sys/net/ipv4/neigh/default/gc_thresh3",
+    ]
+    .map(|path| Sysctl::set(path, limit));
+    // One datagram to each of ADDRESSES hosts that do not exist on a's link: each needs a new
+    // neighbour entry, and the table has room for ROOM.
+    pair.send_to_hosts(CLOSED_PORT, ADDRESSES);
+    wait_until("a neighbour table overflow", || {
+        arp_cache().1 > fulls_before
+    });
+    let (status, r) = report_after(netdoc, &["neighbour_table_overflow"]);
+    drop(limits);
+    assert_eq!(status.code(), Some(1));
+    let first = &r.findings[0];
+    assert_eq!(first.id, "neighbour_table_overflow", "{r:#?}");
+    assert_eq!(first.scope.name, pair.a, "a holds the entries: {first:#?}");
+    assert!(first.shows(&format!("gc_thresh3 {limit}")), "{first:#?}");
+    assert!(first.affected > 0, "{first:#?}");
     assert_nothing_left();
 }
 

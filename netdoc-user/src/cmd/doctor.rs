@@ -13,7 +13,8 @@ use netdoc_common::softirq::NET_RX;
 
 use super::net_rx;
 use crate::{
-    conntrack, counted,
+    conntrack,
+    counted::{self, neighbours::NeighbourTables},
     doctor::{
         self, DropGrouper, Drops, HostFacts, NetRx, RECORD_VERSION, Report, Snapshot, render,
     },
@@ -66,6 +67,7 @@ struct DoctorView {
     causes: BTreeMap<NetnsKey, BTreeMap<Cause, u64>>,
     counted: counted::PerNamespace,
     conntrack: conntrack::PerNamespace,
+    neighbours: NeighbourTables,
     namespaces: Namespaces,
     first: Sample,
     int_before: Interrupts,
@@ -124,6 +126,7 @@ impl DoctorView {
             drops,
             counted: self.counted.report(owners),
             conntrack: self.conntrack.report(&self.causes),
+            neighbours: self.neighbours.report(),
             retrans,
             net_rx,
             probes: session.probe_statuses(),
@@ -153,6 +156,7 @@ impl View for DoctorView {
             let inventory = self.namespaces.lock();
             self.counted.sample(&inventory);
             self.conntrack.sample(&inventory);
+            self.neighbours.sample(&inventory);
         }
         let findings = doctor::diagnose(&self.snapshot(session, false));
         if self.tty && !self.json {
@@ -252,6 +256,7 @@ pub async fn run(opts: DoctorOptions, kernel: Kernel) -> Result<u8> {
             conntrack::PerNamespace::start(&inventory, only),
         )
     };
+    let neighbours = NeighbourTables::start();
     let first = net_rx::sample(&session, NET_RX);
     eprintln!(
         "netdoc: doctor attached: {} probes, watching {} for {:?}; Ctrl-C to stop early",
@@ -279,6 +284,7 @@ pub async fn run(opts: DoctorOptions, kernel: Kernel) -> Result<u8> {
         causes: BTreeMap::new(),
         counted,
         conntrack,
+        neighbours,
         namespaces,
         first,
         int_before,
@@ -298,6 +304,7 @@ pub async fn run(opts: DoctorOptions, kernel: Kernel) -> Result<u8> {
         let inventory = view.namespaces.lock();
         view.counted.sample(&inventory);
         view.conntrack.sample(&inventory);
+        view.neighbours.sample(&inventory);
     }
     let snapshot = view.snapshot(&session, true);
     if let Some(path) = &opts.record {

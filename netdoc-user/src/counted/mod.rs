@@ -2,7 +2,10 @@
 //! queue is freed with `consume_skb`, a datagram refused by a full receive buffer may be counted
 //! only. Per namespace, these counters' growth over the run, and the sockets they belong to
 //! where sock_diag can tell (listeners and their queues, UDP sockets and their drops), each
-//! with the process that holds it.
+//! with the process that holds it. And the neighbour tables, whose overflows refuse entries
+//! (`neighbours`).
+pub mod neighbours;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

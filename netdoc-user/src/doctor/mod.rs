@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     conntrack::NamespaceConntrack,
-    counted::{self, NamespaceCounted},
+    counted::{self, NamespaceCounted, neighbours::NeighbourTable},
     drops::report::{NamedDrop, Row},
     model::{cause::Cause, finding::Finding},
     namespaces::GoneNetns,
@@ -61,6 +61,9 @@ pub struct Snapshot {
     pub counted: Vec<NamespaceCounted>,
     /// Every namespace that used conntrack.
     pub conntrack: Vec<NamespaceConntrack>,
+    /// The ARP and NDISC tables (global to the host).
+    #[serde(default)]
+    pub neighbours: Vec<NeighbourTable>,
     /// Retransmitting flows from the in-kernel aggregation.
     pub retrans: Vec<FlowRow>,
     /// NET_RX time per CPU and the NIC map, when the softirq probes attached.

@@ -8,6 +8,7 @@ pub mod host;
 pub mod interrupts;
 pub mod irqsys;
 pub mod kallsyms;
+pub mod neigh;
 pub mod netns;
 pub mod nsholders;
 pub mod procnet;

@@ -238,6 +238,22 @@ impl Pair {
         })
     }
 
+    /// Sends one datagram from namespace a to `port` of each of `hosts` addresses on its link
+    /// that nobody has (`.10` onwards), pinned to CPU 0: each needs a neighbour entry of its
+    /// own. Sends the kernel refuses are expected (no entry could be made).
+    pub fn send_to_hosts(&self, port: u16, hosts: u8) {
+        let subnet = self.ip_a.rsplit_once('.').unwrap().0.to_string();
+        self.run_in_a(move |from, _| {
+            let sock = UdpSocket::bind((from, 0)).unwrap();
+            for host in 10..10 + hosts {
+                let _ = sock.send_to(
+                    b"netdoc neighbour",
+                    (format!("{subnet}.{host}").as_str(), port),
+                );
+            }
+        })
+    }
+
     pub fn udp_no_ports(&self) -> u64 {
         ns_counter(&self.b, "snmp", "Udp", "NoPorts")
     }
@@ -522,7 +538,7 @@ pub struct Sysctl(&'static str, String);
 
 impl Sysctl {
     pub fn set(path: &'static str, value: u32) -> Self {
-        let old = std::fs::read_to_string(path).expect("nf_conntrack loaded");
+        let old = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
         std::fs::write(path, value.to_string()).unwrap();
         Sysctl(path, old.trim().to_string())
     }

@@ -1,7 +1,7 @@
 //! netdoc's own blind spots, as findings about the diagnosis: events it lost, probes this
 //! kernel refused, drops whose cause it could not tell, sockets it could not list. They never
 //! say the network is broken (severity info), only what the report cannot show.
-use super::namespace_scope;
+use super::{NO_REASON, conntrack_dropped, is_netfilter_drop, namespace_scope};
 use crate::{
     doctor::Snapshot,
     model::{
@@ -43,6 +43,25 @@ fn blind(
 
 pub fn blind_spots(s: &Snapshot) -> Vec<Finding> {
     let mut out = Vec::new();
+    let unnamed: u64 = s
+        .drops
+        .sites
+        .iter()
+        .filter(|r| r.reason == NO_REASON)
+        .map(|r| r.count)
+        .sum();
+    if unnamed > 0 {
+        out.push(blind(
+            format!("this kernel's kfree_skb gives no drop reason: {unnamed} drops were recognised by the function that freed them, with less certainty"),
+            unnamed,
+            vec![Evidence::new(
+                format!("reason names: {}", s.host.reason_names),
+                "tracefs skb/kfree_skb format, kernel BTF",
+            )],
+            vec!["drop reasons arrived in Linux 5.17: on a newer kernel every drop says why".into()],
+            Scope::host(),
+        ));
+    }
     if s.drops.lost > 0 {
         out.push(blind(
             format!(
@@ -76,15 +95,16 @@ pub fn blind_spots(s: &Snapshot) -> Vec<Finding> {
             ));
         }
     }
-    for g in s
-        .drops
-        .groups
-        .iter()
-        .filter(|g| g.cause == Some(Cause::Unclassified))
-    {
+    // Untold netfilter drops where conntrack also dropped: the firewall rule cannot claim them.
+    let untold = s.drops.groups.iter().filter(|g| {
+        is_netfilter_drop(g)
+            && matches!(g.cause, None | Some(Cause::Unclassified))
+            && conntrack_dropped(s, g.netns) > 0
+    });
+    for g in untold {
         let scope = namespace_scope(g.netns_name.as_deref(), g.netns);
         out.push(blind(
-            format!("{} NETFILTER_DROPs could not be told apart (firewall rule or conntrack)", g.events),
+            format!("{} netfilter drops could not be told apart (firewall rule or conntrack: conntrack also dropped there)", g.events),
             g.events,
             vec![Evidence::new(
                 format!("freed at {}, no stage sentinel saw them", g.location),
@@ -140,6 +160,46 @@ mod tests {
         assert!(f.iter().all(|f| f.severity == Severity::Info));
         assert!(f[0].title.contains("lost 10 of 100"));
         assert!(f[1].title.contains("napi_poll"));
+    }
+
+    #[test]
+    fn netfilter_drops_neither_sentinels_nor_counters_can_attribute_are_a_blind_spot() {
+        let mut s = quiet();
+        s.drops.groups = vec![group(
+            "blue",
+            "NETFILTER_DROP",
+            Some(Cause::Unclassified),
+            "udp",
+            "10.0.0.2",
+            9,
+            30,
+        )];
+        s.conntrack = vec![conntrack_dropping("blue", 12)];
+        let f = blind_spots(&s);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(
+            f[0].title
+                .contains("30 netfilter drops could not be told apart")
+        );
+        assert_eq!(f[0].scope.name, "blue");
+    }
+
+    #[test]
+    fn a_kernel_without_drop_reasons_says_so() {
+        let mut s = quiet();
+        s.drops.sites = vec![crate::drops::report::Row {
+            reason: "UNKNOWN".into(),
+            reason_code: None,
+            cause: None,
+            location: "__udp4_lib_rcv+0x4bc".into(),
+            count: 40,
+            rate: 0.0,
+            cpus: Default::default(),
+            last_flow: None,
+        }];
+        let f = blind_spots(&s);
+        assert_eq!(f.len(), 1);
+        assert!(f[0].title.contains("gives no drop reason: 40 drops"));
     }
 
     #[test]

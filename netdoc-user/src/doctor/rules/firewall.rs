@@ -1,10 +1,15 @@
 //! Packets a firewall rule dropped: `NETFILTER_DROP` whose cause the stage sentinels (or the
-//! freeing function) say is a rule, not conntrack. Which framework from where the kernel freed
-//! them: nftables frees in `nft_do_chain`, x_tables in `ip*t_do_table`, a rule's `DROP`
-//! verdict otherwise at `nf_hook_slow`.
+//! freeing function) say is a rule, not conntrack. Where neither can tell (no netfilter links
+//! before 6.4, no drop reasons before 5.17), a netfilter drop in a namespace whose conntrack
+//! dropped nothing during the run can only be a rule's: conntrack counts every drop it makes.
+//! Which framework from where the kernel freed them: nftables frees in `nft_do_chain`,
+//! x_tables in `ip*t_do_table`, a rule's `DROP` verdict otherwise at `nf_hook_slow`.
 use std::collections::BTreeMap;
 
-use super::{MIN_PACKETS, inside, namespace_scope, target_evidence};
+use super::{
+    MIN_PACKETS, conntrack_dropped, function, inside, is_netfilter_drop, namespace_scope,
+    target_evidence,
+};
 use crate::{
     doctor::{DropGroup, Snapshot},
     model::{
@@ -15,8 +20,7 @@ use crate::{
 
 /// The framework whose rule freed a packet at `location`.
 fn framework(location: &str) -> &'static str {
-    let function = location.split('+').next().unwrap_or(location);
-    match function {
+    match function(location) {
         NFTABLES => "nftables",
         "ipt_do_table" | "ip6t_do_table" | "arpt_do_table" | "ebt_do_table" => {
             "x_tables (iptables)"
@@ -27,10 +31,10 @@ fn framework(location: &str) -> &'static str {
 
 pub fn rule_drops(s: &Snapshot) -> Vec<Finding> {
     let mut by_ns: BTreeMap<u32, Vec<&DropGroup>> = BTreeMap::new();
-    for g in &s.drops.groups {
-        let by_rule = g.cause == Some(Cause::Firewall)
-            || (g.reason == "NETFILTER_DROP" && g.location.starts_with(NFTABLES));
-        if by_rule {
+    for g in s.drops.groups.iter().filter(|g| is_netfilter_drop(g)) {
+        let told = g.cause == Some(Cause::Firewall) || function(&g.location) == NFTABLES;
+        let untold = matches!(g.cause, None | Some(Cause::Unclassified));
+        if told || (untold && conntrack_dropped(s, g.netns) == 0) {
             by_ns.entry(g.netns).or_default().push(g);
         }
     }
@@ -50,13 +54,14 @@ pub fn rule_drops(s: &Snapshot) -> Vec<Finding> {
                 .map(|g| {
                     Evidence::new(
                         format!(
-                            "{} {} packets freed at {} with reason NETFILTER_DROP ({})",
+                            "{} {} packets freed at {} with reason {} ({})",
                             g.events,
                             g.proto.as_deref().unwrap_or("non-IP"),
                             g.location,
+                            g.reason,
                             framework(&g.location)
                         ),
-                        "skb:kfree_skb NETFILTER_DROP, netfilter stage sentinels",
+                        format!("skb:kfree_skb {}@{}, netfilter stage sentinels", g.reason, g.location),
                     )
                 })
                 .collect();
@@ -67,10 +72,19 @@ pub fn rule_drops(s: &Snapshot) -> Vec<Finding> {
                 .take(3)
                 .map(|t| t.to.clone())
                 .collect();
+            let told = groups
+                .iter()
+                .all(|g| g.cause == Some(Cause::Firewall) || function(&g.location) == NFTABLES);
+            if !told {
+                evidence.push(Evidence::new(
+                    format!("conntrack dropped nothing in {scope} during the run, so no conntrack drop hides among these"),
+                    "/proc/net/stat/nf_conntrack drop, insert_failed",
+                ));
+            }
             Some(Finding {
                 id: "firewall_drop".into(),
                 severity: Severity::Warning,
-                confidence: Confidence::High,
+                confidence: if told { Confidence::High } else { Confidence::Medium },
                 title: format!(
                     "{packets} packets were dropped by {} ({})",
                     frameworks.join(" and "),
@@ -122,28 +136,34 @@ mod tests {
     }
 
     #[test]
-    fn conntrack_and_unclassified_netfilter_drops_are_not_rules() {
+    fn conntrack_drops_are_not_rules() {
         let mut s = quiet();
-        s.drops.groups = vec![
-            group(
-                "blue",
-                "NETFILTER_DROP",
-                Some(Cause::ConntrackIn),
-                "udp",
-                "10.0.0.2",
-                9,
-                400,
-            ),
-            group(
-                "blue",
-                "NETFILTER_DROP",
-                Some(Cause::Unclassified),
-                "udp",
-                "10.0.0.2",
-                9,
-                400,
-            ),
-        ];
+        s.drops.groups = vec![group(
+            "blue",
+            "NETFILTER_DROP",
+            Some(Cause::ConntrackIn),
+            "udp",
+            "10.0.0.2",
+            9,
+            400,
+        )];
         assert!(rule_drops(&s).is_empty());
+    }
+
+    #[test]
+    fn untold_netfilter_drops_are_a_rule_only_where_conntrack_dropped_nothing() {
+        let mut s = quiet();
+        let mut g = group("blue", "UNKNOWN", None, "udp", "10.0.0.2", 7777, 20);
+        g.location = "nf_hook_slow+0x8e".into();
+        s.drops.groups = vec![g];
+        let f = rule_drops(&s);
+        assert_eq!(f.len(), 1, "blue uses no conntrack");
+        assert_eq!(f[0].confidence, Confidence::Medium);
+        assert!(f[0].shows("conntrack dropped nothing"));
+        s.conntrack = vec![conntrack_dropping("blue", 5)];
+        assert!(
+            rule_drops(&s).is_empty(),
+            "conntrack dropped there: cannot tell"
+        );
     }
 }

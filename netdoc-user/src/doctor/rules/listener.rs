@@ -1,10 +1,12 @@
-//! Packets to a port nobody listens on (`NO_SOCKET`). Told apart from a firewall drop by the
+//! Packets to a port nobody listens on (`NO_SOCKET`; before drop reasons, a UDP packet freed by
+//! the UDP receive function while `Udp.NoPorts` grew). Told apart from a firewall drop by the
 //! reason itself; the ICMP counters say whether senders even learn of it (the ICMP rate limit
 //! hides most "port unreachable" replies under load).
 use std::collections::BTreeMap;
 
 use super::{
-    MIN_PACKETS, counted_in, counter_source, grew, inside, namespace_scope, target_evidence,
+    MIN_PACKETS, counted_in, counter_source, grew, inside, is_closed_port, namespace_scope,
+    target_evidence,
 };
 use crate::{
     doctor::{DropGroup, Snapshot},
@@ -14,7 +16,10 @@ use crate::{
 pub fn no_listener(s: &Snapshot) -> Vec<Finding> {
     // One finding per namespace and protocol, whatever the freeing locations.
     let mut by_ns: BTreeMap<(u32, &str), Vec<&DropGroup>> = BTreeMap::new();
-    for g in s.drops.groups.iter().filter(|g| g.reason == "NO_SOCKET") {
+    // A NO_SOCKET in cookie_v4_check/cookie_v6_check is a listener's full accept queue at the
+    // handshake's final ACK with syncookies on: the listen-queue rule's, not a closed port.
+    let closed_port = |g: &&DropGroup| is_closed_port(g) && !g.location.starts_with("cookie_v");
+    for g in s.drops.groups.iter().filter(closed_port) {
         if let Some(p @ ("udp" | "tcp")) = g.proto.as_deref() {
             by_ns.entry((g.netns, p)).or_default().push(g);
         }
@@ -117,7 +122,8 @@ fn finding(s: &Snapshot, inode: u32, proto: &str, groups: &[&DropGroup]) -> Opti
     Some(Finding {
         id: id.into(),
         severity: Severity::Warning,
-        confidence: if events > 0 {
+        // The reason itself says so; a freeing function or a counter alone only suggests it.
+        confidence: if groups.iter().any(|g| g.reason == "NO_SOCKET") {
             Confidence::High
         } else {
             Confidence::Medium
@@ -179,6 +185,15 @@ mod tests {
             ),
             group("blue", "NETFILTER_DROP", None, "udp", "10.0.0.2", 9, 500),
         ];
+        assert!(no_listener(&s).is_empty());
+    }
+
+    #[test]
+    fn a_syncookie_ack_refused_at_a_full_accept_queue_is_not_a_closed_port() {
+        let mut s = quiet();
+        let mut g = group("blue", "NO_SOCKET", None, "tcp", "10.0.0.2", 8080, 50);
+        g.location = "cookie_v4_check+0x5e1".into();
+        s.drops.groups = vec![g];
         assert!(no_listener(&s).is_empty());
     }
 

@@ -4,6 +4,7 @@ mod blind;
 mod conntrack;
 mod firewall;
 mod listener;
+mod neighbours;
 mod net_rx;
 mod path;
 mod sockets;
@@ -19,18 +20,55 @@ use crate::{
 pub const MIN_PACKETS: u64 = 10;
 
 pub fn all(s: &Snapshot) -> Vec<Finding> {
-    let rules: [fn(&Snapshot) -> Vec<Finding>; 9] = [
+    let rules: [fn(&Snapshot) -> Vec<Finding>; 10] = [
         listener::no_listener,
         firewall::rule_drops,
         conntrack::conntrack,
         sockets::receive_buffers,
         sockets::listen_queues,
         sockets::send_side,
+        neighbours::overflow,
         path::retransmits,
         net_rx::concentration,
         blind::blind_spots,
     ];
     rules.iter().flat_map(|rule| rule(s)).collect()
+}
+
+/// What a kernel without drop reasons (before 5.17) calls every drop.
+const NO_REASON: &str = "UNKNOWN";
+
+/// The function a location (`function+0xoff`) lies in.
+fn function(location: &str) -> &str {
+    location.split('+').next().unwrap_or(location)
+}
+
+/// A datagram to a closed port: `NO_SOCKET`, or without drop reasons a UDP packet freed by the
+/// UDP receive function (which frees little else).
+fn is_closed_port(g: &DropGroup) -> bool {
+    g.reason == "NO_SOCKET"
+        || (g.reason == NO_REASON
+            && g.proto.as_deref() == Some("udp")
+            && ["__udp4_lib_rcv", "udp_rcv", "__udp6_lib_rcv", "udpv6_rcv"]
+                .contains(&function(&g.location)))
+}
+
+/// A netfilter verdict: `NETFILTER_DROP`, or without drop reasons a packet freed where
+/// netfilter applies verdicts.
+fn is_netfilter_drop(g: &DropGroup) -> bool {
+    g.reason == "NETFILTER_DROP"
+        || (g.reason == NO_REASON
+            && ["nf_hook_slow", "nft_do_chain"].contains(&function(&g.location)))
+}
+
+/// Packets conntrack itself dropped in a namespace over the run (full table, failed
+/// insertions); 0 for a namespace that does not use conntrack.
+fn conntrack_dropped(s: &Snapshot, inode: u32) -> u64 {
+    s.conntrack
+        .iter()
+        .filter(|c| c.netns.inode == inode)
+        .map(|c| c.attribution.table_full + c.attribution.insert_failed)
+        .sum()
 }
 
 /// A namespace as a scope: `host` for the initial one.
@@ -132,6 +170,7 @@ pub mod fixtures {
             drops: Drops::default(),
             counted: vec![],
             conntrack: vec![],
+            neighbours: vec![],
             retrans: vec![],
             net_rx: None,
             probes: vec![],
@@ -162,6 +201,26 @@ pub mod fixtures {
                 events,
                 example: format!("{proto} 10.0.0.1:40000 > {to}:{dport} dev eth0 netns {ns}"),
             }],
+        }
+    }
+
+    /// A namespace whose conntrack refused `table_full` new connections.
+    pub fn conntrack_dropping(ns: &str, table_full: u64) -> crate::conntrack::NamespaceConntrack {
+        crate::conntrack::NamespaceConntrack {
+            netns: NetnsRef::named(ns),
+            first_seen_s: 0.0,
+            gone: false,
+            nf_conntrack_count: Some(8),
+            nf_conntrack_max: Some(8),
+            peak_count: Some(8),
+            peak_max: Some(8),
+            attribution: crate::conntrack::Attribution {
+                table_full,
+                ..Default::default()
+            },
+            netfilter_causes: BTreeMap::new(),
+            per_cpu: vec![],
+            findings: vec![],
         }
     }
 

@@ -105,13 +105,18 @@ pub fn listen_queues(s: &Snapshot) -> Vec<Finding> {
         let syn_drops = grew(Some(ns), "TcpExt.TCPReqQFullDrop");
         let cookies = grew(Some(ns), "TcpExt.SyncookiesSent");
         let where_ = namespace_scope(Some(&ns.netns.name), ns.netns.inode);
-        // The ACK-time overflows the kernel reports as a drop reason (6.15+); the rest of the
-        // counter is SYNs refused at a full accept queue, which are consumed, never "dropped".
+        // The ACK-time overflows the kernel reports as a drop: `TCP_LISTEN_OVERFLOW` (6.15+),
+        // or with syncookies `NO_SOCKET` in cookie_v4_check. The rest of the counter is SYNs
+        // refused at a full accept queue, which are consumed, never "dropped".
         let at_ack: u64 = s
             .drops
             .groups
             .iter()
-            .filter(|g| g.netns == ns.netns.inode && g.reason == "TCP_LISTEN_OVERFLOW")
+            .filter(|g| g.netns == ns.netns.inode)
+            .filter(|g| {
+                g.reason == "TCP_LISTEN_OVERFLOW"
+                    || (g.reason == "NO_SOCKET" && g.location.starts_with("cookie_v"))
+            })
             .map(|g| g.events)
             .sum();
         let top = ns.listeners.first();

@@ -1,0 +1,132 @@
+//! The neighbour tables over a run: how often they were full (new entries refused), how close
+//! to `gc_thresh3` they came, and which namespaces held the entries when they were full (the
+//! tables are global, so one namespace's neighbours can starve every other's).
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    facts::{
+        neigh::{self, TableStats},
+        netns,
+    },
+    namespaces::Inventory,
+};
+
+/// Namespaces named per table: the fullest.
+const BUSIEST: usize = 5;
+
+/// One table in the doctor's snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NeighbourTable {
+    /// `ipv4` (ARP) or `ipv6` (NDISC).
+    pub family: String,
+    pub entries: u64,
+    /// The most entries seen at a sample.
+    pub peak_entries: u64,
+    /// `gc_thresh1..3`, when readable.
+    pub gc_thresh: Option<[u64; 3]>,
+    /// Growth over the run.
+    pub table_fulls: u64,
+    pub forced_gc_runs: u64,
+    pub unresolved_discards: u64,
+    /// IPv4 entries per namespace at the fullest sample after an overflow, most first.
+    pub busiest: Vec<NamespaceEntries>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceEntries {
+    pub netns: String,
+    pub inode: u32,
+    pub entries: u64,
+}
+
+struct Followed {
+    family: &'static str,
+    file: &'static str,
+    limits: Option<[u64; 3]>,
+    first: TableStats,
+    last: TableStats,
+    peak_entries: u64,
+    busiest: Vec<NamespaceEntries>,
+}
+
+/// Both tables, followed from a baseline (a family whose table this kernel lacks is skipped).
+pub struct NeighbourTables(Vec<Followed>);
+
+impl NeighbourTables {
+    pub fn start() -> Self {
+        Self(
+            neigh::FAMILIES
+                .iter()
+                .filter_map(|(family, file, dir)| {
+                    let first = neigh::read_stat(file)?;
+                    Some(Followed {
+                        family,
+                        file,
+                        limits: neigh::read_limits(dir),
+                        first,
+                        last: first,
+                        peak_entries: first.entries,
+                        busiest: Vec::new(),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// A new reading; after an IPv4 overflow, each namespace's entries (kept when fuller than
+    /// the last such count).
+    pub fn sample(&mut self, namespaces: &Inventory) {
+        for t in &mut self.0 {
+            let Some(now) = neigh::read_stat(t.file) else {
+                continue;
+            };
+            let overflowed = now.table_fulls > t.last.table_fulls;
+            t.peak_entries = t.peak_entries.max(now.entries);
+            t.last = now;
+            if !(overflowed && t.family == "ipv4") {
+                continue;
+            }
+            let files = namespaces
+                .all()
+                .filter_map(|n| Some(((n.id.name.clone(), n.id.inode), n.file()?)))
+                .collect();
+            let mut counts: Vec<NamespaceEntries> =
+                netns::visit(files, |_| neigh::arp_entries_here())
+                    .into_iter()
+                    .filter_map(|((netns, inode), n)| {
+                        Some(NamespaceEntries {
+                            netns,
+                            inode,
+                            entries: n.flatten()?,
+                        })
+                    })
+                    .filter(|n| n.entries > 0)
+                    .collect();
+            counts.sort_by_key(|n| std::cmp::Reverse(n.entries));
+            counts.truncate(BUSIEST);
+            let total = |v: &[NamespaceEntries]| v.iter().map(|n| n.entries).sum::<u64>();
+            if total(&counts) >= total(&t.busiest) {
+                t.busiest = counts;
+            }
+        }
+    }
+
+    pub fn report(&self) -> Vec<NeighbourTable> {
+        self.0
+            .iter()
+            .map(|t| NeighbourTable {
+                family: t.family.into(),
+                entries: t.last.entries,
+                peak_entries: t.peak_entries,
+                gc_thresh: t.limits,
+                table_fulls: t.last.table_fulls.saturating_sub(t.first.table_fulls),
+                forced_gc_runs: t.last.forced_gc_runs.saturating_sub(t.first.forced_gc_runs),
+                unresolved_discards: t
+                    .last
+                    .unresolved_discards
+                    .saturating_sub(t.first.unresolved_discards),
+                busiest: t.busiest.clone(),
+            })
+            .collect()
+    }
+}
