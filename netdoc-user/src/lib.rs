@@ -176,6 +176,9 @@ struct DoctorArgs {
     /// Report on a recording instead of this host (no privileges needed).
     #[arg(long, value_name = "FILE")]
     replay: Option<PathBuf>,
+    /// Also write the report as one self-contained HTML page to FILE (with --replay too).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
     /// Perf buffer pages per CPU for the drop events.
     #[arg(long, default_value_t = 64)]
     pages: usize,
@@ -288,10 +291,11 @@ async fn run(cli: Cli) -> Result<u8> {
     if let Command::Doctor(DoctorArgs {
         replay: Some(path),
         json,
+        report,
         ..
     }) = &cli.command
     {
-        return cmd::doctor::replay(path, *json);
+        return cmd::doctor::replay(path, *json, report.as_deref());
     }
     // Every other command attaches probes: say so before touching tracefs or BTF.
     facts::caps::require_tracing()?;
@@ -318,6 +322,7 @@ async fn run(cli: Cli) -> Result<u8> {
                     json: a.json,
                     netns,
                     record: a.record,
+                    report: a.report,
                     pages: a.pages,
                 },
                 kernel,

@@ -66,7 +66,8 @@ fn apt_install(packages: &[&str]) -> Result<()> {
 }
 
 /// Installs, only where missing: nightly + rust-src, LLVM 22, bpf-linker, and with `for_tests`
-/// the tools the integration tests drive (ip, nft, iptables, perf, bpftrace).
+/// the tools the integration tests drive (ip, nft, iptables, perf, bpftrace, and a headless
+/// browser to load the doctor's HTML report).
 pub fn ensure(for_tests: bool) -> Result<()> {
     if !output("rustup", &["toolchain", "list"]).contains("nightly") {
         step(
@@ -106,6 +107,7 @@ pub fn ensure(for_tests: bool) -> Result<()> {
             "util-linux",
             "linux-perf",
             "bpftrace",
+            "chromium",
         ]);
     }
     apt_install(&packages)?;

@@ -1,6 +1,7 @@
 //! `netdoc doctor`: every family in one session, every namespace's counters, and the rules over
 //! what they saw; live, the top findings; at the end, the ranked report (and, when asked, the
-//! recording it came from). `--replay` reads a recording back, with no kernel at all.
+//! recording it came from and the report as an HTML page). `--replay` reads a recording back,
+//! with no kernel at all.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     io::IsTerminal as _,
@@ -16,7 +17,7 @@ use crate::{
     conntrack,
     counted::{self, neighbours::NeighbourTables},
     doctor::{
-        self, DropGrouper, Drops, HostFacts, NetRx, RECORD_VERSION, Report, Snapshot, render,
+        self, DropGrouper, Drops, HostFacts, NetRx, RECORD_VERSION, Report, Snapshot, html, render,
     },
     drops::{
         self,
@@ -54,6 +55,8 @@ pub struct DoctorOptions {
     pub json: bool,
     pub netns: Option<NetnsArg>,
     pub record: Option<PathBuf>,
+    /// Where to write the report as HTML.
+    pub report: Option<PathBuf>,
     pub pages: usize,
 }
 
@@ -224,10 +227,14 @@ fn request(opts: &DoctorOptions, families: &Families) -> Result<Request> {
 
 pub async fn run(opts: DoctorOptions, kernel: Kernel) -> Result<u8> {
     let mut signals = Signals::install()?;
-    // A recording that cannot be written fails now, not after the run.
+    // A recording or report that cannot be written fails now, not after the run.
     if let Some(path) = &opts.record {
         std::fs::write(path, b"")
             .with_context(|| format!("cannot write --record {}", path.display()))?;
+    }
+    if let Some(path) = &opts.report {
+        std::fs::write(path, b"")
+            .with_context(|| format!("cannot write --report {}", path.display()))?;
     }
     let families = Families::discover(&kernel);
     let request = request(&opts, &families)?;
@@ -310,12 +317,28 @@ pub async fn run(opts: DoctorOptions, kernel: Kernel) -> Result<u8> {
     if let Some(path) = &opts.record {
         write_recording(path, &snapshot)?;
     }
-    finish(&snapshot, false, opts.json, &mut ended.out)
+    finish(
+        &snapshot,
+        false,
+        opts.json,
+        opts.report.as_deref(),
+        &mut ended.out,
+    )
 }
 
-/// Prints the report of `snapshot`; the exit code says whether anything is wrong.
-fn finish(snapshot: &Snapshot, replayed: bool, json: bool, out: &mut Stdout) -> Result<u8> {
+/// Prints the report of `snapshot` (and writes it as HTML to `page`); the exit code says
+/// whether anything is wrong.
+fn finish(
+    snapshot: &Snapshot,
+    replayed: bool,
+    json: bool,
+    page: Option<&Path>,
+    out: &mut Stdout,
+) -> Result<u8> {
     let report = Report::new(snapshot, replayed);
+    if let Some(path) = page {
+        write_page(path, &html::render(&report, snapshot))?;
+    }
     let text = if json {
         Output::Doctor(report.clone()).line()
     } else {
@@ -334,8 +357,22 @@ fn write_recording(path: &Path, snapshot: &Snapshot) -> Result<()> {
         .with_context(|| format!("writing --record {}", path.display()))
 }
 
+/// Writes the HTML report whole or not at all: a browser or a ticket upload that opens FILE
+/// while netdoc writes it never sees half a page.
+fn write_page(path: &Path, page: &str) -> Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".netdoc-partial");
+    let partial = PathBuf::from(partial);
+    let written = std::fs::write(&partial, page).and_then(|()| std::fs::rename(&partial, path));
+    if written.is_err() {
+        // No half-written page left beside FILE.
+        let _ = std::fs::remove_file(&partial);
+    }
+    written.with_context(|| format!("writing --report {}", path.display()))
+}
+
 /// `--replay FILE`: the report of a recording, on any machine, without privileges.
-pub fn replay(path: &Path, json: bool) -> Result<u8> {
+pub fn replay(path: &Path, json: bool, page: Option<&Path>) -> Result<u8> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading --replay {}", path.display()))?;
     let version = serde_json::from_str::<serde_json::Value>(&text)
@@ -351,5 +388,5 @@ pub fn replay(path: &Path, json: bool) -> Result<u8> {
     }
     let snapshot: Snapshot = serde_json::from_str(&text)
         .with_context(|| format!("--replay {}: not a netdoc doctor recording", path.display()))?;
-    finish(&snapshot, true, json, &mut Stdout::new())
+    finish(&snapshot, true, json, page, &mut Stdout::new())
 }

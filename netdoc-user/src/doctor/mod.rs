@@ -1,6 +1,7 @@
 //! The doctor: what every family saw in one run, as one typed snapshot, and the rules that
 //! turn it into ranked findings. Everything here is pure: a recorded snapshot gives the same
 //! report on any machine (`netdoc doctor --replay`).
+pub mod html;
 pub mod render;
 mod rules;
 

@@ -1,8 +1,12 @@
 //! The heatmap as a standalone SVG for incident reports: title with host and kernel, CPU and
 //! time axes, one cell per CPU × interval (with its value as a tooltip) and a colour legend.
+//! Also its one-column form, per-CPU shares of a whole run, for inlining into an HTML report.
 use std::fmt::Write as _;
 
-use super::{heatmap::colour, series::Heatmap};
+use super::{
+    heatmap::colour,
+    series::{CpuSummary, Heatmap},
+};
 
 pub struct Titles<'a> {
     pub host: &'a str,
@@ -132,6 +136,48 @@ pub fn render(h: &Heatmap, t: &Titles<'_>) -> String {
     s
 }
 
+const BAR_W: f64 = 400.0;
+
+/// One row per CPU: a bar as long as the share of the run spent in `vector`, in the heatmap's
+/// colour for that share. For a run summed per CPU (the doctor's), which has no intervals to
+/// lay out. Without an XML declaration or namespace: HTML needs neither for inline SVG.
+pub fn share_bars(vector: &str, cpus: &[CpuSummary]) -> String {
+    let width = LEFT + BAR_W + 80.0;
+    let height = ROW_H * cpus.len() as f64 + 8.0;
+    let mut s = format!(
+        r#"<svg class="share-bars" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif" font-size="12" role="img" aria-label="{} share per CPU">"#,
+        escape(vector)
+    );
+    s.push('\n');
+    for (r, c) in cpus.iter().enumerate() {
+        let y = 4.0 + r as f64 * ROW_H;
+        let (red, green, blue) = colour(c.share);
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.0}" y="{:.1}" text-anchor="end">CPU {}</text><rect x="{LEFT}" y="{:.1}" width="{BAR_W}" height="{:.0}" fill="none" stroke="#ccc"/><rect class="bar" data-cpu="{}" x="{LEFT}" y="{:.1}" width="{:.1}" height="{:.0}" fill="#{red:02x}{green:02x}{blue:02x}" stroke="#999"><title>CPU {}: {:.1}% of the run in {}, {} backlog drops, {} time squeezes</title></rect><text x="{:.0}" y="{:.1}">{:.1}%</text>"##,
+            LEFT - 8.0,
+            y + ROW_H * 0.65,
+            c.cpu,
+            y + 2.0,
+            ROW_H - 4.0,
+            c.cpu,
+            y + 2.0,
+            BAR_W * c.share.clamp(0.0, 1.0),
+            ROW_H - 4.0,
+            c.cpu,
+            c.share * 100.0,
+            escape(vector),
+            c.backlog_dropped,
+            c.time_squeeze,
+            LEFT + BAR_W + 8.0,
+            y + ROW_H * 0.65,
+            c.share * 100.0
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +213,35 @@ mod tests {
         assert!(
             doc.descendants()
                 .any(|n| n.attribute("class") == Some("legend"))
+        );
+    }
+
+    #[test]
+    fn one_bar_per_cpu_as_long_as_its_share() {
+        let cpu = |cpu, share| CpuSummary {
+            cpu,
+            count: 0,
+            proc_softirqs: 0,
+            share,
+            mean_us: 0.0,
+            p99_us: 0.0,
+            drops: 0,
+            drops_in_net_rx: 0,
+            backlog_dropped: 0,
+            time_squeeze: 0,
+        };
+        let svg = share_bars("NET_RX", &[cpu(0, 0.05), cpu(1, 0.75)]);
+        let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
+        let bars: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.attribute("class") == Some("bar"))
+            .collect();
+        assert_eq!(bars.len(), 2);
+        assert_eq!(bars[1].attribute("width"), Some("300.0"));
+        let (r, g, b) = colour(0.75);
+        assert_eq!(
+            bars[1].attribute("fill"),
+            Some(format!("#{r:02x}{g:02x}{b:02x}").as_str())
         );
     }
 }
