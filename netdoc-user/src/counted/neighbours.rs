@@ -22,7 +22,7 @@ pub struct NeighbourTable {
     pub entries: u64,
     /// The most entries seen at a sample.
     pub peak_entries: u64,
-    /// `gc_thresh1..3`, when readable.
+    /// `gc_thresh1..3` at the last sample, when readable.
     pub gc_thresh: Option<[u64; 3]>,
     /// Growth over the run.
     pub table_fulls: u64,
@@ -42,6 +42,8 @@ pub struct NamespaceEntries {
 struct Followed {
     family: &'static str,
     file: &'static str,
+    /// Where `gc_thresh1..3` are: read at every sample, since an operator may change them.
+    limits_dir: &'static str,
     limits: Option<[u64; 3]>,
     first: TableStats,
     last: TableStats,
@@ -62,6 +64,7 @@ impl NeighbourTables {
                     Some(Followed {
                         family,
                         file,
+                        limits_dir: dir,
                         limits: neigh::read_limits(dir),
                         first,
                         last: first,
@@ -83,6 +86,7 @@ impl NeighbourTables {
             let overflowed = now.table_fulls > t.last.table_fulls;
             t.peak_entries = t.peak_entries.max(now.entries);
             t.last = now;
+            t.limits = neigh::read_limits(t.limits_dir).or(t.limits);
             if !(overflowed && t.family == "ipv4") {
                 continue;
             }

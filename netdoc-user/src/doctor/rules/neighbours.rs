@@ -1,7 +1,7 @@
 //! A full neighbour table: new ARP/NDISC entries refused at `gc_thresh3`, so packets to
 //! addresses not yet resolved are dropped (`NEIGH_CREATEFAIL`). The table is global: the
 //! namespace holding most entries when it overflowed is named, since it starves the others.
-use super::{MIN_PACKETS, namespace_scope, target_evidence};
+use super::{MIN_PACKETS, namespace_scope};
 use crate::{
     doctor::Snapshot,
     model::finding::{Confidence, Evidence, Finding, Scope, Severity},
@@ -53,7 +53,17 @@ pub fn overflow(s: &Snapshot) -> Vec<Finding> {
                     format!("/proc/net/arp in namespace {}", n.netns),
                 ));
             }
-            evidence.extend(failed.iter().flat_map(|g| target_evidence(g)));
+            if let Some(example) = failed.iter().flat_map(|g| &g.targets).next() {
+                let destinations: usize = failed.iter().map(|g| g.targets.len()).sum();
+                evidence.push(Evidence::new(
+                    format!(
+                        "{refused} packets were dropped for want of a neighbour entry, to {destinations}{} destinations (e.g. {})",
+                        if destinations >= crate::doctor::TOP_TARGETS { "+" } else { "" },
+                        example.example
+                    ),
+                    format!("skb:kfree_skb NEIGH_CREATEFAIL@{}", failed[0].location),
+                ));
+            }
             let raise = t.gc_thresh.map_or(
                 format!("sysctl -w {sysctl}.gc_thresh3=N {sysctl}.gc_thresh2=N/2 {sysctl}.gc_thresh1=N/8"),
                 |[_, _, t3]| {
@@ -139,6 +149,7 @@ mod tests {
         assert!(f[0].shows("entries peaked at 24 of gc_thresh3 24"));
         assert!(f[0].shows("namespace blue held 20"));
         assert!(f[0].fix[0].contains("gc_thresh3=4096"));
+        assert!(f[0].shows("40 packets were dropped for want of a neighbour entry"));
     }
 
     #[test]
