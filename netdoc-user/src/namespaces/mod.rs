@@ -17,9 +17,7 @@ use crate::facts::{
     netns,
     nsholders::{self, Holder, Holders},
 };
-#[cfg(test)]
-pub use identity::NetnsKind;
-pub use identity::NetnsRef;
+pub use identity::{NetnsKind, NetnsRef};
 
 /// At most this many processes of one namespace are read for their container: a pod has a
 /// handful; a namespace with thousands of processes is a host's.
@@ -38,9 +36,22 @@ pub struct Netns {
     holders: Vec<Holder>,
     /// When [`Inventory::stale`] last found its file still referring to it.
     verified_ns: u64,
+    /// When a scan first found it.
+    found_ns: u64,
 }
 
+/// How long a new namespace's name may still be provisional: `ip netns add` and container
+/// runtimes make the namespace first and name it (a bind mount, a cgroup) just after.
+const NAMING_NS: u64 = 2_000_000_000;
+
 impl Netns {
+    /// Named only after a process (or a process's file) while it may still be being set up:
+    /// a scan now may find the mount or container that names it.
+    fn provisional(&self, now_ns: u64) -> bool {
+        now_ns.saturating_sub(self.found_ns) < NAMING_NS
+            && matches!(self.id.kind, NetnsKind::Process | NetnsKind::Mount)
+            && !self.holders.iter().any(|h| matches!(h, Holder::Mount(_)))
+    }
     /// A file to enter it through.
     pub fn file(&self) -> Option<PathBuf> {
         entry_file(&self.holders)
@@ -198,6 +209,7 @@ impl Inventory {
                     serial,
                     holders,
                     verified_ns: 0,
+                    found_ns: self.last_scan_ns,
                 },
             );
         }
@@ -263,6 +275,13 @@ impl Inventory {
             return None;
         }
         if cookie == 0 && ts_ns >= self.last_scan_ns && self.stale(inode) {
+            self.follow();
+        }
+        let provisional = self
+            .live
+            .get(&inode)
+            .is_some_and(|n| n.provisional(monotonic_ns()));
+        if provisional && ts_ns >= self.last_scan_ns {
             self.follow();
         }
         if self.get(inode, cookie).is_none()
@@ -421,7 +440,20 @@ mod tests {
             serial: u64::from(inode),
             holders,
             verified_ns: 0,
+            found_ns: 0,
         }
+    }
+
+    #[test]
+    fn a_new_namespace_named_after_a_process_only_is_provisional_for_a_while() {
+        let mut ns = netns(4026532001, 7, vec![Holder::Process(42)]);
+        ns.id.kind = NetnsKind::Process;
+        ns.found_ns = 10_000_000_000;
+        assert!(ns.provisional(10_500_000_000), "half a second old");
+        assert!(!ns.provisional(10_000_000_000 + NAMING_NS), "old enough");
+        ns.holders
+            .push(Holder::Mount(PathBuf::from("/run/netns/blue")));
+        assert!(!ns.provisional(10_500_000_000), "a mount names it");
     }
 
     #[test]

@@ -372,6 +372,18 @@ impl Netdoc {
     }
 }
 
+/// A test that fails before stopping netdoc must not leave it running (it would hold the
+/// namespaces, its programs, and whatever it inherited).
+impl Drop for Netdoc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill has no memory preconditions; the pid is our own, unreaped child.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// One line of netdoc's JSON, which must read back into the output schema (`Output`); returned
 /// as a JSON value for the assertions.
 pub fn json(line: &str) -> Value {
