@@ -183,5 +183,11 @@ fn workspace_root() -> Result<&'static std::path::Path> {
 /// Builds the release binary and returns its path.
 fn build_release() -> Result<std::path::PathBuf> {
     cargo(&["build", "--release", "--package", "netdoc-user"], &[])?;
-    Ok(workspace_root()?.join("target/release/netdoc"))
+    // cargo builds into CARGO_TARGET_DIR when it is set (a worktree sharing another's target),
+    // so the binary to run is there, not under this workspace.
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => workspace_root()?.join("target"),
+    };
+    Ok(target.join("release/netdoc"))
 }

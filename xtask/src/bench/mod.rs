@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: CPU cost per dropped packet with no tracer, an empty program (the floor),
-//! netdoc counts-only, counts-only with the conntrack stage sentinels, and streaming (with them),
-//! interleaved; plus event delivery at full drop rate, and what following many namespaces
-//! costs (`namespaces`).
+//! netdoc counts-only, counts-only with the conntrack stage sentinels, streaming (with them) and
+//! `netdoc doctor` (every family), interleaved, with each tracer's attach time and peak resident
+//! memory; plus event delivery at full drop rate, and what following many namespaces costs
+//! (`namespaces`).
 mod namespaces;
 use std::{
     io::{BufRead as _, BufReader},
@@ -9,6 +10,7 @@ use std::{
     os::unix::process::CommandExt as _,
     path::Path,
     process::{Child, Command, Stdio},
+    thread::JoinHandle,
     time::Instant,
 };
 
@@ -39,15 +41,19 @@ enum Mode {
     /// (LOCAL_OUT, POST_ROUTING, PRE_ROUTING, LOCAL_IN).
     CountsCauses,
     Streaming,
+    /// Every probe family at once: drops streamed with NET_RX context, the softirq, irq and NAPI
+    /// hooks, the retransmit probes and the stage sentinels, with its rules run every second.
+    Doctor,
 }
 
 impl Mode {
-    const ALL: [Mode; 5] = [
+    const ALL: [Mode; 6] = [
         Mode::None,
         Mode::Floor,
         Mode::CountsOnly,
         Mode::CountsCauses,
         Mode::Streaming,
+        Mode::Doctor,
     ];
     fn name(self) -> &'static str {
         match self {
@@ -56,6 +62,15 @@ impl Mode {
             Mode::CountsOnly => "netdoc counts-only",
             Mode::CountsCauses => "+ stage sentinels",
             Mode::Streaming => "netdoc streaming",
+            Mode::Doctor => "netdoc doctor",
+        }
+    }
+    /// Exit codes of a run that worked. The doctor's is its verdict: 1 when it finds something,
+    /// as it does here (`udp_no_listener`); 0 only below its rules' thresholds (a tiny --count).
+    fn worked(self) -> &'static [i32] {
+        match self {
+            Mode::Doctor => &[0, 1],
+            _ => &[0],
         }
     }
 }
@@ -67,6 +82,23 @@ struct Sample {
     box_ns: f64,
 }
 
+/// A netdoc that has said it is attached.
+struct Tracer {
+    child: Child,
+    attach_s: f64,
+    /// The rest of its stderr, read as it comes: the doctor announces each finding there while
+    /// it runs, and a write to a closed pipe would end it in the middle of the flood.
+    stderr: JoinHandle<Vec<String>>,
+}
+
+/// What a tracer costs besides the drop path.
+struct Figures {
+    /// From starting it to its "attached" line.
+    attach_s: f64,
+    /// Peak resident memory (`VmHWM`) just before it was stopped, in MiB.
+    peak_mib: f64,
+}
+
 pub fn run(netdoc: &Path, args: &BenchArgs) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -74,20 +106,25 @@ pub fn run(netdoc: &Path, args: &BenchArgs) -> Result<()> {
     }
     let out_file = std::env::temp_dir().join(format!("netdoc-bench-{}.json", std::process::id()));
     let mut samples: Vec<Vec<Sample>> = Mode::ALL.iter().map(|_| Vec::new()).collect();
+    let mut figures: Vec<Vec<Figures>> = Mode::ALL.iter().map(|_| Vec::new()).collect();
     let mut last_summary = None;
+    let mut last_doctor = None;
     let mut stages = None;
     for round in 0..args.rounds {
         for (i, mode) in Mode::ALL.iter().enumerate() {
             let tracer = start(netdoc, *mode, &out_file, args.cpu)?;
             let sample = flood(args.count, args.cpu)?;
-            if let Some(child) = tracer {
-                stop(child)?;
+            if let Some(tracer) = tracer {
+                figures[i].push(stop(tracer, mode.worked())?);
             }
             if *mode == Mode::Streaming {
-                last_summary = summary_line(&out_file);
+                last_summary = last_line(&out_file, "summary");
+            }
+            if *mode == Mode::Doctor {
+                last_doctor = last_line(&out_file, "doctor");
             }
             if *mode == Mode::CountsCauses {
-                stages = summary_line(&out_file).and_then(|s| {
+                stages = last_line(&out_file, "summary").and_then(|s| {
                     let placed = s.get("netfilter_stages")?.as_str()?;
                     placed.contains("links").then(|| placed.to_string())
                 });
@@ -105,34 +142,38 @@ pub fn run(netdoc: &Path, args: &BenchArgs) -> Result<()> {
     }
     let _ = std::fs::remove_file(&out_file);
 
-    let median = |v: &mut Vec<Sample>, f: fn(&Sample) -> f64| -> f64 {
-        let mut xs: Vec<f64> = v.iter().map(f).collect();
-        xs.sort_by(|a, b| a.total_cmp(b));
-        xs[xs.len() / 2]
-    };
-    let cpu: Vec<f64> = samples
-        .iter_mut()
-        .map(|v| median(v, |s| s.cpu_ns))
-        .collect();
-    let busy: Vec<f64> = samples
-        .iter_mut()
-        .map(|v| median(v, |s| s.box_ns))
-        .collect();
+    let cpu: Vec<f64> = samples.iter().map(|v| median(v, |s| s.cpu_ns)).collect();
+    let busy: Vec<f64> = samples.iter().map(|v| median(v, |s| s.box_ns)).collect();
     println!(
         "\nnetdoc bench: {} datagrams to a closed UDP port per run, sender pinned to CPU {}, tracer on the other CPUs, median of {} interleaved rounds",
         args.count, args.cpu, args.rounds
     );
     println!(
-        "{:<20} {:>14} {:>14} {:>12} {:>12} {:>16}",
-        "mode", "sender ns/pkt", "added ns/pkt", "spread ns", "pkt/s", "box busy ns/pkt"
+        "{:<20} {:>14} {:>14} {:>12} {:>12} {:>16} {:>9} {:>9}",
+        "mode",
+        "sender ns/pkt",
+        "added ns/pkt",
+        "spread ns",
+        "pkt/s",
+        "box busy ns/pkt",
+        "attach s",
+        "peak MiB"
     );
     for (i, mode) in Mode::ALL.iter().enumerate() {
         // Max minus min over the rounds: an added cost below it is noise, not overhead.
         let xs: Vec<f64> = samples[i].iter().map(|s| s.cpu_ns).collect();
         let spread = xs.iter().copied().fold(f64::MIN, f64::max)
             - xs.iter().copied().fold(f64::MAX, f64::min);
+        // No tracer, nothing attached and no memory of its own.
+        let (attach, peak) = match figures[i].is_empty() {
+            true => ("-".to_string(), "-".to_string()),
+            false => (
+                format!("{:.2}", median(&figures[i], |f| f.attach_s)),
+                format!("{:.1}", median(&figures[i], |f| f.peak_mib)),
+            ),
+        };
         println!(
-            "{:<20} {:>14.1} {:>14.1} {:>12.1} {:>12.0} {:>16.0}",
+            "{:<20} {:>14.1} {:>14.1} {:>12.1} {:>12.0} {:>16.0} {attach:>9} {peak:>9}",
             mode.name(),
             cpu[i],
             cpu[i] - cpu[0],
@@ -159,31 +200,65 @@ pub fn run(netdoc: &Path, args: &BenchArgs) -> Result<()> {
         stages.as_deref().unwrap_or("not placed: no nf_conntrack")
     );
     match last_summary {
-        Some(s) => {
-            let get = |k: &str| s.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-            let (matched, delivered, lost) = (get("matched"), get("delivered"), get("lost"));
+        Some(s) => println!("streaming at full drop rate: {}", accounting(&s, "")),
+        None => println!("streaming: no summary line was read"),
+    }
+    match last_doctor {
+        Some(r) => {
+            let findings: Vec<String> = r["findings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| format!("{} ({})", f["id"].as_str().unwrap_or("?"), f["affected"]))
+                .collect();
             println!(
-                "streaming at full drop rate: kernel counted {matched}, delivered {delivered}, lost {lost} ({})",
-                if delivered + lost == matched {
-                    "delivered + lost == counted"
-                } else {
-                    "MISMATCH"
-                }
+                "doctor at full drop rate: {}; findings: {}",
+                accounting(&r, "drops_"),
+                findings.join(", ")
             );
         }
-        None => println!("streaming: no summary line was read"),
+        None => println!("doctor: no report was read"),
     }
     namespaces::run(netdoc, args.count / 4, args.rounds, args.cpu)
 }
 
+/// The median of `f` over `v` (not empty).
+fn median<T>(v: &[T], f: impl Fn(&T) -> f64) -> f64 {
+    let mut xs: Vec<f64> = v.iter().map(f).collect();
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+/// The drop events the kernel counted against those delivered and lost, from a summary or
+/// report line whose fields are named `{prefix}matched` and so on.
+fn accounting(line: &serde_json::Value, prefix: &str) -> String {
+    let get = |k: &str| {
+        line.get(format!("{prefix}{k}").as_str())
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0)
+    };
+    let (matched, delivered, lost) = (get("matched"), get("delivered"), get("lost"));
+    format!(
+        "kernel counted {matched}, delivered {delivered}, lost {lost} ({})",
+        if delivered + lost == matched {
+            "delivered + lost == counted"
+        } else {
+            "MISMATCH"
+        }
+    )
+}
+
 /// Starts the tracer of `mode` and waits until it reports its probe attached.
-fn start(netdoc: &Path, mode: Mode, out_file: &Path, sender_cpu: usize) -> Result<Option<Child>> {
+fn start(netdoc: &Path, mode: Mode, out_file: &Path, sender_cpu: usize) -> Result<Option<Tracer>> {
     let args: &[&str] = match mode {
         Mode::None => return Ok(None),
         Mode::Floor => &["bench-floor"],
         Mode::CountsOnly => &["drops", "--counts-only", "--json", "--no-causes"],
         Mode::CountsCauses => &["drops", "--counts-only", "--json"],
         Mode::Streaming => &["drops", "--json"],
+        // Its --duration defaults to 30 s, which a slow flood could outlast: it is stopped with
+        // SIGINT like the others instead.
+        Mode::Doctor => &["doctor", "--json", "--duration", "1h"],
     };
     spawn(netdoc, args, out_file, sender_cpu, mode.name()).map(Some)
 }
@@ -196,7 +271,8 @@ fn spawn(
     out_file: &Path,
     sender_cpu: usize,
     what: &str,
-) -> Result<Child> {
+) -> Result<Tracer> {
+    let started = Instant::now();
     let stdout = std::fs::File::create(out_file)?;
     let mut cmd = Command::new(netdoc);
     // Keep the tracer's userspace off the sender's CPU.
@@ -220,10 +296,17 @@ fn spawn(
         .spawn()
         .context("starting netdoc")?;
     let stderr = child.stderr.take().context("netdoc stderr")?;
-    for line in BufReader::new(stderr).lines() {
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
         let line = line?;
         if line.contains("attached") {
-            return Ok(child);
+            let attach_s = started.elapsed().as_secs_f64();
+            let stderr = std::thread::spawn(move || lines.map_while(Result::ok).collect());
+            return Ok(Tracer {
+                child,
+                attach_s,
+                stderr,
+            });
         }
         eprintln!("{line}");
     }
@@ -231,21 +314,39 @@ fn spawn(
     bail!("netdoc exited before attaching ({what})")
 }
 
-fn stop(mut child: Child) -> Result<()> {
+/// Stops `tracer` with SIGINT; an exit code other than those in `worked` is an error that
+/// carries what it said on stderr.
+fn stop(mut tracer: Tracer, worked: &[i32]) -> Result<Figures> {
+    let figures = Figures {
+        attach_s: tracer.attach_s,
+        peak_mib: peak_rss_mib(tracer.child.id()),
+    };
     // SAFETY: kill has no memory preconditions; the pid is our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = child.wait()?;
-    if !status.success() {
-        bail!("netdoc exited with {status}");
+    unsafe { libc::kill(tracer.child.id() as i32, libc::SIGINT) };
+    let status = tracer.child.wait()?;
+    let said = tracer.stderr.join().unwrap_or_default();
+    if !status.code().is_some_and(|c| worked.contains(&c)) {
+        bail!("netdoc exited with {status}: {}", said.join(" / "));
     }
-    Ok(())
+    Ok(figures)
 }
 
-fn summary_line(path: &Path) -> Option<serde_json::Value> {
+/// Peak resident memory of a process in MiB (`VmHWM`).
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// The last line of a netdoc's JSON output, if its `type` is `kind`.
+fn last_line(path: &Path, kind: &str) -> Option<serde_json::Value> {
     let text = std::fs::read_to_string(path).ok()?;
     let last = text.lines().last()?;
     let v: serde_json::Value = serde_json::from_str(last).ok()?;
-    (v["type"] == "summary").then_some(v)
+    (v["type"] == kind).then_some(v)
 }
 
 /// Busy CPU time of the whole machine, in nanoseconds, from /proc/stat.

@@ -5,12 +5,11 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    time::Instant,
 };
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{flood_in, spawn, stop};
+use super::{flood_in, median, spawn, stop};
 
 /// Namespaces made for the benchmark, removed on drop.
 struct Made(Vec<String>);
@@ -80,16 +79,6 @@ fn fds_with(pid: u32, key: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// Peak resident memory of a process in MiB (`VmHWM`).
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
 pub fn run(netdoc: &Path, count: u64, rounds: usize, cpu: usize) -> Result<()> {
     if Command::new("nft").arg("--version").output().is_err()
         || !Path::new("/proc/sys/net/netfilter/nf_conntrack_max").exists()
@@ -115,33 +104,31 @@ pub fn run(netdoc: &Path, count: u64, rounds: usize, cpu: usize) -> Result<()> {
                     true => &["drops", "--counts-only", "--json"],
                     false => &["drops", "--counts-only", "--json", "--no-causes"],
                 };
-                let started = Instant::now();
-                let child = spawn(netdoc, args, &out, cpu, "namespaces")?;
-                let attach = started.elapsed().as_secs_f64();
+                let tracer = spawn(netdoc, args, &out, cpu, "namespaces")?;
                 let sample = flood_in(Some(open(&made.0[0])?), count, cpu)?;
-                let pid = child.id();
-                if causes {
-                    figures = Some((
-                        attach,
+                let pid = tracer.child.id();
+                let fds = causes.then(|| {
+                    (
                         fds_with(pid, "link_type:\tnetfilter"),
                         fds_with(pid, "map_type:"),
-                        peak_rss_mib(pid),
-                    ));
-                    with.push(sample.cpu_ns);
-                } else {
-                    without.push(sample.cpu_ns);
+                    )
+                });
+                let stopped = stop(tracer, &[0])?;
+                match fds {
+                    Some(fds) => {
+                        figures = Some((stopped, fds));
+                        with.push(sample.cpu_ns);
+                    }
+                    None => without.push(sample.cpu_ns),
                 }
-                stop(child)?;
             }
         }
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(|a, b| a.total_cmp(b));
-            v[v.len() / 2]
-        };
-        let (attach, links, maps, rss) = figures.context("no round ran")?;
+        let (stopped, (links, maps)) = figures.context("no round ran")?;
         println!(
-            "{n:>10} {attach:>10.2} {links:>14} {maps:>12} {rss:>10.1} {:>18.1}",
-            median(&mut with) - median(&mut without)
+            "{n:>10} {:>10.2} {links:>14} {maps:>12} {:>10.1} {:>18.1}",
+            stopped.attach_s,
+            stopped.peak_mib,
+            median(&with, |x| *x) - median(&without, |x| *x)
         );
     }
     let _ = std::fs::remove_file(&out);
