@@ -334,6 +334,86 @@ fn a_full_neighbour_table_names_the_namespace_holding_the_entries() {
     assert_nothing_left();
 }
 
+/// Packets dropped at full backlogs, all CPUs (`/proc/net/softnet_stat`'s second column).
+fn softnet_dropped() -> u64 {
+    std::fs::read_to_string("/proc/net/softnet_stat")
+        .unwrap()
+        .lines()
+        .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        .sum()
+}
+
+/// NAPI packets per device on `cpu` in a recording's NET_RX stretch.
+fn napi_packets(record: &std::path::Path, cpu: u32, device: &str) -> u64 {
+    let snapshot: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(record).unwrap()).unwrap();
+    snapshot["net_rx"]["nic_map"]["cpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["cpu"] == cpu)
+        .flat_map(|c| c["napi"].as_array().unwrap())
+        .filter(|n| n["device"] == device)
+        .map(|n| n["packets"].as_u64().unwrap())
+        .sum()
+}
+
+/// A veth flood, pinned to CPU 0, with RPS on b's veth steering its receive work to `rps`
+/// (None: off). Returns the report and the recording.
+fn veth_flood(tag: &str, subnet: u8, rps: Option<u32>) -> (Report, std::path::PathBuf) {
+    const DATAGRAMS: usize = 100_000;
+    let record =
+        std::env::temp_dir().join(format!("netdoc-flood-{tag}-{}.json", std::process::id()));
+    let netdoc = doctor(&["--record", record.to_str().unwrap()]);
+    let pair = Pair::new(tag, subnet);
+    if let Some(cpu) = rps {
+        let mask = format!("{:x}", 1u64 << cpu);
+        let file = format!("/sys/class/net/{}/queues/rx-0/rps_cpus", pair.dev_b);
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &pair.b,
+                "sh",
+                "-c",
+                &format!("echo {mask} > {file}"),
+            ],
+        );
+    }
+    let dropped_before = softnet_dropped();
+    pair.send(CLOSED_PORT, DATAGRAMS);
+    // Each datagram reaches b's closed port, or (steered to another CPU) overflows its backlog.
+    wait_until("the flood's arrival", || {
+        pair.udp_no_ports() + (softnet_dropped() - dropped_before) >= DATAGRAMS as u64
+    });
+    let received = pair.udp_no_ports();
+    let (_, r) = report_after(netdoc, &["udp_no_listener"]);
+    let backlog_cpu = rps.unwrap_or(0);
+    assert!(
+        napi_packets(&record, backlog_cpu, "backlog") >= received,
+        "each of the {received} datagrams went through CPU {backlog_cpu}'s backlog: {r:#?}"
+    );
+    (r, record)
+}
+
+#[test]
+fn a_veth_flood_is_backlog_processing_never_a_nic_queue() {
+    require_root!();
+    for (tag, subnet, rps) in [("F", 78, None), ("G", 79, Some(1))] {
+        let (r, record) = veth_flood(tag, subnet, rps);
+        for f in r.findings.iter().filter(|f| f.id.starts_with("net_rx_")) {
+            assert_ne!(
+                f.id, "net_rx_single_queue_saturation",
+                "no NIC queue carried the flood: {f:#?}"
+            );
+            assert_eq!(f.scope.name, format!("CPU {}", rps.unwrap_or(0)), "{f:#?}");
+        }
+        let _ = std::fs::remove_file(record);
+    }
+    assert_nothing_left();
+}
+
 #[test]
 fn a_quiet_host_has_no_finding_and_a_recording_replays_the_same_unprivileged() {
     require_root!();

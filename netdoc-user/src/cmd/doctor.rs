@@ -10,7 +10,6 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use netdoc_common::softirq::NET_RX;
 
 use super::net_rx;
 use crate::{
@@ -24,7 +23,7 @@ use crate::{
         filter::{DropFilter, FilterArgs},
         report::{self, NamedDrop},
     },
-    facts::{host, interrupts::Interrupts, netns::NetnsArg},
+    facts::{host, netns::NetnsArg},
     kernel::Kernel,
     model::{cause::Cause, names::LiveNamer},
     namespaces::NetnsKey,
@@ -37,7 +36,6 @@ use crate::{
         registry::Families,
         stream::Records,
     },
-    softirq::series::{self, Sample},
 };
 
 /// Exit codes: documented in the README, `netdoc doctor --help` and `docs/schema.md`.
@@ -45,6 +43,9 @@ pub const HEALTHY: u8 = 0;
 pub const FINDINGS: u8 = 1;
 /// netdoc could not run (no privileges, no probe, a bad recording).
 pub const CANNOT_RUN: u8 = 2;
+
+/// The stretch over which NET_RX shares are measured: the busiest one of the run is reported.
+const NET_RX_WINDOW: Duration = Duration::from_secs(5);
 
 /// Findings shown live.
 const LIVE_TOP: usize = 5;
@@ -72,8 +73,7 @@ struct DoctorView {
     conntrack: conntrack::PerNamespace,
     neighbours: NeighbourTables,
     namespaces: Namespaces,
-    first: Sample,
-    int_before: Interrupts,
+    net_rx: Option<net_rx::BusiestWindow>,
     host: HostFacts,
     /// Findings already announced on stderr (by id and scope), when there is no live view.
     announced: BTreeSet<(String, String)>,
@@ -108,19 +108,14 @@ impl DoctorView {
                 self.namespaces.resolve(n, 0, u64::MAX)
             })
         });
-        let net_rx = session.net_rx_known.then(|| {
-            let last = net_rx::sample(session, NET_RX);
-            let cpus = series::summaries(&self.first, &last, &session.cpus, NET_RX);
-            let int_after = Interrupts::read().unwrap_or_default();
-            let nic_map = net_rx::nic_map(
-                session,
-                &self.first,
-                &last,
-                &self.int_before,
-                &int_after,
-                &cpus,
-            );
-            NetRx { cpus, nic_map }
+        let net_rx = self.net_rx.as_ref().map(|w| {
+            let m = w.busiest(session);
+            NetRx {
+                from_s: m.from_s,
+                to_s: m.to_s,
+                cpus: m.cpus,
+                nic_map: m.nic_map,
+            }
         });
         Snapshot {
             version: RECORD_VERSION,
@@ -160,6 +155,9 @@ impl View for DoctorView {
             self.counted.sample(&inventory);
             self.conntrack.sample(&inventory);
             self.neighbours.sample(&inventory);
+        }
+        if let Some(w) = self.net_rx.as_mut() {
+            w.sample(session);
         }
         let findings = doctor::diagnose(&self.snapshot(session, false));
         if self.tty && !self.json {
@@ -239,7 +237,6 @@ pub async fn run(opts: DoctorOptions, kernel: Kernel) -> Result<u8> {
     let families = Families::discover(&kernel);
     let request = request(&opts, &families)?;
     let reason_names = families.drops.reasons.source.describe().to_string();
-    let int_before = Interrupts::read().unwrap_or_default();
     let mut session = Session::start(kernel, families, request)?;
     if session.hook(drops::PROBE).is_none() {
         bail!(
@@ -264,7 +261,9 @@ pub async fn run(opts: DoctorOptions, kernel: Kernel) -> Result<u8> {
         )
     };
     let neighbours = NeighbourTables::start();
-    let first = net_rx::sample(&session, NET_RX);
+    let net_rx = session
+        .net_rx_known
+        .then(|| net_rx::BusiestWindow::start(&session, NET_RX_WINDOW));
     eprintln!(
         "netdoc: doctor attached: {} probes, watching {} for {:?}; Ctrl-C to stop early",
         session
@@ -293,8 +292,7 @@ pub async fn run(opts: DoctorOptions, kernel: Kernel) -> Result<u8> {
         conntrack,
         neighbours,
         namespaces,
-        first,
-        int_before,
+        net_rx,
         host: HostFacts {
             hostname: host::hostname(),
             kernel: host::kernel_release(),

@@ -1,6 +1,11 @@
 //! The NET_RX observation `softirq`, `irq` and `doctor` share: samples of the softirq family's
 //! maps and the kernel's own counters, and the NIC map joined from them.
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, VecDeque},
+    time::Duration,
+};
+
+use netdoc_common::softirq::NET_RX;
 
 use crate::{
     drops::DropMaps,
@@ -13,7 +18,7 @@ use crate::{
     softirq::{
         self, VECTOR_NAMES,
         nicmap::{self, NicMap, QueueFacts},
-        series::{CpuSummary, Sample},
+        series::{self, CpuSummary, Sample},
     },
 };
 
@@ -151,4 +156,98 @@ pub fn nic_map(
         &shares,
         &session.cpus,
     )
+}
+
+/// NET_RX per CPU over the busiest stretch of a run: a saturation of a few seconds stays
+/// visible in a long run, where the whole-run average would dilute it below any threshold.
+pub struct BusiestWindow {
+    window: Duration,
+    first: (Sample, Interrupts),
+    /// Readings of the last `window`, oldest first.
+    recent: VecDeque<(Sample, Interrupts)>,
+    /// The window whose busiest CPU had the highest share so far.
+    peak: Option<Measured>,
+}
+
+/// NET_RX over one stretch of the run.
+pub struct Measured {
+    pub from_s: f64,
+    pub to_s: f64,
+    pub cpus: Vec<CpuSummary>,
+    pub nic_map: NicMap,
+}
+
+impl Measured {
+    fn between(session: &Session, a: &(Sample, Interrupts), b: &(Sample, Interrupts)) -> Self {
+        let cpus = series::summaries(&a.0, &b.0, &session.cpus, NET_RX);
+        let nic_map = nic_map(session, &a.0, &b.0, &a.1, &b.1, &cpus);
+        Self {
+            from_s: a.0.t_s,
+            to_s: b.0.t_s,
+            cpus,
+            nic_map,
+        }
+    }
+
+    fn busiest_share(&self) -> f64 {
+        self.cpus.iter().map(|c| c.share).fold(0.0, f64::max)
+    }
+}
+
+fn reading(session: &Session) -> (Sample, Interrupts) {
+    (
+        sample(session, NET_RX),
+        Interrupts::read().unwrap_or_default(),
+    )
+}
+
+impl BusiestWindow {
+    pub fn start(session: &Session, window: Duration) -> Self {
+        let first = reading(session);
+        Self {
+            window,
+            recent: VecDeque::from([(first.0.clone(), first.1.clone())]),
+            first,
+            peak: None,
+        }
+    }
+
+    /// A reading now; the window ending now replaces the peak when its busiest CPU is busier.
+    pub fn sample(&mut self, session: &Session) {
+        let now = reading(session);
+        let horizon = now.0.t_s - self.window.as_secs_f64();
+        while self.recent.len() > 1 && self.recent[1].0.t_s <= horizon {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(now);
+        let (Some(oldest), Some(newest)) = (self.recent.front(), self.recent.back()) else {
+            return;
+        };
+        // Only whole windows: a stretch shorter than the window is a sliver, not a measure.
+        if newest.0.t_s - oldest.0.t_s < self.window.as_secs_f64() * 0.9 {
+            return;
+        }
+        let m = Measured::between(session, oldest, newest);
+        if self
+            .peak
+            .as_ref()
+            .is_none_or(|p| m.busiest_share() > p.busiest_share())
+        {
+            self.peak = Some(m);
+        }
+    }
+
+    /// The busiest window, or the whole run when it is busier (or shorter than a window).
+    pub fn busiest(&self, session: &Session) -> Measured {
+        let whole = Measured::between(session, &self.first, &reading(session));
+        match &self.peak {
+            Some(p) if p.busiest_share() > whole.busiest_share() => Measured {
+                from_s: p.from_s,
+                to_s: p.to_s,
+                cpus: p.cpus.clone(),
+                nic_map: p.nic_map.clone(),
+            },
+            _ => whole,
+        }
+    }
 }

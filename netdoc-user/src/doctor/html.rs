@@ -291,6 +291,8 @@ mod tests {
             unavailable: Some("no tcp:tcp_retransmit_skb <here>".into()),
         }];
         s.net_rx = Some(NetRx {
+            from_s: 0.0,
+            to_s: 30.0,
             cpus: (0..4)
                 .map(|cpu| CpuSummary {
                     cpu,

@@ -129,6 +129,11 @@ const MAX_GROUPS: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NetRx {
+    /// The busiest stretch of the run (seconds from its start), or the whole run.
+    #[serde(default)]
+    pub from_s: f64,
+    #[serde(default)]
+    pub to_s: f64,
     pub cpus: Vec<CpuSummary>,
     pub nic_map: NicMap,
 }
