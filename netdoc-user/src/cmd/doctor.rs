@@ -45,7 +45,7 @@ pub const FINDINGS: u8 = 1;
 pub const CANNOT_RUN: u8 = 2;
 
 /// The stretch over which NET_RX shares are measured: the busiest one of the run is reported.
-const NET_RX_WINDOW: Duration = Duration::from_secs(5);
+const NET_RX_WINDOW: Duration = Duration::from_secs(2);
 
 /// Findings shown live.
 const LIVE_TOP: usize = 5;

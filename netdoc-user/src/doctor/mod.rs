@@ -301,3 +301,45 @@ impl Report {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::finding::Severity;
+
+    /// Real incidents recorded with `netdoc doctor --record` on this host's 6.18 kernel: a veth
+    /// flood to a closed port with 30 datagrams into an nft drop rule; SNAT clashes on DNS with
+    /// a listener of backlog 1 hit by 20 clients (whose SYN retransmits are the listener's).
+    #[test]
+    fn recorded_incidents_replay_to_their_findings() {
+        for (file, expected) in [
+            (
+                "veth-flood-6.18.json",
+                &[
+                    "udp_no_listener",
+                    "firewall_drop",
+                    "net_rx_backlog_concentration",
+                ][..],
+            ),
+            (
+                "snat-dns-and-listen-overflow-6.18.json",
+                &["listen_queue_overflow", "conntrack_insert_failed"][..],
+            ),
+        ] {
+            let path = format!(
+                "{}/tests/fixtures/doctor/{file}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let text = std::fs::read_to_string(&path).unwrap();
+            let snapshot: Snapshot = serde_json::from_str(&text).unwrap();
+            assert_eq!(snapshot.version, RECORD_VERSION);
+            let findings = diagnose(&snapshot);
+            let problems: Vec<&str> = findings
+                .iter()
+                .filter(|f| f.severity > Severity::Info)
+                .map(|f| f.id.as_ref())
+                .collect();
+            assert_eq!(problems, expected, "{file}");
+        }
+    }
+}

@@ -1,13 +1,10 @@
 //! netdoc's own blind spots, as findings about the diagnosis: events it lost, probes this
 //! kernel refused, drops whose cause it could not tell, sockets it could not list. They never
 //! say the network is broken (severity info), only what the report cannot show.
-use super::{NO_REASON, conntrack_dropped, is_netfilter_drop, namespace_scope};
+use super::{NO_REASON, Untold, is_untold, namespace_scope, untold_in};
 use crate::{
     doctor::Snapshot,
-    model::{
-        cause::Cause,
-        finding::{Confidence, Evidence, Finding, Scope, Severity},
-    },
+    model::finding::{Confidence, Evidence, Finding, Scope, Severity},
 };
 
 /// Probes whose absence hides an incident class, and which.
@@ -96,11 +93,11 @@ pub fn blind_spots(s: &Snapshot) -> Vec<Finding> {
         }
     }
     // Untold netfilter drops where conntrack also dropped: the firewall rule cannot claim them.
-    let untold = s.drops.groups.iter().filter(|g| {
-        is_netfilter_drop(g)
-            && matches!(g.cause, None | Some(Cause::Unclassified))
-            && conntrack_dropped(s, g.netns) > 0
-    });
+    let untold = s
+        .drops
+        .groups
+        .iter()
+        .filter(|g| is_untold(g) && untold_in(s, g.netns) == Untold::Mixed);
     for g in untold {
         let scope = namespace_scope(g.netns_name.as_deref(), g.netns);
         out.push(blind(
@@ -131,7 +128,7 @@ pub fn blind_spots(s: &Snapshot) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{doctor::rules::fixtures::*, planner::ProbeStatus};
+    use crate::{doctor::rules::fixtures::*, model::cause::Cause, planner::ProbeStatus};
 
     #[test]
     fn lost_events_and_refused_probes_are_info_findings() {

@@ -2,7 +2,7 @@
 //! own. The counters tell the two apart (`drop` beyond `insert_failed` vs `insert_failed`,
 //! decided in `conntrack::findings`); the drops the sentinels tied to conntrack add the flows,
 //! and DNS among them the five-second timeout pattern.
-use super::target_evidence;
+use super::{Untold, is_untold, target_evidence, untold_in};
 use crate::{
     doctor::Snapshot,
     model::{
@@ -20,11 +20,14 @@ pub fn conntrack(s: &Snapshot) -> Vec<Finding> {
                 "conntrack_table_full" => Cause::ConntrackIn,
                 _ => Cause::ConntrackConfirm,
             };
-            let groups = s
-                .drops
-                .groups
-                .iter()
-                .filter(|g| g.netns == ns.netns.inode && g.cause == Some(cause));
+            // Untold drops are conntrack's when its count says so, and of this finding's kind
+            // when it is the only kind conntrack dropped for.
+            let one_kind = (ns.attribution.table_full == 0) != (ns.attribution.insert_failed == 0);
+            let untold_here = one_kind && untold_in(s, ns.netns.inode) == Untold::Conntrack;
+            let groups = s.drops.groups.iter().filter(|g| {
+                g.netns == ns.netns.inode
+                    && (g.cause == Some(cause) || (untold_here && is_untold(g)))
+            });
             for g in groups {
                 f.evidence.extend(target_evidence(g));
                 let dns = g
@@ -38,7 +41,7 @@ pub fn conntrack(s: &Snapshot) -> Vec<Finding> {
                         format!(
                             "{dns} of them are DNS queries (udp/53): the resolver retries only after its 5 s timeout, the classic \"DNS sometimes takes five seconds\" in containers"
                         ),
-                        format!("skb:kfree_skb NETFILTER_DROP@{} at conntrack confirm", g.location),
+                        format!("skb:kfree_skb {}@{}", g.reason, g.location),
                     ));
                 }
             }
@@ -101,6 +104,37 @@ mod tests {
             f[0].evidence
         );
         assert!(f[0].shows("udp > 10.96.0.10:53"));
+    }
+
+    #[test]
+    fn untold_drops_as_many_as_conntrack_counted_are_its_own() {
+        let mut s = quiet();
+        s.conntrack = vec![namespace(Attribution {
+            insert_failed: 12,
+            ..Attribution::default()
+        })];
+        s.drops.groups = vec![group(
+            "blue",
+            "NETFILTER_DROP",
+            Some(Cause::Unclassified),
+            "udp",
+            "10.96.0.10",
+            53,
+            12,
+        )];
+        let f = conntrack(&s);
+        assert!(
+            f[0].shows("12 of them are DNS queries"),
+            "{:?}",
+            f[0].evidence
+        );
+        s.drops.groups[0].events = 13;
+        s.drops.groups[0].targets[0].events = 13;
+        let f = conntrack(&s);
+        assert!(
+            !f[0].shows("DNS"),
+            "one more than conntrack dropped: not all its own"
+        );
     }
 
     #[test]

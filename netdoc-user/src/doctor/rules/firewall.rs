@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    MIN_PACKETS, conntrack_dropped, function, inside, is_netfilter_drop, namespace_scope,
-    target_evidence,
+    MIN_PACKETS, Untold, function, inside, is_netfilter_drop, is_untold, namespace_scope,
+    target_evidence, untold_in,
 };
 use crate::{
     doctor::{DropGroup, Snapshot},
@@ -33,8 +33,7 @@ pub fn rule_drops(s: &Snapshot) -> Vec<Finding> {
     let mut by_ns: BTreeMap<u32, Vec<&DropGroup>> = BTreeMap::new();
     for g in s.drops.groups.iter().filter(|g| is_netfilter_drop(g)) {
         let told = g.cause == Some(Cause::Firewall) || function(&g.location) == NFTABLES;
-        let untold = matches!(g.cause, None | Some(Cause::Unclassified));
-        if told || (untold && conntrack_dropped(s, g.netns) == 0) {
+        if told || (is_untold(g) && untold_in(s, g.netns) == Untold::Rules) {
             by_ns.entry(g.netns).or_default().push(g);
         }
     }

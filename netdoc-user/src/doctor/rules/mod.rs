@@ -12,6 +12,7 @@ mod sockets;
 use super::{DropGroup, Snapshot};
 use crate::{
     counted::NamespaceCounted,
+    model::cause::Cause,
     model::finding::{Evidence, Finding, Scope, ScopeKind},
 };
 
@@ -69,6 +70,53 @@ fn conntrack_dropped(s: &Snapshot, inode: u32) -> u64 {
         .filter(|c| c.netns.inode == inode)
         .map(|c| c.attribution.table_full + c.attribution.insert_failed)
         .sum()
+}
+
+/// A netfilter drop no sentinel or freeing function attributed.
+fn is_untold(g: &DropGroup) -> bool {
+    is_netfilter_drop(g) && matches!(g.cause, None | Some(Cause::Unclassified))
+}
+
+/// Whose a namespace's untold netfilter drops are, from conntrack's own count of its drops
+/// (each of which is one netfilter drop): conntrack dropped nothing, so a rule's; exactly as
+/// many as conntrack dropped beyond the attributed ones (and no event lost), so conntrack's;
+/// else they cannot be told apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Untold {
+    Rules,
+    Conntrack,
+    Mixed,
+}
+
+fn untold_in(s: &Snapshot, inode: u32) -> Untold {
+    let dropped = conntrack_dropped(s, inode);
+    if dropped == 0 {
+        return Untold::Rules;
+    }
+    let in_ns = || s.drops.groups.iter().filter(|g| g.netns == inode);
+    let told_conntrack: u64 = in_ns()
+        .filter(|g| matches!(g.cause, Some(Cause::ConntrackIn | Cause::ConntrackConfirm)))
+        .map(|g| g.events)
+        .sum();
+    let untold: u64 = in_ns().filter(|g| is_untold(g)).map(|g| g.events).sum();
+    match s.drops.lost == 0 && untold == dropped.saturating_sub(told_conntrack) {
+        true => Untold::Conntrack,
+        false => Untold::Mixed,
+    }
+}
+
+/// A connection attempt retransmitting its SYN to a listener on this host whose accept queue
+/// overflowed: the listen-queue finding explains it (those SYNs were refused, not lost).
+fn at_overflowing_listener(s: &Snapshot, f: &crate::retrans::report::FlowRow) -> bool {
+    f.state == "SYN_SENT"
+        && s.counted.iter().any(|ns| {
+            grew(Some(ns), "TcpExt.ListenOverflows") > 0
+                && ns.listeners.iter().any(|l| {
+                    l.socket.local.port() == f.id.dport
+                        && (l.socket.local.ip().is_unspecified()
+                            || Some(l.socket.local.ip().to_string()) == f.id.daddr)
+                })
+        })
 }
 
 /// A namespace as a scope: `host` for the initial one.

@@ -1,7 +1,10 @@
 //! Loss on the path, seen only as retransmits: an MTU black hole (full-sized segments stuck,
 //! no ICMP), and other flows that keep retransmitting one segment. A local drop of the same
-//! destination turns "somewhere on the path" into "here", with its reason.
-use super::{MIN_PACKETS, namespace_scope};
+//! destination turns "somewhere on the path" into "here", with its reason; a SYN retransmitted
+//! to a local listener whose accept queue overflowed is that listener's finding, not the path's.
+use std::collections::BTreeMap;
+
+use super::{MIN_PACKETS, at_overflowing_listener, namespace_scope};
 use crate::{
     doctor::Snapshot,
     model::finding::{Confidence, Evidence, Finding, Scope, ScopeKind, Severity},
@@ -10,14 +13,19 @@ use crate::{
 
 pub fn retransmits(s: &Snapshot) -> Vec<Finding> {
     let holes = mtu::black_holes(&s.retrans);
-    let mut out: Vec<Finding> = s
-        .retrans
-        .iter()
-        .filter(|f| {
-            f.max_same_seq >= mtu::STUCK_RETRIES
-                && !holes.iter().any(|h| h.scope.name.starts_with(&f.id.flow))
-        })
-        .map(|f| stalled(s, f))
+    // Stalled flows per namespace and destination: one finding however many connections.
+    let mut stalls: BTreeMap<(u32, String), Vec<&FlowRow>> = BTreeMap::new();
+    for f in s.retrans.iter().filter(|f| {
+        f.max_same_seq >= mtu::STUCK_RETRIES
+            && !holes.iter().any(|h| h.scope.name.starts_with(&f.id.flow))
+            && !at_overflowing_listener(s, f)
+    }) {
+        let to = destination(f).unwrap_or_else(|| f.id.flow.clone());
+        stalls.entry((f.id.netns, to)).or_default().push(f);
+    }
+    let mut out: Vec<Finding> = stalls
+        .into_iter()
+        .map(|((_, to), flows)| stalled(s, &to, &flows))
         .collect();
     out.extend(holes);
     out
@@ -32,25 +40,36 @@ fn destination(f: &FlowRow) -> Option<String> {
     ))
 }
 
-fn stalled(s: &Snapshot, f: &FlowRow) -> Finding {
-    let to = destination(f);
+fn stalled(s: &Snapshot, to: &str, flows: &[&FlowRow]) -> Finding {
+    let first = flows[0];
     let local: Vec<(&str, &str, u64)> = s
         .drops
         .groups
         .iter()
-        .filter(|g| g.netns == f.id.netns)
+        .filter(|g| g.netns == first.id.netns)
         .flat_map(|g| g.targets.iter().map(move |t| (g, t)))
-        .filter(|(_, t)| to.as_deref() == Some(t.to.as_str()))
+        .filter(|(_, t)| t.to == to)
         .map(|(g, t)| (g.reason.as_str(), g.location.as_str(), t.events))
         .collect();
-    let where_ = namespace_scope(f.id.netns_name.as_deref(), f.id.netns);
-    let mut evidence = vec![Evidence::new(
-        format!(
-            "one segment was retransmitted {} times in a row ({} retransmits in all, {} segments): retransmission timeouts, not fast recovery",
-            f.max_same_seq, f.retransmits, f.segments
-        ),
-        "tcp:tcp_retransmit_skb",
-    )];
+    let where_ = namespace_scope(first.id.netns_name.as_deref(), first.id.netns);
+    let retransmits: u64 = flows.iter().map(|f| f.retransmits).sum();
+    let mut evidence: Vec<Evidence> = flows
+        .iter()
+        .take(3)
+        .map(|f| {
+            Evidence::new(
+                format!(
+                    "{} ({}): one segment retransmitted {} times in a row, {} retransmits in all: retransmission timeouts, not fast recovery",
+                    f.id.flow, f.state, f.max_same_seq, f.retransmits
+                ),
+                "tcp:tcp_retransmit_skb",
+            )
+        })
+        .collect();
+    let connections = match flows.len() {
+        1 => first.id.flow.clone(),
+        n => format!("{n} connections to {}", to.trim_start_matches("tcp > ")),
+    };
     let (id, title, confidence) = if let Some((reason, location, _)) = local.first() {
         let n: u64 = local.iter().map(|l| l.2).sum();
         evidence.push(Evidence::new(
@@ -60,8 +79,7 @@ fn stalled(s: &Snapshot, f: &FlowRow) -> Finding {
         (
             "local_drop_stalls_flow",
             format!(
-                "{} keeps timing out because this host drops its packets ({reason})",
-                f.id.flow
+                "{connections} keep timing out because this host drops their packets ({reason})"
             ),
             Confidence::High,
         )
@@ -73,10 +91,9 @@ fn stalled(s: &Snapshot, f: &FlowRow) -> Finding {
         (
             "silent_path_drop",
             format!(
-                "{} keeps timing out and no drop on this host explains it: packets are lost on the path or at the peer",
-                f.id.flow
+                "{connections} keep timing out and no drop on this host explains it: packets are lost on the path or at the peer"
             ),
-            if f.retransmits >= MIN_PACKETS {
+            if retransmits >= MIN_PACKETS {
                 Confidence::Medium
             } else {
                 Confidence::Low
@@ -88,8 +105,8 @@ fn stalled(s: &Snapshot, f: &FlowRow) -> Finding {
         severity: Severity::Warning,
         confidence,
         title,
-        scope: Scope::new(ScopeKind::Flow, format!("{} in {where_}", f.id.flow)),
-        affected: f.retransmits,
+        scope: Scope::new(ScopeKind::Flow, format!("{to} in {where_}")),
+        affected: retransmits,
         evidence,
         fix: vec![
             "look for loss beyond this host: mtr or tracepath to the peer, the peer's own drops (run netdoc doctor there), the switch and NIC counters (ethtool -S)".into(),
@@ -143,6 +160,43 @@ mod tests {
         let f = retransmits(&s);
         assert_eq!(f[0].id, "local_drop_stalls_flow", "{f:?}");
         assert!(f[0].shows("NETFILTER_DROP"));
+    }
+
+    #[test]
+    fn stalled_connections_to_one_destination_are_one_finding() {
+        let mut s = quiet();
+        let mut second = flow(4, 4);
+        second.id.flow = second.id.flow.replace("40000", "40001");
+        s.retrans = vec![flow(5, 5), second];
+        let f = retransmits(&s);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(f[0].title.starts_with("2 connections to"), "{}", f[0].title);
+        assert_eq!(f[0].affected, 9);
+    }
+
+    #[test]
+    fn syns_refused_by_a_full_local_accept_queue_are_not_the_path() {
+        let mut s = quiet();
+        let mut syn = flow(4, 4);
+        syn.state = "SYN_SENT".into();
+        let mut ns = counted("blue", &[("TcpExt.ListenOverflows", 9)], &[]);
+        ns.listeners = vec![crate::counted::OwnedSocket {
+            socket: crate::facts::sockdiag::DiagSocket {
+                local: format!("{}:{}", syn.id.daddr.clone().unwrap(), syn.id.dport)
+                    .parse()
+                    .unwrap(),
+                queue: 2,
+                limit: 1,
+                inode: 1,
+                drops: None,
+                rcvbuf: None,
+            },
+            pid: None,
+            comm: None,
+        }];
+        s.counted = vec![ns];
+        s.retrans = vec![syn];
+        assert!(retransmits(&s).is_empty());
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! application accepts from too slowly (or a SYN queue under a flood), and a sender refused
 //! buffer memory. The kernel counts these per namespace; sock_diag names the socket and its
 //! process.
-use super::{MIN_PACKETS, counter_source, grew, inside, namespace_scope, target_evidence};
+use super::{
+    MIN_PACKETS, at_overflowing_listener, counter_source, grew, inside, namespace_scope,
+    target_evidence,
+};
 use crate::{
     counted::{NamespaceCounted, OwnedSocket},
     doctor::Snapshot,
@@ -147,6 +150,20 @@ pub fn listen_queues(s: &Snapshot) -> Vec<Finding> {
                         l.socket.limit
                     ),
                     "sock_diag (accept queue and backlog)",
+                ));
+            }
+            let waiting: Vec<_> = s
+                .retrans
+                .iter()
+                .filter(|f| at_overflowing_listener(s, f))
+                .collect();
+            if let Some(longest) = waiting.iter().map(|f| f.max_same_seq).max() {
+                evidence.push(Evidence::new(
+                    format!(
+                        "{} connection attempts from this host retransmitted their SYN, up to {longest} times: each retry waits a second or more",
+                        waiting.len()
+                    ),
+                    "tcp:tcp_retransmit_skb (SYN_SENT)",
                 ));
             }
             let somaxconn = setting(ns, "net.core.somaxconn");
