@@ -233,6 +233,66 @@ fn an_accept_queue_overflow_names_the_listener_and_its_backlog() {
 }
 
 #[test]
+fn a_full_syn_queue_without_syncookies_is_told_apart_from_a_full_accept_queue() {
+    require_root!();
+    const CLIENTS: usize = 20;
+    const PORT: u16 = 8081;
+    let netdoc = doctor(&[]);
+    let pair = Pair::new("Y", 80);
+    // No syncookies, and no handshake ever completes (b drops the clients' final ACKs): the
+    // SYN queue of a backlog-1 listener fills and further SYNs are dropped there.
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &pair.b,
+            "sysctl",
+            "-qw",
+            "net.ipv4.tcp_syncookies=0",
+        ],
+    );
+    let ack = format!(
+        "add rule inet netdoc_test input tcp dport {PORT} tcp flags & (syn | ack) == ack drop"
+    );
+    run("ip", &["netns", "exec", &pair.b, "nft", &ack]);
+    let listener = tiny_listener(&pair.b, &pair.ip_b, PORT);
+    let ns_a = std::fs::File::open(format!("/run/netns/{}", pair.a)).unwrap();
+    let to: std::net::SocketAddr = format!("{}:{PORT}", pair.ip_b).parse().unwrap();
+    let clients = std::thread::spawn(move || {
+        // SAFETY: setns on this thread only, with an open namespace file.
+        let entered = unsafe { libc::setns(ns_a.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(entered, 0);
+        (0..CLIENTS)
+            .map(|_| std::net::TcpStream::connect_timeout(&to, Duration::from_millis(200)))
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .unwrap();
+    let syn_drops = ns_counter(&pair.b, "netstat", "TcpExt", "TCPReqQFullDrop");
+    assert!(syn_drops > 0, "the SYN queue overflowed");
+    let (status, r) = report_after(netdoc, &["syn_queue_overflow"]);
+    drop(clients);
+    assert_eq!(status.code(), Some(1));
+    let first = &r.findings[0];
+    assert_eq!(first.id, "syn_queue_overflow", "{r:#?}");
+    assert_eq!(first.scope.kind, ScopeKind::Listener, "{first:#?}");
+    assert!(first.scope.name.contains(&to.to_string()), "{first:#?}");
+    assert!(first.affected >= syn_drops, "{first:#?}");
+    assert!(first.shows("tcp_syncookies 0"), "{first:#?}");
+    assert!(
+        !ids(&r).contains(&"listen_queue_overflow"),
+        "the accept queue never filled: {r:#?}"
+    );
+    assert!(
+        !ids(&r).contains(&"silent_path_drop"),
+        "the SYNs were refused here: {r:#?}"
+    );
+    drop(listener);
+    assert_nothing_left();
+}
+
+#[test]
 fn a_full_receive_buffer_names_the_socket_not_a_closed_port() {
     require_root!();
     const DATAGRAMS: usize = 300;

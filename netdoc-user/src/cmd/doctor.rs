@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::net_rx;
+use super::{net_rx, pending::PendingFile};
 use crate::{
     conntrack,
     counted::{self, neighbours::NeighbourTables},
@@ -80,9 +80,9 @@ struct DoctorView {
 }
 
 impl DoctorView {
-    /// What the rules see now; `owners` also reads every process's fd table to name sockets'
-    /// owners (for the final report, not every tick).
-    fn snapshot(&mut self, session: &Session, owners: bool) -> Snapshot {
+    /// What the rules see now. `complete` (the final report, not every tick) also names
+    /// sockets' owners (every process's fd table) and reads the NIC queues.
+    fn snapshot(&mut self, session: &Session, complete: bool) -> Snapshot {
         let duration_s = session.started.elapsed().as_secs_f64();
         let drops = match session.drops.as_ref() {
             Some(maps) => {
@@ -99,6 +99,7 @@ impl DoctorView {
                     matched: stats.matched,
                     delivered: self.delivered,
                     lost: stats.lost,
+                    folded: self.grouper.folded,
                 }
             }
             None => Drops::default(),
@@ -109,7 +110,8 @@ impl DoctorView {
             })
         });
         let net_rx = self.net_rx.as_ref().map(|w| {
-            let m = w.busiest(session);
+            // Ticks read NIC queues only when a CPU is saturated; the final report always.
+            let m = w.busiest(session, complete);
             NetRx {
                 from_s: m.from_s,
                 to_s: m.to_s,
@@ -122,7 +124,7 @@ impl DoctorView {
             host: self.host.clone(),
             duration_s,
             drops,
-            counted: self.counted.report(owners),
+            counted: self.counted.report(complete),
             conntrack: self.conntrack.report(&self.causes),
             neighbours: self.neighbours.report(),
             retrans,
@@ -226,14 +228,16 @@ fn request(opts: &DoctorOptions, families: &Families) -> Result<Request> {
 pub async fn run(opts: DoctorOptions, kernel: Kernel) -> Result<u8> {
     let mut signals = Signals::install()?;
     // A recording or report that cannot be written fails now, not after the run.
-    if let Some(path) = &opts.record {
-        std::fs::write(path, b"")
-            .with_context(|| format!("cannot write --record {}", path.display()))?;
-    }
-    if let Some(path) = &opts.report {
-        std::fs::write(path, b"")
-            .with_context(|| format!("cannot write --report {}", path.display()))?;
-    }
+    let record = opts
+        .record
+        .as_deref()
+        .map(|p| PendingFile::create(p, "--record"))
+        .transpose()?;
+    let page = opts
+        .report
+        .as_deref()
+        .map(|p| PendingFile::create(p, "--report"))
+        .transpose()?;
     let families = Families::discover(&kernel);
     let request = request(&opts, &families)?;
     let reason_names = families.drops.reasons.source.describe().to_string();
@@ -312,16 +316,11 @@ pub async fn run(opts: DoctorOptions, kernel: Kernel) -> Result<u8> {
         view.neighbours.sample(&inventory);
     }
     let snapshot = view.snapshot(&session, true);
-    if let Some(path) = &opts.record {
-        write_recording(path, &snapshot)?;
+    if let Some(file) = record {
+        let text = serde_json::to_string(&snapshot).context("encoding the recording")?;
+        file.commit((text + "\n").as_bytes())?;
     }
-    finish(
-        &snapshot,
-        false,
-        opts.json,
-        opts.report.as_deref(),
-        &mut ended.out,
-    )
+    finish(&snapshot, false, opts.json, page, &mut ended.out)
 }
 
 /// Prints the report of `snapshot` (and writes it as HTML to `page`); the exit code says
@@ -330,12 +329,12 @@ fn finish(
     snapshot: &Snapshot,
     replayed: bool,
     json: bool,
-    page: Option<&Path>,
+    page: Option<PendingFile>,
     out: &mut Stdout,
 ) -> Result<u8> {
     let report = Report::new(snapshot, replayed);
-    if let Some(path) = page {
-        write_page(path, &html::render(&report, snapshot))?;
+    if let Some(file) = page {
+        file.commit(html::render(&report, snapshot).as_bytes())?;
     }
     let text = if json {
         Output::Doctor(report.clone()).line()
@@ -349,28 +348,11 @@ fn finish(
     })
 }
 
-fn write_recording(path: &Path, snapshot: &Snapshot) -> Result<()> {
-    let text = serde_json::to_string(snapshot).context("encoding the recording")?;
-    std::fs::write(path, text + "\n")
-        .with_context(|| format!("writing --record {}", path.display()))
-}
-
-/// Writes the HTML report whole or not at all: a browser or a ticket upload that opens FILE
-/// while netdoc writes it never sees half a page.
-fn write_page(path: &Path, page: &str) -> Result<()> {
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".netdoc-partial");
-    let partial = PathBuf::from(partial);
-    let written = std::fs::write(&partial, page).and_then(|()| std::fs::rename(&partial, path));
-    if written.is_err() {
-        // No half-written page left beside FILE.
-        let _ = std::fs::remove_file(&partial);
-    }
-    written.with_context(|| format!("writing --report {}", path.display()))
-}
-
 /// `--replay FILE`: the report of a recording, on any machine, without privileges.
 pub fn replay(path: &Path, json: bool, page: Option<&Path>) -> Result<u8> {
+    let page = page
+        .map(|p| PendingFile::create(p, "--report"))
+        .transpose()?;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading --replay {}", path.display()))?;
     let version = serde_json::from_str::<serde_json::Value>(&text)

@@ -4,6 +4,7 @@ pub mod conntrack;
 pub mod doctor;
 pub mod drops;
 mod net_rx;
+mod pending;
 pub mod probes;
 pub mod retrans;
 pub mod softirq;

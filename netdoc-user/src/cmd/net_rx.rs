@@ -16,7 +16,7 @@ use crate::{
     },
     session::Session,
     softirq::{
-        self, VECTOR_NAMES,
+        self, VECTOR_NAMES, correlate,
         nicmap::{self, NicMap, QueueFacts},
         series::{self, CpuSummary, Sample},
     },
@@ -160,16 +160,19 @@ pub fn nic_map(
 
 /// NET_RX per CPU over the busiest stretch of a run: a saturation of a few seconds stays
 /// visible in a long run, where the whole-run average would dilute it below any threshold.
+/// Each tick computes only the per-CPU shares; the NIC queues (sysfs and procfs per IRQ) are
+/// read for a stretch only when a CPU in it is saturated, or for the final report.
 pub struct BusiestWindow {
     window: Duration,
     first: (Sample, Interrupts),
-    /// Readings of the last `window`, oldest first.
+    /// Readings of the last `window`, oldest first; the last is the latest reading.
     recent: VecDeque<(Sample, Interrupts)>,
-    /// The window whose busiest CPU had the highest share so far.
-    peak: Option<Measured>,
+    /// The window whose busiest CPU had the highest share so far, and its two readings.
+    peak: Option<(Measured, [(Sample, Interrupts); 2])>,
 }
 
 /// NET_RX over one stretch of the run.
+#[derive(Clone)]
 pub struct Measured {
     pub from_s: f64,
     pub to_s: f64,
@@ -177,21 +180,8 @@ pub struct Measured {
     pub nic_map: NicMap,
 }
 
-impl Measured {
-    fn between(session: &Session, a: &(Sample, Interrupts), b: &(Sample, Interrupts)) -> Self {
-        let cpus = series::summaries(&a.0, &b.0, &session.cpus, NET_RX);
-        let nic_map = nic_map(session, &a.0, &b.0, &a.1, &b.1, &cpus);
-        Self {
-            from_s: a.0.t_s,
-            to_s: b.0.t_s,
-            cpus,
-            nic_map,
-        }
-    }
-
-    fn busiest_share(&self) -> f64 {
-        self.cpus.iter().map(|c| c.share).fold(0.0, f64::max)
-    }
+fn busiest_share(cpus: &[CpuSummary]) -> f64 {
+    cpus.iter().map(|c| c.share).fold(0.0, f64::max)
 }
 
 fn reading(session: &Session) -> (Sample, Interrupts) {
@@ -201,12 +191,36 @@ fn reading(session: &Session) -> (Sample, Interrupts) {
     )
 }
 
+/// The stretch from `a` to `b`, its NIC queues read when `queues` (else NAPI use only).
+fn measure(
+    session: &Session,
+    a: &(Sample, Interrupts),
+    b: &(Sample, Interrupts),
+    cpus: Vec<CpuSummary>,
+    queues: bool,
+) -> Measured {
+    let nic_map = match queues {
+        true => nic_map(session, &a.0, &b.0, &a.1, &b.1, &cpus),
+        false => {
+            let shares = cpus.iter().map(|c| (c.cpu, c.share)).collect();
+            let napi = napi_delta(&a.0, &b.0);
+            nicmap::build(&[], &BTreeMap::new(), &napi, &shares, &session.cpus)
+        }
+    };
+    Measured {
+        from_s: a.0.t_s,
+        to_s: b.0.t_s,
+        cpus,
+        nic_map,
+    }
+}
+
 impl BusiestWindow {
     pub fn start(session: &Session, window: Duration) -> Self {
         let first = reading(session);
         Self {
             window,
-            recent: VecDeque::from([(first.0.clone(), first.1.clone())]),
+            recent: VecDeque::from([first.clone()]),
             first,
             peak: None,
         }
@@ -227,27 +241,37 @@ impl BusiestWindow {
         if newest.0.t_s - oldest.0.t_s < self.window.as_secs_f64() * 0.9 {
             return;
         }
-        let m = Measured::between(session, oldest, newest);
-        if self
+        let cpus = series::summaries(&oldest.0, &newest.0, &session.cpus, NET_RX);
+        let busier = self
             .peak
             .as_ref()
-            .is_none_or(|p| m.busiest_share() > p.busiest_share())
-        {
-            self.peak = Some(m);
+            .is_none_or(|(p, _)| busiest_share(&cpus) > busiest_share(&p.cpus));
+        if busier {
+            let saturated = busiest_share(&cpus) >= correlate::SATURATED;
+            let m = measure(session, oldest, newest, cpus, saturated);
+            self.peak = Some((m, [oldest.clone(), newest.clone()]));
         }
     }
 
-    /// The busiest window, or the whole run when it is busier (or shorter than a window).
-    pub fn busiest(&self, session: &Session) -> Measured {
-        let whole = Measured::between(session, &self.first, &reading(session));
+    /// The busiest window, or the whole run up to the last reading when it is busier (or
+    /// shorter than a window). `queues`: read the NIC queues even when no CPU is saturated
+    /// (the final report shows them).
+    pub fn busiest(&self, session: &Session, queues: bool) -> Measured {
+        let last = self.recent.back().unwrap_or(&self.first);
+        let whole = series::summaries(&self.first.0, &last.0, &session.cpus, NET_RX);
         match &self.peak {
-            Some(p) if p.busiest_share() > whole.busiest_share() => Measured {
-                from_s: p.from_s,
-                to_s: p.to_s,
-                cpus: p.cpus.clone(),
-                nic_map: p.nic_map.clone(),
-            },
-            _ => whole,
+            Some((p, [a, b])) if busiest_share(&p.cpus) > busiest_share(&whole) => {
+                let saturated = busiest_share(&p.cpus) >= correlate::SATURATED;
+                match queues && !saturated {
+                    // Kept without its queues: read them for the report.
+                    true => measure(session, a, b, p.cpus.clone(), true),
+                    false => p.clone(),
+                }
+            }
+            _ => {
+                let saturated = busiest_share(&whole) >= correlate::SATURATED;
+                measure(session, &self.first, last, whole, queues || saturated)
+            }
         }
     }
 }

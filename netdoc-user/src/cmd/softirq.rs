@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, io::IsTerminal as _, path::PathBuf, time::Durat
 use anyhow::{Context as _, Result, bail};
 use netdoc_common::softirq::NET_RX;
 
-use super::net_rx;
+use super::{net_rx, pending::PendingFile};
 use crate::{
     drops::filter::DropFilter,
     facts::{host, interrupts::Interrupts},
@@ -181,7 +181,7 @@ pub async fn softirq(opts: SoftirqOptions, kernel: Kernel) -> Result<()> {
     // Fail on an unwritable SVG path before tracing anything; the file itself appears only
     // once complete, so an interrupted run never leaves a truncated one.
     let svg_file = match &opts.svg {
-        Some(p) => Some(PendingFile::create(p)?),
+        Some(p) => Some(PendingFile::create(p, "--svg")?),
         None => None,
     };
     let int_before = Interrupts::read().unwrap_or_default();
@@ -267,40 +267,6 @@ pub async fn irq(duration: Duration, json: bool, kernel: Kernel) -> Result<()> {
         t
     };
     out.finish(&text)
-}
-
-/// An output file written under a temporary name beside its target and renamed into place
-/// once complete.
-struct PendingFile {
-    target: PathBuf,
-    temporary: PathBuf,
-}
-
-impl PendingFile {
-    fn create(target: &std::path::Path) -> Result<Self> {
-        let mut name = target.file_name().unwrap_or_default().to_os_string();
-        name.push(".netdoc-partial");
-        let temporary = target.with_file_name(name);
-        std::fs::File::create(&temporary)
-            .with_context(|| format!("cannot write --svg {}", target.display()))?;
-        Ok(Self {
-            target: target.to_path_buf(),
-            temporary,
-        })
-    }
-
-    fn commit(self, bytes: &[u8]) -> Result<()> {
-        std::fs::write(&self.temporary, bytes)
-            .and_then(|()| std::fs::rename(&self.temporary, &self.target))
-            .with_context(|| format!("writing --svg {}", self.target.display()))
-    }
-}
-
-impl Drop for PendingFile {
-    fn drop(&mut self) {
-        // Gone already after a rename; left over after an error.
-        let _ = std::fs::remove_file(&self.temporary);
-    }
 }
 
 fn wall_clock() -> String {

@@ -184,7 +184,7 @@ fn read_here(context: &Context) -> (Counters, Counters) {
         .filter_map(|name| {
             let path = format!("/proc/sys/{}", name.replace('.', "/"));
             let value = std::fs::read_to_string(path).ok()?;
-            // Multi-value settings (ip_local_port_range) keep their first number.
+            // A multi-value setting would keep its first number.
             Some((
                 name.to_string(),
                 value.split_whitespace().next()?.parse().ok()?,

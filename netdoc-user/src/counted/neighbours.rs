@@ -49,6 +49,9 @@ struct Followed {
     last: TableStats,
     peak_entries: u64,
     busiest: Vec<NamespaceEntries>,
+    /// The table's size when the namespaces were last counted: counting again (entering every
+    /// namespace) is worth it only once the table holds more.
+    counted_at: u64,
 }
 
 /// Both tables, followed from a baseline (a family whose table this kernel lacks is skipped).
@@ -70,6 +73,7 @@ impl NeighbourTables {
                         last: first,
                         peak_entries: first.entries,
                         busiest: Vec::new(),
+                        counted_at: 0,
                     })
                 })
                 .collect(),
@@ -87,9 +91,10 @@ impl NeighbourTables {
             t.peak_entries = t.peak_entries.max(now.entries);
             t.last = now;
             t.limits = neigh::read_limits(t.limits_dir).or(t.limits);
-            if !(overflowed && t.family == "ipv4") {
+            if !(overflowed && t.family == "ipv4" && now.entries > t.counted_at) {
                 continue;
             }
+            t.counted_at = now.entries;
             let files = namespaces
                 .all()
                 .filter_map(|n| Some(((n.id.name.clone(), n.id.inode), n.file()?)))

@@ -4,10 +4,10 @@
 //! attached to a ticket, mailed, or opened offline years later.
 use std::fmt::Write as _;
 
-use super::{Report, Snapshot};
+use super::{Report, Snapshot, is_blind_spot};
 use crate::{
     model::finding::{Finding, Severity},
-    softirq::svg,
+    softirq::svg::{self, escape},
 };
 
 const STYLE: &str = "
@@ -36,27 +36,10 @@ h4 { margin: 0.5em 0 0; }
 ul.fix code { white-space: pre-wrap; }
 ";
 
-/// `s` safe as HTML text and as a quoted attribute value.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 pub fn render(report: &Report, snapshot: &Snapshot) -> String {
-    let (problems, blind): (Vec<&Finding>, Vec<&Finding>) = report
-        .findings
-        .iter()
-        .partition(|f| f.severity > Severity::Info);
+    let (blind, shown): (Vec<&Finding>, Vec<&Finding>) =
+        report.findings.iter().partition(|f| is_blind_spot(f));
+    let problems = shown.iter().filter(|f| f.severity > Severity::Info).count();
     let mut out = String::new();
     let _ = write!(
         out,
@@ -66,12 +49,12 @@ pub fn render(report: &Report, snapshot: &Snapshot) -> String {
         escape(&report.hostname),
         escape(&report.kernel)
     );
-    header(&mut out, report, problems.len());
+    header(&mut out, report, problems);
     out.push_str("<section id=\"findings\"><h2>Findings</h2>\n");
-    if problems.is_empty() {
+    if problems == 0 {
         out.push_str("<p>no problem found</p>\n");
     }
-    for f in &problems {
+    for f in &shown {
         finding(&mut out, f);
     }
     out.push_str("</section>\n");
@@ -185,7 +168,7 @@ fn net_rx(out: &mut String, s: &Snapshot) {
     };
     let _ = writeln!(
         out,
-        "<figure>{}<figcaption>share of the run each CPU spent in NET_RX</figcaption></figure>",
+        "<figure>{}<figcaption>share of the measured stretch each CPU spent in NET_RX</figcaption></figure>",
         svg::share_bars("NET_RX", &n.cpus)
     );
     let rows: Vec<Vec<String>> = n

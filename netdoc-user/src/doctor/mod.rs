@@ -93,6 +93,9 @@ pub struct Drops {
     pub matched: u64,
     pub delivered: u64,
     pub lost: u64,
+    /// Delivered events that found no room among the groups (counted in `sites` only).
+    #[serde(default)]
+    pub folded: u64,
 }
 
 /// Delivered drops of one namespace, reason, cause and protocol.
@@ -124,8 +127,8 @@ pub struct Target {
 
 /// Destinations kept per group: the report names a few, the counts stay exact.
 pub const TOP_TARGETS: usize = 5;
-/// Groups kept in a snapshot: busiest first; the rest are folded into the sites' counts.
-const MAX_GROUPS: usize = 256;
+/// Groups kept in a snapshot; events of further groups are counted as folded.
+pub const MAX_GROUPS: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NetRx {
@@ -214,9 +217,12 @@ impl DropGrouper {
             .groups
             .iter()
             .map(|((netns, reason, cause, location, proto), g)| {
-                let mut targets: Vec<Target> = g
-                    .targets
-                    .iter()
+                // Sorted by reference: only the few kept are cloned.
+                let mut busiest: Vec<_> = g.targets.iter().collect();
+                busiest.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.0.cmp(&b.0.0)));
+                let targets: Vec<Target> = busiest
+                    .into_iter()
+                    .take(TOP_TARGETS)
                     .map(|((to, dport), (events, example))| Target {
                         to: to.clone(),
                         dport: *dport,
@@ -224,8 +230,6 @@ impl DropGrouper {
                         example: example.clone(),
                     })
                     .collect();
-                targets.sort_by(|a, b| b.events.cmp(&a.events).then(a.to.cmp(&b.to)));
-                targets.truncate(TOP_TARGETS);
                 DropGroup {
                     netns: *netns,
                     netns_name: g.netns_name.clone(),
@@ -255,6 +259,14 @@ pub fn diagnose(s: &Snapshot) -> Vec<Finding> {
             .then(a.id.cmp(&b.id))
     });
     all
+}
+
+/// The id of findings about netdoc's own blind spots: rendered apart, as what a run could not
+/// see.
+pub const BLIND_SPOT: &str = "netdoc_blind_spot";
+
+pub fn is_blind_spot(f: &Finding) -> bool {
+    f.id == BLIND_SPOT
 }
 
 /// Whether the findings say something is wrong (exit 1): netdoc's own blind spots alone do not.

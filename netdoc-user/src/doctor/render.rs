@@ -1,7 +1,7 @@
 //! The doctor's report as text: the live top findings and the final ranked report.
 use std::fmt::Write as _;
 
-use super::Report;
+use super::{Report, is_blind_spot};
 use crate::model::finding::{Finding, Severity};
 
 /// The few most important findings, one line each, for the live view.
@@ -35,15 +35,18 @@ pub fn report(r: &Report) -> String {
         r.kernel,
         r.duration_s
     );
-    let (problems, blind): (Vec<&Finding>, Vec<&Finding>) =
-        r.findings.iter().partition(|f| f.severity > Severity::Info);
-    if problems.is_empty() {
-        out.push_str("no problem found\n");
-    } else {
-        let _ = writeln!(out, "{} finding(s), most severe first:\n", problems.len());
-        for (i, f) in problems.iter().enumerate() {
-            let _ = writeln!(out, "{}. {}", i + 1, f.render());
+    let (blind, shown): (Vec<&Finding>, Vec<&Finding>) =
+        r.findings.iter().partition(|f| is_blind_spot(f));
+    let problems = shown.iter().filter(|f| f.severity > Severity::Info).count();
+    match problems {
+        0 => out.push_str("no problem found\n"),
+        n => {
+            let _ = writeln!(out, "{n} finding(s), most severe first:\n");
         }
+    }
+    // Problems first (the ranking puts them there), then notes of severity info.
+    for (i, f) in shown.iter().enumerate() {
+        let _ = writeln!(out, "{}. {}", i + 1, f.render());
     }
     if !blind.is_empty() {
         out.push_str("what this run could not see:\n");

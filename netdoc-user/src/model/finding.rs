@@ -150,7 +150,7 @@ impl Finding {
         out
     }
 
-    /// Whether any evidence line contains `needle` (for tests and rules that look for a fact).
+    /// Whether any evidence line contains `needle` (what tests look for).
     pub fn shows(&self, needle: &str) -> bool {
         self.evidence.iter().any(|e| e.text.contains(needle))
     }

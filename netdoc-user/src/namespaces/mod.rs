@@ -38,17 +38,23 @@ pub struct Netns {
     verified_ns: u64,
     /// When a scan first found it.
     found_ns: u64,
+    /// When an event last had it rescanned while its name was provisional.
+    asked_ns: u64,
 }
 
 /// How long a new namespace's name may still be provisional: `ip netns add` and container
 /// runtimes make the namespace first and name it (a bind mount, a cgroup) just after.
 const NAMING_NS: u64 = 2_000_000_000;
+/// Events from a provisionally named namespace rescan at most this often.
+const ASK_EVERY_NS: u64 = 100_000_000;
 
 impl Netns {
     /// Named only after a process (or a process's file) while it may still be being set up:
     /// a scan now may find the mount or container that names it.
     fn provisional(&self, now_ns: u64) -> bool {
         now_ns.saturating_sub(self.found_ns) < NAMING_NS
+            // `Mount` too: with no mount and no readable process name, the fallback names it
+            // after a process's file.
             && matches!(self.id.kind, NetnsKind::Process | NetnsKind::Mount)
             && !self.holders.iter().any(|h| matches!(h, Holder::Mount(_)))
     }
@@ -210,6 +216,7 @@ impl Inventory {
                     holders,
                     verified_ns: 0,
                     found_ns: self.last_scan_ns,
+                    asked_ns: 0,
                 },
             );
         }
@@ -277,11 +284,13 @@ impl Inventory {
         if cookie == 0 && ts_ns >= self.last_scan_ns && self.stale(inode) {
             self.follow();
         }
-        let provisional = self
-            .live
-            .get(&inode)
-            .is_some_and(|n| n.provisional(monotonic_ns()));
-        if provisional && ts_ns >= self.last_scan_ns {
+        let now = monotonic_ns();
+        if let Some(n) = self.live.get_mut(&inode)
+            && n.provisional(now)
+            && ts_ns >= self.last_scan_ns
+            && now.saturating_sub(n.asked_ns) >= ASK_EVERY_NS
+        {
+            n.asked_ns = now;
             self.follow();
         }
         if self.get(inode, cookie).is_none()
@@ -441,6 +450,7 @@ mod tests {
             holders,
             verified_ns: 0,
             found_ns: 0,
+            asked_ns: 0,
         }
     }
 

@@ -26,14 +26,29 @@ fn black_hole(f: &FlowRow) -> Option<Finding> {
             .as_ref()
             .map_or(String::new(), |n| format!(" (netns {n})"));
     let probe = "tcp:tcp_retransmit_skb (netdoc retrans)";
+    // Some data acknowledged shows the peer is there and small packets pass; with nothing
+    // acknowledged at all, a peer that went away looks the same.
+    let peer_seen = f.bytes_acked > 0;
+    let maybe_gone = match peer_seen {
+        true => "",
+        false => " (nothing was ever acknowledged: a peer that went away looks the same)",
+    };
     Some(Finding {
         scope: Scope::new(ScopeKind::Flow, format!("{}{where_}", f.id.flow)),
         id: "mtu_black_hole".into(),
         affected: f.retransmits,
-        severity: Severity::Critical,
-        confidence: Confidence::High,
+        severity: if peer_seen {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        },
+        confidence: if peer_seen {
+            Confidence::High
+        } else {
+            Confidence::Medium
+        },
         title: format!(
-            "{}{where_} keeps retransmitting {}-byte segments that never get through, and no ICMP \"fragmentation needed\" arrives: an MTU black hole on the path",
+            "{}{where_} keeps retransmitting {}-byte segments that never get through, and no ICMP \"fragmentation needed\" arrives: an MTU black hole on the path{maybe_gone}",
             f.id.flow, f.max_segment
         ),
         evidence: vec![

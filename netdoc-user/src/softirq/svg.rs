@@ -20,11 +20,21 @@ const TOP: f64 = 60.0;
 const ROW_H: f64 = 22.0;
 const LEGEND_W: f64 = 200.0;
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// `s` safe as XML/HTML text and as a quoted attribute value (the SVG here and the doctor's
+/// HTML page share it).
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 pub fn render(h: &Heatmap, t: &Titles<'_>) -> String {
@@ -138,7 +148,7 @@ pub fn render(h: &Heatmap, t: &Titles<'_>) -> String {
 
 const BAR_W: f64 = 400.0;
 
-/// One row per CPU: a bar as long as the share of the run spent in `vector`, in the heatmap's
+/// One row per CPU: a bar as long as the share of the measured stretch spent in `vector`, in the heatmap's
 /// colour for that share. For a run summed per CPU (the doctor's), which has no intervals to
 /// lay out. Without an XML declaration or namespace: HTML needs neither for inline SVG.
 pub fn share_bars(vector: &str, cpus: &[CpuSummary]) -> String {

@@ -5,18 +5,21 @@ use super::{NO_REASON, Untold, is_untold, namespace_scope, untold_in};
 use crate::{
     doctor::Snapshot,
     model::finding::{Confidence, Evidence, Finding, Scope, Severity},
+    retrans::RETRANS,
+    softirq,
 };
 
-/// Probes whose absence hides an incident class, and which.
+/// Probes whose absence hides an incident class, and which (without the drop probe the doctor
+/// does not run at all).
 const WATCHED: [(&str, &str); 5] = [
-    ("drops", "every drop reason and flow"),
-    ("retrans", "retransmits: MTU black holes and path loss"),
-    ("softirq_entry", "NET_RX time per CPU"),
+    (RETRANS, "retransmits: MTU black holes and path loss"),
+    (softirq::ENTRY, "NET_RX time per CPU"),
+    (softirq::EXIT, "NET_RX time per CPU"),
     (
-        "napi_poll",
+        softirq::NAPI,
         "which device's NAPI carries a CPU's NET_RX load",
     ),
-    ("irq_handler", "which CPU serves each NIC queue"),
+    (softirq::IRQ, "which CPU serves each NIC queue"),
 ];
 
 fn blind(
@@ -27,7 +30,7 @@ fn blind(
     scope: Scope,
 ) -> Finding {
     Finding {
-        id: "netdoc_blind_spot".into(),
+        id: crate::doctor::BLIND_SPOT.into(),
         severity: Severity::Info,
         confidence: Confidence::High,
         title,
@@ -56,6 +59,22 @@ pub fn blind_spots(s: &Snapshot) -> Vec<Finding> {
                 "tracefs skb/kfree_skb format, kernel BTF",
             )],
             vec!["drop reasons arrived in Linux 5.17: on a newer kernel every drop says why".into()],
+            Scope::host(),
+        ));
+    }
+    if s.drops.folded > 0 {
+        out.push(blind(
+            format!(
+                "{} drop events fell outside the {} groups the report keeps: they are counted in the drop sites, not in any namespace's flows",
+                s.drops.folded,
+                crate::doctor::MAX_GROUPS
+            ),
+            s.drops.folded,
+            vec![Evidence::new(
+                format!("{} events delivered", s.drops.delivered),
+                "netdoc's grouping of drop events",
+            )],
+            vec!["narrow the run to the namespace in question: --netns, --container or --pod".into()],
             Scope::host(),
         ));
     }

@@ -6,10 +6,7 @@
 //! x_tables in `ip*t_do_table`, a rule's `DROP` verdict otherwise at `nf_hook_slow`.
 use std::collections::BTreeMap;
 
-use super::{
-    MIN_PACKETS, Untold, function, inside, is_netfilter_drop, is_untold, namespace_scope,
-    target_evidence, untold_in,
-};
+use super::{MIN_PACKETS, by_rule, function, inside, namespace_scope, target_evidence};
 use crate::{
     doctor::{DropGroup, Snapshot},
     model::{
@@ -31,11 +28,8 @@ fn framework(location: &str) -> &'static str {
 
 pub fn rule_drops(s: &Snapshot) -> Vec<Finding> {
     let mut by_ns: BTreeMap<u32, Vec<&DropGroup>> = BTreeMap::new();
-    for g in s.drops.groups.iter().filter(|g| is_netfilter_drop(g)) {
-        let told = g.cause == Some(Cause::Firewall) || function(&g.location) == NFTABLES;
-        if told || (is_untold(g) && untold_in(s, g.netns) == Untold::Rules) {
-            by_ns.entry(g.netns).or_default().push(g);
-        }
+    for g in s.drops.groups.iter().filter(|g| by_rule(s, g)) {
+        by_ns.entry(g.netns).or_default().push(g);
     }
     by_ns
         .into_iter()

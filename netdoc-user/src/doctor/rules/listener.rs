@@ -76,10 +76,12 @@ fn finding(s: &Snapshot, inode: u32, proto: &str, groups: &[&DropGroup]) -> Opti
             format!("{packets} datagrams were sent to UDP{where_}, where nothing listens"),
             "ss -ulpn",
         ),
+        // Without the segments' flags a refused SYN cannot be told from a late segment of a
+        // closed connection: said as such, never as a problem.
         _ => (
             "tcp_no_listener",
             format!(
-                "{packets} TCP segments were sent to{where_}, where nothing listens: connections are refused"
+                "{packets} TCP segments arrived at{where_} for no socket: connection attempts where nothing listens, or late segments of closed connections"
             ),
             "ss -tlpn",
         ),
@@ -121,9 +123,14 @@ fn finding(s: &Snapshot, inode: u32, proto: &str, groups: &[&DropGroup]) -> Opti
     }
     Some(Finding {
         id: id.into(),
-        severity: Severity::Warning,
+        severity: match proto {
+            "udp" => Severity::Warning,
+            _ => Severity::Info,
+        },
         // The reason itself says so; a freeing function or a counter alone only suggests it.
-        confidence: if groups.iter().any(|g| g.reason == "NO_SOCKET") {
+        confidence: if proto == "tcp" {
+            Confidence::Low
+        } else if groups.iter().any(|g| g.reason == "NO_SOCKET") {
             Confidence::High
         } else {
             Confidence::Medium

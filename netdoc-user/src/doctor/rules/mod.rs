@@ -77,6 +77,15 @@ fn is_untold(g: &DropGroup) -> bool {
     is_netfilter_drop(g) && matches!(g.cause, None | Some(Cause::Unclassified))
 }
 
+/// A drop a firewall rule made: the sentinels or nftables say so, or nothing else could have
+/// (an untold netfilter drop where conntrack dropped nothing).
+fn by_rule(s: &Snapshot, g: &DropGroup) -> bool {
+    is_netfilter_drop(g)
+        && (g.cause == Some(Cause::Firewall)
+            || function(&g.location) == crate::model::cause::NFTABLES
+            || (is_untold(g) && untold_in(s, g.netns) == Untold::Rules))
+}
+
 /// Whose a namespace's untold netfilter drops are, from conntrack's own count of its drops
 /// (each of which is one netfilter drop): conntrack dropped nothing, so a rule's; exactly as
 /// many as conntrack dropped beyond the attributed ones (and no event lost), so conntrack's;
@@ -105,18 +114,24 @@ fn untold_in(s: &Snapshot, inode: u32) -> Untold {
     }
 }
 
-/// A connection attempt retransmitting its SYN to a listener on this host whose accept queue
-/// overflowed: the listen-queue finding explains it (those SYNs were refused, not lost).
-fn at_overflowing_listener(s: &Snapshot, f: &crate::retrans::report::FlowRow) -> bool {
-    f.state == "SYN_SENT"
-        && s.counted.iter().any(|ns| {
-            grew(Some(ns), "TcpExt.ListenOverflows") > 0
-                && ns.listeners.iter().any(|l| {
-                    l.socket.local.port() == f.id.dport
-                        && (l.socket.local.ip().is_unspecified()
-                            || Some(l.socket.local.ip().to_string()) == f.id.daddr)
-                })
+/// A handshake retransmitting at a listener of `ns` whose SYN or accept queue overflowed: a
+/// client's SYN to it, or its own SYN-ACK. The listen-queue findings explain these (the SYNs
+/// were refused or the handshakes never completed), not the path.
+fn at_listener_of(ns: &NamespaceCounted, f: &crate::retrans::report::FlowRow) -> bool {
+    let is = |ip: std::net::IpAddr, port: u16, addr: &Option<String>, want: u16| {
+        port == want && (ip.is_unspecified() || Some(ip.to_string()) == *addr)
+    };
+    grew(Some(ns), "TcpExt.ListenOverflows") + grew(Some(ns), "TcpExt.TCPReqQFullDrop") > 0
+        && ns.listeners.iter().any(|l| {
+            let (ip, port) = (l.socket.local.ip(), l.socket.local.port());
+            (f.state == "SYN_SENT" && is(ip, port, &f.id.daddr, f.id.dport))
+                || (f.synacks > 0 && is(ip, port, &f.id.saddr, f.id.sport))
         })
+}
+
+/// [`at_listener_of`] any namespace.
+fn at_overflowing_listener(s: &Snapshot, f: &crate::retrans::report::FlowRow) -> bool {
+    s.counted.iter().any(|ns| at_listener_of(ns, f))
 }
 
 /// A namespace as a scope: `host` for the initial one.

@@ -4,27 +4,62 @@
 //! to a local listener whose accept queue overflowed is that listener's finding, not the path's.
 use std::collections::BTreeMap;
 
-use super::{MIN_PACKETS, at_overflowing_listener, namespace_scope};
+use super::{MIN_PACKETS, at_overflowing_listener, by_rule, namespace_scope};
 use crate::{
     doctor::Snapshot,
     model::finding::{Confidence, Evidence, Finding, Scope, ScopeKind, Severity},
     retrans::{mtu, report::FlowRow},
 };
 
+/// States of a closing connection: a peer that went away leaves these retransmitting, which
+/// says nothing about the path.
+const CLOSING: [&str; 5] = [
+    "FIN_WAIT1",
+    "FIN_WAIT2",
+    "CLOSING",
+    "LAST_ACK",
+    "CLOSE_WAIT",
+];
+
 pub fn retransmits(s: &Snapshot) -> Vec<Finding> {
-    let holes = mtu::black_holes(&s.retrans);
+    let mut holes = mtu::black_holes(&s.retrans);
+    let icmp_by_rule: Vec<_> = s
+        .drops
+        .groups
+        .iter()
+        .filter(|g| matches!(g.proto.as_deref(), Some("icmp" | "icmpv6")) && by_rule(s, g))
+        .collect();
+    for h in &mut holes {
+        // A rule on this host dropping ICMP: that is where "fragmentation needed" dies.
+        for g in &icmp_by_rule {
+            h.severity = Severity::Critical;
+            h.confidence = Confidence::High;
+            h.evidence.push(Evidence::new(
+                format!(
+                    "{} {} packets were dropped by a firewall rule on this host (namespace {}): \"fragmentation needed\" among them makes this black hole",
+                    g.events,
+                    g.proto.as_deref().unwrap_or("icmp"),
+                    g.netns_name.as_deref().unwrap_or("?")
+                ),
+                format!("skb:kfree_skb {}@{}", g.reason, g.location),
+            ));
+        }
+    }
     // Stalled flows per namespace and destination: one finding however many connections.
     let mut stalls: BTreeMap<(u32, String), Vec<&FlowRow>> = BTreeMap::new();
     for f in s.retrans.iter().filter(|f| {
         f.max_same_seq >= mtu::STUCK_RETRIES
+            && !CLOSING.contains(&f.state.as_ref())
             && !holes.iter().any(|h| h.scope.name.starts_with(&f.id.flow))
             && !at_overflowing_listener(s, f)
     }) {
         let to = destination(f).unwrap_or_else(|| f.id.flow.clone());
         stalls.entry((f.id.netns, to)).or_default().push(f);
     }
+    // One connection's few retries are a peer that went away as often as a lossy path.
     let mut out: Vec<Finding> = stalls
         .into_iter()
+        .filter(|(_, flows)| flows.iter().map(|f| f.retransmits).sum::<u64>() >= MIN_PACKETS)
         .map(|((_, to), flows)| stalled(s, &to, &flows))
         .collect();
     out.extend(holes);
@@ -93,11 +128,7 @@ fn stalled(s: &Snapshot, to: &str, flows: &[&FlowRow]) -> Finding {
             format!(
                 "{connections} keep timing out and no drop on this host explains it: packets are lost on the path or at the peer"
             ),
-            if retransmits >= MIN_PACKETS {
-                Confidence::Medium
-            } else {
-                Confidence::Low
-            },
+            Confidence::Medium,
         )
     };
     Finding {
@@ -165,13 +196,13 @@ mod tests {
     #[test]
     fn stalled_connections_to_one_destination_are_one_finding() {
         let mut s = quiet();
-        let mut second = flow(4, 4);
+        let mut second = flow(4, 5);
         second.id.flow = second.id.flow.replace("40000", "40001");
-        s.retrans = vec![flow(5, 5), second];
+        s.retrans = vec![flow(5, 6), second];
         let f = retransmits(&s);
         assert_eq!(f.len(), 1, "{f:?}");
         assert!(f[0].title.starts_with("2 connections to"), "{}", f[0].title);
-        assert_eq!(f[0].affected, 9);
+        assert_eq!(f[0].affected, 11);
     }
 
     #[test]
@@ -194,8 +225,26 @@ mod tests {
             pid: None,
             comm: None,
         }];
+        s.counted = vec![ns.clone()];
+        s.retrans = vec![syn.clone()];
+        assert!(retransmits(&s).is_empty());
+        // The listener's own SYN-ACK retransmits, to a client whose ACK never arrives.
+        let mut synack = flow(4, 4);
+        synack.synacks = 4;
+        synack.id.saddr = syn.id.daddr.clone();
+        synack.id.sport = syn.id.dport;
+        ns.counters = [("TcpExt.TCPReqQFullDrop".to_string(), 3)].into();
         s.counted = vec![ns];
-        s.retrans = vec![syn];
+        s.retrans = vec![synack];
+        assert!(retransmits(&s).is_empty());
+    }
+
+    #[test]
+    fn a_closing_connection_or_a_few_retries_are_a_peer_gone_not_the_path() {
+        let mut s = quiet();
+        let mut closing = flow(6, 20);
+        closing.state = "LAST_ACK".into();
+        s.retrans = vec![closing, flow(3, 3)];
         assert!(retransmits(&s).is_empty());
     }
 

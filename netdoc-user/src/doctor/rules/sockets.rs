@@ -3,8 +3,7 @@
 //! buffer memory. The kernel counts these per namespace; sock_diag names the socket and its
 //! process.
 use super::{
-    MIN_PACKETS, at_overflowing_listener, counter_source, grew, inside, namespace_scope,
-    target_evidence,
+    MIN_PACKETS, at_listener_of, counter_source, grew, inside, namespace_scope, target_evidence,
 };
 use crate::{
     counted::{NamespaceCounted, OwnedSocket},
@@ -123,7 +122,7 @@ pub fn listen_queues(s: &Snapshot) -> Vec<Finding> {
             .map(|g| g.events)
             .sum();
         let top = ns.listeners.first();
-        if overflows > 0 {
+        if overflows >= MIN_PACKETS {
             let who = top.map_or("a listener".to_string(), socket_name);
             let mut evidence = vec![Evidence::new(
                 format!(
@@ -152,18 +151,11 @@ pub fn listen_queues(s: &Snapshot) -> Vec<Finding> {
                     "sock_diag (accept queue and backlog)",
                 ));
             }
-            let waiting: Vec<_> = s
-                .retrans
-                .iter()
-                .filter(|f| at_overflowing_listener(s, f))
-                .collect();
-            if let Some(longest) = waiting.iter().map(|f| f.max_same_seq).max() {
+            evidence.extend(waiting_clients(s, ns));
+            if cookies > 0 {
                 evidence.push(Evidence::new(
-                    format!(
-                        "{} connection attempts from this host retransmitted their SYN, up to {longest} times: each retry waits a second or more",
-                        waiting.len()
-                    ),
-                    "tcp:tcp_retransmit_skb (SYN_SENT)",
+                    format!("SyncookiesSent grew by {cookies}: its SYN queue, as small as the backlog, overflowed too"),
+                    counter_source("/proc/net/netstat TcpExt.SyncookiesSent", ns),
                 ));
             }
             let somaxconn = setting(ns, "net.core.somaxconn");
@@ -197,46 +189,67 @@ pub fn listen_queues(s: &Snapshot) -> Vec<Finding> {
                 ],
             });
         }
-        if syn_drops > 0 || cookies >= MIN_PACKETS {
+        // Syncookies beside an accept-queue overflow are that listener's (its evidence above).
+        let cookies_alone = cookies >= MIN_PACKETS && overflows < MIN_PACKETS;
+        if syn_drops >= MIN_PACKETS || cookies_alone {
             let syncookies = setting(ns, "net.ipv4.tcp_syncookies");
+            let at = top.map_or(String::new(), |l| format!(" of {}", socket_name(l)));
             let (title, severity) = if syn_drops > 0 {
                 (
                     format!(
-                        "{syn_drops} SYNs were dropped at a full SYN queue with syncookies off"
+                        "{syn_drops} SYNs were dropped at the full SYN queue{at}, with syncookies off: handshakes are not completing fast enough"
                     ),
                     Severity::Critical,
                 )
             } else {
                 (
                     format!(
-                        "the SYN queue overflowed and {cookies} syncookies were sent: a SYN flood or a burst of connections"
+                        "the SYN queue{at} overflowed and {cookies} syncookies were sent: a SYN flood or a burst of connections"
                     ),
                     Severity::Warning,
                 )
             };
+            let mut evidence = vec![
+                Evidence::new(
+                    format!("TCPReqQFullDrop grew by {syn_drops}, SyncookiesSent by {cookies}"),
+                    counter_source(
+                        "/proc/net/netstat TcpExt.TCPReqQFullDrop, SyncookiesSent",
+                        ns,
+                    ),
+                ),
+                Evidence::new(
+                    format!(
+                        "net.ipv4.tcp_syncookies {syncookies}, net.ipv4.tcp_max_syn_backlog {}",
+                        setting(ns, "net.ipv4.tcp_max_syn_backlog")
+                    ),
+                    counter_source("sysctl", ns),
+                ),
+            ];
+            if let Some(l) = top {
+                evidence.push(Evidence::new(
+                    format!(
+                        "listener {}: backlog {} (the SYN queue holds as many handshakes in progress)",
+                        socket_name(l),
+                        l.socket.limit
+                    ),
+                    "sock_diag (accept queue and backlog)",
+                ));
+            }
+            evidence.extend(waiting_clients(s, ns));
             out.push(Finding {
                 id: "syn_queue_overflow".into(),
                 severity,
                 confidence: Confidence::High,
                 title,
-                scope: where_.clone(),
+                scope: match top {
+                    Some(l) => Scope::new(ScopeKind::Listener, format!("tcp {} in {where_}", l.socket.local)),
+                    None => where_.clone(),
+                },
                 affected: syn_drops.max(cookies),
-                evidence: vec![
-                    Evidence::new(
-                        format!("TCPReqQFullDrop grew by {syn_drops}, SyncookiesSent by {cookies}"),
-                        counter_source("/proc/net/netstat TcpExt.TCPReqQFullDrop, SyncookiesSent", ns),
-                    ),
-                    Evidence::new(
-                        format!(
-                            "net.ipv4.tcp_syncookies {syncookies}, net.ipv4.tcp_max_syn_backlog {}",
-                            setting(ns, "net.ipv4.tcp_max_syn_backlog")
-                        ),
-                        counter_source("sysctl", ns),
-                    ),
-                ],
+                evidence,
                 fix: vec![
                     format!("enable syncookies: {}", inside(&where_, "sysctl -w net.ipv4.tcp_syncookies=1")),
-                    "raise net.ipv4.tcp_max_syn_backlog and the listen() backlog; if it is a flood, filter it upstream".into(),
+                    "raise net.ipv4.tcp_max_syn_backlog and the listen() backlog; find why handshakes stall (lost ACKs, a flood): filter a flood upstream".into(),
                 ],
             });
         }
@@ -244,15 +257,37 @@ pub fn listen_queues(s: &Snapshot) -> Vec<Finding> {
     out
 }
 
+/// Handshakes at an overflowing listener of `ns` that retransmitted: how long clients waited.
+fn waiting_clients(s: &Snapshot, ns: &NamespaceCounted) -> Option<Evidence> {
+    let waiting: Vec<_> = s.retrans.iter().filter(|f| at_listener_of(ns, f)).collect();
+    let longest = waiting.iter().map(|f| f.max_same_seq).max()?;
+    Some(Evidence::new(
+        format!(
+            "{} handshakes at it were retransmitted (clients' SYNs, its SYN-ACKs), up to {longest} times: each retry waits a second or more",
+            waiting.len()
+        ),
+        "tcp:tcp_retransmit_skb, tcp:tcp_retransmit_synack",
+    ))
+}
+
 pub fn send_side(s: &Snapshot) -> Vec<Finding> {
     s.counted
         .iter()
         .filter_map(|ns| {
             let counters = [
-                ("TcpExt.TCPWqueueTooBig", "TCP writes refused: send queue too big"),
-                ("TcpExt.TCPAbortOnMemory", "TCP connections aborted: out of socket memory"),
+                (
+                    "TcpExt.TCPWqueueTooBig",
+                    "times TCP refused to split a queued segment (its send queue too big): the transfer stalls",
+                ),
+                (
+                    "TcpExt.TCPAbortOnMemory",
+                    "TCP connections aborted: out of socket memory",
+                ),
                 ("Udp.SndbufErrors", "datagrams not sent: send buffer full"),
-                ("Udp6.SndbufErrors", "datagrams not sent: send buffer full (IPv6)"),
+                (
+                    "Udp6.SndbufErrors",
+                    "datagrams not sent: send buffer full (IPv6)",
+                ),
             ];
             let grown: Vec<(&str, &str, u64)> = counters
                 .iter()
@@ -268,7 +303,14 @@ pub fn send_side(s: &Snapshot) -> Vec<Finding> {
                 id: "send_side_loss".into(),
                 severity: Severity::Warning,
                 confidence: Confidence::Medium,
-                title: format!("{total} sends failed on this host before reaching the network"),
+                title: format!(
+                    "this host refused to send: {}",
+                    grown
+                        .iter()
+                        .map(|(c, _, n)| format!("{c} +{n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 scope,
                 affected: total,
                 evidence: grown
@@ -333,7 +375,7 @@ mod tests {
         let mut s = quiet();
         let mut ns = counted(
             "blue",
-            &[("TcpExt.ListenOverflows", 6), ("TcpExt.ListenDrops", 6)],
+            &[("TcpExt.ListenOverflows", 16), ("TcpExt.ListenDrops", 16)],
             &[("net.core.somaxconn", 4096)],
         );
         ns.listeners = vec![socket("10.0.0.2:8080", 2, 1, None)];
