@@ -226,6 +226,9 @@ impl Pair {
     pub fn send_flows(&self, port: u16, flows: usize) -> usize {
         self.run_in_a(move |from, to| {
             let mut refused = 0;
+            // Every socket stays open until the last send: a closed one's port may be handed
+            // out again, and that send would join an earlier flow instead of making a new one.
+            let mut open = Vec::with_capacity(flows);
             for i in 0..flows {
                 let sock = UdpSocket::bind((from, 0)).unwrap();
                 match sock.send_to(format!("flow {i:04}").as_bytes(), (to, port)) {
@@ -233,6 +236,7 @@ impl Pair {
                     Err(e) if e.raw_os_error() == Some(libc::EPERM) => refused += 1,
                     Err(e) => panic!("send: {e}"),
                 }
+                open.push(sock);
             }
             refused
         })
