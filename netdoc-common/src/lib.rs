@@ -113,6 +113,11 @@ pub struct DropKey {
     pub nf_stage: u8,
     pub _pad: u16,
     pub location: u64,
+    /// The namespace's inode and cookie when [`DropConfig::per_netns`] is set, else 0: the
+    /// exporter counts per namespace without streaming a record per drop.
+    pub netns: u32,
+    pub _pad2: u32,
+    pub netns_cookie: u64,
 }
 
 /// Bits of [`DropKey::context`] and [`DropEvent::flags`].
@@ -120,7 +125,7 @@ pub mod context {
     /// The drop happened while its CPU ran the NET_RX softirq (needs the softirq probe).
     pub const IN_NET_RX: u8 = 1 << 0;
 }
-const _: () = assert!(core::mem::size_of::<DropKey>() == 16);
+const _: () = assert!(core::mem::size_of::<DropKey>() == 32);
 
 /// Slots of the per-CPU `DROP_STATS` array.
 pub mod stat {
@@ -204,7 +209,8 @@ pub struct DropConfig {
     /// The `NETFILTER_DROP` reason code while the stage sentinels are attached, else
     /// [`REASON_UNAVAILABLE`]: drops with this reason carry the stage the sentinels saw.
     pub netfilter_drop: u32,
-    pub _pad: u32,
+    /// 1: count each namespace apart ([`DropKey::netns`]); costs the reads that find it.
+    pub per_netns: u32,
 }
 const _: () = assert!(core::mem::size_of::<DropConfig>() == 104);
 
@@ -239,7 +245,7 @@ impl DropConfig {
         addr_family: 0,
         addr: [0; 16],
         netfilter_drop: REASON_UNAVAILABLE,
-        _pad: 0,
+        per_netns: 0,
     };
 }
 

@@ -130,12 +130,22 @@ fn handle<C: EbpfContext>(ctx: &C, skb: u64, location: u64, reason: u32) {
     } else {
         stage::NONE
     };
+    // Per namespace only when asked: the streamed record already knows it, else it costs the
+    // reads that find it.
+    let (netns, netns_cookie) = match parsed.as_ref() {
+        _ if config!(per_netns) == 0 => (0, 0),
+        Some(ev) => (ev.netns, ev.netns_cookie),
+        None => netns_of(skb),
+    };
     count(DropKey {
         reason,
         context,
         nf_stage,
         _pad: 0,
         location,
+        netns,
+        _pad2: 0,
+        netns_cookie,
     });
     if let (true, Some(ev)) = (stream, parsed) {
         ev.ts_ns = unsafe { bpf_ktime_get_ns() };
@@ -191,19 +201,34 @@ fn matches(filters: u32, ev: &DropEvent) -> bool {
     true
 }
 
+/// The namespace a packet was dropped in: its device's, else its socket's (inode, cookie).
 #[inline(always)]
-fn parse_skb(skb: u64, ev: &mut DropEvent) {
-    ev.len = read::at::<u32>(skb, config!(skb.skb_len)).unwrap_or(0);
-    let dev: u64 = read::at(skb, config!(skb.skb_dev)).unwrap_or(0);
+fn netns_of(skb: u64) -> (u32, u64) {
+    netns_at(skb, read::at(skb, config!(skb.skb_dev)).unwrap_or(0))
+}
+
+#[inline(always)]
+fn netns_at(skb: u64, dev: u64) -> (u32, u64) {
     let net: u64 = if dev != 0 {
-        ev.ifindex = read::at::<u32>(dev, config!(skb.dev_ifindex)).unwrap_or(0);
         read::at(dev, config!(skb.dev_net)).unwrap_or(0)
     } else {
         let sk: u64 = read::at(skb, config!(skb.skb_sk)).unwrap_or(0);
         read::at(sk, config!(skb.sk_net)).unwrap_or(0)
     };
-    ev.netns = read::at::<u32>(net, config!(skb.net_inum)).unwrap_or(0);
-    ev.netns_cookie = read::at::<u64>(net, config!(skb.net_cookie)).unwrap_or(0);
+    (
+        read::at::<u32>(net, config!(skb.net_inum)).unwrap_or(0),
+        read::at::<u64>(net, config!(skb.net_cookie)).unwrap_or(0),
+    )
+}
+
+#[inline(always)]
+fn parse_skb(skb: u64, ev: &mut DropEvent) {
+    ev.len = read::at::<u32>(skb, config!(skb.skb_len)).unwrap_or(0);
+    let dev: u64 = read::at(skb, config!(skb.skb_dev)).unwrap_or(0);
+    if dev != 0 {
+        ev.ifindex = read::at::<u32>(dev, config!(skb.dev_ifindex)).unwrap_or(0);
+    }
+    (ev.netns, ev.netns_cookie) = netns_at(skb, dev);
     ev.eth_proto = u16::from_be(read::at::<u16>(skb, config!(skb.skb_protocol)).unwrap_or(0));
     let head: u64 = read::at(skb, config!(skb.skb_head)).unwrap_or(0);
     let nh = read::at::<u16>(skb, config!(skb.skb_network_header)).unwrap_or(u16::MAX);

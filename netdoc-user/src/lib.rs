@@ -6,6 +6,7 @@ mod conntrack;
 mod counted;
 mod doctor;
 mod drops;
+mod export;
 mod facts;
 mod family;
 mod kernel;
@@ -81,6 +82,9 @@ enum Command {
     /// Watch the whole host (every probe family, every namespace) and name root causes with
     /// evidence and fixes. Exit 0: nothing wrong; 1: findings; 2: could not run.
     Doctor(DoctorArgs),
+    /// A Prometheus exporter: drops by reason, cause and namespace, conntrack, NET_RX per CPU
+    /// and NIC queues, read from the kernel at each scrape of /metrics.
+    Export(ExportArgs),
     /// Which probes attach on this kernel, with which hook, and why others were skipped.
     Probes {
         /// One JSON object per probe.
@@ -182,6 +186,21 @@ struct DoctorArgs {
     /// Perf buffer pages per CPU for the drop events.
     #[arg(long, default_value_t = 64)]
     pages: usize,
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// Address to serve /metrics and /healthz on. Loopback by default: binding elsewhere
+    /// (e.g. 0.0.0.0:9435 for a scraper on another host) is this explicit choice.
+    #[arg(long, default_value = "127.0.0.1:9435")]
+    listen: std::net::SocketAddr,
+    /// Namespaces with series of their own; later ones fold into netns="other" (counted in
+    /// netdoc_namespaces_folded_total).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u16).range(1..))]
+    max_namespaces: u16,
+    /// Kernel functions with drop-location series of their own; the rest fold into "other".
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    max_functions: u16,
 }
 
 #[derive(clap::Args)]
@@ -374,6 +393,17 @@ async fn run(cli: Cli) -> Result<u8> {
             .await
         }
         Command::Irq { duration, json } => cmd::softirq::irq(duration, json, kernel).await,
+        Command::Export(a) => {
+            cmd::export::run(
+                cmd::export::ExportOptions {
+                    listen: a.listen,
+                    max_namespaces: a.max_namespaces as usize,
+                    max_functions: a.max_functions as usize,
+                },
+                kernel,
+            )
+            .await
+        }
         Command::Probes { json } => cmd::probes::show(kernel, json),
         Command::BenchFloor => cmd::probes::bench_floor(kernel).await,
     }

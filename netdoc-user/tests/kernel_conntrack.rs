@@ -144,19 +144,6 @@ fn caused(summary: &Value, cause: &str) -> u64 {
     summary["netfilter_causes"][cause].as_u64().unwrap_or(0)
 }
 
-/// Whether the plan's attempts for `probe` include one that attached.
-fn attaches(probe: &str) -> bool {
-    run(NETDOC, &["probes", "--json"])
-        .lines()
-        .map(json)
-        .find(|p| p["probe"] == probe)
-        .unwrap_or_else(|| panic!("the plan lists {probe}"))["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|a| a["outcome"]["status"] == "attached")
-}
-
 #[test]
 fn a_full_conntrack_table_is_told_apart_from_a_firewall_rule() {
     require_root!();

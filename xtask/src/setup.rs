@@ -66,8 +66,8 @@ fn apt_install(packages: &[&str]) -> Result<()> {
 }
 
 /// Installs, only where missing: nightly + rust-src, LLVM 22, bpf-linker, and with `for_tests`
-/// the tools the integration tests drive (ip, nft, iptables, perf, bpftrace, and a headless
-/// browser to load the doctor's HTML report).
+/// the tools the integration tests drive (ip, nft, iptables, perf, bpftrace, a headless
+/// browser to load the doctor's HTML report, and Prometheus to scrape the exporter).
 pub fn ensure(for_tests: bool) -> Result<()> {
     if !output("rustup", &["toolchain", "list"]).contains("nightly") {
         step(
@@ -108,6 +108,8 @@ pub fn ensure(for_tests: bool) -> Result<()> {
             "linux-perf",
             "bpftrace",
             "chromium",
+            // A real Prometheus server and promtool for `netdoc export`'s tests.
+            "prometheus",
         ]);
     }
     apt_install(&packages)?;

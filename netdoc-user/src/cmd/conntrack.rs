@@ -285,6 +285,7 @@ fn start(kernel: Kernel, ns: Option<&NetnsArg>) -> Result<(Session, Option<Strin
             filter,
             stream: true,
             hook: None,
+            per_netns: false,
         });
     }
     Ok((Session::start(kernel, families, request)?, Some(why)))

@@ -19,7 +19,6 @@ use crate::{
         self, DropGrouper, Drops, HostFacts, NetRx, RECORD_VERSION, Report, Snapshot, html, render,
     },
     drops::{
-        self,
         filter::{DropFilter, FilterArgs},
         report::{self, NamedDrop},
     },
@@ -221,6 +220,7 @@ fn request(opts: &DoctorOptions, families: &Families) -> Result<Request> {
         filter,
         stream: true,
         hook: None,
+        per_netns: false,
     });
     Ok(request)
 }
@@ -241,19 +241,7 @@ pub async fn run(opts: DoctorOptions, kernel: Kernel) -> Result<u8> {
     let families = Families::discover(&kernel);
     let request = request(&opts, &families)?;
     let reason_names = families.drops.reasons.source.describe().to_string();
-    let mut session = Session::start(kernel, families, request)?;
-    if session.hook(drops::PROBE).is_none() {
-        bail!(
-            "{}",
-            session
-                .plan(drops::PROBE)
-                .map(|p| p.failure())
-                .unwrap_or_default()
-        );
-    }
-    for p in session.degraded() {
-        eprintln!("netdoc: degraded: {}", p.failure());
-    }
+    let mut session = Session::start_dropping(kernel, families, request)?;
     let namespaces = session.namespaces();
     let only = opts.netns.as_ref().map(|n| n.inode);
     // Baselines before "attached": whoever waits for that line may start the incident.

@@ -160,6 +160,7 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
         filter,
         stream: streaming,
         hook: opts.hook,
+        per_netns: false,
     });
     let mut session = Session::start(kernel, families, request)?;
     let Some(hook) = session.hook(PROBE) else {

@@ -3,6 +3,7 @@
 pub mod conntrack;
 pub mod doctor;
 pub mod drops;
+pub mod export;
 mod net_rx;
 mod pending;
 pub mod probes;

@@ -49,7 +49,7 @@ fn attached(session: &Session, probe: &str) -> bool {
 }
 
 /// Queue IRQs of every NIC, with what procfs/sysfs say about them.
-fn queue_facts(int: &Interrupts) -> Vec<QueueFacts> {
+pub fn queue_facts(int: &Interrupts) -> Vec<QueueFacts> {
     let alias = interrupts::device_aliases(std::path::Path::new("/sys/class/net"));
     let sys = IrqSys::live();
     int.lines

@@ -48,6 +48,7 @@ fn attach(kernel: Kernel) -> Result<Session> {
         filter: DropFilter::default(),
         stream: false,
         hook: None,
+        per_netns: false,
     });
     let session = Session::start(kernel, families, request)?;
     if !session.net_rx_known {

@@ -106,6 +106,11 @@ pub const DROPS_ONLY: Context = Context {
     settings: &[],
 };
 
+/// The names of the counters that count dropped packets.
+pub fn drop_counters() -> impl Iterator<Item = &'static str> {
+    COUNTERS.iter().map(|(name, ..)| *name)
+}
+
 /// What a counter means, for renderers.
 pub fn meaning(counter: &str) -> &'static str {
     COUNTERS

@@ -161,12 +161,48 @@ impl DropMaps {
         })
     }
 
-    /// Per-CPU counts by (reason, netfilter stage, location), the context bits merged.
+    /// Per-CPU counts by (reason, netfilter stage, location), the context bits and namespaces
+    /// merged.
     pub fn counts(&self) -> KernelCounts {
+        self.merged(|key| DropKey {
+            context: 0,
+            netns: 0,
+            netns_cookie: 0,
+            ..key
+        })
+    }
+
+    /// Per-CPU counts by namespace, reason, netfilter stage and location (the context bits
+    /// merged): the namespaces are known only when the program counts per namespace.
+    pub fn counts_per_netns(&self) -> KernelCounts {
+        self.merged(|key| DropKey { context: 0, ..key })
+    }
+
+    /// Forgets the counts of namespaces that are gone (`gone(inode, cookie)`), so the map keeps
+    /// room for the living; returns them, for whoever still owes them to a total.
+    pub fn forget(&mut self, gone: impl Fn(u32, u64) -> bool) -> KernelCounts {
+        let mut forgotten = Vec::new();
+        let keys: Vec<DropKey> = self
+            .counts
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| k.netns != 0 && gone(k.netns, k.netns_cookie))
+            .collect();
+        for key in keys {
+            if let Ok(per_cpu) = self.counts.get(&key, 0) {
+                forgotten.push((key, per_cpu.iter().copied().collect()));
+            }
+            let _ = self.counts.remove(&key);
+        }
+        forgotten
+    }
+
+    fn merged(&self, fold: impl Fn(DropKey) -> DropKey) -> KernelCounts {
         let mut merged: std::collections::HashMap<DropKey, Vec<u64>> = Default::default();
-        for (mut key, per_cpu) in self.counts.iter().filter_map(|r| r.ok()) {
-            key.context = 0;
-            let sum = merged.entry(key).or_insert_with(|| vec![0; per_cpu.len()]);
+        for (key, per_cpu) in self.counts.iter().filter_map(|r| r.ok()) {
+            let sum = merged
+                .entry(fold(key))
+                .or_insert_with(|| vec![0; per_cpu.len()]);
             for (s, v) in sum.iter_mut().zip(per_cpu.iter()) {
                 *s += v;
             }

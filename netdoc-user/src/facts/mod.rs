@@ -4,6 +4,7 @@ pub mod btf;
 pub mod caps;
 pub mod cgroup;
 pub mod conntrack;
+pub mod fdinfo;
 pub mod host;
 pub mod interrupts;
 pub mod irqsys;

@@ -19,6 +19,16 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// The name in JSON and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::ConntrackConfirm => "conntrack_confirm",
+            Cause::ConntrackIn => "conntrack_in",
+            Cause::Firewall => "firewall",
+            Cause::Unclassified => "unclassified",
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             Cause::ConntrackConfirm => "conntrack confirm: insert failed",
@@ -84,6 +94,18 @@ mod tests {
             netfilter_drop: true,
             freed_by_nftables,
             nf_stage,
+        }
+    }
+
+    #[test]
+    fn labels_are_the_json_names() {
+        for c in [
+            Cause::ConntrackConfirm,
+            Cause::ConntrackIn,
+            Cause::Firewall,
+            Cause::Unclassified,
+        ] {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.name());
         }
     }
 

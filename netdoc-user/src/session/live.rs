@@ -18,6 +18,16 @@ pub trait View {
     fn records(&mut self, session: &Session, batch: Records, out: &mut Stdout) -> Result<()>;
     /// Every interval: redraw a live view, take a sample.
     fn tick(&mut self, session: &Session, out: &mut Stdout) -> Result<()>;
+    /// A scrape from outside the run ([`serve`]): answered with the session as it is now.
+    /// The session is mutable so that the view may forget what the kernel no longer needs.
+    fn scrape(&mut self, _session: &mut Session, _scrape: Scrape) {}
+}
+
+/// A request for the view's figures now (a metrics scrape), with where to send them.
+pub struct Scrape {
+    /// The scraper accepts OpenMetrics.
+    pub openmetrics: bool,
+    pub reply: tokio::sync::oneshot::Sender<String>,
 }
 
 /// A view with nothing live: records are not expected and ticks do nothing.
@@ -153,6 +163,37 @@ pub async fn drive<V: View, T>(
     schedule: Schedule,
     until: impl Future<Output = T>,
 ) -> Result<Ended<T>> {
+    drive_scraped(session, view, signals, schedule, until, None).await
+}
+
+/// Runs a view that is also scraped from outside (`scrapes`), until a signal: every scrape is
+/// answered on this task, between records and ticks, so it reads the maps the session holds.
+pub async fn serve<V: View>(
+    session: &mut Session,
+    view: &mut V,
+    signals: &mut Signals,
+    schedule: Schedule,
+    scrapes: tokio::sync::mpsc::Receiver<Scrape>,
+) -> Result<Ended<()>> {
+    drive_scraped(
+        session,
+        view,
+        signals,
+        schedule,
+        std::future::pending(),
+        Some(scrapes),
+    )
+    .await
+}
+
+async fn drive_scraped<V: View, T>(
+    session: &mut Session,
+    view: &mut V,
+    signals: &mut Signals,
+    schedule: Schedule,
+    until: impl Future<Output = T>,
+    mut scrapes: Option<tokio::sync::mpsc::Receiver<Scrape>>,
+) -> Result<Ended<T>> {
     let mut streams = session.take_streams();
     let mut out = Stdout::new();
     let deadline = schedule
@@ -172,6 +213,10 @@ pub async fn drive<V: View, T>(
                 view.records(session, batch, &mut out)
             },
             _ = tick.tick() => view.tick(session, &mut out),
+            Some(scrape) = async { scrapes.as_mut()?.recv().await } => {
+                view.scrape(session, scrape);
+                Ok(())
+            },
             _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => {
                 break Ending::Deadline;
             },

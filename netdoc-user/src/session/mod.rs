@@ -63,6 +63,8 @@ pub struct DropUse {
     pub stream: bool,
     /// Restrict the planner to one hook type.
     pub hook: Option<planner::HookKind>,
+    /// Count each namespace apart in the kernel (the exporter's drops per namespace).
+    pub per_netns: bool,
 }
 
 /// What the commands of one session want attached.
@@ -119,6 +121,7 @@ impl Request {
                 },
                 stream: had.stream || usage.stream,
                 hook: had.hook.filter(|h| usage.hook == Some(*h)),
+                per_netns: had.per_netns || usage.per_netns,
             },
         });
     }
@@ -213,6 +216,7 @@ impl Session {
                 );
             }
             configs.drops.stream = usage.stream as u32;
+            configs.drops.per_netns = usage.per_netns as u32;
             configs.drops.netfilter_drop = netfilter_drop.unwrap_or(REASON_UNAVAILABLE);
         }
         configs.retrans.stream = request.retrans_stream as u32;
@@ -391,6 +395,25 @@ impl Session {
         })
     }
 
+    /// [`Self::start`] for the commands that cannot go on without the drop program: an error
+    /// when it attached nowhere (the planner's reasons), and a warning per probe that did not.
+    pub fn start_dropping(kernel: Kernel, families: Families, request: Request) -> Result<Self> {
+        let session = Self::start(kernel, families, request)?;
+        if session.hook(drops::PROBE).is_none() {
+            bail!(
+                "{}",
+                session
+                    .plan(drops::PROBE)
+                    .map(|p| p.failure())
+                    .unwrap_or_default()
+            );
+        }
+        for p in session.degraded() {
+            eprintln!("netdoc: degraded: {}", p.failure());
+        }
+        Ok(session)
+    }
+
     /// The plan of one probe, if it was tried.
     pub fn plan(&self, probe: &str) -> Option<&ProbePlan> {
         self.plans.iter().find(|p| p.probe == probe)
@@ -422,6 +445,22 @@ impl Session {
     /// Probes that were tried and attached nowhere: the session runs degraded without them.
     pub fn degraded(&self) -> impl Iterator<Item = &ProbePlan> {
         self.plans.iter().filter(|p| p.chosen().is_none())
+    }
+
+    /// Each of netdoc's programs that ran: its name, and the kernel's run time (ns) and run
+    /// count for it, while `kernel.bpf_stats_enabled` is 1 (empty otherwise, or once detached).
+    pub fn program_runs(&self) -> Vec<(String, u64, u64)> {
+        use std::os::fd::AsFd as _;
+        let Some(ebpf) = &self.ebpf else {
+            return Vec::new();
+        };
+        ebpf.programs()
+            .filter_map(|(name, program)| {
+                let fd = program.fd().ok()?;
+                let (run_ns, runs) = crate::facts::fdinfo::program_runs(fd.as_fd())?;
+                (runs > 0).then(|| (name.to_string(), run_ns, runs))
+            })
+            .collect()
     }
 
     /// Releases every link and sentinel, waiting for running programs. The maps stay readable.
@@ -502,11 +541,13 @@ mod tests {
             filter: netns_only.clone(),
             stream: false,
             hook: Some(planner::HookKind::Tracepoint),
+            per_netns: false,
         });
         r.want_drops(DropUse {
             filter: netns_only.clone(),
             stream: true,
             hook: Some(planner::HookKind::Tracepoint),
+            per_netns: false,
         });
         let same = r.drops.clone().unwrap();
         assert_eq!(same.filter, netns_only, "equal filters stay");

@@ -596,3 +596,65 @@ pub fn tiny_listener(ns: &str, addr: &str, port: u16) -> std::os::fd::OwnedFd {
     .join()
     .unwrap()
 }
+
+/// Whether the plan's attempts for `probe` include one that attached.
+pub fn attaches(probe: &str) -> bool {
+    run(NETDOC, &["probes", "--json"])
+        .lines()
+        .map(json)
+        .find(|p| p["probe"] == probe)
+        .unwrap_or_else(|| panic!("the plan lists {probe}"))["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["outcome"]["status"] == "attached")
+}
+
+/// A port free on loopback now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP/1.0 GET on loopback, with an `Accept` header when given: (status, body).
+pub fn http_get(port: u16, path: &str, accept: Option<&str>) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{accept}\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+/// Makes namespace `ns` track connections (an nft rule using conntrack), so conntrack counts
+/// there and netdoc places its stage sentinels there.
+pub fn track_connections(ns: &str) {
+    for rule in [
+        "add table inet netdoc_test",
+        "add chain inet netdoc_test pre { type filter hook prerouting priority 0; }",
+        "add rule inet netdoc_test pre ct state new counter",
+    ] {
+        run("ip", &["netns", "exec", ns, "nft", rule]);
+    }
+}
+
+/// Conntrack's `column` in namespace `ns`, summed over CPUs.
+pub fn conntrack_column(ns: &str, column: &str) -> u64 {
+    let stat = run(
+        "ip",
+        &["netns", "exec", ns, "cat", "/proc/net/stat/nf_conntrack"],
+    );
+    let mut lines = stat.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let col = header.iter().position(|h| *h == column).unwrap();
+    lines
+        .map(|l| u64::from_str_radix(l.split_whitespace().nth(col).unwrap(), 16).unwrap())
+        .sum()
+}

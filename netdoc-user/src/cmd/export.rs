@@ -1,0 +1,301 @@
+//! `netdoc export`: a long-running Prometheus exporter. One session counts drops per namespace
+//! in the kernel (nothing streamed), with NET_RX time and queue load and the conntrack stage
+//! sentinels in every namespace that uses conntrack; each scrape of `/metrics` reads the maps
+//! and every namespace's counters then. `/healthz` says it is attached.
+use std::{net::SocketAddr, time::Instant};
+
+use anyhow::{Context as _, Result};
+use axum::{
+    Router,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::net_rx;
+use crate::{
+    counted,
+    drops::{self, filter::DropFilter},
+    export::collect::{
+        ConntrackReading, CpuNetRx, DropCount, Exporter, NamespaceReading, ProgramRun, Reading,
+    },
+    export::exposition::{self, Format},
+    facts::{conntrack, fdinfo, host, interrupts::Interrupts, netns, procnet, snmp},
+    kernel::Kernel,
+    model::names::{LiveNamer, Namer as _},
+    namespaces::{Inventory, NetnsKey},
+    sentinel::Scope,
+    session::{
+        Component, DropUse, Request, Session,
+        live::{self, Schedule, Scrape, Signals, Stdout, View},
+        registry::Families,
+        stream::Records,
+    },
+};
+
+pub struct ExportOptions {
+    pub listen: SocketAddr,
+    /// Namespaces with series of their own; the rest fold into `netns="other"`.
+    pub max_namespaces: usize,
+    pub max_functions: usize,
+}
+
+/// Scrapes waiting for the driver: more arrive only while one is answered.
+const QUEUED_SCRAPES: usize = 4;
+
+struct ExportView {
+    exporter: Exporter,
+    namer: LiveNamer,
+    kernel: String,
+    last_scrape_s: f64,
+}
+
+impl View for ExportView {
+    fn records(&mut self, _: &Session, _: Records, _: &mut Stdout) -> Result<()> {
+        Ok(())
+    }
+
+    fn tick(&mut self, _: &Session, _: &mut Stdout) -> Result<()> {
+        Ok(())
+    }
+
+    fn scrape(&mut self, session: &mut Session, scrape: Scrape) {
+        let started = Instant::now();
+        let reading = self.read(session);
+        let families = self.exporter.families(&reading);
+        let format = match scrape.openmetrics {
+            true => Format::OpenMetrics,
+            false => Format::Text,
+        };
+        // The scraper may have given up: nothing to do then.
+        let _ = scrape.reply.send(exposition::render(&families, format));
+        self.last_scrape_s = started.elapsed().as_secs_f64();
+    }
+}
+
+impl ExportView {
+    /// Everything one scrape reports: the kernel maps, then every live namespace's counters.
+    fn read(&mut self, session: &mut Session) -> Reading {
+        let namespaces = session.namespaces();
+        let (live, files) = {
+            let inventory = namespaces.lock();
+            let live: Vec<_> = inventory.all().map(|n| n.id.clone()).collect();
+            let files: Vec<(NetnsKey, std::path::PathBuf)> = inventory
+                .all()
+                .filter_map(|n| Some(((n.id.inode, n.id.cookie), n.file()?)))
+                .collect();
+            (live, files)
+        };
+        let mut drops = Vec::new();
+        if let Some(maps) = session.drops.as_mut() {
+            // Counts of namespaces that went away leave the kernel map (it has room for the
+            // living), and are reported one last time.
+            let forgotten = {
+                let inventory = namespaces.lock();
+                maps.forget(|inode, cookie| is_gone(&inventory, inode, cookie))
+            };
+            for (key, per_cpu) in maps.counts_per_netns().into_iter().chain(forgotten) {
+                let netns = namespaces
+                    .resolve(key.netns, key.netns_cookie, u64::MAX)
+                    .map_or(
+                        (
+                            key.netns,
+                            (key.netns_cookie != 0).then_some(key.netns_cookie),
+                        ),
+                        |n| (n.inode, n.cookie),
+                    );
+                let location = self.namer.location(key.location);
+                drops.push(DropCount {
+                    netns,
+                    reason: self.namer.reasons().name(key.reason),
+                    cause: self.namer.cause(
+                        key.reason,
+                        key.location,
+                        key.nf_stage,
+                        Some(key.netns),
+                    ),
+                    function: location
+                        .split_once('+')
+                        .map_or(location.clone(), |(f, _)| f.to_string()),
+                    count: per_cpu.iter().sum(),
+                });
+            }
+        }
+        let per_namespace = netns::visit(files, |_| read_namespace())
+            .into_iter()
+            .filter_map(|(netns, reading)| {
+                let (conntrack, counters) = reading?;
+                Some(NamespaceReading {
+                    netns,
+                    conntrack,
+                    counters,
+                })
+            })
+            .collect();
+        let net_rx = session.softirq.as_ref().map_or_else(Vec::new, |maps| {
+            let reading = maps.read();
+            reading
+                .softirq
+                .iter()
+                .enumerate()
+                .map(|(cpu, vectors)| {
+                    let t = vectors[netdoc_common::softirq::NET_RX as usize];
+                    CpuNetRx {
+                        cpu: cpu as u32,
+                        seconds: t.total_ns as f64 / 1e9,
+                        runs: t.count,
+                    }
+                })
+                .collect()
+        });
+        let programs = fdinfo::bpf_stats_enabled().then(|| {
+            session
+                .program_runs()
+                .into_iter()
+                .map(|(name, run_ns, runs)| ProgramRun {
+                    name,
+                    seconds: run_ns as f64 / 1e9,
+                    runs,
+                })
+                .collect()
+        });
+        Reading {
+            version: env!("CARGO_PKG_VERSION"),
+            kernel: self.kernel.clone(),
+            live,
+            drops,
+            namespaces: per_namespace,
+            net_rx,
+            softnet: procnet::read_softnet(),
+            queues: Interrupts::read()
+                .map(|i| net_rx::queue_facts(&i))
+                .unwrap_or_default(),
+            probes: session.probe_statuses(),
+            drop_stats: session
+                .drops
+                .as_ref()
+                .map(drops::DropMaps::stats)
+                .unwrap_or_default(),
+            programs,
+            last_scrape_s: self.last_scrape_s,
+        }
+    }
+}
+
+/// Whether the namespace a kernel count names has gone: the inventory saw it go, and nothing
+/// alive has its inode and cookie.
+fn is_gone(inventory: &Inventory, inode: u32, cookie: u64) -> bool {
+    let alive = inventory
+        .live(inode)
+        .is_some_and(|n| cookie == 0 || n.id.cookie.is_none_or(|c| c == cookie));
+    !alive
+        && inventory
+            .gone
+            .iter()
+            .any(|g| g.id.inode == inode && (cookie == 0 || g.id.cookie == Some(cookie)))
+}
+
+/// In one namespace: its conntrack counters and usage when conntrack is in use there, and the
+/// retransmit and drop counters.
+fn read_namespace() -> (Option<ConntrackReading>, snmp::Counters) {
+    let ct = conntrack::read_stat()
+        .ok()
+        .filter(|rows| conntrack::in_use(rows))
+        .map(|rows| (rows, conntrack::read_usage()));
+    let counters = snmp::read()
+        .into_iter()
+        .filter(|(name, _)| {
+            name == "Tcp.RetransSegs" || counted::drop_counters().any(|c| c == name)
+        })
+        .collect();
+    (ct, counters)
+}
+
+/// What the exporter attaches: the drop program counting per namespace (no stream), NET_RX
+/// context and queue load, and the stage sentinels wherever conntrack is used.
+fn request() -> Request {
+    let mut request = Request {
+        sentinels: Ok(Scope::EveryActive),
+        ..Request::default()
+    }
+    .with(Component::NetRxContext)
+    .with(Component::QueueLoad)
+    .with(Component::StageSentinels);
+    request.want_drops(DropUse {
+        filter: DropFilter::default(),
+        stream: false,
+        hook: None,
+        per_netns: true,
+    });
+    request
+}
+
+async fn metrics(
+    State(scrapes): State<mpsc::Sender<Scrape>>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let (reply, answer) = oneshot::channel();
+    let asked = Scrape {
+        openmetrics: format == Format::OpenMetrics,
+        reply,
+    };
+    if scrapes.send(asked).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "netdoc is stopping\n").into_response();
+    }
+    match answer.await {
+        Ok(text) => ([(header::CONTENT_TYPE, format.content_type())], text).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "netdoc is stopping\n").into_response(),
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
+    let mut signals = Signals::install()?;
+    // The address is taken before anything is attached: a port in use is a one-line error.
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("--listen {}", opts.listen))?;
+    let families = Families::discover(&kernel);
+    let request = request();
+    let kernel_release = host::kernel_release();
+    let mut session = Session::start_dropping(kernel, families, request)?;
+    let mut view = ExportView {
+        exporter: Exporter::new(opts.max_namespaces, opts.max_functions),
+        namer: LiveNamer::new(
+            session.families.drops.reasons.clone(),
+            session.net_rx_known,
+            session.stages.coverage,
+            session.namespaces(),
+        ),
+        kernel: kernel_release,
+        last_scrape_s: 0.0,
+    };
+    let (tx, rx) = mpsc::channel(QUEUED_SCRAPES);
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(tx);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    eprintln!(
+        "netdoc: export attached: serving http://{}/metrics; Ctrl-C or SIGTERM to stop",
+        opts.listen
+    );
+    let schedule = Schedule {
+        interval: std::time::Duration::from_secs(60),
+        duration: None,
+    };
+    let ended = live::serve(&mut session, &mut view, &mut signals, schedule, rx).await;
+    server.abort();
+    let ended = ended?;
+    eprintln!(
+        "netdoc: export stopped ({:?}); every probe detached",
+        ended.ending
+    );
+    Ok(())
+}

@@ -1,0 +1,378 @@
+//! Kernel integration tests of `netdoc export`. Drops caused in a namespace made after the
+//! exporter started must come back from `/metrics` with the kernel's exact counts and the right
+//! reason, cause and namespace; where Debian's `prometheus` is installed (the host; not the
+//! QEMU guests) a real Prometheus, started here on loopback with a temporary configuration,
+//! scrapes the exporter and PromQL must return the same, and `promtool` must accept the
+//! exposition and the alert rules.
+use std::{
+    io::Write as _,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+/// Percent-encodes a PromQL query for a URL.
+fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A Prometheus server scraping the exporter every second, removed with its data afterwards.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Prometheus {
+    fn start(target_port: u16) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("netdoc-prometheus-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+                 scrape_configs:\n  - job_name: netdoc\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package prometheus; cargo xtask setup installs it)");
+        let p = Self { child, port, dir };
+        p.wait(|| {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && http_get(port, "/-/ready", None).0 == 200
+        });
+        p
+    }
+
+    /// Polls `ready` every 200 ms for at most 30 s.
+    fn wait(&self, mut ready: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready() {
+            assert!(Instant::now() < deadline, "Prometheus never got there");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// An instant query's samples: (labels, value).
+    fn query(&self, q: &str) -> Vec<(Value, f64)> {
+        let (status, body) = http_get(
+            self.port,
+            &format!("/api/v1/query?query={}", encode(q)),
+            None,
+        );
+        assert_eq!(status, 200, "{q}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let value = s["value"][1].as_str().unwrap().parse().unwrap();
+                (s["metric"].clone(), value)
+            })
+            .collect()
+    }
+
+    /// Waits (bounded) until `q` returns one sample of value `want`; returns its labels.
+    fn until_value(&self, q: &str, want: f64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let last = self.query(q);
+            if let [(labels, v)] = last.as_slice()
+                && *v == want
+            {
+                return labels.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{q} never returned {want}: {last:?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `promtool check metrics` over an exposition: its complaints, empty when it is clean.
+fn promtool_check_metrics(text: &str) -> String {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// What the scenario caused in namespace b, by the kernel's own counters.
+struct Caused {
+    pair: Pair,
+    no_socket: u64,
+    table_full: u64,
+}
+
+/// Starts the exporter, then makes the namespaces (as in production) and in b: NO_SOCKET drops
+/// (datagrams to a closed port) and conntrack-full drops (new flows while `nf_conntrack_max`
+/// is 8).
+fn scenario(tag: &str, subnet: u8) -> (Netdoc, u16, Caused) {
+    const DATAGRAMS: usize = 25;
+    const FLOWS: usize = 40;
+    let port = free_port();
+    let netdoc = start(&["export", "--listen", &format!("127.0.0.1:{port}")]);
+    let pair = Pair::new(tag, subnet);
+    track_connections(&pair.b);
+    // The warm-up flow puts conntrack to use in b, and the exporter places its sentinels there.
+    assert_eq!(pair.send_flows(CLOSED_PORT, 1), 0);
+    if attaches("conntrack_stage") {
+        netdoc.wait_for_stderr(&format!("placed in namespace {} ", pair.b));
+    }
+    pair.send(CLOSED_PORT, DATAGRAMS);
+    {
+        // Global: restored at once, so the host's own tracked traffic (a scrape) is not refused.
+        let _max = Sysctl::set(MAX_PATH, 8);
+        pair.send_flows(CLOSED_PORT, FLOWS);
+    }
+    let table_full = conntrack_column(&pair.b, "drop");
+    assert!(table_full > 0, "the table filled up");
+    let no_socket = pair.udp_no_ports();
+    assert_eq!(
+        no_socket + table_full,
+        (1 + DATAGRAMS + FLOWS) as u64,
+        "every datagram was refused by a closed port or the full table"
+    );
+    let caused = Caused {
+        pair,
+        no_socket,
+        table_full,
+    };
+    (netdoc, port, caused)
+}
+
+/// The value of the one sample of `name` whose labels include all of `labels`, in a text
+/// exposition.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let matching: Vec<f64> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
+            let all = labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            (n == name && all).then(|| value.parse().unwrap())
+        })
+        .collect();
+    assert!(matching.len() <= 1, "{name} {labels:?}: {matching:?}");
+    matching.first().copied()
+}
+
+fn stop(netdoc: Netdoc) {
+    let (status, _) = netdoc.stop(libc::SIGTERM);
+    assert!(status.success(), "{status}");
+    assert_nothing_left();
+}
+
+#[test]
+fn metrics_show_exact_drops_by_reason_cause_and_namespace() {
+    require_root!();
+    let (netdoc, port, caused) = scenario("X", 82);
+    let b = caused.pair.b.as_str();
+    assert_eq!(http_get(port, "/healthz", None), (200, "ok\n".to_string()));
+    assert_eq!(
+        http_get(port, "/", None).0,
+        404,
+        "nothing but /metrics and /healthz"
+    );
+    let (status, text) = http_get(port, "/metrics", None);
+    assert_eq!(status, 200);
+    let in_b = |extra: &[(&'static str, &'static str)]| -> Vec<(&str, &str)> {
+        let mut labels = vec![("netns", b)];
+        labels.extend_from_slice(extra);
+        labels
+    };
+    assert_eq!(
+        sample(
+            &text,
+            "netdoc_drops_total",
+            &in_b(&[("reason", "NO_SOCKET"), ("cause", "")])
+        ),
+        Some(caused.no_socket as f64),
+        "{text}"
+    );
+    if kernel_has_drop_reasons() {
+        let cause = if attaches("conntrack_stage") {
+            "conntrack_in"
+        } else {
+            "unclassified"
+        };
+        assert_eq!(
+            sample(
+                &text,
+                "netdoc_drops_total",
+                &in_b(&[("reason", "NETFILTER_DROP"), ("cause", cause)])
+            ),
+            Some(caused.table_full as f64),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &text,
+            "netdoc_conntrack_stat_total",
+            &in_b(&[("stat", "drop")])
+        ),
+        Some(caused.table_full as f64)
+    );
+    let limit: f64 = std::fs::read_to_string(MAX_PATH)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        sample(&text, "netdoc_conntrack_entries_limit", &in_b(&[])),
+        Some(limit)
+    );
+    assert_eq!(
+        sample(&text, "netdoc_probe_attached", &[("probe", "drops")]),
+        Some(1.0)
+    );
+    let (_, open) = http_get(
+        port,
+        "/metrics",
+        Some("application/openmetrics-text;version=1.0.0"),
+    );
+    assert!(open.ends_with("# EOF\n"), "OpenMetrics when asked");
+    assert!(open.contains("# TYPE netdoc_drops counter\n"));
+    drop(caused);
+    stop(netdoc);
+}
+
+/// Whether Debian's `prometheus` (and its `promtool`) is installed: on the host, by
+/// `cargo xtask setup`; not in the QEMU guests.
+fn has_prometheus() -> bool {
+    Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn prometheus_scrapes_the_exact_counts() {
+    require_root!();
+    if !has_prometheus() {
+        eprintln!("skipped: no prometheus here (the QEMU guests)");
+        return;
+    }
+    let (netdoc, port, caused) = scenario("P", 83);
+    let prometheus = Prometheus::start(port);
+    prometheus.until_value("up{job=\"netdoc\"}", 1.0);
+    let b = format!("netns=\"{}\"", caused.pair.b);
+    let labels = prometheus.until_value(
+        &format!("netdoc_drops_total{{{b},reason=\"NO_SOCKET\"}}"),
+        caused.no_socket as f64,
+    );
+    assert_eq!(
+        labels["cause"],
+        Value::Null,
+        "no cause but for NETFILTER_DROP"
+    );
+    if kernel_has_drop_reasons() && attaches("conntrack_stage") {
+        prometheus.until_value(
+            &format!("netdoc_drops_total{{{b},reason=\"NETFILTER_DROP\",cause=\"conntrack_in\"}}"),
+            caused.table_full as f64,
+        );
+        assert!(
+            prometheus
+                .query(&format!(
+                    "netdoc_drops_total{{{b},reason=\"NETFILTER_DROP\",cause!=\"conntrack_in\"}}"
+                ))
+                .is_empty(),
+            "every NETFILTER_DROP there is the full table's"
+        );
+    }
+    prometheus.until_value(
+        &format!("netdoc_conntrack_stat_total{{{b},stat=\"drop\"}}"),
+        caused.table_full as f64,
+    );
+    let (_, text) = http_get(port, "/metrics", None);
+    let complaints = promtool_check_metrics(&text);
+    assert!(
+        complaints.is_empty(),
+        "promtool check metrics: {complaints}"
+    );
+    drop(prometheus);
+    drop(caused);
+    let stopping = Instant::now();
+    stop(netdoc);
+    eprintln!(
+        "the exporter stopped {:?} after SIGTERM",
+        stopping.elapsed()
+    );
+}
+
+#[test]
+fn the_alert_rules_are_valid() {
+    require_root!();
+    if !has_prometheus() {
+        eprintln!("skipped: no promtool here (the QEMU guests)");
+        return;
+    }
+    let rules = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/prometheus/alerts.yml"
+    );
+    let out = Command::new("promtool")
+        .args(["check", "rules", rules])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
