@@ -376,3 +376,119 @@ fn the_alert_rules_are_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Makes namespace `name` (`ip netns add`) and drops one datagram there: sent to a closed port
+/// on its loopback, from a thread that joined it.
+fn namespace_with_a_drop(name: &str) {
+    use std::os::fd::AsRawFd as _;
+    run("ip", &["netns", "add", name]);
+    let ns = std::fs::File::open(format!("/run/netns/{name}")).unwrap();
+    std::thread::spawn(move || {
+        // SAFETY: setns on this thread only, with an open namespace file.
+        let entered = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(entered, 0);
+        // A child made from this thread lives in its namespace.
+        run("ip", &["link", "set", "lo", "up"]);
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.send_to(b"netdoc", ("127.0.0.1", CLOSED_PORT)).unwrap();
+    })
+    .join()
+    .unwrap();
+}
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// The `netns` label values of a metric in a text exposition.
+fn netns_labels(text: &str, name: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("netns=\"")?;
+            Some(rest.split_once('"')?.0.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_thousand_namespaces_come_and_go_under_the_cap() {
+    require_root!();
+    const CAP: usize = 20;
+    const NAMESPACES: usize = 1000;
+    /// Namespaces alive at once: each batch is removed before the next is made.
+    const BATCH: usize = 50;
+    let port = free_port();
+    let netdoc = start(&[
+        "export",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--max-namespaces",
+        &CAP.to_string(),
+    ]);
+    let pid = netdoc.child.id();
+    let mut other = 0.0;
+    let mut rss_after_first_batches = 0;
+    let names: Vec<String> = (0..NAMESPACES)
+        .map(|i| format!("ndtC{}x{i}", std::process::id()))
+        .collect();
+    struct Remove<'a>(&'a [String]);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            for n in self.0 {
+                let _ = Command::new("ip").args(["netns", "del", n]).status();
+            }
+        }
+    }
+    for (round, batch) in names.chunks(BATCH).enumerate() {
+        let _remove = Remove(batch);
+        for name in batch {
+            namespace_with_a_drop(name);
+        }
+        let (status, text) = http_get(port, "/metrics", None);
+        assert_eq!(status, 200);
+        let labelled = netns_labels(&text, "netdoc_drops_total");
+        assert!(
+            labelled.len() <= CAP + 1,
+            "at most {CAP} namespaces and other: {labelled:?}"
+        );
+        let now = sample(&text, "netdoc_drops_total", &[("netns", "other")]).unwrap_or(0.0);
+        assert!(now >= other, "other never goes down: {other} then {now}");
+        other = now;
+        if round == 3 {
+            rss_after_first_batches = rss_kib(pid);
+        }
+    }
+    let (_, text) = http_get(port, "/metrics", None);
+    assert_eq!(
+        sample(&text, "netdoc_drop_aggregation_full_total", &[]),
+        Some(0.0),
+        "the counts of gone namespaces left the kernel map"
+    );
+    let folded = sample(&text, "netdoc_namespaces_folded_total", &[]).unwrap();
+    assert!(
+        folded > 0.0,
+        "namespaces past the cap were folded and counted"
+    );
+    assert!(other > 0.0, "what folded namespaces dropped stays in other");
+    let matched = sample(&text, "netdoc_drop_program_matched_total", &[]).unwrap();
+    assert!(
+        matched >= NAMESPACES as f64,
+        "one drop per namespace at least"
+    );
+    let rss = rss_kib(pid);
+    eprintln!(
+        "{NAMESPACES} namespaces: RSS {rss_after_first_batches} KiB after 200, {rss} KiB after all; folded {folded}, other {other}"
+    );
+    assert!(
+        rss <= rss_after_first_batches + 8 * 1024,
+        "RSS stays flat: {rss_after_first_batches} KiB then {rss} KiB"
+    );
+    stop(netdoc);
+}
