@@ -221,7 +221,7 @@ impl Exporter {
         let mut matched = Family::new(
             "netdoc_drop_program_matched",
             Kind::Counter,
-            "Drops the kernel program counted (the sum over netdoc_drops_total plus the aggregation-full ones).",
+            "Drops the kernel program counted, in namespaces gone since (whose series went with them) too.",
         );
         matched.push(vec![], r.drop_stats.matched as f64);
         let (own, folded) = self.namespaces.counts();
