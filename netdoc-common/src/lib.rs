@@ -102,6 +102,10 @@ pub struct DropEvent {
 }
 const _: () = assert!(core::mem::size_of::<DropEvent>() == 96);
 
+/// Keys the in-kernel drop aggregation has room for: drops of a key beyond them are counted in
+/// [`stat::AGG_FULL`] only.
+pub const DROP_COUNT_KEYS: u32 = 16384;
+
 /// Key of the in-kernel per-CPU drop aggregation.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

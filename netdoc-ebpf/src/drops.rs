@@ -9,8 +9,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use netdoc_common::{
-    DropConfig, DropEvent, DropKey, EventHeader, REASON_UNAVAILABLE, conntrack::stage, context,
-    filter, stat,
+    DROP_COUNT_KEYS, DropConfig, DropEvent, DropKey, EventHeader, REASON_UNAVAILABLE,
+    conntrack::stage, context, filter, stat,
 };
 
 use crate::{emit, read};
@@ -28,7 +28,8 @@ macro_rules! config {
 }
 
 #[map]
-static DROP_COUNTS: PerCpuHashMap<DropKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+static DROP_COUNTS: PerCpuHashMap<DropKey, u64> =
+    PerCpuHashMap::with_max_entries(DROP_COUNT_KEYS, 0);
 
 #[map]
 static DROP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);

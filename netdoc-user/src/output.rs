@@ -122,9 +122,11 @@ pub struct ConntrackSummary {
     /// Every namespace that used conntrack during the run (only `--netns` when given).
     #[serde(default)]
     pub namespaces: Vec<NamespaceConntrack>,
-    /// Namespaces that went away during the run.
+    /// The latest namespaces that went away during the run, and how many went before them.
     #[serde(default)]
     pub namespaces_gone: Vec<GoneNetns>,
+    #[serde(default)]
+    pub namespaces_gone_earlier: u64,
     /// Every namespace's findings, each scoped to its namespace.
     pub findings: Vec<Finding>,
     /// Every probe of the run: its hook, or why it is unavailable.
@@ -208,7 +210,7 @@ mod tests {
         assert_eq!(
             again.trim_end(),
             format!(
-                "{},\"namespaces\":[],\"namespaces_gone\":[],\"counted\":[],\"probes\":[]}}",
+                "{},\"namespaces\":[],\"namespaces_gone\":[],\"namespaces_gone_earlier\":0,\"counted\":[],\"probes\":[]}}",
                 line.trim_end_matches('}')
             )
         );

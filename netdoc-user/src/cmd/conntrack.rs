@@ -380,6 +380,7 @@ pub async fn run(
     let usage = count.sum::<Option<u64>>().zip(read_max());
     let f: Vec<Finding> = namespaces.iter().flat_map(|n| n.findings.clone()).collect();
     let text = if json {
+        let (gone, gone_earlier) = session.namespaces_gone();
         Output::Summary(Summary::Conntrack(ConntrackSummary {
             schema_version: SCHEMA_VERSION,
             netns: netns.as_ref().map(|n| n.given.clone()),
@@ -398,7 +399,8 @@ pub async fn run(
             conntrack_drop_events: drop_events,
             conntrack_drop_events_lost: drops_lost,
             namespaces: namespaces.clone(),
-            namespaces_gone: session.namespaces_gone(),
+            namespaces_gone: gone,
+            namespaces_gone_earlier: gone_earlier,
             findings: f.clone(),
             probes: session.probe_statuses(),
         }))

@@ -118,6 +118,7 @@ impl DoctorView {
                 nic_map: m.nic_map,
             }
         });
+        let (namespaces_gone, namespaces_gone_earlier) = session.namespaces_gone();
         Snapshot {
             version: RECORD_VERSION,
             host: self.host.clone(),
@@ -129,7 +130,8 @@ impl DoctorView {
             retrans,
             net_rx,
             probes: session.probe_statuses(),
-            namespaces_gone: session.namespaces_gone(),
+            namespaces_gone,
+            namespaces_gone_earlier,
         }
     }
 }

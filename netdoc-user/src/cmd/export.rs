@@ -2,7 +2,7 @@
 //! in the kernel (nothing streamed), with NET_RX time and queue load and the conntrack stage
 //! sentinels in every namespace that uses conntrack; each scrape of `/metrics` reads the maps
 //! and every namespace's counters then. `/healthz` says it is attached.
-use std::{net::SocketAddr, time::Instant};
+use std::{collections::HashMap, net::SocketAddr, time::Instant};
 
 use anyhow::{Context as _, Result};
 use axum::{
@@ -25,7 +25,7 @@ use crate::{
     facts::{conntrack, fdinfo, host, interrupts::Interrupts, netns, procnet, snmp},
     kernel::Kernel,
     model::names::{LiveNamer, Namer as _},
-    namespaces::{Inventory, NetnsKey},
+    namespaces::{Inventory, NetnsKey, monotonic_ns},
     sentinel::Scope,
     session::{
         Component, DropUse, Request, Session,
@@ -50,6 +50,9 @@ struct ExportView {
     namer: LiveNamer,
     kernel: String,
     last_scrape_s: f64,
+    /// Namespaces of kernel counts that are not alive, with when a scrape first found them
+    /// missing (CLOCK_MONOTONIC).
+    missing_since: HashMap<(u32, u64), u64>,
 }
 
 impl View for ExportView {
@@ -94,9 +97,24 @@ impl ExportView {
             // living), and are reported one last time.
             let forgotten = {
                 let inventory = namespaces.lock();
-                maps.forget(|inode, cookie| is_gone(&inventory, inode, cookie))
+                let missing_since = &mut self.missing_since;
+                let now = monotonic_ns();
+                maps.forget(|inode, cookie| {
+                    if is_alive(&inventory, inode, cookie) {
+                        missing_since.remove(&(inode, cookie));
+                        return false;
+                    }
+                    let since = *missing_since.entry((inode, cookie)).or_insert(now);
+                    // A namespace made after the last scan is not in it yet; one that a scan
+                    // begun after it was missed still did not find has gone.
+                    inventory.last_scan_ns() > since
+                })
             };
-            for (key, per_cpu) in maps.counts_per_netns().into_iter().chain(forgotten) {
+            for (key, _) in &forgotten {
+                self.missing_since.remove(&(key.netns, key.netns_cookie));
+            }
+            let counts = maps.counts_per_netns().into_iter().map(|c| (c, false));
+            for ((key, per_cpu), last) in counts.chain(forgotten.into_iter().map(|c| (c, true))) {
                 let netns = namespaces
                     .resolve(key.netns, key.netns_cookie, u64::MAX)
                     .map_or(
@@ -120,6 +138,7 @@ impl ExportView {
                         .split_once('+')
                         .map_or(location.clone(), |(f, _)| f.to_string()),
                     count: per_cpu.iter().sum(),
+                    last,
                 });
             }
         }
@@ -178,23 +197,22 @@ impl ExportView {
                 .as_ref()
                 .map(drops::DropMaps::stats)
                 .unwrap_or_default(),
+            drop_keys: session
+                .drops
+                .as_ref()
+                .map_or(0, drops::DropMaps::keys_in_use),
             programs,
             last_scrape_s: self.last_scrape_s,
         }
     }
 }
 
-/// Whether the namespace a kernel count names has gone: the inventory saw it go, and nothing
-/// alive has its inode and cookie.
-fn is_gone(inventory: &Inventory, inode: u32, cookie: u64) -> bool {
-    let alive = inventory
+/// Whether the namespace a kernel count names is alive: one with its inode and, where both
+/// are known, its cookie (a reused inode is another namespace).
+fn is_alive(inventory: &Inventory, inode: u32, cookie: u64) -> bool {
+    inventory
         .live(inode)
-        .is_some_and(|n| cookie == 0 || n.id.cookie.is_none_or(|c| c == cookie));
-    !alive
-        && inventory
-            .gone
-            .iter()
-            .any(|g| g.id.inode == inode && (cookie == 0 || g.id.cookie == Some(cookie)))
+        .is_some_and(|n| cookie == 0 || n.id.cookie.is_none_or(|c| c == cookie))
 }
 
 /// In one namespace: its conntrack counters and usage when conntrack is in use there, and the
@@ -275,6 +293,7 @@ pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
         ),
         kernel: kernel_release,
         last_scrape_s: 0.0,
+        missing_since: HashMap::new(),
     };
     let (tx, rx) = mpsc::channel(QUEUED_SCRAPES);
     let app = Router::new()

@@ -218,6 +218,10 @@ fn drop_sites(out: &mut String, s: &Snapshot) {
 
 fn namespaces_gone(out: &mut String, s: &Snapshot) {
     out.push_str("<section id=\"namespaces-gone\"><h2>Namespaces gone during the run</h2>\n");
+    let earlier = s.namespaces_gone_earlier;
+    if earlier > 0 {
+        let _ = writeln!(out, "<p>{earlier} went away before these</p>");
+    }
     let rows: Vec<Vec<String>> = s
         .namespaces_gone
         .iter()

@@ -70,7 +70,10 @@ pub struct Snapshot {
     /// NET_RX time per CPU and the NIC map, when the softirq probes attached.
     pub net_rx: Option<NetRx>,
     pub probes: Vec<ProbeStatus>,
+    /// The latest namespaces that went away, and how many went before them.
     pub namespaces_gone: Vec<GoneNetns>,
+    #[serde(default)]
+    pub namespaces_gone_earlier: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -290,6 +293,8 @@ pub struct Report {
     pub drops_delivered: u64,
     pub drops_lost: u64,
     pub namespaces_gone: Vec<GoneNetns>,
+    #[serde(default)]
+    pub namespaces_gone_earlier: u64,
     /// Every probe of the run: its hook, or why it is unavailable.
     pub probes: Vec<ProbeStatus>,
     /// Read from a recording (`--replay`) rather than observed.
@@ -308,6 +313,7 @@ impl Report {
             drops_delivered: s.drops.delivered,
             drops_lost: s.drops.lost,
             namespaces_gone: s.namespaces_gone.clone(),
+            namespaces_gone_earlier: s.namespaces_gone_earlier,
             probes: s.probes.clone(),
             replayed,
         }

@@ -178,9 +178,14 @@ impl DropMaps {
         self.merged(|key| DropKey { context: 0, ..key })
     }
 
+    /// Keys in the kernel's aggregation now (room: [`netdoc_common::DROP_COUNT_KEYS`]).
+    pub fn keys_in_use(&self) -> usize {
+        self.counts.keys().filter(|k| k.is_ok()).count()
+    }
+
     /// Forgets the counts of namespaces that are gone (`gone(inode, cookie)`), so the map keeps
     /// room for the living; returns them, for whoever still owes them to a total.
-    pub fn forget(&mut self, gone: impl Fn(u32, u64) -> bool) -> KernelCounts {
+    pub fn forget(&mut self, mut gone: impl FnMut(u32, u64) -> bool) -> KernelCounts {
         let mut forgotten = Vec::new();
         let keys: Vec<DropKey> = self
             .counts

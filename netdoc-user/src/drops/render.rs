@@ -97,6 +97,13 @@ pub fn summary(s: &Summary) -> String {
         let _ = writeln!(out, "  {name:<28} {:>8}  {}", ns.drops, reasons.join(", "));
     }
     out.push_str(&counted(&s.counted));
+    if s.namespaces_gone_earlier > 0 {
+        let _ = writeln!(
+            out,
+            "{} namespaces went away, then these:",
+            s.namespaces_gone_earlier
+        );
+    }
     for gone in &s.namespaces_gone {
         let _ = writeln!(
             out,

@@ -214,9 +214,11 @@ pub struct Summary {
     /// Delivered drops per namespace, busiest first (empty with `--counts-only`).
     #[serde(default)]
     pub namespaces: Vec<NetnsDrops>,
-    /// Namespaces that went away during the run.
+    /// The latest namespaces that went away during the run, and how many went before them.
     #[serde(default)]
     pub namespaces_gone: Vec<GoneNetns>,
+    #[serde(default)]
+    pub namespaces_gone_earlier: u64,
     /// Drops the kernel counted without freeing them through `kfree_skb` (listen overflows,
     /// full socket buffers), per namespace, with the sockets behind them.
     #[serde(default)]
@@ -283,7 +285,7 @@ pub struct SummaryInput<'a> {
     pub netfilter_stages: String,
     pub rows: &'a [Row],
     pub namespaces: Vec<NetnsDrops>,
-    pub namespaces_gone: Vec<GoneNetns>,
+    pub namespaces_gone: (Vec<GoneNetns>, u64),
     pub counted: Vec<NamespaceCounted>,
     pub probes: Vec<ProbeStatus>,
 }
@@ -316,7 +318,8 @@ pub fn summary(input: SummaryInput<'_>) -> Summary {
         netfilter_stages: input.netfilter_stages,
         locations: input.rows.to_vec(),
         namespaces: input.namespaces,
-        namespaces_gone: input.namespaces_gone,
+        namespaces_gone: input.namespaces_gone.0,
+        namespaces_gone_earlier: input.namespaces_gone.1,
         counted: input.counted,
         probes: input.probes,
     }
@@ -506,7 +509,7 @@ mod tests {
             netfilter_stages: "test".into(),
             rows: &rows,
             namespaces: Vec::new(),
-            namespaces_gone: Vec::new(),
+            namespaces_gone: (Vec::new(), 0),
             counted: Vec::new(),
             probes: vec![],
         });
@@ -565,7 +568,7 @@ mod tests {
             netfilter_stages: "22 netfilter links in 1 namespace(s)".into(),
             rows: &rows,
             namespaces: Vec::new(),
-            namespaces_gone: Vec::new(),
+            namespaces_gone: (Vec::new(), 0),
             counted: Vec::new(),
             probes: vec![],
         });

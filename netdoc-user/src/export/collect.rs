@@ -34,6 +34,8 @@ pub struct DropCount {
     pub cause: Option<Cause>,
     pub function: String,
     pub count: u64,
+    /// The key's last count: its namespace has gone and the key left the kernel's map.
+    pub last: bool,
 }
 
 /// A namespace's per-CPU conntrack counters and `(nf_conntrack_count, nf_conntrack_max)`.
@@ -80,6 +82,8 @@ pub struct Reading {
     pub queues: Vec<QueueFacts>,
     pub probes: Vec<ProbeStatus>,
     pub drop_stats: KernelStats,
+    /// Keys in the kernel's drop aggregation.
+    pub drop_keys: usize,
     /// None when `kernel.bpf_stats_enabled` is 0.
     pub programs: Option<Vec<ProgramRun>>,
     /// How long the previous scrape took.
@@ -93,6 +97,9 @@ pub struct Exporter {
     functions: BTreeSet<String>,
     max_functions: usize,
     functions_folded: BTreeSet<String>,
+    /// Drops by (reason, function) of keys the kernel's map let go: still in the host-wide
+    /// counts, which never go down.
+    locations_retired: BTreeMap<(String, String), u64>,
 }
 
 impl Exporter {
@@ -102,23 +109,29 @@ impl Exporter {
             functions: BTreeSet::new(),
             max_functions,
             functions_folded: BTreeSet::new(),
+            locations_retired: BTreeMap::new(),
         }
     }
 
     /// The metric families of one scrape.
     pub fn families(&mut self, r: &Reading) -> Vec<Family> {
-        let mut per_ns = Vec::new();
+        // Keys that differ only in what the series do not show (the location, the stage of a
+        // cause) are one series.
+        let mut drops: BTreeMap<(NetnsKey, Vec<Label>, bool), u64> = BTreeMap::new();
         for d in &r.drops {
-            per_ns.push(NetnsSample {
-                netns: d.netns,
-                metric: DROPS,
-                labels: vec![
-                    ("reason", d.reason.clone()),
-                    ("cause", d.cause.map(Cause::name).unwrap_or_default().into()),
-                ],
-                value: d.count as f64,
-            });
+            let labels = vec![
+                ("reason", d.reason.clone()),
+                ("cause", d.cause.map(Cause::name).unwrap_or_default().into()),
+            ];
+            *drops.entry((d.netns, labels, d.last)).or_default() += d.count;
         }
+        let mut per_ns: Vec<NetnsSample> = drops
+            .into_iter()
+            .map(|((netns, labels, last), n)| NetnsSample {
+                last,
+                ..sample(netns, DROPS, labels, n)
+            })
+            .collect();
         for n in &r.namespaces {
             if let Some(v) = n.counters.get(RETRANS_SEGS) {
                 per_ns.push(sample(n.netns, RETRANSMITS, vec![], *v));
@@ -163,7 +176,7 @@ impl Exporter {
     /// Drops per reason and freeing function, host-wide; functions past the cap fold into
     /// `other`.
     fn locations(&mut self, drops: &[DropCount]) -> Family {
-        let mut sums: BTreeMap<(String, String), u64> = BTreeMap::new();
+        let mut sums = self.locations_retired.clone();
         for d in drops {
             let known = self.functions.contains(&d.function);
             let function = if known || self.functions.len() < self.max_functions {
@@ -173,7 +186,11 @@ impl Exporter {
                 self.functions_folded.insert(d.function.clone());
                 "other".into()
             };
-            *sums.entry((d.reason.clone(), function)).or_default() += d.count;
+            let key = (d.reason.clone(), function);
+            if d.last {
+                *self.locations_retired.entry(key.clone()).or_default() += d.count;
+            }
+            *sums.entry(key).or_default() += d.count;
         }
         let mut f = Family::new(
             "netdoc_drop_locations",
@@ -218,6 +235,18 @@ impl Exporter {
             "Drops the kernel program matched but could not count by key (its map was full): counted in no drop series.",
         );
         full.push(vec![], r.drop_stats.aggregation_overflow as f64);
+        let mut keys = Family::new(
+            "netdoc_drop_aggregation_keys",
+            Kind::Gauge,
+            "Keys (namespace, reason, stage, location) in the kernel's drop aggregation; gone namespaces' keys leave it.",
+        );
+        keys.push(vec![], r.drop_keys as f64);
+        let mut room = Family::new(
+            "netdoc_drop_aggregation_keys_limit",
+            Kind::Gauge,
+            "Keys the kernel's drop aggregation has room for.",
+        );
+        room.push(vec![], netdoc_common::DROP_COUNT_KEYS as f64);
         let mut matched = Family::new(
             "netdoc_drop_program_matched",
             Kind::Counter,
@@ -274,6 +303,8 @@ impl Exporter {
             info,
             probes,
             full,
+            keys,
+            room,
             matched,
             namespaces,
             folded_total,
@@ -329,11 +360,17 @@ const PER_NAMESPACE: [(&str, Kind, &str); 6] = [
 ];
 
 fn sample(netns: NetnsKey, metric: &'static str, labels: Vec<Label>, v: u64) -> NetnsSample {
+    let kind = PER_NAMESPACE
+        .iter()
+        .find(|(name, ..)| *name == metric)
+        .map_or(Kind::Gauge, |(_, kind, _)| *kind);
     NetnsSample {
         netns,
         metric,
+        kind,
         labels,
         value: v as f64,
+        last: false,
     }
 }
 
@@ -438,6 +475,7 @@ mod tests {
                     cause: Some(Cause::ConntrackIn),
                     function: "nf_hook_slow".into(),
                     count: 40,
+                    last: false,
                 },
                 DropCount {
                     netns: key(&pod),
@@ -445,6 +483,7 @@ mod tests {
                     cause: None,
                     function: "__udp4_lib_rcv".into(),
                     count: 7,
+                    last: false,
                 },
                 DropCount {
                     netns: key(&host()),
@@ -452,6 +491,7 @@ mod tests {
                     cause: None,
                     function: "__udp4_lib_rcv".into(),
                     count: 2,
+                    last: false,
                 },
             ],
             namespaces: vec![NamespaceReading {
@@ -505,6 +545,7 @@ mod tests {
                 matched: 49,
                 ..KernelStats::default()
             },
+            drop_keys: 3,
             programs: None,
             last_scrape_s: 0.01,
         }
@@ -654,6 +695,48 @@ mod tests {
             find(&families, "netdoc_bpf_program_runs")
                 .samples
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn keys_that_differ_in_what_series_do_not_show_are_one_series() {
+        let mut r = reading();
+        // Before 5.17 every drop is UNKNOWN: a closed port's and a firewall's in one namespace.
+        for d in &mut r.drops {
+            d.reason = "UNKNOWN".into();
+            d.cause = None;
+        }
+        let families = Exporter::new(10, 10).families(&r);
+        let drops = find(&families, DROPS);
+        assert_eq!(
+            value(drops, &[("netns", "blue"), ("reason", "UNKNOWN")]),
+            Some(47.0)
+        );
+        assert_eq!(drops.samples.len(), 2, "blue's and the host's");
+    }
+
+    #[test]
+    fn host_wide_locations_keep_what_gone_namespaces_dropped() {
+        let mut exporter = Exporter::new(10, 10);
+        let mut r = reading();
+        exporter.families(&r);
+        // blue goes: its keys' last counts come once, then never again.
+        r.live.retain(|n| n.name != "blue");
+        for d in r.drops.iter_mut().filter(|d| d.function == "nf_hook_slow") {
+            d.last = true;
+        }
+        let firewall = |f: &[Family]| {
+            value(
+                find(f, "netdoc_drop_locations"),
+                &[("function", "nf_hook_slow")],
+            )
+        };
+        assert_eq!(firewall(&exporter.families(&r)), Some(40.0));
+        r.drops.retain(|d| !d.last);
+        assert_eq!(
+            firewall(&exporter.families(&r)),
+            Some(40.0),
+            "never goes down"
         );
     }
 

@@ -4,7 +4,7 @@
 //! stays in `other`, so every counter stays monotonic.
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::exposition::{Label, Sample};
+use super::exposition::{Kind, Label, Sample};
 use crate::{
     facts::cgroup::Pod,
     namespaces::{NetnsKey, NetnsKind, NetnsRef},
@@ -18,9 +18,13 @@ pub const OTHER: &str = "other";
 pub struct NetnsSample {
     pub netns: NetnsKey,
     pub metric: &'static str,
+    pub kind: Kind,
     /// Its labels besides the namespace's.
     pub labels: Vec<Label>,
     pub value: f64,
+    /// The last value of a kernel count, taken out of the kernel's map because its namespace
+    /// has gone: a later count with the same labels starts again from zero.
+    pub last: bool,
 }
 
 /// What a namespace's labels were made from: a namespace named late (a runtime names it just
@@ -34,12 +38,18 @@ type SeriesKey = (&'static str, Vec<Label>);
 #[derive(Debug)]
 pub struct NamespaceSlots {
     cap: usize,
-    /// Namespaces with series of their own: the name they were labelled by, and their labels.
+    /// Live namespaces with series of their own: the name they were labelled by, and their
+    /// labels.
     own: BTreeMap<NetnsKey, (Named, Vec<Label>)>,
-    /// Folded namespaces and their last values.
-    folded: BTreeMap<NetnsKey, Vec<(SeriesKey, f64)>>,
-    /// What folded namespaces counted before they went away.
-    retired: BTreeMap<SeriesKey, f64>,
+    /// Namespaces folded into `other` (live, or gone with kernel counts still to come).
+    folded: BTreeSet<NetnsKey>,
+    /// Namespaces that had series of their own and went: their last kernel counts are in
+    /// no series.
+    departed: BTreeSet<NetnsKey>,
+    /// How much of each folded counter series is already in `other`.
+    credited: BTreeMap<(NetnsKey, SeriesKey), f64>,
+    /// The counters of `netns="other"`.
+    other: BTreeMap<SeriesKey, f64>,
     /// Namespaces ever folded.
     pub folded_total: u64,
 }
@@ -49,8 +59,10 @@ impl NamespaceSlots {
         Self {
             cap,
             own: BTreeMap::new(),
-            folded: BTreeMap::new(),
-            retired: BTreeMap::new(),
+            folded: BTreeSet::new(),
+            departed: BTreeSet::new(),
+            credited: BTreeMap::new(),
+            other: BTreeMap::new(),
             folded_total: 0,
         }
     }
@@ -67,6 +79,55 @@ impl NamespaceSlots {
         live: &[NetnsRef],
         samples: Vec<NetnsSample>,
     ) -> BTreeMap<&'static str, Vec<Sample>> {
+        self.assign(live);
+        let live_keys: BTreeSet<NetnsKey> = live.iter().map(|n| (n.inode, n.cookie)).collect();
+        for key in self.own.keys().filter(|k| !live_keys.contains(k)) {
+            self.departed.insert(*key);
+        }
+        self.own.retain(|k, _| live_keys.contains(k));
+        let sampled: BTreeSet<NetnsKey> = samples.iter().map(|s| s.netns).collect();
+        let mut out: BTreeMap<&'static str, Vec<Sample>> = BTreeMap::new();
+        let mut gauges: BTreeMap<SeriesKey, f64> = BTreeMap::new();
+        for s in samples {
+            if let Some((_, ns_labels)) = self.own.get(&s.netns) {
+                let mut labels = ns_labels.clone();
+                labels.extend(s.labels);
+                out.entry(s.metric).or_default().push(Sample {
+                    labels,
+                    value: s.value,
+                });
+            } else if self.departed.contains(&s.netns) {
+                // Its series went with it.
+            } else if s.kind == Kind::Gauge {
+                if self.folded.contains(&s.netns) && live_keys.contains(&s.netns) {
+                    *gauges.entry((s.metric, s.labels)).or_default() += s.value;
+                }
+            } else if self.folded.contains(&s.netns) || s.last {
+                // A folded namespace's counts, or the last count of one never seen alive
+                // (made and gone between two scans).
+                self.credit(s);
+            }
+            // Else a namespace not seen yet: it is named at the next scan, and counted then.
+        }
+        // A namespace gone with nothing left to report is forgotten.
+        let done = |k: &NetnsKey| live_keys.contains(k) || sampled.contains(k);
+        self.folded.retain(done);
+        self.departed.retain(done);
+        self.credited.retain(|(k, _), _| done(k));
+        for ((metric, labels), value) in self.other.iter().chain(&gauges) {
+            let mut all = other_labels();
+            all.extend(labels.iter().cloned());
+            out.entry(metric).or_default().push(Sample {
+                labels: all,
+                value: *value,
+            });
+        }
+        out
+    }
+
+    /// Gives each newly seen live namespace a slot of its own while there is room, else folds
+    /// it; one renamed since is labelled anew.
+    fn assign(&mut self, live: &[NetnsRef]) {
         let mut order: Vec<&NetnsRef> = live.iter().collect();
         order.sort_by_key(|n| n.kind != NetnsKind::Host);
         for n in order {
@@ -75,69 +136,31 @@ impl NamespaceSlots {
             if self.own.get(&key).is_some_and(|(was, _)| *was != named) {
                 self.own.remove(&key);
             }
-            if self.own.contains_key(&key) || self.folded.contains_key(&key) {
+            if self.own.contains_key(&key) || self.folded.contains(&key) {
                 continue;
             }
             if self.own.len() < self.cap {
                 let labels = self.labels_for(n);
                 self.own.insert(key, (named, labels));
             } else {
-                self.folded.insert(key, Vec::new());
+                self.folded.insert(key);
                 self.folded_total += 1;
             }
         }
-        let live_keys: BTreeSet<NetnsKey> = live.iter().map(|n| (n.inode, n.cookie)).collect();
-        let mut out: BTreeMap<&'static str, Vec<Sample>> = BTreeMap::new();
-        let mut last: BTreeMap<NetnsKey, Vec<(SeriesKey, f64)>> = BTreeMap::new();
-        for s in samples {
-            if let Some((_, ns_labels)) = self.own.get(&s.netns) {
-                // A namespace of its own that has gone: its series go with it.
-                if live_keys.contains(&s.netns) {
-                    let mut labels = ns_labels.clone();
-                    labels.extend(s.labels);
-                    out.entry(s.metric).or_default().push(Sample {
-                        labels,
-                        value: s.value,
-                    });
-                }
-            } else if self.folded.contains_key(&s.netns) {
-                last.entry(s.netns)
-                    .or_default()
-                    .push(((s.metric, s.labels), s.value));
-            } else {
-                // Never seen alive (it came and went between two looks): still counted.
-                *self.retired.entry((s.metric, s.labels)).or_default() += s.value;
-            }
+    }
+
+    /// Adds to `other` what a folded counter grew by since it was last credited.
+    fn credit(&mut self, s: NetnsSample) {
+        let series = (s.metric, s.labels);
+        let key = (s.netns, series.clone());
+        let credited = self.credited.get(&key).copied().unwrap_or(0.0);
+        if s.value > credited {
+            *self.other.entry(series).or_default() += s.value - credited;
         }
-        for (key, values) in last {
-            self.folded.insert(key, values);
-        }
-        self.own.retain(|k, _| live_keys.contains(k));
-        let gone: Vec<NetnsKey> = self
-            .folded
-            .keys()
-            .filter(|k| !live_keys.contains(k))
-            .copied()
-            .collect();
-        for key in gone {
-            for (series, value) in self.folded.remove(&key).unwrap_or_default() {
-                *self.retired.entry(series).or_default() += value;
-            }
-        }
-        let mut other = self.retired.clone();
-        for values in self.folded.values() {
-            for (series, value) in values {
-                *other.entry(series.clone()).or_default() += value;
-            }
-        }
-        for ((metric, labels), value) in other {
-            let mut all = other_labels();
-            all.extend(labels);
-            out.entry(metric)
-                .or_default()
-                .push(Sample { labels: all, value });
-        }
-        out
+        match s.last {
+            true => self.credited.remove(&key),
+            false => self.credited.insert(key, s.value.max(credited)),
+        };
     }
 
     /// The namespace labels of `n`: its name (made unique among those with series), and its
@@ -194,9 +217,35 @@ mod tests {
         NetnsSample {
             netns: (n.inode, n.cookie),
             metric: "netdoc_drops",
+            kind: Kind::Counter,
             labels: vec![("reason", "NO_SOCKET".into())],
             value,
+            last: false,
         }
+    }
+
+    /// The last count of a key the kernel's map let go.
+    fn last_drops(n: &NetnsRef, value: f64) -> NetnsSample {
+        NetnsSample {
+            last: true,
+            ..drops(n, value)
+        }
+    }
+
+    fn entries(n: &NetnsRef, value: f64) -> NetnsSample {
+        NetnsSample {
+            metric: "netdoc_entries",
+            kind: Kind::Gauge,
+            labels: vec![],
+            ..drops(n, value)
+        }
+    }
+
+    fn gauge_of(out: &BTreeMap<&str, Vec<Sample>>, netns: &str) -> Option<f64> {
+        out.get("netdoc_entries")?
+            .iter()
+            .find(|s| s.labels[0].1 == netns)
+            .map(|s| s.value)
     }
 
     fn value_of(out: &BTreeMap<&str, Vec<Sample>>, netns: &str) -> Option<f64> {
@@ -250,10 +299,70 @@ mod tests {
     }
 
     #[test]
-    fn a_namespace_never_seen_alive_still_counts_in_other() {
+    fn a_namespace_never_seen_alive_counts_in_other_once_its_count_is_let_go() {
         let mut slots = NamespaceSlots::new(10);
-        let out = slots.place(&[], vec![drops(&ns(9, "brief"), 2.0)]);
-        assert_eq!(value_of(&out, OTHER), Some(2.0));
+        let brief = ns(9, "brief");
+        let out = slots.place(&[], vec![drops(&brief, 2.0)]);
+        assert_eq!(
+            value_of(&out, OTHER),
+            None,
+            "not seen yet: it may be named at the next scan"
+        );
+        let out = slots.place(&[], vec![last_drops(&brief, 3.0)]);
+        assert_eq!(value_of(&out, OTHER), Some(3.0));
+        let out = slots.place(&[], vec![]);
+        assert_eq!(value_of(&out, OTHER), Some(3.0));
+    }
+
+    #[test]
+    fn a_namespace_seen_late_gets_its_whole_count_in_its_own_series() {
+        let mut slots = NamespaceSlots::new(10);
+        let late = ns(9, "late");
+        let out = slots.place(&[], vec![drops(&late, 2.0)]);
+        assert_eq!(value_of(&out, "late"), None);
+        let out = slots.place(std::slice::from_ref(&late), vec![drops(&late, 4.0)]);
+        assert_eq!(value_of(&out, "late"), Some(4.0));
+        assert_eq!(value_of(&out, OTHER), None, "nothing counted twice");
+    }
+
+    #[test]
+    fn the_last_counts_of_gone_namespaces_are_counted_once() {
+        let mut slots = NamespaceSlots::new(1);
+        let (a, b) = (ns(1, "a"), ns(2, "b"));
+        slots.place(
+            &[a.clone(), b.clone()],
+            vec![drops(&a, 1.0), drops(&b, 2.0)],
+        );
+        // Both go; the next scrape still finds their keys, the one after takes them out.
+        let out = slots.place(&[], vec![drops(&a, 1.0), drops(&b, 3.0)]);
+        assert_eq!(value_of(&out, "a"), None, "a's series went with it");
+        assert_eq!(value_of(&out, OTHER), Some(3.0));
+        let out = slots.place(&[], vec![last_drops(&a, 5.0), last_drops(&b, 4.0)]);
+        assert_eq!(
+            value_of(&out, OTHER),
+            Some(4.0),
+            "b's last count adds what it grew by; a's own series are gone"
+        );
+        let out = slots.place(&[], vec![]);
+        assert_eq!(value_of(&out, OTHER), Some(4.0));
+        assert_eq!(slots.counts(), (0, 0), "nothing kept of gone namespaces");
+        assert!(slots.credited.is_empty() && slots.departed.is_empty());
+    }
+
+    #[test]
+    fn gauges_of_folded_namespaces_are_summed_while_they_live() {
+        let mut slots = NamespaceSlots::new(1);
+        let (a, b, c) = (ns(1, "a"), ns(2, "b"), ns(3, "c"));
+        let out = slots.place(
+            &[a.clone(), b.clone(), c.clone()],
+            vec![entries(&a, 1.0), entries(&b, 2.0), entries(&c, 3.0)],
+        );
+        assert_eq!(gauge_of(&out, OTHER), Some(5.0));
+        let out = slots.place(
+            &[a.clone(), c.clone()],
+            vec![entries(&a, 1.0), entries(&c, 1.0)],
+        );
+        assert_eq!(gauge_of(&out, OTHER), Some(1.0), "b's entries went with it");
     }
 
     #[test]

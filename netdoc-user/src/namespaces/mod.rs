@@ -5,7 +5,7 @@
 pub mod identity;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -22,6 +22,10 @@ pub use identity::{NetnsKind, NetnsRef};
 /// At most this many processes of one namespace are read for their container: a pod has a
 /// handful; a namespace with thousands of processes is a host's.
 const CGROUP_READS: usize = 64;
+
+/// The namespaces that went away kept for summaries and late events: the latest ones; earlier
+/// ones are only counted, so a long run under pod churn stays the same size.
+const GONE_KEPT: usize = 256;
 
 /// A namespace across a run: its inode and cookie (an inode alone is reused).
 pub type NetnsKey = (u32, Option<u64>);
@@ -83,7 +87,10 @@ pub struct GoneNetns {
 /// Every network namespace on the host.
 pub struct Inventory {
     live: BTreeMap<u32, Netns>,
-    pub gone: Vec<GoneNetns>,
+    /// The latest [`GONE_KEPT`] namespaces that went away, oldest first.
+    gone: VecDeque<GoneNetns>,
+    /// Namespaces that went away before those.
+    gone_earlier: u64,
     host: u32,
     own: u32,
     started: Instant,
@@ -102,7 +109,7 @@ pub struct Inventory {
 }
 
 /// Nanoseconds of CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -118,7 +125,8 @@ impl Inventory {
         let inode = |p: &str| netns::inode(Path::new(p)).unwrap_or(0);
         let mut inv = Self {
             live: BTreeMap::new(),
-            gone: Vec::new(),
+            gone: VecDeque::new(),
+            gone_earlier: 0,
             host: initial_inode(),
             own: inode("/proc/self/ns/net"),
             started: Instant::now(),
@@ -179,7 +187,11 @@ impl Inventory {
         }
         for ino in &gone {
             if let Some(n) = self.live.remove(ino) {
-                self.gone.push(GoneNetns {
+                if self.gone.len() == GONE_KEPT {
+                    self.gone.pop_front();
+                    self.gone_earlier += 1;
+                }
+                self.gone.push_back(GoneNetns {
                     id: n.id,
                     gone_after_s: self.started.elapsed().as_secs_f64(),
                 });
@@ -332,6 +344,17 @@ impl Inventory {
     /// A live namespace by inode.
     pub fn live(&self, inode: u32) -> Option<&Netns> {
         self.live.get(&inode)
+    }
+
+    /// The latest namespaces that went away, oldest first, and how many went before them.
+    pub fn gone(&self) -> (Vec<GoneNetns>, u64) {
+        (self.gone.iter().cloned().collect(), self.gone_earlier)
+    }
+
+    /// CLOCK_MONOTONIC when the last scan began: a namespace missing from it is gone if it
+    /// was made before then.
+    pub fn last_scan_ns(&self) -> u64 {
+        self.last_scan_ns
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Netns> {
@@ -532,10 +555,11 @@ mod tests {
     fn events_are_named_by_cookie_even_after_the_inode_moved_on() {
         let mut inv = Inventory {
             live: BTreeMap::from([(10, netns(10, 200, vec![Holder::Process(1)]))]),
-            gone: vec![GoneNetns {
+            gone: VecDeque::from([GoneNetns {
                 id: netns(10, 100, vec![]).id,
                 gone_after_s: 1.0,
-            }],
+            }]),
+            gone_earlier: 0,
             host: 1,
             own: 1,
             started: Instant::now(),

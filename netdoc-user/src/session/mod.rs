@@ -474,9 +474,9 @@ impl Session {
         self.namespaces.clone()
     }
 
-    /// Namespaces that went away during the run.
-    pub fn namespaces_gone(&self) -> Vec<GoneNetns> {
-        self.namespaces.lock().gone.clone()
+    /// The latest namespaces that went away during the run, and how many went before them.
+    pub fn namespaces_gone(&self) -> (Vec<GoneNetns>, u64) {
+        self.namespaces.lock().gone()
     }
 
     /// Follows the host's namespaces: new ones are named and, where the scope says, get

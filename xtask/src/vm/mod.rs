@@ -39,6 +39,10 @@ pub struct VmArgs {
     /// 5.10, 6.1, 6.12, newest, plus this host's).
     #[arg(long, conflicts_with = "command")]
     matrix: bool,
+    /// With --matrix: run only these integration test binaries (e.g. `kernel_export`), to
+    /// re-check one failure on the kernel that showed it.
+    #[arg(long, requires = "matrix")]
+    only: Vec<String>,
     /// Per-boot limit in seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
@@ -70,7 +74,16 @@ pub fn run(args: VmArgs, root: &Path) -> Result<i32> {
     }
     let cache = root.join("target/vm");
     fs::create_dir_all(&cache)?;
-    let payload = build_payload(root, args.matrix)?;
+    let mut payload = build_payload(root, args.matrix)?;
+    if !args.only.is_empty() {
+        payload.tests.retain(|(name, _)| args.only.contains(name));
+        if payload.tests.is_empty() {
+            bail!(
+                "--only names no kernel_* test binary: {}",
+                args.only.join(", ")
+            );
+        }
+    }
     let base = cache.join("base.cpio");
     pack_base(&payload, &cache.join("stage-base"), &base)?;
     if args.matrix {

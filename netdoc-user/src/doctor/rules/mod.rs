@@ -238,6 +238,7 @@ pub mod fixtures {
             net_rx: None,
             probes: vec![],
             namespaces_gone: vec![],
+            namespaces_gone_earlier: 0,
         }
     }
 
