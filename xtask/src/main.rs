@@ -1,5 +1,6 @@
-//! Developer tasks: `cargo xtask setup | run | test | bench | vm`. Each installs what is missing first.
+//! Developer tasks: `cargo xtask setup | run | test | bench | vm | image`. Each installs what is missing first.
 mod bench;
+mod image;
 mod setup;
 mod vm;
 
@@ -35,6 +36,11 @@ enum Task {
     /// Boot other kernels under QEMU with netdoc inside: a command's verdict per kernel
     /// (for `git bisect run`), or the compatibility matrix (`--matrix`).
     Vm(vm::VmArgs),
+    /// Build netdoc's container image (the static release binary alone) with podman.
+    Image {
+        #[arg(long, default_value = concat!("netdoc:", env!("CARGO_PKG_VERSION")))]
+        tag: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -70,9 +76,20 @@ fn run(cli: Cli) -> Result<()> {
             // The default members: the eBPF crate builds only for bpfel (via netdoc-user).
             if !setup::is_root() {
                 eprintln!(
-                    "xtask: not root: SKIPPED the kernel integration tests (tests/kernel_*); running the unit tests and the HTML report test only"
+                    "xtask: not root: SKIPPED the kernel integration tests (tests/kernel_*) and the image test; running the unit tests, the HTML report and the deploy manifest tests only"
                 );
-                return cargo(&["test", "--lib", "--bins", "--test", "report_html"], &args);
+                return cargo(
+                    &[
+                        "test",
+                        "--lib",
+                        "--bins",
+                        "--test",
+                        "report_html",
+                        "--test",
+                        "deploy",
+                    ],
+                    &args,
+                );
             }
             cargo(&["test"], &args)?;
             if args.is_empty() {
@@ -84,6 +101,10 @@ fn run(cli: Cli) -> Result<()> {
             setup::ensure(false)?;
             let netdoc = build_release()?;
             bench::run(&netdoc, &args)
+        }
+        Task::Image { tag } => {
+            setup::ensure(true)?;
+            image::build(&tag, workspace_root()?)
         }
         Task::Vm(args) => {
             setup::ensure(true)?;
@@ -180,14 +201,36 @@ fn workspace_root() -> Result<&'static std::path::Path> {
         .context("workspace root")
 }
 
-/// Builds the release binary and returns its path.
+/// The host target, named so that `+crt-static` applies to netdoc and not to build scripts and
+/// proc macros (which cannot be static).
+const HOST_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Builds the release binary, statically linked (it runs on any distribution, in a `FROM
+/// scratch` image and in the QEMU guests), and returns its path.
 fn build_release() -> Result<std::path::PathBuf> {
-    cargo(&["build", "--release", "--package", "netdoc-user"], &[])?;
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "netdoc-user",
+            "--target",
+            HOST_TARGET,
+        ])
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+            "-C target-feature=+crt-static",
+        )
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("cargo build --release failed");
+    }
     // cargo builds into CARGO_TARGET_DIR when it is set (a worktree sharing another's target),
     // so the binary to run is there, not under this workspace.
     let target = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => std::path::PathBuf::from(dir),
         None => workspace_root()?.join("target"),
     };
-    Ok(target.join("release/netdoc"))
+    Ok(target.join(HOST_TARGET).join("release/netdoc"))
 }

@@ -110,6 +110,10 @@ pub fn ensure(for_tests: bool) -> Result<()> {
             "chromium",
             // A real Prometheus server and promtool for `netdoc export`'s tests.
             "prometheus",
+            // The container image (`cargo xtask image`) and its test; runc runs containers
+            // where crun cannot (hosts with hybrid cgroups).
+            "podman",
+            "runc",
         ]);
     }
     apt_install(&packages)?;

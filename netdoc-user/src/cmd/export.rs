@@ -53,6 +53,8 @@ struct ExportView {
     /// Namespaces of kernel counts that are not alive, with when a scrape first found them
     /// missing (CLOCK_MONOTONIC).
     missing_since: HashMap<(u32, u64), u64>,
+    /// Whether namespaces are told apart by cookie.
+    cookies: bool,
 }
 
 impl View for ExportView {
@@ -202,6 +204,7 @@ impl ExportView {
                 .as_ref()
                 .map_or(0, drops::DropMaps::keys_in_use),
             programs,
+            cookies: self.cookies,
             last_scrape_s: self.last_scrape_s,
         }
     }
@@ -283,6 +286,12 @@ pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
     let request = request();
     let kernel_release = host::kernel_release();
     let mut session = Session::start_dropping(kernel, families, request)?;
+    let cookies = session.namespaces().lock().has_cookies();
+    if !cookies {
+        eprintln!(
+            "netdoc: warning: this kernel gives namespaces no cookies (before 5.14): they are told apart by inode, so a new namespace that reuses a gone one's inode may show some of its counts"
+        );
+    }
     let mut view = ExportView {
         exporter: Exporter::new(opts.max_namespaces, opts.max_functions),
         namer: LiveNamer::new(
@@ -294,6 +303,7 @@ pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
         kernel: kernel_release,
         last_scrape_s: 0.0,
         missing_since: HashMap::new(),
+        cookies,
     };
     let (tx, rx) = mpsc::channel(QUEUED_SCRAPES);
     let app = Router::new()

@@ -86,6 +86,8 @@ pub struct Reading {
     pub drop_keys: usize,
     /// None when `kernel.bpf_stats_enabled` is 0.
     pub programs: Option<Vec<ProgramRun>>,
+    /// Whether namespaces are told apart by cookie, not by inode alone.
+    pub cookies: bool,
     /// How long the previous scrape took.
     pub last_scrape_s: f64,
 }
@@ -247,6 +249,12 @@ impl Exporter {
             "Keys the kernel's drop aggregation has room for.",
         );
         room.push(vec![], netdoc_common::DROP_COUNT_KEYS as f64);
+        let mut cookies = Family::new(
+            "netdoc_namespaces_by_cookie",
+            Kind::Gauge,
+            "1 when namespaces are told apart by cookie; 0 before 5.14, by inode alone: a namespace that reuses a gone one's inode may show some of its counts.",
+        );
+        cookies.push(vec![], r.cookies as u8 as f64);
         let mut matched = Family::new(
             "netdoc_drop_program_matched",
             Kind::Counter,
@@ -305,6 +313,7 @@ impl Exporter {
             full,
             keys,
             room,
+            cookies,
             matched,
             namespaces,
             folded_total,
@@ -547,6 +556,7 @@ mod tests {
             },
             drop_keys: 3,
             programs: None,
+            cookies: true,
             last_scrape_s: 0.01,
         }
     }

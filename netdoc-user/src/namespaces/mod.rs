@@ -351,6 +351,12 @@ impl Inventory {
         (self.gone.iter().cloned().collect(), self.gone_earlier)
     }
 
+    /// Whether namespaces are told apart by cookie (5.14+); before, by inode only, which a new
+    /// namespace may reuse.
+    pub fn has_cookies(&self) -> bool {
+        self.cookies
+    }
+
     /// CLOCK_MONOTONIC when the last scan began: a namespace missing from it is gone if it
     /// was made before then.
     pub fn last_scan_ns(&self) -> u64 {
