@@ -3,6 +3,7 @@
 //! `netdoc doctor` (every family), interleaved, with each tracer's attach time and peak resident
 //! memory; plus event delivery at full drop rate, and what following many namespaces costs
 //! (`namespaces`).
+mod export;
 mod namespaces;
 use std::{
     io::{BufRead as _, BufReader},
@@ -27,6 +28,23 @@ pub struct BenchArgs {
     /// CPU the sender is pinned to.
     #[arg(long, default_value_t = 0)]
     cpu: usize,
+    /// Scrapes of the exporter (20,160: a week at a 30 s scrape interval).
+    #[arg(long, default_value_t = 20_160)]
+    scrapes: usize,
+    /// Run one part only.
+    #[arg(long, value_enum)]
+    only: Option<Part>,
+}
+
+/// The parts of the benchmark.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Part {
+    /// Per-packet cost of each mode.
+    Drops,
+    /// Following many namespaces.
+    Namespaces,
+    /// A week of scraping the exporter.
+    Export,
 }
 
 /// A closed loopback port: every datagram becomes a NO_SOCKET drop.
@@ -41,18 +59,24 @@ enum Mode {
     /// (LOCAL_OUT, POST_ROUTING, PRE_ROUTING, LOCAL_IN).
     CountsCauses,
     Streaming,
+    /// bpftrace's in-kernel count per reason: what counts-only competes with.
+    BpftraceCount,
+    /// bpftrace printing a line per drop: what streaming competes with.
+    BpftracePrintf,
     /// Every probe family at once: drops streamed with NET_RX context, the softirq, irq and NAPI
     /// hooks, the retransmit probes and the stage sentinels, with its rules run every second.
     Doctor,
 }
 
 impl Mode {
-    const ALL: [Mode; 6] = [
+    const ALL: [Mode; 8] = [
         Mode::None,
         Mode::Floor,
         Mode::CountsOnly,
         Mode::CountsCauses,
         Mode::Streaming,
+        Mode::BpftraceCount,
+        Mode::BpftracePrintf,
         Mode::Doctor,
     ];
     fn name(self) -> &'static str {
@@ -62,6 +86,8 @@ impl Mode {
             Mode::CountsOnly => "netdoc counts-only",
             Mode::CountsCauses => "+ stage sentinels",
             Mode::Streaming => "netdoc streaming",
+            Mode::BpftraceCount => "bpftrace count",
+            Mode::BpftracePrintf => "bpftrace printf",
             Mode::Doctor => "netdoc doctor",
         }
     }
@@ -104,6 +130,21 @@ pub fn run(netdoc: &Path, args: &BenchArgs) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark loads BPF programs: run it as root");
     }
+    let part = |p: Part| args.only.is_none_or(|only| only == p);
+    if part(Part::Drops) {
+        per_packet(netdoc, args)?;
+    }
+    if part(Part::Namespaces) {
+        namespaces::run(netdoc, args.count / 4, args.rounds, args.cpu)?;
+    }
+    if part(Part::Export) {
+        export::run(netdoc, args.scrapes, args.cpu)?;
+    }
+    Ok(())
+}
+
+/// Each mode's cost per dropped packet, interleaved, with attach time and peak memory.
+fn per_packet(netdoc: &Path, args: &BenchArgs) -> Result<()> {
     let out_file = std::env::temp_dir().join(format!("netdoc-bench-{}.json", std::process::id()));
     let mut samples: Vec<Vec<Sample>> = Mode::ALL.iter().map(|_| Vec::new()).collect();
     let mut figures: Vec<Vec<Figures>> = Mode::ALL.iter().map(|_| Vec::new()).collect();
@@ -194,6 +235,15 @@ pub fn run(netdoc: &Path, args: &BenchArgs) -> Result<()> {
             "empty-program overhead is below this run's noise; ratio not meaningful (more --count or --rounds)"
         );
     }
+    let added = |m: Mode| {
+        let i = Mode::ALL.iter().position(|x| *x == m).unwrap_or(0);
+        cpu[i] - cpu[0]
+    };
+    println!(
+        "beside bpftrace in this run: counts-only added / bpftrace count added = {:.2} (target <= 0.33); streaming added / bpftrace printf added = {:.2} (target <= 0.1)",
+        added(Mode::CountsOnly) / added(Mode::BpftraceCount),
+        added(Mode::Streaming) / added(Mode::BpftracePrintf)
+    );
     println!(
         "conntrack stage sentinels added {:.1} ns/pkt to counts-only ({})",
         cpu[3] - cpu[2],
@@ -219,7 +269,7 @@ pub fn run(netdoc: &Path, args: &BenchArgs) -> Result<()> {
         }
         None => println!("doctor: no report was read"),
     }
-    namespaces::run(netdoc, args.count / 4, args.rounds, args.cpu)
+    Ok(())
 }
 
 /// The median of `f` over `v` (not empty).
@@ -259,6 +309,22 @@ fn start(netdoc: &Path, mode: Mode, out_file: &Path, sender_cpu: usize) -> Resul
         // Its --duration defaults to 30 s, which a slow flood could outlast: it is stopped with
         // SIGINT like the others instead.
         Mode::Doctor => &["doctor", "--json", "--duration", "1h"],
+        Mode::BpftraceCount => {
+            return bpftrace(
+                "tracepoint:skb:kfree_skb { @[args->reason] = count(); }",
+                out_file,
+                sender_cpu,
+            )
+            .map(Some);
+        }
+        Mode::BpftracePrintf => {
+            return bpftrace(
+                "tracepoint:skb:kfree_skb { printf(\"%d %d %p\\n\", cpu, args->reason, args->location); }",
+                out_file,
+                sender_cpu,
+            )
+            .map(Some);
+        }
     };
     spawn(netdoc, args, out_file, sender_cpu, mode.name()).map(Some)
 }
@@ -275,20 +341,7 @@ fn spawn(
     let started = Instant::now();
     let stdout = std::fs::File::create(out_file)?;
     let mut cmd = Command::new(netdoc);
-    // Keep the tracer's userspace off the sender's CPU.
-    // SAFETY: pre_exec runs sched_setaffinity only, which is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            for c in 0..libc::CPU_SETSIZE as usize {
-                if c != sender_cpu {
-                    libc::CPU_SET(c, &mut set);
-                }
-            }
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-            Ok(())
-        });
-    }
+    off_cpu(&mut cmd, sender_cpu);
     let mut child = cmd
         .args(args)
         .stdout(stdout)
@@ -312,6 +365,58 @@ fn spawn(
     }
     let _ = child.wait();
     bail!("netdoc exited before attaching ({what})")
+}
+
+/// Starts bpftrace with `program` (stdout to `out_file`), off the sender's CPU, and waits
+/// until it says it is attaching; its probe is in place once the first line is written.
+fn bpftrace(program: &str, out_file: &Path, sender_cpu: usize) -> Result<Tracer> {
+    let started = Instant::now();
+    let stdout = std::fs::File::create(out_file)?;
+    let mut cmd = Command::new("bpftrace");
+    off_cpu(&mut cmd, sender_cpu);
+    let mut child = cmd
+        .args(["-e", program])
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting bpftrace (Debian package bpftrace)")?;
+    let stderr = child.stderr.take().context("bpftrace stderr")?;
+    let stderr = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect()
+    });
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(out_file)?.contains("Attaching") {
+        if Instant::now() > deadline || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            bail!("bpftrace did not attach: {:?}", stderr.join());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Ok(Tracer {
+        child,
+        attach_s: started.elapsed().as_secs_f64(),
+        stderr,
+    })
+}
+
+/// Keeps a tracer's userspace off the sender's CPU.
+fn off_cpu(cmd: &mut Command, sender_cpu: usize) {
+    // SAFETY: pre_exec runs sched_setaffinity only, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            for c in 0..libc::CPU_SETSIZE as usize {
+                if c != sender_cpu {
+                    libc::CPU_SET(c, &mut set);
+                }
+            }
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+            Ok(())
+        });
+    }
 }
 
 /// Stops `tracer` with SIGINT; an exit code other than those in `worked` is an error that

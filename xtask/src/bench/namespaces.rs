@@ -5,6 +5,7 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
+    sync::atomic::{AtomicUsize, Ordering},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -12,14 +13,18 @@ use anyhow::{Context as _, Result, bail};
 use super::{flood_in, median, spawn, stop};
 
 /// Namespaces made for the benchmark, removed on drop.
-struct Made(Vec<String>);
+pub(super) struct Made(Vec<String>);
+
+/// Namespaces made so far: each gets a name of its own.
+static MADE: AtomicUsize = AtomicUsize::new(0);
 
 impl Made {
-    /// `n` namespaces with loopback up, a stateful nft rule, and one datagram through it, so
-    /// conntrack is in use in each.
-    fn new(n: usize) -> Result<Self> {
+    /// `n` namespaces with loopback up, a stateful nft rule, and one datagram through it (to a
+    /// closed port: a drop), so conntrack is in use in each.
+    pub(super) fn new(n: usize) -> Result<Self> {
+        let first = MADE.fetch_add(n, Ordering::Relaxed);
         let made = Made(
-            (0..n)
+            (first..first + n)
                 .map(|i| format!("ndbench{}x{i}", std::process::id()))
                 .collect(),
         );
