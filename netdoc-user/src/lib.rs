@@ -201,6 +201,10 @@ struct ExportArgs {
     /// Kernel functions with drop-location series of their own; the rest fold into "other".
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
     max_functions: u16,
+    /// The doctor's rules run over windows this long; netdoc_findings shows the last complete
+    /// one, so a finding clears one window after its incident ends.
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "5m")]
+    findings_window: Duration,
 }
 
 #[derive(clap::Args)]
@@ -399,6 +403,7 @@ async fn run(cli: Cli) -> Result<u8> {
                     listen: a.listen,
                     max_namespaces: a.max_namespaces as usize,
                     max_functions: a.max_functions as usize,
+                    findings_window: a.findings_window,
                 },
                 kernel,
             )

@@ -161,7 +161,8 @@ fn scenario(tag: &str, subnet: u8) -> (Netdoc, u16, Caused) {
     const DATAGRAMS: usize = 25;
     const FLOWS: usize = 40;
     let port = free_port();
-    let netdoc = start(&["export", "--listen", &format!("127.0.0.1:{port}")]);
+    let listen = format!("127.0.0.1:{port}");
+    let netdoc = start(&["export", "--listen", &listen, "--findings-window", "1s"]);
     let pair = Pair::new(tag, subnet);
     track_connections(&pair.b);
     // The warm-up flow puts conntrack to use in b, and the exporter places its sentinels there.
@@ -292,6 +293,36 @@ fn metrics_show_exact_drops_by_reason_cause_and_namespace() {
         sample(&text, "netdoc_probe_attached", &[("probe", "drops")]),
         Some(1.0)
     );
+    // The doctor's rules name the full table in b once a window holding it has ended.
+    let finding = format!(
+        "netdoc_findings{{id=\"conntrack_table_full\",severity=\"critical\",scope_kind=\"namespace\",scope=\"{b}\"}} 1"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = http_get(port, "/metrics", None);
+        if text.lines().any(|l| l == finding) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {finding} in {}",
+            text.lines()
+                .filter(|l| l.starts_with("netdoc_findings"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The table has room again: a later window finds nothing there, and the finding clears.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(port, "/metrics", None)
+        .1
+        .lines()
+        .any(|l| l == finding)
+    {
+        assert!(Instant::now() < deadline, "{finding} never cleared");
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let (_, open) = http_get(
         port,
         "/metrics",
@@ -396,7 +427,8 @@ fn dashboard_queries() -> Vec<(String, String)> {
         .map(|(title, expr)| {
             let expr = expr
                 .replace("$instance", ".*")
-                .replace("$__rate_interval", "5s");
+                .replace("$__rate_interval", "5s")
+                .replace("$__range", "1h");
             (title, expr)
         })
         .collect();
@@ -480,10 +512,15 @@ fn netns_labels(text: &str, name: &str) -> std::collections::BTreeSet<String> {
 }
 
 #[test]
-fn a_thousand_namespaces_come_and_go_under_the_cap() {
+fn namespaces_come_and_go_under_the_cap() {
     require_root!();
     const CAP: usize = 20;
-    const NAMESPACES: usize = 1000;
+    // Under QEMU's software emulation (the matrix's guests) each `ip netns add` takes a tenth
+    // of a second: 200 namespaces there still churn ten times through the cap.
+    let namespaces: usize = match std::env::var_os("NETDOC_EMULATED") {
+        Some(_) => 200,
+        None => 1000,
+    };
     /// Namespaces alive at once: each batch is removed before the next is made.
     const BATCH: usize = 50;
     let port = free_port();
@@ -498,7 +535,7 @@ fn a_thousand_namespaces_come_and_go_under_the_cap() {
     let mut other = 0.0;
     let mut rss_after_first_batches = 0;
     let prefix = format!("ndtC{}x", std::process::id());
-    let names: Vec<String> = (0..NAMESPACES).map(|i| format!("{prefix}{i}")).collect();
+    let names: Vec<String> = (0..namespaces).map(|i| format!("{prefix}{i}")).collect();
     // What the test namespaces with series of their own showed before they went.
     let mut own = std::collections::BTreeMap::new();
     struct Remove<'a>(&'a [String]);
@@ -550,19 +587,19 @@ fn a_thousand_namespaces_come_and_go_under_the_cap() {
         shown = own.values().sum();
         keys = sample(&text, "netdoc_drop_aggregation_keys", &[]).unwrap();
         other = sample(&text, "netdoc_drops_total", &[("netns", "other")]).unwrap_or(0.0);
-        if keys < BATCH as f64 && shown + other >= NAMESPACES as f64 {
+        if keys < BATCH as f64 && shown + other >= namespaces as f64 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     assert!(
         keys < BATCH as f64,
-        "the keys of {NAMESPACES} gone namespaces left the kernel map: {keys} remain"
+        "the keys of {namespaces} gone namespaces left the kernel map: {keys} remain"
     );
     if sample(&text, "netdoc_namespaces_by_cookie", &[]) == Some(1.0) {
         assert_eq!(
             shown + other,
-            NAMESPACES as f64,
+            namespaces as f64,
             "each namespace's drop shown once: {} in their own series, {other} in other",
             own.len()
         );
@@ -582,12 +619,12 @@ fn a_thousand_namespaces_come_and_go_under_the_cap() {
     assert!(other > 0.0, "what folded namespaces dropped stays in other");
     let matched = sample(&text, "netdoc_drop_program_matched_total", &[]).unwrap();
     assert!(
-        matched >= NAMESPACES as f64,
+        matched >= namespaces as f64,
         "one drop per namespace at least"
     );
     let rss = rss_kib(pid);
     eprintln!(
-        "{NAMESPACES} namespaces: RSS {rss_after_first_batches} KiB after 200, {rss} KiB after all; folded {folded}, other {other}"
+        "{namespaces} namespaces: RSS {rss_after_first_batches} KiB after 200, {rss} KiB after all; folded {folded}, other {other}"
     );
     assert!(
         rss <= rss_after_first_batches + 8 * 1024,

@@ -3,7 +3,7 @@
 //! recording it came from and the report as an HTML page). `--replay` reads a recording back,
 //! with no kernel at all.
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::BTreeSet,
     io::IsTerminal as _,
     path::{Path, PathBuf},
     time::Duration,
@@ -11,26 +11,16 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{net_rx, pending::PendingFile};
+use super::{pending::PendingFile, watch::Watch};
 use crate::{
-    conntrack,
-    counted::{self, neighbours::NeighbourTables},
-    doctor::{
-        self, DropGrouper, Drops, HostFacts, NetRx, RECORD_VERSION, Report, Snapshot, html, render,
-    },
-    drops::{
-        filter::{DropFilter, FilterArgs},
-        report::{self, NamedDrop},
-    },
+    doctor::{self, HostFacts, RECORD_VERSION, Report, Snapshot, html, render},
+    drops::filter::{DropFilter, FilterArgs},
     facts::{host, netns::NetnsArg},
     kernel::Kernel,
-    model::{cause::Cause, names::LiveNamer},
-    namespaces::NetnsKey,
     output::Output,
-    retrans,
     sentinel::Scope,
     session::{
-        Component, DropUse, Namespaces, Request, Session,
+        Component, DropUse, Request, Session,
         live::{self, Schedule, Signals, Stdout, View},
         registry::Families,
         stream::Records,
@@ -42,9 +32,6 @@ pub const HEALTHY: u8 = 0;
 pub const FINDINGS: u8 = 1;
 /// netdoc could not run (no privileges, no probe, a bad recording).
 pub const CANNOT_RUN: u8 = 2;
-
-/// The stretch over which NET_RX shares are measured: the busiest one of the run is reported.
-const NET_RX_WINDOW: Duration = Duration::from_secs(2);
 
 /// Findings shown live.
 const LIVE_TOP: usize = 5;
@@ -63,106 +50,22 @@ pub struct DoctorOptions {
 struct DoctorView {
     json: bool,
     tty: bool,
-    namer: LiveNamer,
-    grouper: DropGrouper,
-    delivered: u64,
-    /// `NETFILTER_DROP` events per namespace and cause, for the conntrack view.
-    causes: BTreeMap<NetnsKey, BTreeMap<Cause, u64>>,
-    counted: counted::PerNamespace,
-    conntrack: conntrack::PerNamespace,
-    neighbours: NeighbourTables,
-    namespaces: Namespaces,
-    net_rx: Option<net_rx::BusiestWindow>,
-    host: HostFacts,
+    watch: Watch,
     /// Findings already announced on stderr (by id and scope), when there is no live view.
     announced: BTreeSet<(String, String)>,
-}
-
-impl DoctorView {
-    /// What the rules see now. `complete` (the final report, not every tick) also names
-    /// sockets' owners (every process's fd table) and reads the NIC queues.
-    fn snapshot(&mut self, session: &Session, complete: bool) -> Snapshot {
-        let duration_s = session.started.elapsed().as_secs_f64();
-        let drops = match session.drops.as_ref() {
-            Some(maps) => {
-                let stats = maps.stats();
-                Drops {
-                    sites: report::rows(
-                        &maps.counts(),
-                        &HashMap::new(),
-                        duration_s,
-                        &HashMap::new(),
-                        &mut self.namer,
-                    ),
-                    groups: self.grouper.groups(),
-                    matched: stats.matched,
-                    delivered: self.delivered,
-                    lost: stats.lost,
-                    folded: self.grouper.folded,
-                }
-            }
-            None => Drops::default(),
-        };
-        let retrans = session.retrans.as_ref().map_or_else(Vec::new, |maps| {
-            retrans::flow_rows(maps, &HashMap::new(), 0.0, |n| {
-                self.namespaces.resolve(n, 0, u64::MAX)
-            })
-        });
-        let net_rx = self.net_rx.as_ref().map(|w| {
-            // Ticks read NIC queues only when a CPU is saturated; the final report always.
-            let m = w.busiest(session, complete);
-            NetRx {
-                from_s: m.from_s,
-                to_s: m.to_s,
-                cpus: m.cpus,
-                nic_map: m.nic_map,
-            }
-        });
-        let (namespaces_gone, namespaces_gone_earlier) = session.namespaces_gone();
-        Snapshot {
-            version: RECORD_VERSION,
-            host: self.host.clone(),
-            duration_s,
-            drops,
-            counted: self.counted.report(complete),
-            conntrack: self.conntrack.report(&self.causes),
-            neighbours: self.neighbours.report(),
-            retrans,
-            net_rx,
-            probes: session.probe_statuses(),
-            namespaces_gone,
-            namespaces_gone_earlier,
-        }
-    }
 }
 
 impl View for DoctorView {
     fn records(&mut self, _: &Session, batch: Records, _: &mut Stdout) -> Result<()> {
         if let Records::Drops(events) = batch {
-            self.delivered += events.len() as u64;
-            for ev in &events {
-                let d = NamedDrop::new(ev, &mut self.namer);
-                if let Some(cause) = d.cause {
-                    let per_ns = self.causes.entry((d.netns, d.netns_cookie)).or_default();
-                    *per_ns.entry(cause).or_default() += 1;
-                }
-                self.grouper.add(&d);
-            }
+            self.watch.records(&events);
         }
         Ok(())
     }
 
     fn tick(&mut self, session: &Session, out: &mut Stdout) -> Result<()> {
-        {
-            let inventory = self.namespaces.lock();
-            self.counted.sample(&inventory);
-            self.conntrack.sample(&inventory);
-            self.neighbours.sample(&inventory);
-        }
-        if let Some(w) = self.net_rx.as_mut() {
-            w.sample(session);
-        }
-        let findings = doctor::diagnose(&self.snapshot(session, false));
+        self.watch.sample(session);
+        let findings = doctor::diagnose(&self.watch.snapshot(session, false));
         if self.tty && !self.json {
             return Ok(out.write(&format!(
                 "{}netdoc doctor — {:.0}s\n{}",
@@ -244,20 +147,16 @@ pub async fn run(opts: DoctorOptions, kernel: Kernel) -> Result<u8> {
     let request = request(&opts, &families)?;
     let reason_names = families.drops.reasons.source.describe().to_string();
     let mut session = Session::start_dropping(kernel, families, request)?;
-    let namespaces = session.namespaces();
-    let only = opts.netns.as_ref().map(|n| n.inode);
     // Baselines before "attached": whoever waits for that line may start the incident.
-    let (counted, conntrack) = {
-        let inventory = namespaces.lock();
-        (
-            counted::PerNamespace::start(&inventory, only, &doctor::CONTEXT),
-            conntrack::PerNamespace::start(&inventory, only),
-        )
-    };
-    let neighbours = NeighbourTables::start();
-    let net_rx = session
-        .net_rx_known
-        .then(|| net_rx::BusiestWindow::start(&session, NET_RX_WINDOW));
+    let watch = Watch::start(
+        &session,
+        opts.netns.as_ref().map(|n| n.inode),
+        HostFacts {
+            hostname: host::hostname(),
+            kernel: host::kernel_release(),
+            reason_names,
+        },
+    );
     eprintln!(
         "netdoc: doctor attached: {} probes, watching {} for {:?}; Ctrl-C to stop early",
         session
@@ -273,25 +172,7 @@ pub async fn run(opts: DoctorOptions, kernel: Kernel) -> Result<u8> {
     let mut view = DoctorView {
         json: opts.json,
         tty: std::io::stdout().is_terminal(),
-        namer: LiveNamer::new(
-            session.families.drops.reasons.clone(),
-            session.net_rx_known,
-            session.stages.coverage,
-            session.namespaces(),
-        ),
-        grouper: DropGrouper::default(),
-        delivered: 0,
-        causes: BTreeMap::new(),
-        counted,
-        conntrack,
-        neighbours,
-        namespaces,
-        net_rx,
-        host: HostFacts {
-            hostname: host::hostname(),
-            kernel: host::kernel_release(),
-            reason_names,
-        },
+        watch,
         announced: BTreeSet::new(),
     };
     let schedule = Schedule {
@@ -299,13 +180,8 @@ pub async fn run(opts: DoctorOptions, kernel: Kernel) -> Result<u8> {
         duration: Some(opts.duration),
     };
     let mut ended = live::run(&mut session, &mut view, &mut signals, schedule).await?;
-    {
-        let inventory = view.namespaces.lock();
-        view.counted.sample(&inventory);
-        view.conntrack.sample(&inventory);
-        view.neighbours.sample(&inventory);
-    }
-    let snapshot = view.snapshot(&session, true);
+    view.watch.sample(&session);
+    let snapshot = view.watch.snapshot(&session, true);
     if let Some(file) = record {
         let text = serde_json::to_string(&snapshot).context("encoding the recording")?;
         file.commit((text + "\n").as_bytes())?;

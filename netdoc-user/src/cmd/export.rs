@@ -2,7 +2,11 @@
 //! in the kernel (nothing streamed), with NET_RX time and queue load and the conntrack stage
 //! sentinels in every namespace that uses conntrack; each scrape of `/metrics` reads the maps
 //! and every namespace's counters then. `/healthz` says it is attached.
-use std::{collections::HashMap, net::SocketAddr, time::Instant};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result};
 use axum::{
@@ -14,9 +18,10 @@ use axum::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::net_rx;
+use super::{net_rx, watch::Watch};
 use crate::{
     counted,
+    doctor::{self, HostFacts},
     drops::{self, filter::DropFilter},
     export::collect::{
         ConntrackReading, CpuNetRx, DropCount, Exporter, NamespaceReading, ProgramRun, Reading,
@@ -24,6 +29,7 @@ use crate::{
     export::exposition::{self, Format},
     facts::{conntrack, fdinfo, host, interrupts::Interrupts, netns, procnet, snmp},
     kernel::Kernel,
+    model::finding::Finding,
     model::names::{LiveNamer, Namer as _},
     namespaces::{Inventory, NetnsKey, monotonic_ns},
     sentinel::Scope,
@@ -40,6 +46,29 @@ pub struct ExportOptions {
     /// Namespaces with series of their own; the rest fold into `netns="other"`.
     pub max_namespaces: usize,
     pub max_functions: usize,
+    pub findings_window: Duration,
+}
+
+/// How often the doctor's watch samples every namespace's counters and the NET_RX load.
+const WATCH_EVERY: Duration = Duration::from_secs(5);
+
+/// The doctor's rules over one window at a time: the findings of the last complete window are
+/// exported, so one clears a window after its incident ended.
+struct WindowedFindings {
+    length: Duration,
+    watch: Watch,
+    host: HostFacts,
+    last: Vec<Finding>,
+}
+
+impl WindowedFindings {
+    fn tick(&mut self, session: &Session) {
+        self.watch.sample(session);
+        if self.watch.started.elapsed() >= self.length {
+            self.last = doctor::diagnose(&self.watch.snapshot(session, true));
+            self.watch = Watch::start(session, None, self.host.clone());
+        }
+    }
 }
 
 /// Scrapes waiting for the driver: more arrive only while one is answered.
@@ -55,6 +84,7 @@ struct ExportView {
     missing_since: HashMap<(u32, u64), u64>,
     /// Whether namespaces are told apart by cookie.
     cookies: bool,
+    findings: WindowedFindings,
 }
 
 impl View for ExportView {
@@ -62,7 +92,8 @@ impl View for ExportView {
         Ok(())
     }
 
-    fn tick(&mut self, _: &Session, _: &mut Stdout) -> Result<()> {
+    fn tick(&mut self, session: &Session, _: &mut Stdout) -> Result<()> {
+        self.findings.tick(session);
         Ok(())
     }
 
@@ -205,6 +236,8 @@ impl ExportView {
                 .map_or(0, drops::DropMaps::keys_in_use),
             programs,
             cookies: self.cookies,
+            findings: self.findings.last.clone(),
+            findings_window_s: self.findings.length.as_secs_f64(),
             last_scrape_s: self.last_scrape_s,
         }
     }
@@ -287,6 +320,11 @@ pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
     let kernel_release = host::kernel_release();
     let mut session = Session::start_dropping(kernel, families, request)?;
     let cookies = session.namespaces().lock().has_cookies();
+    let host_facts = HostFacts {
+        hostname: host::hostname(),
+        kernel: kernel_release.clone(),
+        reason_names: session.families.drops.reasons.source.describe().to_string(),
+    };
     if !cookies {
         eprintln!(
             "netdoc: warning: this kernel gives namespaces no cookies (before 5.14): they are told apart by inode, so a new namespace that reuses a gone one's inode may show some of its counts"
@@ -304,6 +342,12 @@ pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
         last_scrape_s: 0.0,
         missing_since: HashMap::new(),
         cookies,
+        findings: WindowedFindings {
+            length: opts.findings_window,
+            watch: Watch::start(&session, None, host_facts.clone()),
+            host: host_facts,
+            last: Vec::new(),
+        },
     };
     let (tx, rx) = mpsc::channel(QUEUED_SCRAPES);
     let app = Router::new()
@@ -316,7 +360,7 @@ pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
         opts.listen
     );
     let schedule = Schedule {
-        interval: std::time::Duration::from_secs(60),
+        interval: WATCH_EVERY,
         duration: None,
     };
     let ended = live::serve(&mut session, &mut view, &mut signals, schedule, rx).await;

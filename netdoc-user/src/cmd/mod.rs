@@ -9,3 +9,4 @@ mod pending;
 pub mod probes;
 pub mod retrans;
 pub mod softirq;
+mod watch;

@@ -9,6 +9,7 @@ use super::{
 };
 use crate::{
     facts::{conntrack::CpuCounters, procnet::Softnet, snmp::Counters},
+    model::finding::Finding,
     model::{cause::Cause, stats::KernelStats},
     namespaces::{NetnsKey, NetnsRef},
     planner::ProbeStatus,
@@ -88,6 +89,9 @@ pub struct Reading {
     pub programs: Option<Vec<ProgramRun>>,
     /// Whether namespaces are told apart by cookie, not by inode alone.
     pub cookies: bool,
+    /// What the doctor's rules found over the last complete window, ranked.
+    pub findings: Vec<Finding>,
+    pub findings_window_s: f64,
     /// How long the previous scrape took.
     pub last_scrape_s: f64,
 }
@@ -171,6 +175,7 @@ impl Exporter {
         families.push(self.locations(&r.drops));
         families.extend(per_cpu(r));
         families.push(queues(&r.queues));
+        families.extend(findings(r));
         families.extend(self.health(r));
         families
     }
@@ -383,6 +388,44 @@ fn sample(netns: NetnsKey, metric: &'static str, labels: Vec<Label>, v: u64) -> 
     }
 }
 
+/// Findings with series of their own (a flow's scope is a label value): the highest ranked.
+const MAX_FINDING_SERIES: usize = 50;
+
+fn findings(r: &Reading) -> Vec<Family> {
+    let mut active = Family::new(
+        "netdoc_findings",
+        Kind::Gauge,
+        "What netdoc doctor's rules found over the last complete window (1 per finding): id, severity, scope kind and scope.",
+    );
+    for f in r.findings.iter().take(MAX_FINDING_SERIES) {
+        active.push(
+            vec![
+                ("id", f.id.to_string()),
+                ("severity", f.severity.name().into()),
+                ("scope_kind", f.scope.kind.name().into()),
+                ("scope", f.scope.name.clone()),
+            ],
+            1.0,
+        );
+    }
+    let mut unshown = Family::new(
+        "netdoc_findings_unshown",
+        Kind::Gauge,
+        "Findings of the last window past the series cap, ranked below those shown.",
+    );
+    unshown.push(
+        vec![],
+        r.findings.len().saturating_sub(MAX_FINDING_SERIES) as f64,
+    );
+    let mut window = Family::new(
+        "netdoc_findings_window_seconds",
+        Kind::Gauge,
+        "How long each window the doctor's rules run over is (--findings-window).",
+    );
+    window.push(vec![], r.findings_window_s);
+    vec![active, unshown, window]
+}
+
 fn per_cpu(r: &Reading) -> Vec<Family> {
     let cpu = |c: u32| vec![("cpu", c.to_string())];
     let mut seconds = Family::new(
@@ -557,6 +600,8 @@ mod tests {
             drop_keys: 3,
             programs: None,
             cookies: true,
+            findings: vec![],
+            findings_window_s: 300.0,
             last_scrape_s: 0.01,
         }
     }
@@ -747,6 +792,46 @@ mod tests {
             firewall(&exporter.families(&r)),
             Some(40.0),
             "never goes down"
+        );
+    }
+
+    #[test]
+    fn findings_are_series_by_id_severity_and_scope() {
+        let mut r = reading();
+        let finding = |id: &'static str, ns: &str| Finding {
+            id: id.into(),
+            severity: crate::model::finding::Severity::Critical,
+            confidence: crate::model::finding::Confidence::High,
+            title: String::new(),
+            scope: crate::model::finding::Scope::new(
+                crate::model::finding::ScopeKind::Namespace,
+                ns,
+            ),
+            affected: 1,
+            evidence: vec![],
+            fix: vec![],
+        };
+        r.findings = (0..MAX_FINDING_SERIES + 2)
+            .map(|i| finding("conntrack_table_full", &format!("ns{i}")))
+            .collect();
+        let families = Exporter::new(10, 10).families(&r);
+        let active = find(&families, "netdoc_findings");
+        assert_eq!(
+            value(
+                active,
+                &[
+                    ("id", "conntrack_table_full"),
+                    ("severity", "critical"),
+                    ("scope_kind", "namespace"),
+                    ("scope", "ns0")
+                ]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(active.samples.len(), MAX_FINDING_SERIES);
+        assert_eq!(
+            value(find(&families, "netdoc_findings_unshown"), &[]),
+            Some(2.0)
         );
     }
 

@@ -62,6 +62,21 @@ pub enum ScopeKind {
     NicQueue,
 }
 
+impl ScopeKind {
+    /// As in the JSON schema (snake case).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Host => "host",
+            Self::Namespace => "namespace",
+            Self::Flow => "flow",
+            Self::Listener => "listener",
+            Self::Socket => "socket",
+            Self::Cpu => "cpu",
+            Self::NicQueue => "nic_queue",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scope {
     pub kind: ScopeKind,
@@ -153,5 +168,28 @@ impl Finding {
     /// Whether any evidence line contains `needle` (what tests look for).
     pub fn shows(&self, needle: &str) -> bool {
         self.evidence.iter().any(|e| e.text.contains(needle))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_kind_names_are_the_schemas() {
+        for kind in [
+            ScopeKind::Host,
+            ScopeKind::Namespace,
+            ScopeKind::Flow,
+            ScopeKind::Listener,
+            ScopeKind::Socket,
+            ScopeKind::Cpu,
+            ScopeKind::NicQueue,
+        ] {
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::Value::from(kind.name())
+            );
+        }
     }
 }

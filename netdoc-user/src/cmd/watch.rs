@@ -1,0 +1,208 @@
+//! What the doctor's rules look at, gathered live: every namespace's counters, conntrack and
+//! neighbour tables sampled each tick, streamed drop events grouped by flow, the busiest NET_RX
+//! stretch, and the kernel's drop counts since the watch began. `doctor` watches for its whole
+//! run; `export` watches one window at a time for its findings metric.
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
+
+use super::net_rx;
+use crate::{
+    conntrack,
+    counted::{self, neighbours::NeighbourTables},
+    doctor::{self, DropGrouper, Drops, HostFacts, NetRx, RECORD_VERSION, Snapshot},
+    drops::report::{self, KernelCounts, NamedDrop},
+    model::{cause::Cause, names::LiveNamer, stats::KernelStats},
+    namespaces::NetnsKey,
+    retrans,
+    session::{Namespaces, Session},
+};
+use netdoc_common::DropEvent;
+
+/// The stretch over which NET_RX shares are measured: the busiest one is reported.
+const NET_RX_WINDOW: Duration = Duration::from_secs(2);
+
+pub struct Watch {
+    namer: LiveNamer,
+    grouper: DropGrouper,
+    delivered: u64,
+    /// `NETFILTER_DROP` events per namespace and cause, for the conntrack view.
+    causes: BTreeMap<NetnsKey, BTreeMap<Cause, u64>>,
+    counted: counted::PerNamespace,
+    conntrack: conntrack::PerNamespace,
+    neighbours: NeighbourTables,
+    namespaces: Namespaces,
+    net_rx: Option<net_rx::BusiestWindow>,
+    host: HostFacts,
+    /// The kernel's drop counts and stats when the watch began: what it reports is since then.
+    drops_before: (KernelCounts, KernelStats),
+    pub started: Instant,
+}
+
+impl Watch {
+    /// Takes every baseline now (counters, tables, the kernel's drop counts), watching one
+    /// namespace (`only`, an inode) or all.
+    pub fn start(session: &Session, only: Option<u32>, host: HostFacts) -> Self {
+        let namespaces = session.namespaces();
+        let (counted, conntrack) = {
+            let inventory = namespaces.lock();
+            (
+                counted::PerNamespace::start(&inventory, only, &doctor::CONTEXT),
+                conntrack::PerNamespace::start(&inventory, only),
+            )
+        };
+        Self {
+            namer: LiveNamer::new(
+                session.families.drops.reasons.clone(),
+                session.net_rx_known,
+                session.stages.coverage,
+                session.namespaces(),
+            ),
+            grouper: DropGrouper::default(),
+            delivered: 0,
+            causes: BTreeMap::new(),
+            counted,
+            conntrack,
+            neighbours: NeighbourTables::start(),
+            namespaces,
+            net_rx: session
+                .net_rx_known
+                .then(|| net_rx::BusiestWindow::start(session, NET_RX_WINDOW)),
+            host,
+            drops_before: session
+                .drops
+                .as_ref()
+                .map(|maps| (maps.counts(), maps.stats()))
+                .unwrap_or_default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Streamed drop events: grouped by namespace, reason, cause and flow.
+    pub fn records(&mut self, events: &[DropEvent]) {
+        self.delivered += events.len() as u64;
+        for ev in events {
+            let d = NamedDrop::new(ev, &mut self.namer);
+            if let Some(cause) = d.cause {
+                let per_ns = self.causes.entry((d.netns, d.netns_cookie)).or_default();
+                *per_ns.entry(cause).or_default() += 1;
+            }
+            self.grouper.add(&d);
+        }
+    }
+
+    /// Every namespace's counters and tables, and the NET_RX stretch, now.
+    pub fn sample(&mut self, session: &Session) {
+        {
+            let inventory = self.namespaces.lock();
+            self.counted.sample(&inventory);
+            self.conntrack.sample(&inventory);
+            self.neighbours.sample(&inventory);
+        }
+        if let Some(w) = self.net_rx.as_mut() {
+            w.sample(session);
+        }
+    }
+
+    /// What the rules see now. `complete` (a final report, not every tick) also names
+    /// sockets' owners (every process's fd table) and reads the NIC queues.
+    pub fn snapshot(&mut self, session: &Session, complete: bool) -> Snapshot {
+        let duration_s = self.started.elapsed().as_secs_f64();
+        let drops = match session.drops.as_ref() {
+            Some(maps) => {
+                let (counts_before, stats_before) = &self.drops_before;
+                let stats = maps.stats();
+                Drops {
+                    sites: report::rows(
+                        &since(maps.counts(), counts_before),
+                        &HashMap::new(),
+                        duration_s,
+                        &HashMap::new(),
+                        &mut self.namer,
+                    ),
+                    groups: self.grouper.groups(),
+                    matched: stats.matched.saturating_sub(stats_before.matched),
+                    delivered: self.delivered,
+                    lost: stats.lost.saturating_sub(stats_before.lost),
+                    folded: self.grouper.folded,
+                }
+            }
+            None => Drops::default(),
+        };
+        let retrans = session.retrans.as_ref().map_or_else(Vec::new, |maps| {
+            retrans::flow_rows(maps, &HashMap::new(), 0.0, |n| {
+                self.namespaces.resolve(n, 0, u64::MAX)
+            })
+        });
+        let net_rx = self.net_rx.as_ref().map(|w| {
+            // Ticks read NIC queues only when a CPU is saturated; the final report always.
+            let m = w.busiest(session, complete);
+            NetRx {
+                from_s: m.from_s,
+                to_s: m.to_s,
+                cpus: m.cpus,
+                nic_map: m.nic_map,
+            }
+        });
+        let (namespaces_gone, namespaces_gone_earlier) = session.namespaces_gone();
+        Snapshot {
+            version: RECORD_VERSION,
+            host: self.host.clone(),
+            duration_s,
+            drops,
+            counted: self.counted.report(complete),
+            conntrack: self.conntrack.report(&self.causes),
+            neighbours: self.neighbours.report(),
+            retrans,
+            net_rx,
+            probes: session.probe_statuses(),
+            namespaces_gone,
+            namespaces_gone_earlier,
+        }
+    }
+}
+
+/// The per-CPU counts of `now` less those of `before` (keys only ever grow: a key not in
+/// `before` counts from zero).
+fn since(now: KernelCounts, before: &KernelCounts) -> KernelCounts {
+    if before.is_empty() {
+        return now;
+    }
+    let before: HashMap<_, _> = before.iter().map(|(k, v)| (*k, v)).collect();
+    now.into_iter()
+        .filter_map(|(key, per_cpu)| {
+            let base = before.get(&key);
+            let left: Vec<u64> = per_cpu
+                .iter()
+                .enumerate()
+                .map(|(cpu, n)| n - base.and_then(|b| b.get(cpu)).copied().unwrap_or(0).min(*n))
+                .collect();
+            left.iter().any(|n| *n > 0).then_some((key, left))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netdoc_common::DropKey;
+
+    #[test]
+    fn counts_since_a_baseline_keep_only_what_grew() {
+        let key = |reason| DropKey {
+            reason,
+            ..DropKey::default()
+        };
+        let before = vec![(key(2), vec![5, 1]), (key(3), vec![4, 0])];
+        let now = vec![
+            (key(2), vec![7, 1]),
+            (key(3), vec![4, 0]),
+            (key(5), vec![0, 2]),
+        ];
+        assert_eq!(
+            since(now, &before),
+            vec![(key(2), vec![2, 0]), (key(5), vec![0, 2])]
+        );
+    }
+}
