@@ -192,7 +192,9 @@ struct DoctorArgs {
 struct ExportArgs {
     /// Address to serve /metrics and /healthz on. Loopback by default: binding elsewhere
     /// (e.g. 0.0.0.0:9435 for a scraper on another host) is this explicit choice.
-    #[arg(long, default_value = "127.0.0.1:9435")]
+    /// An IPv6 address may go without brackets (fd00::1:9435), as Kubernetes' $(HOST_IP):9435
+    /// gives it.
+    #[arg(long, default_value = "127.0.0.1:9435", value_parser = parse_listen)]
     listen: std::net::SocketAddr,
     /// Namespaces with series of their own; later ones fold into netns="other" (counted in
     /// netdoc_namespaces_folded_total).
@@ -231,6 +233,17 @@ struct SoftirqArgs {
 
 /// `--duration` and friends: humantime's forms (`30s`, `500ms`, `2m`, `1h30m`), or a bare number
 /// of seconds. Zero, negative and too-large values are one-line errors.
+/// An address and port: `ADDR:PORT`, `[V6]:PORT`, or a bare IPv6 address then `:PORT`.
+fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    s.rsplit_once(':')
+        .and_then(|(ip, port)| Some((ip.parse::<std::net::IpAddr>().ok()?, port.parse().ok()?)))
+        .map(std::net::SocketAddr::from)
+        .ok_or_else(|| format!("'{s}' is not an address and port like 127.0.0.1:9435"))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     if s.starts_with('-') {
         return Err(format!("'{s}' must be a positive duration like 30s"));
@@ -418,6 +431,21 @@ async fn run(cli: Cli) -> Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        let ok = |s: &str| parse_listen(s).unwrap().to_string();
+        assert_eq!(ok("127.0.0.1:9435"), "127.0.0.1:9435");
+        assert_eq!(ok("[fd00::1]:9435"), "[fd00::1]:9435");
+        assert_eq!(
+            ok("fd00::1:9435"),
+            "[fd00::1]:9435",
+            "Kubernetes' $(HOST_IP):PORT"
+        );
+        for bad in ["9435", "localhost:9435", "1.2.3.4", "1.2.3.4:99999", ""] {
+            assert!(parse_listen(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations() {

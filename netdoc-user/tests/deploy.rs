@@ -213,11 +213,20 @@ fn the_image_exports_with_only_the_daemonsets_capabilities() {
     for cap in capabilities(&ds) {
         run.args(["--cap-add", &cap]);
     }
+    // Every mount of the DaemonSet; one this host lacks (no kubelet: /var/log/pods) is an
+    // empty directory, as a node without pods would have.
+    let empty = std::env::temp_dir().join(format!("netdoc-test-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
     for (host, inside, propagated) in mounts(&ds) {
         let options = if propagated { "ro,rslave" } else { "ro" };
-        if Path::new(&host).exists() {
-            run.args(["--volume", &format!("{host}:{inside}:{options}")]);
-        }
+        let source = match Path::new(&host).exists() {
+            true => PathBuf::from(&host),
+            false => empty.clone(),
+        };
+        run.args([
+            "--volume",
+            &format!("{}:{inside}:{options}", source.display()),
+        ]);
     }
     let out = run
         .arg(&tag)
@@ -295,6 +304,7 @@ fn the_image_exports_with_only_the_daemonsets_capabilities() {
     );
     assert_nothing_left();
     drop(container);
+    let _ = std::fs::remove_dir_all(&empty);
     let _ = Command::new("podman")
         .args(["rmi", "--force", &tag])
         .output();

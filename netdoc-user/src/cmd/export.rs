@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use axum::{
     Router,
     extract::State,
@@ -57,16 +57,16 @@ const WATCH_EVERY: Duration = Duration::from_secs(5);
 struct WindowedFindings {
     length: Duration,
     watch: Watch,
-    host: HostFacts,
     last: Vec<Finding>,
 }
 
 impl WindowedFindings {
     fn tick(&mut self, session: &Session) {
         self.watch.sample(session);
-        if self.watch.started.elapsed() >= self.length {
-            self.last = doctor::diagnose(&self.watch.snapshot(session, true));
-            self.watch = Watch::start(session, None, self.host.clone());
+        if self.watch.elapsed() >= self.length {
+            // Not `complete`: socket owners (every process's fd table) are not exported.
+            self.last = doctor::diagnose(&self.watch.snapshot(session, false));
+            self.watch.restart(session);
         }
     }
 }
@@ -147,16 +147,17 @@ impl ExportView {
                 self.missing_since.remove(&(key.netns, key.netns_cookie));
             }
             let counts = maps.counts_per_netns().into_iter().map(|c| (c, false));
+            // Named from the inventory as the driver's scans keep it (a namespace it has not
+            // seen yet is named at the next scrape), never by a scan per key here.
+            let inventory = namespaces.lock();
             for ((key, per_cpu), last) in counts.chain(forgotten.into_iter().map(|c| (c, true))) {
-                let netns = namespaces
-                    .resolve(key.netns, key.netns_cookie, u64::MAX)
-                    .map_or(
-                        (
-                            key.netns,
-                            (key.netns_cookie != 0).then_some(key.netns_cookie),
-                        ),
-                        |n| (n.inode, n.cookie),
-                    );
+                let netns = inventory.get(key.netns, key.netns_cookie).map_or(
+                    (
+                        key.netns,
+                        (key.netns_cookie != 0).then_some(key.netns_cookie),
+                    ),
+                    |n| (n.inode, n.cookie),
+                );
                 let location = self.namer.location(key.location);
                 drops.push(DropCount {
                     netns,
@@ -310,6 +311,12 @@ async fn healthz() -> &'static str {
 }
 
 pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
+    if opts.findings_window < Duration::from_secs(1) {
+        bail!(
+            "--findings-window {:?}: a window is at least 1s",
+            opts.findings_window
+        );
+    }
     let mut signals = Signals::install()?;
     // The address is taken before anything is attached: a port in use is a one-line error.
     let listener = tokio::net::TcpListener::bind(opts.listen)
@@ -344,8 +351,7 @@ pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
         cookies,
         findings: WindowedFindings {
             length: opts.findings_window,
-            watch: Watch::start(&session, None, host_facts.clone()),
-            host: host_facts,
+            watch: Watch::start(&session, None, host_facts),
             last: Vec::new(),
         },
     };
@@ -360,7 +366,8 @@ pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
         opts.listen
     );
     let schedule = Schedule {
-        interval: WATCH_EVERY,
+        // Windows end on a tick.
+        interval: WATCH_EVERY.min(opts.findings_window),
         duration: None,
     };
     let ended = live::serve(&mut session, &mut view, &mut signals, schedule, rx).await;

@@ -18,13 +18,22 @@ use crate::{
     retrans,
     session::{Namespaces, Session},
 };
-use netdoc_common::DropEvent;
+use netdoc_common::{DropEvent, DropKey};
 
 /// The stretch over which NET_RX shares are measured: the busiest one is reported.
 const NET_RX_WINDOW: Duration = Duration::from_secs(2);
 
 pub struct Watch {
     namer: LiveNamer,
+    namespaces: Namespaces,
+    host: HostFacts,
+    /// The namespace watched (an inode), or all.
+    only: Option<u32>,
+    window: Window,
+}
+
+/// What one watch gathers from its start: each baseline is taken when it begins.
+struct Window {
     grouper: DropGrouper,
     delivered: u64,
     /// `NETFILTER_DROP` events per namespace and cause, for the conntrack view.
@@ -32,19 +41,14 @@ pub struct Watch {
     counted: counted::PerNamespace,
     conntrack: conntrack::PerNamespace,
     neighbours: NeighbourTables,
-    namespaces: Namespaces,
     net_rx: Option<net_rx::BusiestWindow>,
-    host: HostFacts,
-    /// The kernel's drop counts and stats when the watch began: what it reports is since then.
+    /// The kernel's drop counts (by namespace, reason, stage and location) and stats then.
     drops_before: (KernelCounts, KernelStats),
-    pub started: Instant,
+    started: Instant,
 }
 
-impl Watch {
-    /// Takes every baseline now (counters, tables, the kernel's drop counts), watching one
-    /// namespace (`only`, an inode) or all.
-    pub fn start(session: &Session, only: Option<u32>, host: HostFacts) -> Self {
-        let namespaces = session.namespaces();
+impl Window {
+    fn start(session: &Session, namespaces: &Namespaces, only: Option<u32>) -> Self {
         let (counted, conntrack) = {
             let inventory = namespaces.lock();
             (
@@ -53,42 +57,68 @@ impl Watch {
             )
         };
         Self {
-            namer: LiveNamer::new(
-                session.families.drops.reasons.clone(),
-                session.net_rx_known,
-                session.stages.coverage,
-                session.namespaces(),
-            ),
             grouper: DropGrouper::default(),
             delivered: 0,
             causes: BTreeMap::new(),
             counted,
             conntrack,
             neighbours: NeighbourTables::start(),
-            namespaces,
             net_rx: session
                 .net_rx_known
                 .then(|| net_rx::BusiestWindow::start(session, NET_RX_WINDOW)),
-            host,
             drops_before: session
                 .drops
                 .as_ref()
-                .map(|maps| (maps.counts(), maps.stats()))
+                .map(|maps| (maps.counts_per_netns(), maps.stats()))
                 .unwrap_or_default(),
             started: Instant::now(),
         }
     }
+}
+
+impl Watch {
+    /// Takes every baseline now (counters, tables, the kernel's drop counts), watching one
+    /// namespace (`only`, an inode) or all.
+    pub fn start(session: &Session, only: Option<u32>, host: HostFacts) -> Self {
+        let namespaces = session.namespaces();
+        Self {
+            namer: LiveNamer::new(
+                session.families.drops.reasons.clone(),
+                session.net_rx_known,
+                session.stages.coverage,
+                session.namespaces(),
+            ),
+            window: Window::start(session, &namespaces, only),
+            namespaces,
+            host,
+            only,
+        }
+    }
+
+    /// Begins a new window now: every baseline taken again, names kept.
+    pub fn restart(&mut self, session: &Session) {
+        self.window = Window::start(session, &self.namespaces, self.only);
+    }
+
+    /// How long this window has run.
+    pub fn elapsed(&self) -> Duration {
+        self.window.started.elapsed()
+    }
 
     /// Streamed drop events: grouped by namespace, reason, cause and flow.
     pub fn records(&mut self, events: &[DropEvent]) {
-        self.delivered += events.len() as u64;
+        self.window.delivered += events.len() as u64;
         for ev in events {
             let d = NamedDrop::new(ev, &mut self.namer);
             if let Some(cause) = d.cause {
-                let per_ns = self.causes.entry((d.netns, d.netns_cookie)).or_default();
+                let per_ns = self
+                    .window
+                    .causes
+                    .entry((d.netns, d.netns_cookie))
+                    .or_default();
                 *per_ns.entry(cause).or_default() += 1;
             }
-            self.grouper.add(&d);
+            self.window.grouper.add(&d);
         }
     }
 
@@ -96,11 +126,11 @@ impl Watch {
     pub fn sample(&mut self, session: &Session) {
         {
             let inventory = self.namespaces.lock();
-            self.counted.sample(&inventory);
-            self.conntrack.sample(&inventory);
-            self.neighbours.sample(&inventory);
+            self.window.counted.sample(&inventory);
+            self.window.conntrack.sample(&inventory);
+            self.window.neighbours.sample(&inventory);
         }
-        if let Some(w) = self.net_rx.as_mut() {
+        if let Some(w) = self.window.net_rx.as_mut() {
             w.sample(session);
         }
     }
@@ -108,24 +138,24 @@ impl Watch {
     /// What the rules see now. `complete` (a final report, not every tick) also names
     /// sockets' owners (every process's fd table) and reads the NIC queues.
     pub fn snapshot(&mut self, session: &Session, complete: bool) -> Snapshot {
-        let duration_s = self.started.elapsed().as_secs_f64();
+        let duration_s = self.window.started.elapsed().as_secs_f64();
         let drops = match session.drops.as_ref() {
             Some(maps) => {
-                let (counts_before, stats_before) = &self.drops_before;
+                let (counts_before, stats_before) = &self.window.drops_before;
                 let stats = maps.stats();
                 Drops {
                     sites: report::rows(
-                        &since(maps.counts(), counts_before),
+                        &without_namespaces(since(maps.counts_per_netns(), counts_before)),
                         &HashMap::new(),
                         duration_s,
                         &HashMap::new(),
                         &mut self.namer,
                     ),
-                    groups: self.grouper.groups(),
+                    groups: self.window.grouper.groups(),
                     matched: stats.matched.saturating_sub(stats_before.matched),
-                    delivered: self.delivered,
+                    delivered: self.window.delivered,
                     lost: stats.lost.saturating_sub(stats_before.lost),
-                    folded: self.grouper.folded,
+                    folded: self.window.grouper.folded,
                 }
             }
             None => Drops::default(),
@@ -135,7 +165,7 @@ impl Watch {
                 self.namespaces.resolve(n, 0, u64::MAX)
             })
         });
-        let net_rx = self.net_rx.as_ref().map(|w| {
+        let net_rx = self.window.net_rx.as_ref().map(|w| {
             // Ticks read NIC queues only when a CPU is saturated; the final report always.
             let m = w.busiest(session, complete);
             NetRx {
@@ -151,9 +181,9 @@ impl Watch {
             host: self.host.clone(),
             duration_s,
             drops,
-            counted: self.counted.report(complete),
-            conntrack: self.conntrack.report(&self.causes),
-            neighbours: self.neighbours.report(),
+            counted: self.window.counted.report(complete),
+            conntrack: self.window.conntrack.report(&self.window.causes),
+            neighbours: self.window.neighbours.report(),
             retrans,
             net_rx,
             probes: session.probe_statuses(),
@@ -163,8 +193,25 @@ impl Watch {
     }
 }
 
-/// The per-CPU counts of `now` less those of `before` (keys only ever grow: a key not in
-/// `before` counts from zero).
+/// Counts by reason, stage and location: the namespaces merged.
+fn without_namespaces(counts: KernelCounts) -> KernelCounts {
+    let mut merged: HashMap<DropKey, Vec<u64>> = HashMap::new();
+    for (key, per_cpu) in counts {
+        let key = DropKey {
+            netns: 0,
+            netns_cookie: 0,
+            ..key
+        };
+        let sum = merged.entry(key).or_insert_with(|| vec![0; per_cpu.len()]);
+        for (s, n) in sum.iter_mut().zip(per_cpu) {
+            *s += n;
+        }
+    }
+    merged.into_iter().collect()
+}
+
+/// The per-CPU counts of `now` less those of `before`, key by key (a key not in `before`
+/// counts from zero; one the exporter took out of the map, and made again, from zero too).
 fn since(now: KernelCounts, before: &KernelCounts) -> KernelCounts {
     if before.is_empty() {
         return now;
@@ -186,7 +233,6 @@ fn since(now: KernelCounts, before: &KernelCounts) -> KernelCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netdoc_common::DropKey;
 
     #[test]
     fn counts_since_a_baseline_keep_only_what_grew() {

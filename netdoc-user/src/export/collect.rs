@@ -397,26 +397,29 @@ fn findings(r: &Reading) -> Vec<Family> {
         Kind::Gauge,
         "What netdoc doctor's rules found over the last complete window (1 per finding): id, severity, scope kind and scope.",
     );
-    for f in r.findings.iter().take(MAX_FINDING_SERIES) {
-        active.push(
-            vec![
-                ("id", f.id.to_string()),
-                ("severity", f.severity.name().into()),
-                ("scope_kind", f.scope.kind.name().into()),
-                ("scope", f.scope.name.clone()),
-            ],
-            1.0,
-        );
+    // Findings of one id and scope (netdoc's several blind spots on the host) are one series.
+    let mut series: Vec<Vec<Label>> = Vec::new();
+    for f in &r.findings {
+        let labels = vec![
+            ("id", f.id.to_string()),
+            ("severity", f.severity.name().into()),
+            ("scope_kind", f.scope.kind.name().into()),
+            ("scope", f.scope.name.clone()),
+        ];
+        if !series.contains(&labels) {
+            series.push(labels);
+        }
+    }
+    let shown = series.len().min(MAX_FINDING_SERIES);
+    for labels in series.drain(..shown) {
+        active.push(labels, 1.0);
     }
     let mut unshown = Family::new(
         "netdoc_findings_unshown",
         Kind::Gauge,
         "Findings of the last window past the series cap, ranked below those shown.",
     );
-    unshown.push(
-        vec![],
-        r.findings.len().saturating_sub(MAX_FINDING_SERIES) as f64,
-    );
+    unshown.push(vec![], series.len() as f64);
     let mut window = Family::new(
         "netdoc_findings_window_seconds",
         Kind::Gauge,
@@ -837,7 +840,19 @@ mod tests {
 
     #[test]
     fn every_series_is_unique() {
-        let families = Exporter::new(10, 10).families(&reading());
+        let mut r = reading();
+        let blind = |title: &str| Finding {
+            id: crate::doctor::BLIND_SPOT.into(),
+            severity: crate::model::finding::Severity::Info,
+            confidence: crate::model::finding::Confidence::High,
+            title: title.into(),
+            scope: crate::model::finding::Scope::host(),
+            affected: 0,
+            evidence: vec![],
+            fix: vec![],
+        };
+        r.findings = vec![blind("no NAPI probe"), blind("no IRQ probe")];
+        let families = Exporter::new(10, 10).families(&r);
         for f in &families {
             let mut seen = BTreeSet::new();
             for s in &f.samples {

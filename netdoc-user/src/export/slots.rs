@@ -79,12 +79,14 @@ impl NamespaceSlots {
         live: &[NetnsRef],
         samples: Vec<NetnsSample>,
     ) -> BTreeMap<&'static str, Vec<Sample>> {
-        self.assign(live);
+        self.learn_cookies(live);
         let live_keys: BTreeSet<NetnsKey> = live.iter().map(|n| (n.inode, n.cookie)).collect();
+        // The gone first: their slots and names are free for the new.
         for key in self.own.keys().filter(|k| !live_keys.contains(k)) {
             self.departed.insert(*key);
         }
         self.own.retain(|k, _| live_keys.contains(k));
+        self.assign(live);
         let sampled: BTreeSet<NetnsKey> = samples.iter().map(|s| s.netns).collect();
         let mut out: BTreeMap<&'static str, Vec<Sample>> = BTreeMap::new();
         let mut gauges: BTreeMap<SeriesKey, f64> = BTreeMap::new();
@@ -99,8 +101,11 @@ impl NamespaceSlots {
             } else if self.departed.contains(&s.netns) {
                 // Its series went with it.
             } else if s.kind == Kind::Gauge {
+                // The fullest folded namespace: a sum of tables (or of one global limit) would
+                // hide the one that is full.
                 if self.folded.contains(&s.netns) && live_keys.contains(&s.netns) {
-                    *gauges.entry((s.metric, s.labels)).or_default() += s.value;
+                    let g = gauges.entry((s.metric, s.labels)).or_default();
+                    *g = g.max(s.value);
                 }
             } else if self.folded.contains(&s.netns) || s.last {
                 // A folded namespace's counts, or the last count of one never seen alive
@@ -123,6 +128,34 @@ impl NamespaceSlots {
             });
         }
         out
+    }
+
+    /// A namespace first seen without its cookie (its holder left before it was read), whose
+    /// cookie is known now, keeps its slot and credits under its full key.
+    fn learn_cookies(&mut self, live: &[NetnsRef]) {
+        for n in live {
+            let (Some(_), was) = (n.cookie, (n.inode, None)) else {
+                continue;
+            };
+            let now = (n.inode, n.cookie);
+            if let Some(slot) = self.own.remove(&was) {
+                self.own.insert(now, slot);
+            }
+            if self.folded.remove(&was) {
+                self.folded.insert(now);
+            }
+            let moved: Vec<_> = self
+                .credited
+                .keys()
+                .filter(|(k, _)| *k == was)
+                .cloned()
+                .collect();
+            for key in moved {
+                if let Some(v) = self.credited.remove(&key) {
+                    self.credited.insert((now, key.1), v);
+                }
+            }
+        }
     }
 
     /// Gives each newly seen live namespace a slot of its own while there is room, else folds
@@ -350,19 +383,55 @@ mod tests {
     }
 
     #[test]
-    fn gauges_of_folded_namespaces_are_summed_while_they_live() {
+    fn other_shows_the_fullest_folded_namespace_while_it_lives() {
         let mut slots = NamespaceSlots::new(1);
         let (a, b, c) = (ns(1, "a"), ns(2, "b"), ns(3, "c"));
         let out = slots.place(
             &[a.clone(), b.clone(), c.clone()],
             vec![entries(&a, 1.0), entries(&b, 2.0), entries(&c, 3.0)],
         );
-        assert_eq!(gauge_of(&out, OTHER), Some(5.0));
+        assert_eq!(gauge_of(&out, OTHER), Some(3.0));
         let out = slots.place(
-            &[a.clone(), c.clone()],
-            vec![entries(&a, 1.0), entries(&c, 1.0)],
+            &[a.clone(), b.clone()],
+            vec![entries(&a, 1.0), entries(&b, 2.0)],
         );
-        assert_eq!(gauge_of(&out, OTHER), Some(1.0), "b's entries went with it");
+        assert_eq!(gauge_of(&out, OTHER), Some(2.0), "c's entries went with it");
+    }
+
+    #[test]
+    fn a_namespace_replaced_within_one_scrape_takes_the_freed_slot_and_name() {
+        let mut slots = NamespaceSlots::new(1);
+        let old = ns(1, "web-0");
+        slots.place(std::slice::from_ref(&old), vec![drops(&old, 4.0)]);
+        let new = ns(2, "web-0");
+        let out = slots.place(std::slice::from_ref(&new), vec![drops(&new, 1.0)]);
+        assert_eq!(value_of(&out, "web-0"), Some(1.0), "the same series, reset");
+        assert_eq!(value_of(&out, OTHER), None);
+    }
+
+    #[test]
+    fn a_cookie_learned_late_keeps_the_slot_and_what_was_credited() {
+        let mut slots = NamespaceSlots::new(1);
+        let a = ns(1, "a");
+        let unread = NetnsRef {
+            cookie: None,
+            ..ns(2, "b")
+        };
+        slots.place(
+            &[a.clone(), unread.clone()],
+            vec![drops(&a, 1.0), drops(&unread, 5.0)],
+        );
+        let read = ns(2, "b");
+        let out = slots.place(
+            &[a.clone(), read.clone()],
+            vec![drops(&a, 1.0), drops(&read, 6.0)],
+        );
+        assert_eq!(
+            value_of(&out, OTHER),
+            Some(6.0),
+            "credited once, not again from zero"
+        );
+        assert_eq!(slots.counts(), (1, 1));
     }
 
     #[test]

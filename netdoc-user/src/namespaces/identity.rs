@@ -71,7 +71,19 @@ pub struct Seen<'a> {
     pub pod: &'a dyn Fn(&str) -> Pod,
 }
 
-/// Names a namespace: host, ip netns name, pod, container, process, mount, in that order.
+/// Whether an `ip netns` name was made up by a container runtime for a sandbox (CNI's
+/// `cni-<uuid>`, podman's `netns-<uuid>`): the pod or container behind it is the name people
+/// use.
+fn made_by_a_runtime(name: &str) -> bool {
+    ["cni-", "netns-"].iter().any(|prefix| {
+        name.strip_prefix(prefix).is_some_and(|id| {
+            id.len() >= 8 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+        })
+    })
+}
+
+/// Names a namespace: host, ip netns name, pod, container, process, mount, in that order; an
+/// `ip netns` name a runtime made up comes after the pod or container behind it.
 pub fn identify(seen: Seen) -> NetnsRef {
     let pod_uids: BTreeSet<&str> = seen
         .containers
@@ -86,10 +98,14 @@ pub fn identify(seen: Seen) -> NetnsRef {
         1 => seen.containers.first().cloned(),
         _ => None,
     };
-    let ip_netns = seen.holders.iter().find_map(|h| match h {
-        Holder::Mount(path) => nsholders::ip_netns_name(path),
-        Holder::Process(_) => None,
-    });
+    let ip_netns = seen
+        .holders
+        .iter()
+        .find_map(|h| match h {
+            Holder::Mount(path) => nsholders::ip_netns_name(path),
+            Holder::Process(_) => None,
+        })
+        .filter(|name| !(made_by_a_runtime(name) && (pod.is_some() || container.is_some())));
     let (name, kind) = if seen.is_host {
         ("host".to_string(), NetnsKind::Host)
     } else if let Some(name) = ip_netns {
@@ -186,6 +202,26 @@ mod tests {
         assert_eq!(
             (c.name.as_str(), c.kind),
             ("docker:ffffffffffff", NetnsKind::Container)
+        );
+        let cni = [
+            Holder::Mount(PathBuf::from(
+                "/var/run/netns/cni-5f0c2a1e-8d5b-4d0e-9a3c-1b2c3d4e5f60",
+            )),
+            Holder::Process(40),
+        ];
+        let p = name(&cni, std::slice::from_ref(&app), Some(("pause", 40)));
+        assert_eq!(
+            (p.name.as_str(), p.kind),
+            ("pod shop/cart", NetnsKind::Pod),
+            "a pod outranks the name CNI made up for its sandbox"
+        );
+        let podman = [Holder::Mount(PathBuf::from(
+            "/run/netns/netns-0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9",
+        ))];
+        assert_eq!(
+            name(&podman, &[], None).kind,
+            NetnsKind::IpNetns,
+            "with nothing behind it, the made-up name is all there is"
         );
         let plain = name(&procs, &[], Some(("unshare", 40)));
         assert_eq!(

@@ -1,7 +1,8 @@
 //! What a week of scraping does to the exporter: `netdoc export` scraped back to back (at a 30 s
-//! scrape interval, 20,160 scrapes are a week) while namespaces come and go under a small
-//! label cap, each dropping one datagram. Resident memory after the first thousand scrapes and
-//! at the end, and the scrape time, from one run.
+//! scrape interval, 20,160 scrapes are a week) while namespaces come and go, twice as many
+//! alive as its label cap, each with conntrack in use and a drop, each living long enough for
+//! its scans to see it; findings windows of 5 s. Resident memory after the first thousand
+//! scrapes and at the end, and the scrape time, from one run.
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
@@ -13,8 +14,11 @@ use anyhow::{Context as _, Result, bail};
 
 use super::{median, namespaces::Made, spawn, stop};
 
-/// One scrape in every this many makes a namespace and removes the one made before.
+/// One scrape in every this many makes a namespace and removes the oldest.
 const CHURN_EVERY: usize = 25;
+/// The label cap, and the namespaces alive at once: twice as many, so half are folded.
+const CAP: usize = 10;
+const ALIVE: usize = 2 * CAP;
 /// Resident memory is taken as the baseline after this many scrapes (allocators warm up).
 const WARM: usize = 1000;
 
@@ -22,16 +26,29 @@ pub fn run(netdoc: &Path, scrapes: usize, cpu: usize) -> Result<()> {
     let port = free_port()?;
     let out = std::env::temp_dir().join(format!("netdoc-bench-export-{}", std::process::id()));
     let listen = format!("127.0.0.1:{port}");
-    let args = ["export", "--listen", &listen, "--max-namespaces", "10"];
+    let cap = CAP.to_string();
+    let args = [
+        "export",
+        "--listen",
+        &listen,
+        "--max-namespaces",
+        &cap,
+        "--findings-window",
+        "5s",
+    ];
     let tracer = spawn(netdoc, &args, &out, cpu, "export")?;
     let pid = tracer.child.id();
     let mut times = Vec::with_capacity(scrapes);
     let (mut warm_kib, mut churned) = (0, 0);
-    let mut current: Option<Made> = None;
+    let mut alive = std::collections::VecDeque::new();
+    let started = Instant::now();
     for i in 0..scrapes {
         if i % CHURN_EVERY == 0 {
-            // Made with a drop in it; the one before is removed as this one replaces it.
-            current = Some(Made::new(1)?);
+            // Made with a drop in it; the oldest goes once ALIVE are up.
+            alive.push_back(Made::new(1)?);
+            if alive.len() > ALIVE {
+                alive.pop_front();
+            }
             churned += 1;
         }
         let started = Instant::now();
@@ -44,13 +61,15 @@ pub fn run(netdoc: &Path, scrapes: usize, cpu: usize) -> Result<()> {
             warm_kib = rss_kib(pid);
         }
     }
-    drop(current);
+    drop(alive);
+    let took = started.elapsed().as_secs_f64();
     let end_kib = rss_kib(pid);
     stop(tracer, &[0])?;
     let _ = std::fs::remove_file(&out);
     println!(
-        "\nnetdoc export scraped {scrapes} times back to back ({:.1} days at a 30 s interval), {churned} namespaces made and removed under --max-namespaces 10",
-        scrapes as f64 * 30.0 / 86400.0
+        "\nnetdoc export scraped {scrapes} times back to back in {took:.0} s ({:.1} days at a 30 s interval); {churned} namespaces made and removed, {ALIVE} alive at once under --max-namespaces {CAP}, each for about {:.1} s; findings windows of 5 s",
+        scrapes as f64 * 30.0 / 86400.0,
+        took * (ALIVE * CHURN_EVERY) as f64 / scrapes as f64
     );
     println!(
         "{:>12} {:>14} {:>14} {:>12} {:>14}",
