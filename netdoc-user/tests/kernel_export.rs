@@ -297,26 +297,7 @@ fn metrics_show_exact_drops_by_reason_cause_and_namespace() {
         sample(&text, "netdoc_probe_attached", &[("probe", "drops")]),
         Some(1.0)
     );
-    // The doctor's rules name the full table in b once a window holding it has ended.
-    let finding = format!(
-        "netdoc_findings{{id=\"conntrack_table_full\",severity=\"critical\",scope_kind=\"namespace\",scope=\"{b}\"}} 1"
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, text) = http_get(port, "/metrics", None);
-        if text.lines().any(|l| l == finding) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {finding} in {}",
-            text.lines()
-                .filter(|l| l.starts_with("netdoc_findings"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let finding = wait_for_the_full_table_finding(port, b);
     // The table has room again: a later window finds nothing there, and the finding clears.
     let deadline = Instant::now() + Duration::from_secs(30);
     while http_get(port, "/metrics", None)
@@ -336,6 +317,30 @@ fn metrics_show_exact_drops_by_reason_cause_and_namespace() {
     assert!(open.contains("# TYPE netdoc_drops counter\n"));
     drop(caused);
     stop(netdoc);
+}
+
+/// Waits (bounded) until the doctor's rules name the full table in namespace `ns`, once a
+/// window holding it has ended; returns the series' line.
+fn wait_for_the_full_table_finding(port: u16, ns: &str) -> String {
+    let finding = format!(
+        "netdoc_findings{{id=\"conntrack_table_full\",severity=\"critical\",scope_kind=\"namespace\",scope=\"{ns}\"}} 1"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = http_get(port, "/metrics", None);
+        if text.lines().any(|l| l == finding) {
+            return finding;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {finding} in {}",
+            text.lines()
+                .filter(|l| l.starts_with("netdoc_findings"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// Whether Debian's `prometheus` (and its `promtool`) is installed: on the host, by
@@ -387,7 +392,8 @@ fn prometheus_scrapes_the_exact_counts() {
         &format!("netdoc_conntrack_stat_total{{{b},stat=\"drop\"}}"),
         caused.table_full as f64,
     );
-    // Every panel of the dashboard shows data from this one node.
+    // Every panel of the dashboard shows data from this one node, the finding among them.
+    wait_for_the_full_table_finding(port, &caused.pair.b);
     for (title, expr) in dashboard_queries() {
         let deadline = Instant::now() + Duration::from_secs(30);
         while prometheus.query(&expr).is_empty() {

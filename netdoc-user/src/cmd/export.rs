@@ -1,7 +1,7 @@
 //! `netdoc export`: a long-running Prometheus exporter. One session counts drops per namespace
 //! in the kernel (nothing streamed), with NET_RX time and queue load and the conntrack stage
 //! sentinels in every namespace that uses conntrack; each scrape of `/metrics` reads the maps
-//! and every namespace's counters then. `/healthz` says it is attached.
+//! and every namespace's counters then. `/healthz` says the driver that reads them answers.
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -35,7 +35,7 @@ use crate::{
     sentinel::Scope,
     session::{
         Component, DropUse, Request, Session,
-        live::{self, Schedule, Scrape, Signals, Stdout, View},
+        live::{self, Asked, Schedule, Scrape, Signals, Stdout, View},
         registry::Families,
         stream::Records,
     },
@@ -98,10 +98,17 @@ impl View for ExportView {
     }
 
     fn scrape(&mut self, session: &mut Session, scrape: Scrape) {
+        let openmetrics = match scrape.asked {
+            Asked::Health => {
+                let _ = scrape.reply.send("ok\n".into());
+                return;
+            }
+            Asked::Metrics { openmetrics } => openmetrics,
+        };
         let started = Instant::now();
         let reading = self.read(session);
         let families = self.exporter.families(&reading);
-        let format = match scrape.openmetrics {
+        let format = match openmetrics {
             true => Format::OpenMetrics,
             false => Format::Text,
         };
@@ -146,18 +153,34 @@ impl ExportView {
             for (key, _) in &forgotten {
                 self.missing_since.remove(&(key.netns, key.netns_cookie));
             }
-            let counts = maps.counts_per_netns().into_iter().map(|c| (c, false));
-            // Named from the inventory as the driver's scans keep it (a namespace it has not
-            // seen yet is named at the next scrape), never by a scan per key here.
-            let inventory = namespaces.lock();
-            for ((key, per_cpu), last) in counts.chain(forgotten.into_iter().map(|c| (c, true))) {
-                let netns = inventory.get(key.netns, key.netns_cookie).map_or(
-                    (
-                        key.netns,
-                        (key.netns_cookie != 0).then_some(key.netns_cookie),
-                    ),
-                    |n| (n.inode, n.cookie),
-                );
+            let counts: Vec<_> = maps
+                .counts_per_netns()
+                .into_iter()
+                .map(|c| (c, false))
+                .chain(forgotten.into_iter().map(|c| (c, true)))
+                .collect();
+            // Each namespace named once (one not known yet is looked for, once per scan).
+            let named: HashMap<(u32, u64), NetnsKey> = {
+                let mut ids: Vec<(u32, u64)> = counts
+                    .iter()
+                    .map(|((key, _), _)| (key.netns, key.netns_cookie))
+                    .collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids.into_iter()
+                    .map(|id| {
+                        let (inode, cookie) = id;
+                        let netns = namespaces
+                            .resolve(inode, cookie, u64::MAX)
+                            .map_or((inode, (cookie != 0).then_some(cookie)), |n| {
+                                (n.inode, n.cookie)
+                            });
+                        (id, netns)
+                    })
+                    .collect()
+            };
+            for ((key, per_cpu), last) in counts {
+                let netns = named[&(key.netns, key.netns_cookie)];
                 let location = self.namer.location(key.location);
                 drops.push(DropCount {
                     netns,
@@ -294,7 +317,9 @@ async fn metrics(
     let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let (reply, answer) = oneshot::channel();
     let asked = Scrape {
-        openmetrics: format == Format::OpenMetrics,
+        asked: Asked::Metrics {
+            openmetrics: format == Format::OpenMetrics,
+        },
         reply,
     };
     if scrapes.send(asked).await.is_err() {
@@ -306,8 +331,28 @@ async fn metrics(
     }
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// How long a health check waits for the driver: longer means it is wedged.
+const HEALTH_WAIT: Duration = Duration::from_secs(5);
+
+/// Healthy when the driver that reads the kernel answers, not merely the HTTP server.
+async fn healthz(State(scrapes): State<mpsc::Sender<Scrape>>) -> axum::response::Response {
+    let (reply, answer) = oneshot::channel();
+    let asked = Scrape {
+        asked: Asked::Health,
+        reply,
+    };
+    if scrapes.send(asked).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "netdoc is stopping\n").into_response();
+    }
+    match tokio::time::timeout(HEALTH_WAIT, answer).await {
+        Ok(Ok(text)) => text.into_response(),
+        Ok(Err(_)) => (StatusCode::SERVICE_UNAVAILABLE, "netdoc is stopping\n").into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "netdoc's driver has not answered for 5 s\n",
+        )
+            .into_response(),
+    }
 }
 
 pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {

@@ -23,11 +23,19 @@ pub trait View {
     fn scrape(&mut self, _session: &mut Session, _scrape: Scrape) {}
 }
 
-/// A request for the view's figures now (a metrics scrape), with where to send them.
+/// A request for the view's figures now (a metrics scrape), or only whether the driver
+/// answers (a health check), with where to send the answer.
 pub struct Scrape {
-    /// The scraper accepts OpenMetrics.
-    pub openmetrics: bool,
+    pub asked: Asked,
     pub reply: tokio::sync::oneshot::Sender<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// The metrics; OpenMetrics when the scraper accepts it.
+    Metrics { openmetrics: bool },
+    /// Only an answer: the driver is alive.
+    Health,
 }
 
 /// A view with nothing live: records are not expected and ticks do nothing.

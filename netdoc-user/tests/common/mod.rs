@@ -366,14 +366,30 @@ impl Netdoc {
         }
     }
 
-    /// Signals netdoc, waits for it and returns its JSON lines.
+    /// Signals netdoc, waits (bounded) for it and returns its JSON lines.
     pub fn stop(mut self, signal: i32) -> (ExitStatus, Vec<Value>) {
         // SAFETY: kill has no memory preconditions; the pid is our own child.
         unsafe { libc::kill(self.child.id() as i32, signal) };
-        let status = self.child.wait().unwrap();
+        let status = exited_within(&mut self.child, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("netdoc did not exit within 30 s of signal {signal}"));
         let lines = self.stdout.iter().map(|l| json(&l)).collect();
         (status, lines)
     }
+}
+
+/// The child's exit status once it exits, or None (and the child killed) after `limit`: a
+/// wedged netdoc fails the test instead of hanging it.
+fn exited_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 /// A test that fails before stopping netdoc must not leave it running (it would hold the
@@ -383,7 +399,7 @@ impl Drop for Netdoc {
         if let Ok(None) = self.child.try_wait() {
             // SAFETY: kill has no memory preconditions; the pid is our own, unreaped child.
             unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-            let _ = self.child.wait();
+            let _ = exited_within(&mut self.child, Duration::from_secs(10));
         }
     }
 }
