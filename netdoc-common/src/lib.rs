@@ -131,15 +131,20 @@ pub mod context {
 }
 const _: () = assert!(core::mem::size_of::<DropKey>() == 32);
 
+/// Bytes of the template ring every family's per-CPU ring array is declared with: the kernel
+/// checks the rings userspace places against its type, not its size, so this is only the
+/// smallest ring there is (one page).
+pub const RING_TEMPLATE_BYTES: usize = 4096;
+
 /// Slots of the per-CPU `DROP_STATS` array.
 pub mod stat {
     /// Every `kfree_skb` the program saw.
     pub const SEEN: u32 = 0;
     /// Drops that passed the in-kernel filters (the count every consumer must account for).
     pub const MATCHED: u32 = 1;
-    /// Records handed to the perf buffer.
+    /// Records handed to the ring buffer.
     pub const EMITTED: u32 = 2;
-    /// Records the perf buffer refused (full): the lost events.
+    /// Records the ring buffer refused (full): the lost events.
     pub const EMIT_FAILED: u32 = 3;
     /// Matched drops that found the aggregation map full.
     pub const AGG_FULL: u32 = 4;

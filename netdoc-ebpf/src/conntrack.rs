@@ -4,10 +4,9 @@
 use core::ptr;
 
 use aya_ebpf::{
-    EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
-    macros::{fexit, kprobe, kretprobe, map},
-    maps::{HashMap, PerCpuArray, PerfEventArray},
+    macros::{btf_map, fexit, kprobe, kretprobe, map},
+    maps::{HashMap, PerCpuArray},
     programs::{FExitContext, ProbeContext, RetProbeContext},
 };
 use netdoc_common::{
@@ -34,8 +33,8 @@ static CONFIRM_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COU
 #[map]
 static CONFIRM_SKB: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
 
-#[map]
-static CONFIRM_EVENTS: PerfEventArray<InsertFailEvent> = PerfEventArray::new(0);
+#[btf_map]
+static CONFIRM_EVENTS: emit::Rings<InsertFailEvent> = emit::Rings::new();
 
 /// Written by the netfilter stage sentinels. Those are assembled in userspace (aya 0.14 has
 /// no netfilter program type), so this map is the whole contract between them and us.
@@ -59,7 +58,7 @@ const NFCT_PTRMASK: u64 = !7;
 pub fn ct_confirm_fexit(ctx: FExitContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     let ret: i32 = ctx.arg(1);
-    on_return(&ctx, skb, ret);
+    on_return(skb, ret);
     0
 }
 
@@ -80,7 +79,7 @@ pub fn ct_confirm_kretprobe(ctx: RetProbeContext) -> u32 {
     };
     let _ = CONFIRM_SKB.remove(&task);
     let ret: i32 = ctx.ret();
-    on_return(&ctx, skb, ret);
+    on_return(skb, ret);
     0
 }
 
@@ -90,7 +89,7 @@ fn bump(slot: u32) {
 }
 
 #[inline(always)]
-fn on_return<C: EbpfContext>(ctx: &C, skb: u64, ret: i32) {
+fn on_return(skb: u64, ret: i32) {
     bump(stat::SEEN);
     if ret != NF_DROP {
         return;
@@ -116,5 +115,5 @@ fn on_return<C: EbpfContext>(ctx: &C, skb: u64, ret: i32) {
         ev.netns = read::at::<u32>(net, config!(net_inum)).unwrap_or(0);
         ev.netns_cookie = read::at::<u64>(net, config!(net_cookie)).unwrap_or(0);
     }
-    emit::record(ctx, &CONFIRM_EVENTS, &mut ev, &CONFIRM_STATS);
+    emit::record(&CONFIRM_EVENTS, &ev, &CONFIRM_STATS);
 }

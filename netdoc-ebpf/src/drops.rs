@@ -2,10 +2,9 @@
 use core::ptr;
 
 use aya_ebpf::{
-    EbpfContext,
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
-    macros::{btf_tracepoint, map},
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, PerfEventArray},
+    macros::{btf_map, btf_tracepoint, map},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use netdoc_common::{
@@ -42,8 +41,8 @@ static DROP_REASON_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
 #[map]
 static SCRATCH: PerCpuArray<DropEvent> = PerCpuArray::with_max_entries(1, 0);
 
-#[map]
-static DROP_EVENTS: PerfEventArray<DropEvent> = PerfEventArray::new(0);
+#[btf_map]
+static DROP_EVENTS: emit::Rings<DropEvent> = emit::Rings::new();
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -56,7 +55,7 @@ pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
     let reason: u32 = ctx.arg(2);
-    handle(&ctx, skb, location, reason);
+    handle(skb, location, reason);
     0
 }
 
@@ -65,7 +64,7 @@ pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
 pub fn kfree_skb_btf_noreason(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
-    handle(&ctx, skb, location, REASON_UNAVAILABLE);
+    handle(skb, location, REASON_UNAVAILABLE);
     0
 }
 
@@ -82,7 +81,7 @@ tracepoint! {
         } else {
             unsafe { ctx.read_at::<u32>(reason_at as usize) }.unwrap_or(REASON_UNAVAILABLE)
         };
-        handle(&ctx, skb, location, reason);
+        handle(skb, location, reason);
         1
     }
 }
@@ -93,7 +92,7 @@ fn bump(slot: u32) {
 }
 
 #[inline(always)]
-fn handle<C: EbpfContext>(ctx: &C, skb: u64, location: u64, reason: u32) {
+fn handle(skb: u64, location: u64, reason: u32) {
     bump(stat::SEEN);
     let filters = config!(filters);
     if filters & filter::REASON != 0 && unsafe { DROP_REASON_FILTER.get(&reason) }.is_none() {
@@ -154,7 +153,7 @@ fn handle<C: EbpfContext>(ctx: &C, skb: u64, location: u64, reason: u32) {
         ev.flags = context;
         ev.nf_stage = nf_stage;
 
-        emit::record(ctx, &DROP_EVENTS, ev, &DROP_STATS);
+        emit::record(&DROP_EVENTS, ev, &DROP_STATS);
     }
 }
 

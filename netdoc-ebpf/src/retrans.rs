@@ -3,10 +3,9 @@
 use core::ptr;
 
 use aya_ebpf::{
-    EbpfContext,
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
-    macros::{btf_tracepoint, map},
-    maps::{LruHashMap, PerCpuArray, PerfEventArray},
+    macros::{btf_map, btf_tracepoint, map},
+    maps::{LruHashMap, PerCpuArray},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use netdoc_common::{
@@ -35,22 +34,22 @@ static RETRANS_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COU
 #[map]
 static RETRANS_SCRATCH: PerCpuArray<RetransEvent> = PerCpuArray::with_max_entries(1, 0);
 
-#[map]
-static RETRANS_EVENTS: PerfEventArray<RetransEvent> = PerfEventArray::new(0);
+#[btf_map]
+static RETRANS_EVENTS: emit::Rings<RetransEvent> = emit::Rings::new();
 
 const AF_INET: u16 = 2;
 
 /// Kernels before 6.17: `(sk, skb)`.
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_btf(ctx: BtfTracePointContext) -> i32 {
-    handle(&ctx, ctx.arg(0), ctx.arg(1), 0, 0);
+    handle(ctx.arg(0), ctx.arg(1), 0, 0);
     0
 }
 
 /// 6.17+: `(sk, skb, err)`.
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_btf_err(ctx: BtfTracePointContext) -> i32 {
-    handle(&ctx, ctx.arg(0), ctx.arg(1), ctx.arg(2), 0);
+    handle(ctx.arg(0), ctx.arg(1), ctx.arg(2), 0);
     0
 }
 
@@ -65,7 +64,7 @@ tracepoint! {
         } else {
             unsafe { ctx.read_at(err_at as usize) }.unwrap_or(0)
         };
-        handle(&ctx, sk, skb, err, 0);
+        handle(sk, skb, err, 0);
         1
     }
 }
@@ -73,7 +72,7 @@ tracepoint! {
 /// `(sk, req)`: the request sock starts with a `sock_common` holding the tuple.
 #[btf_tracepoint(function = "tcp_retransmit_synack")]
 pub fn tcp_synack_btf(ctx: BtfTracePointContext) -> i32 {
-    handle(&ctx, ctx.arg(1), 0, 0, flag::SYNACK);
+    handle(ctx.arg(1), 0, 0, flag::SYNACK);
     0
 }
 
@@ -81,7 +80,7 @@ tracepoint! {
     pub fn tcp_synack_tp(ctx: TracePointContext) -> u32 {
         let req_at = config!(tp_synack_req);
         let req: u64 = unsafe { ctx.read_at(req_at as usize) }.unwrap_or(0);
-        handle(&ctx, req, 0, 0, flag::SYNACK);
+        handle(req, 0, 0, flag::SYNACK);
         1
     }
 }
@@ -92,7 +91,7 @@ fn bump(slot: u32) {
 }
 
 #[inline(always)]
-fn handle<C: EbpfContext>(ctx: &C, sk: u64, skb: u64, err: i32, flags: u8) {
+fn handle(sk: u64, skb: u64, err: i32, flags: u8) {
     bump(stat::SEEN);
     let Some(ev) = RETRANS_SCRATCH.get_ptr_mut(0) else {
         return;
@@ -113,7 +112,7 @@ fn handle<C: EbpfContext>(ctx: &C, sk: u64, skb: u64, err: i32, flags: u8) {
     if config!(stream) != 0 {
         ev.ts_ns = unsafe { bpf_ktime_get_ns() };
         ev.cpu = unsafe { bpf_get_smp_processor_id() };
-        emit::record(ctx, &RETRANS_EVENTS, ev, &RETRANS_STATS);
+        emit::record(&RETRANS_EVENTS, ev, &RETRANS_STATS);
     }
 }
 

@@ -28,10 +28,20 @@ impl Default for Configs {
     }
 }
 
+/// The per-CPU ring arrays of the object.
+const STREAMS: [&str; 3] = ["DROP_EVENTS", "RETRANS_EVENTS", "CONFIRM_EVENTS"];
+
 /// Loads the object's maps; programs load when the planner attaches them.
 pub fn load(cfg: &Configs) -> Result<Ebpf> {
     raise_memlock();
-    EbpfLoader::new()
+    let cpus =
+        aya::util::nr_cpus().map_err(|(path, e)| anyhow::anyhow!("reading {path}: {e}"))? as u32;
+    let mut loader = EbpfLoader::new();
+    // Every stream's array holds one ring per possible CPU (a program indexes it by its CPU).
+    for stream in STREAMS {
+        loader.map_max_entries(stream, cpus);
+    }
+    loader
         .override_global("DROP_CONFIG", &cfg.drops, true)
         .override_global("SOFTIRQ_CONFIG", &cfg.softirq, true)
         .override_global("RETRANS_CONFIG", &cfg.retrans, true)

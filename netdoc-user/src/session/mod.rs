@@ -76,7 +76,7 @@ pub struct Request {
     pub sentinels: Result<sentinel::Scope, String>,
     /// Whether the retransmit probes stream records.
     pub retrans_stream: bool,
-    /// Perf buffer pages per CPU for each stream.
+    /// Ring buffer pages per CPU for each stream.
     pub pages: usize,
     /// The namespace the command is about (`--netns`): when it goes away, its sentinel links
     /// are closed (they would keep it alive) and the run ends.
@@ -267,6 +267,8 @@ impl Session {
             }
             false => None,
         };
+
+        streams.start()?;
 
         let btf = kernel.aya_btf.as_ref();
         let mut plans = Vec::new();

@@ -1,13 +1,19 @@
-//! Per-CPU perf buffers → typed records. One reader task per CPU and stream drains its buffer
-//! into the session's one channel; records of unknown kind, version or size are counted, never
-//! fatal.
-use std::{collections::BTreeMap, time::Duration};
+//! Per-CPU ring buffers → typed records. One reader task drains every CPU's ring of every
+//! stream into the session's one channel, in batches; records of unknown kind, version or size
+//! are counted, never fatal.
+use std::{
+    collections::BTreeMap,
+    io,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result};
 use aya::{
-    maps::{MapData, PerfEventArray, perf::PerfEvent, perf::PerfEventArrayBuffer},
+    maps::{MapData, RingBuf, of_maps::ArrayOfMaps},
     util::online_cpus,
 };
+use aya_obj::generated::bpf_map_type;
 use netdoc_common::{
     DropEvent, EVENT_VERSION, EventHeader, Record, conntrack::InsertFailEvent,
     retrans::RetransEvent,
@@ -24,31 +30,25 @@ pub struct DecodeStats {
     pub unknown: u64,
 }
 
-/// Decodes one perf sample (`head` then `tail` when it wraps the ring).
-pub fn decode<T: Record>(head: &[u8], tail: &[u8], stats: &mut DecodeStats) -> Option<T> {
-    let mut buf = vec![0u8; size_of::<T>()];
-    let total = head.len() + tail.len();
-    if total < size_of::<EventHeader>() {
+/// Decodes one ring record (the kernel maps a ring twice, so a record is never split).
+pub fn decode<T: Record>(bytes: &[u8], stats: &mut DecodeStats) -> Option<T> {
+    if bytes.len() < size_of::<EventHeader>() {
         stats.unknown += 1;
         return None;
     }
-    let n = total.min(buf.len());
-    let from_head = head.len().min(n);
-    buf[..from_head].copy_from_slice(&head[..from_head]);
-    buf[from_head..n].copy_from_slice(&tail[..n - from_head]);
-    // SAFETY: EventHeader is plain integers and buf holds at least its size.
-    let header: EventHeader = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
+    // SAFETY: EventHeader is plain integers and bytes holds at least its size.
+    let header: EventHeader = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
     if header.kind != T::KIND
         || header.version != EVENT_VERSION
         || header.size as usize != size_of::<T>()
-        || total < size_of::<T>()
+        || bytes.len() < size_of::<T>()
     {
         stats.unknown += 1;
         return None;
     }
     stats.decoded += 1;
     // SAFETY: records are repr(C) plain integers; the header vouches for kind, version and size.
-    Some(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) })
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
 }
 
 /// Options of every command that streams per-event records and keeps a live view.
@@ -66,7 +66,7 @@ pub struct StreamOptions {
     /// Refresh interval of the live view.
     #[arg(long, value_parser = crate::parse_duration, allow_hyphen_values = true, default_value = "1s")]
     pub interval: Duration,
-    /// Perf buffer pages per CPU (power of two).
+    /// Ring buffer pages per CPU (power of two).
     #[arg(long, default_value_t = 64)]
     pub pages: usize,
     /// Rows shown in the live view.
@@ -132,21 +132,34 @@ impl Streamed for InsertFailEvent {
     }
 }
 
-/// What the per-CPU readers of one stream hand back when they stop.
+/// What the reader hands back per stream when it stops.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ReaderTotals {
     pub decode: DecodeStats,
-    /// PERF_RECORD_LOST counts; the kernel-side EMIT_FAILED counter is authoritative.
-    pub perf_lost: u64,
 }
 
-/// Per-CPU readers of every stream of a session, feeding one channel; they stop (after a
-/// last drain) when told to.
+/// How often the reader drains every ring without being woken: the rings wake it only when
+/// one passes half full, so this is the latency of a quiet stream.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// One CPU's ring of one stream, with the decoder of its record type.
+struct Ring {
+    kind: StreamKind,
+    buf: RingBuf<MapData>,
+    drain: fn(&mut RingBuf<MapData>, &mut DecodeStats) -> Option<Records>,
+}
+
+/// The per-CPU rings of every stream of a session, drained by one reader task into one channel;
+/// it stops (after a last drain) when told to.
 pub struct Streams {
     pub rx: mpsc::Receiver<Records>,
     tx: Option<mpsc::Sender<Records>>,
     stop: watch::Sender<bool>,
-    tasks: Vec<(StreamKind, JoinHandle<Result<ReaderTotals>>)>,
+    rings: Vec<Ring>,
+    /// The per-CPU arrays the programs write through: the programs load (and find them by fd)
+    /// only when attached, so they live as long as the streams.
+    arrays: Vec<ArrayOfMaps<MapData, MapData>>,
+    reader: Option<JoinHandle<Result<BTreeMap<StreamKind, ReaderTotals>>>>,
 }
 
 impl Streams {
@@ -157,91 +170,190 @@ impl Streams {
             rx,
             tx: Some(tx),
             stop,
-            tasks: Vec::new(),
+            rings: Vec::new(),
+            arrays: Vec::new(),
+            reader: None,
         }
     }
 
-    /// Opens every online CPU's buffer of `map` (`pages` per CPU). Call before attaching, so
-    /// no record arrives with nobody to read it.
+    /// Creates a ring of `pages` for every online CPU and places it in `map`, the stream's
+    /// per-CPU array. Call before attaching, so no record arrives with nowhere to go.
     pub fn open<T: Streamed>(&mut self, map: aya::maps::Map, pages: usize) -> Result<()> {
-        let mut perf = PerfEventArray::try_from(map)?;
-        let tx = self.tx.clone().context("streams already stopped")?;
+        let mut array: ArrayOfMaps<MapData, MapData> = ArrayOfMaps::try_from(map)?;
         let cpus = online_cpus()
             .map_err(|(_, e)| e)
             .context("reading online CPUs")?;
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let bytes = u32::try_from(pages * page).context("--pages too large")?;
         for cpu in cpus {
+            let def = aya_obj::Map::new_from_params(
+                bpf_map_type::BPF_MAP_TYPE_RINGBUF as u32,
+                0,
+                0,
+                bytes,
+                0,
+            );
             // aya's error already names its cause: one line, not the chain.
-            let buf = perf.open(cpu, Some(pages)).map_err(|e| {
+            let ring = MapData::create(def, "netdoc_ring", None).map_err(|e| {
                 anyhow::anyhow!(
-                    "opening the perf buffer of CPU {cpu} ({pages} pages): {e}; try fewer --pages"
+                    "creating the ring buffer of CPU {cpu} ({pages} pages): {e}; try fewer --pages"
                 )
             })?;
-            let task = tokio::spawn(read_cpu::<T>(buf, tx.clone(), self.stop.subscribe()));
-            self.tasks.push((T::STREAM, task));
+            array
+                .set(cpu, &ring, 0)
+                .with_context(|| format!("placing the ring buffer of CPU {cpu}"))?;
+            self.rings.push(Ring {
+                kind: T::STREAM,
+                buf: RingBuf::try_from(aya::maps::Map::RingBuf(ring))?,
+                drain: drain::<T>,
+            });
+        }
+        self.arrays.push(array);
+        Ok(())
+    }
+
+    /// Starts the one reader of every ring opened so far.
+    pub fn start(&mut self) -> Result<()> {
+        let tx = self.tx.clone().context("streams already stopped")?;
+        let rings = std::mem::take(&mut self.rings);
+        if !rings.is_empty() {
+            let wakeups = Wakeups::new(&rings)?;
+            self.reader = Some(tokio::spawn(read(
+                rings,
+                wakeups,
+                tx,
+                self.stop.subscribe(),
+            )));
         }
         Ok(())
     }
 
-    /// Tells the readers to drain and stop; `rx` then closes once all is delivered.
+    /// Tells the reader to drain and stop; `rx` then closes once all is delivered.
     pub fn stop(&mut self) {
         self.tx = None;
         let _ = self.stop.send(true);
     }
 
-    /// Each stream's totals, once the readers have stopped.
+    /// Each stream's totals, once the reader has stopped.
     pub async fn totals(self) -> Result<BTreeMap<StreamKind, ReaderTotals>> {
-        let mut totals: BTreeMap<StreamKind, ReaderTotals> = BTreeMap::new();
-        for (kind, task) in self.tasks {
-            let t = task.await.context("perf reader task")??;
-            let sum = totals.entry(kind).or_default();
-            sum.decode.unknown += t.decode.unknown;
-            sum.decode.decoded += t.decode.decoded;
-            sum.perf_lost += t.perf_lost;
+        match self.reader {
+            Some(reader) => reader.await.context("ring reader task")?,
+            None => Ok(BTreeMap::new()),
         }
-        Ok(totals)
     }
 }
 
-async fn read_cpu<T: Streamed>(
-    buf: PerfEventArrayBuffer<MapData>,
+/// One epoll set of every ring, readable when a program has woken one of them (it does so when
+/// the ring passes half full): the reader waits on all CPUs' rings in one place.
+struct Wakeups(AsyncFd<OwnedFd>);
+
+impl Wakeups {
+    fn new(rings: &[Ring]) -> Result<Self> {
+        // SAFETY: epoll_create1 has no memory preconditions; the fd is owned from here on.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error()).context("epoll_create1");
+        }
+        // SAFETY: fd is a new descriptor nobody else owns.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        for ring in rings {
+            // Edge-triggered: a ring enters the ready list when a program wakes it, not for as
+            // long as it holds data (the timer drains those).
+            let mut ev = libc::epoll_event {
+                events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+                u64: 0,
+            };
+            // SAFETY: both descriptors are open and ev outlives the call.
+            let rc = unsafe {
+                libc::epoll_ctl(
+                    epoll.as_raw_fd(),
+                    libc::EPOLL_CTL_ADD,
+                    ring.buf.as_raw_fd(),
+                    &mut ev,
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error()).context("watching a ring buffer");
+            }
+        }
+        // SAFETY: the AsyncFd owns the epoll descriptor, so it stays open while registered.
+        Ok(Self(
+            unsafe { AsyncFd::register(epoll) }.map_err(|e| e.into_parts().1)?,
+        ))
+    }
+
+    /// Waits until a ring has been woken, and forgets which (every ring is drained anyway).
+    async fn wait(&self) -> Result<()> {
+        let mut guard = self.0.readable().await?;
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        // SAFETY: events is a writable array of the length given; timeout 0 never blocks.
+        while unsafe {
+            libc::epoll_wait(
+                self.0.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as i32,
+                0,
+            )
+        } == events.len() as i32
+        {}
+        guard.clear_ready();
+        Ok(())
+    }
+}
+
+async fn read(
+    mut rings: Vec<Ring>,
+    wakeups: Wakeups,
     tx: mpsc::Sender<Records>,
     mut stop: watch::Receiver<bool>,
-) -> Result<ReaderTotals> {
-    // SAFETY: the buffer owns its perf fd and keeps it open for as long as the AsyncFd lives.
-    let mut fd = unsafe { AsyncFd::register(buf) }.map_err(|e| e.into_parts().1)?;
-    let mut totals = ReaderTotals::default();
+) -> Result<BTreeMap<StreamKind, ReaderTotals>> {
+    let mut totals: BTreeMap<StreamKind, ReaderTotals> = BTreeMap::new();
+    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            guard = fd.readable_mut() => {
-                let mut guard = guard?;
-                // Clear before draining: a record landing after the drain re-arms readiness.
-                guard.clear_ready();
-                let batch = drain::<T>(guard.get_inner_mut(), &mut totals);
-                if !batch.is_empty() && tx.send(T::batch(batch)).await.is_err() {
-                    break;
-                }
+        let stopping = tokio::select! {
+            woken = wakeups.wait() => {
+                woken?;
+                false
             }
-            _ = stop.changed() => break,
+            _ = tick.tick() => false,
+            _ = stop.changed() => true,
+        };
+        // The last drain happens after detaching: nothing is left behind in a ring.
+        if !drain_all(&mut rings, &tx, &mut totals).await || stopping {
+            break;
         }
-    }
-    let batch = drain::<T>(fd.get_mut(), &mut totals);
-    if !batch.is_empty() {
-        let _ = tx.send(T::batch(batch)).await;
     }
     Ok(totals)
 }
 
-fn drain<T: Record>(buf: &mut PerfEventArrayBuffer<MapData>, totals: &mut ReaderTotals) -> Vec<T> {
-    let mut batch = Vec::new();
-    buf.for_each(|ev| match ev {
-        PerfEvent::Sample { head, tail } => {
-            if let Some(d) = decode(head, tail, &mut totals.decode) {
-                batch.push(d);
-            }
+/// Drains every ring into the channel; false once nobody listens.
+async fn drain_all(
+    rings: &mut [Ring],
+    tx: &mpsc::Sender<Records>,
+    totals: &mut BTreeMap<StreamKind, ReaderTotals>,
+) -> bool {
+    for ring in rings {
+        let stats = &mut totals.entry(ring.kind).or_default().decode;
+        if let Some(batch) = (ring.drain)(&mut ring.buf, stats)
+            && tx.send(batch).await.is_err()
+        {
+            return false;
         }
-        PerfEvent::Lost { count } => totals.perf_lost += count,
-    });
-    batch
+    }
+    true
+}
+
+/// Everything one ring holds now, decoded; None when it held nothing decodable.
+fn drain<T: Streamed>(buf: &mut RingBuf<MapData>, stats: &mut DecodeStats) -> Option<Records> {
+    let mut batch = Vec::new();
+    while let Some(item) = buf.next() {
+        if let Some(record) = decode(&item, stats) {
+            batch.push(record);
+        }
+    }
+    (!batch.is_empty()).then(|| T::batch(batch))
 }
 
 #[cfg(test)]
@@ -276,16 +388,16 @@ mod tests {
     }
 
     #[test]
-    fn decodes_a_record_split_across_the_ring_end() {
-        let bytes = record(&sample());
+    fn decodes_a_record() {
         let mut stats = DecodeStats::default();
-        let (head, tail) = bytes.split_at(30);
-        assert_eq!(decode::<DropEvent>(head, tail, &mut stats), Some(sample()));
-        assert_eq!(decode::<DropEvent>(&bytes, &[], &mut stats), Some(sample()));
+        assert_eq!(
+            decode::<DropEvent>(&record(&sample()), &mut stats),
+            Some(sample())
+        );
         assert_eq!(
             stats,
             DecodeStats {
-                decoded: 2,
+                decoded: 1,
                 unknown: 0
             }
         );
@@ -296,15 +408,15 @@ mod tests {
         let mut stats = DecodeStats::default();
         let mut other = sample();
         other.header.kind = 99;
-        assert_eq!(decode::<DropEvent>(&record(&other), &[], &mut stats), None);
+        assert_eq!(decode::<DropEvent>(&record(&other), &mut stats), None);
         let mut newer = sample();
         newer.header.version = EVENT_VERSION + 1;
-        assert_eq!(decode::<DropEvent>(&record(&newer), &[], &mut stats), None);
+        assert_eq!(decode::<DropEvent>(&record(&newer), &mut stats), None);
         assert_eq!(
-            decode::<DropEvent>(&record(&sample())[..20], &[], &mut stats),
+            decode::<DropEvent>(&record(&sample())[..20], &mut stats),
             None
         );
-        assert_eq!(decode::<DropEvent>(&[1, 2], &[], &mut stats), None);
+        assert_eq!(decode::<DropEvent>(&[1, 2], &mut stats), None);
         assert_eq!(
             stats,
             DecodeStats {
