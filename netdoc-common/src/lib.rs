@@ -19,7 +19,7 @@ pub mod kind {
     pub const INSERT_FAILED: u16 = 3;
 }
 
-/// A record that crosses a perf buffer: its kind tells userspace how to decode it.
+/// A record that crosses a ring buffer: its kind tells userspace how to decode it.
 pub trait Record: Copy {
     const KIND: u16;
 }
@@ -131,6 +131,18 @@ pub mod context {
 }
 const _: () = assert!(core::mem::size_of::<DropKey>() == 32);
 
+/// The budget every stream shares, set by userspace before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EmitConfig {
+    /// Records each CPU may stream per second and per stream; 0: no limit.
+    pub max_per_sec: u64,
+}
+
+impl EmitConfig {
+    pub const EMPTY: Self = Self { max_per_sec: 0 };
+}
+
 /// Bytes of the template ring every family's per-CPU ring array is declared with: the kernel
 /// checks the rings userspace places against its type, not its size, so this is only the
 /// smallest ring there is (one page).
@@ -150,6 +162,9 @@ pub mod stat {
     pub const AGG_FULL: u32 = 4;
     /// A return probe that found no saved arguments (an overwritten or missed entry).
     pub const UNPAIRED: u32 = 5;
+    /// Records not streamed because this CPU had used its budget of the second
+    /// ([`EmitConfig::max_per_sec`]); counted, so `delivered + lost + sampled == matched`.
+    pub const SAMPLED: u32 = 6;
     pub const COUNT: u32 = 8;
 }
 
@@ -276,6 +291,7 @@ mod pod {
         super::retrans::FlowStats,
         super::retrans::RetransConfig,
         super::conntrack::ConfirmConfig,
+        super::EmitConfig,
     );
 }
 

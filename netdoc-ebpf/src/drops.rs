@@ -30,6 +30,10 @@ macro_rules! config {
 static DROP_COUNTS: PerCpuHashMap<DropKey, u64> =
     PerCpuHashMap::with_max_entries(DROP_COUNT_KEYS, 0);
 
+/// Streamed drops each reason had sampled out by the per-CPU budget (value: count).
+#[map]
+static DROP_SAMPLED: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(256, 0);
+
 #[map]
 static DROP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
@@ -40,6 +44,23 @@ static DROP_REASON_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
 /// Where a record is built: too large for the BPF stack next to everything else.
 #[map]
 static SCRATCH: PerCpuArray<DropEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// `struct sk_buff`'s first bytes and a packet's first header bytes, each copied with one read:
+/// a helper call per field was most of what streaming cost per drop.
+#[repr(C)]
+pub struct Copies {
+    skb: [u8; SKB_BYTES],
+    headers: [u8; HEADER_BYTES],
+}
+
+/// Every `sk_buff` field a record needs lies in its first 256 bytes on the kernels netdoc knows;
+/// a field beyond them is read on its own.
+const SKB_BYTES: usize = 256;
+/// An IPv4 header with the most options (60 bytes) or an IPv6 header (40), then the ports (4).
+const HEADER_BYTES: usize = 64;
+
+#[map]
+static COPIES: PerCpuArray<Copies> = PerCpuArray::with_max_entries(1, 0);
 
 #[btf_map]
 static DROP_EVENTS: emit::Rings<DropEvent> = emit::Rings::new();
@@ -153,16 +174,27 @@ fn handle(skb: u64, location: u64, reason: u32) {
         ev.flags = context;
         ev.nf_stage = nf_stage;
 
-        emit::record(&DROP_EVENTS, ev, &DROP_STATS);
+        if emit::record(&DROP_EVENTS, ev, &DROP_STATS) == emit::Outcome::Sampled {
+            add_one(&DROP_SAMPLED, &reason);
+        }
     }
 }
 
 #[inline(always)]
 fn count(key: DropKey) {
-    if let Some(v) = DROP_COUNTS.get_ptr_mut(&key) {
-        unsafe { *v += 1 };
-    } else if DROP_COUNTS.insert(&key, &1, 0).is_err() {
+    if !add_one(&DROP_COUNTS, &key) {
         bump(stat::AGG_FULL);
+    }
+}
+
+/// Adds one at `key`; false when the map is full.
+#[inline(always)]
+fn add_one<K>(map: &PerCpuHashMap<K, u64>, key: &K) -> bool {
+    if let Some(v) = map.get_ptr_mut(key) {
+        unsafe { *v += 1 };
+        true
+    } else {
+        map.insert(key, &1, 0).is_ok()
     }
 }
 
@@ -221,49 +253,65 @@ fn netns_at(skb: u64, dev: u64) -> (u32, u64) {
     )
 }
 
+/// Reads a `T` at `offset` of the sk_buff: from `copy` when the copy worked and holds it, else
+/// from the kernel.
+#[inline(always)]
+fn skb_field<T: Copy>(copy: Option<&[u8; SKB_BYTES]>, skb: u64, offset: u32) -> Option<T> {
+    match copy {
+        Some(bytes)
+            if offset != netdoc_common::NO_OFFSET
+                && offset as usize + core::mem::size_of::<T>() <= SKB_BYTES =>
+        {
+            Some(unsafe { ptr::read_unaligned(bytes.as_ptr().add(offset as usize).cast()) })
+        }
+        _ => read::at(skb, offset),
+    }
+}
+
 #[inline(always)]
 fn parse_skb(skb: u64, ev: &mut DropEvent) {
-    ev.len = read::at::<u32>(skb, config!(skb.skb_len)).unwrap_or(0);
-    let dev: u64 = read::at(skb, config!(skb.skb_dev)).unwrap_or(0);
+    let Some(copies) = COPIES.get_ptr_mut(0) else {
+        return;
+    };
+    let copies = unsafe { &mut *copies };
+    let copy = read::into(&mut copies.skb, skb).then_some(&copies.skb);
+    ev.len = skb_field::<u32>(copy, skb, config!(skb.skb_len)).unwrap_or(0);
+    let dev: u64 = skb_field(copy, skb, config!(skb.skb_dev)).unwrap_or(0);
     if dev != 0 {
         ev.ifindex = read::at::<u32>(dev, config!(skb.dev_ifindex)).unwrap_or(0);
     }
     (ev.netns, ev.netns_cookie) = netns_at(skb, dev);
-    ev.eth_proto = u16::from_be(read::at::<u16>(skb, config!(skb.skb_protocol)).unwrap_or(0));
-    let head: u64 = read::at(skb, config!(skb.skb_head)).unwrap_or(0);
-    let nh = read::at::<u16>(skb, config!(skb.skb_network_header)).unwrap_or(u16::MAX);
-    if head == 0 || nh == u16::MAX {
+    ev.eth_proto =
+        u16::from_be(skb_field::<u16>(copy, skb, config!(skb.skb_protocol)).unwrap_or(0));
+    let head: u64 = skb_field(copy, skb, config!(skb.skb_head)).unwrap_or(0);
+    let nh = skb_field::<u16>(copy, skb, config!(skb.skb_network_header)).unwrap_or(u16::MAX);
+    if head == 0 || nh == u16::MAX || !matches!(ev.eth_proto, ETH_P_IP | ETH_P_IPV6) {
         return;
     }
-    let l3 = head + nh as u64;
-    let l4 = match ev.eth_proto {
-        ETH_P_IP => {
-            let Some(ver_ihl) = read::at::<u8>(l3, 0) else {
-                return;
-            };
-            ev.family = AF_INET;
-            ev.proto = read::at::<u8>(l3, 9).unwrap_or(0);
-            let mut addrs = [0u8; 8];
-            if read::into(&mut addrs, l3 + 12) {
-                ev.saddr[..4].copy_from_slice(&addrs[..4]);
-                ev.daddr[..4].copy_from_slice(&addrs[4..]);
-            }
-            l3 + ((ver_ihl & 0x0f) as u64) * 4
-        }
-        ETH_P_IPV6 => {
-            ev.family = AF_INET6;
-            ev.proto = read::at::<u8>(l3, 6).unwrap_or(0);
-            read::into(&mut ev.saddr, l3 + 8);
-            read::into(&mut ev.daddr, l3 + 24);
-            l3 + 40
-        }
-        _ => return,
+    // The head buffer ends with `skb_shared_info` (hundreds of bytes), so 64 bytes from the
+    // network header stay inside it even for the shortest packet.
+    let h = &mut copies.headers;
+    if !read::into(h, head + nh as u64) {
+        return;
+    }
+    let l4 = if ev.eth_proto == ETH_P_IP {
+        ev.family = AF_INET;
+        ev.proto = h[9];
+        ev.saddr[..4].copy_from_slice(&h[12..16]);
+        ev.daddr[..4].copy_from_slice(&h[16..20]);
+        ((h[0] & 0x0f) as usize) * 4
+    } else {
+        ev.family = AF_INET6;
+        ev.proto = h[6];
+        ev.saddr.copy_from_slice(&h[8..24]);
+        ev.daddr.copy_from_slice(&h[24..40]);
+        40
     };
     // TCP, UDP, UDP-Lite, SCTP and DCCP all start with the two ports.
-    if matches!(ev.proto, 6 | 17 | 33 | 132 | 136)
-        && let Some(ports) = read::at::<[u8; 4]>(l4, 0)
-    {
-        ev.sport = u16::from_be_bytes([ports[0], ports[1]]);
-        ev.dport = u16::from_be_bytes([ports[2], ports[3]]);
+    if matches!(ev.proto, 6 | 17 | 33 | 132 | 136) && l4 + 4 <= HEADER_BYTES {
+        let at = h.as_ptr();
+        let port = |i: usize| unsafe { u16::from_be_bytes([*at.add(l4 + i), *at.add(l4 + i + 1)]) };
+        ev.sport = port(0);
+        ev.dport = port(2);
     }
 }

@@ -6,10 +6,37 @@ use core::ptr;
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     btf_maps::{ArrayOfMaps, RingBuf},
-    helpers::{bpf_get_smp_processor_id, bpf_ringbuf_query},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_ringbuf_query},
+    macros::map,
     maps::PerCpuArray,
 };
-use netdoc_common::{RING_TEMPLATE_BYTES, stat};
+use netdoc_common::{EmitConfig, RING_TEMPLATE_BYTES, Record, stat};
+
+/// Set by userspace before load; read-only, so the verifier drops the budget when it is off.
+#[unsafe(no_mangle)]
+static EMIT_CONFIG: EmitConfig = EmitConfig::EMPTY;
+
+/// What one CPU has streamed of one record kind in the current second.
+#[repr(C)]
+pub struct Budget {
+    second_began_ns: u64,
+    used: u64,
+}
+
+/// One budget per record kind (indexed by `Record::KIND`) and CPU: no locks, no sharing.
+#[map]
+static BUDGETS: PerCpuArray<Budget> = PerCpuArray::with_max_entries(4, 0);
+
+const SECOND_NS: u64 = 1_000_000_000;
+
+/// What became of a record.
+#[derive(PartialEq, Eq)]
+pub enum Outcome {
+    Emitted,
+    Lost,
+    /// Over this CPU's budget for the second: counted, not streamed.
+    Sampled,
+}
 
 /// One BPF ring buffer per CPU, which userspace creates and places at the CPU's index before
 /// anything attaches: CPUs never contend for a buffer, and the loader sizes the array to the
@@ -24,18 +51,23 @@ pub fn bump(stats: &PerCpuArray<u64>, slot: u32) {
     }
 }
 
-/// Writes `record` to this CPU's ring of `rings` and counts it emitted, or lost when the ring is
-/// full (or this CPU has none: it came online after netdoc started).
+/// Writes `record` to this CPU's ring of `rings` and counts it emitted, lost when the ring is
+/// full (or this CPU has none: it came online after netdoc started), or sampled out when this
+/// CPU has streamed its budget of records of this kind this second.
 ///
 /// The reader is woken only when this record takes the ring past half full; otherwise it drains
 /// on its own schedule. A wake-up per record is what makes a perf buffer cost microseconds per
 /// event on the CPU that drops the packet.
 #[inline(always)]
-pub fn record<T>(rings: &Rings<T>, record: &T, stats: &PerCpuArray<u64>) {
+pub fn record<T: Record>(rings: &Rings<T>, record: &T, stats: &PerCpuArray<u64>) -> Outcome {
+    if over_budget(T::KIND as u32) {
+        bump(stats, stat::SAMPLED);
+        return Outcome::Sampled;
+    }
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let Some(ring) = rings.get(cpu) else {
         bump(stats, stat::EMIT_FAILED);
-        return;
+        return Outcome::Lost;
     };
     let map = ptr::from_ref(ring).cast_mut().cast();
     let (queued, size) = unsafe {
@@ -50,9 +82,33 @@ pub fn record<T>(rings: &Rings<T>, record: &T, stats: &PerCpuArray<u64>) {
     } else {
         BPF_RB_NO_WAKEUP
     };
-    let slot = match ring.output(record, flags as u64) {
-        Ok(()) => stat::EMITTED,
-        Err(_) => stat::EMIT_FAILED,
+    let (slot, outcome) = match ring.output(record, flags as u64) {
+        Ok(()) => (stat::EMITTED, Outcome::Emitted),
+        Err(_) => (stat::EMIT_FAILED, Outcome::Lost),
     };
     bump(stats, slot);
+    outcome
+}
+
+/// Takes one record from this CPU's budget for `kind`; true when the second's is spent.
+#[inline(always)]
+fn over_budget(kind: u32) -> bool {
+    let max = unsafe { ptr::read_volatile(ptr::addr_of!(EMIT_CONFIG.max_per_sec)) };
+    if max == 0 {
+        return false;
+    }
+    let Some(budget) = BUDGETS.get_ptr_mut(kind) else {
+        return false;
+    };
+    let budget = unsafe { &mut *budget };
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now.wrapping_sub(budget.second_began_ns) >= SECOND_NS {
+        budget.second_began_ns = now;
+        budget.used = 0;
+    }
+    if budget.used >= max {
+        return true;
+    }
+    budget.used += 1;
+    false
 }

@@ -183,9 +183,13 @@ struct DoctorArgs {
     /// Also write the report as one self-contained HTML page to FILE (with --replay too).
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
-    /// Perf buffer pages per CPU for the drop events.
+    /// Ring buffer pages per CPU for the drop events.
     #[arg(long, default_value_t = 64)]
     pages: usize,
+    /// Records each CPU streams per second and probe; beyond it they are counted, not streamed
+    /// (0: no limit).
+    #[arg(long, default_value_t = session::DEFAULT_MAX_EVENTS_PER_SEC)]
+    max_events_per_sec: u64,
 }
 
 #[derive(clap::Args)]
@@ -360,6 +364,7 @@ async fn run(cli: Cli) -> Result<u8> {
                     record: a.record,
                     report: a.report,
                     pages: a.pages,
+                    max_events_per_sec: a.max_events_per_sec,
                 },
                 kernel,
             )

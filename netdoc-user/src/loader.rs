@@ -2,7 +2,8 @@
 use anyhow::{Context as _, Result};
 use aya::{Ebpf, EbpfLoader};
 use netdoc_common::{
-    DropConfig, conntrack::ConfirmConfig, retrans::RetransConfig, softirq::SoftirqConfig,
+    DropConfig, EmitConfig, conntrack::ConfirmConfig, retrans::RetransConfig,
+    softirq::SoftirqConfig,
 };
 
 /// All of netdoc's kernel programs, built by build.rs from `netdoc-ebpf`.
@@ -15,6 +16,7 @@ pub struct Configs {
     pub softirq: SoftirqConfig,
     pub retrans: RetransConfig,
     pub confirm: ConfirmConfig,
+    pub emit: EmitConfig,
 }
 
 impl Default for Configs {
@@ -24,6 +26,7 @@ impl Default for Configs {
             softirq: SoftirqConfig::EMPTY,
             retrans: RetransConfig::EMPTY,
             confirm: ConfirmConfig::EMPTY,
+            emit: EmitConfig::EMPTY,
         }
     }
 }
@@ -46,6 +49,7 @@ pub fn load(cfg: &Configs) -> Result<Ebpf> {
         .override_global("SOFTIRQ_CONFIG", &cfg.softirq, true)
         .override_global("RETRANS_CONFIG", &cfg.retrans, true)
         .override_global("CONFIRM_CONFIG", &cfg.confirm, true)
+        .override_global("EMIT_CONFIG", &cfg.emit, true)
         .load(OBJECT)
         .context("loading netdoc's eBPF object")
 }

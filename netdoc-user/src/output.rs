@@ -78,10 +78,13 @@ pub struct RetransSummary {
     pub streaming: bool,
     pub retransmits: u64,
     pub segments: u64,
-    /// Every retransmit the probes saw: `delivered + lost` equals this when streaming.
+    /// Every retransmit the probes saw: `delivered + lost + sampled` equals this when streaming.
     pub matched: u64,
     pub delivered: u64,
     pub lost: u64,
+    /// Counted but not streamed: over a CPU's budget of records per second.
+    #[serde(default)]
+    pub sampled: u64,
     pub unknown_records: u64,
     pub aggregation_overflow: u64,
     pub flows: Vec<FlowRow>,
@@ -110,6 +113,9 @@ pub struct ConntrackSummary {
     /// Insertion-failure events delivered, and lost (buffer full or a missed kprobe entry).
     pub insert_failure_events: u64,
     pub insert_failure_events_lost: u64,
+    /// Counted but not streamed: over a CPU's budget of records per second.
+    #[serde(default)]
+    pub insert_failure_events_sampled: u64,
     /// Without a function hook: the stage sentinels that name each `NETFILTER_DROP`'s cause,
     /// or why they could not attach.
     pub stage_probe: Option<String>,
@@ -119,6 +125,8 @@ pub struct ConntrackSummary {
     pub netfilter_causes: BTreeMap<Cause, u64>,
     pub conntrack_drop_events: u64,
     pub conntrack_drop_events_lost: u64,
+    #[serde(default)]
+    pub conntrack_drop_events_sampled: u64,
     /// Every namespace that used conntrack during the run (only `--netns` when given).
     #[serde(default)]
     pub namespaces: Vec<NamespaceConntrack>,
@@ -176,6 +184,7 @@ mod tests {
             matched: 3,
             delivered: 3,
             lost: 0,
+            sampled: 0,
             unknown_records: 0,
             aggregation_overflow: 0,
             flows: vec![],
@@ -204,14 +213,18 @@ mod tests {
         };
         assert_eq!(s.netfilter_causes[&Cause::ConntrackIn], 32);
         assert_eq!(s.locations[0].cpus[&0], 32);
-        // Recorded before `namespaces` and `probes` were added: an added field reads as
-        // empty and writes back.
+        // Recorded before `sampled`, `namespaces` and `probes` were added: an added field
+        // reads as empty and writes back.
         let again = Output::Summary(Summary::Drops(s)).line();
+        let with_budget = line.replace(
+            "\"lost\":0,",
+            "\"lost\":0,\"sampled\":0,\"max_events_per_sec\":0,",
+        );
         assert_eq!(
             again.trim_end(),
             format!(
                 "{},\"namespaces\":[],\"namespaces_gone\":[],\"namespaces_gone_earlier\":0,\"counted\":[],\"probes\":[]}}",
-                line.trim_end_matches('}')
+                with_budget.trim_end_matches('}')
             )
         );
     }

@@ -272,6 +272,49 @@ fn every_drop_is_delivered_or_counted_lost_under_pressure() {
     assert_eq!(events, delivered, "every delivered record was printed");
 }
 
+#[test]
+fn a_budget_samples_streamed_drops_out_and_counts_each_one() {
+    require_root!();
+    const BURST: usize = 5000;
+    const BUDGET: u64 = 100;
+    let pair = Pair::new("b", 11);
+    let budget = BUDGET.to_string();
+    let args = [
+        "drops",
+        "--json",
+        "--netns",
+        &pair.b,
+        "--max-events-per-sec",
+        &budget,
+    ];
+    let lines = trace(&pair, &args, BURST, 0, libc::SIGINT);
+    let s = summary(&lines);
+    let (matched, delivered, lost, sampled) = (
+        s["matched"].as_u64().unwrap(),
+        s["delivered"].as_u64().unwrap(),
+        s["lost"].as_u64().unwrap(),
+        s["sampled"].as_u64().unwrap(),
+    );
+    eprintln!("burst of {BURST} at {BUDGET}/s per CPU: delivered {delivered}, sampled {sampled}");
+    assert_eq!(
+        count(s, NO_SOCKET),
+        BURST as u64,
+        "counting is never sampled"
+    );
+    assert_eq!(matched, BURST as u64);
+    assert_eq!(delivered + lost + sampled, matched);
+    assert!(
+        sampled > 0,
+        "{BURST} drops within a second or so exceed {BUDGET}"
+    );
+    assert_eq!(s["max_events_per_sec"], BUDGET);
+    let reason = s["sampled_by_reason"].as_object().unwrap();
+    let by_reason: u64 = reason.values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(by_reason, sampled, "{reason:?}");
+    let events = lines.iter().filter(|l| l["type"] == "drop").count() as u64;
+    assert_eq!(events, delivered, "every delivered record was printed");
+}
+
 /// Another tracer counting `skb:kfree_skb` host-wide while netdoc runs: `perf stat` (which a
 /// BPF program returning 0 on the classic tracepoint blinds) or a bpftrace one-liner.
 struct Bystander {

@@ -35,7 +35,7 @@ use crate::{
     },
 };
 
-/// Perf buffer pages per CPU: conntrack events come in bursts of at most a few thousand.
+/// Ring buffer pages per CPU: conntrack events come in bursts of at most a few thousand.
 const PAGES: usize = 16;
 
 /// Each cause's `NETFILTER_DROP` count, from the kernel's own aggregation (never sampled).
@@ -355,7 +355,8 @@ pub async fn run(
     let schedule = Schedule { interval, duration };
     let mut ended = live::run(&mut session, &mut view, &mut signals, schedule).await?;
     let lost = session.confirm.as_ref().map_or(0, |c| c.lost());
-    let (causes, drops_lost) = match (session.drops.as_ref(), view.namer.as_mut()) {
+    let sampled = session.confirm.as_ref().map_or(0, |c| c.sampled());
+    let (causes, drops_lost, drops_sampled) = match (session.drops.as_ref(), view.namer.as_mut()) {
         (Some(maps), Some(namer)) => {
             let mut counts = CauseCounts::new();
             for (key, per_cpu) in maps.counts() {
@@ -363,9 +364,10 @@ pub async fn run(
                     *counts.entry(c).or_insert(0) += per_cpu.iter().sum::<u64>();
                 }
             }
-            (counts, maps.stats().lost)
+            let stats = maps.stats();
+            (counts, stats.lost, stats.sampled)
         }
-        _ => (CauseCounts::new(), 0),
+        _ => (CauseCounts::new(), 0, 0),
     };
     let events = view.insert_failures;
     let drop_events = view.drop_events;
@@ -393,11 +395,13 @@ pub async fn run(
             confirm_degraded: confirm_degraded.clone(),
             insert_failure_events: events,
             insert_failure_events_lost: lost,
+            insert_failure_events_sampled: sampled,
             stage_probe: stage_probe.clone(),
             stage_degraded: stage_degraded.clone(),
             netfilter_causes: causes.clone(),
             conntrack_drop_events: drop_events,
             conntrack_drop_events_lost: drops_lost,
+            conntrack_drop_events_sampled: drops_sampled,
             namespaces: namespaces.clone(),
             namespaces_gone: gone,
             namespaces_gone_earlier: gone_earlier,
@@ -418,7 +422,10 @@ pub async fn run(
         );
         match (&hook, &confirm_degraded) {
             (Some(h), _) => {
-                let _ = writeln!(t, "insertion failures seen at {h}: {events} (lost {lost})");
+                let _ = writeln!(
+                    t,
+                    "insertion failures seen at {h}: {events} (lost {lost}, sampled {sampled})"
+                );
             }
             (None, Some(why)) => {
                 let _ = writeln!(t, "no function hook on __nf_conntrack_confirm: {why}");
@@ -433,7 +440,7 @@ pub async fn run(
                     .collect();
                 let _ = writeln!(
                     t,
-                    "NETFILTER_DROP causes via {p}: {} (conntrack drop events {drop_events}, lost {drops_lost})",
+                    "NETFILTER_DROP causes via {p}: {} (conntrack drop events {drop_events}, lost {drops_lost}, sampled {drops_sampled})",
                     if causes.is_empty() {
                         "none".to_string()
                     } else {

@@ -45,6 +45,7 @@ pub struct DoctorOptions {
     /// Where to write the report as HTML.
     pub report: Option<PathBuf>,
     pub pages: usize,
+    pub max_events_per_sec: u64,
 }
 
 struct DoctorView {
@@ -103,6 +104,7 @@ impl View for DoctorView {
 fn request(opts: &DoctorOptions, families: &Families) -> Result<Request> {
     let mut request = Request {
         pages: opts.pages,
+        max_events_per_sec: opts.max_events_per_sec,
         watched: opts.netns.clone(),
         sentinels: Ok(match &opts.netns {
             Some(ns) => Scope::Only(ns.inode),

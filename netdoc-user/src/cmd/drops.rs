@@ -56,6 +56,8 @@ struct DropsView {
     previous: HashMap<DropKey, u64>,
     last_tick: Instant,
     delivered: u64,
+    /// The per-CPU budget of streamed records, named when it samples drops out.
+    max_events_per_sec: u64,
     per_netns: PerNetns,
     /// Drops counted by the kernel without a `kfree_skb`, per namespace.
     counted: counted::PerNamespace,
@@ -111,8 +113,16 @@ impl View for DropsView {
         );
         self.previous = counts.iter().map(|(k, v)| (*k, v.iter().sum())).collect();
         self.last_tick = Instant::now();
+        let sampled = maps.stats().sampled;
+        let sampling = match sampled {
+            0 => String::new(),
+            n => format!(
+                "sampling: {n} drops counted but not streamed (over {} per second per CPU)\n",
+                self.max_events_per_sec
+            ),
+        };
         Ok(out.line(&format!(
-            "{}netdoc drops via {} — {:.0}s\n{}{}",
+            "{}netdoc drops via {} — {:.0}s\n{}{sampling}{}",
             live::clear_screen(self.tty),
             self.hook,
             session.started.elapsed().as_secs_f64(),
@@ -131,6 +141,7 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
     let streaming = !opts.stream.counts_only;
     let mut request = Request {
         pages: opts.stream.pages,
+        max_events_per_sec: opts.stream.max_events_per_sec,
         watched: opts.netns.clone(),
         ..Request::default()
     };
@@ -206,6 +217,7 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
         previous: HashMap::new(),
         last_tick: Instant::now(),
         delivered: 0,
+        max_events_per_sec: opts.stream.max_events_per_sec,
         per_netns: PerNetns::default(),
         counted,
         namespaces,
@@ -234,6 +246,12 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
         streaming,
         stats,
         delivered,
+        sampled_by_reason: maps
+            .sampled()
+            .into_iter()
+            .map(|(code, n)| (view.namer.reasons().name(code), n))
+            .collect(),
+        max_events_per_sec: opts.stream.max_events_per_sec,
         unknown_records: session.unknown_records(StreamKind::Drops),
         in_net_rx: session
             .net_rx_known
@@ -250,10 +268,11 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
         namespaces_gone: session.namespaces_gone(),
         probes: session.probe_statuses(),
     });
-    if streaming && delivered + stats.lost != stats.matched {
+    if streaming && delivered + stats.lost + stats.sampled != stats.matched {
         log::warn!(
-            "accounting mismatch: delivered {delivered} + lost {} != matched {}",
+            "accounting mismatch: delivered {delivered} + lost {} + sampled {} != matched {}",
             stats.lost,
+            stats.sampled,
             stats.matched,
         );
     }

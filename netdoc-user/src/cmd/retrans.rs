@@ -141,6 +141,7 @@ pub async fn run(opts: StreamOptions, kernel: Kernel) -> Result<()> {
     let request = Request {
         retrans_stream: streaming,
         pages: opts.pages,
+        max_events_per_sec: opts.max_events_per_sec,
         ..Request::default()
     }
     .with(Component::Retransmits);
@@ -195,6 +196,7 @@ pub async fn run(opts: StreamOptions, kernel: Kernel) -> Result<()> {
         matched: stats.matched,
         delivered,
         lost: stats.lost,
+        sampled: stats.sampled,
         unknown_records,
         aggregation_overflow: stats.aggregation_overflow,
         flows,
@@ -215,8 +217,8 @@ pub async fn run(opts: StreamOptions, kernel: Kernel) -> Result<()> {
         if streaming {
             let _ = writeln!(
                 t,
-                "events: {} matched, {} delivered, {} lost, {} unknown records",
-                stats.matched, delivered, stats.lost, unknown_records
+                "events: {} matched, {} delivered, {} lost, {} sampled, {} unknown records",
+                stats.matched, delivered, stats.lost, stats.sampled, unknown_records
             );
         }
         for f in &summary.findings {

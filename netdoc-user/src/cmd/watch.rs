@@ -155,6 +155,8 @@ impl Watch {
                     matched: stats.matched.saturating_sub(stats_before.matched),
                     delivered: self.window.delivered,
                     lost: stats.lost.saturating_sub(stats_before.lost),
+                    sampled: stats.sampled.saturating_sub(stats_before.sampled),
+                    max_events_per_sec: session.max_events_per_sec,
                     folded: self.window.grouper.folded,
                 }
             }

@@ -127,6 +127,11 @@ impl ConfirmMaps {
     pub fn lost(&self) -> u64 {
         kernel_stats(&self.stats).lost + stat_slot(&self.stats, stat::UNPAIRED)
     }
+
+    /// Events counted but not streamed: over a CPU's budget of records per second.
+    pub fn sampled(&self) -> u64 {
+        stat_slot(&self.stats, stat::SAMPLED)
+    }
 }
 
 /// One conntrack entry that could not be inserted (its packet was dropped).

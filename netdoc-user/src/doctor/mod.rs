@@ -92,10 +92,16 @@ pub struct Drops {
     pub sites: Vec<Row>,
     /// Delivered events grouped by namespace, reason, cause and protocol.
     pub groups: Vec<DropGroup>,
-    /// Drops the probe matched, delivered as events, and lost (buffer full).
+    /// Drops the probe matched, delivered as events, lost (buffer full), and sampled out (over
+    /// a CPU's budget of events per second).
     pub matched: u64,
     pub delivered: u64,
     pub lost: u64,
+    #[serde(default)]
+    pub sampled: u64,
+    /// That budget; 0: none.
+    #[serde(default)]
+    pub max_events_per_sec: u64,
     /// Delivered events that found no room among the groups (counted in `sites` only).
     #[serde(default)]
     pub folded: u64,
@@ -288,10 +294,12 @@ pub struct Report {
     pub duration_s: f64,
     /// Ranked: most severe first, then the surest, then the most packets.
     pub findings: Vec<Finding>,
-    /// Drop events matched, delivered and lost during the run.
+    /// Drop events matched, delivered, lost and sampled out during the run.
     pub drops_matched: u64,
     pub drops_delivered: u64,
     pub drops_lost: u64,
+    #[serde(default)]
+    pub drops_sampled: u64,
     pub namespaces_gone: Vec<GoneNetns>,
     #[serde(default)]
     pub namespaces_gone_earlier: u64,
@@ -312,6 +320,7 @@ impl Report {
             drops_matched: s.drops.matched,
             drops_delivered: s.drops.delivered,
             drops_lost: s.drops.lost,
+            drops_sampled: s.drops.sampled,
             namespaces_gone: s.namespaces_gone.clone(),
             namespaces_gone_earlier: s.namespaces_gone_earlier,
             probes: s.probes.clone(),

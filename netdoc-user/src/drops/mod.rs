@@ -3,6 +3,8 @@ pub mod filter;
 pub mod render;
 pub mod report;
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf,
@@ -149,16 +151,26 @@ pub fn set_reason_filter(ebpf: &mut Ebpf, reasons: &[u32]) -> Result<()> {
 pub struct DropMaps {
     pub counts: PerCpuHashMap<MapData, DropKey, u64>,
     pub stats: PerCpuArray<MapData, u64>,
+    sampled: PerCpuHashMap<MapData, u32, u64>,
 }
 
 impl DropMaps {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
-        let counts = ebpf.take_map("DROP_COUNTS").context("DROP_COUNTS map")?;
-        let stats = ebpf.take_map("DROP_STATS").context("DROP_STATS map")?;
+        let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("{name} map"));
         Ok(Self {
-            counts: PerCpuHashMap::try_from(counts)?,
-            stats: PerCpuArray::try_from(stats)?,
+            counts: PerCpuHashMap::try_from(take("DROP_COUNTS")?)?,
+            stats: PerCpuArray::try_from(take("DROP_STATS")?)?,
+            sampled: PerCpuHashMap::try_from(take("DROP_SAMPLED")?)?,
         })
+    }
+
+    /// Streamed drops each raw reason had sampled out by the per-CPU budget, summed over CPUs.
+    pub fn sampled(&self) -> BTreeMap<u32, u64> {
+        self.sampled
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(reason, per_cpu)| (reason, per_cpu.iter().sum()))
+            .collect()
     }
 
     /// Per-CPU counts by (reason, netfilter stage, location), the context bits and namespaces

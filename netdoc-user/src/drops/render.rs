@@ -82,6 +82,20 @@ pub fn summary(s: &Summary) -> String {
             s.matched, s.delivered, s.lost, s.unknown_records
         );
     }
+    if s.sampled > 0 {
+        let reasons: Vec<String> = s
+            .sampled_by_reason
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "sampled: {} drops counted but not streamed, over {} records per second per CPU ({}); --max-events-per-sec 0 streams all",
+            s.sampled,
+            s.max_events_per_sec,
+            reasons.join(", ")
+        );
+    }
     if let Some(n) = s.in_net_rx {
         let _ = writeln!(out, "inside NET_RX softirq: {n} of {} drops", s.total);
     }

@@ -198,10 +198,19 @@ pub struct Summary {
     pub total: u64,
     /// Every `kfree_skb` the probe saw, before filters.
     pub seen: u64,
-    /// Drops that passed the filters: `delivered + lost` equals this when streaming.
+    /// Drops that passed the filters: `delivered + lost + sampled` equals this when streaming.
     pub matched: u64,
     pub delivered: u64,
     pub lost: u64,
+    /// Drops counted but not streamed: over a CPU's budget of records per second.
+    #[serde(default)]
+    pub sampled: u64,
+    /// `sampled` per reason name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sampled_by_reason: BTreeMap<String, u64>,
+    /// The per-CPU budget of streamed records per second; 0: none.
+    #[serde(default)]
+    pub max_events_per_sec: u64,
     pub unknown_records: u64,
     pub aggregation_overflow: u64,
     /// Drops inside the NET_RX softirq; null when not tracked.
@@ -280,6 +289,9 @@ pub struct SummaryInput<'a> {
     pub streaming: bool,
     pub stats: KernelStats,
     pub delivered: u64,
+    /// Sampled-out drops per reason name.
+    pub sampled_by_reason: BTreeMap<String, u64>,
+    pub max_events_per_sec: u64,
     pub unknown_records: u64,
     pub in_net_rx: Option<u64>,
     pub netfilter_stages: String,
@@ -311,6 +323,9 @@ pub fn summary(input: SummaryInput<'_>) -> Summary {
         matched: input.stats.matched,
         delivered: input.delivered,
         lost: input.stats.lost,
+        sampled: input.stats.sampled,
+        sampled_by_reason: input.sampled_by_reason,
+        max_events_per_sec: input.max_events_per_sec,
         unknown_records: input.unknown_records,
         aggregation_overflow: input.stats.aggregation_overflow,
         in_net_rx: input.in_net_rx,
@@ -499,11 +514,14 @@ mod tests {
             stats: KernelStats {
                 seen: 20,
                 matched: 16,
-                emitted: 15,
+                emitted: 12,
                 lost: 1,
+                sampled: 3,
                 aggregation_overflow: 0,
             },
-            delivered: 15,
+            delivered: 12,
+            sampled_by_reason: BTreeMap::from([("NO_SOCKET".into(), 3)]),
+            max_events_per_sec: 1000,
             unknown_records: 0,
             in_net_rx: Some(3),
             netfilter_stages: "test".into(),
@@ -518,14 +536,19 @@ mod tests {
             BTreeMap::from([("NETFILTER_DROP".into(), 10), ("NO_SOCKET".into(), 6)])
         );
         assert_eq!(s.total, 16);
-        assert_eq!(s.delivered + s.lost, s.matched);
+        assert_eq!(s.delivered + s.lost + s.sampled, s.matched);
         let v = serde_json::to_value(Output::Summary(OutputSummary::Drops(s.clone()))).unwrap();
         assert_eq!(v["type"], "summary");
         assert_eq!(v["command"], "drops");
         assert_eq!(v["lost"], 1);
+        assert_eq!(v["sampled_by_reason"]["NO_SOCKET"], 3);
         let text = crate::drops::render::summary(&s);
         assert!(
             text.contains("NETFILTER_DROP") && text.contains("1 lost"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sampled: 3 drops counted but not streamed, over 1000 records per second per CPU (NO_SOCKET 3)"),
             "{text}"
         );
     }
@@ -563,6 +586,8 @@ mod tests {
             streaming: false,
             stats: KernelStats::default(),
             delivered: 0,
+            sampled_by_reason: BTreeMap::new(),
+            max_events_per_sec: 0,
             unknown_records: 0,
             in_net_rx: None,
             netfilter_stages: "22 netfilter links in 1 namespace(s)".into(),

@@ -10,6 +10,9 @@ pub struct KernelStats {
     pub matched: u64,
     pub emitted: u64,
     pub lost: u64,
+    /// Not streamed: over a CPU's budget of records per second (`--max-events-per-sec`).
+    #[serde(default)]
+    pub sampled: u64,
     pub aggregation_overflow: u64,
 }
 
@@ -18,13 +21,15 @@ pub fn stat_slot(map: &PerCpuArray<MapData, u64>, slot: u32) -> u64 {
     map.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0)
 }
 
-/// A family's per-CPU `stat` slots (seen, matched, emitted, lost, aggregation full), summed.
+/// A family's per-CPU `stat` slots (seen, matched, emitted, lost, sampled, aggregation full),
+/// summed.
 pub fn kernel_stats(map: &PerCpuArray<MapData, u64>) -> KernelStats {
     KernelStats {
         seen: stat_slot(map, stat::SEEN),
         matched: stat_slot(map, stat::MATCHED),
         emitted: stat_slot(map, stat::EMITTED),
         lost: stat_slot(map, stat::EMIT_FAILED),
+        sampled: stat_slot(map, stat::SAMPLED),
         aggregation_overflow: stat_slot(map, stat::AGG_FULL),
     }
 }

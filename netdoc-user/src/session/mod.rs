@@ -67,6 +67,11 @@ pub struct DropUse {
     pub per_netns: bool,
 }
 
+/// Records each CPU streams per second and stream unless told otherwise: about what one reader
+/// decodes and names per second, so a drop storm on a few CPUs is summarized exactly instead of
+/// burying the reader (and the terminal) under records it could not keep up with.
+pub const DEFAULT_MAX_EVENTS_PER_SEC: u64 = 20_000;
+
 /// What the commands of one session want attached.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -78,6 +83,8 @@ pub struct Request {
     pub retrans_stream: bool,
     /// Ring buffer pages per CPU for each stream.
     pub pages: usize,
+    /// Records each CPU may stream per second and stream (0: no limit).
+    pub max_events_per_sec: u64,
     /// The namespace the command is about (`--netns`): when it goes away, its sentinel links
     /// are closed (they would keep it alive) and the run ends.
     pub watched: Option<NetnsArg>,
@@ -91,6 +98,7 @@ impl Default for Request {
             sentinels: Err(NOT_REQUESTED.into()),
             retrans_stream: false,
             pages: 64,
+            max_events_per_sec: DEFAULT_MAX_EVENTS_PER_SEC,
             watched: None,
         }
     }
@@ -157,6 +165,8 @@ pub struct Session {
     /// Each stream's decoding and loss totals, once the streams have stopped.
     pub stream_totals: BTreeMap<StreamKind, ReaderTotals>,
     pub cpus: Vec<u32>,
+    /// Each CPU's budget of streamed records per second and stream (0: none).
+    pub max_events_per_sec: u64,
     pub started: Instant,
     watched: Option<NetnsArg>,
     namespaces: Namespaces,
@@ -220,6 +230,7 @@ impl Session {
             configs.drops.netfilter_drop = netfilter_drop.unwrap_or(REASON_UNAVAILABLE);
         }
         configs.retrans.stream = request.retrans_stream as u32;
+        configs.emit.max_per_sec = request.max_events_per_sec;
         let namespaces = Namespaces::discover();
         let mut ebpf = loader::load(&configs)?;
         let mut streams = Streams::new();
@@ -390,6 +401,7 @@ impl Session {
             net_rx_known,
             streams: Some(streams),
             stream_totals: BTreeMap::new(),
+            max_events_per_sec: request.max_events_per_sec,
             cpus,
             started: Instant::now(),
             watched: request.watched,

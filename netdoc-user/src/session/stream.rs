@@ -69,6 +69,10 @@ pub struct StreamOptions {
     /// Ring buffer pages per CPU (power of two).
     #[arg(long, default_value_t = 64)]
     pub pages: usize,
+    /// Records each CPU streams per second; beyond it they are counted per reason, not
+    /// streamed (0: no limit).
+    #[arg(long, default_value_t = crate::session::DEFAULT_MAX_EVENTS_PER_SEC)]
+    pub max_events_per_sec: u64,
     /// Rows shown in the live view.
     #[arg(long, default_value_t = 20)]
     pub top: usize,

@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: CPU cost per dropped packet with no tracer, an empty program (the floor),
-//! netdoc counts-only, counts-only with the conntrack stage sentinels, streaming (with them) and
-//! `netdoc doctor` (every family), interleaved, with each tracer's attach time and peak resident
+//! netdoc counts-only, counts-only with the conntrack stage sentinels, streaming every drop and
+//! under the default budget (both without the sentinels, as bpftrace has none), bpftrace's count
+//! and printf, and `netdoc doctor` (every family), interleaved, with each tracer's attach time and peak resident
 //! memory; plus event delivery at full drop rate, and what following many namespaces costs
 //! (`namespaces`).
 mod export;
@@ -58,7 +59,10 @@ enum Mode {
     /// Counts-only plus the stage sentinels: on loopback each datagram crosses ten of them
     /// (LOCAL_OUT, POST_ROUTING, PRE_ROUTING, LOCAL_IN).
     CountsCauses,
+    /// Every drop streamed (no budget), without the sentinels: what bpftrace's printf does.
     Streaming,
+    /// Streaming under netdoc's default budget of records per second per CPU.
+    StreamingBudget,
     /// bpftrace's in-kernel count per reason: what counts-only competes with.
     BpftraceCount,
     /// bpftrace printing a line per drop: what streaming competes with.
@@ -69,12 +73,13 @@ enum Mode {
 }
 
 impl Mode {
-    const ALL: [Mode; 8] = [
+    const ALL: [Mode; 9] = [
         Mode::None,
         Mode::Floor,
         Mode::CountsOnly,
         Mode::CountsCauses,
         Mode::Streaming,
+        Mode::StreamingBudget,
         Mode::BpftraceCount,
         Mode::BpftracePrintf,
         Mode::Doctor,
@@ -86,6 +91,7 @@ impl Mode {
             Mode::CountsOnly => "netdoc counts-only",
             Mode::CountsCauses => "+ stage sentinels",
             Mode::Streaming => "netdoc streaming",
+            Mode::StreamingBudget => "+ default budget",
             Mode::BpftraceCount => "bpftrace count",
             Mode::BpftracePrintf => "bpftrace printf",
             Mode::Doctor => "netdoc doctor",
@@ -149,6 +155,7 @@ fn per_packet(netdoc: &Path, args: &BenchArgs) -> Result<()> {
     let mut samples: Vec<Vec<Sample>> = Mode::ALL.iter().map(|_| Vec::new()).collect();
     let mut figures: Vec<Vec<Figures>> = Mode::ALL.iter().map(|_| Vec::new()).collect();
     let mut last_summary = None;
+    let mut last_budget = None;
     let mut last_doctor = None;
     let mut stages = None;
     for round in 0..args.rounds {
@@ -160,6 +167,9 @@ fn per_packet(netdoc: &Path, args: &BenchArgs) -> Result<()> {
             }
             if *mode == Mode::Streaming {
                 last_summary = last_line(&out_file, "summary");
+            }
+            if *mode == Mode::StreamingBudget {
+                last_budget = last_line(&out_file, "summary");
             }
             if *mode == Mode::Doctor {
                 last_doctor = last_line(&out_file, "doctor");
@@ -253,6 +263,14 @@ fn per_packet(netdoc: &Path, args: &BenchArgs) -> Result<()> {
         Some(s) => println!("streaming at full drop rate: {}", accounting(&s, "")),
         None => println!("streaming: no summary line was read"),
     }
+    match last_budget {
+        Some(s) => println!(
+            "streaming under the default budget ({} per second per CPU): {}",
+            s["max_events_per_sec"],
+            accounting(&s, "")
+        ),
+        None => println!("streaming under the default budget: no summary line was read"),
+    }
     match last_doctor {
         Some(r) => {
             let findings: Vec<String> = r["findings"]
@@ -287,11 +305,16 @@ fn accounting(line: &serde_json::Value, prefix: &str) -> String {
             .and_then(|v| v.as_u64())
             .unwrap_or(0)
     };
-    let (matched, delivered, lost) = (get("matched"), get("delivered"), get("lost"));
+    let (matched, delivered, lost, sampled) = (
+        get("matched"),
+        get("delivered"),
+        get("lost"),
+        get("sampled"),
+    );
     format!(
-        "kernel counted {matched}, delivered {delivered}, lost {lost} ({})",
-        if delivered + lost == matched {
-            "delivered + lost == counted"
+        "kernel counted {matched}, delivered {delivered}, lost {lost}, sampled {sampled} ({})",
+        if delivered + lost + sampled == matched {
+            "delivered + lost + sampled == counted"
         } else {
             "MISMATCH"
         }
@@ -305,7 +328,14 @@ fn start(netdoc: &Path, mode: Mode, out_file: &Path, sender_cpu: usize) -> Resul
         Mode::Floor => &["bench-floor"],
         Mode::CountsOnly => &["drops", "--counts-only", "--json", "--no-causes"],
         Mode::CountsCauses => &["drops", "--counts-only", "--json"],
-        Mode::Streaming => &["drops", "--json"],
+        Mode::Streaming => &[
+            "drops",
+            "--json",
+            "--no-causes",
+            "--max-events-per-sec",
+            "0",
+        ],
+        Mode::StreamingBudget => &["drops", "--json", "--no-causes"],
         // Its --duration defaults to 30 s, which a slow flood could outlast: it is stopped with
         // SIGINT like the others instead.
         Mode::Doctor => &["doctor", "--json", "--duration", "1h"],

@@ -93,6 +93,24 @@ pub fn blind_spots(s: &Snapshot) -> Vec<Finding> {
             Scope::host(),
         ));
     }
+    if s.drops.sampled > 0 {
+        out.push(blind(
+            format!(
+                "netdoc streamed {} of {} drop events and counted the other {} (over its budget of {} per second per CPU): counts are exact, the flows and namespaces shown are a sample",
+                s.drops.delivered, s.drops.matched, s.drops.sampled, s.drops.max_events_per_sec
+            ),
+            s.drops.sampled,
+            vec![Evidence::new(
+                format!(
+                    "matched {}, delivered {}, sampled {}",
+                    s.drops.matched, s.drops.delivered, s.drops.sampled
+                ),
+                "the drop probe's own counters",
+            )],
+            vec!["every event, at the cost of the CPUs that drop: netdoc doctor --max-events-per-sec 0".into()],
+            Scope::host(),
+        ));
+    }
     for p in &s.probes {
         let Some(why) = &p.unavailable else { continue };
         if let Some((_, hides)) = WATCHED.iter().find(|(name, _)| *name == p.probe) {
@@ -176,6 +194,24 @@ mod tests {
         assert!(f.iter().all(|f| f.severity == Severity::Info));
         assert!(f[0].title.contains("lost 10 of 100"));
         assert!(f[1].title.contains("napi_poll"));
+    }
+
+    #[test]
+    fn sampled_events_are_an_info_finding_that_names_the_budget() {
+        let mut s = quiet();
+        s.drops.matched = 50_000;
+        s.drops.delivered = 20_000;
+        s.drops.sampled = 30_000;
+        s.drops.max_events_per_sec = 20_000;
+        let f = blind_spots(&s);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].severity, Severity::Info);
+        assert!(
+            f[0].title
+                .contains("streamed 20000 of 50000 drop events and counted the other 30000 (over its budget of 20000 per second per CPU)"),
+            "{}",
+            f[0].title
+        );
     }
 
     #[test]

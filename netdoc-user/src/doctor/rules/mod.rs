@@ -108,7 +108,8 @@ fn untold_in(s: &Snapshot, inode: u32) -> Untold {
         .map(|g| g.events)
         .sum();
     let untold: u64 = in_ns().filter(|g| is_untold(g)).map(|g| g.events).sum();
-    match s.drops.lost == 0 && untold == dropped.saturating_sub(told_conntrack) {
+    let every_event = s.drops.lost == 0 && s.drops.sampled == 0;
+    match every_event && untold == dropped.saturating_sub(told_conntrack) {
         true => Untold::Conntrack,
         false => Untold::Mixed,
     }
