@@ -1,4 +1,6 @@
 //! Kernel text symbols from `/proc/kallsyms`, for `func+0xoff` drop locations.
+use std::sync::{Arc, OnceLock};
+
 use anyhow::{Context as _, Result};
 
 pub struct Kallsyms {
@@ -6,18 +8,23 @@ pub struct Kallsyms {
     syms: Vec<(u64, String)>,
 }
 
-/// Whether the kernel has a text symbol `name` (a module function exists only once loaded),
-/// without parsing and sorting every symbol as [`Kallsyms::load`] does.
+/// Whether the kernel has a text symbol `name` (a module function exists only once loaded), in
+/// the symbols this process read first ([`Kallsyms::shared`]).
 pub fn defines(name: &str) -> bool {
-    std::fs::read_to_string("/proc/kallsyms").is_ok_and(|text| {
-        text.lines().any(|l| {
-            let mut it = l.split_whitespace().skip(1);
-            matches!(it.next(), Some("t" | "T")) && it.next() == Some(name)
-        })
-    })
+    Kallsyms::shared().is_some_and(|k| k.syms.iter().any(|(_, n)| n == name))
 }
 
 impl Kallsyms {
+    /// The symbols as this process first read them, read once: the kernel formats every line of
+    /// `/proc/kallsyms` for each reader, which was a fifth of netdoc's start-up when the probes
+    /// and the namer each read it.
+    pub fn shared() -> Option<Arc<Self>> {
+        static SHARED: OnceLock<Option<Arc<Kallsyms>>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| Self::load().ok().map(Arc::new))
+            .clone()
+    }
+
     pub fn load() -> Result<Self> {
         let text = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
         Ok(Self::parse(&text))

@@ -1,5 +1,5 @@
 //! Naming what the kernel hands over as numbers: reasons, code addresses, namespaces, devices.
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use super::{
     cause::{self, Cause, Coverage, DropFacts, NFTABLES},
@@ -53,7 +53,7 @@ pub struct LiveNamer {
     net_rx_known: bool,
     coverage: Coverage,
     reasons: DropReasons,
-    kallsyms: Option<Kallsyms>,
+    kallsyms: Option<Arc<Kallsyms>>,
     namespaces: Namespaces,
     /// Device names by namespace serial and ifindex.
     devices: HashMap<(u64, u32), Option<String>>,
@@ -71,7 +71,7 @@ impl LiveNamer {
             net_rx_known,
             coverage,
             reasons,
-            kallsyms: Kallsyms::load().ok(),
+            kallsyms: Kallsyms::shared(),
             namespaces,
             devices: HashMap::new(),
             locations: HashMap::new(),
