@@ -416,38 +416,87 @@ fn sighup_ends_a_live_view_with_its_summary() {
     assert_nothing_left();
 }
 
-/// Output that cannot be written is an error with one line, never a panic or a silent exit 0.
+/// Output that cannot be written is an error with one line, never a panic or a silent exit 0:
+/// a full disk (/dev/full) and a stdout closed from the start (`>&-`, which Rust's runtime
+/// would hide behind /dev/null), for every command's output path.
 #[test]
-fn a_full_stdout_is_a_one_line_error() {
+fn a_full_or_closed_stdout_is_a_one_line_error() {
     require_root!();
     for args in [
         &["probes"][..],
         &["probes", "--json"],
         &["drops", "--duration", "300ms", "--no-causes"],
+        &["drops", "--json", "--duration", "300ms", "--no-causes"],
+        &["check", "--duration", "300ms", "--expect", "drops >= 0"],
+        &["softirq", "--duration", "300ms"],
+        &["conntrack", "--duration", "300ms", "--json"],
+        &["doctor", "--duration", "1s"],
+    ] {
+        for closed in [false, true] {
+            let out = if closed {
+                Command::new("sh")
+                    .args(["-c", "exec \"$0\" \"$@\" >&-", NETDOC])
+                    .args(args)
+                    .output()
+                    .unwrap()
+            } else {
+                let full = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .unwrap();
+                Command::new(NETDOC)
+                    .args(args)
+                    .stdout(full)
+                    .output()
+                    .unwrap()
+            };
+            let err = String::from_utf8_lossy(&out.stderr);
+            let shown = format!("{args:?} (stdout closed: {closed}): {} {err}", out.status);
+            let errors: Vec<&str> = err
+                .lines()
+                .filter(|l| l.starts_with("netdoc: error"))
+                .collect();
+            assert!(
+                !out.status.success() && out.status.code() != Some(101),
+                "{shown}"
+            );
+            assert_eq!(errors.len(), 1, "{shown}");
+            assert!(!err.contains("panicked"), "{shown}");
+            assert!(
+                errors[0].starts_with("netdoc: error: writing to stdout"),
+                "{shown}"
+            );
+        }
+    }
+    assert_nothing_left();
+}
+
+/// What netdoc says on stderr is not its output: a full or closed stderr must neither panic
+/// (`eprintln!` exits 101) nor change the run's result.
+#[test]
+fn a_full_or_closed_stderr_changes_nothing() {
+    require_root!();
+    for args in [
+        &["probes"][..],
+        &["drops", "--duration", "300ms", "--no-causes"],
         &["check", "--duration", "300ms", "--expect", "drops >= 0"],
     ] {
-        let full = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/full")
-            .unwrap();
-        let out = Command::new(NETDOC)
-            .args(args)
-            .stdout(full)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
-        assert!(
-            !out.status.success() && out.status.code() != Some(101),
-            "{args:?}: {}",
-            out.status
-        );
-        assert_eq!(errors.len(), 1, "{args:?}: {err}");
-        assert!(
-            errors[0].starts_with("netdoc: error: writing to stdout"),
-            "{err}"
-        );
+        for (how, redirect) in [("full", "2>/dev/full"), ("closed", "2>&-")] {
+            let script = format!("exec \"$0\" \"$@\" >/dev/null {redirect}");
+            let status = Command::new("sh")
+                .args(["-c", &script, NETDOC])
+                .args(args)
+                .status()
+                .unwrap();
+            assert_eq!(status.code(), Some(0), "{args:?} with stderr {how}");
+        }
     }
+    // A usage error is still one, with nowhere to say so.
+    let status = Command::new("sh")
+        .args(["-c", "exec \"$0\" drops --nosuch 2>/dev/full", NETDOC])
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
     assert_nothing_left();
 }
 

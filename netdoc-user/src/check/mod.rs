@@ -233,7 +233,7 @@ pub async fn run(a: CheckArgs, kernel: Kernel) -> Result<u8> {
                     .then(|| "the reproducer exited 125".to_string()),
             )
             .collect();
-        eprintln!("netdoc: untestable on this kernel: {}", why.join("; "));
+        say!("untestable on this kernel: {}", why.join("; "));
     }
     let text = match a.json {
         true => Output::Check(report).line(),
