@@ -360,7 +360,7 @@ async fn run(cli: Cli) -> Result<u8> {
     }
     // Every other command attaches probes: say so before touching tracefs or BTF.
     facts::caps::require_tracing()?;
-    let kernel = match &cli.btf {
+    let mut kernel = match &cli.btf {
         _ if cli.no_btf => kernel::Kernel::without_btf(),
         // Asked for by name: a file that cannot be read is an error, not a quiet fallback.
         Some(path) => {
@@ -372,6 +372,13 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         None => kernel::Kernel::discover(std::path::Path::new(facts::btf::VMLINUX)),
     };
+    kernel.classic_wanted = matches!(
+        &cli.command,
+        Command::Drops(DropsArgs {
+            hook: Some(planner::HookKind::Tracepoint),
+            ..
+        })
+    );
     match cli.command {
         Command::Check(a) => return check::run(a, kernel).await,
         Command::Doctor(a) => {

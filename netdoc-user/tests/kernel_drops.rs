@@ -574,3 +574,92 @@ fn a_deleted_netns_target_is_let_go() {
     assert!(gone, "the veth pair outlived its namespace");
     assert_nothing_left();
 }
+
+/// Only the capabilities the README asks for, as a user other than root.
+const BPF_AND_PERFMON: [&str; 6] = [
+    "setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+    "--inh-caps=-all,+bpf,+perfmon",
+    "--ambient-caps=-all,+bpf,+perfmon",
+];
+
+/// The README's promise: root, or CAP_BPF and CAP_PERFMON. With only those two, every drop is
+/// seen with its reason, flow and namespace, and nothing asks for tracefs (which that user can
+/// neither read nor mount, and tp_btf does not need): no mount is attempted, no complaint.
+#[test]
+fn cap_bpf_and_cap_perfmon_are_enough() {
+    require_root!();
+    let out = Command::new(BPF_AND_PERFMON[0])
+        .args(&BPF_AND_PERFMON[1..])
+        .args([NETDOC, "probes"])
+        .output()
+        .unwrap();
+    let (plan, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{plan}{err}");
+    assert_eq!(err, "", "nothing said on stderr");
+    assert!(
+        !plan.contains("could not be mounted"),
+        "no mount attempted: {plan}"
+    );
+    for line in plan.lines().filter(|l| l.contains("tracepoint/")) {
+        assert!(line.contains("needs none"), "{line}");
+    }
+
+    let pair = Pair::new("p", 53);
+    let netdoc = start_under(&BPF_AND_PERFMON, &["drops", "--json", "--no-causes"]);
+    pair.send(CLOSED_PORT, N);
+    pair.wait_for_drops(N as u64, 0);
+    let (status, lines) = netdoc.stop(libc::SIGINT);
+    assert!(status.success(), "netdoc exited with {status}");
+    // Each drop with its reason, flow and namespace. Entering other namespaces to name their
+    // devices needs CAP_SYS_ADMIN, and kallsyms shows this user no addresses: the README says
+    // so, and the device stays an index, the location an address.
+    let seen = lines
+        .iter()
+        .filter(|l| l["type"] == "drop" && l["netns_name"] == pair.b.as_str())
+        .filter(|l| !kernel_has_drop_reasons() || l["reason"] == "NO_SOCKET")
+        .filter(|l| l["daddr"] == pair.ip_b.as_str() && l["dport"] == CLOSED_PORT)
+        .count();
+    let first = lines.iter().find(|l| l["type"] == "drop");
+    assert_eq!(seen, N, "every drop, named: {first:?}");
+    assert_nothing_left();
+}
+
+/// tracefs is mounted only for a classic tracepoint that needs its format files: in a mount
+/// namespace of the test's own without tracefs, `probes` (tp_btf everywhere) leaves it
+/// unmounted, and `drops --hook tracepoint` mounts it there.
+#[test]
+fn tracefs_is_mounted_only_when_a_classic_tracepoint_needs_it() {
+    require_root!();
+    let script = "umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null
+        grep -c ' - tracefs ' /proc/self/mountinfo
+        \"$0\" probes >/dev/null || echo probes failed
+        grep -c ' - tracefs ' /proc/self/mountinfo
+        \"$0\" drops --hook tracepoint --duration 300ms --no-causes >/dev/null 2>&1 || echo drops failed
+        grep ' - tracefs ' /proc/self/mountinfo | cut -d' ' -f5";
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            NETDOC,
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        said.lines().collect::<Vec<_>>(),
+        ["0", "0", "/sys/kernel/tracing"],
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_nothing_left();
+}
