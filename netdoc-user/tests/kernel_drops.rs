@@ -431,6 +431,9 @@ fn a_full_or_closed_stdout_is_a_one_line_error() {
         &["softirq", "--duration", "300ms"],
         &["conntrack", "--duration", "300ms", "--json"],
         &["doctor", "--duration", "1s"],
+        &["retrans", "--json", "--duration", "300ms"],
+        &["irq", "--duration", "300ms"],
+        &["--version"],
     ] {
         for closed in [false, true] {
             let out = if closed {
