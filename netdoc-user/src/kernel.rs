@@ -13,7 +13,12 @@ pub struct Kernel {
     pub btf_unreadable: Option<String>,
     /// The same BTF as aya parses it, for loading tp_btf programs.
     pub aya_btf: Option<aya::Btf>,
-    tracefs: Result<PathBuf, String>,
+    /// The classic tracepoint was asked for (`--hook tracepoint`): it needs tracefs even where
+    /// tp_btf would do.
+    pub classic_wanted: bool,
+    /// tracefs where it was mounted at start, else the one attempt to mount it (made only
+    /// when a classic tracepoint needs it).
+    tracefs: std::sync::OnceLock<Result<PathBuf, String>>,
 }
 
 impl Kernel {
@@ -27,7 +32,8 @@ impl Kernel {
             btf,
             btf_unreadable,
             aya_btf: aya::Btf::parse_file(btf_path, aya::Endianness::default()).ok(),
-            tracefs: tracefs::root().map_err(|e| format!("{e:#}")),
+            classic_wanted: false,
+            tracefs: found_tracefs(),
         }
     }
 
@@ -39,13 +45,26 @@ impl Kernel {
             btf: None,
             btf_unreadable: Some("--no-btf given".into()),
             aya_btf: None,
-            tracefs: tracefs::root().map_err(|e| format!("{e:#}")),
+            classic_wanted: false,
+            tracefs: found_tracefs(),
         }
     }
 
     /// A tracepoint's record format, or why it cannot be read (the planner's skip reason).
+    /// tracefs is mounted for it only when the classic tracepoint is the way to this event (no
+    /// tp_btf for it, or the classic hook asked for): mounting changes the host, and where
+    /// tp_btf serves, nothing needs it.
     pub fn format(&self, system: &str, event: &str) -> Result<EventFormat, String> {
-        let root = self.tracefs.as_ref().map_err(Clone::clone)?;
+        if self.tracefs.get().is_none() && !self.classic_wanted && self.tp_btf_args(event).is_ok() {
+            return Err(format!(
+                "tracefs is not mounted (or not readable here), and tp_btf/{event} needs none"
+            ));
+        }
+        let root = self
+            .tracefs
+            .get_or_init(|| tracefs::mount().map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map_err(Clone::clone)?;
         EventFormat::read(root, system, event).map_err(|e| format!("{e:#}"))
     }
 
@@ -84,4 +103,13 @@ impl Kernel {
         b.tracepoint_arg_count(event)
             .ok_or_else(|| format!("BTF has no btf_trace_{event}"))
     }
+}
+
+/// tracefs as found mounted at start, or nothing yet (no mount attempted).
+fn found_tracefs() -> std::sync::OnceLock<Result<PathBuf, String>> {
+    let found = std::sync::OnceLock::new();
+    if let Some(root) = tracefs::mounted() {
+        let _ = found.set(Ok(root));
+    }
+    found
 }

@@ -1,5 +1,8 @@
 //! netdoc: a Linux network doctor built on eBPF. The binary is `main`; the library exposes
 //! it and the output schema ([`output`]) that its JSON follows.
+// First: its `say!` is used everywhere below.
+#[macro_use]
+mod stdio;
 mod check;
 mod cmd;
 mod conntrack;
@@ -25,6 +28,12 @@ use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use facts::netns::NetnsArg;
+
+/// Notes which standard fds were closed at start: the binary calls it before Rust's runtime
+/// hides a closed stdout behind /dev/null (see `stdio`).
+pub fn note_closed_standard_fds() {
+    stdio::note_closed_at_start();
+}
 
 #[derive(Parser)]
 #[command(
@@ -278,9 +287,25 @@ pub fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        // --help, --version: what was asked for is the output, so losing it is an error (but
+        // a reader that had enough, `| head`, is not).
+        Err(e) if !e.use_stderr() => {
+            // In colour on a terminal, as clap itself would print it.
+            let text = match std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                true => e.render().ansi().to_string(),
+                false => e.render().to_string(),
+            };
+            return match stdio::write_stdout(text.as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(err) => {
+                    say!("error: {err}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Err(e) => {
-            eprintln!("netdoc: error: {}", one_line(&e));
+            say!("error: {}", one_line(&e));
             // For `git bisect run`, a bad check command line must abort, not read as "bad kernel".
             let checking = std::env::args_os()
                 .skip(1)
@@ -301,14 +326,14 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("netdoc: error: starting the runtime: {e}");
+            say!("error: starting the runtime: {e}");
             return failure;
         }
     };
     match rt.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("netdoc: error: {e:#}");
+            say!("error: {e:#}");
             failure
         }
     }
@@ -339,7 +364,7 @@ async fn run(cli: Cli) -> Result<u8> {
     }
     // Every other command attaches probes: say so before touching tracefs or BTF.
     facts::caps::require_tracing()?;
-    let kernel = match &cli.btf {
+    let mut kernel = match &cli.btf {
         _ if cli.no_btf => kernel::Kernel::without_btf(),
         // Asked for by name: a file that cannot be read is an error, not a quiet fallback.
         Some(path) => {
@@ -351,6 +376,13 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         None => kernel::Kernel::discover(std::path::Path::new(facts::btf::VMLINUX)),
     };
+    kernel.classic_wanted = matches!(
+        &cli.command,
+        Command::Drops(DropsArgs {
+            hook: Some(planner::HookKind::Tracepoint),
+            ..
+        })
+    );
     match cli.command {
         Command::Check(a) => return check::run(a, kernel).await,
         Command::Doctor(a) => {

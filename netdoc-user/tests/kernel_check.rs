@@ -130,16 +130,22 @@ fn the_small_sndbuf_close_scenario_delivers_every_byte() {
 #[test]
 fn what_this_kernel_cannot_measure_is_untestable() {
     require_root!();
-    let (code, out, _) = check(&[
+    // A counter older kernels had (4.14 removed prequeue), not a typo: untestable, and why on
+    // stderr, which `git bisect run` shows.
+    let (code, out, err) = check(&[
         "--expect",
-        "counter{TcpExt.NoSuchCounter} == 0",
+        "counter{TcpExt.TCPPrequeued} == 0",
         "--",
         "true",
     ]);
     assert_eq!(code, 125, "{out}");
     assert!(
-        out.contains("this kernel has no counter TcpExt.NoSuchCounter"),
+        out.contains("this kernel has no counter TcpExt.TCPPrequeued"),
         "{out}"
+    );
+    assert_eq!(
+        err,
+        "netdoc: untestable on this kernel: counter{TcpExt.TCPPrequeued} == 0: this kernel has no counter TcpExt.TCPPrequeued\n"
     );
     let (code, _, _) = check(&["--expect", "retrans < 5", "--", "sh", "-c", "exit 125"]);
     assert_eq!(code, 125, "a reproducer's 125 passes through");
@@ -207,39 +213,89 @@ fn a_forking_reproducer_leaves_no_process_behind() {
         "timeout left the reproducer's children"
     );
 
-    let netdoc = Command::new(NETDOC)
-        .args([
-            "check",
-            "--json",
+    // Ctrl-C, a service stop and a dropped SSH session alike: the whole group goes and the
+    // verdict netdoc has is printed.
+    for (signal, name) in [
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGHUP, "SIGHUP"),
+    ] {
+        let netdoc = Command::new(NETDOC)
+            .args([
+                "check",
+                "--json",
+                "--expect",
+                "retrans >= 0",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait (bounded) for the reproducer to run, then interrupt the check.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !alive(&b) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reproducer never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // SAFETY: kill has no memory preconditions; the pid is our own child.
+        unsafe { libc::kill(netdoc.id() as i32, signal) };
+        let out = netdoc.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(130), "{name}");
+        let report = json(String::from_utf8_lossy(&out.stdout).trim_end());
+        assert_eq!(report["verdict"], "interrupted", "{name}");
+        assert_eq!(report["reproducer"]["status"], "interrupted", "{name}");
+        assert_eq!(report["reproducer"]["detail"], name);
+        assert!(
+            !alive(&a) && !alive(&b),
+            "{name} left the reproducer's children"
+        );
+    }
+    assert_nothing_left();
+}
+
+/// The reproducer deletes the `--netns` namespace: its counters are gone, so there is no
+/// verdict; netdoc says so in one line and stops a bisect (never "the kernel lacks Udp.NoPorts").
+#[test]
+fn a_netns_the_reproducer_deletes_stops_the_check() {
+    require_root!();
+    /// Removes the namespace, if the test ends before its reproducer did.
+    struct Netns(String);
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let ns = Netns(format!("ndt{}v", std::process::id()));
+    for script in [
+        format!("ip netns del {}", ns.0),
+        // Deleted while the reproducer still runs: the check sees it go and ends.
+        format!("ip netns del {} && sleep 5", ns.0),
+    ] {
+        run("ip", &["netns", "add", &ns.0]);
+        let (code, out, err) = check(&[
+            "--netns",
+            &ns.0,
             "--expect",
-            "retrans >= 0",
+            "counter{Udp.NoPorts} == 0",
             "--",
             "sh",
             "-c",
             &script,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait (bounded) for the reproducer to run, then interrupt the check.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !alive(&b) {
+        ]);
+        assert_eq!(code, 128, "{script}: {out}{err}");
+        assert!(out.is_empty(), "no verdict: {out}");
+        assert_eq!(err.lines().count(), 1, "{script}: {err}");
+        assert!(err.contains(&format!("{} ", ns.0)), "{err}");
         assert!(
-            std::time::Instant::now() < deadline,
-            "the reproducer never started"
+            err.contains("went away") || err.contains("is gone"),
+            "{err}"
         );
-        std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    // SAFETY: kill has no memory preconditions; the pid is our own child.
-    unsafe { libc::kill(netdoc.id() as i32, libc::SIGINT) };
-    let out = netdoc.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130));
-    let report = json(String::from_utf8_lossy(&out.stdout).trim_end());
-    assert_eq!(report["verdict"], "interrupted");
-    assert_eq!(report["reproducer"]["status"], "interrupted");
-    assert!(
-        !alive(&a) && !alive(&b),
-        "SIGINT left the reproducer's children"
-    );
     assert_nothing_left();
 }

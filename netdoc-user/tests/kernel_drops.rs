@@ -459,38 +459,90 @@ fn sighup_ends_a_live_view_with_its_summary() {
     assert_nothing_left();
 }
 
-/// Output that cannot be written is an error with one line, never a panic or a silent exit 0.
+/// Output that cannot be written is an error with one line, never a panic or a silent exit 0:
+/// a full disk (/dev/full) and a stdout closed from the start (`>&-`, which Rust's runtime
+/// would hide behind /dev/null), for every command's output path.
 #[test]
-fn a_full_stdout_is_a_one_line_error() {
+fn a_full_or_closed_stdout_is_a_one_line_error() {
     require_root!();
     for args in [
         &["probes"][..],
         &["probes", "--json"],
         &["drops", "--duration", "300ms", "--no-causes"],
+        &["drops", "--json", "--duration", "300ms", "--no-causes"],
+        &["check", "--duration", "300ms", "--expect", "drops >= 0"],
+        &["softirq", "--duration", "300ms"],
+        &["conntrack", "--duration", "300ms", "--json"],
+        &["doctor", "--duration", "1s"],
+        &["retrans", "--json", "--duration", "300ms"],
+        &["irq", "--duration", "300ms"],
+        &["--version"],
+    ] {
+        for closed in [false, true] {
+            let out = if closed {
+                Command::new("sh")
+                    .args(["-c", "exec \"$0\" \"$@\" >&-", NETDOC])
+                    .args(args)
+                    .output()
+                    .unwrap()
+            } else {
+                let full = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .unwrap();
+                Command::new(NETDOC)
+                    .args(args)
+                    .stdout(full)
+                    .output()
+                    .unwrap()
+            };
+            let err = String::from_utf8_lossy(&out.stderr);
+            let shown = format!("{args:?} (stdout closed: {closed}): {} {err}", out.status);
+            let errors: Vec<&str> = err
+                .lines()
+                .filter(|l| l.starts_with("netdoc: error"))
+                .collect();
+            assert!(
+                !out.status.success() && out.status.code() != Some(101),
+                "{shown}"
+            );
+            assert_eq!(errors.len(), 1, "{shown}");
+            assert!(!err.contains("panicked"), "{shown}");
+            assert!(
+                errors[0].starts_with("netdoc: error: writing to stdout"),
+                "{shown}"
+            );
+        }
+    }
+    assert_nothing_left();
+}
+
+/// What netdoc says on stderr is not its output: a full or closed stderr must neither panic
+/// (`eprintln!` exits 101) nor change the run's result.
+#[test]
+fn a_full_or_closed_stderr_changes_nothing() {
+    require_root!();
+    for args in [
+        &["probes"][..],
+        &["drops", "--duration", "300ms", "--no-causes"],
         &["check", "--duration", "300ms", "--expect", "drops >= 0"],
     ] {
-        let full = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/full")
-            .unwrap();
-        let out = Command::new(NETDOC)
-            .args(args)
-            .stdout(full)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
-        assert!(
-            !out.status.success() && out.status.code() != Some(101),
-            "{args:?}: {}",
-            out.status
-        );
-        assert_eq!(errors.len(), 1, "{args:?}: {err}");
-        assert!(
-            errors[0].starts_with("netdoc: error: writing to stdout"),
-            "{err}"
-        );
+        for (how, redirect) in [("full", "2>/dev/full"), ("closed", "2>&-")] {
+            let script = format!("exec \"$0\" \"$@\" >/dev/null {redirect}");
+            let status = Command::new("sh")
+                .args(["-c", &script, NETDOC])
+                .args(args)
+                .status()
+                .unwrap();
+            assert_eq!(status.code(), Some(0), "{args:?} with stderr {how}");
+        }
     }
+    // A usage error is still one, with nowhere to say so.
+    let status = Command::new("sh")
+        .args(["-c", "exec \"$0\" drops --nosuch 2>/dev/full", NETDOC])
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
     assert_nothing_left();
 }
 
@@ -566,5 +618,94 @@ fn a_deleted_netns_target_is_let_go() {
             .success()
     });
     assert!(gone, "the veth pair outlived its namespace");
+    assert_nothing_left();
+}
+
+/// Only the capabilities the README asks for, as a user other than root.
+const BPF_AND_PERFMON: [&str; 6] = [
+    "setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+    "--inh-caps=-all,+bpf,+perfmon",
+    "--ambient-caps=-all,+bpf,+perfmon",
+];
+
+/// The README's promise: root, or CAP_BPF and CAP_PERFMON. With only those two, every drop is
+/// seen with its reason, flow and namespace, and nothing asks for tracefs (which that user can
+/// neither read nor mount, and tp_btf does not need): no mount is attempted, no complaint.
+#[test]
+fn cap_bpf_and_cap_perfmon_are_enough() {
+    require_root!();
+    let out = Command::new(BPF_AND_PERFMON[0])
+        .args(&BPF_AND_PERFMON[1..])
+        .args([NETDOC, "probes"])
+        .output()
+        .unwrap();
+    let (plan, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{plan}{err}");
+    assert_eq!(err, "", "nothing said on stderr");
+    assert!(
+        !plan.contains("could not be mounted"),
+        "no mount attempted: {plan}"
+    );
+    for line in plan.lines().filter(|l| l.contains("tracepoint/")) {
+        assert!(line.contains("needs none"), "{line}");
+    }
+
+    let pair = Pair::new("p", 53);
+    let netdoc = start_under(&BPF_AND_PERFMON, &["drops", "--json", "--no-causes"]);
+    pair.send(CLOSED_PORT, N);
+    pair.wait_for_drops(N as u64, 0);
+    let (status, lines) = netdoc.stop(libc::SIGINT);
+    assert!(status.success(), "netdoc exited with {status}");
+    // Each drop with its reason, flow and namespace. Entering other namespaces to name their
+    // devices needs CAP_SYS_ADMIN, and kallsyms shows this user no addresses: the README says
+    // so, and the device stays an index, the location an address.
+    let seen = lines
+        .iter()
+        .filter(|l| l["type"] == "drop" && l["netns_name"] == pair.b.as_str())
+        .filter(|l| !kernel_has_drop_reasons() || l["reason"] == "NO_SOCKET")
+        .filter(|l| l["daddr"] == pair.ip_b.as_str() && l["dport"] == CLOSED_PORT)
+        .count();
+    let first = lines.iter().find(|l| l["type"] == "drop");
+    assert_eq!(seen, N, "every drop, named: {first:?}");
+    assert_nothing_left();
+}
+
+/// tracefs is mounted only for a classic tracepoint that needs its format files: in a mount
+/// namespace of the test's own without tracefs, `probes` (tp_btf everywhere) leaves it
+/// unmounted, and `drops --hook tracepoint` mounts it there.
+#[test]
+fn tracefs_is_mounted_only_when_a_classic_tracepoint_needs_it() {
+    require_root!();
+    let script = "umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null
+        grep -c ' - tracefs ' /proc/self/mountinfo
+        \"$0\" probes >/dev/null || echo probes failed
+        grep -c ' - tracefs ' /proc/self/mountinfo
+        \"$0\" drops --hook tracepoint --duration 300ms --no-causes >/dev/null 2>&1 || echo drops failed
+        grep ' - tracefs ' /proc/self/mountinfo | cut -d' ' -f5";
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            NETDOC,
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        said.lines().collect::<Vec<_>>(),
+        ["0", "0", "/sys/kernel/tracing"],
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_nothing_left();
 }

@@ -244,6 +244,40 @@ fn corpus() -> Vec<(Vec<OsString>, i32, &'static str)> {
             "positive",
         ),
     ];
+    // A counter or conntrack column no kernel has is a typo, named with the one meant.
+    all.push((
+        s(&[
+            "check",
+            "--expect",
+            "counter{Udp.NoPortz} == 0",
+            "--",
+            "true",
+        ]),
+        CHECK_USAGE,
+        "no kernel netdoc knows has a counter Udp.NoPortz (did you mean Udp.NoPorts?)",
+    ));
+    all.push((
+        s(&[
+            "check",
+            "--expect",
+            "counter{Bogus.Thing} > 1",
+            "--",
+            "true",
+        ]),
+        CHECK_USAGE,
+        "counter Bogus.Thing",
+    ));
+    all.push((
+        s(&[
+            "check",
+            "--expect",
+            "conntrack.insert_faild == 0",
+            "--",
+            "true",
+        ]),
+        CHECK_USAGE,
+        "conntrack column insert_faild (did you mean insert_failed?)",
+    ));
     all.push((
         vec![
             OsString::from("drops"),

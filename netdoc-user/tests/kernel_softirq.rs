@@ -207,3 +207,48 @@ fn one_session_loads_each_shared_program_once() {
         assert!(loaded(optional) <= 1, "{optional} in {held:?}");
     }
 }
+
+/// A dropped SSH session (SIGHUP) ends `softirq` and `conntrack` like Ctrl-C: their summary,
+/// the SVG written, every program detached.
+#[test]
+fn sighup_ends_softirq_and_conntrack_with_their_summary() {
+    require_root!();
+    let svg = std::env::temp_dir().join(format!("netdoc-test-{}-hup.svg", std::process::id()));
+    let netdoc = start(&["softirq", "--json", "--svg", svg.to_str().unwrap()]);
+    let (status, lines) = netdoc.stop(libc::SIGHUP);
+    assert!(status.success(), "softirq exited with {status}");
+    assert_eq!(lines.last().expect("one JSON report")["type"], "softirq");
+    let written = std::fs::read_to_string(&svg).unwrap();
+    let _ = std::fs::remove_file(&svg);
+    assert!(written.trim_end().ends_with("</svg>"), "{written}");
+
+    let netdoc = start(&["conntrack", "--json"]);
+    let (status, lines) = netdoc.stop(libc::SIGHUP);
+    assert!(status.success(), "conntrack exited with {status}");
+    assert_eq!(summary(&lines)["command"], "conntrack");
+    assert_nothing_left();
+}
+
+/// `softirq --svg FILE` killed outright (no chance to clean up) leaves an earlier FILE as it
+/// was: the new heatmap goes to a temporary name and replaces FILE only once complete.
+#[test]
+fn a_killed_softirq_leaves_an_earlier_svg_intact() {
+    require_root!();
+    let svg = std::env::temp_dir().join(format!("netdoc-test-{}-kill.svg", std::process::id()));
+    let earlier = "<svg xmlns=\"http://www.w3.org/2000/svg\"><!-- an earlier incident --></svg>\n";
+    std::fs::write(&svg, earlier).unwrap();
+    let netdoc = start(&["softirq", "--json", "--svg", svg.to_str().unwrap()]);
+    let (status, _) = netdoc.stop(libc::SIGKILL);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    let after = std::fs::read_to_string(&svg).unwrap();
+    let mut partial = svg.file_name().unwrap().to_os_string();
+    partial.push(".netdoc-partial");
+    let _ = std::fs::remove_file(&svg);
+    let _ = std::fs::remove_file(svg.with_file_name(partial));
+    assert_eq!(after, earlier);
+    // The kernel drops a killed process's programs with its last fd.
+    assert_nothing_left();
+}

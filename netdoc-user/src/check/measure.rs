@@ -84,11 +84,11 @@ impl Measurements {
                     )
                 })
             }
-            Metric::Counter(name) => self
-                .counters
-                .get(name)
-                .copied()
-                .ok_or_else(|| format!("this kernel has no counter {name}")),
+            Metric::Counter(name) => match self.counters.get(name) {
+                Some(v) => Ok(*v),
+                None if super::known::zero_until_seen(name) => Ok(0),
+                None => Err(format!("this kernel has no counter {name}")),
+            },
             Metric::Scenario(fact) => {
                 let s = self.scenario.ok_or("scenario facts need --scenario")?;
                 Ok(match fact.as_str() {

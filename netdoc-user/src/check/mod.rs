@@ -3,6 +3,7 @@
 //! counters. Exit codes suit `git bisect run`: 0 pass, 1 fail, 125 untestable on this kernel,
 //! and `USAGE` (which makes `git bisect run` stop) for bad input.
 pub mod expect;
+mod known;
 pub mod measure;
 pub mod scenario;
 pub mod tracer;
@@ -123,14 +124,56 @@ fn known_reasons(expectations: &[Expectation], reasons: &DropReasons) -> Result<
     Ok(())
 }
 
-fn read_counters(namespaces: &[PathBuf]) -> snmp::Counters {
+/// A counter or conntrack column that neither this kernel nor any other has is a typo: a
+/// usage error naming the nearest valid name, never an untestable kernel (`git bisect run`
+/// would skip every commit). One that some kernel has but this one lacks stays untestable.
+fn known_names(
+    expectations: &[Expectation],
+    counters: &snmp::Counters,
+    columns: &BTreeSet<String>,
+) -> Result<()> {
+    for e in expectations {
+        let (what, name, here, known): (_, _, Vec<&String>, _) = match &e.metric {
+            Metric::Counter(name) if !known::zero_until_seen(name) => {
+                ("counter", name, counters.keys().collect(), known::COUNTERS)
+            }
+            Metric::Conntrack(name) => (
+                "conntrack column",
+                name,
+                columns.iter().collect(),
+                known::CONNTRACK_COLUMNS,
+            ),
+            _ => continue,
+        };
+        if known::exists(name, here.iter().copied(), known) {
+            continue;
+        }
+        let hint = match known::nearest(name, here.iter().copied(), known) {
+            Some(near) => format!("did you mean {near}?"),
+            None => "see /proc/net/netstat, /proc/net/snmp and /proc/net/stat/nf_conntrack".into(),
+        };
+        bail!("expectation '{e}': no kernel netdoc knows has a {what} {name} ({hint})");
+    }
+    Ok(())
+}
+
+/// The protocol counters summed over `namespaces`, or an error naming one that can no longer
+/// be entered (the reproducer deleted it): its counters are gone with it, and reading them as
+/// absent would call them missing from this kernel.
+fn read_counters(namespaces: &[PathBuf], given: Option<&NetnsArg>) -> Result<snmp::Counters> {
     let mut sum = snmp::Counters::new();
     for ns in namespaces {
-        for (k, v) in netns::in_namespace(ns, || Some(snmp::read())).unwrap_or_default() {
+        let Some(counters) = netns::in_namespace(ns, || Some(snmp::read())) else {
+            let name = given.map_or_else(|| ns.display().to_string(), |n| n.given.clone());
+            bail!(
+                "--netns {name} went away during the check: its counters cannot be read (the reproducer must leave it in place)"
+            );
+        };
+        for (k, v) in counters {
             *sum.entry(k).or_default() += v;
         }
     }
-    sum
+    Ok(sum)
 }
 
 pub async fn run(a: CheckArgs, kernel: Kernel) -> Result<u8> {
@@ -163,8 +206,13 @@ pub async fn run(a: CheckArgs, kernel: Kernel) -> Result<u8> {
     if let Ok(session) = &tracer {
         known_reasons(&expectations, &session.families.drops.reasons)?;
     }
-    let counters_before = read_counters(&namespaces);
+    let counters_before = read_counters(&namespaces, netns.as_ref())?;
     let conntrack_before = conntrack::snapshot(netns.as_ref().map(|n| n.path.as_path())).ok();
+    let columns = conntrack_before
+        .iter()
+        .flat_map(|s| s.per_cpu.iter().flat_map(|row| row.keys().cloned()))
+        .collect();
+    known_names(&expectations, &counters_before, &columns)?;
 
     let mut measured = Measurements::default();
     let reproduce = async {
@@ -192,12 +240,14 @@ pub async fn run(a: CheckArgs, kernel: Kernel) -> Result<u8> {
     let (reproducer, scenario) = match (ended.value, &ended.ending) {
         (Some(outcome), _) => outcome?,
         (None, live::Ending::Signal(name)) => (Reproducer::Interrupted(name.to_string()), None),
-        (None, live::Ending::NamespaceGone(ns)) => bail!("--netns {ns} went away during the check"),
+        // The driver has said on stderr that the namespace is gone (one line is enough): its
+        // counters went with it, so there is no verdict, and `git bisect run` must stop.
+        (None, live::Ending::NamespaceGone(_)) => return Ok(USAGE),
         (None, other) => bail!("the check ended before its reproducer: {other:?}"),
     };
     measured.scenario = scenario;
 
-    let after = read_counters(&namespaces);
+    let after = read_counters(&namespaces, netns.as_ref())?;
     measured.counters = snmp::deltas(&counters_before, &after);
     // A reproducer may load conntrack itself: no "before" then means zeros before.
     measured.conntrack = Some(
@@ -233,7 +283,7 @@ pub async fn run(a: CheckArgs, kernel: Kernel) -> Result<u8> {
                     .then(|| "the reproducer exited 125".to_string()),
             )
             .collect();
-        eprintln!("netdoc: untestable on this kernel: {}", why.join("; "));
+        say!("untestable on this kernel: {}", why.join("; "));
     }
     let text = match a.json {
         true => Output::Check(report).line(),

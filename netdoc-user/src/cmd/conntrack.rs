@@ -321,15 +321,15 @@ pub async fn run(
         _ => None,
     };
     match (&hook, &confirm_degraded, &stage_probe, &stage_degraded) {
-        (Some(h), ..) => eprintln!("netdoc: attached {} probe via {h}", confirm::PROBE),
-        (None, Some(why), Some(p), _) => eprintln!("netdoc: no function hook ({why}); using {p}"),
+        (Some(h), ..) => say!("attached {} probe via {h}", confirm::PROBE),
+        (None, Some(why), Some(p), _) => say!("no function hook ({why}); using {p}"),
         (None, Some(why), None, Some(e)) => {
-            eprintln!("netdoc: degraded: {why}; and {e}; conntrack counters only")
+            say!("degraded: {why}; and {e}; conntrack counters only")
         }
         _ => {}
     }
-    eprintln!(
-        "netdoc: attached to the conntrack counters of {}; Ctrl-C to stop",
+    say!(
+        "attached to the conntrack counters of {}; Ctrl-C to stop",
         netns
             .as_ref()
             .map_or("every namespace", |n| n.given.as_str())

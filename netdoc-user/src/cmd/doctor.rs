@@ -84,8 +84,8 @@ impl View for DoctorView {
                 .announced
                 .insert((f.id.to_string(), f.scope.to_string()))
             {
-                eprintln!(
-                    "netdoc: at {:.0}s: {} [{}] {} ({})",
+                say!(
+                    "at {:.0}s: {} [{}] {} ({})",
                     session.started.elapsed().as_secs_f64(),
                     f.id,
                     f.severity.name(),
@@ -159,8 +159,8 @@ pub async fn run(opts: DoctorOptions, kernel: Kernel) -> Result<u8> {
             reason_names,
         },
     );
-    eprintln!(
-        "netdoc: doctor attached: {} probes, watching {} for {:?}; Ctrl-C to stop early",
+    say!(
+        "doctor attached: {} probes, watching {} for {:?}; Ctrl-C to stop early",
         session
             .plans
             .iter()

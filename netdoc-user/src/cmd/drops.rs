@@ -181,14 +181,14 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
         );
     };
     if streaming && !session.net_rx_known {
-        eprintln!("netdoc: degraded: softirq hooks did not attach; drops carry no NET_RX context");
+        say!("degraded: softirq hooks did not attach; drops carry no NET_RX context");
     }
     if let (true, Coverage::Blind, Err(why)) = (
         opts.causes && explains_netfilter,
         session.stages.coverage,
         &session.stages.status,
     ) {
-        eprintln!("netdoc: degraded: NETFILTER_DROP causes unknown: {why}");
+        say!("degraded: NETFILTER_DROP causes unknown: {why}");
     }
     // The counters' baseline before "attached": whoever waits for that line may start the
     // incident.
@@ -198,8 +198,8 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
         opts.netns.as_ref().map(|n| n.inode),
         &counted::DROPS_ONLY,
     );
-    eprintln!(
-        "netdoc: attached {PROBE} probe via {hook} (reason names: {}); Ctrl-C to stop",
+    say!(
+        "attached {PROBE} probe via {hook} (reason names: {}); Ctrl-C to stop",
         reasons.source.describe()
     );
     let mut view = DropsView {

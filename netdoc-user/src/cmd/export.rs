@@ -378,8 +378,8 @@ pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
         reason_names: session.families.drops.reasons.source.describe().to_string(),
     };
     if !cookies {
-        eprintln!(
-            "netdoc: warning: this kernel gives namespaces no cookies (before 5.14): they are told apart by inode, so a new namespace that reuses a gone one's inode may show some of its counts"
+        say!(
+            "warning: this kernel gives namespaces no cookies (before 5.14): they are told apart by inode, so a new namespace that reuses a gone one's inode may show some of its counts"
         );
     }
     let mut view = ExportView {
@@ -406,8 +406,8 @@ pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
         .route("/healthz", get(healthz))
         .with_state(tx);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    eprintln!(
-        "netdoc: export attached: serving http://{}/metrics; Ctrl-C or SIGTERM to stop",
+    say!(
+        "export attached: serving http://{}/metrics; Ctrl-C or SIGTERM to stop",
         opts.listen
     );
     let schedule = Schedule {
@@ -418,9 +418,6 @@ pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
     let ended = live::serve(&mut session, &mut view, &mut signals, schedule, rx).await;
     server.abort();
     let ended = ended?;
-    eprintln!(
-        "netdoc: export stopped ({:?}); every probe detached",
-        ended.ending
-    );
+    say!("export stopped ({:?}); every probe detached", ended.ending);
     Ok(())
 }

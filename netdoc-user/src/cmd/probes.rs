@@ -157,7 +157,7 @@ pub async fn bench_floor(host: Kernel) -> Result<()> {
     let Some(chosen) = plan.chosen() else {
         bail!("{}", plan.failure());
     };
-    eprintln!("netdoc: attached empty floor program via {}", chosen.hook);
+    say!("attached empty floor program via {}", chosen.hook);
     signals.recv().await;
     Ok(())
 }

@@ -156,9 +156,9 @@ pub async fn run(opts: StreamOptions, kernel: Kernel) -> Result<()> {
         );
     };
     for p in session.degraded() {
-        eprintln!("netdoc: degraded: {}", p.failure());
+        say!("degraded: {}", p.failure());
     }
-    eprintln!("netdoc: attached {RETRANS} probe via {hook}; Ctrl-C to stop");
+    say!("attached {RETRANS} probe via {hook}; Ctrl-C to stop");
     let mut view = RetransView {
         json: opts.json,
         top: opts.top,

@@ -63,7 +63,7 @@ fn attach(kernel: Kernel) -> Result<Session> {
         );
     }
     for p in session.degraded() {
-        eprintln!("netdoc: degraded: {}", p.failure());
+        say!("degraded: {}", p.failure());
     }
     Ok(session)
 }
@@ -191,8 +191,8 @@ pub async fn softirq(opts: SoftirqOptions, kernel: Kernel) -> Result<()> {
     let vector_name = VECTOR_NAMES[opts.vector as usize];
     // The baseline is read before announcing readiness, so nothing after it goes uncounted.
     let first = net_rx::sample(&session, opts.vector);
-    eprintln!(
-        "netdoc: attached softirq probes; sampling {vector_name} time on {} CPUs every {:?}; Ctrl-C to stop",
+    say!(
+        "attached softirq probes; sampling {vector_name} time on {} CPUs every {:?}; Ctrl-C to stop",
         session.cpus.len(),
         opts.interval
     );
@@ -243,7 +243,7 @@ pub async fn irq(duration: Duration, json: bool, kernel: Kernel) -> Result<()> {
     let int_before = Interrupts::read().context("reading /proc/interrupts")?;
     let mut session = attach(kernel)?;
     let first = net_rx::sample(&session, NET_RX);
-    eprintln!("netdoc: attached; observing IRQs, NAPI and NET_RX for {duration:?}");
+    say!("attached; observing IRQs, NAPI and NET_RX for {duration:?}");
     let view = SamplingView {
         vector: NET_RX,
         samples: vec![first],

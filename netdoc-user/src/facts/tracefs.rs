@@ -5,15 +5,18 @@ use anyhow::{Context as _, Result, bail};
 
 const MOUNTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
-/// The tracefs root, mounting it at /sys/kernel/tracing when it is absent (as perf does).
-pub fn root() -> Result<PathBuf> {
-    if let Some(p) = MOUNTS
+/// Where tracefs is mounted (and readable by this process), if it is: no side effect.
+pub fn mounted() -> Option<PathBuf> {
+    MOUNTS
         .iter()
         .map(Path::new)
         .find(|p| p.join("events").is_dir())
-    {
-        return Ok(p.to_path_buf());
-    }
+        .map(Path::to_path_buf)
+}
+
+/// Mounts tracefs at /sys/kernel/tracing (as perf does), for a classic tracepoint that needs
+/// its format files when it is not mounted.
+pub fn mount() -> Result<PathBuf> {
     // mount(2) itself, not mount(8): its failure is one line of ours, not a tool's stderr.
     let target = std::ffi::CString::new(MOUNTS[0]).expect("no NUL in a constant");
     // SAFETY: every pointer is a NUL-terminated string that outlives the call; no data.

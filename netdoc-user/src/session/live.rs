@@ -1,11 +1,7 @@
 //! The one live driver: it owns the refresh interval, `--duration`, SIGINT/SIGTERM/SIGHUP, a
 //! closed stdout, detaching and the final drain. Commands only say what a batch of records and
 //! a tick mean to them ([`View`]), and write their summary through [`Stdout`] afterwards.
-use std::{
-    future::Future,
-    io::{self, Write as _},
-    time::Duration,
-};
+use std::{future::Future, io, time::Duration};
 
 use anyhow::{Context as _, Result};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -94,21 +90,16 @@ impl Stdout {
     }
 
     /// Writes to stdout. A closed pipe ends the run quietly (an error the driver recognises);
-    /// any other error (a full disk) is an error.
+    /// any other error (a full disk, a stdout closed from the start) is an error.
     pub fn write(&mut self, text: &str) -> io::Result<()> {
         if self.closed {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        let mut out = io::stdout().lock();
-        out.write_all(text.as_bytes())
-            .and_then(|()| out.flush())
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::BrokenPipe {
-                    self.closed = true;
-                    return e;
-                }
-                io::Error::new(e.kind(), format!("writing to stdout: {e}"))
-            })
+        crate::stdio::write_stdout(text.as_bytes()).inspect_err(|e| {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                self.closed = true;
+            }
+        })
     }
 
     /// `text` and a newline.
@@ -125,10 +116,7 @@ impl Stdout {
                 Err(e) => return Err(e.into()),
             }
         }
-        let mut err = io::stderr().lock();
-        err.write_all(text.as_bytes())
-            .and_then(|()| err.flush())
-            .context("writing the summary to stderr")
+        crate::stdio::write_stderr(text.as_bytes()).context("writing the summary to stderr")
     }
 }
 
@@ -235,10 +223,10 @@ async fn drive_scraped<V: View, T>(
             name = signals.recv() => break Ending::Signal(name),
             _ = watch.tick() => {
                 for line in session.follow_namespaces() {
-                    eprintln!("netdoc: {line}");
+                    say!("{line}");
                 }
                 if let Some(gone) = session.watched_gone() {
-                    eprintln!("netdoc: namespace {gone} is gone: its sentinels are closed and the run ends");
+                    say!("namespace {gone} is gone: its sentinels are closed and the run ends");
                     break Ending::NamespaceGone(gone);
                 }
                 Ok(())

@@ -319,7 +319,7 @@ impl Session {
                             // Every namespace in use before any drop is counted; later ones
                             // as the driver follows them.
                             for line in follow_sentinels(&mut s, &mut namespaces.lock(), false) {
-                                eprintln!("netdoc: {line}");
+                                say!("{line}");
                             }
                             (
                                 Stages {
@@ -423,7 +423,7 @@ impl Session {
             );
         }
         for p in session.degraded() {
-            eprintln!("netdoc: degraded: {}", p.failure());
+            say!("degraded: {}", p.failure());
         }
         Ok(session)
     }

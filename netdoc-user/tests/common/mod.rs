@@ -316,8 +316,22 @@ pub struct Netdoc {
 
 /// Starts netdoc and waits (bounded) for its "attached" line.
 pub fn start(args: &[&str]) -> Netdoc {
-    let mut child = Command::new(NETDOC)
-        .args(args)
+    start_command(Command::new(NETDOC).args(args))
+}
+
+/// Starts netdoc under `wrapper` (a command that runs the rest of its arguments, such as
+/// setpriv with fewer privileges) and waits (bounded) for its "attached" line.
+pub fn start_under(wrapper: &[&str], args: &[&str]) -> Netdoc {
+    start_command(
+        Command::new(wrapper[0])
+            .args(&wrapper[1..])
+            .arg(NETDOC)
+            .args(args),
+    )
+}
+
+fn start_command(command: &mut Command) -> Netdoc {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
