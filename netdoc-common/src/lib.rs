@@ -1,6 +1,6 @@
 //! Types shared by netdoc's kernel programs and its userspace loader.
 //!
-//! Every record that crosses the perf buffer starts with an [`EventHeader`] so userspace can
+//! Every record that crosses a ring buffer starts with an [`EventHeader`] so userspace can
 //! count (never choke on) kinds or versions it does not know. Layouts are fixed by
 //! compile-time size checks: a change here must be made on both sides at once.
 #![no_std]
