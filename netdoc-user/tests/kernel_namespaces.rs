@@ -119,18 +119,28 @@ fn own_inode() -> u64 {
 
 /// Waits (bounded) for a drop event from namespace `inode`.
 fn drop_from(netdoc: &Netdoc, inode: u64) -> Value {
+    drops_from(netdoc, &[inode]).remove(0)
+}
+
+/// Waits (bounded) for a drop event from each namespace of `inodes`, returned in that order:
+/// events of several CPUs arrive in batches, so one sent later may be printed first.
+fn drops_from(netdoc: &Netdoc, inodes: &[u64]) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let mut found: Vec<Option<Value>> = vec![None; inodes.len()];
+    while found.iter().any(Option::is_none) {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = netdoc
-            .stdout
-            .recv_timeout(left)
-            .unwrap_or_else(|e| panic!("no drop from namespace {inode} ({e})"));
+        let line = netdoc.stdout.recv_timeout(left).unwrap_or_else(|e| {
+            panic!("no drop from every namespace of {inodes:?} ({e}); found {found:?}")
+        });
         let v = json(&line);
-        if v["type"] == "drop" && v["netns"] == inode {
-            return v;
+        if v["type"] != "drop" {
+            continue;
+        }
+        if let Some(i) = inodes.iter().position(|i| v["netns"] == *i) {
+            found[i].get_or_insert(v);
         }
     }
+    found.into_iter().flatten().collect()
 }
 
 #[test]
@@ -154,13 +164,14 @@ fn drops_in_pod_and_docker_namespaces_carry_their_container_and_pod() {
     );
     pod.drop_one();
     docker.drop_one();
-    let p = drop_from(&netdoc, pod.inode());
+    let mut both = drops_from(&netdoc, &[pod.inode(), docker.inode()]);
+    let d = both.pop().expect("the docker namespace's drop");
+    let p = both.pop().expect("the pod's drop");
     assert_eq!(p["pod"]["uid"], POD_UID, "{p}");
     assert_eq!(p["container"]["id"], POD_CONTAINER, "{p}");
     assert_eq!(p["container"]["runtime"], "containerd");
     assert_eq!(p["netns_name"], format!("pod {POD_UID}"));
     assert!(p["netns_cookie"].as_u64().is_some_and(|c| c > 0) || p["netns_cookie"].is_null());
-    let d = drop_from(&netdoc, docker.inode());
     assert_eq!(d["container"]["id"], DOCKER_CONTAINER, "{d}");
     assert_eq!(d["container"]["runtime"], "docker");
     assert!(d.get("pod").is_none(), "{d}");
