@@ -47,8 +47,9 @@ pub struct VmArgs {
     /// `cargo xtask test` (CI runs that just before).
     #[arg(long, requires = "matrix")]
     host_probes_only: bool,
-    /// Per-boot limit in seconds.
-    #[arg(long, default_value_t = 600)]
+    /// Per-boot limit in seconds: a guard against hangs (a guest runs every kernel test binary
+    /// under emulation, 6 to 10 minutes).
+    #[arg(long, default_value_t = 900)]
     timeout: u64,
     #[arg(long, default_value_t = 2)]
     cpus: u32,
