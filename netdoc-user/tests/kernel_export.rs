@@ -325,7 +325,12 @@ fn wait_for_the_full_table_finding(port: u16, ns: &str) -> String {
     let finding = format!(
         "netdoc_findings{{id=\"conntrack_table_full\",severity=\"critical\",scope_kind=\"namespace\",scope=\"{ns}\"}} 1"
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Emulated guests run the whole scenario several times slower.
+    let bound = match std::env::var_os("NETDOC_EMULATED") {
+        Some(_) => 120,
+        None => 30,
+    };
+    let deadline = Instant::now() + Duration::from_secs(bound);
     loop {
         let (_, text) = http_get(port, "/metrics", None);
         if text.lines().any(|l| l == finding) {
