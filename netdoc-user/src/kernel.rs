@@ -1,8 +1,11 @@
 //! What every probe family reads from the running kernel, read once per run and shared.
 use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
+
 use crate::facts::{
     btf::{self, KernelBtf},
+    kallsyms::Kallsyms,
     tracefs::{self, EventFormat},
 };
 
@@ -23,7 +26,24 @@ pub struct Kernel {
 
 impl Kernel {
     pub fn discover(btf_path: &Path) -> Self {
-        let (btf, btf_unreadable) = match KernelBtf::load(btf_path) {
+        // Start-up reads the kernel's BTF and symbols, and parses the BTF twice (our parser
+        // for struct offsets, aya's for loading): all at once, on every CPU there is. The
+        // symbols are read by the first to ask; this thread asks now.
+        std::thread::spawn(Kallsyms::shared);
+        let raw =
+            std::fs::read(btf_path).with_context(|| format!("reading BTF {}", btf_path.display()));
+        let (ours, aya_btf) = std::thread::scope(|scope| {
+            let aya = scope.spawn(|| {
+                let raw = raw.as_ref().ok()?;
+                aya::Btf::parse(raw, aya::Endianness::default()).ok()
+            });
+            let ours = match &raw {
+                Ok(raw) => KernelBtf::parse(raw, btf_path),
+                Err(e) => Err(anyhow::anyhow!("{e:#}")),
+            };
+            (ours, aya.join().ok().flatten())
+        });
+        let (btf, btf_unreadable) = match ours {
             Ok(b) => (Some(b), None),
             Err(e) => (None, Some(format!("{e:#}"))),
         };
@@ -31,7 +51,7 @@ impl Kernel {
             btf_path: btf_path.to_path_buf(),
             btf,
             btf_unreadable,
-            aya_btf: aya::Btf::parse_file(btf_path, aya::Endianness::default()).ok(),
+            aya_btf,
             classic_wanted: false,
             tracefs: found_tracefs(),
         }

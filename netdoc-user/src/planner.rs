@@ -4,7 +4,7 @@ use std::{borrow::Cow, fmt};
 
 use aya::{
     Btf, Ebpf,
-    programs::{BtfTracePoint, FExit, KProbe, TracePoint},
+    programs::{BtfTracePoint, FExit, KProbe, Program, TracePoint},
 };
 use serde::{Deserialize, Serialize};
 
@@ -243,6 +243,29 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook, program: &str, btf: Option<&Btf>) -> Res
         }
     }
     Ok(())
+}
+
+/// Detaches and unloads every program of `ebpf`, in parallel: detaching a classic tracepoint
+/// waits for an RCU grace period (tens of milliseconds each, far more in an emulated guest),
+/// and `netdoc probes` leaves one attached per fallback it tried.
+pub fn release_all(ebpf: &mut Ebpf) {
+    std::thread::scope(|scope| {
+        for (name, program) in ebpf.programs_mut() {
+            scope.spawn(move || {
+                let unloaded = match program {
+                    Program::BtfTracePoint(p) => p.unload(),
+                    Program::TracePoint(p) => p.unload(),
+                    Program::FExit(p) => p.unload(),
+                    Program::KProbe(p) => p.unload(),
+                    _ => Ok(()),
+                };
+                // Never loaded (its attempt failed or was skipped) is the usual reason.
+                if let Err(e) = unloaded {
+                    log::debug!("releasing {name}: {e}");
+                }
+            });
+        }
+    });
 }
 
 fn program_mut<'a>(

@@ -284,7 +284,8 @@ fn a_netns_the_reproducer_deletes_stops_the_check() {
             "--expect",
             "counter{Udp.NoPorts} == 0",
             "--",
-            "sh",
+            // Not sh: the guests' busybox sh runs its own `ip` applet, which has no netns.
+            "bash",
             "-c",
             &script,
         ]);

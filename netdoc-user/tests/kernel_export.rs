@@ -226,6 +226,9 @@ fn metrics_show_exact_drops_by_reason_cause_and_namespace() {
     let port = free_port();
     let (netdoc, caused) = scenario("X", 82, port);
     let b = caused.pair.b.as_str();
+    // First: the finding shows for one window only (3 s), and an emulated guest's scrapes
+    // below may take longer than that.
+    let finding = wait_for_the_full_table_finding(port, b);
     assert_eq!(http_get(port, "/healthz", None), (200, "ok\n".to_string()));
     assert_eq!(
         http_get(port, "/", None).0,
@@ -297,7 +300,6 @@ fn metrics_show_exact_drops_by_reason_cause_and_namespace() {
         sample(&text, "netdoc_probe_attached", &[("probe", "drops")]),
         Some(1.0)
     );
-    let finding = wait_for_the_full_table_finding(port, b);
     // The table has room again: a later window finds nothing there, and the finding clears.
     let deadline = Instant::now() + Duration::from_secs(30);
     while http_get(port, "/metrics", None)

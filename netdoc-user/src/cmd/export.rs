@@ -56,6 +56,8 @@ const WATCH_EVERY: Duration = Duration::from_secs(5);
 /// exported, so one clears a window after its incident ended.
 struct WindowedFindings {
     length: Duration,
+    /// How often `tick` runs: a window ends on the tick nearest its length.
+    every: Duration,
     watch: Watch,
     last: Vec<Finding>,
 }
@@ -63,7 +65,9 @@ struct WindowedFindings {
 impl WindowedFindings {
     fn tick(&mut self, session: &Session) {
         self.watch.sample(session);
-        if self.watch.elapsed() >= self.length {
+        // Ticks come `every` apart and a window starts a little after one: waiting for the
+        // full length would end every window a tick late (6 s windows for `--findings-window 3s`).
+        if self.watch.elapsed() + self.every / 2 >= self.length {
             // Not `complete`: socket owners (every process's fd table) are not exported.
             self.last = doctor::diagnose(&self.watch.snapshot(session, false));
             self.watch.restart(session);
@@ -396,6 +400,7 @@ pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
         cookies,
         findings: WindowedFindings {
             length: opts.findings_window,
+            every: WATCH_EVERY.min(opts.findings_window),
             watch: Watch::start(&session, None, host_facts),
             last: Vec::new(),
         },
@@ -412,7 +417,7 @@ pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
     );
     let schedule = Schedule {
         // Windows end on a tick.
-        interval: WATCH_EVERY.min(opts.findings_window),
+        interval: view.findings.every,
         duration: None,
     };
     let ended = live::serve(&mut session, &mut view, &mut signals, schedule, rx).await;

@@ -20,15 +20,15 @@ use crate::{
 /// `attach_best` would pick. Also returns where the conntrack stage sentinels went, when they
 /// could attach.
 fn survey(kernel: &Kernel, families: &Families) -> Result<(Vec<ProbePlan>, Vec<Placed>)> {
-    let cfg = families.configs();
+    // One object for every attempt: each candidate has a program of its own, so each is tried
+    // on its own while the others stay attached; all are released together at the end.
+    let mut ebpf = loader::load(&families.configs())?;
     let mut plans = Vec::new();
     for (probe, candidates) in families.all().iter().flat_map(|f| f.probes()) {
         let mut attempts = Vec::new();
         let mut chosen = false;
         for c in candidates {
-            let mut ebpf = loader::load(&cfg)?;
             let mut plan = planner::attach_best(&mut ebpf, probe, vec![c], kernel.aya_btf.as_ref());
-            drop(ebpf); // detaches
             let mut a = plan.attempts.remove(0);
             if a.outcome == Outcome::Attached {
                 if chosen {
@@ -44,11 +44,11 @@ fn survey(kernel: &Kernel, families: &Families) -> Result<(Vec<ProbePlan>, Vec<P
         });
     }
     // The stage sentinels are links of their own, tried for real and detached again.
-    let ebpf = loader::load(&cfg)?;
     let wanted = sentinel::wanted(&families.drops.reasons);
     let (_, sentinels) = sentinel::start(&ebpf, wanted, sentinel::Scope::EveryActive);
     plans.push(sentinel::plan(&sentinels, wanted.is_some()));
     let placed = sentinels.map(|s| s.placed.clone()).unwrap_or_default();
+    planner::release_all(&mut ebpf);
     Ok((plans, placed))
 }
 

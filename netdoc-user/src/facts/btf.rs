@@ -11,12 +11,11 @@ pub struct KernelBtf {
 }
 
 impl KernelBtf {
-    pub fn load(path: &Path) -> Result<Self> {
-        // Read whole first: parsing straight from the sysfs file seeks it for every type, and
-        // those seeks were a tenth of netdoc's start-up.
-        let raw = std::fs::read(path).with_context(|| format!("reading BTF {}", path.display()))?;
+    /// Parses BTF read whole from `path` (parsing straight from the sysfs file seeks it for
+    /// every type, and those seeks were a tenth of netdoc's start-up).
+    pub fn parse(raw: &[u8], path: &Path) -> Result<Self> {
         let btf =
-            Btf::from_bytes(&raw).with_context(|| format!("parsing BTF {}", path.display()))?;
+            Btf::from_bytes(raw).with_context(|| format!("parsing BTF {}", path.display()))?;
         Ok(Self { btf })
     }
 

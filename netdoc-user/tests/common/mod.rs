@@ -640,11 +640,18 @@ pub fn tiny_listener(ns: &str, addr: &str, port: u16) -> std::os::fd::OwnedFd {
 
 /// Whether the plan's attempts for `probe` include one that attached.
 pub fn attaches(probe: &str) -> bool {
-    run(NETDOC, &["probes", "--json"])
-        .lines()
-        .map(json)
-        .find(|p| p["probe"] == probe)
-        .unwrap_or_else(|| panic!("the plan lists {probe}"))["attempts"]
+    // The plan of one kernel does not change while a test binary runs: asked once (it tries
+    // every hook, which takes seconds in an emulated guest).
+    static PLAN: std::sync::OnceLock<Vec<Value>> = std::sync::OnceLock::new();
+    PLAN.get_or_init(|| {
+        run(NETDOC, &["probes", "--json"])
+            .lines()
+            .map(json)
+            .collect()
+    })
+    .iter()
+    .find(|p| p["probe"] == probe)
+    .unwrap_or_else(|| panic!("the plan lists {probe}"))["attempts"]
         .as_array()
         .unwrap()
         .iter()
