@@ -22,6 +22,8 @@ pub struct Kernel {
     /// tracefs where it was mounted at start, else the one attempt to mount it (made only
     /// when a classic tracepoint needs it).
     tracefs: std::sync::OnceLock<Result<PathBuf, String>>,
+    /// Parsed once: the drop reasons and the conntrack hook both look through them.
+    module_btfs: std::sync::OnceLock<Vec<KernelBtf>>,
 }
 
 impl Kernel {
@@ -54,6 +56,7 @@ impl Kernel {
             aya_btf,
             classic_wanted: false,
             tracefs: found_tracefs(),
+            module_btfs: std::sync::OnceLock::new(),
         }
     }
 
@@ -67,6 +70,7 @@ impl Kernel {
             aya_btf: None,
             classic_wanted: false,
             tracefs: found_tracefs(),
+            module_btfs: std::sync::OnceLock::new(),
         }
     }
 
@@ -88,12 +92,13 @@ impl Kernel {
         EventFormat::read(root, system, event).map_err(|e| format!("{e:#}"))
     }
 
-    /// Split BTF of loaded modules (enums and structs outside vmlinux).
-    pub fn module_btfs(&self) -> Vec<KernelBtf> {
-        match (&self.btf, self.btf_path.parent()) {
-            (Some(b), Some(dir)) => btf::module_btfs(b, dir),
-            _ => Vec::new(),
-        }
+    /// Split BTF of loaded modules (enums and structs outside vmlinux), read on first use.
+    pub fn module_btfs(&self) -> &[KernelBtf] {
+        self.module_btfs
+            .get_or_init(|| match (&self.btf, self.btf_path.parent()) {
+                (Some(b), Some(dir)) => btf::module_btfs(b, dir),
+                _ => Vec::new(),
+            })
     }
 
     /// Byte offset of a struct member path, or `NO_OFFSET`.

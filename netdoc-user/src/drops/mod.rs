@@ -45,7 +45,7 @@ impl DropKernel {
         let reasons = kernel
             .btf
             .as_ref()
-            .and_then(|b| reasons::DropReasons::from_btf(b, &kernel.module_btfs()))
+            .and_then(|b| reasons::DropReasons::from_btf(b, kernel.module_btfs()))
             .or_else(|| {
                 format
                     .as_ref()

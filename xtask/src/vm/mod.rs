@@ -48,9 +48,12 @@ pub struct VmArgs {
     #[arg(long, requires = "matrix")]
     host_probes_only: bool,
     /// Per-boot limit in seconds: a guard against hangs (a guest runs every kernel test binary
-    /// under emulation, 6 to 10 minutes).
-    #[arg(long, default_value_t = 900)]
+    /// under emulation, 8 to 12 minutes).
+    #[arg(long, default_value_t = 1200)]
     timeout: u64,
+    /// With --matrix: guests booted side by side (each takes one host CPU).
+    #[arg(long, default_value_t = 2, requires = "matrix")]
+    jobs: usize,
     #[arg(long, default_value_t = 2)]
     cpus: u32,
     #[arg(long, default_value_t = 1024)]
@@ -180,23 +183,49 @@ fn boot_kernel(
     cache: &Path,
     console_on_terminal: bool,
 ) -> Result<Verdict> {
+    let prepared = prepare(args, spec, job, base, cache)?;
+    boot_prepared(args, &prepared, console_on_terminal)
+}
+
+/// A kernel ready to boot: its image and an initramfs with the job, in a run directory of its
+/// own (so guests may run side by side).
+struct Prepared {
+    label: String,
+    vmlinuz: PathBuf,
+    dir: PathBuf,
+}
+
+fn prepare(args: &VmArgs, spec: &str, job: &str, base: &Path, cache: &Path) -> Result<Prepared> {
     let kernel = kernels::resolve(spec, args.modules.as_deref(), cache)?;
     let dir = cache.join("runs").join(sanitize(&kernel.label));
     fs::create_dir_all(&dir)?;
-    let initrd = dir.join("initrd.cpio");
-    pack_kernel_part(&kernel, job, &dir.join("stage"), base, &initrd)?;
-    let log = dir.join("console.log");
+    pack_kernel_part(
+        &kernel,
+        job,
+        &dir.join("stage"),
+        base,
+        &dir.join("initrd.cpio"),
+    )?;
+    Ok(Prepared {
+        label: kernel.label,
+        vmlinuz: kernel.vmlinuz,
+        dir,
+    })
+}
+
+fn boot_prepared(args: &VmArgs, p: &Prepared, console_on_terminal: bool) -> Result<Verdict> {
+    let log = p.dir.join("console.log");
     let outcome = qemu::boot(&qemu::Boot {
-        vmlinuz: &kernel.vmlinuz,
-        initrd: &initrd,
+        vmlinuz: &p.vmlinuz,
+        initrd: &p.dir.join("initrd.cpio"),
         cpus: args.cpus,
         memory_mb: args.memory_mb,
         timeout: Duration::from_secs(args.timeout),
         console: (!console_on_terminal).then_some(log.as_path()),
-        results: &dir.join("results"),
+        results: &p.dir.join("results"),
     })?;
     Ok(Verdict {
-        label: kernel.label,
+        label: p.label.clone(),
         rc: outcome.results.rc,
         booted: outcome.results.booted.is_some(),
         timed_out: outcome.timed_out,
@@ -317,37 +346,73 @@ fn matrix(args: &VmArgs, p: &Payload, base: &Path, cache: &Path) -> Result<i32> 
     };
     let job = guest::matrix_job(&p.tests);
     let mut rows = vec![host_row(p, !args.host_probes_only)?];
-    for spec in &specs {
-        eprintln!("xtask vm: matrix: booting {spec}");
-        let v = boot_kernel(args, spec, &job, base, cache, false)
-            .unwrap_or_else(|e| Verdict::error(spec, format!("{e:#}")));
-        eprintln!(
-            "xtask vm: matrix: {} → {} ({})",
-            v.label,
-            v.word(),
-            v.describe()
-        );
-        if v.exit_code() != 0 {
-            let log = cache
-                .join("runs")
-                .join(sanitize(&v.label))
-                .join("console.log");
-            if let Ok(text) = fs::read_to_string(&log) {
-                eprintln!("---- console of {} (last 80 lines) ----", v.label);
-                let lines: Vec<&str> = text.lines().collect();
-                for l in &lines[lines.len().saturating_sub(80)..] {
-                    eprintln!("{l}");
+    // Downloads and packing one after another, then the guests side by side: each runs on one
+    // host thread (single-threaded TCG), so `--jobs` guests share the host's CPUs.
+    let prepared: Vec<(&String, Result<Prepared>)> = specs
+        .iter()
+        .map(|spec| (spec, prepare(args, spec, &job, base, cache)))
+        .collect();
+    let queue = std::sync::Mutex::new(prepared.iter().enumerate());
+    let verdicts = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..args.jobs.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let Some((i, (spec, next))) = queue.lock().unwrap().next() else {
+                        return;
+                    };
+                    let v = match next {
+                        Ok(k) => {
+                            eprintln!("xtask vm: matrix: booting {}", k.label);
+                            boot_prepared(args, k, false)
+                                .unwrap_or_else(|e| Verdict::error(&k.label, format!("{e:#}")))
+                        }
+                        Err(e) => Verdict::error(spec, format!("{e:#}")),
+                    };
+                    report(&v, cache);
+                    verdicts.lock().unwrap().push((i, v));
                 }
-            }
+            });
         }
-        rows.push(v);
-    }
+    });
+    let mut verdicts = verdicts.into_inner().unwrap();
+    verdicts.sort_by_key(|(i, _)| *i);
+    rows.extend(verdicts.into_iter().map(|(_, v)| v));
     print!("{}", render_matrix(&rows));
     Ok(if rows.iter().all(|r| r.exit_code() == 0) {
         0
     } else {
         1
     })
+}
+
+/// One guest's verdict, and the end of its console when it failed.
+fn report(v: &Verdict, cache: &Path) {
+    let mut text = format!(
+        "xtask vm: matrix: {} → {} ({})\n",
+        v.label,
+        v.word(),
+        v.describe()
+    );
+    if v.exit_code() != 0 {
+        let log = cache
+            .join("runs")
+            .join(sanitize(&v.label))
+            .join("console.log");
+        if let Ok(console) = fs::read_to_string(&log) {
+            text.push_str(&format!(
+                "---- console of {} (last 80 lines) ----\n",
+                v.label
+            ));
+            let lines: Vec<&str> = console.lines().collect();
+            for l in &lines[lines.len().saturating_sub(80)..] {
+                text.push_str(l);
+                text.push('\n');
+            }
+        }
+    }
+    // One write: guests finishing together do not interleave their reports.
+    eprint!("{text}");
 }
 
 /// The host's own row: same job, run directly.
