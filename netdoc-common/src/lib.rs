@@ -10,7 +10,7 @@ pub mod retrans;
 pub mod softirq;
 
 /// Bumped whenever a record layout changes.
-pub const EVENT_VERSION: u16 = 3;
+pub const EVENT_VERSION: u16 = 4;
 
 /// Record kinds carried in [`EventHeader::kind`].
 pub mod kind {
@@ -99,8 +99,19 @@ pub struct DropEvent {
     pub _pad: u8,
     /// `net.net_cookie`: the namespace's id, never reused during a boot; 0 when unknown.
     pub netns_cookie: u64,
+    /// The kernel stack's id in the `DROP_STACKS` map (`--stack`), a negative errno when it
+    /// could not be taken, or [`NO_STACK`] when none was asked for.
+    pub stack_id: i32,
+    pub _pad2: u32,
 }
-const _: () = assert!(core::mem::size_of::<DropEvent>() == 96);
+const _: () = assert!(core::mem::size_of::<DropEvent>() == 104);
+
+/// [`DropEvent::stack_id`] when stacks were not asked for.
+pub const NO_STACK: i32 = i32::MIN;
+
+/// Distinct kernel stacks the `DROP_STACKS` map holds with `--stack` (its buckets): a stack
+/// whose bucket another one holds is reported missing, never as the other one.
+pub const DROP_STACK_IDS: u32 = 4096;
 
 /// Keys the in-kernel drop aggregation has room for: drops of a key beyond them are counted in
 /// [`stat::AGG_FULL`] only.
@@ -235,8 +246,10 @@ pub struct DropConfig {
     pub netfilter_drop: u32,
     /// 1: count each namespace apart ([`DropKey::netns`]); costs the reads that find it.
     pub per_netns: u32,
+    /// 1: each streamed record carries its kernel stack's id ([`DropEvent::stack_id`]).
+    pub stacks: u32,
 }
-const _: () = assert!(core::mem::size_of::<DropConfig>() == 104);
+const _: () = assert!(core::mem::size_of::<DropConfig>() == 108);
 
 impl DropConfig {
     /// A config that parses nothing and filters nothing.
@@ -270,6 +283,7 @@ impl DropConfig {
         addr: [0; 16],
         netfilter_drop: REASON_UNAVAILABLE,
         per_netns: 0,
+        stacks: 0,
     };
 }
 

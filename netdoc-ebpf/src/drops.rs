@@ -4,11 +4,11 @@ use core::ptr;
 use aya_ebpf::{
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::{btf_map, btf_tracepoint, map},
-    maps::{HashMap, PerCpuArray, PerCpuHashMap},
-    programs::{BtfTracePointContext, TracePointContext},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
+    programs::{BtfTracePointContext, TracePointContext, tracing::StackIdContext},
 };
 use netdoc_common::{
-    DROP_COUNT_KEYS, DropConfig, DropEvent, DropKey, EventHeader, REASON_UNAVAILABLE,
+    DROP_COUNT_KEYS, DropConfig, DropEvent, DropKey, EventHeader, NO_STACK, REASON_UNAVAILABLE,
     conntrack::stage, context, filter, stat,
 };
 
@@ -65,6 +65,11 @@ static COPIES: PerCpuArray<Copies> = PerCpuArray::with_max_entries(1, 0);
 #[btf_map]
 static DROP_EVENTS: emit::Rings<DropEvent> = emit::Rings::new();
 
+/// Kernel stacks of streamed drops (`--stack`). One bucket unless asked for: userspace sizes
+/// it before load.
+#[map]
+static DROP_STACKS: StackTrace = StackTrace::with_max_entries(1, 0);
+
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const AF_INET: u16 = 2;
@@ -76,7 +81,7 @@ pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
     let reason: u32 = ctx.arg(2);
-    handle(skb, location, reason);
+    handle(&ctx, skb, location, reason);
     0
 }
 
@@ -85,7 +90,7 @@ pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
 pub fn kfree_skb_btf_noreason(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
-    handle(skb, location, REASON_UNAVAILABLE);
+    handle(&ctx, skb, location, REASON_UNAVAILABLE);
     0
 }
 
@@ -102,7 +107,7 @@ tracepoint! {
         } else {
             unsafe { ctx.read_at::<u32>(reason_at as usize) }.unwrap_or(REASON_UNAVAILABLE)
         };
-        handle(skb, location, reason);
+        handle(&ctx, skb, location, reason);
         1
     }
 }
@@ -113,7 +118,7 @@ fn bump(slot: u32) {
 }
 
 #[inline(always)]
-fn handle(skb: u64, location: u64, reason: u32) {
+fn handle(ctx: &impl StackIdContext, skb: u64, location: u64, reason: u32) {
     bump(stat::SEEN);
     let filters = config!(filters);
     if filters & filter::REASON != 0 && unsafe { DROP_REASON_FILTER.get(&reason) }.is_none() {
@@ -173,6 +178,15 @@ fn handle(skb: u64, location: u64, reason: u32) {
         ev.cpu = unsafe { bpf_get_smp_processor_id() };
         ev.flags = context;
         ev.nf_stage = nf_stage;
+        // Without BPF_F_REUSE_STACKID: a stack whose bucket holds another one fails (counted
+        // as missing in userspace) instead of overwriting a stack a record already names.
+        ev.stack_id = match config!(stacks) {
+            0 => NO_STACK,
+            _ => match ctx.get_stackid(&DROP_STACKS, 0) {
+                Ok(id) => id as i32,
+                Err(errno) => errno,
+            },
+        };
 
         if emit::record(&DROP_EVENTS, ev, &DROP_STATS) == emit::Outcome::Sampled {
             add_one(&DROP_SAMPLED, &reason);

@@ -168,6 +168,10 @@ struct DropsArgs {
     /// NETFILTER_DROP causes then stay unclassified.
     #[arg(long)]
     no_causes: bool,
+    /// Record the kernel stack of each streamed drop (a stack map of 4 MiB; see the bench for
+    /// its cost per drop).
+    #[arg(long, conflicts_with = "counts_only")]
+    stack: bool,
 }
 
 #[derive(clap::Args)]
@@ -417,6 +421,7 @@ async fn run(cli: Cli) -> Result<u8> {
                     },
                     hook: a.hook,
                     causes: !a.no_causes,
+                    stack: a.stack,
                 },
                 kernel,
             )

@@ -44,6 +44,10 @@ pub fn load(cfg: &Configs) -> Result<Ebpf> {
     for stream in STREAMS {
         loader.map_max_entries(stream, cpus);
     }
+    // A stack map's buckets are allocated whole at creation: room only when stacks are asked for.
+    if cfg.drops.stacks != 0 {
+        loader.map_max_entries("DROP_STACKS", netdoc_common::DROP_STACK_IDS);
+    }
     loader
         .override_global("DROP_CONFIG", &cfg.drops, true)
         .override_global("SOFTIRQ_CONFIG", &cfg.softirq, true)

@@ -39,6 +39,7 @@ pub fn start(kernel: Kernel, netns: Option<&NetnsArg>) -> anyhow::Result<Tracer>
         stream: false,
         hook: None,
         per_netns: false,
+        stacks: false,
     });
     Ok(Session::start(kernel, families, request)
         .map_err(|e| format!("netdoc's eBPF object does not load on this kernel: {e:#}")))

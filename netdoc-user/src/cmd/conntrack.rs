@@ -286,6 +286,7 @@ fn start(kernel: Kernel, ns: Option<&NetnsArg>) -> Result<(Session, Option<Strin
             stream: true,
             hook: None,
             per_netns: false,
+            stacks: false,
         });
     }
     Ok((Session::start(kernel, families, request)?, Some(why)))

@@ -128,6 +128,7 @@ fn request(opts: &DoctorOptions, families: &Families) -> Result<Request> {
         stream: true,
         hook: None,
         per_netns: false,
+        stacks: false,
     });
     Ok(request)
 }

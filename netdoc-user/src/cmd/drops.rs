@@ -13,10 +13,11 @@ use netdoc_common::{DropEvent, DropKey};
 use crate::{
     counted,
     drops::{
-        PROBE,
+        DropMaps, PROBE,
         filter::{DropFilter, FilterArgs},
         render,
         report::{self, NamedDrop, PerNetns, SummaryInput},
+        stacks::Stacks,
     },
     facts::netns::NetnsArg,
     kernel::Kernel,
@@ -35,6 +36,9 @@ use crate::{
     },
 };
 
+/// Stacks shown live and in the summary with `--stack`.
+const STACKS_SHOWN: usize = 10;
+
 pub struct DropsOptions {
     pub stream: StreamOptions,
     pub filter: FilterArgs,
@@ -44,6 +48,8 @@ pub struct DropsOptions {
     pub hook: Option<HookKind>,
     /// Whether to place the conntrack stage sentinels that name NETFILTER_DROP causes.
     pub causes: bool,
+    /// `--stack`: each streamed drop carries its kernel stack.
+    pub stack: bool,
 }
 
 struct DropsView {
@@ -62,15 +68,20 @@ struct DropsView {
     /// Drops counted by the kernel without a `kfree_skb`, per namespace.
     counted: counted::PerNamespace,
     namespaces: Namespaces,
+    /// `--stack`: names each record's stack.
+    stacks: Option<Stacks>,
 }
 
 impl DropsView {
     /// Remembers the last flow per bucket and prints each event in JSON mode.
-    fn events(&mut self, events: &[DropEvent], out: &mut Stdout) -> Result<()> {
+    fn events(&mut self, maps: &DropMaps, events: &[DropEvent], out: &mut Stdout) -> Result<()> {
         self.delivered += events.len() as u64;
         let mut text = String::new();
         for ev in events {
-            let named = NamedDrop::new(ev, &mut self.namer);
+            let mut named = NamedDrop::new(ev, &mut self.namer);
+            if let Some(stacks) = self.stacks.as_mut() {
+                named.stack = stacks.of(maps, ev.stack_id);
+            }
             let key = DropKey {
                 reason: ev.reason,
                 nf_stage: ev.nf_stage,
@@ -91,9 +102,9 @@ impl DropsView {
 }
 
 impl View for DropsView {
-    fn records(&mut self, _: &Session, batch: Records, out: &mut Stdout) -> Result<()> {
-        match batch {
-            Records::Drops(events) => self.events(&events, out),
+    fn records(&mut self, session: &Session, batch: Records, out: &mut Stdout) -> Result<()> {
+        match (batch, session.drops.as_ref()) {
+            (Records::Drops(events), Some(maps)) => self.events(maps, &events, out),
             _ => Ok(()),
         }
     }
@@ -121,8 +132,15 @@ impl View for DropsView {
                 self.max_events_per_sec
             ),
         };
+        let stacks = match self.stacks.as_mut() {
+            Some(s) => format!(
+                "kernel stacks since the last refresh:\n{}",
+                render::stacks(&s.take_recent(STACKS_SHOWN))
+            ),
+            None => String::new(),
+        };
         Ok(out.line(&format!(
-            "{}netdoc drops via {} — {:.0}s\n{}{sampling}{}",
+            "{}netdoc drops via {} — {:.0}s\n{}{sampling}{stacks}{}",
             live::clear_screen(self.tty),
             self.hook,
             session.started.elapsed().as_secs_f64(),
@@ -172,6 +190,7 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
         stream: streaming,
         hook: opts.hook,
         per_netns: false,
+        stacks: opts.stack,
     });
     let mut session = Session::start(kernel, families, request)?;
     let Some(hook) = session.hook(PROBE) else {
@@ -221,6 +240,7 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
         per_netns: PerNetns::default(),
         counted,
         namespaces,
+        stacks: (streaming && opts.stack).then(Stacks::new),
     };
     let schedule = Schedule {
         interval: opts.stream.interval,
@@ -253,6 +273,12 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
             .collect(),
         max_events_per_sec: opts.stream.max_events_per_sec,
         unknown_records: session.unknown_records(StreamKind::Drops),
+        stacks_missing: view.stacks.as_ref().map(|s| s.missing),
+        stacks: view
+            .stacks
+            .as_ref()
+            .map(|s| s.top(STACKS_SHOWN))
+            .unwrap_or_default(),
         in_net_rx: session
             .net_rx_known
             .then(|| maps.per_cpu().iter().map(|c| c.1).sum()),

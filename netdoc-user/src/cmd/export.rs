@@ -310,6 +310,7 @@ fn request() -> Request {
         stream: false,
         hook: None,
         per_netns: true,
+        stacks: false,
     });
     request
 }

@@ -49,6 +49,7 @@ fn attach(kernel: Kernel) -> Result<Session> {
         stream: false,
         hook: None,
         per_netns: false,
+        stacks: false,
     });
     let session = Session::start(kernel, families, request)?;
     if !session.net_rx_known {

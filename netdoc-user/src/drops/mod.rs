@@ -2,13 +2,14 @@
 pub mod filter;
 pub mod render;
 pub mod report;
+pub mod stacks;
 
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
 };
 use netdoc_common::{DropConfig, DropKey, NO_OFFSET, SkbOffsets, TracepointOffsets, context};
 
@@ -152,6 +153,7 @@ pub struct DropMaps {
     pub counts: PerCpuHashMap<MapData, DropKey, u64>,
     pub stats: PerCpuArray<MapData, u64>,
     sampled: PerCpuHashMap<MapData, u32, u64>,
+    stacks: StackTraceMap<MapData>,
 }
 
 impl DropMaps {
@@ -161,7 +163,14 @@ impl DropMaps {
             counts: PerCpuHashMap::try_from(take("DROP_COUNTS")?)?,
             stats: PerCpuArray::try_from(take("DROP_STATS")?)?,
             sampled: PerCpuHashMap::try_from(take("DROP_SAMPLED")?)?,
+            stacks: StackTraceMap::try_from(take("DROP_STACKS")?)?,
         })
+    }
+
+    /// The return addresses of stack `id` (`--stack`), innermost first.
+    pub fn stack(&self, id: u32) -> Option<Vec<u64>> {
+        let trace = self.stacks.get(&id, 0).ok()?;
+        Some(trace.frames().iter().map(|f| f.ip).collect())
     }
 
     /// Streamed drops each raw reason had sampled out by the per-CPU budget, summed over CPUs.

@@ -1,7 +1,10 @@
 //! Terminal rendering of drop rows and the summary; JSON is serde's.
 use std::fmt::Write as _;
 
-use super::report::{Row, Summary};
+use super::{
+    report::{Row, Summary},
+    stacks::StackCount,
+};
 use crate::counted::{self, NamespaceCounted, OwnedSocket};
 
 fn cpus(row: &Row) -> String {
@@ -53,6 +56,18 @@ pub fn table(rows: &[Row], limit: usize) -> String {
     out
 }
 
+/// `--stack`: each stack with its count, the dropping function first, callers after `<`.
+pub fn stacks(stacks: &[StackCount]) -> String {
+    let mut out = String::new();
+    for s in stacks {
+        let _ = writeln!(out, "  {:>8}  {}", s.count, s.frames.join(" < "));
+    }
+    if stacks.is_empty() {
+        out.push_str("  (none)\n");
+    }
+    out
+}
+
 pub fn summary(s: &Summary) -> String {
     let mut out = format!(
         "netdoc drops: {} drops in {:.1}s via {} (reason names: {})\n",
@@ -98,6 +113,13 @@ pub fn summary(s: &Summary) -> String {
     }
     if let Some(n) = s.in_net_rx {
         let _ = writeln!(out, "inside NET_RX softirq: {n} of {} drops", s.total);
+    }
+    if let Some(missing) = s.stacks_missing {
+        let _ = writeln!(
+            out,
+            "kernel stacks of delivered drops ({missing} could not be taken):"
+        );
+        out.push_str(&stacks(&s.stacks));
     }
     if !s.namespaces.is_empty() {
         out.push_str("drops per namespace (delivered events):\n");

@@ -8,6 +8,7 @@ use std::{
 use netdoc_common::{DropEvent, DropKey, REASON_UNAVAILABLE};
 use serde::{Deserialize, Serialize};
 
+use super::stacks::StackCount;
 use crate::counted::NamespaceCounted;
 use crate::facts::cgroup::{Container, Pod};
 use crate::model::{addr::proto_name, cause::Cause, names::Namer, stats::KernelStats};
@@ -47,6 +48,10 @@ pub struct NamedDrop {
     pub sport: Option<u16>,
     pub dport: Option<u16>,
     pub len: u32,
+    /// `--stack`: the kernel stack from the function that dropped it outwards (`func+0xoff`);
+    /// empty when it could not be taken (counted in the summary's `stacks_missing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<Vec<String>>,
 }
 
 impl NamedDrop {
@@ -94,6 +99,7 @@ impl NamedDrop {
             sport: has_ports.then_some(ev.sport),
             dport: has_ports.then_some(ev.dport),
             len: ev.len,
+            stack: None,
         }
     }
 
@@ -212,6 +218,12 @@ pub struct Summary {
     #[serde(default)]
     pub max_events_per_sec: u64,
     pub unknown_records: u64,
+    /// `--stack`: delivered records whose stack could not be taken; null without `--stack`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stacks_missing: Option<u64>,
+    /// `--stack`: the stacks most delivered drops took, most first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stacks: Vec<StackCount>,
     pub aggregation_overflow: u64,
     /// Drops inside the NET_RX softirq; null when not tracked.
     pub in_net_rx: Option<u64>,
@@ -293,6 +305,8 @@ pub struct SummaryInput<'a> {
     pub sampled_by_reason: BTreeMap<String, u64>,
     pub max_events_per_sec: u64,
     pub unknown_records: u64,
+    pub stacks_missing: Option<u64>,
+    pub stacks: Vec<StackCount>,
     pub in_net_rx: Option<u64>,
     pub netfilter_stages: String,
     pub rows: &'a [Row],
@@ -327,6 +341,8 @@ pub fn summary(input: SummaryInput<'_>) -> Summary {
         sampled_by_reason: input.sampled_by_reason,
         max_events_per_sec: input.max_events_per_sec,
         unknown_records: input.unknown_records,
+        stacks_missing: input.stacks_missing,
+        stacks: input.stacks,
         aggregation_overflow: input.stats.aggregation_overflow,
         in_net_rx: input.in_net_rx,
         netfilter_causes,
@@ -523,6 +539,8 @@ mod tests {
             sampled_by_reason: BTreeMap::from([("NO_SOCKET".into(), 3)]),
             max_events_per_sec: 1000,
             unknown_records: 0,
+            stacks_missing: None,
+            stacks: Vec::new(),
             in_net_rx: Some(3),
             netfilter_stages: "test".into(),
             rows: &rows,
@@ -589,6 +607,8 @@ mod tests {
             sampled_by_reason: BTreeMap::new(),
             max_events_per_sec: 0,
             unknown_records: 0,
+            stacks_missing: None,
+            stacks: Vec::new(),
             in_net_rx: None,
             netfilter_stages: "22 netfilter links in 1 namespace(s)".into(),
             rows: &rows,

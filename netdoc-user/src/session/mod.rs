@@ -65,6 +65,8 @@ pub struct DropUse {
     pub hook: Option<planner::HookKind>,
     /// Count each namespace apart in the kernel (the exporter's drops per namespace).
     pub per_netns: bool,
+    /// Each streamed record carries its kernel stack (`--stack`).
+    pub stacks: bool,
 }
 
 /// Records each CPU streams per second and stream unless told otherwise: about what one reader
@@ -130,6 +132,7 @@ impl Request {
                 stream: had.stream || usage.stream,
                 hook: had.hook.filter(|h| usage.hook == Some(*h)),
                 per_netns: had.per_netns || usage.per_netns,
+                stacks: had.stacks || usage.stacks,
             },
         });
     }
@@ -227,6 +230,7 @@ impl Session {
             }
             configs.drops.stream = usage.stream as u32;
             configs.drops.per_netns = usage.per_netns as u32;
+            configs.drops.stacks = (usage.stream && usage.stacks) as u32;
             configs.drops.netfilter_drop = netfilter_drop.unwrap_or(REASON_UNAVAILABLE);
         }
         configs.retrans.stream = request.retrans_stream as u32;
@@ -556,12 +560,14 @@ mod tests {
             stream: false,
             hook: Some(planner::HookKind::Tracepoint),
             per_netns: false,
+            stacks: false,
         });
         r.want_drops(DropUse {
             filter: netns_only.clone(),
             stream: true,
             hook: Some(planner::HookKind::Tracepoint),
             per_netns: false,
+            stacks: false,
         });
         let same = r.drops.clone().unwrap();
         assert_eq!(same.filter, netns_only, "equal filters stay");

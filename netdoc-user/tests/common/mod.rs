@@ -469,8 +469,9 @@ pub const FIREWALL: Kind = Kind {
 
 /// Whether this kernel's `skb:kfree_skb` carries a drop reason.
 /// True in the emulated guests of `cargo xtask vm`, for a test of netdoc's own userspace (its
-/// output paths) that every kernel runs alike: the host runs it, and the guests' time goes to
-/// what differs between kernels. Says so when it skips.
+/// output paths, argument checks, signals, child processes) that every kernel runs alike: the
+/// host runs it, and the guests' time goes to what differs between kernels. Says so when it
+/// skips.
 pub fn same_on_every_kernel() -> bool {
     let emulated = std::env::var_os("NETDOC_EMULATED").is_some();
     if emulated {

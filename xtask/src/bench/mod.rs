@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: CPU cost per dropped packet with no tracer, an empty program (the floor),
-//! netdoc counts-only, counts-only with the conntrack stage sentinels, streaming every drop and
-//! under the default budget (both without the sentinels, as bpftrace has none), bpftrace's count
+//! netdoc counts-only, counts-only with the conntrack stage sentinels, streaming every drop,
+//! under the default budget and with `--stack` (without the sentinels, as bpftrace has none), bpftrace's count
 //! and printf, and `netdoc doctor` (every family), interleaved, with each tracer's attach time and peak resident
 //! memory; plus event delivery at full drop rate, and what following many namespaces costs
 //! (`namespaces`).
@@ -63,6 +63,8 @@ enum Mode {
     Streaming,
     /// Streaming under netdoc's default budget of records per second per CPU.
     StreamingBudget,
+    /// Streaming every drop with its kernel stack (`--stack`).
+    StreamingStack,
     /// bpftrace's in-kernel count per reason: what counts-only competes with.
     BpftraceCount,
     /// bpftrace printing a line per drop: what streaming competes with.
@@ -73,13 +75,14 @@ enum Mode {
 }
 
 impl Mode {
-    const ALL: [Mode; 9] = [
+    const ALL: [Mode; 10] = [
         Mode::None,
         Mode::Floor,
         Mode::CountsOnly,
         Mode::CountsCauses,
         Mode::Streaming,
         Mode::StreamingBudget,
+        Mode::StreamingStack,
         Mode::BpftraceCount,
         Mode::BpftracePrintf,
         Mode::Doctor,
@@ -92,6 +95,7 @@ impl Mode {
             Mode::CountsCauses => "+ stage sentinels",
             Mode::Streaming => "netdoc streaming",
             Mode::StreamingBudget => "+ default budget",
+            Mode::StreamingStack => "streaming + --stack",
             Mode::BpftraceCount => "bpftrace count",
             Mode::BpftracePrintf => "bpftrace printf",
             Mode::Doctor => "netdoc doctor",
@@ -156,6 +160,7 @@ fn per_packet(netdoc: &Path, args: &BenchArgs) -> Result<()> {
     let mut figures: Vec<Vec<Figures>> = Mode::ALL.iter().map(|_| Vec::new()).collect();
     let mut last_summary = None;
     let mut last_budget = None;
+    let mut last_stack = None;
     let mut last_doctor = None;
     let mut stages = None;
     for round in 0..args.rounds {
@@ -170,6 +175,9 @@ fn per_packet(netdoc: &Path, args: &BenchArgs) -> Result<()> {
             }
             if *mode == Mode::StreamingBudget {
                 last_budget = last_line(&out_file, "summary");
+            }
+            if *mode == Mode::StreamingStack {
+                last_stack = last_line(&out_file, "summary");
             }
             if *mode == Mode::Doctor {
                 last_doctor = last_line(&out_file, "doctor");
@@ -271,6 +279,15 @@ fn per_packet(netdoc: &Path, args: &BenchArgs) -> Result<()> {
         ),
         None => println!("streaming under the default budget: no summary line was read"),
     }
+    match last_stack {
+        Some(s) => println!(
+            "streaming with --stack: {}; stacks missing {}; added / streaming added = {:.2}",
+            accounting(&s, ""),
+            s["stacks_missing"],
+            added(Mode::StreamingStack) / added(Mode::Streaming)
+        ),
+        None => println!("streaming with --stack: no summary line was read"),
+    }
     match last_doctor {
         Some(r) => {
             let findings: Vec<String> = r["findings"]
@@ -336,6 +353,14 @@ fn start(netdoc: &Path, mode: Mode, out_file: &Path, sender_cpu: usize) -> Resul
             "0",
         ],
         Mode::StreamingBudget => &["drops", "--json", "--no-causes"],
+        Mode::StreamingStack => &[
+            "drops",
+            "--json",
+            "--no-causes",
+            "--max-events-per-sec",
+            "0",
+            "--stack",
+        ],
         // Its --duration defaults to 30 s, which a slow flood could outlast: it is stopped with
         // SIGINT like the others instead.
         Mode::Doctor => &["doctor", "--json", "--duration", "1h"],
