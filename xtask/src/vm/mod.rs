@@ -48,8 +48,8 @@ pub struct VmArgs {
     #[arg(long, requires = "matrix")]
     host_probes_only: bool,
     /// Per-boot limit in seconds: a guard against hangs (a guest runs every kernel test binary
-    /// under emulation, 8 to 12 minutes).
-    #[arg(long, default_value_t = 1200)]
+    /// under emulation, 8 to 18 minutes; two at a time).
+    #[arg(long, default_value_t = 1500)]
     timeout: u64,
     /// With --matrix: guests booted side by side (each takes one host CPU).
     #[arg(long, default_value_t = 2, requires = "matrix")]
