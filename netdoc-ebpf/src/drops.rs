@@ -178,17 +178,20 @@ fn handle(ctx: &impl StackIdContext, skb: u64, location: u64, reason: u32) {
         ev.cpu = unsafe { bpf_get_smp_processor_id() };
         ev.flags = context;
         ev.nf_stage = nf_stage;
+        ev.stack_id = NO_STACK;
+        let stacks = config!(stacks) != 0;
         // Without BPF_F_REUSE_STACKID: a stack whose bucket holds another one fails (counted
         // as missing in userspace) instead of overwriting a stack a record already names.
-        ev.stack_id = match config!(stacks) {
-            0 => NO_STACK,
-            _ => match ctx.get_stackid(&DROP_STACKS, 0) {
-                Ok(id) => id as i32,
-                Err(errno) => errno,
-            },
+        let take_stack = |ev: &mut DropEvent| {
+            if stacks {
+                ev.stack_id = match ctx.get_stackid(&DROP_STACKS, 0) {
+                    Ok(id) => id as i32,
+                    Err(errno) => errno,
+                };
+            }
         };
-
-        if emit::record(&DROP_EVENTS, ev, &DROP_STATS) == emit::Outcome::Sampled {
+        let outcome = emit::record_finishing(&DROP_EVENTS, ev, &DROP_STATS, take_stack);
+        if outcome == emit::Outcome::Sampled {
             add_one(&DROP_SAMPLED, &reason);
         }
     }

@@ -64,6 +64,29 @@ pub fn record<T: Record>(rings: &Rings<T>, record: &T, stats: &PerCpuArray<u64>)
         bump(stats, stat::SAMPLED);
         return Outcome::Sampled;
     }
+    write(rings, record, stats)
+}
+
+/// [`record`], with `finish` filling the record's costly last fields (a kernel stack) only once
+/// the budget has admitted it: a record sampled out never pays for them.
+#[inline(always)]
+pub fn record_finishing<T: Record>(
+    rings: &Rings<T>,
+    record: &mut T,
+    stats: &PerCpuArray<u64>,
+    finish: impl FnOnce(&mut T),
+) -> Outcome {
+    if over_budget(T::KIND as u32) {
+        bump(stats, stat::SAMPLED);
+        return Outcome::Sampled;
+    }
+    finish(record);
+    write(rings, record, stats)
+}
+
+/// Writes an admitted record and counts it emitted or lost.
+#[inline(always)]
+fn write<T: Record>(rings: &Rings<T>, record: &T, stats: &PerCpuArray<u64>) -> Outcome {
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let Some(ring) = rings.get(cpu) else {
         bump(stats, stat::EMIT_FAILED);

@@ -74,27 +74,28 @@ impl Stacks {
             self.missing += 1;
             return Some(Vec::new());
         };
-        if let Some(named) = self.named.get(&id) {
-            *self.run.entry(id).or_default() += 1;
-            *self.recent.entry(id).or_default() += 1;
-            return Some(named.clone());
-        }
-        let Some(addrs) = maps.stack(id) else {
-            self.missing += 1;
-            return Some(Vec::new());
+        let named = match self.named.get(&id) {
+            // Ids are kept by the kernel (nothing is deleted), so a known id is the same stack.
+            Some(named) => named.clone(),
+            None => {
+                let Some(addrs) = maps.stack(id) else {
+                    self.missing += 1;
+                    return Some(Vec::new());
+                };
+                let frames = addrs
+                    .iter()
+                    .map(|a| match &self.kallsyms {
+                        Some(k) => k.describe(*a),
+                        None => format!("{a:#x}"),
+                    })
+                    .collect();
+                let named = from_the_drop(frames);
+                self.named.insert(id, named.clone());
+                named
+            }
         };
         *self.run.entry(id).or_default() += 1;
         *self.recent.entry(id).or_default() += 1;
-        let frames = addrs
-            .iter()
-            .map(|a| match &self.kallsyms {
-                Some(k) => k.describe(*a),
-                None => format!("{a:#x}"),
-            })
-            .collect();
-        let named = from_the_drop(frames);
-        // Ids are kept by the kernel (nothing is deleted), so a known id is the same stack.
-        self.named.insert(id, named.clone());
         Some(named)
     }
 }
