@@ -5,7 +5,7 @@ use anyhow::Context as _;
 
 use crate::facts::{
     btf::{self, KernelBtf},
-    kallsyms::Kallsyms,
+    kallsyms,
     tracefs::{self, EventFormat},
 };
 
@@ -14,8 +14,6 @@ pub struct Kernel {
     pub btf: Option<KernelBtf>,
     /// Why the BTF could not be read, when it could not.
     pub btf_unreadable: Option<String>,
-    /// The same BTF as aya parses it, for loading tp_btf programs.
-    pub aya_btf: Option<aya::Btf>,
     /// The classic tracepoint was asked for (`--hook tracepoint`): it needs tracefs even where
     /// tp_btf would do.
     pub classic_wanted: bool,
@@ -28,24 +26,10 @@ pub struct Kernel {
 
 impl Kernel {
     pub fn discover(btf_path: &Path) -> Self {
-        // Start-up reads the kernel's BTF and symbols, and parses the BTF twice (our parser
-        // for struct offsets, aya's for loading): all at once, on every CPU there is. The
-        // symbols are read by the first to ask; this thread asks now.
-        std::thread::spawn(Kallsyms::shared);
-        let raw =
-            std::fs::read(btf_path).with_context(|| format!("reading BTF {}", btf_path.display()));
-        let (ours, aya_btf) = std::thread::scope(|scope| {
-            let aya = scope.spawn(|| {
-                let raw = raw.as_ref().ok()?;
-                aya::Btf::parse(raw, aya::Endianness::default()).ok()
-            });
-            let ours = match &raw {
-                Ok(raw) => KernelBtf::parse(raw, btf_path),
-                Err(e) => Err(anyhow::anyhow!("{e:#}")),
-            };
-            (ours, aya.join().ok().flatten())
-        });
-        let (btf, btf_unreadable) = match ours {
+        let btf = std::fs::read(btf_path)
+            .with_context(|| format!("reading BTF {}", btf_path.display()))
+            .and_then(|raw| KernelBtf::parse(raw, btf_path));
+        let (btf, btf_unreadable) = match btf {
             Ok(b) => (Some(b), None),
             Err(e) => (None, Some(format!("{e:#}"))),
         };
@@ -53,11 +37,19 @@ impl Kernel {
             btf_path: btf_path.to_path_buf(),
             btf,
             btf_unreadable,
-            aya_btf,
             classic_wanted: false,
             tracefs: found_tracefs(),
             module_btfs: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The BTF as aya parses it, which loading a tp_btf program needs: 14 MiB on 6.18, so
+    /// parsed only while programs are being attached and dropped after.
+    pub fn loader_btf(&self) -> Option<aya::Btf> {
+        let raw = self.btf.as_ref()?.raw();
+        aya::Btf::parse(raw, aya::Endianness::default())
+            .inspect_err(|e| log::warn!("aya cannot parse {}: {e}", self.btf_path.display()))
+            .ok()
     }
 
     /// The kernel as netdoc sees one built without BTF (`--no-btf`): classic tracepoints,
@@ -67,7 +59,6 @@ impl Kernel {
             btf_path: PathBuf::from(btf::VMLINUX),
             btf: None,
             btf_unreadable: Some("--no-btf given".into()),
-            aya_btf: None,
             classic_wanted: false,
             tracefs: found_tracefs(),
             module_btfs: std::sync::OnceLock::new(),
@@ -120,6 +111,15 @@ impl Kernel {
             .iter()
             .find(|b| b.struct_size(name).is_some())
             .map(f)
+    }
+
+    /// Whether the kernel has a function `name` now (a module's exists only once it is loaded):
+    /// from BTF, vmlinux's and the loaded modules'; from kallsyms where BTF does not say, which
+    /// takes a tenth of a second to read.
+    pub fn has_function(&self, name: &str) -> bool {
+        let in_btf = self.btf.as_ref().is_some_and(|b| b.has_function(name))
+            || self.module_btfs().iter().any(|b| b.has_function(name));
+        in_btf || kallsyms::defines(name)
     }
 
     /// Whether a tp_btf program can attach to `event`: `Err(why)` otherwise.

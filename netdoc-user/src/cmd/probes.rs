@@ -23,12 +23,13 @@ fn survey(kernel: &Kernel, families: &Families) -> Result<(Vec<ProbePlan>, Vec<P
     // One object for every attempt: each candidate has a program of its own, so each is tried
     // on its own while the others stay attached; all are released together at the end.
     let mut ebpf = loader::load(&families.configs())?;
+    let loader_btf = kernel.loader_btf();
     let mut plans = Vec::new();
     for (probe, candidates) in families.all().iter().flat_map(|f| f.probes()) {
         let mut attempts = Vec::new();
         let mut chosen = false;
         for c in candidates {
-            let mut plan = planner::attach_best(&mut ebpf, probe, vec![c], kernel.aya_btf.as_ref());
+            let mut plan = planner::attach_best(&mut ebpf, probe, vec![c], loader_btf.as_ref());
             let mut a = plan.attempts.remove(0);
             if a.outcome == Outcome::Attached {
                 if chosen {
@@ -153,7 +154,7 @@ pub async fn bench_floor(host: Kernel) -> Result<()> {
             precondition: Ok(()),
         },
     ];
-    let plan = planner::attach_best(&mut ebpf, "floor", candidates, host.aya_btf.as_ref());
+    let plan = planner::attach_best(&mut ebpf, "floor", candidates, host.loader_btf().as_ref());
     let Some(chosen) = plan.chosen() else {
         bail!("{}", plan.failure());
     };

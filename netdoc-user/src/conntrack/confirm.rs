@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use anyhow::Context as _;
 
 use crate::{
-    facts::kallsyms,
     family::Family,
     kernel::Kernel,
     loader::Configs,
@@ -38,9 +37,9 @@ pub struct ConfirmKernel {
 impl ConfirmKernel {
     pub fn discover(k: &Kernel) -> Self {
         let config = config(k);
-        let pre = if !kallsyms::defines(FUNCTION) {
+        let pre = if !k.has_function(FUNCTION) {
             Err(format!(
-                "no {FUNCTION} in /proc/kallsyms: nf_conntrack is not loaded (modprobe nf_conntrack)"
+                "no {FUNCTION} in the kernel's BTF or /proc/kallsyms: nf_conntrack is not loaded (modprobe nf_conntrack)"
             ))
         } else if config.ct_original == NO_OFFSET {
             Err("no BTF for struct nf_conn with a 40-byte tuple (vmlinux or module BTF)".into())

@@ -1,6 +1,6 @@
 //! `--stack`: the kernel stack of each streamed drop, read from the stack map by the id its
 //! record carries and named from kallsyms, each distinct stack once.
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
 use netdoc_common::NO_STACK;
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,6 @@ use crate::facts::kallsyms::Kallsyms;
 
 pub struct Stacks {
     named: HashMap<u32, Vec<String>>,
-    kallsyms: Option<Arc<Kallsyms>>,
     /// Records whose stack could not be taken (its bucket held another stack) or read.
     pub missing: u64,
     /// Records per stack id, over the run and since the live view last showed them.
@@ -30,7 +29,6 @@ impl Stacks {
     pub fn new() -> Self {
         Self {
             named: HashMap::new(),
-            kallsyms: Kallsyms::shared(),
             missing: 0,
             run: HashMap::new(),
             recent: HashMap::new(),
@@ -84,7 +82,7 @@ impl Stacks {
                 };
                 let frames = addrs
                     .iter()
-                    .map(|a| match &self.kallsyms {
+                    .map(|a| match Kallsyms::shared() {
                         Some(k) => k.describe(*a),
                         None => format!("{a:#x}"),
                     })

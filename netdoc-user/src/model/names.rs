@@ -1,5 +1,5 @@
 //! Naming what the kernel hands over as numbers: reasons, code addresses, namespaces, devices.
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
 use super::{
     cause::{self, Cause, Coverage, DropFacts, NFTABLES},
@@ -53,7 +53,6 @@ pub struct LiveNamer {
     net_rx_known: bool,
     coverage: Coverage,
     reasons: DropReasons,
-    kallsyms: Option<Arc<Kallsyms>>,
     namespaces: Namespaces,
     /// Device names by namespace serial and ifindex.
     devices: HashMap<(u64, u32), Option<String>>,
@@ -71,7 +70,6 @@ impl LiveNamer {
             net_rx_known,
             coverage,
             reasons,
-            kallsyms: Kallsyms::shared(),
             namespaces,
             devices: HashMap::new(),
             locations: HashMap::new(),
@@ -97,12 +95,10 @@ impl Namer for LiveNamer {
         }
     }
     fn location(&mut self, addr: u64) -> String {
-        let k = &self.kallsyms;
         self.locations
             .entry(addr)
             .or_insert_with(|| {
-                k.as_ref()
-                    .map_or(format!("{addr:#x}"), |k| k.describe(addr))
+                Kallsyms::shared().map_or(format!("{addr:#x}"), |k| k.describe(addr))
             })
             .clone()
     }
@@ -135,8 +131,7 @@ impl Namer for LiveNamer {
         name
     }
     fn freed_by_nftables(&mut self, addr: u64) -> bool {
-        self.kallsyms
-            .as_ref()
+        Kallsyms::shared()
             .and_then(|k| k.function(addr))
             .is_some_and(|f| f == NFTABLES)
     }

@@ -22,7 +22,10 @@ use crate::family::Family as _;
 use crate::{
     conntrack::confirm::{self, ConfirmMaps},
     drops::{self, DropMaps, filter::DropFilter},
-    facts::netns::{self, NetnsArg},
+    facts::{
+        kallsyms::Kallsyms,
+        netns::{self, NetnsArg},
+    },
     kernel::Kernel,
     loader,
     model::cause::Coverage,
@@ -285,7 +288,8 @@ impl Session {
 
         streams.start()?;
 
-        let btf = kernel.aya_btf.as_ref();
+        let loader_btf = kernel.loader_btf();
+        let btf = loader_btf.as_ref();
         let mut plans = Vec::new();
         // Softirq entry/exit before the drop program, so every drop knows its NET_RX context.
         let mut attach = |ebpf: &mut Ebpf, probe: &'static str, candidates| {
@@ -388,6 +392,11 @@ impl Session {
             )
             .then_some(maps);
         }
+        drop(loader_btf);
+        give_back_start_up_memory();
+        // Events are named from the first one on: the symbols are read now, in the background,
+        // once start-up's memory is given back (they take a tenth of a second and 3 MiB).
+        std::thread::spawn(Kallsyms::shared);
         let cpus = online_cpus()
             .map_err(|(_, e)| e)
             .context("reading online CPUs")?;
@@ -531,6 +540,17 @@ impl Session {
         self.stream_totals
             .get(&kind)
             .map_or(0, |t| t.decode.unknown)
+    }
+}
+
+/// Start-up parses kernel BTF twice inside aya (14 MiB each, one after the other) and loads the
+/// object, all freed again by now, which glibc keeps for reuse unless asked: an agent that runs
+/// for weeks gives it back.
+fn give_back_start_up_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free pages of the allocator's arenas to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -58,12 +58,12 @@ pub fn run(netdoc: &Path, scrapes: usize, cpu: usize) -> Result<()> {
             bail!("scrape {i} had no drops family");
         }
         if i + 1 == WARM {
-            warm_kib = rss_kib(pid);
+            warm_kib = super::status_kib(pid, "VmRSS");
         }
     }
     drop(alive);
     let took = started.elapsed().as_secs_f64();
-    let end_kib = rss_kib(pid);
+    let end_kib = super::status_kib(pid, "VmRSS");
     stop(tracer, &[0])?;
     let _ = std::fs::remove_file(&out);
     println!(
@@ -109,14 +109,4 @@ fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-/// Resident memory of a process now, in KiB (`VmRSS`).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }

@@ -131,8 +131,10 @@ struct Tracer {
 struct Figures {
     /// From starting it to its "attached" line.
     attach_s: f64,
-    /// Peak resident memory (`VmHWM`) just before it was stopped, in MiB.
+    /// Peak resident memory (`VmHWM`) just before it was stopped, in MiB: start-up included.
     peak_mib: f64,
+    /// Resident memory (`VmRSS`) just before it was stopped, in MiB: what it holds while it runs.
+    resident_mib: f64,
 }
 
 pub fn run(netdoc: &Path, args: &BenchArgs) -> Result<()> {
@@ -208,7 +210,7 @@ fn per_packet(netdoc: &Path, args: &BenchArgs) -> Result<()> {
         args.count, args.cpu, args.rounds
     );
     println!(
-        "{:<20} {:>14} {:>14} {:>12} {:>12} {:>16} {:>9} {:>9}",
+        "{:<20} {:>14} {:>14} {:>12} {:>12} {:>16} {:>9} {:>9} {:>9}",
         "mode",
         "sender ns/pkt",
         "added ns/pkt",
@@ -216,7 +218,8 @@ fn per_packet(netdoc: &Path, args: &BenchArgs) -> Result<()> {
         "pkt/s",
         "box busy ns/pkt",
         "attach s",
-        "peak MiB"
+        "peak MiB",
+        "rss MiB"
     );
     for (i, mode) in Mode::ALL.iter().enumerate() {
         // Max minus min over the rounds: an added cost below it is noise, not overhead.
@@ -224,15 +227,16 @@ fn per_packet(netdoc: &Path, args: &BenchArgs) -> Result<()> {
         let spread = xs.iter().copied().fold(f64::MIN, f64::max)
             - xs.iter().copied().fold(f64::MAX, f64::min);
         // No tracer, nothing attached and no memory of its own.
-        let (attach, peak) = match figures[i].is_empty() {
-            true => ("-".to_string(), "-".to_string()),
+        let (attach, peak, resident) = match figures[i].is_empty() {
+            true => ("-".to_string(), "-".to_string(), "-".to_string()),
             false => (
                 format!("{:.2}", median(&figures[i], |f| f.attach_s)),
                 format!("{:.1}", median(&figures[i], |f| f.peak_mib)),
+                format!("{:.1}", median(&figures[i], |f| f.resident_mib)),
             ),
         };
         println!(
-            "{:<20} {:>14.1} {:>14.1} {:>12.1} {:>12.0} {:>16.0} {attach:>9} {peak:>9}",
+            "{:<20} {:>14.1} {:>14.1} {:>12.1} {:>12.0} {:>16.0} {attach:>9} {peak:>9} {resident:>9}",
             mode.name(),
             cpu[i],
             cpu[i] - cpu[0],
@@ -479,7 +483,8 @@ fn off_cpu(cmd: &mut Command, sender_cpu: usize) {
 fn stop(mut tracer: Tracer, worked: &[i32]) -> Result<Figures> {
     let figures = Figures {
         attach_s: tracer.attach_s,
-        peak_mib: peak_rss_mib(tracer.child.id()),
+        peak_mib: status_kib(tracer.child.id(), "VmHWM") as f64 / 1024.0,
+        resident_mib: status_kib(tracer.child.id(), "VmRSS") as f64 / 1024.0,
     };
     // SAFETY: kill has no memory preconditions; the pid is our own child.
     unsafe { libc::kill(tracer.child.id() as i32, libc::SIGINT) };
@@ -491,14 +496,14 @@ fn stop(mut tracer: Tracer, worked: &[i32]) -> Result<Figures> {
     Ok(figures)
 }
 
-/// Peak resident memory of a process in MiB (`VmHWM`).
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
+/// A memory figure of a process from `/proc/<pid>/status` (`VmHWM`, `VmRSS`), in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The last line of a netdoc's JSON output, if its `type` is `kind`.

@@ -95,8 +95,14 @@ pub fn run(netdoc: &Path, count: u64, rounds: usize, cpu: usize) -> Result<()> {
         "\nnamespaces that use conntrack, netdoc drops --counts-only host-wide; sentinel cost from {count} datagrams in one of them, median of {rounds}"
     );
     println!(
-        "{:>10} {:>10} {:>14} {:>12} {:>10} {:>18}",
-        "namespaces", "attach s", "netfilter links", "map fds", "peak MiB", "sentinels ns/pkt"
+        "{:>10} {:>10} {:>14} {:>12} {:>10} {:>10} {:>18}",
+        "namespaces",
+        "attach s",
+        "netfilter links",
+        "map fds",
+        "peak MiB",
+        "rss MiB",
+        "sentinels ns/pkt"
     );
     let out = std::env::temp_dir().join(format!("netdoc-bench-ns-{}.json", std::process::id()));
     for n in [1, 200] {
@@ -130,9 +136,10 @@ pub fn run(netdoc: &Path, count: u64, rounds: usize, cpu: usize) -> Result<()> {
         }
         let (stopped, (links, maps)) = figures.context("no round ran")?;
         println!(
-            "{n:>10} {:>10.2} {links:>14} {maps:>12} {:>10.1} {:>18.1}",
+            "{n:>10} {:>10.2} {links:>14} {maps:>12} {:>10.1} {:>10.1} {:>18.1}",
             stopped.attach_s,
             stopped.peak_mib,
+            stopped.resident_mib,
             median(&with, |x| *x) - median(&without, |x| *x)
         );
     }
