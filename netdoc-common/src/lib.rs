@@ -10,7 +10,7 @@ pub mod retrans;
 pub mod softirq;
 
 /// Bumped whenever a record layout changes.
-pub const EVENT_VERSION: u16 = 4;
+pub const EVENT_VERSION: u16 = 5;
 
 /// Record kinds carried in [`EventHeader::kind`].
 pub mod kind {
@@ -96,7 +96,9 @@ pub struct DropEvent {
     pub eth_proto: u16,
     /// For `NETFILTER_DROP`s: a [`conntrack::stage`] value.
     pub nf_stage: u8,
-    pub _pad: u8,
+    /// A TCP segment's flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, ...); 0
+    /// for other packets.
+    pub tcp_flags: u8,
     /// `net.net_cookie`: the namespace's id, never reused during a boot; 0 when unknown.
     pub netns_cookie: u64,
     /// The kernel stack's id in the `DROP_STACKS` map (`--stack`), a negative errno when it

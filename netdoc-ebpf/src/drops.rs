@@ -331,4 +331,8 @@ fn parse_skb(skb: u64, ev: &mut DropEvent) {
         ev.sport = port(0);
         ev.dport = port(2);
     }
+    // The flags byte tells a refused connection attempt (SYN) from a late segment.
+    if ev.proto == 6 && l4 + 14 <= HEADER_BYTES {
+        ev.tcp_flags = h[l4 + 13];
+    }
 }

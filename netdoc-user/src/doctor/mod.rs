@@ -119,6 +119,13 @@ pub struct DropGroup {
     pub location: String,
     pub proto: Option<String>,
     pub events: u64,
+    /// TCP segments among them that opened a connection (SYN without ACK); each of the rest
+    /// belonged to one already under way. Recordings from before it was kept have 0.
+    #[serde(default)]
+    pub connection_attempts: u64,
+    /// Whether the events carried TCP flags (false in recordings from before they did).
+    #[serde(default)]
+    pub tcp_flags_known: bool,
     /// The busiest destinations, at most [`TOP_TARGETS`].
     pub targets: Vec<Target>,
 }
@@ -178,6 +185,8 @@ type GroupKey = (u32, String, Option<Cause>, String, Option<String>);
 struct Grouped {
     netns_name: Option<String>,
     events: u64,
+    connection_attempts: u64,
+    tcp_flags_known: bool,
     targets: BTreeMap<(String, Option<u16>), (u64, String)>,
 }
 
@@ -200,9 +209,13 @@ impl DropGrouper {
         let g = self.groups.entry(key).or_insert_with(|| Grouped {
             netns_name: d.netns_name.clone(),
             events: 0,
+            connection_attempts: 0,
+            tcp_flags_known: false,
             targets: BTreeMap::new(),
         });
         g.events += 1;
+        g.connection_attempts += u64::from(d.opens_a_connection());
+        g.tcp_flags_known |= d.tcp_flags.is_some();
         let to = match (&d.proto, &d.daddr) {
             (Some(p), Some(a)) => match (d.dport, a.parse()) {
                 (Some(port), Ok(ip)) => format!("{p} > {}", crate::model::addr::endpoint(ip, port)),
@@ -247,6 +260,8 @@ impl DropGrouper {
                     location: location.clone(),
                     proto: proto.clone(),
                     events: g.events,
+                    connection_attempts: g.connection_attempts,
+                    tcp_flags_known: g.tcp_flags_known,
                     targets,
                 }
             })

@@ -47,6 +47,9 @@ pub struct NamedDrop {
     pub daddr: Option<String>,
     pub sport: Option<u16>,
     pub dport: Option<u16>,
+    /// A TCP segment's flags, `SYN`, `ACK|FIN`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_flags: Option<String>,
     pub len: u32,
     /// `--stack`: the kernel stack from the function that dropped it outwards (`func+0xoff`);
     /// empty when it could not be taken (counted in the summary's `stacks_missing`).
@@ -98,9 +101,18 @@ impl NamedDrop {
             daddr: addr(&ev.daddr),
             sport: has_ports.then_some(ev.sport),
             dport: has_ports.then_some(ev.dport),
+            tcp_flags: (family.is_some() && ev.proto == 6).then(|| tcp_flags(ev.tcp_flags)),
             len: ev.len,
             stack: None,
         }
+    }
+
+    /// A TCP segment that opens a connection: SYN without ACK.
+    pub fn opens_a_connection(&self) -> bool {
+        self.tcp_flags.as_deref().is_some_and(|f| {
+            let mut flags = f.split('|');
+            flags.clone().any(|x| x == "SYN") && !flags.any(|x| x == "ACK")
+        })
     }
 
     /// `udp 10.0.0.1:5000 > 10.0.0.2:9 dev veth1 netns blue`
@@ -123,6 +135,19 @@ impl NamedDrop {
             None => {}
         }
         s.trim().to_string()
+    }
+}
+
+/// The names of the flags set in a TCP header's flags byte, as tcpdump spells them, `|`-joined.
+fn tcp_flags(bits: u8) -> String {
+    const NAMES: [&str; 8] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
+    let set: Vec<&str> = (0..8)
+        .filter(|i| bits & (1 << i) != 0)
+        .map(|i| NAMES[i])
+        .collect();
+    match set.is_empty() {
+        true => "none".into(),
+        false => set.join("|"),
     }
 }
 
@@ -431,6 +456,26 @@ mod tests {
         ev.saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
         ev.daddr[..4].copy_from_slice(&[10, 0, 0, 2]);
         ev
+    }
+
+    #[test]
+    fn a_tcp_drop_names_its_flags_and_whether_it_opens_a_connection() {
+        let segment = |flags: u8| {
+            let mut ev = udp_drop();
+            ev.proto = 6;
+            ev.tcp_flags = flags;
+            NamedDrop::new(&ev, &mut namer())
+        };
+        let syn = segment(0x02);
+        assert_eq!(syn.tcp_flags.as_deref(), Some("SYN"));
+        assert!(syn.opens_a_connection());
+        let late = segment(0x11);
+        assert_eq!(late.tcp_flags.as_deref(), Some("FIN|ACK"));
+        assert!(!late.opens_a_connection());
+        assert!(!segment(0x12).opens_a_connection(), "a SYN-ACK answers one");
+        let datagram = NamedDrop::new(&udp_drop(), &mut namer());
+        assert_eq!(datagram.tcp_flags, None);
+        assert!(!datagram.opens_a_connection());
     }
 
     #[test]

@@ -220,6 +220,20 @@ impl Pair {
         })
     }
 
+    /// Tries `n` TCP connections from namespace a to b's `port`, one after another, from a
+    /// thread pinned to CPU 0: how many b refused (a RST for the SYN, no retry).
+    pub fn connect(&self, port: u16, n: usize) -> usize {
+        self.run_in_a(move |_, to| {
+            let to = std::net::SocketAddr::new(to.parse().unwrap(), port);
+            (0..n)
+                .filter(|_| {
+                    std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2))
+                        .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+                })
+                .count()
+        })
+    }
+
     /// Sends one datagram from each of `flows` new sockets (a new source port, so a new flow
     /// each) from namespace a to b's `port`, pinned to CPU 0. Returns how many sends netfilter
     /// refused (EPERM: dropped on the way out).

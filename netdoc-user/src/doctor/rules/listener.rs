@@ -70,15 +70,38 @@ fn finding(s: &Snapshot, inode: u32, proto: &str, groups: &[&DropGroup]) -> Opti
     };
     let mut evidence: Vec<Evidence> = groups.iter().flat_map(|g| target_evidence(g)).collect();
     let mut fix = Vec::new();
-    let (id, title, ss) = match proto {
-        "udp" => (
+    let tcp = TcpSegments::of(groups);
+    let (id, title, ss) = match (proto, tcp) {
+        ("udp", _) => (
             "udp_no_listener",
             format!("{packets} datagrams were sent to UDP{where_}, where nothing listens"),
             "ss -ulpn",
         ),
-        // Without the segments' flags a refused SYN cannot be told from a late segment of a
-        // closed connection: said as such, never as a problem.
-        _ => (
+        (_, TcpSegments::Flagged { attempts, .. }) if attempts > 0 => {
+            let late = packets - attempts;
+            let and_late = match late {
+                0 => String::new(),
+                n => format!(", and {n} late segments of closed connections arrived"),
+            };
+            (
+                "tcp_no_listener",
+                format!(
+                    "{attempts} TCP connection attempts to{where_} were refused: nothing listens there{and_late}"
+                ),
+                "ss -tlpn",
+            )
+        }
+        (_, TcpSegments::Flagged { .. }) => (
+            "tcp_no_listener",
+            format!(
+                "{packets} TCP segments arrived at{where_} for connections that no longer exist (none opened one): late segments of closed connections"
+            ),
+            "ss -tlpn",
+        ),
+        // Without the segments' flags (a recording from before they were kept) a refused SYN
+        // cannot be told from a late segment of a closed connection: said as such, never as a
+        // problem.
+        (_, TcpSegments::Unflagged) => (
             "tcp_no_listener",
             format!(
                 "{packets} TCP segments arrived at{where_} for no socket: connection attempts where nothing listens, or late segments of closed connections"
@@ -86,6 +109,14 @@ fn finding(s: &Snapshot, inode: u32, proto: &str, groups: &[&DropGroup]) -> Opti
             "ss -tlpn",
         ),
     };
+    if let TcpSegments::Flagged { attempts, events } = tcp {
+        evidence.push(Evidence::new(
+            format!(
+                "{attempts} of the {events} dropped segments opened a connection (SYN without ACK); the rest belonged to connections already under way"
+            ),
+            "TCP flags of the dropped segments (skb:kfree_skb)".to_string(),
+        ));
+    }
     if let Some(c) = counted.filter(|_| proto == "udp") {
         evidence.push(Evidence::new(
             format!("Udp.NoPorts grew by {no_ports} over {:.0} s", s.duration_s),
@@ -121,14 +152,18 @@ fn finding(s: &Snapshot, inode: u32, proto: &str, groups: &[&DropGroup]) -> Opti
             "if the datagrams are unwanted, drop them early with a firewall rule so they stop costing a lookup and an ICMP reply".into(),
         );
     }
+    // Refused connection attempts are clients failing; late segments of closed connections are
+    // the normal tail of TCP, worth a note only.
+    let refused =
+        proto == "udp" || matches!(tcp, TcpSegments::Flagged { attempts, .. } if attempts > 0);
     Some(Finding {
         id: id.into(),
-        severity: match proto {
-            "udp" => Severity::Warning,
-            _ => Severity::Info,
+        severity: match refused {
+            true => Severity::Warning,
+            false => Severity::Info,
         },
         // The reason itself says so; a freeing function or a counter alone only suggests it.
-        confidence: if proto == "tcp" {
+        confidence: if tcp == TcpSegments::Unflagged && proto == "tcp" {
             Confidence::Low
         } else if groups.iter().any(|g| g.reason == "NO_SOCKET") {
             Confidence::High
@@ -141,6 +176,27 @@ fn finding(s: &Snapshot, inode: u32, proto: &str, groups: &[&DropGroup]) -> Opti
         evidence,
         fix,
     })
+}
+
+/// What the TCP flags of a namespace's dropped segments say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TcpSegments {
+    /// The events carried flags: how many of them opened a connection.
+    Flagged { attempts: u64, events: u64 },
+    /// No flags (a recording from before they were kept, or no event delivered).
+    Unflagged,
+}
+
+impl TcpSegments {
+    fn of(groups: &[&DropGroup]) -> Self {
+        match groups.iter().any(|g| g.tcp_flags_known) {
+            true => TcpSegments::Flagged {
+                attempts: groups.iter().map(|g| g.connection_attempts).sum(),
+                events: groups.iter().map(|g| g.events).sum(),
+            },
+            false => TcpSegments::Unflagged,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -193,6 +249,73 @@ mod tests {
             group("blue", "NETFILTER_DROP", None, "udp", "10.0.0.2", 9, 500),
         ];
         assert!(no_listener(&s).is_empty());
+    }
+
+    /// A namespace's TCP segments to a closed port, `attempts` of them SYNs; `flags` false for a
+    /// recording from before flags were kept.
+    fn tcp_segments(attempts: u64, events: u64, flags: bool) -> Vec<Finding> {
+        let mut s = quiet();
+        let mut g = group("blue", "NO_SOCKET", None, "tcp", "10.0.0.2", 8080, events);
+        g.location = "tcp_v4_rcv+0x1a4".into();
+        g.connection_attempts = attempts;
+        g.tcp_flags_known = flags;
+        s.drops.groups = vec![g];
+        no_listener(&s)
+    }
+
+    #[test]
+    fn refused_connection_attempts_are_told_from_late_segments_by_their_flags() {
+        let refused = tcp_segments(30, 30, true);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        let f = &refused[0];
+        assert_eq!(
+            (f.id.as_ref(), f.severity, f.confidence),
+            ("tcp_no_listener", Severity::Warning, Confidence::High)
+        );
+        assert_eq!(
+            f.title,
+            "30 TCP connection attempts to port 8080 were refused: nothing listens there"
+        );
+        assert!(
+            f.shows("30 of the 30 dropped segments opened a connection"),
+            "{f:?}"
+        );
+
+        let mixed = &tcp_segments(25, 40, true)[0];
+        assert!(
+            mixed
+                .title
+                .ends_with("and 15 late segments of closed connections arrived"),
+            "{}",
+            mixed.title
+        );
+        assert_eq!(mixed.severity, Severity::Warning);
+
+        let late = &tcp_segments(0, 40, true)[0];
+        assert_eq!(
+            (late.severity, late.confidence),
+            (Severity::Info, Confidence::High)
+        );
+        assert!(
+            late.title.contains("late segments of closed connections"),
+            "{}",
+            late.title
+        );
+        assert!(!late.title.contains("refused"), "{}", late.title);
+
+        let unknown = &tcp_segments(0, 40, false)[0];
+        assert_eq!(
+            (unknown.severity, unknown.confidence),
+            (Severity::Info, Confidence::Low)
+        );
+        assert!(
+            unknown
+                .title
+                .contains("connection attempts where nothing listens, or late segments"),
+            "{}",
+            unknown.title
+        );
+        assert!(!unknown.shows("opened a connection"), "{unknown:?}");
     }
 
     #[test]

@@ -260,6 +260,8 @@ pub mod fixtures {
             location: "udp_queue_rcv_one_skb+0x2f".into(),
             proto: Some(proto.into()),
             events,
+            connection_attempts: 0,
+            tcp_flags_known: false,
             targets: vec![Target {
                 to: format!("{proto} > {to}:{dport}"),
                 dport: Some(dport),
