@@ -20,8 +20,8 @@ impl Kallsyms {
     /// The symbols as this process first read them, read once: the kernel formats every line of
     /// `/proc/kallsyms` for each reader, which was a fifth of netdoc's start-up when the probes
     /// and the namer each read it.
-    /// A session reads them on a thread of its own once attached; the first to ask before that
-    /// is done waits for it, so ask only when a name is needed.
+    /// Start-up reads them on a thread of its own ([`crate::kernel::Kernel::discover`]); the
+    /// first to ask before that is done waits for it, so ask only when a name is needed.
     pub fn shared() -> Option<&'static Self> {
         static SHARED: OnceLock<Option<Kallsyms>> = OnceLock::new();
         SHARED.get_or_init(|| Self::load().ok()).as_ref()

@@ -22,10 +22,7 @@ use crate::family::Family as _;
 use crate::{
     conntrack::confirm::{self, ConfirmMaps},
     drops::{self, DropMaps, filter::DropFilter},
-    facts::{
-        kallsyms::Kallsyms,
-        netns::{self, NetnsArg},
-    },
+    facts::netns::{self, NetnsArg},
     kernel::Kernel,
     loader,
     model::cause::Coverage,
@@ -394,9 +391,6 @@ impl Session {
         }
         drop(loader_btf);
         give_back_start_up_memory();
-        // Events are named from the first one on: the symbols are read now, in the background,
-        // once start-up's memory is given back (they take a tenth of a second and 3 MiB).
-        std::thread::spawn(Kallsyms::shared);
         let cpus = online_cpus()
             .map_err(|(_, e)| e)
             .context("reading online CPUs")?;
