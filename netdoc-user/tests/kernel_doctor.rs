@@ -58,25 +58,6 @@ fn ids(r: &Report) -> Vec<&str> {
     r.findings.iter().map(|f| f.id.as_ref()).collect()
 }
 
-/// Makes closing `stream` send a reset instead of a FIN (`SO_LINGER` of 0).
-fn reset_on_close(stream: &std::net::TcpStream) {
-    let abort = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt reads `abort` for its size; the fd is open for the call.
-    let set = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&raw const abort).cast(),
-            size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(set, 0, "SO_LINGER");
-}
-
 /// Waits (bounded) until `done()` holds: the kernel's own counters show the incident.
 fn wait_until(what: &str, done: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -333,10 +314,9 @@ fn a_full_syn_queue_without_syncookies_is_told_apart_from_a_full_accept_queue() 
     // A client that saw the SYN-ACK thinks it is connected; closed normally, its FIN (an ACK to
     // b's rule) would be retransmitted into that rule for as long as b lives, into the next
     // test's quiet run. A reset is sent once.
-    for client in clients.iter().flatten() {
-        reset_on_close(client);
+    for client in clients.into_iter().flatten() {
+        close_with_reset(client);
     }
-    drop(clients);
     assert_eq!(status.code(), Some(1));
     let first = &r.findings[0];
     assert_eq!(first.id, "syn_queue_overflow", "{r:#?}");

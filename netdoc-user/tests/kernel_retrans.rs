@@ -87,25 +87,6 @@ fn write_some(conn: &mut TcpStream, n: usize) -> usize {
     sent
 }
 
-/// Closes with an RST (SO_LINGER 0): it is small enough to cross any MTU.
-fn reset(conn: TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt reads a linger struct that lives for the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            conn.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            size_of::<libc::linger>() as u32,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER");
-}
-
 fn tcp_counter(ns: &str, name: &str) -> u64 {
     ns_counter(ns, "snmp", "Tcp", name)
 }
@@ -315,7 +296,9 @@ fn mtu_scenario(tag: &str, drop_frag_needed: bool, args: &[&str]) -> (String, Ve
     // The doctor exits 1 when it found something.
     assert!(matches!(status.code(), Some(0 | 1)), "{status}");
     assert_nothing_left();
-    reset(conn); // a FIN would queue behind the stuck data: the server would wait for it
+    // A FIN would queue behind the stuck data (the server would wait for it); an RST is small
+    // enough to cross any MTU.
+    close_with_reset(conn);
     server.join().unwrap();
     (flow, lines)
 }

@@ -721,3 +721,23 @@ pub fn conntrack_column(ns: &str, column: &str) -> u64 {
         .map(|l| u64::from_str_radix(l.split_whitespace().nth(col).unwrap(), 16).unwrap())
         .sum()
 }
+
+/// Closes `conn` with a reset instead of a FIN (`SO_LINGER` of 0): one segment, sent once and
+/// never retransmitted.
+pub fn close_with_reset(conn: std::net::TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt reads a linger struct that lives for the call; the fd is open.
+    let rc = unsafe {
+        libc::setsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER");
+}
