@@ -64,8 +64,12 @@ pub struct SoftirqConfig {
     pub dev_ifindex: u32,
     pub dev_net: u32,
     pub net_inum: u32,
+    /// 1: softirq entry/exit count and time each softirq (the softirq family). 0: they only
+    /// mark whether the CPU is inside NET_RX (drop context), the two clock reads and three map
+    /// updates per softirq saved.
+    pub timing: u32,
 }
-const _: () = assert!(core::mem::size_of::<SoftirqConfig>() == 40);
+const _: () = assert!(core::mem::size_of::<SoftirqConfig>() == 44);
 
 impl SoftirqConfig {
     pub const EMPTY: SoftirqConfig = SoftirqConfig {
@@ -79,6 +83,7 @@ impl SoftirqConfig {
         dev_ifindex: NO_OFFSET,
         dev_net: NO_OFFSET,
         net_inum: NO_OFFSET,
+        timing: 1,
     };
 }
 

@@ -47,7 +47,8 @@ static SCRATCH: PerCpuArray<DropEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// `struct sk_buff`'s first bytes and a packet's first header bytes, each copied with one read:
 /// a helper call per field was most of what streaming cost per drop.
-#[repr(C)]
+/// Aligned like the kernel's own structs, so a naturally aligned field is read with one load.
+#[repr(C, align(8))]
 pub struct Copies {
     skb: [u8; SKB_BYTES],
     headers: [u8; HEADER_BYTES],
@@ -81,7 +82,7 @@ pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
     let reason: u32 = ctx.arg(2);
-    handle(&ctx, skb, location, reason);
+    handle(&ctx, Typed, skb, location, reason);
     0
 }
 
@@ -90,7 +91,7 @@ pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
 pub fn kfree_skb_btf_noreason(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
-    handle(&ctx, skb, location, REASON_UNAVAILABLE);
+    handle(&ctx, Typed, skb, location, REASON_UNAVAILABLE);
     0
 }
 
@@ -107,8 +108,61 @@ tracepoint! {
         } else {
             unsafe { ctx.read_at::<u32>(reason_at as usize) }.unwrap_or(REASON_UNAVAILABLE)
         };
-        handle(&ctx, skb, location, reason);
+        handle(&ctx, Probed, skb, location, reason);
         1
+    }
+}
+
+/// How the program reaches kernel memory at offsets userspace found in BTF.
+trait Memory: Copy {
+    /// A field of `struct sk_buff`, from `copy` (its first bytes) where that holds it.
+    fn skb<T: Copy>(self, copy: Option<&[u8; SKB_BYTES]>, skb: u64, offset: u32) -> Option<T>;
+    /// A field of a struct reached from it (`net_device`, `sock`, `net`).
+    fn at<T: Copy>(self, base: u64, offset: u32) -> Option<T>;
+    /// Whether [`Memory::skb`] wants the sk_buff copied first.
+    const COPIES_SKB: bool;
+}
+
+/// A `tp_btf` program's pointers are BTF-typed: a field is one load, which the verifier checks
+/// against the struct's BTF (the offsets are constants of the frozen config) and the JIT guards
+/// against faults (a faulting load reads 0). A helper call per field was most of what a streamed
+/// drop cost.
+#[derive(Clone, Copy)]
+struct Typed;
+
+impl Memory for Typed {
+    const COPIES_SKB: bool = false;
+
+    #[inline(always)]
+    fn skb<T: Copy>(self, _: Option<&[u8; SKB_BYTES]>, skb: u64, offset: u32) -> Option<T> {
+        self.at(skb, offset)
+    }
+
+    #[inline(always)]
+    fn at<T: Copy>(self, base: u64, offset: u32) -> Option<T> {
+        if base == 0 || offset == netdoc_common::NO_OFFSET {
+            return None;
+        }
+        Some(unsafe { ptr::read_volatile((base + offset as u64) as *const T) })
+    }
+}
+
+/// A classic tracepoint's `skbaddr` is a number: `bpf_probe_read_kernel`, with the sk_buff's
+/// first bytes copied in one call.
+#[derive(Clone, Copy)]
+struct Probed;
+
+impl Memory for Probed {
+    const COPIES_SKB: bool = true;
+
+    #[inline(always)]
+    fn skb<T: Copy>(self, copy: Option<&[u8; SKB_BYTES]>, skb: u64, offset: u32) -> Option<T> {
+        skb_field(copy, skb, offset)
+    }
+
+    #[inline(always)]
+    fn at<T: Copy>(self, base: u64, offset: u32) -> Option<T> {
+        read::at(base, offset)
     }
 }
 
@@ -118,7 +172,7 @@ fn bump(slot: u32) {
 }
 
 #[inline(always)]
-fn handle(ctx: &impl StackIdContext, skb: u64, location: u64, reason: u32) {
+fn handle(ctx: &impl StackIdContext, mem: impl Memory, skb: u64, location: u64, reason: u32) {
     bump(stat::SEEN);
     let filters = config!(filters);
     if filters & filter::REASON != 0 && unsafe { DROP_REASON_FILTER.get(&reason) }.is_none() {
@@ -131,13 +185,11 @@ fn handle(ctx: &impl StackIdContext, skb: u64, location: u64, reason: u32) {
             return;
         };
         let ev = unsafe { &mut *ev };
-        *ev = DropEvent {
-            header: EventHeader::of::<DropEvent>(),
-            location,
-            reason,
-            ..Default::default()
-        };
-        parse_skb(skb, ev);
+        emit::zero(ev);
+        ev.header = EventHeader::of::<DropEvent>();
+        ev.location = location;
+        ev.reason = reason;
+        parse_skb(mem, skb, ev);
         if !matches(filters, ev) {
             return;
         }
@@ -161,7 +213,7 @@ fn handle(ctx: &impl StackIdContext, skb: u64, location: u64, reason: u32) {
     let (netns, netns_cookie) = match parsed.as_ref() {
         _ if config!(per_netns) == 0 => (0, 0),
         Some(ev) => (ev.netns, ev.netns_cookie),
-        None => netns_of(skb),
+        None => netns_of(mem, skb),
     };
     count(DropKey {
         reason,
@@ -252,21 +304,21 @@ fn matches(filters: u32, ev: &DropEvent) -> bool {
 
 /// The namespace a packet was dropped in: its device's, else its socket's (inode, cookie).
 #[inline(always)]
-fn netns_of(skb: u64) -> (u32, u64) {
-    netns_at(skb, read::at(skb, config!(skb.skb_dev)).unwrap_or(0))
+fn netns_of(mem: impl Memory, skb: u64) -> (u32, u64) {
+    netns_at(mem, skb, mem.at(skb, config!(skb.skb_dev)).unwrap_or(0))
 }
 
 #[inline(always)]
-fn netns_at(skb: u64, dev: u64) -> (u32, u64) {
+fn netns_at(mem: impl Memory, skb: u64, dev: u64) -> (u32, u64) {
     let net: u64 = if dev != 0 {
-        read::at(dev, config!(skb.dev_net)).unwrap_or(0)
+        mem.at(dev, config!(skb.dev_net)).unwrap_or(0)
     } else {
-        let sk: u64 = read::at(skb, config!(skb.skb_sk)).unwrap_or(0);
-        read::at(sk, config!(skb.sk_net)).unwrap_or(0)
+        let sk: u64 = mem.at(skb, config!(skb.skb_sk)).unwrap_or(0);
+        mem.at(sk, config!(skb.sk_net)).unwrap_or(0)
     };
     (
-        read::at::<u32>(net, config!(skb.net_inum)).unwrap_or(0),
-        read::at::<u64>(net, config!(skb.net_cookie)).unwrap_or(0),
+        mem.at::<u32>(net, config!(skb.net_inum)).unwrap_or(0),
+        mem.at::<u64>(net, config!(skb.net_cookie)).unwrap_or(0),
     )
 }
 
@@ -279,29 +331,40 @@ fn skb_field<T: Copy>(copy: Option<&[u8; SKB_BYTES]>, skb: u64, offset: u32) -> 
             if offset != netdoc_common::NO_OFFSET
                 && offset as usize + core::mem::size_of::<T>() <= SKB_BYTES =>
         {
-            Some(unsafe { ptr::read_unaligned(bytes.as_ptr().add(offset as usize).cast()) })
+            let at = unsafe { bytes.as_ptr().add(offset as usize) }.cast::<T>();
+            // Kernel struct fields are naturally aligned, and so is the copy: one load, where an
+            // unaligned read compiles to a load per byte. The offset is a load-time constant,
+            // so the verifier keeps only one of the two.
+            Some(match offset as usize % core::mem::align_of::<T>() {
+                0 => unsafe { ptr::read(at) },
+                _ => unsafe { ptr::read_unaligned(at) },
+            })
         }
         _ => read::at(skb, offset),
     }
 }
 
 #[inline(always)]
-fn parse_skb(skb: u64, ev: &mut DropEvent) {
+fn parse_skb<M: Memory>(mem: M, skb: u64, ev: &mut DropEvent) {
     let Some(copies) = COPIES.get_ptr_mut(0) else {
         return;
     };
     let copies = unsafe { &mut *copies };
-    let copy = read::into(&mut copies.skb, skb).then_some(&copies.skb);
-    ev.len = skb_field::<u32>(copy, skb, config!(skb.skb_len)).unwrap_or(0);
-    let dev: u64 = skb_field(copy, skb, config!(skb.skb_dev)).unwrap_or(0);
+    let copy = (M::COPIES_SKB && read::into(&mut copies.skb, skb)).then_some(&copies.skb);
+    ev.len = mem.skb::<u32>(copy, skb, config!(skb.skb_len)).unwrap_or(0);
+    let dev: u64 = mem.skb(copy, skb, config!(skb.skb_dev)).unwrap_or(0);
     if dev != 0 {
-        ev.ifindex = read::at::<u32>(dev, config!(skb.dev_ifindex)).unwrap_or(0);
+        ev.ifindex = mem.at::<u32>(dev, config!(skb.dev_ifindex)).unwrap_or(0);
     }
-    (ev.netns, ev.netns_cookie) = netns_at(skb, dev);
-    ev.eth_proto =
-        u16::from_be(skb_field::<u16>(copy, skb, config!(skb.skb_protocol)).unwrap_or(0));
-    let head: u64 = skb_field(copy, skb, config!(skb.skb_head)).unwrap_or(0);
-    let nh = skb_field::<u16>(copy, skb, config!(skb.skb_network_header)).unwrap_or(u16::MAX);
+    (ev.netns, ev.netns_cookie) = netns_at(mem, skb, dev);
+    ev.eth_proto = u16::from_be(
+        mem.skb::<u16>(copy, skb, config!(skb.skb_protocol))
+            .unwrap_or(0),
+    );
+    let head: u64 = mem.skb(copy, skb, config!(skb.skb_head)).unwrap_or(0);
+    let nh = mem
+        .skb::<u16>(copy, skb, config!(skb.skb_network_header))
+        .unwrap_or(u16::MAX);
     if head == 0 || nh == u16::MAX || !matches!(ev.eth_proto, ETH_P_IP | ETH_P_IPV6) {
         return;
     }

@@ -113,6 +113,21 @@ fn write<T: Record>(rings: &Rings<T>, record: &T, stats: &PerCpuArray<u64>) -> O
     outcome
 }
 
+/// Zeroes a record in place, a word at a time. Assigning a defaulted record makes LLVM call the
+/// BPF `memset` subprogram, which stores byte by byte: about 80 ns per drop record, a tenth of
+/// what streaming cost.
+#[inline(always)]
+pub fn zero<T: Record>(record: &mut T) {
+    const { assert!(size_of::<T>().is_multiple_of(8) && align_of::<T>() >= 8) };
+    let words = ptr::from_mut(record).cast::<u64>();
+    let mut i = 0;
+    while i < size_of::<T>() / 8 {
+        // Volatile, so the stores are not folded back into a memset call.
+        unsafe { ptr::write_volatile(words.add(i), 0) };
+        i += 1;
+    }
+}
+
 /// Takes one record from this CPU's budget for `kind`; true when the second's is spent.
 #[inline(always)]
 fn over_budget(kind: u32) -> bool {

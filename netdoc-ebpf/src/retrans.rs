@@ -97,12 +97,10 @@ fn handle(sk: u64, skb: u64, err: i32, flags: u8) {
         return;
     };
     let ev = unsafe { &mut *ev };
-    *ev = RetransEvent {
-        header: EventHeader::of::<RetransEvent>(),
-        flags,
-        err,
-        ..Default::default()
-    };
+    emit::zero(ev);
+    ev.header = EventHeader::of::<RetransEvent>();
+    ev.flags = flags;
+    ev.err = err;
     read_sock(sk, ev);
     if skb != 0 {
         read_skb(skb, ev);

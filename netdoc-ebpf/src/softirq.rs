@@ -82,14 +82,17 @@ fn entry(vec: u32) {
     if vec >= VECTORS {
         return;
     }
+    if vec == NET_RX {
+        set_in_net_rx(1);
+    }
+    if config!(timing) == 0 {
+        return;
+    }
     if let Some(t) = SOFTIRQ_TIME.get_ptr_mut(vec) {
         unsafe { (*t).count += 1 };
     }
     if let Some(s) = SOFTIRQ_START.get_ptr_mut(vec) {
         unsafe { *s = bpf_ktime_get_ns() };
-    }
-    if vec == NET_RX {
-        set_in_net_rx(1);
     }
 }
 
@@ -100,6 +103,9 @@ fn exit(vec: u32) {
     }
     if vec == NET_RX {
         set_in_net_rx(0);
+    }
+    if config!(timing) == 0 {
+        return;
     }
     let Some(s) = SOFTIRQ_START.get_ptr_mut(vec) else {
         return;

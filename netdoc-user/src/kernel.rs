@@ -48,12 +48,33 @@ impl Kernel {
     }
 
     /// The BTF as aya parses it, which loading a tp_btf program needs: 14 MiB on 6.18, so
-    /// parsed only while programs are being attached and dropped after.
+    /// parsed only while programs are being attached and dropped after. Read from the file
+    /// again once [`Self::release_btf`] has freed netdoc's own copy.
     pub fn loader_btf(&self) -> Option<aya::Btf> {
-        let raw = self.btf.as_ref()?.raw();
+        if self.btf_unreadable.is_some() {
+            return None;
+        }
+        let read;
+        let raw = match &self.btf {
+            Some(b) => b.raw(),
+            None => {
+                read = std::fs::read(&self.btf_path)
+                    .inspect_err(|e| log::warn!("reading {}: {e}", self.btf_path.display()))
+                    .ok()?;
+                &read
+            }
+        };
         aya::Btf::parse(raw, aya::Endianness::default())
             .inspect_err(|e| log::warn!("aya cannot parse {}: {e}", self.btf_path.display()))
             .ok()
+    }
+
+    /// Frees netdoc's own BTF (5.5 MiB of vmlinux's on 6.18, and the modules') once every
+    /// family has taken its offsets from it: aya then parses its copies without it beside them,
+    /// which is start-up's peak memory.
+    pub fn release_btf(&mut self) {
+        self.btf = None;
+        self.module_btfs = std::sync::OnceLock::new();
     }
 
     /// The kernel as netdoc sees one built without BTF (`--no-btf`): classic tracepoints,

@@ -237,33 +237,18 @@ fn sum_per_cpu(namespaces: &[NamespaceConntrack]) -> Vec<CpuCounters> {
     total
 }
 
-/// The confirm hook alone where it attaches; else why not, and the drop family limited in the
-/// kernel to `NETFILTER_DROP` with the stage sentinels (in this namespace and `ns`), so each
-/// conntrack drop arrives as an event that names its cause.
+/// The confirm hook alone where it attaches; else why not, and, standing in for it in the same
+/// session, the drop family limited in the kernel to `NETFILTER_DROP` with the stage sentinels
+/// (in this namespace and `ns`), so each conntrack drop arrives as an event that names its cause.
 fn start(kernel: Kernel, ns: Option<&NetnsArg>) -> Result<(Session, Option<String>)> {
     let families = Families::discover(&kernel);
-    let request = Request {
-        pages: PAGES,
-        watched: ns.cloned(),
-        ..Request::default()
-    }
-    .with(Component::ConntrackConfirm);
-    let session = Session::start(kernel, families, request)?;
-    let Some(why) = session
-        .plan(confirm::PROBE)
-        .filter(|p| p.chosen().is_none())
-        .map(|p| p.failure())
-    else {
-        return Ok((session, None));
-    };
-    let Session {
-        kernel, families, ..
-    } = session;
     let mut request = Request {
         pages: PAGES,
         watched: ns.cloned(),
+        stand_in_for_confirm: true,
         ..Request::default()
-    };
+    }
+    .with(Component::ConntrackConfirm);
     if sentinel::wanted(&families.drops.reasons).is_none() {
         request.sentinels =
             Err("no NETFILTER_DROP reason or no nf_conntrack on this kernel".into());
@@ -289,7 +274,12 @@ fn start(kernel: Kernel, ns: Option<&NetnsArg>) -> Result<(Session, Option<Strin
             stacks: false,
         });
     }
-    Ok((Session::start(kernel, families, request)?, Some(why)))
+    let session = Session::start(kernel, families, request)?;
+    let why = session
+        .plan(confirm::PROBE)
+        .filter(|p| p.chosen().is_none())
+        .map(|p| p.failure());
+    Ok((session, why))
 }
 
 pub async fn run(

@@ -113,6 +113,7 @@ fn request(opts: &DoctorOptions, families: &Families) -> Result<Request> {
         ..Request::default()
     }
     .with(Component::NetRxContext)
+    .with(Component::SoftirqTime)
     .with(Component::QueueLoad)
     .with(Component::Retransmits)
     .with(Component::StageSentinels);

@@ -303,6 +303,7 @@ fn request() -> Request {
         ..Request::default()
     }
     .with(Component::NetRxContext)
+    .with(Component::SoftirqTime)
     .with(Component::QueueLoad)
     .with(Component::StageSentinels);
     request.want_drops(DropUse {

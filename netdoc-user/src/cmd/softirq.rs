@@ -43,6 +43,7 @@ fn attach(kernel: Kernel) -> Result<Session> {
     let families = Families::discover(&kernel);
     let mut request = Request::default()
         .with(Component::NetRxContext)
+        .with(Component::SoftirqTime)
         .with(Component::QueueLoad);
     request.want_drops(DropUse {
         filter: DropFilter::default(),

@@ -41,8 +41,11 @@ const NOT_REQUESTED: &str = "not requested";
 /// A kernel-side component the session attaches at most once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Component {
-    /// `softirq_entry`/`softirq_exit`: NET_RX context for drops, and softirq run time.
+    /// `softirq_entry`/`softirq_exit` marking whether each CPU is inside NET_RX: the context
+    /// of every drop.
     NetRxContext,
+    /// The same two hooks also counting and timing every softirq (the heatmap's run time).
+    SoftirqTime,
     /// `irq_handler_entry` and `napi_poll`: which CPU serves which queue.
     QueueLoad,
     /// The conntrack stage sentinels (netfilter links) that name `NETFILTER_DROP` causes.
@@ -90,6 +93,9 @@ pub struct Request {
     /// The namespace the command is about (`--netns`): when it goes away, its sentinel links
     /// are closed (they would keep it alive) and the run ends.
     pub watched: Option<NetnsArg>,
+    /// The drop program and the stage sentinels stand in for the conntrack confirm hook: they
+    /// attach only where it did not.
+    pub stand_in_for_confirm: bool,
 }
 
 impl Default for Request {
@@ -102,6 +108,7 @@ impl Default for Request {
             pages: 64,
             max_events_per_sec: DEFAULT_MAX_EVENTS_PER_SEC,
             watched: None,
+            stand_in_for_confirm: false,
         }
     }
 }
@@ -150,7 +157,6 @@ pub struct Stages {
 }
 
 pub struct Session {
-    pub kernel: Kernel,
     pub families: Families,
     /// `None` once detached.
     ebpf: Option<Ebpf>,
@@ -207,7 +213,7 @@ impl Session {
     /// Loads the object and attaches what `request` asks for, each component once. A
     /// component that attaches nowhere is recorded in `plans` (the commands decide whether
     /// they can go on without it).
-    pub fn start(kernel: Kernel, families: Families, request: Request) -> Result<Self> {
+    pub fn start(mut kernel: Kernel, families: Families, request: Request) -> Result<Self> {
         let mut configs = families.configs();
         let netfilter_drop = match &request.sentinels {
             Ok(_) if request.wants(Component::StageSentinels) => {
@@ -233,19 +239,55 @@ impl Session {
             configs.drops.stacks = (usage.stream && usage.stacks) as u32;
             configs.drops.netfilter_drop = netfilter_drop.unwrap_or(REASON_UNAVAILABLE);
         }
+        // Drop context alone needs no clock: the hooks run on every softirq of every CPU.
+        configs.softirq.timing = request.wants(Component::SoftirqTime) as u32;
+        let softirq_hooks =
+            request.wants(Component::NetRxContext) || request.wants(Component::SoftirqTime);
         configs.retrans.stream = request.retrans_stream as u32;
         configs.emit.max_per_sec = request.max_events_per_sec;
         let namespaces = Namespaces::discover();
+        kernel.release_btf();
         let mut ebpf = loader::load(&configs)?;
         let mut streams = Streams::new();
         let take_stream = |ebpf: &mut Ebpf, name: &str| {
             ebpf.take_map(name).with_context(|| format!("{name} map"))
         };
 
+        let loader_btf = kernel.loader_btf();
+        let btf = loader_btf.as_ref();
+        let mut plans = Vec::new();
+        let mut attach = |ebpf: &mut Ebpf, probe: &'static str, candidates| {
+            let plan = planner::attach_best(ebpf, probe, candidates, btf);
+            let ok = plan.chosen().is_some();
+            plans.push(plan);
+            ok
+        };
+
         // Maps first, and buffers open before any program attaches, so no record arrives with
-        // nobody to read it.
+        // nowhere to go (the reader starts once they are all open; until then they wait).
+        let confirm_maps = match request.wants(Component::ConntrackConfirm) {
+            true => {
+                streams.open::<InsertFailEvent>(
+                    take_stream(&mut ebpf, "CONFIRM_EVENTS")?,
+                    request.pages,
+                )?;
+                Some(ConfirmMaps::take(&mut ebpf)?)
+            }
+            false => None,
+        };
+        // First, so that a stand-in for it is set up only where it did not attach: one load of
+        // the object either way.
+        let confirm = confirm_maps.and_then(|maps| {
+            attach(
+                &mut ebpf,
+                confirm::PROBE,
+                families.confirm.candidates.clone(),
+            )
+            .then_some(maps)
+        });
+        let stand_in = !(request.stand_in_for_confirm && confirm.is_some());
         let drop_maps = match &request.drops {
-            Some(usage) => {
+            Some(usage) if stand_in => {
                 drops::set_reason_filter(&mut ebpf, &usage.filter.reasons)?;
                 if usage.stream {
                     streams
@@ -253,10 +295,9 @@ impl Session {
                 }
                 Some(DropMaps::take(&mut ebpf)?)
             }
-            None => None,
+            _ => None,
         };
-        let timing = request.wants(Component::NetRxContext) || request.wants(Component::QueueLoad);
-        let softirq_maps = match timing {
+        let softirq_maps = match softirq_hooks || request.wants(Component::QueueLoad) {
             true => Some(SoftirqMaps::take(&mut ebpf)?),
             false => None,
         };
@@ -272,31 +313,12 @@ impl Session {
             }
             false => None,
         };
-        let confirm_maps = match request.wants(Component::ConntrackConfirm) {
-            true => {
-                streams.open::<InsertFailEvent>(
-                    take_stream(&mut ebpf, "CONFIRM_EVENTS")?,
-                    request.pages,
-                )?;
-                Some(ConfirmMaps::take(&mut ebpf)?)
-            }
-            false => None,
-        };
 
         streams.start()?;
 
-        let loader_btf = kernel.loader_btf();
-        let btf = loader_btf.as_ref();
-        let mut plans = Vec::new();
         // Softirq entry/exit before the drop program, so every drop knows its NET_RX context.
-        let mut attach = |ebpf: &mut Ebpf, probe: &'static str, candidates| {
-            let plan = planner::attach_best(ebpf, probe, candidates, btf);
-            let ok = plan.chosen().is_some();
-            plans.push(plan);
-            ok
-        };
         let mut groups: Vec<(Component, Vec<&'static str>)> = Vec::new();
-        if request.wants(Component::NetRxContext) {
+        if softirq_hooks {
             groups.push((Component::NetRxContext, vec![softirq::ENTRY, softirq::EXIT]));
         }
         if request.wants(Component::QueueLoad) {
@@ -317,6 +339,13 @@ impl Session {
         // Sentinels before the drop program, so a NETFILTER_DROP never misses its mark.
         let (stages, sentinels) =
             match (&request.sentinels, request.wants(Component::StageSentinels)) {
+                (Ok(_), true) if !stand_in => (
+                    Stages {
+                        coverage: Coverage::Blind,
+                        status: Err(format!("not needed: the {} hook attached", confirm::PROBE)),
+                    },
+                    None,
+                ),
                 (Ok(scope), true) => {
                     let (coverage, placed) = sentinel::start(&ebpf, netfilter_drop, *scope);
                     match placed {
@@ -380,22 +409,14 @@ impl Session {
             }
             retrans = main.then_some(maps);
         }
-        let mut confirm = None;
-        if let Some(maps) = confirm_maps {
-            confirm = attach(
-                &mut ebpf,
-                confirm::PROBE,
-                families.confirm.candidates.clone(),
-            )
-            .then_some(maps);
-        }
         drop(loader_btf);
         give_back_start_up_memory();
         let cpus = online_cpus()
             .map_err(|(_, e)| e)
             .context("reading online CPUs")?;
+        // The kernel's BTF and symbol tables stay only as long as attaching needs them.
+        drop(kernel);
         Ok(Self {
-            kernel,
             families,
             ebpf: Some(ebpf),
             sentinels,

@@ -85,6 +85,8 @@ impl SoftirqKernel {
             dev_ifindex: k.offset("net_device", &["ifindex"]),
             dev_net: k.offset("net_device", &["nd_net", "net"]),
             net_inum: k.offset("net", &["ns", "inum"]),
+            // The session turns it off when only the drops' NET_RX context is wanted.
+            timing: 1,
         };
         let exit = k.format("irq", "softirq_exit");
         let probes = vec![

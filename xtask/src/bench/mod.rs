@@ -4,6 +4,7 @@
 //! and printf, and `netdoc doctor` (every family), interleaved, with each tracer's attach time and peak resident
 //! memory; plus event delivery at full drop rate, and what following many namespaces costs
 //! (`namespaces`).
+mod bpfstats;
 mod export;
 mod namespaces;
 use std::{
@@ -308,6 +309,38 @@ fn per_packet(netdoc: &Path, args: &BenchArgs) -> Result<()> {
         }
         None => println!("doctor: no report was read"),
     }
+    program_time(netdoc, args)
+}
+
+/// A pass of its own with the kernel's BPF run-time statistics on: each tracer's program time
+/// and program runs per dropped packet. Sentinels and NET_RX context hooks run on packets and
+/// softirqs, not on drops, so they count here too.
+fn program_time(netdoc: &Path, args: &BenchArgs) -> Result<()> {
+    let packets = (args.count / 4).max(10_000);
+    let out_file =
+        std::env::temp_dir().join(format!("netdoc-bench-stats-{}.json", std::process::id()));
+    println!(
+        "in-kernel program time ({packets} datagrams per mode, kernel BPF run-time statistics, a separate pass; each program run includes the statistics' own two clock reads, which the empty program shows)"
+    );
+    println!(
+        "{:<20} {:>14} {:>16}",
+        "mode", "BPF ns/pkt", "program runs/pkt"
+    );
+    for mode in Mode::ALL.iter().filter(|m| **m != Mode::None) {
+        let Some(tracer) = start(netdoc, *mode, &out_file, args.cpu)? else {
+            continue;
+        };
+        let pid = tracer.child.id();
+        let stats = bpfstats::RunTimeStats::enable()?;
+        let before = bpfstats::programs(pid);
+        flood(packets, args.cpu)?;
+        let after = bpfstats::programs(pid);
+        drop(stats);
+        stop(tracer, mode.worked())?;
+        let (ns, runs) = bpfstats::per_packet(&before, &after, packets);
+        println!("{:<20} {ns:>14.0} {runs:>16.1}", mode.name());
+    }
+    let _ = std::fs::remove_file(&out_file);
     Ok(())
 }
 
