@@ -285,6 +285,9 @@ impl Session {
             )
             .then_some(maps)
         });
+        if request.wants(Component::ConntrackConfirm) && confirm.is_none() {
+            streams.close(StreamKind::InsertFailures);
+        }
         let stand_in = !(request.stand_in_for_confirm && confirm.is_some());
         let drop_maps = match &request.drops {
             Some(usage) if stand_in => {
@@ -339,10 +342,11 @@ impl Session {
         // Sentinels before the drop program, so a NETFILTER_DROP never misses its mark.
         let (stages, sentinels) =
             match (&request.sentinels, request.wants(Component::StageSentinels)) {
+                // Not needed: the confirm hook they stand in for attached.
                 (Ok(_), true) if !stand_in => (
                     Stages {
                         coverage: Coverage::Blind,
-                        status: Err(format!("not needed: the {} hook attached", confirm::PROBE)),
+                        status: Err(NOT_REQUESTED.into()),
                     },
                     None,
                 ),

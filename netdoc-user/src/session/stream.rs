@@ -162,7 +162,7 @@ pub struct Streams {
     rings: Vec<Ring>,
     /// The per-CPU arrays the programs write through: the programs load (and find them by fd)
     /// only when attached, so they live as long as the streams.
-    arrays: Vec<ArrayOfMaps<MapData, MapData>>,
+    arrays: Vec<(StreamKind, ArrayOfMaps<MapData, MapData>)>,
     reader: Option<JoinHandle<Result<BTreeMap<StreamKind, ReaderTotals>>>>,
 }
 
@@ -213,8 +213,15 @@ impl Streams {
                 drain: drain::<T>,
             });
         }
-        self.arrays.push(array);
+        self.arrays.push((T::STREAM, array));
         Ok(())
+    }
+
+    /// Closes a stream whose program did not attach, before [`Self::start`]: its rings go now
+    /// instead of being drained empty for the whole run.
+    pub fn close(&mut self, kind: StreamKind) {
+        self.rings.retain(|r| r.kind != kind);
+        self.arrays.retain(|(k, _)| *k != kind);
     }
 
     /// Starts the one reader of every ring opened so far.

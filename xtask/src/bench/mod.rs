@@ -169,10 +169,12 @@ fn per_packet(netdoc: &Path, args: &BenchArgs) -> Result<()> {
     for round in 0..args.rounds {
         for (i, mode) in Mode::ALL.iter().enumerate() {
             let tracer = start(netdoc, *mode, &out_file, args.cpu)?;
-            let sample = flood(args.count, args.cpu)?;
+            let sample = flood(args.count, args.cpu);
+            // Stopped whatever the flood did: a tracer left attached would skew all that follows.
             if let Some(tracer) = tracer {
                 figures[i].push(stop(tracer, mode.worked())?);
             }
+            let sample = sample?;
             if *mode == Mode::Streaming {
                 last_summary = last_line(&out_file, "summary");
             }
@@ -322,6 +324,14 @@ fn program_time(netdoc: &Path, args: &BenchArgs) -> Result<()> {
     println!(
         "in-kernel program time ({packets} datagrams per mode, kernel BPF run-time statistics, a separate pass; each program run includes the statistics' own two clock reads, which the empty program shows)"
     );
+    // Held for the whole pass: the statistics count only between the two readings anyway.
+    let _stats = match bpfstats::RunTimeStats::enable() {
+        Ok(stats) => stats,
+        Err(e) => {
+            println!("in-kernel program time: skipped ({e:#})");
+            return Ok(());
+        }
+    };
     println!(
         "{:<20} {:>14} {:>16}",
         "mode", "BPF ns/pkt", "program runs/pkt"
@@ -331,12 +341,12 @@ fn program_time(netdoc: &Path, args: &BenchArgs) -> Result<()> {
             continue;
         };
         let pid = tracer.child.id();
-        let stats = bpfstats::RunTimeStats::enable()?;
         let before = bpfstats::programs(pid);
-        flood(packets, args.cpu)?;
-        let after = bpfstats::programs(pid);
-        drop(stats);
-        stop(tracer, mode.worked())?;
+        let flooded = flood(packets, args.cpu).map(|_| bpfstats::programs(pid));
+        // Stopped whatever the flood did: a tracer left attached would skew all that follows.
+        let stopped = stop(tracer, mode.worked());
+        let after = flooded?;
+        stopped?;
         let (ns, runs) = bpfstats::per_packet(&before, &after, packets);
         println!("{:<20} {ns:>14.0} {runs:>16.1}", mode.name());
     }
