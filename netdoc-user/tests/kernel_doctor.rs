@@ -344,29 +344,8 @@ fn a_full_receive_buffer_names_the_socket_not_a_closed_port() {
     let netdoc = doctor(&[]);
     let pair = Pair::new("R", 75);
     // A socket in b with the smallest receive buffer, never read.
-    let ns_b = std::fs::File::open(format!("/run/netns/{}", pair.b)).unwrap();
-    let bind = format!("{}:{PORT}", pair.ip_b);
-    let socket = std::thread::spawn(move || {
-        // SAFETY: setns on this thread only, with an open namespace file.
-        let entered = unsafe { libc::setns(ns_b.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(entered, 0);
-        let s = std::net::UdpSocket::bind(&bind).unwrap();
-        let small: libc::c_int = 1;
-        // SAFETY: a valid socket and a c_int option value of the right size.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&raw const small).cast(),
-                size_of::<libc::c_int>() as u32,
-            )
-        };
-        assert_eq!(rc, 0);
-        s
-    })
-    .join()
-    .unwrap();
+    let socket = pair.udp_socket_in_b(PORT);
+    set_socket_option(&socket, libc::SO_RCVBUF, 1);
     pair.send(PORT, DATAGRAMS);
     let rcvbuf = || ns_counter(&pair.b, "snmp", "Udp", "RcvbufErrors");
     wait_until("receive buffer drops", || rcvbuf() > 0);
@@ -385,6 +364,51 @@ fn a_full_receive_buffer_names_the_socket_not_a_closed_port() {
     assert_eq!(first.affected, dropped, "{first:#?}");
     assert!(!ids(&r).contains(&"udp_no_listener"), "{r:#?}");
     drop(socket);
+    assert_nothing_left();
+}
+
+#[test]
+fn a_full_send_buffer_is_send_side_loss_not_a_receiver_problem() {
+    require_root!();
+    const DATAGRAMS: usize = 200;
+    const PORT: u16 = 5354;
+    let netdoc = doctor(&[]);
+    let pair = Pair::new("E", 86);
+    // a's device sends 1 KB a second: its queue holds what the socket sent, so the socket's
+    // send buffer stays full.
+    run(
+        "tc",
+        &[
+            "-n", &pair.a, "qdisc", "add", "dev", "ndEa", "root", "tbf", "rate", "8kbit", "burst",
+            "1600", "limit", "1000000",
+        ],
+    );
+    // The few datagrams that get through find a socket with room in b: no drop there.
+    let receiver = pair.udp_socket_in_b(PORT);
+    let refused = pair.send_without_waiting(PORT, DATAGRAMS) as u64;
+    assert!(
+        refused > DATAGRAMS as u64 / 2,
+        "most were refused: {refused}"
+    );
+    let sndbuf = ns_counter(&pair.a, "snmp", "Udp", "SndbufErrors");
+    assert_eq!(sndbuf, refused, "the kernel counts each refusal");
+    let (status, r) = report_after(netdoc, &["send_side_loss"]);
+    assert_eq!(status.code(), Some(1));
+    let first = &r.findings[0];
+    assert_eq!(first.id, "send_side_loss", "{r:#?}");
+    assert_eq!(first.scope.kind, ScopeKind::Namespace);
+    assert!(first.scope.name.contains(&pair.a), "{first:#?}");
+    assert_eq!(first.affected, refused, "{first:#?}");
+    assert!(
+        first.evidence.iter().any(|e| e
+            .text
+            .contains(&format!("Udp.SndbufErrors grew by {refused}"))),
+        "{first:#?}"
+    );
+    for receiver_side in ["socket_receive_buffer_full", "udp_no_listener"] {
+        assert!(!ids(&r).contains(&receiver_side), "{r:#?}");
+    }
+    drop(receiver);
     assert_nothing_left();
 }
 

@@ -24,7 +24,7 @@ use crate::{
         finding::Finding,
         names::{LiveNamer, Namer as _},
     },
-    namespaces::NetnsKey,
+    namespaces::{NetnsKey, turns::Activity},
     output::{ConntrackSummary, Output, SCHEMA_VERSION, Summary},
     sentinel,
     session::{
@@ -117,6 +117,8 @@ struct ConntrackView {
     drop_events: u64,
     /// `NETFILTER_DROP` events per namespace and cause.
     causes: BTreeMap<NetnsKey, CauseCounts>,
+    /// Namespaces with insertion failures or drops since the last tick: read first.
+    active: Activity,
 }
 
 impl ConntrackView {
@@ -137,6 +139,7 @@ impl ConntrackView {
                 .lock()
                 .resolve(f.netns, ev.netns_cookie, ev.ts_ns);
             f.netns_name = ns.map(|n| n.name);
+            self.active.insert(f.netns);
             shown += 1;
             let _ = out.write_all(failure_line(f, self.json).as_bytes());
         }
@@ -155,6 +158,7 @@ impl View for ConntrackView {
                 if let Some(namer) = self.namer.as_mut() {
                     for ev in &batch {
                         let d = NamedDrop::new(ev, namer);
+                        self.active.insert(d.netns);
                         if let Some(cause) = d.cause {
                             let key = (d.netns, d.netns_cookie);
                             *self
@@ -177,7 +181,8 @@ impl View for ConntrackView {
     }
 
     fn tick(&mut self, _: &Session, out: &mut Stdout) -> Result<()> {
-        self.per_ns.sample(&self.namespaces.lock());
+        self.per_ns
+            .sample(&self.namespaces.lock(), &std::mem::take(&mut self.active));
         if self.json {
             return Ok(());
         }
@@ -331,6 +336,7 @@ pub async fn run(
         per_ns,
         namespaces,
         causes: BTreeMap::new(),
+        active: Activity::new(),
         started: std::time::Instant::now(),
         namer: stage_probe.as_ref().map(|_| {
             LiveNamer::new(
@@ -362,7 +368,7 @@ pub async fn run(
     };
     let events = view.insert_failures;
     let drop_events = view.drop_events;
-    view.per_ns.sample(&view.namespaces.lock());
+    view.per_ns.sample_all(&view.namespaces.lock());
     let namespaces = view.per_ns.report(&view.causes);
     let d = sum_per_cpu(&namespaces);
     let a = attribute(&d);

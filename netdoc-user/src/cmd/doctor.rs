@@ -184,7 +184,7 @@ pub async fn run(opts: DoctorOptions, kernel: Kernel) -> Result<u8> {
         duration: Some(opts.duration),
     };
     let mut ended = live::run(&mut session, &mut view, &mut signals, schedule).await?;
-    view.watch.sample(&session);
+    view.watch.sample_all(&session);
     let snapshot = view.watch.snapshot(&session, true);
     if let Some(file) = record {
         let text = serde_json::to_string(&snapshot).context("encoding the recording")?;

@@ -25,6 +25,7 @@ use crate::{
         cause::Coverage,
         names::{LiveNamer, Namer as _},
     },
+    namespaces::turns::Activity,
     output::{Output, Summary},
     planner::HookKind,
     sentinel::Scope,
@@ -38,6 +39,8 @@ use crate::{
 
 /// Stacks shown live and in the summary with `--stack`.
 const STACKS_SHOWN: usize = 10;
+/// Namespaces shown live, those with the most delivered drops.
+const NAMESPACES_SHOWN: usize = 5;
 
 pub struct DropsOptions {
     pub stream: StreamOptions,
@@ -67,6 +70,8 @@ struct DropsView {
     per_netns: PerNetns,
     /// Drops counted by the kernel without a `kfree_skb`, per namespace.
     counted: counted::PerNamespace,
+    /// Namespaces with streamed drops since the last tick: their counters are read first.
+    active: Activity,
     namespaces: Namespaces,
     /// `--stack`: names each record's stack.
     stacks: Option<Stacks>,
@@ -90,6 +95,7 @@ impl DropsView {
             };
             self.last_flows.insert(key, named.flow());
             self.per_netns.add(&named);
+            self.active.insert(ev.netns);
             if self.json {
                 text += &Output::Drop(named).line();
             }
@@ -110,7 +116,8 @@ impl View for DropsView {
     }
 
     fn tick(&mut self, session: &Session, out: &mut Stdout) -> Result<()> {
-        self.counted.sample(&self.namespaces.lock());
+        self.counted
+            .sample(&self.namespaces.lock(), &std::mem::take(&mut self.active));
         let Some(maps) = session.drops.as_ref().filter(|_| !self.json) else {
             return Ok(());
         };
@@ -140,11 +147,12 @@ impl View for DropsView {
             None => String::new(),
         };
         Ok(out.line(&format!(
-            "{}netdoc drops via {} — {:.0}s\n{}{sampling}{stacks}{}",
+            "{}netdoc drops via {} — {:.0}s\n{}{sampling}{stacks}{}{}",
             live::clear_screen(self.tty),
             self.hook,
             session.started.elapsed().as_secs_f64(),
             render::table(&rows, self.top),
+            render::per_namespace(&self.per_netns.ranked(), NAMESPACES_SHOWN),
             render::counted(&self.counted.report(false))
         ))?)
     }
@@ -239,6 +247,7 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
         max_events_per_sec: opts.stream.max_events_per_sec,
         per_netns: PerNetns::default(),
         counted,
+        active: Activity::new(),
         namespaces,
         stacks: (streaming && opts.stack).then(Stacks::new),
     };
@@ -288,7 +297,7 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
         rows: &rows,
         namespaces: view.per_netns.ranked(),
         counted: {
-            view.counted.sample(&view.namespaces.lock());
+            view.counted.sample_all(&view.namespaces.lock());
             view.counted.report(true)
         },
         namespaces_gone: session.namespaces_gone(),

@@ -64,10 +64,16 @@ struct WindowedFindings {
 
 impl WindowedFindings {
     fn tick(&mut self, session: &Session) {
-        self.watch.sample(session);
         // Ticks come `every` apart and a window starts a little after one: waiting for the
         // full length would end every window a tick late (6 s windows for `--findings-window 3s`).
-        if self.watch.elapsed() + self.every / 2 >= self.length {
+        let ends = self.watch.elapsed() + self.every / 2 >= self.length;
+        // A window ends with every namespace read: growth after a namespace's last reading
+        // would otherwise fall between this window and the next one's baseline.
+        match ends {
+            true => self.watch.sample_all(session),
+            false => self.watch.sample(session),
+        }
+        if ends {
             // Not `complete`: socket owners (every process's fd table) are not exported.
             self.last = doctor::diagnose(&self.watch.snapshot(session, false));
             self.watch.restart(session);
@@ -286,12 +292,10 @@ fn read_namespace() -> (Option<ConntrackReading>, snmp::Counters) {
         .ok()
         .filter(|rows| conntrack::in_use(rows))
         .map(|rows| (rows, conntrack::read_usage()));
-    let counters = snmp::read()
-        .into_iter()
-        .filter(|(name, _)| {
-            name == "Tcp.RetransSegs" || counted::drop_counters().any(|c| c == name)
-        })
+    let wanted: Vec<&str> = counted::drop_counters()
+        .chain(["Tcp.RetransSegs"])
         .collect();
+    let counters = snmp::read_named(&wanted);
     (ct, counters)
 }
 

@@ -1,5 +1,6 @@
-//! What the doctor's rules look at, gathered live: every namespace's counters, conntrack and
-//! neighbour tables sampled each tick, streamed drop events grouped by flow, the busiest NET_RX
+//! What the doctor's rules look at, gathered live: namespaces' counters and conntrack tables
+//! (those with activity and a few others in turn each tick, every one before a report),
+//! the neighbour tables, streamed drop events grouped by flow, the busiest NET_RX
 //! stretch, and the kernel's drop counts since the watch began. `doctor` watches for its whole
 //! run; `export` watches one window at a time for its findings metric.
 use std::{
@@ -14,7 +15,7 @@ use crate::{
     doctor::{self, DropGrouper, Drops, HostFacts, NetRx, RECORD_VERSION, Snapshot},
     drops::report::{self, KernelCounts, NamedDrop},
     model::{cause::Cause, names::LiveNamer, stats::KernelStats},
-    namespaces::NetnsKey,
+    namespaces::{NetnsKey, turns::Activity},
     retrans,
     session::{Namespaces, Session},
 };
@@ -40,6 +41,10 @@ struct Window {
     causes: BTreeMap<NetnsKey, BTreeMap<Cause, u64>>,
     counted: counted::PerNamespace,
     conntrack: conntrack::PerNamespace,
+    /// Namespaces with streamed drops since the last sample: their counters are read first.
+    active: Activity,
+    /// Retransmits per namespace at the last sample: a namespace whose count moved is active.
+    retransmits: HashMap<u32, u64>,
     neighbours: NeighbourTables,
     net_rx: Option<net_rx::BusiestWindow>,
     /// The kernel's drop counts (by namespace, reason, stage and location) and stats then.
@@ -62,6 +67,8 @@ impl Window {
             causes: BTreeMap::new(),
             counted,
             conntrack,
+            active: Activity::new(),
+            retransmits: HashMap::new(),
             neighbours: NeighbourTables::start(),
             net_rx: session
                 .net_rx_known
@@ -109,6 +116,7 @@ impl Watch {
     pub fn records(&mut self, events: &[DropEvent]) {
         self.window.delivered += events.len() as u64;
         for ev in events {
+            self.window.active.insert(ev.netns);
             let d = NamedDrop::new(ev, &mut self.namer);
             if let Some(cause) = d.cause {
                 let per_ns = self
@@ -122,12 +130,42 @@ impl Watch {
         }
     }
 
-    /// Every namespace's counters and tables, and the NET_RX stretch, now.
+    /// The counters of the namespaces with drops or retransmits since the last sample and of
+    /// a few others in turn, the tables, and the NET_RX stretch, now.
     pub fn sample(&mut self, session: &Session) {
+        self.read(session, false);
+    }
+
+    /// Like [`Watch::sample`], with every namespace's counters: before a report.
+    pub fn sample_all(&mut self, session: &Session) {
+        self.read(session, true);
+    }
+
+    fn read(&mut self, session: &Session, every_namespace: bool) {
+        let mut active = std::mem::take(&mut self.window.active);
+        if let Some(maps) = session.retrans.as_ref() {
+            let mut now: HashMap<u32, u64> = HashMap::new();
+            for (key, stats) in maps.flows() {
+                *now.entry(key.netns).or_default() += stats.events;
+            }
+            let before = std::mem::replace(&mut self.window.retransmits, now);
+            active.extend(
+                self.window
+                    .retransmits
+                    .iter()
+                    .filter(|(netns, n)| before.get(netns) != Some(n))
+                    .map(|(netns, _)| *netns),
+            );
+        }
         {
             let inventory = self.namespaces.lock();
-            self.window.counted.sample(&inventory);
-            self.window.conntrack.sample(&inventory);
+            if every_namespace {
+                self.window.counted.sample_all(&inventory);
+                self.window.conntrack.sample_all(&inventory);
+            } else {
+                self.window.counted.sample(&inventory, &active);
+                self.window.conntrack.sample(&inventory, &active);
+            }
             self.window.neighbours.sample(&inventory);
         }
         if let Some(w) = self.window.net_rx.as_mut() {

@@ -17,7 +17,10 @@ use crate::{
         cause::Cause,
         finding::{Confidence, Evidence, Finding, Scope, ScopeKind, Severity},
     },
-    namespaces::{Inventory, NetnsKey, NetnsRef},
+    namespaces::{
+        Inventory, NetnsKey, NetnsRef,
+        turns::{Activity, Turns},
+    },
 };
 
 /// Counters at one moment in one namespace.
@@ -69,6 +72,7 @@ pub struct PerNamespace {
     /// `--netns`: only that namespace is followed.
     only: Option<u32>,
     started: Instant,
+    turns: Turns,
 }
 
 impl PerNamespace {
@@ -77,8 +81,9 @@ impl PerNamespace {
             followed: BTreeMap::new(),
             only,
             started: Instant::now(),
+            turns: Turns::default(),
         };
-        p.read(namespaces, true);
+        p.read(namespaces, true, None);
         p
     }
 
@@ -93,14 +98,29 @@ impl PerNamespace {
             .filter_map(|n| Some(((n.id.inode, n.id.cookie), &n.id, n.file()?)))
     }
 
-    /// Reads every namespace that uses conntrack now; marks the followed ones that are gone.
-    pub fn sample(&mut self, namespaces: &Inventory) {
-        self.read(namespaces, false);
+    /// Reads the namespaces with `active` drops or retransmits, and a few others in turn;
+    /// marks the followed ones that are gone.
+    pub fn sample(&mut self, namespaces: &Inventory, active: &Activity) {
+        let candidates: Vec<u32> = self
+            .wanted(namespaces)
+            .map(|((inode, _), ..)| inode)
+            .collect();
+        let picked = self.turns.pick(candidates.into_iter(), active);
+        self.read(namespaces, false, Some(&picked));
     }
 
-    fn read(&mut self, namespaces: &Inventory, initial: bool) {
-        let files: Vec<(NetnsKey, std::path::PathBuf)> =
-            self.wanted(namespaces).map(|(k, _, f)| (k, f)).collect();
+    /// Reads every namespace: for a summary.
+    pub fn sample_all(&mut self, namespaces: &Inventory) {
+        self.read(namespaces, false, None);
+    }
+
+    /// Reads the namespaces `picked` (inodes), or all, where they use conntrack.
+    fn read(&mut self, namespaces: &Inventory, initial: bool, picked: Option<&Activity>) {
+        let files: Vec<(NetnsKey, std::path::PathBuf)> = self
+            .wanted(namespaces)
+            .filter(|((inode, _), ..)| picked.is_none_or(|p| p.contains(inode)))
+            .map(|(k, _, f)| (k, f))
+            .collect();
         let ids: BTreeMap<NetnsKey, NetnsRef> = self
             .wanted(namespaces)
             .map(|(k, id, _)| (k, id.clone()))

@@ -16,7 +16,10 @@ use crate::{
         snmp::{self, Counters},
         sockdiag::{self, DiagSocket},
     },
-    namespaces::{Inventory, NetnsKey, NetnsRef},
+    namespaces::{
+        Inventory, NetnsKey, NetnsRef,
+        turns::{Activity, Turns},
+    },
 };
 
 /// Which sockets explain a counter.
@@ -173,16 +176,15 @@ pub struct PerNamespace {
     followed: BTreeMap<NetnsKey, Followed>,
     only: Option<u32>,
     context: &'static Context,
+    turns: Turns,
 }
 
 /// The drop counters and the context counters of one reading, and the settings.
 fn read_here(context: &Context) -> (Counters, Counters) {
-    let counters = snmp::read()
-        .into_iter()
-        .filter(|(k, _)| {
-            COUNTERS.iter().any(|(name, ..)| name == k) || context.counters.contains(&k.as_str())
-        })
+    let wanted: Vec<&str> = drop_counters()
+        .chain(context.counters.iter().copied())
         .collect();
+    let counters = snmp::read_named(&wanted);
     let settings = context
         .settings
         .iter()
@@ -205,16 +207,30 @@ impl PerNamespace {
             followed: BTreeMap::new(),
             only,
             context,
+            turns: Turns::default(),
         };
-        p.read(namespaces, true);
+        p.read(namespaces, true, None);
         p
     }
 
-    pub fn sample(&mut self, namespaces: &Inventory) {
-        self.read(namespaces, false);
+    /// Reads the namespaces with `active` drops or retransmits, and a few others in turn.
+    pub fn sample(&mut self, namespaces: &Inventory, active: &Activity) {
+        let only = self.only;
+        let candidates = namespaces
+            .all()
+            .map(|n| n.id.inode)
+            .filter(|inode| only.is_none_or(|o| o == *inode));
+        let picked = self.turns.pick(candidates, active);
+        self.read(namespaces, false, Some(&picked));
     }
 
-    fn read(&mut self, namespaces: &Inventory, initial: bool) {
+    /// Reads every namespace: for a summary.
+    pub fn sample_all(&mut self, namespaces: &Inventory) {
+        self.read(namespaces, false, None);
+    }
+
+    /// Reads the namespaces `picked` (inodes), or all.
+    fn read(&mut self, namespaces: &Inventory, initial: bool, picked: Option<&Activity>) {
         let wanted: Vec<(NetnsRef, std::path::PathBuf)> = namespaces
             .all()
             .filter(|n| self.only.is_none_or(|o| o == n.id.inode))
@@ -223,6 +239,10 @@ impl PerNamespace {
         let files: BTreeMap<NetnsKey, std::path::PathBuf> = wanted
             .iter()
             .map(|(id, f)| ((id.inode, id.cookie), f.clone()))
+            .collect();
+        let wanted = wanted
+            .into_iter()
+            .filter(|(id, _)| picked.is_none_or(|p| p.contains(&id.inode)))
             .collect();
         let context = self.context;
         let readings = netns::visit(wanted, move |_| read_here(context));

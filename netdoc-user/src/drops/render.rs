@@ -2,7 +2,7 @@
 use std::fmt::Write as _;
 
 use super::{
-    report::{Row, Summary},
+    report::{NetnsDrops, Row, Summary},
     stacks::StackCount,
 };
 use crate::counted::{self, NamespaceCounted, OwnedSocket};
@@ -121,17 +121,7 @@ pub fn summary(s: &Summary) -> String {
         );
         out.push_str(&stacks(&s.stacks));
     }
-    if !s.namespaces.is_empty() {
-        out.push_str("drops per namespace (delivered events):\n");
-    }
-    for ns in &s.namespaces {
-        let name = ns
-            .netns_name
-            .clone()
-            .unwrap_or_else(|| format!("netns {}", ns.netns));
-        let reasons: Vec<String> = ns.reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
-        let _ = writeln!(out, "  {name:<28} {:>8}  {}", ns.drops, reasons.join(", "));
-    }
+    out.push_str(&per_namespace(&s.namespaces, usize::MAX));
     out.push_str(&counted(&s.counted));
     if s.namespaces_gone_earlier > 0 {
         let _ = writeln!(
@@ -153,6 +143,30 @@ pub fn summary(s: &Summary) -> String {
             "warning: {} drops found the aggregation map full and are missing from the rows",
             s.aggregation_overflow
         );
+    }
+    out
+}
+
+/// The delivered drops of the busiest `limit` namespaces, by name (the container's or pod's
+/// where one is behind it) and inode, with their reasons.
+pub fn per_namespace(namespaces: &[NetnsDrops], limit: usize) -> String {
+    let mut out = String::new();
+    if !namespaces.is_empty() {
+        out.push_str("drops per namespace (delivered events):\n");
+    }
+    for ns in namespaces.iter().take(limit) {
+        let name = ns.netns_name.as_deref().unwrap_or("-");
+        let reasons: Vec<String> = ns.reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        let _ = writeln!(
+            out,
+            "  {name:<28} {:>10}  {:>8}  {}",
+            format!("inode {}", ns.netns),
+            ns.drops,
+            reasons.join(", ")
+        );
+    }
+    if namespaces.len() > limit {
+        let _ = writeln!(out, "  ... {} more", namespaces.len() - limit);
     }
     out
 }
@@ -201,4 +215,38 @@ pub fn counted(namespaces: &[NamespaceCounted]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn netns(name: &str, inode: u32, drops: u64) -> NetnsDrops {
+        NetnsDrops {
+            netns: inode,
+            netns_name: Some(name.into()),
+            drops,
+            reasons: [("NO_SOCKET".to_string(), drops)].into(),
+            ..NetnsDrops::default()
+        }
+    }
+
+    #[test]
+    fn namespaces_show_their_names_and_inodes_busiest_first() {
+        let ranked = [
+            netns("containerd:3f2a9c01d4e5", 4026532301, 90),
+            netns("pod shop/cart-7d9f", 4026532302, 40),
+            netns("host", 4026531840, 1),
+        ];
+        let text = per_namespace(&ranked, 2);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(
+            lines[1].contains("containerd:3f2a9c01d4e5") && lines[1].contains("inode 4026532301")
+        );
+        assert!(lines[1].contains("NO_SOCKET 90"));
+        assert!(lines[2].contains("pod shop/cart-7d9f"));
+        assert_eq!(lines[3].trim(), "... 1 more");
+        assert_eq!(per_namespace(&[], 5), "");
+    }
 }

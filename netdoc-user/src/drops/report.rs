@@ -280,6 +280,10 @@ pub struct NetnsDrops {
     pub netns: u32,
     pub netns_cookie: Option<u64>,
     pub netns_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Pod>,
     pub drops: u64,
     pub reasons: BTreeMap<String, u64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -299,6 +303,8 @@ impl PerNetns {
                 netns: d.netns,
                 netns_cookie: d.netns_cookie,
                 netns_name: d.netns_name.clone(),
+                container: d.container.clone(),
+                pod: d.pod.clone(),
                 ..NetnsDrops::default()
             });
         ns.drops += 1;
@@ -306,8 +312,15 @@ impl PerNetns {
         if let Some(c) = d.cause {
             *ns.netfilter_causes.entry(c).or_default() += 1;
         }
-        if ns.netns_name.is_none() {
+        // A namespace's first events may come before its container was found.
+        if ns.netns_name.is_none() || ns.container.is_none() && d.container.is_some() {
             ns.netns_name = d.netns_name.clone();
+        }
+        if ns.container.is_none() {
+            ns.container = d.container.clone();
+        }
+        if ns.pod.is_none() {
+            ns.pod = d.pod.clone();
         }
     }
 

@@ -3,6 +3,7 @@
 //! a namespace dies, cookies never are), and named as people name them. A shared model: every
 //! family and command may use it.
 pub mod identity;
+pub mod turns;
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},

@@ -6,7 +6,7 @@ use std::{
     fs::File,
     io::{BufRead as _, BufReader},
     net::UdpSocket,
-    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    os::{fd::AsRawFd, unix::fs::MetadataExt as _},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{Mutex, mpsc},
     time::{Duration, Instant},
@@ -218,6 +218,38 @@ impl Pair {
                     .unwrap();
             }
         })
+    }
+
+    /// Sends `n` datagrams of 1000 bytes from namespace a to b's `port` through a socket with
+    /// the smallest send buffer that never waits, from a thread pinned to CPU 0: how many the
+    /// kernel refused with EAGAIN (the send buffer full).
+    pub fn send_without_waiting(&self, port: u16, n: usize) -> usize {
+        self.run_in_a(move |from, to| {
+            let sock = UdpSocket::bind((from, 0)).unwrap();
+            set_socket_option(&sock, libc::SO_SNDBUF, 1);
+            sock.set_nonblocking(true).unwrap();
+            (0..n)
+                .filter(|_| match sock.send_to(&[0; 1000], (to, port)) {
+                    Ok(_) => false,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+                    Err(e) => panic!("sending: {e}"),
+                })
+                .count()
+        })
+    }
+
+    /// A UDP socket bound to b's `port` inside namespace b.
+    pub fn udp_socket_in_b(&self, port: u16) -> UdpSocket {
+        let ns_b = File::open(format!("/run/netns/{}", self.b)).unwrap();
+        let bind = format!("{}:{port}", self.ip_b);
+        std::thread::spawn(move || {
+            // SAFETY: setns on this thread only, with an open namespace file.
+            let entered = unsafe { libc::setns(ns_b.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(entered, 0);
+            UdpSocket::bind(&bind).unwrap()
+        })
+        .join()
+        .unwrap()
     }
 
     /// Tries `n` TCP connections from namespace a to b's `port`, one after another, from a
@@ -740,4 +772,24 @@ pub fn close_with_reset(conn: std::net::TcpStream) {
         )
     };
     assert_eq!(rc, 0, "SO_LINGER");
+}
+
+/// Sets a `SOL_SOCKET` option that takes an int (`SO_RCVBUF`, `SO_SNDBUF`, ...).
+pub fn set_socket_option(socket: &impl AsRawFd, option: libc::c_int, value: libc::c_int) {
+    // SAFETY: an open socket and a c_int option value of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&raw const value).cast(),
+            size_of::<libc::c_int>() as u32,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt {option}: {}",
+        std::io::Error::last_os_error()
+    );
 }

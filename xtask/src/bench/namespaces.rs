@@ -1,11 +1,13 @@
 //! What following many namespaces costs: with 1 and with 200 namespaces that use conntrack,
 //! `netdoc drops --counts-only` host-wide: its attach time, the netfilter links and maps it
-//! holds, its peak resident memory, and what the stage sentinels add to each datagram in one of
-//! those namespaces (against `--no-causes`, interleaved).
+//! holds, its peak resident memory, the CPU it takes while the namespaces are quiet (its ticks
+//! read their counters), and what the stage sentinels add to each datagram in one of those
+//! namespaces (against `--no-causes`, interleaved).
 use std::{
     path::{Path, PathBuf},
     process::Command,
     sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -84,6 +86,32 @@ fn fds_with(pid: u32, key: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// How long netdoc's CPU time is watched while nothing happens: several of its one-second ticks.
+const QUIET: Duration = Duration::from_secs(5);
+
+/// The share of one CPU that process `pid` used over `window` (user and system time).
+fn cpu_share(pid: u32, window: Duration) -> Result<f64> {
+    let ticks = || -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // After the command name, which may hold spaces, come fields 3 (state) onwards:
+        // utime and stime are fields 14 and 15.
+        let rest = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
+        let field = |n: usize| -> f64 {
+            rest.split_whitespace()
+                .nth(n - 3)
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(0.0)
+        };
+        Ok(field(14) + field(15))
+    };
+    let (before, started) = (ticks()?, Instant::now());
+    std::thread::sleep(window);
+    let used = ticks()? - before;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(used / hz / started.elapsed().as_secs_f64())
+}
+
 pub fn run(netdoc: &Path, count: u64, rounds: usize, cpu: usize) -> Result<()> {
     if Command::new("nft").arg("--version").output().is_err()
         || !Path::new("/proc/sys/net/netfilter/nf_conntrack_max").exists()
@@ -95,13 +123,14 @@ pub fn run(netdoc: &Path, count: u64, rounds: usize, cpu: usize) -> Result<()> {
         "\nnamespaces that use conntrack, netdoc drops --counts-only host-wide; sentinel cost from {count} datagrams in one of them, median of {rounds}"
     );
     println!(
-        "{:>10} {:>10} {:>14} {:>12} {:>10} {:>10} {:>18}",
+        "{:>10} {:>10} {:>14} {:>12} {:>10} {:>10} {:>14} {:>18}",
         "namespaces",
         "attach s",
         "netfilter links",
         "map fds",
         "peak MiB",
         "rss MiB",
+        "quiet CPU %",
         "sentinels ns/pkt"
     );
     let out = std::env::temp_dir().join(format!("netdoc-bench-ns-{}.json", std::process::id()));
@@ -109,6 +138,7 @@ pub fn run(netdoc: &Path, count: u64, rounds: usize, cpu: usize) -> Result<()> {
         let made = Made::new(n)?;
         let (mut with, mut without) = (Vec::new(), Vec::new());
         let mut figures = None;
+        let mut quiet_cpu = None;
         for _ in 0..rounds {
             for causes in [false, true] {
                 let args: &[&str] = match causes {
@@ -124,6 +154,9 @@ pub fn run(netdoc: &Path, count: u64, rounds: usize, cpu: usize) -> Result<()> {
                         fds_with(pid, "map_type:"),
                     )
                 });
+                if causes && quiet_cpu.is_none() {
+                    quiet_cpu = Some(cpu_share(pid, QUIET)?);
+                }
                 let stopped = stop(tracer, &[0])?;
                 match fds {
                     Some(fds) => {
@@ -136,10 +169,11 @@ pub fn run(netdoc: &Path, count: u64, rounds: usize, cpu: usize) -> Result<()> {
         }
         let (stopped, (links, maps)) = figures.context("no round ran")?;
         println!(
-            "{n:>10} {:>10.2} {links:>14} {maps:>12} {:>10.1} {:>10.1} {:>18.1}",
+            "{n:>10} {:>10.2} {links:>14} {maps:>12} {:>10.1} {:>10.1} {:>14.2} {:>18.1}",
             stopped.attach_s,
             stopped.peak_mib,
             stopped.resident_mib,
+            quiet_cpu.unwrap_or_default() * 100.0,
             median(&with, |x| *x) - median(&without, |x| *x)
         );
     }

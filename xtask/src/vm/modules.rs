@@ -30,6 +30,8 @@ pub const WANTED: &[&str] = &[
     "inet_diag",
     "tcp_diag",
     "udp_diag",
+    // A slow queue that holds what a socket sent (the send-side loss test).
+    "sch_tbf",
 ];
 
 /// One module to load, decompressed.
