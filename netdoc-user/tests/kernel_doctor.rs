@@ -207,6 +207,22 @@ fn snat_clashes_are_insert_failures_not_a_full_table() {
         FLOWS as u64 - 1,
         "every flow after the first: {first:#?}"
     );
+    // The rule whose port allocation clashed, read in that namespace, and the fix names it.
+    let rule = format!(
+        "ip netdoc_nat post: udp dport {CLOSED_PORT} snat to {}:5000",
+        pair.ip_a
+    );
+    assert!(
+        first
+            .evidence
+            .iter()
+            .any(|e| e.text == format!("source NAT rule in {rule} (ports not fully random)")),
+        "{first:#?}"
+    );
+    assert!(
+        first.fix[0].starts_with(&format!("randomize the source ports of {rule} (")),
+        "{first:#?}"
+    );
     assert!(first.fix.iter().any(|f| f.contains("random-fully")));
     assert!(!ids(&r).contains(&"conntrack_table_full"), "{r:#?}");
     assert_nothing_left();

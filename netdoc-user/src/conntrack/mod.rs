@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     facts::{
         conntrack::{self, CpuCounters},
+        natrules::{self, NatRule},
         netns,
     },
     model::{
@@ -61,7 +62,12 @@ struct Followed {
     peak: Option<(u64, u64)>,
     first_seen_s: f64,
     gone: bool,
+    /// Its source NAT rules, read when its insertions first failed.
+    nat_rules: Option<NatReading>,
 }
+
+/// A namespace's source NAT rules, or why they could not be read.
+pub type NatReading = Result<Vec<NatRule>, String>;
 
 /// The conntrack counters of every namespace that uses conntrack, followed over a run: the
 /// first reading is the baseline; a namespace that starts using conntrack later starts from
@@ -156,6 +162,7 @@ impl PerNamespace {
                             last: snap,
                             first_seen_s: if initial { 0.0 } else { now },
                             gone: false,
+                            nat_rules: None,
                         },
                     );
                 }
@@ -163,6 +170,28 @@ impl PerNamespace {
         }
         for (key, f) in &mut self.followed {
             f.gone = !ids.contains_key(key);
+        }
+        self.read_nat_rules(namespaces);
+    }
+
+    /// Reads the source NAT rules of each namespace whose insertions failed for the first time:
+    /// the rules whose port allocation clashes.
+    fn read_nat_rules(&mut self, namespaces: &Inventory) {
+        let failing: Vec<(NetnsKey, std::path::PathBuf)> = self
+            .wanted(namespaces)
+            .filter(|(key, ..)| {
+                self.followed.get(key).is_some_and(|f| {
+                    f.nat_rules.is_none()
+                        && !f.gone
+                        && attribute(&deltas(&f.first, &f.last)).insert_failed > 0
+                })
+            })
+            .map(|(key, _, file)| (key, file))
+            .collect();
+        for (key, rules) in netns::visit(failing, |_| natrules::read_here()) {
+            if let (Some(f), Some(rules)) = (self.followed.get_mut(&key), rules) {
+                f.nat_rules = Some(rules);
+            }
         }
     }
 
@@ -178,7 +207,7 @@ impl PerNamespace {
                 let per_cpu = deltas(&f.first, &f.last);
                 let attribution = attribute(&per_cpu);
                 let scope = Scope::new(ScopeKind::Namespace, f.id.name.clone());
-                let found = findings(&attribution, f.peak, &per_cpu, &scope);
+                let found = findings(&attribution, f.peak, &per_cpu, f.nat_rules.as_ref(), &scope);
                 NamespaceConntrack {
                     netns: f.id.clone(),
                     first_seen_s: f.first_seen_s,
@@ -191,6 +220,11 @@ impl PerNamespace {
                     netfilter_causes: causes.get(key).cloned().unwrap_or_default(),
                     per_cpu,
                     findings: found,
+                    nat_rules: match &f.nat_rules {
+                        Some(Ok(rules)) => rules.clone(),
+                        _ => Vec::new(),
+                    },
+                    nat_rules_unavailable: f.nat_rules.as_ref().and_then(|r| r.clone().err()),
                 }
             })
             .collect();
@@ -231,6 +265,12 @@ pub struct NamespaceConntrack {
     pub netfilter_causes: BTreeMap<Cause, u64>,
     pub per_cpu: Vec<CpuCounters>,
     pub findings: Vec<Finding>,
+    /// Its source NAT rules, read once its insertions failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nat_rules: Vec<NatRule>,
+    /// Why they could not be read, when they could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat_rules_unavailable: Option<String>,
 }
 
 /// Per-CPU counter growth between two snapshots. `entries` is a level, not a counter: kept as is.
@@ -281,6 +321,57 @@ pub fn attribute(deltas: &[CpuCounters]) -> Attribution {
 
 /// Where the conntrack counters and table usage come from.
 const STAT: &str = "/proc/net/stat/nf_conntrack";
+const NFT: &str = "nft list ruleset, in the namespace";
+
+/// The namespace's source NAT rules, each with whether its ports are fully random.
+fn nat_evidence(nat: Option<&NatReading>) -> Vec<Evidence> {
+    match nat {
+        None => Vec::new(),
+        Some(Err(why)) => vec![Evidence::new(
+            format!("its source NAT rules could not be read: {why}"),
+            NFT,
+        )],
+        Some(Ok(rules)) if rules.is_empty() => vec![Evidence::new(
+            "no source NAT rule (masquerade, snat) in its nftables ruleset (iptables-legacy rules are not listed there)",
+            NFT,
+        )],
+        Some(Ok(rules)) => rules
+            .iter()
+            .map(|r| {
+                let ports = match r.fully_random {
+                    true => "ports fully random",
+                    false => "ports not fully random",
+                };
+                Evidence::new(
+                    format!(
+                        "source NAT rule in {} {}: {} ({ports})",
+                        r.table, r.chain, r.rule
+                    ),
+                    NFT,
+                )
+            })
+            .collect(),
+    }
+}
+
+/// What to change in the NAT rules: the ones without fully random ports, by name.
+fn nat_fix(nat: Option<&NatReading>) -> String {
+    const HOW: &str = "nft: masquerade fully-random, snat to ... fully-random; iptables: -j MASQUERADE --random-fully";
+    match nat {
+        Some(Ok(rules)) if !rules.is_empty() => {
+            let plain: Vec<String> = rules
+                .iter()
+                .filter(|r| !r.fully_random)
+                .map(|r| format!("{} {}: {}", r.table, r.chain, r.rule))
+                .collect();
+            match plain.is_empty() {
+                true => "its NAT rules already randomize ports fully: the clashes are packets of one new flow racing each other (DNS A and AAAA queries from one socket); see the DNS fix".into(),
+                false => format!("randomize the source ports of {} ({HOW})", plain.join("; ")),
+            }
+        }
+        _ => format!("randomize SNAT source ports ({HOW})"),
+    }
+}
 const USAGE: &str = "net.netfilter.nf_conntrack_count/max, sampled";
 
 /// Findings from the attribution and the fullest table usage seen, about `scope`.
@@ -288,6 +379,7 @@ pub fn findings(
     a: &Attribution,
     usage: Option<(u64, u64)>,
     per_cpu: &[CpuCounters],
+    nat: Option<&NatReading>,
     scope: &Scope,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -359,19 +451,24 @@ pub fn findings(
                 "{} packets were dropped because their conntrack entry could not be inserted (a tuple clash, typically concurrent SNAT/masquerade port allocation)",
                 a.insert_failed
             ),
-            evidence: vec![
+            evidence: [
                 Evidence::new(format!("insert_failed per CPU: {cpus:?}"), STAT),
                 Evidence::new(
                     format!("clashes resolved without a drop: {}", a.clash_resolve),
                     STAT,
                 ),
                 Evidence::new(usage_text, USAGE),
-            ],
-            fix: vec![
-                "randomize SNAT source ports: iptables -t nat ... -j MASQUERADE --random-fully (nft: masquerade fully-random)".into(),
-                "give SNAT more source addresses or a wider port range (net.ipv4.ip_local_port_range)".into(),
-                "for DNS over UDP (the five-second timeout): options single-request-reopen in resolv.conf, or a node-local DNS cache".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(nat_evidence(nat))
+            .collect(),
+            fix: [nat_fix(nat)]
+                .into_iter()
+                .chain([
+                    "give SNAT more source addresses or a wider port range (net.ipv4.ip_local_port_range)".into(),
+                    "for DNS over UDP (the five-second timeout): options single-request-reopen in resolv.conf, or a node-local DNS cache".into(),
+                ])
+                .collect(),
         });
     }
     out
@@ -441,7 +538,7 @@ mod tests {
                 invalid: 0
             }
         );
-        let f = findings(&a, after.usage, &d, &Scope::host());
+        let f = findings(&a, after.usage, &d, None, &Scope::host());
         assert_eq!(f.len(), 2);
         assert_eq!(f[0].id, "conntrack_table_full");
         assert!(f[0].evidence.iter().any(|e| {
@@ -450,6 +547,56 @@ mod tests {
         }));
         assert_eq!(f[1].id, "conntrack_insert_failed");
         assert!(f[1].evidence[0].text.contains("{1: 5}"));
+    }
+
+    fn rule(rule: &str, fully_random: bool) -> NatRule {
+        NatRule {
+            table: "ip nat".into(),
+            chain: "POSTROUTING".into(),
+            rule: rule.into(),
+            fully_random,
+        }
+    }
+
+    #[test]
+    fn insert_failures_name_the_nat_rules_to_randomize() {
+        let a = Attribution {
+            insert_failed: 19,
+            ..Attribution::default()
+        };
+        let rules: NatReading = Ok(vec![
+            rule("oifname \"eth0\" masquerade", false),
+            rule("ip saddr 10.0.0.0/8 snat to 1.2.3.4 fully-random", true),
+        ]);
+        let f = findings(&a, None, &[], Some(&rules), &Scope::host());
+        assert_eq!(f[0].id, "conntrack_insert_failed");
+        let evidence: Vec<&str> = f[0].evidence.iter().map(|e| e.text.as_str()).collect();
+        assert!(evidence.contains(
+            &"source NAT rule in ip nat POSTROUTING: oifname \"eth0\" masquerade (ports not fully random)"
+        ));
+        assert!(evidence.contains(
+            &"source NAT rule in ip nat POSTROUTING: ip saddr 10.0.0.0/8 snat to 1.2.3.4 fully-random (ports fully random)"
+        ));
+        assert!(
+            f[0].fix[0].starts_with(
+                "randomize the source ports of ip nat POSTROUTING: oifname \"eth0\" masquerade ("
+            ),
+            "only the rule without fully random ports: {}",
+            f[0].fix[0]
+        );
+        let random: NatReading = Ok(vec![rule("masquerade fully-random", true)]);
+        let f = findings(&a, None, &[], Some(&random), &Scope::host());
+        assert!(f[0].fix[0].contains("already randomize ports fully"));
+        let unread: NatReading = Err("nft list ruleset: No such file or directory".into());
+        let f = findings(&a, None, &[], Some(&unread), &Scope::host());
+        assert!(
+            f[0].evidence
+                .last()
+                .unwrap()
+                .text
+                .contains("could not be read")
+        );
+        assert!(f[0].fix[0].contains("--random-fully"), "the general advice");
     }
 
     #[test]
@@ -464,6 +611,6 @@ mod tests {
         let s = snap(&[&[("drop", 3), ("insert_failed", 1)]], Some((1, 100)));
         let a = attribute(&deltas(&s, &s));
         assert_eq!(a, Attribution::default());
-        assert!(findings(&a, s.usage, &[], &Scope::host()).is_empty());
+        assert!(findings(&a, s.usage, &[], None, &Scope::host()).is_empty());
     }
 }

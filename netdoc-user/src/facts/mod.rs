@@ -9,6 +9,7 @@ pub mod host;
 pub mod interrupts;
 pub mod irqsys;
 pub mod kallsyms;
+pub mod natrules;
 pub mod neigh;
 pub mod netns;
 pub mod nsholders;

@@ -297,7 +297,7 @@ fn build_payload(root: &Path, with_tests: bool) -> Result<Payload> {
 /// The part shared by every kernel: busybox, tools, netdoc, the test binaries, /init.
 fn pack_base(p: &Payload, stage_dir: &Path, out: &Path) -> Result<()> {
     let stage = Stage::new(stage_dir)?;
-    for tool in ["busybox", "bash", "ip", "nft", "setpriv"] {
+    for tool in ["busybox", "bash", "ip", "nft", "setpriv", "tc"] {
         stage.tool(tool)?;
     }
     stage.executable(&p.release, Path::new("/usr/local/bin/netdoc"))?;

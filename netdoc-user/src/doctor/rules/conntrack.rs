@@ -71,10 +71,12 @@ mod tests {
             nf_conntrack_max: Some(64),
             peak_count: Some(64),
             peak_max: Some(64),
-            findings: findings(&a, Some((64, 64)), &[], &scope),
+            findings: findings(&a, Some((64, 64)), &[], None, &scope),
             attribution: a,
             netfilter_causes: Default::default(),
             per_cpu: vec![],
+            nat_rules: vec![],
+            nat_rules_unavailable: None,
         }
     }
 

@@ -288,6 +288,8 @@ pub mod fixtures {
             netfilter_causes: BTreeMap::new(),
             per_cpu: vec![],
             findings: vec![],
+            nat_rules: vec![],
+            nat_rules_unavailable: None,
         }
     }
 
