@@ -49,7 +49,8 @@ pub struct ExportOptions {
     pub findings_window: Duration,
 }
 
-/// How often the doctor's watch samples every namespace's counters and the NET_RX load.
+/// How often the doctor's watch samples the namespaces' counters (those with activity and some
+/// in turn; every one when a findings window ends) and the NET_RX load.
 const WATCH_EVERY: Duration = Duration::from_secs(5);
 
 /// The doctor's rules over one window at a time: the findings of the last complete window are

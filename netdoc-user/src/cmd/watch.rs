@@ -43,8 +43,9 @@ struct Window {
     conntrack: conntrack::PerNamespace,
     /// Namespaces with streamed drops since the last sample: their counters are read first.
     active: Activity,
-    /// Retransmits per namespace at the last sample: a namespace whose count moved is active.
-    retransmits: HashMap<u32, u64>,
+    /// Retransmits and kernel-counted drops per namespace at the last sample: a namespace
+    /// whose count moved is active.
+    moved: MovedCounts,
     neighbours: NeighbourTables,
     net_rx: Option<net_rx::BusiestWindow>,
     /// The kernel's drop counts (by namespace, reason, stage and location) and stats then.
@@ -68,7 +69,7 @@ impl Window {
             counted,
             conntrack,
             active: Activity::new(),
-            retransmits: HashMap::new(),
+            moved: MovedCounts::now(session),
             neighbours: NeighbourTables::start(),
             net_rx: session
                 .net_rx_known
@@ -143,20 +144,9 @@ impl Watch {
 
     fn read(&mut self, session: &Session, every_namespace: bool) {
         let mut active = std::mem::take(&mut self.window.active);
-        if let Some(maps) = session.retrans.as_ref() {
-            let mut now: HashMap<u32, u64> = HashMap::new();
-            for (key, stats) in maps.flows() {
-                *now.entry(key.netns).or_default() += stats.events;
-            }
-            let before = std::mem::replace(&mut self.window.retransmits, now);
-            active.extend(
-                self.window
-                    .retransmits
-                    .iter()
-                    .filter(|(netns, n)| before.get(netns) != Some(n))
-                    .map(|(netns, _)| *netns),
-            );
-        }
+        let now = MovedCounts::now(session);
+        active.extend(now.moved_since(&self.window.moved));
+        self.window.moved = now;
         {
             let inventory = self.namespaces.lock();
             if every_namespace {
@@ -230,6 +220,42 @@ impl Watch {
             namespaces_gone,
             namespaces_gone_earlier,
         }
+    }
+}
+
+/// Per namespace (inode): retransmits, and the drops the kernel counted where it counts per
+/// namespace (the exporter, which streams no drop).
+#[derive(Default)]
+struct MovedCounts {
+    retransmits: HashMap<u32, u64>,
+    drops: HashMap<u32, u64>,
+}
+
+impl MovedCounts {
+    fn now(session: &Session) -> Self {
+        let mut counts = Self::default();
+        if let Some(maps) = session.retrans.as_ref() {
+            for (key, stats) in maps.flows() {
+                *counts.retransmits.entry(key.netns).or_default() += stats.events;
+            }
+        }
+        if let Some(maps) = session.drops.as_ref() {
+            // Without per-namespace counting every key's namespace is 0: nothing to tell.
+            for (key, per_cpu) in maps.counts_per_netns().iter().filter(|(k, _)| k.netns != 0) {
+                *counts.drops.entry(key.netns).or_default() += per_cpu.iter().sum::<u64>();
+            }
+        }
+        counts
+    }
+
+    /// The namespaces whose retransmits or drops moved since `before`.
+    fn moved_since<'a>(&'a self, before: &'a Self) -> impl Iterator<Item = u32> + 'a {
+        let moved = |now: &'a HashMap<u32, u64>, then: &'a HashMap<u32, u64>| {
+            now.iter()
+                .filter(move |(netns, n)| then.get(netns) != Some(n))
+                .map(|(netns, _)| *netns)
+        };
+        moved(&self.retransmits, &before.retransmits).chain(moved(&self.drops, &before.drops))
     }
 }
 

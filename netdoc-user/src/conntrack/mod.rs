@@ -145,6 +145,10 @@ impl PerNamespace {
             };
             match self.followed.get_mut(&key) {
                 Some(f) => {
+                    let grew = attribute(&deltas(&f.last, &snap));
+                    if grew.table_full + grew.insert_failed + grew.early_drop + grew.invalid > 0 {
+                        self.turns.grew(key.0);
+                    }
                     f.peak = fuller(f.peak, snap.usage);
                     f.last = snap;
                 }
@@ -257,7 +261,8 @@ pub struct NamespaceConntrack {
     /// Table usage at the last reading.
     pub nf_conntrack_count: Option<u64>,
     pub nf_conntrack_max: Option<u64>,
-    /// The fullest reading of the run (sampled each interval): count and the limit then.
+    /// The fullest reading of the run (read when its drops or counters moved, and in its
+    /// turn): count and the limit then.
     pub peak_count: Option<u64>,
     pub peak_max: Option<u64>,
     pub attribution: Attribution,
@@ -339,8 +344,9 @@ fn nat_evidence(nat: Option<&NatReading>) -> Vec<Evidence> {
             .iter()
             .map(|r| {
                 let ports = match r.fully_random {
-                    true => "ports fully random",
-                    false => "ports not fully random",
+                    Some(true) => "ports fully random",
+                    Some(false) => "ports not fully random",
+                    None => "an iptables target nft does not translate: iptables-save -t nat shows whether it has --random-fully",
                 };
                 Evidence::new(
                     format!(
@@ -354,24 +360,35 @@ fn nat_evidence(nat: Option<&NatReading>) -> Vec<Evidence> {
     }
 }
 
-/// What to change in the NAT rules: the ones without fully random ports, by name.
+/// What to change in the NAT rules: the ones without fully random ports, by name (or those
+/// whose randomness nft does not show, to check).
 fn nat_fix(nat: Option<&NatReading>) -> String {
     const HOW: &str = "nft: masquerade fully-random, snat to ... fully-random; iptables: -j MASQUERADE --random-fully";
+    let named = |rules: &[NatRule], randomness: Option<bool>| -> Vec<String> {
+        rules
+            .iter()
+            .filter(|r| r.fully_random == randomness)
+            .map(|r| format!("{} {}: {}", r.table, r.chain, r.rule))
+            .collect()
+    };
     match nat {
         Some(Ok(rules)) if !rules.is_empty() => {
-            let plain: Vec<String> = rules
-                .iter()
-                .filter(|r| !r.fully_random)
-                .map(|r| format!("{} {}: {}", r.table, r.chain, r.rule))
-                .collect();
-            match plain.is_empty() {
-                true => "its NAT rules already randomize ports fully: the clashes are packets of one new flow racing each other (DNS A and AAAA queries from one socket); see the DNS fix".into(),
-                false => format!("randomize the source ports of {} ({HOW})", plain.join("; ")),
+            let (plain, unknown) = (named(rules, Some(false)), named(rules, None));
+            if !plain.is_empty() {
+                format!("randomize the source ports of {} ({HOW})", plain.join("; "))
+            } else if !unknown.is_empty() {
+                format!(
+                    "check that these iptables rules have --random-fully (iptables-save -t nat), and add it where missing: {}",
+                    unknown.join("; ")
+                )
+            } else {
+                "its NAT rules already randomize ports fully: the clashes are packets of one new flow racing each other (DNS A and AAAA queries from one socket); see the DNS fix".into()
             }
         }
         _ => format!("randomize SNAT source ports ({HOW})"),
     }
 }
+
 const USAGE: &str = "net.netfilter.nf_conntrack_count/max, sampled";
 
 /// Findings from the attribution and the fullest table usage seen, about `scope`.
@@ -549,7 +566,7 @@ mod tests {
         assert!(f[1].evidence[0].text.contains("{1: 5}"));
     }
 
-    fn rule(rule: &str, fully_random: bool) -> NatRule {
+    fn rule(rule: &str, fully_random: Option<bool>) -> NatRule {
         NatRule {
             table: "ip nat".into(),
             chain: "POSTROUTING".into(),
@@ -565,8 +582,11 @@ mod tests {
             ..Attribution::default()
         };
         let rules: NatReading = Ok(vec![
-            rule("oifname \"eth0\" masquerade", false),
-            rule("ip saddr 10.0.0.0/8 snat to 1.2.3.4 fully-random", true),
+            rule("oifname \"eth0\" masquerade", Some(false)),
+            rule(
+                "ip saddr 10.0.0.0/8 snat to 1.2.3.4 fully-random",
+                Some(true),
+            ),
         ]);
         let f = findings(&a, None, &[], Some(&rules), &Scope::host());
         assert_eq!(f[0].id, "conntrack_insert_failed");
@@ -584,9 +604,20 @@ mod tests {
             "only the rule without fully random ports: {}",
             f[0].fix[0]
         );
-        let random: NatReading = Ok(vec![rule("masquerade fully-random", true)]);
+        let random: NatReading = Ok(vec![rule("masquerade fully-random", Some(true))]);
         let f = findings(&a, None, &[], Some(&random), &Scope::host());
         assert!(f[0].fix[0].contains("already randomize ports fully"));
+        let untranslated: NatReading = Ok(vec![
+            rule("masquerade fully-random", Some(true)),
+            rule("counter xt target \"MASQUERADE\"", None),
+        ]);
+        let f = findings(&a, None, &[], Some(&untranslated), &Scope::host());
+        assert!(
+            f[0].fix[0].starts_with("check that these iptables rules have --random-fully")
+                && f[0].fix[0].ends_with("ip nat POSTROUTING: counter xt target \"MASQUERADE\""),
+            "never called fully random, never called plain: {}",
+            f[0].fix[0]
+        );
         let unread: NatReading = Err("nft list ruleset: No such file or directory".into());
         let f = findings(&a, None, &[], Some(&unread), &Scope::host());
         assert!(

@@ -247,6 +247,7 @@ impl PerNamespace {
         let context = self.context;
         let readings = netns::visit(wanted, move |_| read_here(context));
         let mut explain: Vec<((NetnsKey, Explains), std::path::PathBuf)> = Vec::new();
+        let mut grown = Vec::new();
         for (id, reading) in readings {
             let Some((now, settings)) = reading else {
                 continue;
@@ -266,21 +267,24 @@ impl PerNamespace {
                 sockets_unavailable: None,
                 gone: false,
             });
+            let before = |name: &str| f.last.get(name).or(f.first.get(name)).copied().unwrap_or(0);
+            let grew = |name: &str| now.get(name).is_some_and(|v| *v > before(name));
+            if !initial && COUNTERS.iter().any(|(name, ..)| grew(name)) {
+                grown.push(key.0);
+            }
             for (name, _, explains) in COUNTERS.iter().filter(|c| c.2 != Explains::Nothing) {
-                let before = f
-                    .last
-                    .get(*name)
-                    .or(f.first.get(*name))
-                    .copied()
-                    .unwrap_or(0);
-                let grew = now.get(*name).is_some_and(|v| *v > before);
-                if grew && !initial && !explain.iter().any(|((k, e), _)| *k == key && e == explains)
+                if grew(name)
+                    && !initial
+                    && !explain.iter().any(|((k, e), _)| *k == key && e == explains)
                 {
                     explain.push(((key, *explains), files[&key].clone()));
                 }
             }
             f.last = now;
             f.settings = settings;
+        }
+        for inode in grown {
+            self.turns.grew(inode);
         }
         for ((key, explains), sockets) in netns::visit(explain, |(_, explains)| match explains {
             Explains::Listeners => sockdiag::tcp_listeners(),

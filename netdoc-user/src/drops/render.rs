@@ -159,7 +159,7 @@ pub fn per_namespace(namespaces: &[NetnsDrops], limit: usize) -> String {
         let reasons: Vec<String> = ns.reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
         let _ = writeln!(
             out,
-            "  {name:<28} {:>10}  {:>8}  {}",
+            "  {name:<28} {:<16}  {:>8}  {}",
             format!("inode {}", ns.netns),
             ns.drops,
             reasons.join(", ")

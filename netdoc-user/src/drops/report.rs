@@ -312,14 +312,13 @@ impl PerNetns {
         if let Some(c) = d.cause {
             *ns.netfilter_causes.entry(c).or_default() += 1;
         }
-        // A namespace's first events may come before its container was found.
-        if ns.netns_name.is_none() || ns.container.is_none() && d.container.is_some() {
+        // A namespace's first events may come before its container or pod was found, which
+        // renames it.
+        let named_later = (ns.container.is_none() && d.container.is_some())
+            || (ns.pod.is_none() && d.pod.is_some());
+        if ns.netns_name.is_none() || named_later {
             ns.netns_name = d.netns_name.clone();
-        }
-        if ns.container.is_none() {
             ns.container = d.container.clone();
-        }
-        if ns.pod.is_none() {
             ns.pod = d.pod.clone();
         }
     }

@@ -1,10 +1,21 @@
 //! The source NAT rules of a network namespace (`masquerade`, `snat`), from `nft list ruleset`
 //! run inside it: the rules whose port allocation clashes when many flows leave at once, and
 //! whether each already randomizes its ports fully (`fully-random`, iptables' `--random-fully`).
-//! iptables-nft rules are listed there too; iptables-legacy rules are not.
-use std::process::Command;
+//! iptables-nft rules are listed there too (as an `xt target` where nft cannot translate them);
+//! iptables-legacy rules are not.
+use std::{
+    io::Read as _,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use serde::{Deserialize, Serialize};
+
+use super::kallsyms;
+
+/// How long `nft list ruleset` may take: a large ruleset lists in well under a second, and
+/// the caller waits for it.
+const LISTING: Duration = Duration::from_secs(2);
 
 /// One source NAT rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,34 +25,55 @@ pub struct NatRule {
     pub chain: String,
     /// The rule as nft prints it, its packet and byte counts left out.
     pub rule: String,
-    pub fully_random: bool,
+    /// Whether its ports are fully random; null for an iptables target nft shows untranslated
+    /// (`xt target "MASQUERADE"`), whose options it does not print.
+    pub fully_random: Option<bool>,
 }
 
 /// The source NAT rules of `nft list ruleset` output, in order.
 pub fn parse(ruleset: &str) -> Vec<NatRule> {
     let (mut table, mut chain) = (String::new(), String::new());
     let mut rules = Vec::new();
+    // A header is `table ip nat {`, perhaps followed by a comment: the name ends at the brace.
+    let name = |rest: &str| rest.split('{').next().unwrap_or("").trim().to_string();
     for line in ruleset.lines().map(str::trim) {
         if let Some(rest) = line.strip_prefix("table ") {
-            table = rest.trim_end_matches('{').trim().to_string();
+            table = name(rest);
         } else if let Some(rest) = line.strip_prefix("chain ") {
-            chain = rest.trim_end_matches('{').trim().to_string();
-        } else if is_source_nat(line) {
+            chain = name(rest);
+        } else if let Some(fully_random) = source_nat(line) {
             rules.push(NatRule {
                 table: table.clone(),
                 chain: chain.clone(),
                 rule: without_counts(line),
-                fully_random: line.split_whitespace().any(|w| w.contains("fully-random")),
+                fully_random,
             });
         }
     }
     rules
 }
 
-/// A rule (not a chain's `type nat hook ...` line) whose verdict is source NAT.
-fn is_source_nat(line: &str) -> bool {
+/// For a rule whose verdict is source NAT, whether its ports are fully random (None: an
+/// untranslated iptables target, which does not say); None outside for any other line.
+fn source_nat(line: &str) -> Option<Option<bool>> {
     let words: Vec<&str> = line.split_whitespace().collect();
-    !line.starts_with("type ") && words.iter().any(|w| *w == "masquerade" || *w == "snat")
+    let fully_random = words
+        .iter()
+        .any(|w| w.contains("fully-random") || w.contains("random-fully"));
+    let native = words.iter().enumerate().any(|(i, w)| {
+        // A chain may be called `masquerade`: `jump masquerade` is not the verdict.
+        (*w == "masquerade" || *w == "snat")
+            && !matches!(i.checked_sub(1).map(|p| words[p]), Some("jump" | "goto"))
+    });
+    let xt_target = words
+        .windows(3)
+        .any(|w| w[0] == "xt" && w[1] == "target" && matches!(w[2], "\"MASQUERADE\"" | "\"SNAT\""));
+    match (line.starts_with("type "), native, xt_target) {
+        (true, ..) => None,
+        (false, true, _) => Some(Some(fully_random)),
+        (false, false, true) => Some(None),
+        (false, false, false) => None,
+    }
 }
 
 /// `counter packets 12 bytes 720` becomes `counter`: the counts change while netdoc runs.
@@ -63,20 +95,64 @@ fn without_counts(line: &str) -> String {
     out.join(" ")
 }
 
+/// Whether nf_tables is in the running kernel: built in (its functions in kallsyms) or loaded
+/// as a module. Where it is not, there are no nftables rules, and listing them would load it.
+fn nf_tables_present() -> bool {
+    let loaded = std::fs::read_to_string("/proc/modules")
+        .is_ok_and(|m| m.lines().any(|l| l.starts_with("nf_tables ")));
+    loaded || kallsyms::defines("nft_do_chain")
+}
+
 /// The source NAT rules of the calling thread's network namespace; why they could not be read
-/// otherwise (no `nft` on this host, or it failed).
+/// otherwise (no nf_tables, no `nft` on this host, or it failed or took too long).
 pub fn read_here() -> Result<Vec<NatRule>, String> {
-    let out = Command::new("nft")
-        .args(["list", "ruleset"])
-        .output()
-        .map_err(|e| format!("nft list ruleset: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "nft list ruleset: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+    if !nf_tables_present() {
+        return Err(
+            "nf_tables is not loaded, so any NAT rules are iptables-legacy's (iptables-legacy-save -t nat)"
+                .into(),
+        );
     }
-    Ok(parse(&String::from_utf8_lossy(&out.stdout)))
+    let mut child = Command::new("nft")
+        .args(["list", "ruleset"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("nft list ruleset: {e}"))?;
+    // Read on a thread so a full pipe never blocks nft while we wait for it to exit.
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).map(|_| text)
+    });
+    let deadline = Instant::now() + LISTING;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "nft list ruleset took longer than {} s",
+                    LISTING.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("nft list ruleset: {e}")),
+        }
+    };
+    let text = reader
+        .join()
+        .map_err(|_| "nft list ruleset: reading its output failed".to_string())?
+        .map_err(|e| format!("nft list ruleset: {e}"))?;
+    if !status.success() {
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        return Err(format!("nft list ruleset: {}", stderr.trim()));
+    }
+    Ok(parse(&text))
 }
 
 #[cfg(test)]
@@ -101,6 +177,15 @@ table ip nat {
 	chain POSTROUTING {
 		type nat hook postrouting priority srcnat; policy accept;
 		oifname \"eth1\" counter packets 12 bytes 720 masquerade fully-random
+		oifname \"eth2\" counter packets 0 bytes 0 xt target \"MASQUERADE\"
+		oifname \"eth3\" masquerade  random-fully
+		ip daddr 10.0.0.0/8 jump masquerade
+	}
+}
+table inet firewalld { # progname firewalld
+	chain nat_POSTROUTING {
+		type nat hook postrouting priority srcnat + 10; policy accept;
+		ip saddr 192.168.1.0/24 snat ip to 203.0.113.7 comment \"snat for the lab\"
 	}
 }
 ";
@@ -108,11 +193,11 @@ table ip nat {
     #[test]
     fn source_nat_rules_are_found_with_their_table_chain_and_port_randomness() {
         let rules = parse(RULESET);
-        assert_eq!(rules.len(), 3, "{rules:#?}");
+        assert_eq!(rules.len(), 6, "{rules:#?}");
         assert_eq!(rules[0].table, "ip nat");
         assert_eq!(rules[0].chain, "post");
         assert_eq!(rules[0].rule, "oifname \"eth0\" masquerade");
-        assert!(!rules[0].fully_random);
+        assert_eq!(rules[0].fully_random, Some(false));
         assert_eq!(
             rules[1].rule,
             "ip saddr 10.0.0.0/8 udp dport 53 snat to 1.2.3.4:5000"
@@ -122,7 +207,26 @@ table ip nat {
             rules[2].rule,
             "oifname \"eth1\" counter masquerade fully-random"
         );
-        assert!(rules[2].fully_random);
+        assert_eq!(rules[2].fully_random, Some(true));
+        assert_eq!(
+            rules[3].rule,
+            "oifname \"eth2\" counter xt target \"MASQUERADE\""
+        );
+        assert_eq!(
+            rules[3].fully_random, None,
+            "nft does not print its options"
+        );
+        assert_eq!(
+            rules[4].fully_random,
+            Some(true),
+            "older nft spells it random-fully"
+        );
+        // `jump masquerade` is a jump to a chain, not source NAT.
+        assert_eq!(
+            (rules[5].table.as_str(), rules[5].chain.as_str()),
+            ("inet firewalld", "nat_POSTROUTING")
+        );
+        assert_eq!(rules[5].fully_random, Some(false));
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Which namespaces a tick reads. Entering a namespace and reading its counters costs about half
 //! a millisecond (the kernel formats whole files); on a node with 200 container namespaces,
 //! reading every one each second kept `netdoc drops` busy for 12% of a CPU. So a tick reads the
-//! namespaces where drops or retransmits showed activity since the last one, and the next few
-//! of the others in turn: a namespace whose only trouble the kernel counts without freeing a
-//! packet (a SYN refused at a full listen queue) is still read every few seconds. The start
-//! and the end of a run read every namespace.
-use std::collections::BTreeSet;
+//! namespaces where drops or retransmits showed activity since the last one, those whose
+//! counters grew in the last few readings, and the next eight of the others in turn: each
+//! namespace is read at least every ⌈N/8⌉ ticks (25 with 200), so one whose only trouble the
+//! kernel counts without freeing a packet (a SYN refused at a full listen queue) is found by
+//! its turn and then followed every tick. The start and the end of a run read every namespace.
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Inodes of the namespaces with activity since the last tick. An inode, not a cookie:
 /// retransmit flows carry only the inode, and a reused inode costs one extra reading at worst.
@@ -14,19 +15,35 @@ pub type Activity = BTreeSet<u32>;
 /// Namespaces without activity read per tick, in turn.
 const IN_TURN: usize = 8;
 
+/// Ticks a namespace stays read after its counters grew.
+const AFTER_GROWTH: u8 = 10;
+
 /// A round-robin over the namespaces without activity.
 #[derive(Debug, Default)]
 pub struct Turns {
     /// The inode read last in turn: the next turn starts after it.
     last: Option<u32>,
+    /// Namespaces whose counters grew lately, and how many more ticks they are read for.
+    lately: BTreeMap<u32, u8>,
 }
 
 impl Turns {
-    /// Of `candidates` (inodes), those a tick reads: every active one and the next
-    /// [`IN_TURN`] others after the last turn, wrapping around.
+    /// A reading of namespace `inode` found its counters grown: it is read every tick for a
+    /// while.
+    pub fn grew(&mut self, inode: u32) {
+        self.lately.insert(inode, AFTER_GROWTH);
+    }
+
+    /// Of `candidates` (inodes), those a tick reads: every active one, every one that grew
+    /// lately, and the next [`IN_TURN`] others after the last turn, wrapping around.
     pub fn pick(&mut self, candidates: impl Iterator<Item = u32>, active: &Activity) -> Activity {
         let candidates: BTreeSet<u32> = candidates.collect();
-        let others: Vec<u32> = candidates.difference(active).copied().collect();
+        let active: Activity = active.iter().chain(self.lately.keys()).copied().collect();
+        self.lately.retain(|_, ticks| {
+            *ticks -= 1;
+            *ticks > 0
+        });
+        let others: Vec<u32> = candidates.difference(&active).copied().collect();
         let start = self
             .last
             .map_or(0, |last| others.partition_point(|i| *i <= last));
@@ -41,7 +58,7 @@ impl Turns {
             self.last = Some(*last);
         }
         candidates
-            .intersection(active)
+            .intersection(&active)
             .copied()
             .chain(in_turn)
             .collect()
@@ -76,6 +93,21 @@ mod tests {
         assert_eq!(second, (109..=116).collect());
         let third = turns.pick(candidates(), &Activity::new());
         assert_eq!(third, [117, 118, 119, 100, 101, 102, 103, 104].into());
+    }
+
+    #[test]
+    fn a_namespace_whose_counters_grew_is_read_every_tick_for_a_while() {
+        let mut turns = Turns::default();
+        let candidates = || 1..=100u32;
+        turns.grew(50);
+        for tick in 0..AFTER_GROWTH {
+            let picked = turns.pick(candidates(), &Activity::new());
+            assert!(picked.contains(&50), "tick {tick}");
+            assert_eq!(picked.len(), IN_TURN + 1);
+        }
+        // Then only in its turn again, which the ten ticks of others moved past it.
+        let next = turns.pick(candidates(), &Activity::new());
+        assert!(!next.contains(&50), "{next:?}");
     }
 
     #[test]
