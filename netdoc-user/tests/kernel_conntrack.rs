@@ -264,8 +264,8 @@ fn insertion_failures_are_events_or_classified_drops() {
 }
 
 /// Host-wide, as in production: `netdoc drops` and `netdoc conntrack` start with no hint, then
-/// the namespaces are made and set up. Once conntrack is in use there (one warm-up flow), both
-/// say they cover the namespace; then the incident. Returns both outputs and the pair.
+/// the namespaces are made and given their tables. Once both say they cover the namespace
+/// (before any packet, from its tables), the incident. Returns both outputs and the pair.
 fn host_wide(
     tag: &str,
     subnet: u8,
@@ -280,14 +280,7 @@ fn host_wide(
     let ct = start(&["conntrack", "--json"]);
     let pair = Pair::new(tag, subnet);
     let watched = setup_rules(&pair, port, setup);
-    // One flow puts conntrack to use in the namespace (for SNAT, it is the flow every later
-    // one clashes with).
-    let warm_up = if let Setup::SnatClash = setup {
-        port
-    } else {
-        CLOSED_PORT
-    };
-    assert_eq!(pair.send_flows(warm_up, 1), 0);
+    // The tables alone bring the sentinels, before conntrack has seen a packet there.
     if stages {
         let covered = format!("placed in namespace {watched} ");
         drops.wait_for_stderr(&covered);
@@ -295,6 +288,13 @@ fn host_wide(
             ct.wait_for_stderr(&covered);
         }
     }
+    // For SNAT, the first flow is the one every later one clashes with.
+    let first = if let Setup::SnatClash = setup {
+        port
+    } else {
+        CLOSED_PORT
+    };
+    assert_eq!(pair.send_flows(first, 1), 0);
     let _max = max.map(|m| Sysctl::set(MAX_PATH, m));
     pair.send_flows(port, flows);
     let (drop_lines, ct_lines) = settle(&pair, 1 + flows as u64, drops, ct);

@@ -5,6 +5,7 @@ pub mod caps;
 pub mod cgroup;
 pub mod conntrack;
 pub mod fdinfo;
+pub mod fwtables;
 pub mod host;
 pub mod interrupts;
 pub mod irqsys;

@@ -11,8 +11,6 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::kallsyms;
-
 /// How long `nft list ruleset` may take: a large ruleset lists in well under a second, and
 /// the caller waits for it.
 const LISTING: Duration = Duration::from_secs(2);
@@ -95,18 +93,10 @@ fn without_counts(line: &str) -> String {
     out.join(" ")
 }
 
-/// Whether nf_tables is in the running kernel: built in (its functions in kallsyms) or loaded
-/// as a module. Where it is not, there are no nftables rules, and listing them would load it.
-fn nf_tables_present() -> bool {
-    let loaded = std::fs::read_to_string("/proc/modules")
-        .is_ok_and(|m| m.lines().any(|l| l.starts_with("nf_tables ")));
-    loaded || kallsyms::defines("nft_do_chain")
-}
-
 /// The source NAT rules of the calling thread's network namespace; why they could not be read
 /// otherwise (no nf_tables, no `nft` on this host, or it failed or took too long).
 pub fn read_here() -> Result<Vec<NatRule>, String> {
-    if !nf_tables_present() {
+    if !super::fwtables::nf_tables_present() {
         return Err(
             "nf_tables is not loaded, so any NAT rules are iptables-legacy's (iptables-legacy-save -t nat)"
                 .into(),

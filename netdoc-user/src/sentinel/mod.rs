@@ -22,7 +22,7 @@ use netdoc_common::conntrack::stage;
 mod nfprog;
 
 use crate::{
-    facts::{conntrack, netns},
+    facts::{conntrack, fwtables, netns},
     model::{cause::Coverage, reasons::DropReasons},
     namespaces::{Inventory, NetnsRef},
     planner::{Attempt, Hook, Outcome, ProbePlan},
@@ -94,7 +94,8 @@ pub struct Placed {
 /// Where sentinels go besides netdoc's own namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
-    /// Every namespace where conntrack is in use, as soon as it is: the host-wide default.
+    /// Every namespace where conntrack is in use or that has firewall tables (which may put it to
+    /// use with their first packet), as soon as it is: the host-wide default.
     EveryActive,
     /// Only this namespace (`--netns`), whether or not conntrack is in use there yet.
     Only(u32),
@@ -177,7 +178,9 @@ impl Sentinels {
         let (programs, count) = (self.programs.clone(), AtomicUsize::new(0));
         let everywhere = self.scope == Scope::EveryActive;
         let results = netns::visit(wanted, move |_| {
-            let in_use = conntrack::read_stat().is_ok_and(|rows| conntrack::in_use(&rows));
+            // Tables may put conntrack to use with the namespace's first packet: place before it.
+            let in_use = conntrack::read_stat().is_ok_and(|rows| conntrack::in_use(&rows))
+                || fwtables::any_here();
             if everywhere && !in_use {
                 return None;
             }
