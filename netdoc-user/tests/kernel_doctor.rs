@@ -274,6 +274,13 @@ fn an_accept_queue_overflow_names_the_listener_and_its_backlog() {
     assert!(first.scope.name.contains(&pair.b), "{first:#?}");
     assert!(first.affected >= overflows, "{first:#?}");
     assert!(first.shows("backlog 1"), "{first:#?}");
+    // A backlog of 1 holds two connections; the clients keep theirs open, unaccepted.
+    assert!(
+        first.shows(&format!(
+            "accept latency at {to}: 2 connections not yet accepted"
+        )),
+        "{first:#?}"
+    );
     assert!(
         !ids(&r).contains(&"tcp_no_listener"),
         "a listener exists: {r:#?}"

@@ -287,7 +287,7 @@ impl PerNamespace {
             self.turns.grew(inode);
         }
         for ((key, explains), sockets) in netns::visit(explain, |(_, explains)| match explains {
-            Explains::Listeners => sockdiag::tcp_listeners(),
+            Explains::Listeners => sockdiag::tcp_listeners_waiting(),
             _ => sockdiag::udp_sockets(),
         }) {
             let Some(f) = self.followed.get_mut(&key) else {

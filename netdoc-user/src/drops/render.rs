@@ -1,5 +1,5 @@
 //! Terminal rendering of drop rows and the summary; JSON is serde's.
-use std::fmt::Write as _;
+use std::{fmt::Write as _, time::Duration};
 
 use super::{
     report::{NetnsDrops, Row, Summary},
@@ -191,9 +191,15 @@ pub fn counted(namespaces: &[NamespaceCounted]) -> String {
             _ => "owner unknown".into(),
         };
         for l in &ns.listeners {
+            let waited = l.socket.accept_wait.as_ref().map_or(String::new(), |w| {
+                format!(
+                    ", oldest waiting {}",
+                    humantime::format_duration(Duration::from_millis(w.oldest_ms.into()))
+                )
+            });
             let _ = writeln!(
                 out,
-                "    listener {} accept queue {} of backlog {} ({})",
+                "    listener {} accept queue {} of backlog {}{waited} ({})",
                 l.socket.local,
                 l.socket.queue,
                 l.socket.limit,

@@ -221,6 +221,7 @@ mod tests {
                 inode: 1,
                 drops: None,
                 rcvbuf: None,
+                accept_wait: None,
             },
             pid: None,
             comm: None,

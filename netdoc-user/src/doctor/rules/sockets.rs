@@ -5,9 +5,12 @@
 use super::{
     MIN_PACKETS, at_listener_of, counter_source, grew, inside, namespace_scope, target_evidence,
 };
+use std::time::Duration;
+
 use crate::{
     counted::{NamespaceCounted, OwnedSocket},
     doctor::Snapshot,
+    facts::sockdiag::AcceptWait,
     model::finding::{Confidence, Evidence, Finding, Scope, ScopeKind, Severity},
 };
 
@@ -150,6 +153,7 @@ pub fn listen_queues(s: &Snapshot) -> Vec<Finding> {
                     ),
                     "sock_diag (accept queue and backlog)",
                 ));
+                evidence.extend(l.socket.accept_wait.as_ref().map(|w| accept_latency(l, w)));
             }
             evidence.extend(waiting_clients(s, ns));
             if cookies > 0 {
@@ -257,6 +261,25 @@ pub fn listen_queues(s: &Snapshot) -> Vec<Finding> {
     out
 }
 
+/// How long the connections in a listener's accept queue have waited for the application.
+fn accept_latency(l: &OwnedSocket, w: &AcceptWait) -> Evidence {
+    let time = |ms: u32| humantime::format_duration(Duration::from_millis(ms.into())).to_string();
+    let gave_up = match w.closed_by_client {
+        0 => String::new(),
+        n => format!("; {n} of them closed by their client before being accepted"),
+    };
+    Evidence::new(
+        format!(
+            "accept latency at {}: {} connections not yet accepted, the oldest waiting {}, the median {}{gave_up}",
+            l.socket.local,
+            w.waiting,
+            time(w.oldest_ms),
+            time(w.median_ms)
+        ),
+        "sock_diag tcp_info of the connections no process holds yet (time since the handshake)",
+    )
+}
+
 /// Handshakes at an overflowing listener of `ns` that retransmitted: how long clients waited.
 fn waiting_clients(s: &Snapshot, ns: &NamespaceCounted) -> Option<Evidence> {
     let waiting: Vec<_> = s.retrans.iter().filter(|f| at_listener_of(ns, f)).collect();
@@ -340,6 +363,7 @@ mod tests {
                 inode: 1234,
                 drops,
                 rcvbuf: Some(4608),
+                accept_wait: None,
             },
             pid: Some(42),
             comm: Some("server".into()),
@@ -386,6 +410,29 @@ mod tests {
         assert_eq!(f[0].scope.kind, ScopeKind::Listener);
         assert!(f[0].shows("2 connections waiting to be accepted, backlog 1"));
         assert!(f[0].fix[1].contains("listen()"), "not capped by somaxconn");
+        assert!(!f[0].shows("accept latency"), "no waits were listed");
+    }
+
+    #[test]
+    fn an_accept_queue_overflow_says_how_long_connections_wait_to_be_accepted() {
+        let mut s = quiet();
+        let mut ns = counted("blue", &[("TcpExt.ListenOverflows", 16)], &[]);
+        let mut listener = socket("10.0.0.2:8080", 3, 2, None);
+        listener.socket.accept_wait = Some(AcceptWait {
+            waiting: 3,
+            oldest_ms: 12_400,
+            median_ms: 7_050,
+            closed_by_client: 1,
+        });
+        ns.listeners = vec![listener];
+        s.counted = vec![ns];
+        let f = listen_queues(&s);
+        assert!(
+            f[0].shows(
+                "accept latency at 10.0.0.2:8080: 3 connections not yet accepted, the oldest waiting 12s 400ms, the median 7s 50ms; 1 of them closed by their client before being accepted"
+            ),
+            "{f:#?}"
+        );
     }
 
     #[test]
