@@ -390,6 +390,97 @@ fn a_full_receive_buffer_names_the_socket_not_a_closed_port() {
     assert_nothing_left();
 }
 
+/// Connections from a to b that stall: b's firewall starts dropping their data, so each
+/// connection's head segment times out again and again. The host-wide doctor sees that drop in
+/// b and names it; one watching only a (`--netns`) cannot, as if b were another host, and calls
+/// it what it then is: a silent drop on the path.
+#[test]
+fn a_stalled_flow_is_its_peers_drop_host_wide_and_a_silent_path_drop_seen_from_its_own_namespace() {
+    require_root!();
+    const CONNECTIONS: usize = 4;
+    const PORT: u16 = 5202;
+    let host_wide = doctor(&[]);
+    let pair = Pair::new("J", 87);
+    // Returns once it has attached, as every start does.
+    let only_a = doctor(&["--netns", &pair.a]);
+    let ns = |name: &str| std::fs::File::open(format!("/run/netns/{name}")).unwrap();
+    let in_ns = |file: std::fs::File| {
+        // SAFETY: setns on the calling thread only, with an open namespace file.
+        let entered = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(entered, 0);
+    };
+    let (ns_a, ns_b) = (ns(&pair.a), ns(&pair.b));
+    let to: std::net::SocketAddr = format!("{}:{PORT}", pair.ip_b).parse().unwrap();
+    // Connections completed by the kernel wait unaccepted; their data is still acknowledged.
+    let listener = std::thread::spawn(move || {
+        in_ns(ns_b);
+        std::net::TcpListener::bind(to).unwrap()
+    })
+    .join()
+    .unwrap();
+    let mut clients = std::thread::spawn(move || {
+        in_ns(ns_a);
+        (0..CONNECTIONS)
+            .map(|_| std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2)).unwrap())
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .unwrap();
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &pair.b,
+            "nft",
+            &format!("add rule inet netdoc_test input tcp dport {PORT} drop"),
+        ],
+    );
+    let before = ns_counter(&pair.a, "snmp", "Tcp", "RetransSegs");
+    for c in &mut clients {
+        std::io::Write::write_all(c, &[0x5a; 1000]).unwrap();
+    }
+    // Four timeouts of each head segment (0.2 + 0.4 + 0.8 + 1.6 s).
+    wait_until("the stalled segments to time out four times each", || {
+        ns_counter(&pair.a, "snmp", "Tcp", "RetransSegs") >= before + 4 * CONNECTIONS as u64
+    });
+    let (_, seen_from_a) = report_after(only_a, &["silent_path_drop"]);
+    let (_, r) = report_after(host_wide, &["local_drop_stalls_flow"]);
+    drop((clients, listener));
+
+    let stalled = r
+        .findings
+        .iter()
+        .find(|f| f.id == "local_drop_stalls_flow")
+        .unwrap();
+    assert_eq!(stalled.scope.kind, ScopeKind::Flow);
+    assert!(stalled.scope.name.contains(&pair.a), "{stalled:#?}");
+    assert!(
+        stalled.title.contains(&format!(
+            "{CONNECTIONS} connections to {to} keep timing out because namespace {} on this host drops their packets (NETFILTER_DROP)",
+            pair.b
+        )),
+        "{stalled:#?}"
+    );
+    assert!(!ids(&r).contains(&"silent_path_drop"), "{r:#?}");
+
+    let first = &seen_from_a.findings[0];
+    assert_eq!(first.id, "silent_path_drop", "{seen_from_a:#?}");
+    assert_eq!(first.scope.kind, ScopeKind::Flow);
+    assert!(
+        first.title.contains(&format!(
+            "{CONNECTIONS} connections to {to} keep timing out and no drop in namespace {} explains it",
+            pair.a
+        )),
+        "{first:#?}"
+    );
+    assert!(
+        !ids(&seen_from_a).contains(&"firewall_drop"),
+        "b's drops are not watched: {seen_from_a:#?}"
+    );
+    assert_nothing_left();
+}
+
 #[test]
 fn a_full_send_buffer_is_send_side_loss_not_a_receiver_problem() {
     require_root!();

@@ -219,6 +219,9 @@ impl Watch {
             probes: session.probe_statuses(),
             namespaces_gone,
             namespaces_gone_earlier,
+            watched_only: self
+                .only
+                .and_then(|inode| self.namespaces.resolve(inode, 0, u64::MAX)),
         }
     }
 }

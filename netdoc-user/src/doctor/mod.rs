@@ -14,7 +14,7 @@ use crate::{
     counted::{self, NamespaceCounted, neighbours::NeighbourTable},
     drops::report::{NamedDrop, Row},
     model::{cause::Cause, finding::Finding},
-    namespaces::GoneNetns,
+    namespaces::{GoneNetns, NetnsRef},
     planner::ProbeStatus,
     retrans::report::FlowRow,
     softirq::{nicmap::NicMap, series::CpuSummary},
@@ -74,6 +74,9 @@ pub struct Snapshot {
     pub namespaces_gone: Vec<GoneNetns>,
     #[serde(default)]
     pub namespaces_gone_earlier: u64,
+    /// The one namespace watched (`--netns`): drops anywhere else were not seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watched_only: Option<NetnsRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -75,17 +75,46 @@ fn destination(f: &FlowRow) -> Option<String> {
     ))
 }
 
-fn stalled(s: &Snapshot, to: &str, flows: &[&FlowRow]) -> Finding {
-    let first = flows[0];
-    let local: Vec<(&str, &str, u64)> = s
-        .drops
+/// One drop group's packets to a stalled flow's destination.
+struct DropTo<'a> {
+    reason: &'a str,
+    location: &'a str,
+    netns_name: Option<&'a str>,
+    events: u64,
+}
+
+/// The drops seen of packets to `to`, in the flow's own namespace (`here`) or in the others.
+fn drops_to<'a>(s: &'a Snapshot, to: &str, netns: u32, here: bool) -> Vec<DropTo<'a>> {
+    s.drops
         .groups
         .iter()
-        .filter(|g| g.netns == first.id.netns)
+        .filter(|g| (g.netns == netns) == here)
         .flat_map(|g| g.targets.iter().map(move |t| (g, t)))
         .filter(|(_, t)| t.to == to)
-        .map(|(g, t)| (g.reason.as_str(), g.location.as_str(), t.events))
-        .collect();
+        .map(|(g, t)| DropTo {
+            reason: &g.reason,
+            location: &g.location,
+            netns_name: g.netns_name.as_deref(),
+            events: t.events,
+        })
+        .collect()
+}
+
+fn stalled(s: &Snapshot, to: &str, flows: &[&FlowRow]) -> Finding {
+    let first = flows[0];
+    let here = drops_to(s, to, first.id.netns, true);
+    // Another namespace dropping packets to the same address is the peer's end of a path on
+    // this host (a pod's, a veth peer's); a loopback address means nothing elsewhere.
+    let loopback = first
+        .id
+        .daddr
+        .as_deref()
+        .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+        .is_none_or(|a| a.is_loopback());
+    let elsewhere = match here.is_empty() && !loopback {
+        true => drops_to(s, to, first.id.netns, false),
+        false => Vec::new(),
+    };
     let where_ = namespace_scope(first.id.netns_name.as_deref(), first.id.netns);
     let retransmits: u64 = flows.iter().map(|f| f.retransmits).sum();
     let mut evidence: Vec<Evidence> = flows
@@ -105,28 +134,61 @@ fn stalled(s: &Snapshot, to: &str, flows: &[&FlowRow]) -> Finding {
         1 => first.id.flow.clone(),
         n => format!("{n} connections to {}", to.trim_start_matches("tcp > ")),
     };
-    let (id, title, confidence) = if let Some((reason, location, _)) = local.first() {
-        let n: u64 = local.iter().map(|l| l.2).sum();
+    let (id, title, confidence) = if let Some(d) = here.first() {
+        let n: u64 = here.iter().map(|d| d.events).sum();
         evidence.push(Evidence::new(
-            format!("{n} packets to the same destination were dropped on this host: {reason} at {location}"),
-            format!("skb:kfree_skb {reason}@{location}"),
+            format!(
+                "{n} packets to the same destination were dropped on this host: {} at {}",
+                d.reason, d.location
+            ),
+            format!("skb:kfree_skb {}@{}", d.reason, d.location),
         ));
         (
             "local_drop_stalls_flow",
             format!(
-                "{connections} keep timing out because this host drops their packets ({reason})"
+                "{connections} keep timing out because this host drops their packets ({})",
+                d.reason
             ),
             Confidence::High,
         )
-    } else {
+    } else if let Some(d) = elsewhere.first() {
+        let n: u64 = elsewhere.iter().map(|d| d.events).sum();
+        let there = d.netns_name.unwrap_or("another namespace");
         evidence.push(Evidence::new(
-            "no packet to that destination was dropped on this host".to_string(),
-            "skb:kfree_skb (every reason)",
+            format!(
+                "{n} packets to the same destination address were dropped in namespace {there} on this host: {} at {}",
+                d.reason, d.location
+            ),
+            format!("skb:kfree_skb {}@{}", d.reason, d.location),
         ));
+        (
+            "local_drop_stalls_flow",
+            format!(
+                "{connections} keep timing out because namespace {there} on this host drops their packets ({})",
+                d.reason
+            ),
+            // Matched by address across namespaces, not by the namespace itself.
+            Confidence::Medium,
+        )
+    } else {
+        let (unseen, nowhere) = match &s.watched_only {
+            Some(ns) => (
+                format!(
+                    "no packet to that destination was dropped in namespace {}, the only one watched (--netns): drops in other namespaces of this host were not seen",
+                    ns.name
+                ),
+                format!("no drop in namespace {} explains it", ns.name),
+            ),
+            None => (
+                "no packet to that destination was dropped on this host".to_string(),
+                "no drop on this host explains it".to_string(),
+            ),
+        };
+        evidence.push(Evidence::new(unseen, "skb:kfree_skb (every reason)"));
         (
             "silent_path_drop",
             format!(
-                "{connections} keep timing out and no drop on this host explains it: packets are lost on the path or at the peer"
+                "{connections} keep timing out and {nowhere}: packets are lost on the path or at the peer"
             ),
             Confidence::Medium,
         )
@@ -191,6 +253,55 @@ mod tests {
         let f = retransmits(&s);
         assert_eq!(f[0].id, "local_drop_stalls_flow", "{f:?}");
         assert!(f[0].shows("NETFILTER_DROP"));
+    }
+
+    #[test]
+    fn a_drop_in_another_namespace_to_the_same_address_is_named_with_it() {
+        let mut s = quiet();
+        let row = flow(5, 12);
+        let mut g = group("red", "NETFILTER_DROP", None, "tcp", "0.0.0.0", 0, 9);
+        g.netns = row.id.netns + 1;
+        g.targets[0].to = destination(&row).unwrap();
+        s.drops.groups = vec![g];
+        s.retrans = vec![row];
+        let f = retransmits(&s);
+        assert_eq!(f[0].id, "local_drop_stalls_flow", "{f:?}");
+        assert_eq!(f[0].confidence, Confidence::Medium);
+        assert!(
+            f[0].title
+                .contains("namespace red on this host drops their packets")
+        );
+        assert!(
+            f[0].shows("9 packets to the same destination address were dropped in namespace red")
+        );
+    }
+
+    #[test]
+    fn a_loopback_destination_in_another_namespace_is_another_destination() {
+        let mut s = quiet();
+        let mut row = flow(5, 12);
+        row.id.daddr = Some("127.0.0.1".into());
+        let mut g = group("red", "NETFILTER_DROP", None, "tcp", "0.0.0.0", 0, 9);
+        g.netns = row.id.netns + 1;
+        g.targets[0].to = destination(&row).unwrap();
+        s.drops.groups = vec![g];
+        s.retrans = vec![row];
+        assert_eq!(retransmits(&s)[0].id, "silent_path_drop");
+    }
+
+    #[test]
+    fn with_one_namespace_watched_a_silent_drop_says_what_was_not_seen() {
+        let mut s = quiet();
+        s.watched_only = Some(NetnsRef::named("blue"));
+        s.retrans = vec![flow(5, 12)];
+        let f = retransmits(&s);
+        assert_eq!(f[0].id, "silent_path_drop");
+        assert!(
+            f[0].title.contains("no drop in namespace blue explains it"),
+            "{}",
+            f[0].title
+        );
+        assert!(f[0].shows("drops in other namespaces of this host were not seen"));
     }
 
     #[test]
