@@ -105,6 +105,43 @@ fn datagrams_to_a_closed_port_are_told_apart_from_a_firewall_rule() {
     assert_nothing_left();
 }
 
+/// netdoc's own blind spot, for real: over its budget of streamed events it samples them out,
+/// and says so as a finding about the diagnosis (ranked below the incident), with the probe's
+/// exact accounting, while the incident's count (from the kernel's counter) stays exact.
+#[test]
+fn events_over_the_budget_are_a_blind_spot_below_the_incident_and_counts_stay_exact() {
+    require_root!();
+    const CLOSED: usize = 200;
+    let netdoc = doctor(&["--max-events-per-sec", "5"]);
+    let pair = Pair::new("U", 88);
+    pair.send(CLOSED_PORT, CLOSED);
+    pair.wait_for_drops(CLOSED as u64, 0);
+    let (status, r) = report_after(netdoc, &["udp_no_listener"]);
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(ids(&r)[0], "udp_no_listener", "{r:#?}");
+    assert_eq!(r.findings[0].affected, CLOSED as u64, "{r:#?}");
+    let blind = r
+        .findings
+        .iter()
+        .find(|f| f.id == "netdoc_blind_spot" && f.title.contains("over its budget of 5"))
+        .unwrap_or_else(|| panic!("no sampling blind spot: {r:#?}"));
+    assert_eq!(blind.severity, Severity::Info);
+    assert_eq!(
+        blind.evidence[0].text,
+        format!(
+            "matched {}, delivered {}, sampled {}",
+            r.drops_matched, r.drops_delivered, r.drops_sampled
+        )
+    );
+    assert!(r.drops_sampled > 0, "{r:#?}");
+    assert!(r.drops_matched >= CLOSED as u64, "{r:#?}");
+    assert_eq!(
+        r.drops_delivered + r.drops_sampled + r.drops_lost,
+        r.drops_matched
+    );
+    assert_nothing_left();
+}
+
 #[test]
 fn refused_tcp_connections_are_named_as_such_by_their_flags() {
     require_root!();
