@@ -352,7 +352,9 @@ fn matrix(args: &VmArgs, p: &Payload, base: &Path, cache: &Path) -> Result<i32> 
         .iter()
         .map(|spec| (spec, prepare(args, spec, &job, base, cache)))
         .collect();
-    let queue = std::sync::Mutex::new(prepared.iter().enumerate());
+    // Newest kernels first: they take longest, so the last to start is a short one and the
+    // guests side by side end close together. The table keeps the matrix order.
+    let queue = std::sync::Mutex::new(prepared.iter().enumerate().rev());
     let verdicts = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..args.jobs.max(1) {
