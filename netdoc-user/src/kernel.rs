@@ -5,7 +5,7 @@ use anyhow::Context as _;
 
 use crate::facts::{
     btf::{self, KernelBtf},
-    kallsyms::{self, Kallsyms},
+    kallsyms,
     tracefs::{self, EventFormat},
 };
 
@@ -26,10 +26,6 @@ pub struct Kernel {
 
 impl Kernel {
     pub fn discover(btf_path: &Path) -> Self {
-        // Events are named from the first one on, and reading the symbols takes a tenth of a
-        // second here and seconds in an emulated guest: read them beside start-up, never in the
-        // driver's way. Start-up itself needs none (functions are looked up in BTF first).
-        std::thread::spawn(Kallsyms::shared);
         let btf = std::fs::read(btf_path)
             .with_context(|| format!("reading BTF {}", btf_path.display()))
             .and_then(|raw| KernelBtf::parse(raw, btf_path));
