@@ -4,7 +4,7 @@
 //! to a local listener whose accept queue overflowed is that listener's finding, not the path's.
 use std::collections::BTreeMap;
 
-use super::{MIN_PACKETS, at_overflowing_listener, by_rule, namespace_scope};
+use super::{MIN_PACKETS, NO_REASON, at_overflowing_listener, by_rule, function, namespace_scope};
 use crate::{
     doctor::Snapshot,
     model::finding::{Confidence, Evidence, Finding, Scope, ScopeKind, Severity},
@@ -83,6 +83,16 @@ struct DropTo<'a> {
     events: u64,
 }
 
+impl DropTo<'_> {
+    /// Its reason, or where a kernel without drop reasons freed it.
+    fn what(&self) -> String {
+        match self.reason {
+            NO_REASON => format!("freed in {}", function(self.location)),
+            reason => reason.to_string(),
+        }
+    }
+}
+
 /// The drops seen of packets to `to`, in the flow's own namespace (`here`) or in the others.
 fn drops_to<'a>(s: &'a Snapshot, to: &str, netns: u32, here: bool) -> Vec<DropTo<'a>> {
     s.drops
@@ -147,7 +157,7 @@ fn stalled(s: &Snapshot, to: &str, flows: &[&FlowRow]) -> Finding {
             "local_drop_stalls_flow",
             format!(
                 "{connections} keep timing out because this host drops their packets ({})",
-                d.reason
+                d.what()
             ),
             Confidence::High,
         )
@@ -165,7 +175,7 @@ fn stalled(s: &Snapshot, to: &str, flows: &[&FlowRow]) -> Finding {
             "local_drop_stalls_flow",
             format!(
                 "{connections} keep timing out because namespace {there} on this host drops their packets ({})",
-                d.reason
+                d.what()
             ),
             // Matched by address across namespaces, not by the namespace itself.
             Confidence::Medium,
@@ -273,6 +283,25 @@ mod tests {
         );
         assert!(
             f[0].shows("9 packets to the same destination address were dropped in namespace red")
+        );
+    }
+
+    #[test]
+    fn without_drop_reasons_the_drop_is_named_by_the_function_that_freed_it() {
+        let mut s = quiet();
+        let row = flow(5, 12);
+        let mut g = group("red", NO_REASON, None, "tcp", "0.0.0.0", 0, 9);
+        g.location = "nf_hook_slow+0x93".into();
+        g.netns = row.id.netns + 1;
+        g.targets[0].to = destination(&row).unwrap();
+        s.drops.groups = vec![g];
+        s.retrans = vec![row];
+        let f = retransmits(&s);
+        assert!(
+            f[0].title
+                .ends_with("drops their packets (freed in nf_hook_slow)"),
+            "{}",
+            f[0].title
         );
     }
 
