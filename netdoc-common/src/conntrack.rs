@@ -78,7 +78,7 @@ impl ConfirmConfig {
 pub struct StageMark {
     /// `struct sk_buff *` as an address.
     pub skb: u64,
-    /// One of [`stage`].
+    /// One of [`stage`], with the hook ([`stage::at_hook`]).
     pub stage: u32,
     pub _pad: u32,
 }
@@ -96,4 +96,23 @@ pub mod stage {
     pub const CONNTRACK_IN: u8 = 3;
     /// Just before conntrack confirm (`__nf_conntrack_confirm`): the insertion failed.
     pub const CONNTRACK_CONFIRM: u8 = 4;
+
+    /// A sentinel's mark: the stage in the low nibble, the netfilter hook (`NF_INET_*`) it sits
+    /// at plus one in the high one (0: unknown), so a drop also says where it happened.
+    pub const fn at_hook(stage: u8, hook: u8) -> u8 {
+        stage | (hook + 1) << 4
+    }
+
+    /// The stage of a mark.
+    pub const fn of(mark: u8) -> u8 {
+        mark & 0x0f
+    }
+
+    /// The netfilter hook of a mark, when it has one.
+    pub const fn hook(mark: u8) -> Option<u8> {
+        match mark >> 4 {
+            0 => None,
+            h => Some(h - 1),
+        }
+    }
 }

@@ -52,6 +52,9 @@ fn streaming_scenario(tag: &str, subnet: u8, extra: &[&str], expected_hook: &str
 
     let events: Vec<&Value> = lines.iter().filter(|l| l["type"] == "drop").collect();
     let inode = pair.inode_b();
+    // Where the stage sentinels are in place, each netfilter drop says its hook: b's rule sits
+    // in an input chain.
+    let sentinels = typed_summary.netfilter_stages.contains("netfilter links");
     for (kind, port) in [(NO_SOCKET, CLOSED_PORT), (FIREWALL, FIREWALLED_PORT)] {
         let ours: Vec<&&Value> = events.iter().filter(|e| is_kind(e, kind)).collect();
         assert_eq!(ours.len(), N, "{} events", kind.reason);
@@ -69,6 +72,8 @@ fn streaming_scenario(tag: &str, subnet: u8, extra: &[&str], expected_hook: &str
             assert_eq!(d.dev.as_deref(), Some(pair.dev_b.as_str()));
             assert_eq!(d.reason_code.is_some(), kernel_has_drop_reasons());
             assert!(d.len >= 8 + 16, "len {}", d.len);
+            let hook = (port == FIREWALLED_PORT && sentinels).then_some("input");
+            assert_eq!(d.hook.as_deref(), hook, "{e}");
         }
     }
 }

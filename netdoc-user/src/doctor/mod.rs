@@ -131,6 +131,9 @@ pub struct DropGroup {
     pub tcp_flags_known: bool,
     /// The busiest destinations, at most [`TOP_TARGETS`].
     pub targets: Vec<Target>,
+    /// Events per netfilter hook, where the stage sentinels told it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hooks: BTreeMap<String, u64>,
 }
 
 /// One destination of dropped packets.
@@ -191,6 +194,7 @@ struct Grouped {
     connection_attempts: u64,
     tcp_flags_known: bool,
     targets: BTreeMap<(String, Option<u16>), (u64, String)>,
+    hooks: BTreeMap<String, u64>,
 }
 
 /// Distinct destinations remembered per group before new ones are only counted.
@@ -215,8 +219,12 @@ impl DropGrouper {
             connection_attempts: 0,
             tcp_flags_known: false,
             targets: BTreeMap::new(),
+            hooks: BTreeMap::new(),
         });
         g.events += 1;
+        if let Some(hook) = &d.hook {
+            *g.hooks.entry(hook.clone()).or_default() += 1;
+        }
         g.connection_attempts += u64::from(d.opens_a_connection());
         g.tcp_flags_known |= d.tcp_flags.is_some();
         let to = match (&d.proto, &d.daddr) {
@@ -266,6 +274,7 @@ impl DropGrouper {
                     connection_attempts: g.connection_attempts,
                     tcp_flags_known: g.tcp_flags_known,
                     targets,
+                    hooks: g.hooks.clone(),
                 }
             })
             .collect();

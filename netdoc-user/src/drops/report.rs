@@ -27,6 +27,10 @@ pub struct NamedDrop {
     /// For `NETFILTER_DROP`: conntrack confirm, conntrack in, firewall, or unclassified.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cause: Option<Cause>,
+    /// For a `NETFILTER_DROP` the stage sentinels saw: the netfilter hook it happened at
+    /// (`prerouting`, `input`, `forward`, `output`, `postrouting`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook: Option<String>,
     pub location: String,
     pub location_addr: String,
     /// The namespace's inode (0: unknown).
@@ -75,13 +79,17 @@ impl NamedDrop {
         let reason = namer.reasons().name(ev.reason);
         let location = namer.location(ev.location);
         let ns = namer.netns(ev.netns, ev.netns_cookie, ev.ts_ns);
+        let cause = namer.cause(ev.reason, ev.location, ev.nf_stage, Some(ev.netns));
         Self {
             ts_ns: ev.ts_ns,
             cpu: ev.cpu,
             in_net_rx: namer
                 .net_rx_known()
                 .then_some(ev.flags & netdoc_common::context::IN_NET_RX != 0),
-            cause: namer.cause(ev.reason, ev.location, ev.nf_stage, Some(ev.netns)),
+            cause,
+            hook: cause
+                .and(crate::model::cause::hook_name(ev.nf_stage))
+                .map(String::from),
             reason,
             reason_code: (ev.reason != REASON_UNAVAILABLE).then_some(ev.reason),
             location,

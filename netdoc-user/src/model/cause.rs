@@ -58,7 +58,7 @@ pub struct DropFacts {
     /// Whether the freeing code lies in `nft_do_chain`: nftables frees the packets its rules
     /// drop itself, so such a drop is always a rule's.
     pub freed_by_nftables: bool,
-    /// The stage the sentinels last saw the skb at (`netdoc_common::conntrack::stage`).
+    /// The sentinels' last mark of the skb: its stage and hook (`netdoc_common::conntrack::stage`).
     pub nf_stage: u8,
 }
 
@@ -76,13 +76,25 @@ pub fn classify(drop: DropFacts, coverage: Coverage) -> Option<Cause> {
     Some(match coverage {
         Coverage::NoConntrack => Cause::Firewall,
         Coverage::Blind => Cause::Unclassified,
-        Coverage::Sentinels => match drop.nf_stage {
+        Coverage::Sentinels => match stage::of(drop.nf_stage) {
             stage::RULES => Cause::Firewall,
             stage::CONNTRACK_IN => Cause::ConntrackIn,
             stage::CONNTRACK_CONFIRM => Cause::ConntrackConfirm,
             _ => Cause::Unclassified,
         },
     })
+}
+
+/// The netfilter hook a sentinel's mark names, as nftables names hooks.
+pub fn hook_name(nf_stage: u8) -> Option<&'static str> {
+    match stage::hook(nf_stage)? {
+        0 => Some("prerouting"),
+        1 => Some("input"),
+        2 => Some("forward"),
+        3 => Some("output"),
+        4 => Some("postrouting"),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -117,6 +129,27 @@ mod tests {
         assert_eq!(at(stage::RULES), Some(Cause::Firewall));
         assert_eq!(at(stage::UNSEEN), Some(Cause::Unclassified));
         assert_eq!(at(stage::NONE), Some(Cause::Unclassified));
+    }
+
+    #[test]
+    fn a_mark_carries_its_hook_beside_its_stage() {
+        let confirm_at_postrouting = stage::at_hook(stage::CONNTRACK_CONFIRM, 4);
+        assert_eq!(
+            classify(
+                netfilter(false, confirm_at_postrouting),
+                Coverage::Sentinels
+            ),
+            Some(Cause::ConntrackConfirm)
+        );
+        assert_eq!(hook_name(confirm_at_postrouting), Some("postrouting"));
+        assert_eq!(hook_name(stage::at_hook(stage::RULES, 1)), Some("input"));
+        assert_eq!(
+            hook_name(stage::at_hook(stage::RULES, 0)),
+            Some("prerouting")
+        );
+        // Records from before marks carried hooks, and drops no sentinel saw.
+        assert_eq!(hook_name(stage::RULES), None);
+        assert_eq!(hook_name(stage::UNSEEN), None);
     }
 
     #[test]

@@ -82,6 +82,13 @@ const fn at(hook: u32, priority: i32, step: i32, stage: u8) -> Placement {
     }
 }
 
+impl Placement {
+    /// What its sentinel writes: the stage and this hook.
+    const fn mark(&self) -> u8 {
+        stage::at_hook(self.stage, self.hook as u8)
+    }
+}
+
 /// One attached sentinel, as `netdoc probes` and the summaries report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placed {
@@ -114,6 +121,7 @@ struct Elsewhere {
 
 /// Every sentinel link of a run. Dropping it detaches them all.
 pub struct Sentinels {
+    /// The sentinel programs by the mark each writes.
     programs: Arc<Vec<(u8, OwnedFd)>>,
     /// netdoc's own namespace's links.
     here: Vec<OwnedFd>,
@@ -231,8 +239,8 @@ fn place_family(
     for p in &PLACEMENTS {
         let prog = &programs
             .iter()
-            .find(|(s, _)| *s == p.stage)
-            .expect("a program per stage")
+            .find(|(mark, _)| *mark == p.mark())
+            .expect("a program per placement's mark")
             .1;
         let mut attempt = 0;
         loop {
@@ -296,10 +304,12 @@ fn attach(ebpf: &Ebpf, scope: Scope) -> Result<Sentinels, String> {
         return Err("NF_STAGE map missing from the object".into());
     };
     let fd = map.fd();
+    // One program per mark (a stage at a hook): the mark is an immediate of the program.
+    let marks: BTreeSet<u8> = PLACEMENTS.iter().map(Placement::mark).collect();
     let programs = Arc::new(
-        [stage::RULES, stage::CONNTRACK_IN, stage::CONNTRACK_CONFIRM]
+        marks
             .into_iter()
-            .map(|s| nfprog::load(fd.as_fd(), s).map(|p| (s, p)))
+            .map(|m| nfprog::load(fd.as_fd(), m).map(|p| (m, p)))
             .collect::<Result<Vec<_>, _>>()?,
     );
     let Here {

@@ -33,9 +33,9 @@ const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
 const PSEUDO_MAP_FD: u8 = 1;
 const NF_ACCEPT: i32 = 1;
 
-/// The sentinel: `mark = NF_STAGE[0]; mark.skb = ctx->skb; mark.stage = STAGE; return ACCEPT`.
+/// The sentinel: `mark = NF_STAGE[0]; mark.skb = ctx->skb; mark.stage = MARK (stage and hook); return ACCEPT`.
 /// `struct bpf_nf_ctx` is `{ state, skb }`.
-fn sentinel(map_fd: i32, stage: u8) -> Vec<Insn> {
+fn sentinel(map_fd: i32, mark: u8) -> Vec<Insn> {
     let lookup = bpf_func_id::BPF_FUNC_map_lookup_elem as i32;
     vec![
         insn(0x79, 6, 1, 8, 0),                  // r6 = *(u64 *)(r1 + 8): ctx->skb
@@ -47,7 +47,7 @@ fn sentinel(map_fd: i32, stage: u8) -> Vec<Insn> {
         insn(0x85, 0, 0, 0, lookup),             // r0 = bpf_map_lookup_elem(r1, r2)
         insn(0x15, 0, 0, 2, 0),                  // if r0 == 0 goto accept
         insn(0x7b, 0, 6, 0, 0),                  // *(u64 *)(r0 + 0) = r6: mark.skb
-        insn(0x62, 0, 0, 8, stage as i32),       // *(u32 *)(r0 + 8) = stage: mark.stage
+        insn(0x62, 0, 0, 8, mark as i32),        // *(u32 *)(r0 + 8) = mark: stage and hook
         insn(0xb7, 0, 0, 0, NF_ACCEPT),          // accept: r0 = NF_ACCEPT
         insn(0x95, 0, 0, 0, 0),                  // exit
     ]
@@ -102,8 +102,8 @@ fn bpf<T>(cmd: bpf_cmd, attr: &mut T) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-pub fn load(map: BorrowedFd<'_>, stage: u8) -> Result<OwnedFd, String> {
-    let insns = sentinel(map.as_raw_fd(), stage);
+pub fn load(map: BorrowedFd<'_>, mark: u8) -> Result<OwnedFd, String> {
+    let insns = sentinel(map.as_raw_fd(), mark);
     let license = c"GPL";
     let mut log = vec![0u8; 64 * 1024];
     let mut attr = ProgLoadAttr {

@@ -26,6 +26,19 @@ fn framework(location: &str) -> &'static str {
     }
 }
 
+/// `, at the input hook`, or `, at the hooks input 12, output 3`; empty where no stage
+/// sentinel told.
+fn at_hooks(g: &DropGroup) -> String {
+    match g.hooks.len() {
+        0 => String::new(),
+        1 => format!(", at the {} hook", g.hooks.keys().next().unwrap()),
+        _ => {
+            let each: Vec<String> = g.hooks.iter().map(|(h, n)| format!("{h} {n}")).collect();
+            format!(", at the hooks {}", each.join(", "))
+        }
+    }
+}
+
 pub fn rule_drops(s: &Snapshot) -> Vec<Finding> {
     let mut by_ns: BTreeMap<u32, Vec<&DropGroup>> = BTreeMap::new();
     for g in s.drops.groups.iter().filter(|g| by_rule(s, g)) {
@@ -47,12 +60,13 @@ pub fn rule_drops(s: &Snapshot) -> Vec<Finding> {
                 .map(|g| {
                     Evidence::new(
                         format!(
-                            "{} {} packets freed at {} with reason {} ({})",
+                            "{} {} packets freed at {} with reason {} ({}){}",
                             g.events,
                             g.proto.as_deref().unwrap_or("non-IP"),
                             g.location,
                             g.reason,
-                            framework(&g.location)
+                            framework(&g.location),
+                            at_hooks(g)
                         ),
                         format!("skb:kfree_skb {}@{}, netfilter stage sentinels", g.reason, g.location),
                     )
@@ -103,6 +117,26 @@ pub fn rule_drops(s: &Snapshot) -> Vec<Finding> {
 mod tests {
     use super::*;
     use crate::doctor::rules::fixtures::*;
+
+    #[test]
+    fn the_hooks_the_sentinels_saw_are_named() {
+        let mut s = quiet();
+        let mut g = group(
+            "blue",
+            "NETFILTER_DROP",
+            Some(Cause::Firewall),
+            "tcp",
+            "10.0.0.2",
+            22,
+            12,
+        );
+        g.hooks = [("input".to_string(), 12)].into();
+        s.drops.groups = vec![g.clone()];
+        assert!(rule_drops(&s)[0].shows("at the input hook"));
+        g.hooks = [("input".to_string(), 9), ("output".to_string(), 3)].into();
+        s.drops.groups = vec![g];
+        assert!(rule_drops(&s)[0].shows("at the hooks input 9, output 3"));
+    }
 
     #[test]
     fn rule_drops_name_the_framework_and_the_destinations() {

@@ -269,6 +269,7 @@ pub mod fixtures {
                 events,
                 example: format!("{proto} 10.0.0.1:40000 > {to}:{dport} dev eth0 netns {ns}"),
             }],
+            hooks: BTreeMap::new(),
         }
     }
 
