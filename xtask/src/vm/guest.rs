@@ -11,6 +11,8 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # Tests scale their longest loops down under software emulation.
 export NETDOC_EMULATED=1
 mount -t proc proc /proc
+# Errors only on the console from here: the kernel booted with its messages shown.
+echo 3 > /proc/sys/kernel/printk
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs run /run

@@ -17,6 +17,9 @@ pub struct Boot<'a> {
     pub cpus: u32,
     pub memory_mb: u32,
     pub timeout: Duration,
+    /// Limit for reaching init: a guest whose /init has not reported by then is stopped, so a
+    /// boot that hangs early costs minutes, not the whole `timeout`.
+    pub init_timeout: Duration,
     /// Console log file; `None` shows the console on the terminal.
     pub console: Option<&'a Path>,
     pub results: &'a Path,
@@ -25,6 +28,8 @@ pub struct Boot<'a> {
 pub struct Outcome {
     pub results: Results,
     pub timed_out: bool,
+    /// Stopped by `init_timeout`: the kernel never ran /init.
+    pub stuck_before_init: bool,
     pub elapsed: Duration,
 }
 
@@ -58,14 +63,24 @@ pub fn boot(b: &Boot) -> Result<Outcome> {
         .arg(b.vmlinuz)
         .arg("-initrd")
         .arg(b.initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=3"])
+        // Boot messages at the default level, so a boot that hangs shows where in the console
+        // log; /init quietens the console once it runs.
+        .args(["-append", "console=ttyS0 panic=-1"])
         .stdin(Stdio::null())
         .spawn()
         .context("starting qemu-system-x86_64")?;
     let mut timed_out = false;
-    // Bounded: the guest powers off by itself; the timeout covers hangs and boot failures.
+    let mut stuck_before_init = false;
+    let mut reached_init = false;
+    // Bounded: the guest powers off by itself; the timeouts cover hangs and boot failures.
     while child.try_wait()?.is_none() {
-        if start.elapsed() > b.timeout {
+        if !reached_init && start.elapsed() > b.init_timeout {
+            reached_init = Results::parse(&fs::read_to_string(b.results).unwrap_or_default())
+                .booted
+                .is_some();
+            stuck_before_init = !reached_init;
+        }
+        if stuck_before_init || start.elapsed() > b.timeout {
             timed_out = true;
             let _ = child.kill();
             let _ = child.wait();
@@ -77,6 +92,7 @@ pub fn boot(b: &Boot) -> Result<Outcome> {
     Ok(Outcome {
         results: Results::parse(&text),
         timed_out,
+        stuck_before_init,
         elapsed: start.elapsed(),
     })
 }
