@@ -102,6 +102,18 @@ fn datagrams_to_a_closed_port_are_told_apart_from_a_firewall_rule() {
         "{}",
         rule.title
     );
+    // The rule itself, from the namespace's ruleset: its counter counted every one.
+    assert!(
+        rule.title.contains(&format!(
+            "nftables rule `udp dport {FIREWALLED_PORT} counter drop` in inet netdoc_test/input handle"
+        )),
+        "{}",
+        rule.title
+    );
+    assert!(
+        rule.shows(&format!("its counter reads {FIREWALLED} packets")),
+        "{rule:#?}"
+    );
     assert_nothing_left();
 }
 

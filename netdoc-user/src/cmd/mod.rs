@@ -2,6 +2,7 @@
 //! Commands may use any family; families never use each other.
 pub mod conntrack;
 pub mod doctor;
+mod drop_rules;
 pub mod drops;
 pub mod export;
 mod net_rx;

@@ -1,6 +1,7 @@
 //! What the doctor's rules look at, gathered live: namespaces' counters and conntrack tables
 //! (those with activity and a few others in turn each tick, every one before a report),
-//! the neighbour tables, streamed drop events grouped by flow, the busiest NET_RX
+//! the neighbour tables, the drop rules of namespaces with a rule's drops, streamed drop events
+//! grouped by flow, the busiest NET_RX
 //! stretch, and the kernel's drop counts since the watch began. `doctor` watches for its whole
 //! run; `export` watches one window at a time for its findings metric.
 use std::{
@@ -8,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::net_rx;
+use super::{drop_rules::DropRuleReadings, net_rx};
 use crate::{
     conntrack,
     counted::{self, neighbours::NeighbourTables},
@@ -41,6 +42,7 @@ struct Window {
     causes: BTreeMap<NetnsKey, BTreeMap<Cause, u64>>,
     counted: counted::PerNamespace,
     conntrack: conntrack::PerNamespace,
+    drop_rules: DropRuleReadings,
     /// Namespaces with streamed drops since the last sample: their counters are read first.
     active: Activity,
     /// Retransmits and kernel-counted drops per namespace at the last sample: a namespace
@@ -68,6 +70,7 @@ impl Window {
             causes: BTreeMap::new(),
             counted,
             conntrack,
+            drop_rules: DropRuleReadings::default(),
             active: Activity::new(),
             moved: MovedCounts::now(session),
             neighbours: NeighbourTables::start(),
@@ -127,6 +130,7 @@ impl Watch {
                     .or_default();
                 *per_ns.entry(cause).or_default() += 1;
             }
+            self.window.drop_rules.saw(&d);
             self.window.grouper.add(&d);
         }
     }
@@ -157,6 +161,7 @@ impl Watch {
                 self.window.conntrack.sample(&inventory, &active);
             }
             self.window.neighbours.sample(&inventory);
+            self.window.drop_rules.sample(&inventory, every_namespace);
         }
         if let Some(w) = self.window.net_rx.as_mut() {
             w.sample(session);
@@ -219,6 +224,7 @@ impl Watch {
             probes: session.probe_statuses(),
             namespaces_gone,
             namespaces_gone_earlier,
+            drop_rules: self.window.drop_rules.report(),
             watched_only: self
                 .only
                 .and_then(|inode| self.namespaces.resolve(inode, 0, u64::MAX)),

@@ -13,6 +13,7 @@ use crate::{
     conntrack::NamespaceConntrack,
     counted::{self, NamespaceCounted, neighbours::NeighbourTable},
     drops::report::{NamedDrop, Row},
+    facts::droprules::DropRule,
     model::{cause::Cause, finding::Finding},
     namespaces::{GoneNetns, NetnsRef},
     planner::ProbeStatus,
@@ -74,6 +75,9 @@ pub struct Snapshot {
     pub namespaces_gone: Vec<GoneNetns>,
     #[serde(default)]
     pub namespaces_gone_earlier: u64,
+    /// The drop rules of the namespaces where a rule may have dropped packets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop_rules: Vec<NamespaceDropRules>,
     /// The one namespace watched (`--netns`): drops anywhere else were not seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watched_only: Option<NetnsRef>,
@@ -85,6 +89,25 @@ pub struct HostFacts {
     pub kernel: String,
     /// Where drop reason names came from (the running kernel's BTF, tracefs, ...).
     pub reason_names: String,
+}
+
+/// A namespace's nftables drop rules and drop policies (`nft -a list ruleset`), or why they
+/// could not be read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceDropRules {
+    pub netns: NetnsRef,
+    pub rules: Vec<CountedDropRule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CountedDropRule {
+    #[serde(flatten)]
+    pub rule: DropRule,
+    /// Packets its counter grew by between netdoc's first reading (at the first drop it saw
+    /// there) and the last; null when read once or without a counter.
+    pub grew: Option<u64>,
 }
 
 /// The drop family's view: exact counts per site, and what the delivered events add (where,

@@ -3,17 +3,9 @@
 //! whether each already randomizes its ports fully (`fully-random`, iptables' `--random-fully`).
 //! iptables-nft rules are listed there too (as an `xt target` where nft cannot translate them);
 //! iptables-legacy rules are not.
-use std::{
-    io::Read as _,
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
-
 use serde::{Deserialize, Serialize};
 
-/// How long `nft list ruleset` may take: a large ruleset lists in well under a second, and
-/// the caller waits for it.
-const LISTING: Duration = Duration::from_secs(2);
+use super::nft::{block_name, without_counts};
 
 /// One source NAT rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,13 +24,11 @@ pub struct NatRule {
 pub fn parse(ruleset: &str) -> Vec<NatRule> {
     let (mut table, mut chain) = (String::new(), String::new());
     let mut rules = Vec::new();
-    // A header is `table ip nat {`, perhaps followed by a comment: the name ends at the brace.
-    let name = |rest: &str| rest.split('{').next().unwrap_or("").trim().to_string();
     for line in ruleset.lines().map(str::trim) {
         if let Some(rest) = line.strip_prefix("table ") {
-            table = name(rest);
+            table = block_name(rest);
         } else if let Some(rest) = line.strip_prefix("chain ") {
-            chain = name(rest);
+            chain = block_name(rest);
         } else if let Some(fully_random) = source_nat(line) {
             rules.push(NatRule {
                 table: table.clone(),
@@ -74,75 +64,10 @@ fn source_nat(line: &str) -> Option<Option<bool>> {
     }
 }
 
-/// `counter packets 12 bytes 720` becomes `counter`: the counts change while netdoc runs.
-fn without_counts(line: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    let mut words = line.split_whitespace().peekable();
-    while let Some(w) = words.next() {
-        out.push(w);
-        if w == "counter" {
-            while words
-                .peek()
-                .is_some_and(|n| *n == "packets" || *n == "bytes")
-            {
-                words.next();
-                words.next();
-            }
-        }
-    }
-    out.join(" ")
-}
-
 /// The source NAT rules of the calling thread's network namespace; why they could not be read
 /// otherwise (no nf_tables, no `nft` on this host, or it failed or took too long).
 pub fn read_here() -> Result<Vec<NatRule>, String> {
-    if !super::fwtables::nf_tables_present() {
-        return Err(
-            "nf_tables is not loaded, so any NAT rules are iptables-legacy's (iptables-legacy-save -t nat)"
-                .into(),
-        );
-    }
-    let mut child = Command::new("nft")
-        .args(["list", "ruleset"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("nft list ruleset: {e}"))?;
-    // Read on a thread so a full pipe never blocks nft while we wait for it to exit.
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        stdout.read_to_string(&mut text).map(|_| text)
-    });
-    let deadline = Instant::now() + LISTING;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "nft list ruleset took longer than {} s",
-                    LISTING.as_secs()
-                ));
-            }
-            Err(e) => return Err(format!("nft list ruleset: {e}")),
-        }
-    };
-    let text = reader
-        .join()
-        .map_err(|_| "nft list ruleset: reading its output failed".to_string())?
-        .map_err(|e| format!("nft list ruleset: {e}"))?;
-    if !status.success() {
-        let mut stderr = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut stderr);
-        }
-        return Err(format!("nft list ruleset: {}", stderr.trim()));
-    }
-    Ok(parse(&text))
+    super::nft::list(&["list", "ruleset"]).map(|text| parse(&text))
 }
 
 #[cfg(test)]

@@ -3,15 +3,17 @@
 //! before 6.4, no drop reasons before 5.17), a netfilter drop in a namespace whose conntrack
 //! dropped nothing during the run can only be a rule's: conntrack counts every drop it makes.
 //! Which framework from where the kernel freed them: nftables frees in `nft_do_chain`,
-//! x_tables in `ip*t_do_table`, a rule's `DROP` verdict otherwise at `nf_hook_slow`.
-use std::collections::BTreeMap;
+//! x_tables in `ip*t_do_table`, a rule's `DROP` verdict otherwise at `nf_hook_slow`. Which rule
+//! from the namespace's nftables ruleset: the drop rules at the hooks the sentinels saw whose
+//! counters counted packets.
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{MIN_PACKETS, by_rule, function, inside, namespace_scope, target_evidence};
 use crate::{
-    doctor::{DropGroup, Snapshot},
+    doctor::{CountedDropRule, DropGroup, Snapshot},
     model::{
         cause::{Cause, NFTABLES},
-        finding::{Confidence, Evidence, Finding, Severity},
+        finding::{Confidence, Evidence, Finding, Scope, Severity},
     },
 };
 
@@ -37,6 +39,168 @@ fn at_hooks(g: &DropGroup) -> String {
             format!(", at the hooks {}", each.join(", "))
         }
     }
+}
+
+/// What a namespace's ruleset says about its rule drops at `hooks` (empty: not told).
+enum Culprits<'a> {
+    /// Drop rules whose counters counted packets (those that grew while netdoc watched, when
+    /// any did), and how many others at those hooks have no counter to tell.
+    Counted(Vec<&'a CountedDropRule>, usize),
+    /// Drop rules and policies there, none with a counter that counted.
+    Uncounted(Vec<&'a CountedDropRule>),
+    /// The ruleset holds no drop rule there: not nftables (nor iptables-nft).
+    None,
+    /// Not read (too many namespaces, or gone), or unreadable, and why.
+    Unknown(Option<&'a str>),
+}
+
+const RULESET: &str = "nft -a list ruleset, in the namespace";
+
+fn culprits<'a>(s: &'a Snapshot, inode: u32, hooks: &BTreeSet<&str>) -> Culprits<'a> {
+    let Some(read) = s.drop_rules.iter().find(|r| r.netns.inode == inode) else {
+        return Culprits::Unknown(None);
+    };
+    if let Some(why) = &read.unavailable {
+        return Culprits::Unknown(Some(why));
+    }
+    let at_hooks: Vec<&CountedDropRule> = read
+        .rules
+        .iter()
+        .filter(|r| match r.rule.hook.as_deref() {
+            Some(hook) => hooks.is_empty() || hooks.contains(hook),
+            None => true,
+        })
+        .collect();
+    let grew: Vec<&CountedDropRule> = at_hooks
+        .iter()
+        .copied()
+        .filter(|r| r.grew.is_some_and(|n| n > 0))
+        .collect();
+    let counted = if grew.is_empty() {
+        at_hooks
+            .iter()
+            .copied()
+            .filter(|r| r.rule.packets.is_some_and(|n| n > 0))
+            .collect()
+    } else {
+        grew
+    };
+    let uncounted = at_hooks.iter().filter(|r| r.rule.packets.is_none()).count();
+    match (counted.is_empty(), at_hooks.is_empty()) {
+        (false, _) => Culprits::Counted(counted, uncounted),
+        (true, false) => Culprits::Uncounted(at_hooks),
+        (true, true) => Culprits::None,
+    }
+}
+
+/// `` `udp dport 7777 counter drop` (inet filter/input handle 4, input hook) ``
+fn describe(r: &CountedDropRule) -> String {
+    let hook = match r.rule.hook.as_deref() {
+        Some(h) => format!("{h} hook"),
+        None => "a regular chain".into(),
+    };
+    format!("`{}` ({}, {hook})", r.rule.rule, r.rule.place())
+}
+
+fn culprit_evidence(c: &Culprits, scope: &Scope) -> Vec<Evidence> {
+    let line = |text: String| Evidence::new(text, RULESET);
+    match c {
+        Culprits::Counted(rules, uncounted) => {
+            let mut lines: Vec<Evidence> = rules
+                .iter()
+                .take(5)
+                .map(|r| {
+                    let watched = match r.grew {
+                        Some(n) if n > 0 => format!(", {n} of them while netdoc watched"),
+                        _ => String::new(),
+                    };
+                    line(format!(
+                        "the rule {}: its counter reads {} packets{watched}",
+                        describe(r),
+                        r.rule.packets.unwrap_or(0)
+                    ))
+                })
+                .collect();
+            if *uncounted > 0 {
+                lines.push(line(format!(
+                    "{uncounted} more drop rules or policies there have no counter, so they may have dropped some too"
+                )));
+            }
+            lines
+        }
+        Culprits::Uncounted(rules) => {
+            let each: Vec<String> = rules.iter().take(5).map(|r| describe(r)).collect();
+            vec![line(format!(
+                "the drop rules and policies there, none with a counter that counted, so which one cannot be told: {}",
+                each.join("; ")
+            ))]
+        }
+        Culprits::None => vec![line(format!(
+            "the nftables ruleset of {} has no drop rule at these hooks: the rule is iptables-legacy's (iptables-legacy-save -c)",
+            scope.name
+        ))],
+        Culprits::Unknown(Some(why)) => {
+            vec![line(format!("the rules could not be read: {why}"))]
+        }
+        Culprits::Unknown(None) => vec![],
+    }
+}
+
+/// The one rule or policy that explains every drop, where the ruleset names exactly one.
+fn the_culprit<'a>(c: &Culprits<'a>) -> Option<&'a CountedDropRule> {
+    match c {
+        Culprits::Counted(rules, 0) if rules.len() == 1 => Some(rules[0]),
+        Culprits::Uncounted(rules) if rules.len() == 1 => Some(rules[0]),
+        _ => None,
+    }
+}
+
+/// The fix for one named rule or policy: where it is, and how to let wanted traffic through.
+fn culprit_fix(r: &CountedDropRule, scope: &Scope, wanted: &str) -> Vec<String> {
+    let (table, chain) = (&r.rule.table, &r.rule.chain);
+    let show = inside(scope, &format!("nft -a list chain {table} {chain}"));
+    match r.rule.handle {
+        Some(handle) => vec![
+            format!("the rule: {show} (handle {handle})"),
+            format!(
+                "if the traffic is wanted, accept it before that rule ({}) or delete the rule ({}); if not, REJECT instead of DROP so clients fail fast instead of timing out",
+                inside(
+                    scope,
+                    &format!("nft insert rule {table} {chain} position {handle} {wanted} accept")
+                ),
+                inside(
+                    scope,
+                    &format!("nft delete rule {table} {chain} handle {handle}")
+                )
+            ),
+        ],
+        None => vec![
+            format!("the chain's policy drops what no rule accepted: {show}"),
+            format!(
+                "if the traffic is wanted, accept it in that chain ({})",
+                inside(
+                    scope,
+                    &format!("nft add rule {table} {chain} {wanted} accept")
+                )
+            ),
+        ],
+    }
+}
+
+/// An nft match for the busiest destination's traffic (`udp dport 7777`).
+fn wanted_match(groups: &[&DropGroup]) -> String {
+    groups
+        .iter()
+        .max_by_key(|g| g.events)
+        .and_then(|g| {
+            let proto = g
+                .proto
+                .as_deref()
+                .filter(|p| ["tcp", "udp", "sctp"].contains(p))?;
+            let port = g.targets.first()?.dport?;
+            Some(format!("{proto} dport {port}"))
+        })
+        .unwrap_or_else(|| "MATCH".into())
 }
 
 pub fn rule_drops(s: &Snapshot) -> Vec<Finding> {
@@ -79,6 +243,10 @@ pub fn rule_drops(s: &Snapshot) -> Vec<Finding> {
                 .take(3)
                 .map(|t| t.to.clone())
                 .collect();
+            let hooks: BTreeSet<&str> =
+                groups.iter().flat_map(|g| g.hooks.keys().map(String::as_str)).collect();
+            let culprits = culprits(s, inode, &hooks);
+            evidence.extend(culprit_evidence(&culprits, &scope));
             let told = groups
                 .iter()
                 .all(|g| g.cause == Some(Cause::Firewall) || function(&g.location) == NFTABLES);
@@ -92,22 +260,35 @@ pub fn rule_drops(s: &Snapshot) -> Vec<Finding> {
                 id: "firewall_drop".into(),
                 severity: Severity::Warning,
                 confidence: if told { Confidence::High } else { Confidence::Medium },
-                title: format!(
-                    "{packets} packets were dropped by {} ({})",
-                    frameworks.join(" and "),
-                    ports.join(", ")
-                ),
+                title: match the_culprit(&culprits) {
+                    Some(r) => format!(
+                        "{packets} packets were dropped by the nftables {} ({})",
+                        match r.rule.handle {
+                            Some(_) => format!("rule `{}` in {}", r.rule.rule, r.rule.place()),
+                            None => format!("policy of chain {} {}", r.rule.table, r.rule.chain),
+                        },
+                        ports.join(", ")
+                    ),
+                    None => format!(
+                        "{packets} packets were dropped by {} ({})",
+                        frameworks.join(" and "),
+                        ports.join(", ")
+                    ),
+                },
+                fix: match the_culprit(&culprits) {
+                    Some(r) => culprit_fix(r, &scope, &wanted_match(&groups)),
+                    None => vec![
+                        format!(
+                            "find the rule: {} and {}",
+                            inside(&scope, "nft -a list ruleset | grep -n drop"),
+                            inside(&scope, "iptables-save -c | grep -e DROP -e REJECT")
+                        ),
+                        "if the traffic is wanted, allow it before that rule; if not, REJECT instead of DROP so clients fail fast instead of timing out".into(),
+                    ],
+                },
                 scope: scope.clone(),
                 affected: packets,
                 evidence,
-                fix: vec![
-                    format!(
-                        "find the rule: {} and {}",
-                        inside(&scope, "nft -a list ruleset | grep -n drop"),
-                        inside(&scope, "iptables-save -c | grep -e DROP -e REJECT")
-                    ),
-                    "if the traffic is wanted, allow it before that rule; if not, REJECT instead of DROP so clients fail fast instead of timing out".into(),
-                ],
             })
         })
         .collect()
@@ -117,6 +298,129 @@ pub fn rule_drops(s: &Snapshot) -> Vec<Finding> {
 mod tests {
     use super::*;
     use crate::doctor::rules::fixtures::*;
+
+    fn drop_rule(
+        hook: &str,
+        handle: Option<u64>,
+        packets: Option<u64>,
+        grew: Option<u64>,
+    ) -> CountedDropRule {
+        CountedDropRule {
+            rule: crate::facts::droprules::DropRule {
+                table: "inet filt".into(),
+                chain: hook.into(),
+                hook: Some(hook.into()),
+                handle,
+                rule: match handle {
+                    Some(h) => format!("udp dport {h} counter drop"),
+                    None => "policy drop".into(),
+                },
+                packets,
+            },
+            grew,
+        }
+    }
+
+    fn read(rules: Vec<CountedDropRule>) -> crate::doctor::NamespaceDropRules {
+        crate::doctor::NamespaceDropRules {
+            netns: crate::namespaces::NetnsRef::named("blue"),
+            rules,
+            unavailable: None,
+        }
+    }
+
+    fn input_drops() -> Snapshot {
+        let mut s = quiet();
+        let mut g = group(
+            "blue",
+            "NETFILTER_DROP",
+            Some(Cause::Firewall),
+            "udp",
+            "10.0.0.2",
+            7777,
+            12,
+        );
+        g.hooks = [("input".to_string(), 12)].into();
+        s.drops.groups = vec![g];
+        s
+    }
+
+    #[test]
+    fn the_rule_whose_counter_grew_at_the_hook_is_named_with_a_fix_for_it() {
+        let mut s = input_drops();
+        s.drop_rules = vec![read(vec![
+            drop_rule("input", Some(4), Some(40), Some(12)),
+            drop_rule("input", Some(6), Some(500), Some(0)),
+            drop_rule("forward", Some(9), Some(80), Some(80)),
+        ])];
+        let f = &rule_drops(&s)[0];
+        assert!(
+            f.title
+                .contains("nftables rule `udp dport 4 counter drop` in inet filt/input handle 4"),
+            "{}",
+            f.title
+        );
+        assert!(f.shows("its counter reads 40 packets, 12 of them while netdoc watched"));
+        assert!(!f.shows("handle 6"), "its counter did not grow: {f:#?}");
+        assert!(!f.shows("handle 9"), "another hook");
+        assert!(f.fix[1].contains("ip netns exec blue nft insert rule inet filt input position 4 udp dport 7777 accept"), "{:?}", f.fix);
+        assert!(f.fix[1].contains("nft delete rule inet filt input handle 4"));
+    }
+
+    #[test]
+    fn rules_without_counters_are_candidates_not_a_culprit() {
+        let mut s = input_drops();
+        s.drop_rules = vec![read(vec![
+            drop_rule("input", Some(4), None, None),
+            drop_rule("input", None, None, None),
+        ])];
+        let f = &rule_drops(&s)[0];
+        assert!(
+            f.title
+                .contains("packets were dropped by a netfilter rule ("),
+            "{}",
+            f.title
+        );
+        assert!(f.shows("none with a counter that counted, so which one cannot be told"));
+        assert!(f.shows("inet filt/input policy"));
+        // One policy alone is the culprit.
+        s.drop_rules = vec![read(vec![drop_rule("input", None, None, None)])];
+        let f = &rule_drops(&s)[0];
+        assert!(
+            f.title
+                .contains("by the nftables policy of chain inet filt input"),
+            "{}",
+            f.title
+        );
+        assert!(f.fix[1].contains("nft add rule inet filt input udp dport 7777 accept"));
+        // A counted rule beside an uncounted one: named as evidence, not as the one culprit.
+        s.drop_rules = vec![read(vec![
+            drop_rule("input", Some(4), Some(12), None),
+            drop_rule("input", None, None, None),
+        ])];
+        let f = &rule_drops(&s)[0];
+        assert!(f.shows("1 more drop rules or policies there have no counter"));
+        assert!(!f.title.contains("handle 4"));
+    }
+
+    #[test]
+    fn no_nft_drop_rule_points_at_iptables_legacy_and_an_unreadable_ruleset_says_why() {
+        let mut s = input_drops();
+        s.drop_rules = vec![read(vec![drop_rule(
+            "forward",
+            Some(4),
+            Some(12),
+            Some(12),
+        )])];
+        assert!(
+            rule_drops(&s)[0]
+                .shows("has no drop rule at these hooks: the rule is iptables-legacy's")
+        );
+        let mut unreadable = read(vec![]);
+        unreadable.unavailable = Some("nft -a list ruleset: No such file or directory".into());
+        s.drop_rules = vec![unreadable];
+        assert!(rule_drops(&s)[0].shows("the rules could not be read: nft -a list ruleset"));
+    }
 
     #[test]
     fn the_hooks_the_sentinels_saw_are_named() {

@@ -240,6 +240,7 @@ pub mod fixtures {
             probes: vec![],
             namespaces_gone: vec![],
             namespaces_gone_earlier: 0,
+            drop_rules: vec![],
             watched_only: None,
         }
     }

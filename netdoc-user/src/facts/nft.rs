@@ -1,0 +1,88 @@
+//! `nft` run in the calling thread's network namespace, bounded in time: the ruleset listings
+//! the NAT and drop-rule readers parse.
+use std::{
+    io::Read as _,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// How long a listing may take: a large ruleset lists in well under a second, and the caller
+/// waits for it.
+const LISTING: Duration = Duration::from_secs(2);
+
+/// The output of `nft ARGS` here; why not otherwise (no nf_tables, no `nft` on this host, or
+/// it failed or took too long), each reason naming the command.
+pub fn list(args: &[&str]) -> Result<String, String> {
+    let command = format!("nft {}", args.join(" "));
+    if !super::fwtables::nf_tables_present() {
+        return Err(format!(
+            "{command}: nf_tables is not loaded, so any rules are iptables-legacy's"
+        ));
+    }
+    let mut child = Command::new("nft")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{command}: {e}"))?;
+    // Read on a thread so a full pipe never blocks nft while we wait for it to exit.
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).map(|_| text)
+    });
+    let deadline = Instant::now() + LISTING;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{command} took longer than {} s",
+                    LISTING.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("{command}: {e}")),
+        }
+    };
+    let text = reader
+        .join()
+        .map_err(|_| format!("{command}: reading its output failed"))?
+        .map_err(|e| format!("{command}: {e}"))?;
+    if !status.success() {
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        return Err(format!("{command}: {}", stderr.trim()));
+    }
+    Ok(text)
+}
+
+/// `counter packets 12 bytes 720` becomes `counter`: the counts change while netdoc runs.
+pub fn without_counts(line: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let mut words = line.split_whitespace().peekable();
+    while let Some(w) = words.next() {
+        out.push(w);
+        if w == "counter" {
+            while words
+                .peek()
+                .is_some_and(|n| *n == "packets" || *n == "bytes")
+            {
+                words.next();
+                words.next();
+            }
+        }
+    }
+    out.join(" ")
+}
+
+/// The name in a block header's rest (`ip nat {`, perhaps followed by a comment or
+/// `# handle 3`): it ends at the brace.
+pub fn block_name(rest: &str) -> String {
+    rest.split('{').next().unwrap_or("").trim().to_string()
+}
