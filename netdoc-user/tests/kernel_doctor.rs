@@ -117,6 +117,77 @@ fn datagrams_to_a_closed_port_are_told_apart_from_a_firewall_rule() {
     assert_nothing_left();
 }
 
+/// The x_tables front end whose rules `iptables-legacy-save -c` lists (absent from the QEMU
+/// guests).
+const XT: &str = "iptables-legacy";
+
+/// Packets the x_tables INPUT rules of namespace `ns` matched.
+fn xt_matched(ns: &str) -> u64 {
+    run(
+        "ip",
+        &["netns", "exec", ns, XT, "-w", "-L", "INPUT", "-vnx"],
+    )
+    .lines()
+    .skip(2)
+    .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+    .sum()
+}
+
+/// An iptables-legacy rule is named by its table, chain and number, from its counter, beside
+/// the pair's nft drop rule that dropped nothing.
+#[test]
+fn an_iptables_legacy_drop_names_its_rule_by_chain_and_number() {
+    require_root!();
+    if !std::process::Command::new(XT)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("skipped: needs {XT}");
+        return;
+    }
+    const DROPPED: usize = 20;
+    const PORT: u16 = 7779;
+    let netdoc = doctor(&[]);
+    let pair = Pair::new("M", 94);
+    let port = PORT.to_string();
+    run(
+        "ip",
+        &[
+            "netns", "exec", &pair.b, XT, "-w", "-A", "INPUT", "-p", "udp", "--dport", &port, "-j",
+            "DROP",
+        ],
+    );
+    pair.send(PORT, DROPPED);
+    wait_until("the x_tables rule matched every datagram", || {
+        xt_matched(&pair.b) == DROPPED as u64
+    });
+    let (_, r) = report_after(netdoc, &["firewall_drop"]);
+    let rule = r
+        .findings
+        .iter()
+        .find(|f| f.id == "firewall_drop" && f.scope.name == pair.b)
+        .unwrap_or_else(|| panic!("no firewall finding in {}: {r:#?}", pair.b));
+    assert_eq!(rule.affected, DROPPED as u64, "{rule:#?}");
+    assert!(
+        rule.title.contains(&format!(
+            "iptables-legacy rule `-p udp -m udp --dport {PORT} -j DROP` in filter/INPUT rule 1"
+        )),
+        "{}",
+        rule.title
+    );
+    assert!(
+        rule.shows(&format!("its counter reads {DROPPED} packets")),
+        "{rule:#?}"
+    );
+    assert!(
+        rule.fix[1].contains("iptables-legacy -t filter -D INPUT 1"),
+        "{:?}",
+        rule.fix
+    );
+    assert_nothing_left();
+}
+
 /// netdoc's own blind spot, for real: over its budget of streamed events it samples them out,
 /// and says so as a finding about the diagnosis (ranked below the incident), with the probe's
 /// exact accounting, while the incident's count (from the kernel's counter) stays exact.

@@ -132,7 +132,10 @@ fn grew(first: Option<&Vec<DropRule>>, now: &DropRule) -> Option<u64> {
     let packets = now.packets?;
     let before = first?
         .iter()
-        .find(|r| (&r.table, &r.chain, r.handle) == (&now.table, &now.chain, now.handle))
+        .find(|r| {
+            (r.source, &r.table, &r.chain, r.handle)
+                == (now.source, &now.table, &now.chain, now.handle)
+        })
         .and_then(|r| r.packets)
         .unwrap_or(0);
     Some(packets.saturating_sub(before))
@@ -144,6 +147,7 @@ mod tests {
 
     fn rule(handle: u64, packets: Option<u64>) -> DropRule {
         DropRule {
+            source: Default::default(),
             table: "inet f".into(),
             chain: "input".into(),
             hook: Some("input".into()),

@@ -1,5 +1,5 @@
-//! `nft` run in the calling thread's network namespace, bounded in time: the ruleset listings
-//! the NAT and drop-rule readers parse.
+//! `nft` (and the iptables-legacy tools) run in the calling thread's network namespace,
+//! bounded in time: the ruleset listings the NAT and drop-rule readers parse.
 use std::{
     io::Read as _,
     process::{Command, Stdio},
@@ -13,13 +13,19 @@ const LISTING: Duration = Duration::from_secs(2);
 /// The output of `nft ARGS` here; why not otherwise (no nf_tables, no `nft` on this host, or
 /// it failed or took too long), each reason naming the command.
 pub fn list(args: &[&str]) -> Result<String, String> {
-    let command = format!("nft {}", args.join(" "));
     if !super::fwtables::nf_tables_present() {
         return Err(format!(
-            "{command}: nf_tables is not loaded, so any rules are iptables-legacy's"
+            "nft {}: nf_tables is not loaded, so any rules are iptables-legacy's",
+            args.join(" ")
         ));
     }
-    let mut child = Command::new("nft")
+    output_of("nft", args)
+}
+
+/// The output of `PROGRAM ARGS`, run here and bounded in time; why not otherwise.
+pub fn output_of(program: &str, args: &[&str]) -> Result<String, String> {
+    let command = format!("{program} {}", args.join(" "));
+    let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

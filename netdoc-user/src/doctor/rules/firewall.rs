@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{MIN_PACKETS, by_rule, function, inside, namespace_scope, target_evidence};
 use crate::{
     doctor::{CountedDropRule, DropGroup, Snapshot},
+    facts::droprules::RuleSource,
     model::{
         cause::{Cause, NFTABLES},
         finding::{Confidence, Evidence, Finding, Scope, Severity},
@@ -54,7 +55,7 @@ enum Culprits<'a> {
     Unknown(Option<&'a str>),
 }
 
-const RULESET: &str = "nft -a list ruleset, in the namespace";
+const RULESET: &str = "nft -a list ruleset and iptables-legacy-save -c, in the namespace";
 
 fn culprits<'a>(s: &'a Snapshot, inode: u32, hooks: &BTreeSet<&str>) -> Culprits<'a> {
     let Some(read) = s.drop_rules.iter().find(|r| r.netns.inode == inode) else {
@@ -93,13 +94,22 @@ fn culprits<'a>(s: &'a Snapshot, inode: u32, hooks: &BTreeSet<&str>) -> Culprits
     }
 }
 
-/// `` `udp dport 7777 counter drop` (inet filter/input handle 4, input hook) ``
+/// ``nftables rule `udp dport 7777 counter drop` (inet filter/input handle 4, input hook)``,
+/// or `nftables drop policy (inet filter/input policy, input hook)`.
 fn describe(r: &CountedDropRule) -> String {
     let hook = match r.rule.hook.as_deref() {
         Some(h) => format!("{h} hook"),
         None => "a regular chain".into(),
     };
-    format!("`{}` ({}, {hook})", r.rule.rule, r.rule.place())
+    let what = match r.rule.handle {
+        Some(_) => format!("rule `{}`", r.rule.rule),
+        None => "drop policy".into(),
+    };
+    format!(
+        "{} {what} ({}, {hook})",
+        r.rule.source.name(),
+        r.rule.place()
+    )
 }
 
 fn culprit_evidence(c: &Culprits, scope: &Scope) -> Vec<Evidence> {
@@ -115,7 +125,7 @@ fn culprit_evidence(c: &Culprits, scope: &Scope) -> Vec<Evidence> {
                         _ => String::new(),
                     };
                     line(format!(
-                        "the rule {}: its counter reads {} packets{watched}",
+                        "the {}: its counter reads {} packets{watched}",
                         describe(r),
                         r.rule.packets.unwrap_or(0)
                     ))
@@ -136,7 +146,7 @@ fn culprit_evidence(c: &Culprits, scope: &Scope) -> Vec<Evidence> {
             ))]
         }
         Culprits::None => vec![line(format!(
-            "the nftables ruleset of {} has no drop rule at these hooks: the rule is iptables-legacy's (iptables-legacy-save -c)",
+            "neither the nftables ruleset of {} nor its iptables-legacy tables hold a drop rule at these hooks",
             scope.name
         ))],
         Culprits::Unknown(Some(why)) => {
@@ -156,51 +166,69 @@ fn the_culprit<'a>(c: &Culprits<'a>) -> Option<&'a CountedDropRule> {
 }
 
 /// The fix for one named rule or policy: where it is, and how to let wanted traffic through.
-fn culprit_fix(r: &CountedDropRule, scope: &Scope, wanted: &str) -> Vec<String> {
-    let (table, chain) = (&r.rule.table, &r.rule.chain);
-    let show = inside(scope, &format!("nft -a list chain {table} {chain}"));
+fn culprit_fix(r: &CountedDropRule, scope: &Scope, wanted: Option<(&str, u16)>) -> Vec<String> {
+    let (table, chain, tool) = (&r.rule.table, &r.rule.chain, r.rule.source.tool());
+    let nft = r.rule.source == RuleSource::Nftables;
+    let wanted = match (wanted, nft) {
+        (Some((proto, port)), true) => format!("{proto} dport {port}"),
+        (Some((proto, port)), false) => format!("-p {proto} --dport {port}"),
+        (None, _) => "MATCH".into(),
+    };
+    let show = inside(
+        scope,
+        &if nft {
+            format!("nft -a list chain {table} {chain}")
+        } else {
+            format!("{tool} -t {table} -L {chain} -v -n --line-numbers")
+        },
+    );
+    let accept = |position: Option<u64>| {
+        inside(
+            scope,
+            &match (nft, position) {
+                (true, Some(h)) => {
+                    format!("nft insert rule {table} {chain} position {h} {wanted} accept")
+                }
+                (true, None) => format!("nft add rule {table} {chain} {wanted} accept"),
+                (false, Some(n)) => format!("{tool} -t {table} -I {chain} {n} {wanted} -j ACCEPT"),
+                (false, None) => format!("{tool} -t {table} -I {chain} {wanted} -j ACCEPT"),
+            },
+        )
+    };
     match r.rule.handle {
-        Some(handle) => vec![
-            format!("the rule: {show} (handle {handle})"),
-            format!(
-                "if the traffic is wanted, accept it before that rule ({}) or delete the rule ({}); if not, REJECT instead of DROP so clients fail fast instead of timing out",
-                inside(
-                    scope,
-                    &format!("nft insert rule {table} {chain} position {handle} {wanted} accept")
+        Some(handle) => {
+            let delete = if nft {
+                format!("nft delete rule {table} {chain} handle {handle}")
+            } else {
+                format!("{tool} -t {table} -D {chain} {handle}")
+            };
+            vec![
+                format!("the rule: {show} ({})", r.rule.place()),
+                format!(
+                    "if the traffic is wanted, accept it before that rule ({}) or delete the rule ({}); if not, REJECT instead of DROP so clients fail fast instead of timing out",
+                    accept(Some(handle)),
+                    inside(scope, &delete)
                 ),
-                inside(
-                    scope,
-                    &format!("nft delete rule {table} {chain} handle {handle}")
-                )
-            ),
-        ],
+            ]
+        }
         None => vec![
             format!("the chain's policy drops what no rule accepted: {show}"),
             format!(
                 "if the traffic is wanted, accept it in that chain ({})",
-                inside(
-                    scope,
-                    &format!("nft add rule {table} {chain} {wanted} accept")
-                )
+                accept(None)
             ),
         ],
     }
 }
 
-/// An nft match for the busiest destination's traffic (`udp dport 7777`).
-fn wanted_match(groups: &[&DropGroup]) -> String {
-    groups
-        .iter()
-        .max_by_key(|g| g.events)
-        .and_then(|g| {
-            let proto = g
-                .proto
-                .as_deref()
-                .filter(|p| ["tcp", "udp", "sctp"].contains(p))?;
-            let port = g.targets.first()?.dport?;
-            Some(format!("{proto} dport {port}"))
-        })
-        .unwrap_or_else(|| "MATCH".into())
+/// The protocol and port of the busiest destination's traffic, to accept it by.
+fn wanted_traffic<'a>(groups: &[&'a DropGroup]) -> Option<(&'a str, u16)> {
+    let g = groups.iter().max_by_key(|g| g.events)?;
+    let proto = g
+        .proto
+        .as_deref()
+        .filter(|p| ["tcp", "udp", "sctp"].contains(p))?;
+    Some((proto, g.targets.first()?.dport?))
 }
 
 pub fn rule_drops(s: &Snapshot) -> Vec<Finding> {
@@ -262,10 +290,11 @@ pub fn rule_drops(s: &Snapshot) -> Vec<Finding> {
                 confidence: if told { Confidence::High } else { Confidence::Medium },
                 title: match the_culprit(&culprits) {
                     Some(r) => format!(
-                        "{packets} packets were dropped by the nftables {} ({})",
+                        "{packets} packets were dropped by the {} {} ({})",
+                        r.rule.source.name(),
                         match r.rule.handle {
                             Some(_) => format!("rule `{}` in {}", r.rule.rule, r.rule.place()),
-                            None => format!("policy of chain {} {}", r.rule.table, r.rule.chain),
+                            None => format!("policy of chain {}/{}", r.rule.table, r.rule.chain),
                         },
                         ports.join(", ")
                     ),
@@ -276,7 +305,7 @@ pub fn rule_drops(s: &Snapshot) -> Vec<Finding> {
                     ),
                 },
                 fix: match the_culprit(&culprits) {
-                    Some(r) => culprit_fix(r, &scope, &wanted_match(&groups)),
+                    Some(r) => culprit_fix(r, &scope, wanted_traffic(&groups)),
                     None => vec![
                         format!(
                             "find the rule: {} and {}",
@@ -307,6 +336,7 @@ mod tests {
     ) -> CountedDropRule {
         CountedDropRule {
             rule: crate::facts::droprules::DropRule {
+                source: RuleSource::Nftables,
                 table: "inet filt".into(),
                 chain: hook.into(),
                 hook: Some(hook.into()),
@@ -368,6 +398,32 @@ mod tests {
     }
 
     #[test]
+    fn an_iptables_legacy_rule_gets_iptables_commands() {
+        let mut s = input_drops();
+        let mut legacy = drop_rule("input", Some(2), Some(12), Some(12));
+        legacy.rule.source = RuleSource::IptablesLegacy;
+        legacy.rule.table = "filter".into();
+        legacy.rule.chain = "INPUT".into();
+        legacy.rule.rule = "-p udp -m udp --dport 7777 -j DROP".into();
+        s.drop_rules = vec![read(vec![legacy])];
+        let f = &rule_drops(&s)[0];
+        assert!(
+            f.title.contains("by the iptables-legacy rule `-p udp -m udp --dport 7777 -j DROP` in filter/INPUT rule 2"),
+            "{}",
+            f.title
+        );
+        assert!(f.fix[0].contains(
+            "ip netns exec blue iptables-legacy -t filter -L INPUT -v -n --line-numbers"
+        ));
+        assert!(
+            f.fix[1].contains("iptables-legacy -t filter -I INPUT 2 -p udp --dport 7777 -j ACCEPT"),
+            "{:?}",
+            f.fix
+        );
+        assert!(f.fix[1].contains("iptables-legacy -t filter -D INPUT 2"));
+    }
+
+    #[test]
     fn rules_without_counters_are_candidates_not_a_culprit() {
         let mut s = input_drops();
         s.drop_rules = vec![read(vec![
@@ -388,7 +444,7 @@ mod tests {
         let f = &rule_drops(&s)[0];
         assert!(
             f.title
-                .contains("by the nftables policy of chain inet filt input"),
+                .contains("by the nftables policy of chain inet filt/input"),
             "{}",
             f.title
         );
@@ -404,7 +460,7 @@ mod tests {
     }
 
     #[test]
-    fn no_nft_drop_rule_points_at_iptables_legacy_and_an_unreadable_ruleset_says_why() {
+    fn no_drop_rule_at_the_hooks_is_said_and_an_unreadable_ruleset_says_why() {
         let mut s = input_drops();
         s.drop_rules = vec![read(vec![drop_rule(
             "forward",
@@ -414,7 +470,7 @@ mod tests {
         )])];
         assert!(
             rule_drops(&s)[0]
-                .shows("has no drop rule at these hooks: the rule is iptables-legacy's")
+                .shows("nor its iptables-legacy tables hold a drop rule at these hooks")
         );
         let mut unreadable = read(vec![]);
         unreadable.unavailable = Some("nft -a list ruleset: No such file or directory".into());
