@@ -119,6 +119,22 @@ pub const DROP_STACK_IDS: u32 = 4096;
 /// [`stat::AGG_FULL`] only.
 pub const DROP_COUNT_KEYS: u32 = 16384;
 
+/// Per-CPU slots the drop program counts in before the aggregation map, when it counts without
+/// namespaces: a direct-mapped cache of the busiest keys. Bumping a slot is an array access;
+/// a map update hashes the key and costs about 100 ns per drop. A key whose slot holds
+/// another moves that one's count into the map first ([`stat::FLUSHES`]).
+pub const DROP_COUNT_SLOTS: u32 = 64;
+const _: () = assert!(DROP_COUNT_SLOTS.is_power_of_two());
+
+/// One slot of the drop count cache: a key and this CPU's drops of it not yet in the map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CountSlot {
+    pub key: DropKey,
+    /// 0: the slot is free, whatever `key` says.
+    pub count: u64,
+}
+
 /// Key of the in-kernel per-CPU drop aggregation.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -178,6 +194,9 @@ pub mod stat {
     /// Records not streamed because this CPU had used its budget of the second
     /// ([`EmitConfig::max_per_sec`]); counted, so `delivered + lost + sampled == matched`.
     pub const SAMPLED: u32 = 6;
+    /// Bumped before and after each move of a cached count into the aggregation map (odd while
+    /// one is under way): a reader of the cache and the map retries a reading a move crossed.
+    pub const FLUSHES: u32 = 7;
     pub const COUNT: u32 = 8;
 }
 
@@ -299,6 +318,7 @@ mod pod {
     }
     pod!(
         super::DropKey,
+        super::CountSlot,
         super::DropConfig,
         super::softirq::SoftirqTime,
         super::softirq::NapiStats,

@@ -8,8 +8,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext, tracing::StackIdContext},
 };
 use netdoc_common::{
-    DROP_COUNT_KEYS, DropConfig, DropEvent, DropKey, EventHeader, NO_STACK, REASON_UNAVAILABLE,
-    conntrack::stage, context, filter, stat,
+    CountSlot, DROP_COUNT_KEYS, DROP_COUNT_SLOTS, DropConfig, DropEvent, DropKey, EventHeader,
+    NO_STACK, REASON_UNAVAILABLE, conntrack::stage, context, filter, stat,
 };
 
 use crate::{emit, read};
@@ -29,6 +29,11 @@ macro_rules! config {
 #[map]
 static DROP_COUNTS: PerCpuHashMap<DropKey, u64> =
     PerCpuHashMap::with_max_entries(DROP_COUNT_KEYS, 0);
+
+/// The per-CPU count cache in front of DROP_COUNTS (see [`DROP_COUNT_SLOTS`]).
+#[map]
+static DROP_COUNT_CACHE: PerCpuArray<CountSlot> =
+    PerCpuArray::with_max_entries(DROP_COUNT_SLOTS, 0);
 
 /// Streamed drops each reason had sampled out by the per-CPU budget (value: count).
 #[map]
@@ -215,7 +220,7 @@ fn handle(ctx: &impl StackIdContext, mem: impl Memory, skb: u64, location: u64, 
         Some(ev) => (ev.netns, ev.netns_cookie),
         None => netns_of(mem, skb),
     };
-    count(DropKey {
+    let key = DropKey {
         reason,
         context,
         nf_stage,
@@ -224,7 +229,14 @@ fn handle(ctx: &impl StackIdContext, mem: impl Memory, skb: u64, location: u64, 
         netns,
         _pad2: 0,
         netns_cookie,
-    });
+    };
+    // Per-namespace keys go straight to the map: userspace forgets the keys of namespaces that
+    // are gone, which it could not do to a CPU's slot.
+    if config!(per_netns) == 0 {
+        count_cached(&key);
+    } else {
+        count(&key, 1);
+    }
     if let (true, Some(ev)) = (stream, parsed) {
         ev.ts_ns = unsafe { bpf_ktime_get_ns() };
         ev.cpu = unsafe { bpf_get_smp_processor_id() };
@@ -249,21 +261,71 @@ fn handle(ctx: &impl StackIdContext, mem: impl Memory, skb: u64, location: u64, 
     }
 }
 
+/// Adds `n` drops of `key` to the aggregation map; counts them in AGG_FULL when it is full.
 #[inline(always)]
-fn count(key: DropKey) {
-    if !add_one(&DROP_COUNTS, &key) {
-        bump(stat::AGG_FULL);
+fn count(key: &DropKey, n: u64) {
+    if !add(&DROP_COUNTS, key, n)
+        && let Some(full) = DROP_STATS.get_ptr_mut(stat::AGG_FULL)
+    {
+        unsafe { *full += n };
     }
+}
+
+/// Counts one drop of `key` in its slot of this CPU's cache, first moving the count of another
+/// key that holds the slot into the map.
+#[inline(always)]
+fn count_cached(key: &DropKey) {
+    let Some(slot) = DROP_COUNT_CACHE.get_ptr_mut(slot_of(key)) else {
+        count(key, 1);
+        return;
+    };
+    let slot = unsafe { &mut *slot };
+    if slot.count != 0 && !same(&slot.key, key) {
+        bump(stat::FLUSHES);
+        count(&slot.key, slot.count);
+        slot.count = 0;
+        bump(stat::FLUSHES);
+    }
+    if slot.count == 0 {
+        slot.key = *key;
+    }
+    slot.count += 1;
+}
+
+/// A key's slot: the freeing address spreads keys best (each call site is its own key).
+#[inline(always)]
+fn slot_of(key: &DropKey) -> u32 {
+    let mixed =
+        (key.location >> 4) ^ (key.location >> 13) ^ key.reason as u64 ^ key.nf_stage as u64;
+    (mixed as u32) & (DROP_COUNT_SLOTS - 1)
+}
+
+/// Whether two keys are equal, compared as four words (`DropKey` has no padding bytes: every
+/// gap is a named field the program sets).
+#[inline(always)]
+fn same(a: &DropKey, b: &DropKey) -> bool {
+    let (a, b) = (
+        (a as *const DropKey).cast::<[u64; 4]>(),
+        (b as *const DropKey).cast::<[u64; 4]>(),
+    );
+    let (a, b) = unsafe { (&*a, &*b) };
+    a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3]
 }
 
 /// Adds one at `key`; false when the map is full.
 #[inline(always)]
 fn add_one<K>(map: &PerCpuHashMap<K, u64>, key: &K) -> bool {
+    add(map, key, 1)
+}
+
+/// Adds `n` at `key`; false when the map is full.
+#[inline(always)]
+fn add<K>(map: &PerCpuHashMap<K, u64>, key: &K, n: u64) -> bool {
     if let Some(v) = map.get_ptr_mut(key) {
-        unsafe { *v += 1 };
+        unsafe { *v += n };
         true
     } else {
-        map.insert(key, &1, 0).is_ok()
+        map.insert(key, &n, 0).is_ok()
     }
 }
 

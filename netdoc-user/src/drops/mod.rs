@@ -11,7 +11,10 @@ use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
 };
-use netdoc_common::{DropConfig, DropKey, NO_OFFSET, SkbOffsets, TracepointOffsets, context};
+use netdoc_common::{
+    CountSlot, DROP_COUNT_SLOTS, DropConfig, DropKey, NO_OFFSET, SkbOffsets, TracepointOffsets,
+    context, stat,
+};
 
 use crate::{
     facts::tracefs::EventFormat,
@@ -150,7 +153,9 @@ pub fn set_reason_filter(ebpf: &mut Ebpf, reasons: &[u32]) -> Result<()> {
 
 /// The drop program's maps, taken out of the object so they outlive its links.
 pub struct DropMaps {
-    pub counts: PerCpuHashMap<MapData, DropKey, u64>,
+    counts: PerCpuHashMap<MapData, DropKey, u64>,
+    /// The per-CPU count cache in front of `counts` (`DROP_COUNT_SLOTS`).
+    cache: PerCpuArray<MapData, CountSlot>,
     pub stats: PerCpuArray<MapData, u64>,
     sampled: PerCpuHashMap<MapData, u32, u64>,
     stacks: StackTraceMap<MapData>,
@@ -161,6 +166,7 @@ impl DropMaps {
         let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("{name} map"));
         Ok(Self {
             counts: PerCpuHashMap::try_from(take("DROP_COUNTS")?)?,
+            cache: PerCpuArray::try_from(take("DROP_COUNT_CACHE")?)?,
             stats: PerCpuArray::try_from(take("DROP_STATS")?)?,
             sampled: PerCpuHashMap::try_from(take("DROP_SAMPLED")?)?,
             stacks: StackTraceMap::try_from(take("DROP_STACKS")?)?,
@@ -223,9 +229,51 @@ impl DropMaps {
         forgotten
     }
 
+    /// Every per-CPU count, the map's and the cache's (a key may come several times), read
+    /// again, at most [`READS`] times, while a move from a CPU's cache into the map crossed the
+    /// reading: counted in both or in neither, a drop would show twice or not at all.
+    fn entries(&self) -> KernelCounts {
+        const READS: usize = 3;
+        let flushes = || -> Vec<u64> {
+            self.stats
+                .get(&stat::FLUSHES, 0)
+                .map(|per_cpu| per_cpu.iter().copied().collect())
+                .unwrap_or_default()
+        };
+        let mut entries = Vec::new();
+        for _ in 0..READS {
+            let before = flushes();
+            entries = self.read_entries();
+            if before.iter().all(|f| f % 2 == 0) && flushes() == before {
+                break;
+            }
+        }
+        entries
+    }
+
+    fn read_entries(&self) -> KernelCounts {
+        let mut entries: KernelCounts = self
+            .counts
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(key, per_cpu)| (key, per_cpu.iter().copied().collect()))
+            .collect();
+        for slot in 0..DROP_COUNT_SLOTS {
+            let Ok(per_cpu) = self.cache.get(&slot, 0) else {
+                continue;
+            };
+            for (cpu, cached) in per_cpu.iter().enumerate().filter(|(_, c)| c.count > 0) {
+                let mut counts = vec![0; per_cpu.len()];
+                counts[cpu] = cached.count;
+                entries.push((cached.key, counts));
+            }
+        }
+        entries
+    }
+
     fn merged(&self, fold: impl Fn(DropKey) -> DropKey) -> KernelCounts {
         let mut merged: std::collections::HashMap<DropKey, Vec<u64>> = Default::default();
-        for (key, per_cpu) in self.counts.iter().filter_map(|r| r.ok()) {
+        for (key, per_cpu) in self.entries() {
             let sum = merged
                 .entry(fold(key))
                 .or_insert_with(|| vec![0; per_cpu.len()]);
@@ -239,7 +287,7 @@ impl DropMaps {
     /// Per CPU: (all drops, drops inside NET_RX softirq).
     pub fn per_cpu(&self) -> Vec<(u64, u64)> {
         let mut out: Vec<(u64, u64)> = Vec::new();
-        for (key, per_cpu) in self.counts.iter().filter_map(|r| r.ok()) {
+        for (key, per_cpu) in self.entries() {
             out.resize(out.len().max(per_cpu.len()), (0, 0));
             let in_rx = key.context & context::IN_NET_RX != 0;
             for (slot, v) in out.iter_mut().zip(per_cpu.iter()) {
