@@ -179,7 +179,8 @@ pub const RING_TEMPLATE_BYTES: usize = 4096;
 
 /// Slots of the per-CPU `DROP_STATS` array.
 pub mod stat {
-    /// Every `kfree_skb` the program saw.
+    /// Every `kfree_skb` the program saw; the drop program counts it only when it filters
+    /// (without filters it is [`MATCHED`]).
     pub const SEEN: u32 = 0;
     /// Drops that passed the in-kernel filters (the count every consumer must account for).
     pub const MATCHED: u32 = 1;
@@ -269,8 +270,11 @@ pub struct DropConfig {
     pub per_netns: u32,
     /// 1: each streamed record carries its kernel stack's id ([`DropEvent::stack_id`]).
     pub stacks: u32,
+    /// 1: the softirq entry/exit hooks track whether a CPU is in NET_RX, so each drop says
+    /// ([`context::IN_NET_RX`]); 0: nothing to look up.
+    pub net_rx_context: u32,
 }
-const _: () = assert!(core::mem::size_of::<DropConfig>() == 108);
+const _: () = assert!(core::mem::size_of::<DropConfig>() == 112);
 
 impl DropConfig {
     /// A config that parses nothing and filters nothing.
@@ -305,6 +309,7 @@ impl DropConfig {
         netfilter_drop: REASON_UNAVAILABLE,
         per_netns: 0,
         stacks: 0,
+        net_rx_context: 0,
     };
 }
 

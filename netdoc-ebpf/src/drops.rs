@@ -19,7 +19,7 @@ use crate::{emit, read};
 static DROP_CONFIG: DropConfig = DropConfig::EMPTY;
 
 /// Reads one field of DROP_CONFIG. Volatile so the compiler cannot fold the placeholder
-/// value; field by field so the 104-byte struct is never copied onto the 512-byte stack.
+/// value; field by field so the 112-byte struct is never copied onto the 512-byte stack.
 macro_rules! config {
     ($($field:tt)+) => {
         unsafe { ptr::read_volatile(ptr::addr_of!(DROP_CONFIG.$($field)+)) }
@@ -178,8 +178,11 @@ fn bump(slot: u32) {
 
 #[inline(always)]
 fn handle(ctx: &impl StackIdContext, mem: impl Memory, skb: u64, location: u64, reason: u32) {
-    bump(stat::SEEN);
     let filters = config!(filters);
+    // Without filters every drop seen matches: userspace takes MATCHED for SEEN then.
+    if filters != 0 {
+        bump(stat::SEEN);
+    }
     if filters & filter::REASON != 0 && unsafe { DROP_REASON_FILTER.get(&reason) }.is_none() {
         return;
     }
@@ -203,7 +206,7 @@ fn handle(ctx: &impl StackIdContext, mem: impl Memory, skb: u64, location: u64, 
         None
     };
     bump(stat::MATCHED);
-    let context = if crate::softirq::in_net_rx() {
+    let context = if config!(net_rx_context) != 0 && crate::softirq::in_net_rx() {
         context::IN_NET_RX
     } else {
         0

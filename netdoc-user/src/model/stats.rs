@@ -24,9 +24,11 @@ pub fn stat_slot(map: &PerCpuArray<MapData, u64>, slot: u32) -> u64 {
 /// A family's per-CPU `stat` slots (seen, matched, emitted, lost, sampled, aggregation full),
 /// summed.
 pub fn kernel_stats(map: &PerCpuArray<MapData, u64>) -> KernelStats {
+    let matched = stat_slot(map, stat::MATCHED);
     KernelStats {
-        seen: stat_slot(map, stat::SEEN),
-        matched: stat_slot(map, stat::MATCHED),
+        // A program without filters counts only what matched: it saw exactly that.
+        seen: stat_slot(map, stat::SEEN).max(matched),
+        matched,
         emitted: stat_slot(map, stat::EMITTED),
         lost: stat_slot(map, stat::EMIT_FAILED),
         sampled: stat_slot(map, stat::SAMPLED),

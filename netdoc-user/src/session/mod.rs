@@ -246,6 +246,7 @@ impl Session {
         configs.softirq.timing = request.wants(Component::SoftirqTime) as u32;
         let softirq_hooks =
             request.wants(Component::NetRxContext) || request.wants(Component::SoftirqTime);
+        configs.drops.net_rx_context = softirq_hooks as u32;
         configs.retrans.stream = request.retrans_stream as u32;
         configs.emit.max_per_sec = request.max_events_per_sec;
         let namespaces = Namespaces::discover();
