@@ -1,7 +1,7 @@
 //! The drop rules of the namespaces where a firewall dropped packets: read when a watch first
 //! sees such a drop there, and again before a report, so the rule whose counter grew can be
 //! named. Bounded: a few namespaces per tick, at most [`MAX_NAMESPACES`] per watch.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use crate::{
     doctor::{CountedDropRule, NamespaceDropRules},
@@ -18,6 +18,8 @@ use crate::{
 const MAX_NAMESPACES: usize = 32;
 /// First readings per tick.
 const PER_TICK: usize = 4;
+/// Samples a namespace not yet in the inventory is looked for before it is given up.
+const SAMPLES_TO_FIND: u8 = 5;
 
 type Reading = Result<Vec<DropRule>, String>;
 
@@ -29,8 +31,9 @@ struct Read {
 
 #[derive(Default)]
 pub struct DropRuleReadings {
-    /// Namespaces with a drop a rule may have made, not read yet.
-    wanted: BTreeSet<NetnsKey>,
+    /// Namespaces with a drop a rule may have made, not read yet, and the samples left to find
+    /// each in the inventory (a drop may come before netdoc has found its namespace).
+    wanted: BTreeMap<NetnsKey, u8>,
     read: BTreeMap<NetnsKey, Read>,
 }
 
@@ -55,27 +58,32 @@ impl DropRuleReadings {
             && !self.read.contains_key(&key)
             && self.read.len() + self.wanted.len() < MAX_NAMESPACES
         {
-            self.wanted.insert(key);
+            self.wanted.entry(key).or_insert(SAMPLES_TO_FIND);
         }
     }
 
     /// First readings of a few namespaces that showed a rule's drop; with `again`, every
     /// namespace read before is read again too (before a report).
     pub fn sample(&mut self, inventory: &Inventory, again: bool) {
-        let first: Vec<NetnsKey> = std::mem::take(&mut self.wanted).into_iter().collect();
+        let first: Vec<(NetnsKey, u8)> = std::mem::take(&mut self.wanted).into_iter().collect();
         let (now, later) = first.split_at(if again {
             first.len()
         } else {
             first.len().min(PER_TICK)
         });
-        self.wanted.extend(later);
+        self.wanted.extend(later.iter().copied());
         let mut files = Vec::new();
-        for key in now.iter().chain(self.read.keys().filter(|_| again)) {
+        let again_too = self.read.keys().filter(|_| again).map(|key| (*key, 0));
+        for (key, left) in now.iter().copied().chain(again_too) {
             let live = inventory
                 .all()
                 .find(|n| n.id.inode == key.0 && (key.1.is_none() || n.id.cookie == key.1));
-            if let Some((id, file)) = live.and_then(|n| Some((n.id.clone(), n.file()?))) {
-                files.push(((*key, id), file));
+            match live.and_then(|n| Some((n.id.clone(), n.file()?))) {
+                Some((id, file)) => files.push(((key, id), file)),
+                None if left > 1 && !self.read.contains_key(&key) => {
+                    self.wanted.insert(key, left - 1);
+                }
+                None => {}
             }
         }
         for ((key, id), rules) in netns::visit(files, |_| droprules::read_here()) {
