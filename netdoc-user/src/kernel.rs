@@ -3,10 +3,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::facts::{
-    btf::{self, KernelBtf},
-    kallsyms,
-    tracefs::{self, EventFormat},
+use crate::{
+    Error,
+    facts::{
+        btf::{self, KernelBtf},
+        kallsyms,
+        tracefs::{self, EventFormat},
+    },
 };
 
 pub struct Kernel {
@@ -19,7 +22,7 @@ pub struct Kernel {
     pub classic_wanted: bool,
     /// tracefs where it was mounted at start, else the one attempt to mount it (made only
     /// when a classic tracepoint needs it).
-    tracefs: std::sync::OnceLock<Result<PathBuf, String>>,
+    tracefs: std::sync::OnceLock<Result<PathBuf, Error>>,
     /// Parsed once: the drop reasons and the conntrack hook both look through them.
     module_btfs: std::sync::OnceLock<Vec<KernelBtf>>,
 }
@@ -90,18 +93,18 @@ impl Kernel {
     /// tracefs is mounted for it only when the classic tracepoint is the way to this event (no
     /// tp_btf for it, or the classic hook asked for): mounting changes the host, and where
     /// tp_btf serves, nothing needs it.
-    pub fn format(&self, system: &str, event: &str) -> Result<EventFormat, String> {
+    pub fn format(&self, system: &str, event: &str) -> Result<EventFormat, Error> {
         if self.tracefs.get().is_none() && !self.classic_wanted && self.tp_btf_args(event).is_ok() {
-            return Err(format!(
+            return Err(Error::Unavailable(format!(
                 "tracefs is not mounted (or not readable here), and tp_btf/{event} needs none"
-            ));
+            )));
         }
         let root = self
             .tracefs
-            .get_or_init(|| tracefs::mount().map_err(|e| format!("{e:#}")))
+            .get_or_init(|| tracefs::mount().map_err(|e| Error::Unavailable(format!("{e:#}"))))
             .as_ref()
             .map_err(Clone::clone)?;
-        EventFormat::read(root, system, event).map_err(|e| format!("{e:#}"))
+        EventFormat::read(root, system, event).map_err(|e| Error::Unavailable(format!("{e:#}")))
     }
 
     /// Split BTF of loaded modules (enums and structs outside vmlinux), read on first use.
@@ -144,15 +147,19 @@ impl Kernel {
     }
 
     /// Whether a tp_btf program can attach to `event`: `Err(why)` otherwise.
-    pub fn tp_btf_args(&self, event: &str) -> Result<usize, String> {
-        let b = self.btf.as_ref().ok_or("no kernel BTF")?;
+    pub fn tp_btf_args(&self, event: &str) -> Result<usize, Error> {
+        let unavailable = |why: String| Error::Unavailable(why);
+        let b = self
+            .btf
+            .as_ref()
+            .ok_or_else(|| unavailable("no kernel BTF".into()))?;
         b.tracepoint_arg_count(event)
-            .ok_or_else(|| format!("BTF has no btf_trace_{event}"))
+            .ok_or_else(|| unavailable(format!("BTF has no btf_trace_{event}")))
     }
 }
 
 /// tracefs as found mounted at start, or nothing yet (no mount attempted).
-fn found_tracefs() -> std::sync::OnceLock<Result<PathBuf, String>> {
+fn found_tracefs() -> std::sync::OnceLock<Result<PathBuf, Error>> {
     let found = std::sync::OnceLock::new();
     if let Some(root) = tracefs::mounted() {
         let _ = found.set(Ok(root));

@@ -3,6 +3,8 @@
 // First: its `say!` is used everywhere below.
 #[macro_use]
 mod stdio;
+#[macro_use]
+mod error;
 mod check;
 mod cmd;
 mod conntrack;
@@ -27,6 +29,8 @@ use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+pub use error::Error;
+use error::Verb;
 use facts::netns::NetnsArg;
 
 /// Notes which standard fds were closed at start: the binary calls it before Rust's runtime
@@ -133,10 +137,12 @@ impl ScopeArgs {
         let inventory = namespaces::Inventory::discover();
         let found = inventory
             .find(&wanted)
-            .map_err(|why| anyhow::anyhow!("{flag} {query}: {why}"))?;
-        let file = found
-            .file()
-            .ok_or_else(|| anyhow::anyhow!("{flag} {query}: its namespace has no file to enter"))?;
+            .map_err(|why| why.context(format_args!("{flag} {query}")))?;
+        let file = found.file().ok_or_else(|| {
+            Error::Input(format!(
+                "{flag} {query}: its namespace has no file to enter"
+            ))
+        })?;
         let mut arg = NetnsArg::parse(&file.to_string_lossy())?;
         arg.given = format!("{} ({flag} {query})", found.id.name);
         Ok(Some(arg))
@@ -251,35 +257,43 @@ struct SoftirqArgs {
 /// `--duration` and friends: humantime's forms (`30s`, `500ms`, `2m`, `1h30m`), or a bare number
 /// of seconds. Zero, negative and too-large values are one-line errors.
 /// An address and port: `ADDR:PORT`, `[V6]:PORT`, or a bare IPv6 address then `:PORT`.
-fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+fn parse_listen(s: &str) -> Result<std::net::SocketAddr, Error> {
     if let Ok(addr) = s.parse() {
         return Ok(addr);
     }
     s.rsplit_once(':')
         .and_then(|(ip, port)| Some((ip.parse::<std::net::IpAddr>().ok()?, port.parse().ok()?)))
         .map(std::net::SocketAddr::from)
-        .ok_or_else(|| format!("'{s}' is not an address and port like 127.0.0.1:9435"))
+        .ok_or_else(|| {
+            Error::Input(format!(
+                "'{s}' is not an address and port like 127.0.0.1:9435"
+            ))
+        })
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+fn parse_duration(s: &str) -> Result<Duration, Error> {
+    let input = |why: String| Error::Input(why);
     if s.starts_with('-') {
-        return Err(format!("'{s}' must be a positive duration like 30s"));
+        return Err(input(format!("'{s}' must be a positive duration like 30s")));
     }
     let text = if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() {
         format!("{s}s")
     } else {
         s.to_string()
     };
-    let d = humantime::parse_duration(&text)
-        .map_err(|e| format!("'{s}' is not a duration like 30s, 500ms or 2m ({e})"))?;
+    let d = humantime::parse_duration(&text).map_err(|e| {
+        input(format!(
+            "'{s}' is not a duration like 30s, 500ms or 2m ({e})"
+        ))
+    })?;
     if d.is_zero() {
-        return Err(format!("'{s}' must be longer than zero"));
+        return Err(input(format!("'{s}' must be longer than zero")));
     }
     // Deadlines are instants: a duration past any reachable one is a typo, not a wish.
     if d > MAX_DURATION {
-        return Err(format!(
+        return Err(input(format!(
             "'{s}' is longer than netdoc runs (at most 10 years)"
-        ));
+        )));
     }
     Ok(d)
 }
@@ -315,13 +329,13 @@ pub fn main() -> ExitCode {
                 .skip(1)
                 .take_while(|a| a != "--")
                 .any(|a| a == "check");
-            return ExitCode::from(if checking { check::USAGE } else { 2 });
+            return ExitCode::from(if checking { error::CHECK_USAGE } else { 2 });
         }
     };
-    let failure = match cli.command {
-        Command::Check(_) => ExitCode::from(check::USAGE),
-        Command::Doctor(_) => ExitCode::from(cmd::doctor::CANNOT_RUN),
-        _ => ExitCode::FAILURE,
+    let verb = match cli.command {
+        Command::Check(_) => Verb::Check,
+        Command::Doctor(_) => Verb::Doctor,
+        _ => Verb::Other,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -331,14 +345,14 @@ pub fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             say!("error: starting the runtime: {e}");
-            return failure;
+            return ExitCode::from(Error::Failed(String::new()).exit_code(verb));
         }
     };
     match rt.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             say!("error: {e:#}");
-            failure
+            ExitCode::from(Error::exit_code_of(&e, verb))
         }
     }
 }
@@ -374,7 +388,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Some(path) => {
             let kernel = kernel::Kernel::discover(path);
             if let Some(why) = &kernel.btf_unreadable {
-                anyhow::bail!("--btf {}: {why}", path.display());
+                return Err(Error::Input(format!("--btf {}: {why}", path.display())).into());
             }
             kernel
         }

@@ -8,7 +8,7 @@ use aya::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{facts::tracefs::EventFormat, kernel::Kernel};
+use crate::{Error, facts::tracefs::EventFormat, kernel::Kernel};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -81,7 +81,7 @@ pub struct Candidate {
     pub hook: Hook,
     pub program: &'static str,
     /// `Err(why)` when userspace already knows this hook cannot work here (e.g. no BTF).
-    pub precondition: Result<(), String>,
+    pub precondition: Result<(), Error>,
 }
 
 /// The usual pair for a tracepoint: tp_btf (typed arguments) first, then the classic tracepoint,
@@ -91,12 +91,14 @@ pub fn tracepoint_pair(
     (category, name): (&'static str, &'static str),
     btf_program: &'static str,
     tp_program: &'static str,
-    format: &Result<EventFormat, String>,
+    format: &Result<EventFormat, Error>,
     fields: &[&str],
 ) -> Vec<Candidate> {
     let tp_pre = match format {
         Ok(f) => match fields.iter().find(|n| f.field(n).is_none()) {
-            Some(missing) => Err(format!("{category}:{name} format has no {missing}")),
+            Some(missing) => Err(Error::Unavailable(format!(
+                "{category}:{name} format has no {missing}"
+            ))),
             None => Ok(()),
         },
         Err(e) => Err(e.clone()),
@@ -192,14 +194,14 @@ pub fn attach_best(
         let outcome = if let Some(hook) = &chosen {
             Outcome::Skipped(format!("{hook} attached first"))
         } else if let Err(why) = c.precondition {
-            Outcome::Skipped(why)
+            Outcome::Skipped(why.to_string())
         } else {
             match attach(ebpf, &c.hook, c.program, btf) {
                 Ok(()) => {
                     chosen = Some(c.hook.clone());
                     Outcome::Attached
                 }
-                Err(e) => Outcome::Failed(e),
+                Err(e) => Outcome::Failed(e.to_string()),
             }
         };
         attempts.push(Attempt {
@@ -214,10 +216,11 @@ pub fn attach_best(
     }
 }
 
-fn attach(ebpf: &mut Ebpf, hook: &Hook, program: &str, btf: Option<&Btf>) -> Result<(), String> {
+fn attach(ebpf: &mut Ebpf, hook: &Hook, program: &str, btf: Option<&Btf>) -> Result<(), Error> {
+    let no_btf = || Error::Unavailable("no kernel BTF".into());
     match hook {
         Hook::TpBtf { event } => {
-            let btf = btf.ok_or("no kernel BTF")?;
+            let btf = btf.ok_or_else(no_btf)?;
             let p: &mut BtfTracePoint = program_mut(ebpf, program)?.try_into().map_err(short)?;
             p.load(event, btf).map_err(short)?;
             p.attach().map_err(short)?;
@@ -228,7 +231,7 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook, program: &str, btf: Option<&Btf>) -> Res
             p.attach(category, name).map_err(short)?;
         }
         Hook::Fexit { function } => {
-            let btf = btf.ok_or("no kernel BTF")?;
+            let btf = btf.ok_or_else(no_btf)?;
             let p: &mut FExit = program_mut(ebpf, program)?.try_into().map_err(short)?;
             p.load(function, btf).map_err(short)?;
             p.attach().map_err(short)?;
@@ -239,7 +242,9 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook, program: &str, btf: Option<&Btf>) -> Res
             attach_kprobe(ebpf, program, function)?;
         }
         Hook::NetfilterLink => {
-            return Err("netfilter links are placed by conntrack::sentinel".into());
+            return Err(Error::Failed(
+                "netfilter links are placed by conntrack::sentinel".into(),
+            ));
         }
     }
     Ok(())
@@ -271,25 +276,26 @@ pub fn release_all(ebpf: &mut Ebpf) {
 fn program_mut<'a>(
     ebpf: &'a mut Ebpf,
     name: &str,
-) -> Result<&'a mut aya::programs::Program, String> {
+) -> Result<&'a mut aya::programs::Program, Error> {
     ebpf.program_mut(name)
-        .ok_or_else(|| format!("program {name} missing from the object"))
+        .ok_or_else(|| Error::Failed(format!("program {name} missing from the object")))
 }
 
-fn attach_kprobe(ebpf: &mut Ebpf, program: &str, function: &str) -> Result<(), String> {
+fn attach_kprobe(ebpf: &mut Ebpf, program: &str, function: &str) -> Result<(), Error> {
     let p: &mut KProbe = program_mut(ebpf, program)?.try_into().map_err(short)?;
     p.load().map_err(short)?;
     p.attach(function, 0).map_err(short)?;
     Ok(())
 }
 
-/// First line of an error chain: verifier logs are long, the plan wants the gist.
-fn short(e: impl std::error::Error) -> String {
+/// The kernel's refusal, as the first line of its error chain: verifier logs are long, the
+/// plan wants the gist.
+fn short(e: impl std::error::Error) -> Error {
     let mut msg = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
         msg = format!("{msg}: {s}");
         src = s.source();
     }
-    msg.lines().next().unwrap_or_default().to_string()
+    Error::Failed(msg.lines().next().unwrap_or_default().to_string())
 }

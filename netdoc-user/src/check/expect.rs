@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Metric {
     /// Packets freed at `skb:kfree_skb`, optionally of one reason and/or at one function.
@@ -66,8 +68,8 @@ pub struct Expectation {
 }
 
 impl TryFrom<String> for Expectation {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, String> {
+    type Error = Error;
+    fn try_from(text: String) -> Result<Self, Error> {
         Expectation::parse(&text)
     }
 }
@@ -88,9 +90,9 @@ const EXAMPLE: &str = "e.g. 'drops{reason=NO_SOCKET} == 0', 'retrans < 5', \
                        'conntrack.insert_failed == 0', 'counter{TcpExt.TCPWqueueTooBig} == 0'";
 
 impl Expectation {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, Error> {
         let text = text.trim();
-        let bad = |why: &str| format!("expectation '{text}': {why} ({EXAMPLE})");
+        let bad = |why: &str| Error::Input(format!("expectation '{text}': {why} ({EXAMPLE})"));
         let (at, op_token, op) = Op::TOKENS
             .iter()
             .filter_map(|(tok, op)| text.find(tok).map(|i| (i, *tok, *op)))
@@ -111,7 +113,7 @@ impl Expectation {
             None => (left, None),
         };
         let metric = match (name, labels) {
-            ("drops", labels) => drops(labels.unwrap_or("")).map_err(|w| bad(&w))?,
+            ("drops", labels) => drops(labels.unwrap_or("")).map_err(|w| bad(&w.to_string()))?,
             ("retrans", None) => Metric::Retrans,
             ("retrans.synack", None) => Metric::RetransSynack,
             ("counter", Some(c)) if valid_counter(c) => Metric::Counter(c.to_string()),
@@ -146,34 +148,34 @@ impl Expectation {
     }
 
     /// Expectations from a file: one per line, `#` comments and blank lines ignored.
-    pub fn parse_file(text: &str) -> Result<Vec<Self>, String> {
+    pub fn parse_file(text: &str) -> Result<Vec<Self>, Error> {
         text.lines()
             .enumerate()
             .map(|(n, l)| (n + 1, l.split('#').next().unwrap_or("").trim()))
             .filter(|(_, l)| !l.is_empty())
-            .map(|(n, l)| Self::parse(l).map_err(|e| format!("line {n}: {e}")))
+            .map(|(n, l)| Self::parse(l).map_err(|e| e.context(format_args!("line {n}"))))
             .collect()
     }
 }
 
-fn drops(labels: &str) -> Result<Metric, String> {
+fn drops(labels: &str) -> Result<Metric, Error> {
     let mut reason = None;
     let mut location = None;
     for pair in labels.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = pair
             .split_once('=')
-            .ok_or_else(|| format!("label '{pair}' needs key=value"))?;
+            .ok_or_else(|| Error::Input(format!("label '{pair}' needs key=value")))?;
         let v = v.trim().trim_matches('"').to_string();
         if v.is_empty() {
-            return Err(format!("label '{pair}' has no value"));
+            return Err(Error::Input(format!("label '{pair}' has no value")));
         }
         match k.trim() {
             "reason" => reason = Some(v.trim_start_matches("SKB_DROP_REASON_").to_string()),
             "location" => location = Some(v),
             other => {
-                return Err(format!(
+                return Err(Error::Input(format!(
                     "drops has labels reason and location, not '{other}'"
-                ));
+                )));
             }
         }
     }
@@ -268,6 +270,8 @@ mod tests {
             "retrans =< 5",
         ] {
             let err = Expectation::parse(bad).expect_err(bad);
+            assert!(matches!(err, Error::Input(_)), "bad input: {err:?}");
+            let err = err.to_string();
             assert!(!err.contains('\n'), "{err}");
             assert!(err.starts_with("expectation '"), "{err}");
         }
@@ -279,7 +283,9 @@ mod tests {
             Expectation::parse_file("# regression\n\nretrans < 5  # flaky above\ndrops == 0\n")
                 .unwrap();
         assert_eq!(ok.len(), 2);
-        let err = Expectation::parse_file("retrans < 5\nretrans <\n").unwrap_err();
+        let err = Expectation::parse_file("retrans < 5\nretrans <\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("line 2: "), "{err}");
     }
 }

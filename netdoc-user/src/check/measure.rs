@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::expect::Metric;
+use crate::Error;
 
 /// Drops of one reason at one location.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,13 +22,13 @@ pub type ReasonNames = Option<BTreeSet<String>>;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Measurements {
     /// Per (reason, location), or why the drop probe did not run.
-    pub drops: Option<Result<Vec<DropCount>, String>>,
+    pub drops: Option<Result<Vec<DropCount>, Unmeasured>>,
     #[serde(skip)]
     pub reason_names: ReasonNames,
     /// (retransmitted segments, SYN-ACK retransmits), or why the probe did not run.
-    pub retrans: Option<Result<(u64, u64), String>>,
+    pub retrans: Option<Result<(u64, u64), Unmeasured>>,
     /// Per-column growth summed over CPUs, or why it could not be read.
-    pub conntrack: Option<Result<BTreeMap<String, u64>, String>>,
+    pub conntrack: Option<Result<BTreeMap<String, u64>, Unmeasured>>,
     /// Growth of every protocol counter.
     pub counters: BTreeMap<String, u64>,
     pub scenario: Option<ScenarioFacts>,
@@ -41,23 +42,45 @@ pub struct ScenarioFacts {
     pub received: u64,
 }
 
-fn ran<T: Clone>(part: &Option<Result<T, String>>, what: &str) -> Result<T, String> {
+/// Why a part of the measurements is missing (its probe attached nowhere, its file could not
+/// be read): recorded with the verdict, so only its message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Unmeasured(pub String);
+
+impl std::fmt::Display for Unmeasured {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn ran<T: Clone>(part: &Option<Result<T, Unmeasured>>, what: &str) -> Result<T, Error> {
     match part {
-        Some(r) => r.clone(),
-        None => Err(format!("{what} was not measured in this run")),
+        Some(Ok(r)) => Ok(r.clone()),
+        Some(Err(why)) => Err(Error::Unavailable(why.0.clone())),
+        None => Err(Error::Unavailable(format!(
+            "{what} was not measured in this run"
+        ))),
     }
 }
 
 impl Measurements {
-    pub fn value(&self, metric: &Metric) -> Result<u64, String> {
+    /// The value of `metric`, or why this kernel or run cannot give it (the check is then
+    /// untestable).
+    pub fn value(&self, metric: &Metric) -> Result<u64, Error> {
+        let lacks = |why: String| Error::Unavailable(why);
         match metric {
             Metric::Drops { reason, location } => {
                 let drops = ran(&self.drops, "drops")?;
                 if let Some(r) = reason {
                     match &self.reason_names {
-                        None => return Err("this kernel's kfree_skb carries no drop reason".into()),
+                        None => {
+                            return Err(lacks(
+                                "this kernel's kfree_skb carries no drop reason".into(),
+                            ));
+                        }
                         Some(names) if !names.contains(r) => {
-                            return Err(format!("this kernel has no drop reason {r}"));
+                            return Err(lacks(format!("this kernel has no drop reason {r}")));
                         }
                         Some(_) => {}
                     }
@@ -78,19 +101,21 @@ impl Measurements {
             Metric::Conntrack(column) => {
                 let cols = ran(&self.conntrack, "conntrack")?;
                 cols.get(column).copied().ok_or_else(|| {
-                    format!(
+                    lacks(format!(
                         "this kernel's /proc/net/stat/nf_conntrack has no column {column} (it has {})",
                         cols.keys().cloned().collect::<Vec<_>>().join(", ")
-                    )
+                    ))
                 })
             }
             Metric::Counter(name) => match self.counters.get(name) {
                 Some(v) => Ok(*v),
                 None if super::known::zero_until_seen(name) => Ok(0),
-                None => Err(format!("this kernel has no counter {name}")),
+                None => Err(lacks(format!("this kernel has no counter {name}"))),
             },
             Metric::Scenario(fact) => {
-                let s = self.scenario.ok_or("scenario facts need --scenario")?;
+                let s = self
+                    .scenario
+                    .ok_or_else(|| Error::Input("scenario facts need --scenario".into()))?;
                 Ok(match fact.as_str() {
                     "sent" => s.sent,
                     "received" => s.received,
@@ -184,18 +209,21 @@ mod tests {
         let mut m = measured();
         let err = m
             .value(&drops(Some("TCP_LISTEN_OVERFLOW"), None))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no drop reason TCP_LISTEN_OVERFLOW"), "{err}");
         assert!(m.value(&Metric::Counter("TcpExt.Nope".into())).is_err());
         assert!(
             m.value(&Metric::Conntrack("chaintoolong".into()))
                 .unwrap_err()
+                .to_string()
                 .contains("insert_failed")
         );
         m.reason_names = None;
         assert!(
             m.value(&drops(Some("NO_SOCKET"), None))
                 .unwrap_err()
+                .to_string()
                 .contains("no drop reason")
         );
         assert_eq!(
@@ -203,8 +231,11 @@ mod tests {
             Ok(7),
             "locations need no reasons"
         );
-        m.retrans = Some(Err("no hook".into()));
-        assert_eq!(m.value(&Metric::Retrans), Err("no hook".into()));
+        m.retrans = Some(Err(Unmeasured("no hook".into())));
+        assert_eq!(
+            m.value(&Metric::Retrans),
+            Err(Error::Unavailable("no hook".into()))
+        );
         m.scenario = None;
         assert!(m.value(&Metric::Scenario("sent".into())).is_err());
     }

@@ -31,11 +31,11 @@ use crate::{
     session::live::{self, Quiet, Schedule, Signals},
 };
 use expect::{Expectation, Metric};
-use measure::{Measurements, ScenarioFacts};
+use measure::{Measurements, ScenarioFacts, Unmeasured};
 use verdict::Reproducer;
 
 /// Above 127, so that `git bisect run` aborts instead of calling the kernel bad.
-pub const USAGE: u8 = 128;
+pub const USAGE: u8 = crate::error::CHECK_USAGE;
 
 #[derive(clap::Args)]
 pub struct CheckArgs {
@@ -86,7 +86,7 @@ fn expectations(a: &CheckArgs) -> Result<Vec<Expectation>> {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("--expect-file {}", file.display()))?;
         let parsed = Expectation::parse_file(&text)
-            .map_err(|e| anyhow::anyhow!("--expect-file {}: {e}", file.display()))?;
+            .map_err(|e| crate::Error::Input(format!("--expect-file {}: {e}", file.display())))?;
         all.extend(parsed);
     }
     Ok(all)
@@ -115,7 +115,8 @@ fn known_reasons(expectations: &[Expectation], reasons: &DropReasons) -> Result<
         } = &e.metric
             && reasons.code(name).is_none()
         {
-            bail!(
+            fail!(
+                Input,
                 "expectation '{e}': this kernel names no drop reason {name} ({} known, e.g. NO_SOCKET, NETFILTER_DROP)",
                 reasons.len()
             );
@@ -152,7 +153,10 @@ fn known_names(
             Some(near) => format!("did you mean {near}?"),
             None => "see /proc/net/netstat, /proc/net/snmp and /proc/net/stat/nf_conntrack".into(),
         };
-        bail!("expectation '{e}': no kernel netdoc knows has a {what} {name} ({hint})");
+        fail!(
+            Input,
+            "expectation '{e}': no kernel netdoc knows has a {what} {name} ({hint})"
+        );
     }
     Ok(())
 }
@@ -165,7 +169,8 @@ fn read_counters(namespaces: &[PathBuf], given: Option<&NetnsArg>) -> Result<snm
     for ns in namespaces {
         let Some(counters) = netns::in_namespace(ns, || Some(snmp::read())) else {
             let name = given.map_or_else(|| ns.display().to_string(), |n| n.given.clone());
-            bail!(
+            fail!(
+                Input,
                 "--netns {name} went away during the check: its counters cannot be read (the reproducer must leave it in place)"
             );
         };
@@ -182,17 +187,27 @@ pub async fn run(a: CheckArgs, kernel: Kernel) -> Result<u8> {
         (Some(_), None, true) => None,
         (None, Some(d), true) => Some(Reproduce::Watch(d)),
         (None, None, false) => Some(Reproduce::Command(a.command.clone())),
-        (None, None, true) => bail!(
+        (None, None, true) => fail!(
+            Input,
             "nothing to run: give a reproducer after --, --scenario {} or --duration",
             scenario::NAMES.join("|")
         ),
-        _ => bail!("give only one of: a command after --, --scenario, --duration"),
+        _ => fail!(
+            Input,
+            "give only one of: a command after --, --scenario, --duration"
+        ),
     };
     if expectations.is_empty() && matches!(how, Some(Reproduce::Watch(_))) {
-        bail!("--duration needs at least one --expect or --expect-file");
+        fail!(
+            Input,
+            "--duration needs at least one --expect or --expect-file"
+        );
     }
     if a.scenario.is_some() && a.netns.is_some() {
-        bail!("--scenario runs in namespaces of its own: drop --netns");
+        fail!(
+            Input,
+            "--scenario runs in namespaces of its own: drop --netns"
+        );
     }
     let how = match how {
         Some(h) => h,
@@ -264,7 +279,7 @@ pub async fn run(a: CheckArgs, kernel: Kernel) -> Result<u8> {
                         },
                     ),
             ),
-            Err(e) => Err(format!("{e:#}")),
+            Err(e) => Err(Unmeasured(format!("{e:#}"))),
         },
     );
     tracer::finish(&tracer, &inodes, &mut measured);

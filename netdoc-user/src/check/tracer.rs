@@ -3,7 +3,7 @@
 //! that need it become untestable.
 use std::collections::BTreeSet;
 
-use super::measure::{DropCount, Measurements};
+use super::measure::{DropCount, Measurements, Unmeasured};
 use crate::{
     drops::{
         self,
@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// The session, or why netdoc's object does not load here.
-pub type Tracer = Result<Session, String>;
+pub type Tracer = Result<Session, crate::Error>;
 
 /// `netns`: count only drops in this namespace, and stop if it goes away.
 pub fn start(kernel: Kernel, netns: Option<&NetnsArg>) -> anyhow::Result<Tracer> {
@@ -41,19 +41,22 @@ pub fn start(kernel: Kernel, netns: Option<&NetnsArg>) -> anyhow::Result<Tracer>
         per_netns: false,
         stacks: false,
     });
-    Ok(Session::start(kernel, families, request)
-        .map_err(|e| format!("netdoc's eBPF object does not load on this kernel: {e:#}")))
+    Ok(Session::start(kernel, families, request).map_err(|e| {
+        crate::Error::Unavailable(format!(
+            "netdoc's eBPF object does not load on this kernel: {e:#}"
+        ))
+    }))
 }
 
 /// Why a probe (or, by prefix, a group such as `retrans` and `retrans_synack`) counted nothing.
-fn failure(tracer: &Tracer, probe: &str) -> String {
-    match tracer {
-        Err(why) => why.clone(),
+fn failure(tracer: &Tracer, probe: &str) -> Unmeasured {
+    Unmeasured(match tracer {
+        Err(why) => why.to_string(),
         Ok(s) => s
             .degraded()
             .find(|p| p.probe.starts_with(probe))
             .map_or_else(|| format!("{probe} was not attached"), |p| p.failure()),
-    }
+    })
 }
 
 /// Reads what the probes counted into `m`; `netns` limits retransmits to those namespaces

@@ -84,7 +84,7 @@ pub fn evaluate(
                 expectation: e.clone(),
                 verdict: Verdict::Untestable,
                 observed: None,
-                why: Some(why),
+                why: Some(why.to_string()),
             },
         })
         .collect();

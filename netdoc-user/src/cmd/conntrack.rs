@@ -255,8 +255,9 @@ fn start(kernel: Kernel, ns: Option<&NetnsArg>) -> Result<(Session, Option<Strin
     }
     .with(Component::ConntrackConfirm);
     if sentinel::wanted(&families.drops.reasons).is_none() {
-        request.sentinels =
-            Err("no NETFILTER_DROP reason or no nf_conntrack on this kernel".into());
+        request.sentinels = Err(crate::Error::Unavailable(
+            "no NETFILTER_DROP reason or no nf_conntrack on this kernel".into(),
+        ));
     } else {
         request.sentinels = Ok(match ns {
             Some(ns) => sentinel::Scope::Only(ns.inode),
@@ -310,7 +311,7 @@ pub async fn run(
         .map(|s| format!("netfilter stage sentinels ({s})"));
     let stage_degraded = match (&confirm_degraded, &stage_probe) {
         (Some(_), None) => Some(match (&session.stages.status, session.plan(drops::PROBE)) {
-            (Err(why), _) => why.clone(),
+            (Err(why), _) => why.to_string(),
             (Ok(_), Some(p)) => p.failure(),
             (Ok(_), None) => "the drop probe was not tried".into(),
         }),

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 
 use super::{pending::PendingFile, watch::Watch};
 use crate::{
@@ -27,11 +27,10 @@ use crate::{
     },
 };
 
-/// Exit codes: documented in the README, `netdoc doctor --help` and `docs/schema.md`.
+/// Exit codes: documented in the README, `netdoc doctor --help` and `docs/schema.md`; 2, could
+/// not examine, is any error's (`crate::error`).
 pub const HEALTHY: u8 = 0;
 pub const FINDINGS: u8 = 1;
-/// netdoc could not run (no privileges, no probe, a bad recording).
-pub const CANNOT_RUN: u8 = 2;
 
 /// Findings shown live.
 const LIVE_TOP: usize = 5;
@@ -230,7 +229,8 @@ pub fn replay(path: &Path, json: bool, page: Option<&Path>) -> Result<u8> {
         .get("version")
         .and_then(serde_json::Value::as_u64);
     if version != Some(RECORD_VERSION as u64) {
-        bail!(
+        fail!(
+            Input,
             "--replay {}: recording version {} but this netdoc reads version {RECORD_VERSION}",
             path.display(),
             version.map_or("unknown".into(), |v| v.to_string())

@@ -21,7 +21,7 @@ const PER_TICK: usize = 4;
 /// Samples a namespace not yet in the inventory is looked for before it is given up.
 const SAMPLES_TO_FIND: u8 = 5;
 
-type Reading = Result<Vec<DropRule>, String>;
+type Reading = Result<Vec<DropRule>, crate::Error>;
 
 struct Read {
     netns: NetnsRef,
@@ -127,7 +127,7 @@ impl DropRuleReadings {
                     Err(why) => NamespaceDropRules {
                         netns: r.netns.clone(),
                         rules: Vec::new(),
-                        unavailable: Some(why.clone()),
+                        unavailable: Some(why.to_string()),
                     },
                 }
             })

@@ -7,7 +7,7 @@ use std::{
     time::Instant,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use netdoc_common::{DropEvent, DropKey};
 
 use crate::{
@@ -176,8 +176,10 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
     let explains_netfilter = filter.reasons.is_empty()
         || (reasons.code("NETFILTER_DROP")).is_some_and(|c| filter.reasons.contains(&c));
     request.sentinels = match (opts.causes, explains_netfilter) {
-        (false, _) => Err("--no-causes given".into()),
-        (true, false) => Err("not needed: --reason leaves out NETFILTER_DROP".into()),
+        (false, _) => Err(crate::Error::Input("--no-causes given".into())),
+        (true, false) => Err(crate::Error::Input(
+            "not needed: --reason leaves out NETFILTER_DROP".into(),
+        )),
         // Sentinels in every namespace that uses conntrack, or in the filtered one only.
         (true, true) => Ok(match &opts.netns {
             Some(ns) => Scope::Only(ns.inode),
@@ -202,7 +204,8 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
     });
     let mut session = Session::start(kernel, families, request)?;
     let Some(hook) = session.hook(PROBE) else {
-        bail!(
+        fail!(
+            Unavailable,
             "{}",
             session.plan(PROBE).map(|p| p.failure()).unwrap_or_default()
         );
@@ -292,7 +295,8 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
             .net_rx_known
             .then(|| maps.per_cpu().iter().map(|c| c.1).sum()),
         netfilter_stages: match &session.stages.status {
-            Ok(s) | Err(s) => s.clone(),
+            Ok(s) => s.clone(),
+            Err(why) => why.to_string(),
         },
         rows: &rows,
         namespaces: view.per_netns.ranked(),

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use axum::{
     Router,
     extract::State,
@@ -368,7 +368,8 @@ async fn healthz(State(scrapes): State<mpsc::Sender<Scrape>>) -> axum::response:
 
 pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
     if opts.findings_window < Duration::from_secs(1) {
-        bail!(
+        fail!(
+            Input,
             "--findings-window {:?}: a window is at least 1s",
             opts.findings_window
         );

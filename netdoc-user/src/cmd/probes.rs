@@ -1,7 +1,7 @@
 //! `netdoc probes`: the attach plan of every probe family on this kernel.
 use std::fmt::Write as _;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use crate::{
     drops,
@@ -156,7 +156,7 @@ pub async fn bench_floor(host: Kernel) -> Result<()> {
     ];
     let plan = planner::attach_best(&mut ebpf, "floor", candidates, host.loader_btf().as_ref());
     let Some(chosen) = plan.chosen() else {
-        bail!("{}", plan.failure());
+        fail!(Unavailable, "{}", plan.failure());
     };
     say!("attached empty floor program via {}", chosen.hook);
     signals.recv().await;

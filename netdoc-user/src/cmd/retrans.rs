@@ -7,7 +7,7 @@ use std::{
     time::Instant,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use netdoc_common::retrans::{FlowKey, RetransEvent};
 
 use crate::{
@@ -147,7 +147,8 @@ pub async fn run(opts: StreamOptions, kernel: Kernel) -> Result<()> {
     .with(Component::Retransmits);
     let mut session = Session::start(kernel, families, request)?;
     let Some(hook) = session.hook(RETRANS) else {
-        bail!(
+        fail!(
+            Unavailable,
             "{}",
             session
                 .plan(RETRANS)

@@ -3,7 +3,7 @@
 //! interval; then the heatmap, the NIC map and the findings.
 use std::{collections::BTreeMap, io::IsTerminal as _, path::PathBuf, time::Duration};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use netdoc_common::softirq::NET_RX;
 
 use super::{net_rx, pending::PendingFile};
@@ -59,7 +59,8 @@ fn attach(kernel: Kernel) -> Result<Session> {
             .filter(|p| [softirq::ENTRY, softirq::EXIT].contains(&p.probe.as_ref()))
             .map(|p| p.failure())
             .collect();
-        bail!(
+        fail!(
+            Unavailable,
             "softirq timing needs both softirq hooks: {}",
             failed.join("; ")
         );

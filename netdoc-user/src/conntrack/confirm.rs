@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use anyhow::Context as _;
 
 use crate::{
+    Error,
     family::Family,
     kernel::Kernel,
     loader::Configs,
@@ -38,11 +39,13 @@ impl ConfirmKernel {
     pub fn discover(k: &Kernel) -> Self {
         let config = config(k);
         let pre = if !k.has_function(FUNCTION) {
-            Err(format!(
+            Err(Error::Unavailable(format!(
                 "no {FUNCTION} in the kernel's BTF or /proc/kallsyms: nf_conntrack is not loaded (modprobe nf_conntrack)"
-            ))
+            )))
         } else if config.ct_original == NO_OFFSET {
-            Err("no BTF for struct nf_conn with a 40-byte tuple (vmlinux or module BTF)".into())
+            Err(Error::Unavailable(
+                "no BTF for struct nf_conn with a 40-byte tuple (vmlinux or module BTF)".into(),
+            ))
         } else {
             Ok(())
         };
@@ -63,9 +66,9 @@ impl ConfirmKernel {
                     if std::path::Path::new(KPROBE_PMU).exists() {
                         Ok(())
                     } else {
-                        Err(format!(
+                        Err(Error::Unavailable(format!(
                             "no {KPROBE_PMU}: this kernel has no kprobes (CONFIG_KPROBES unset)"
-                        ))
+                        )))
                     }
                 }),
             },

@@ -5,7 +5,7 @@ pub mod confirm;
 
 use std::{collections::BTreeMap, path::Path, time::Instant};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -46,7 +46,8 @@ pub fn snapshot(ns: Option<&Path>) -> Result<Snapshot> {
     };
     match snap {
         Some(s) => Ok(s),
-        None => bail!(
+        None => fail!(
+            Unavailable,
             "conntrack counters are unavailable (nf_conntrack not loaded?): load it with modprobe nf_conntrack"
         ),
     }
@@ -67,7 +68,7 @@ struct Followed {
 }
 
 /// A namespace's source NAT rules, or why they could not be read.
-pub type NatReading = Result<Vec<NatRule>, String>;
+pub type NatReading = Result<Vec<NatRule>, crate::Error>;
 
 /// The conntrack counters of every namespace that uses conntrack, followed over a run: the
 /// first reading is the baseline; a namespace that starts using conntrack later starts from
@@ -228,7 +229,10 @@ impl PerNamespace {
                         Some(Ok(rules)) => rules.clone(),
                         _ => Vec::new(),
                     },
-                    nat_rules_unavailable: f.nat_rules.as_ref().and_then(|r| r.clone().err()),
+                    nat_rules_unavailable: f
+                        .nat_rules
+                        .as_ref()
+                        .and_then(|r| r.as_ref().err().map(ToString::to_string)),
                 }
             })
             .collect();
@@ -618,7 +622,9 @@ mod tests {
             "never called fully random, never called plain: {}",
             f[0].fix[0]
         );
-        let unread: NatReading = Err("nft list ruleset: No such file or directory".into());
+        let unread: NatReading = Err(crate::Error::Unavailable(
+            "nft list ruleset: No such file or directory".into(),
+        ));
         let f = findings(&a, None, &[], Some(&unread), &Scope::host());
         assert!(
             f[0].evidence

@@ -1,7 +1,7 @@
 //! `netdoc drops` filters: parsed from the command line, applied in the kernel.
 use std::net::IpAddr;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use netdoc_common::{DropConfig, filter};
 
 use super::reasons::DropReasons;
@@ -35,21 +35,26 @@ impl DropFilter {
         };
         if let Some(list) = &args.reason {
             if reasons.source == super::reasons::Source::Unavailable {
-                bail!(
+                fail!(
+                    Input,
                     "--reason: this kernel reports no drop reasons (kfree_skb has no reason field before 5.17)"
                 );
             }
             for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 match reasons.code(name) {
                     Some(c) => f.reasons.push(c),
-                    None => bail!(
+                    None => fail!(
+                        Input,
                         "--reason: unknown drop reason '{name}' (this kernel names {} reasons, e.g. NO_SOCKET, NETFILTER_DROP)",
                         reasons.len()
                     ),
                 }
             }
             if f.reasons.is_empty() {
-                bail!("--reason: give one or more reason names, comma-separated");
+                fail!(
+                    Input,
+                    "--reason: give one or more reason names, comma-separated"
+                );
             }
         }
         f.netns = args.netns;

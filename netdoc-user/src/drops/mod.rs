@@ -31,9 +31,9 @@ pub const PROBE: &str = "drops";
 /// What the running kernel offers the drop probe, read once at start.
 pub struct DropKernel {
     /// Argument count of the `kfree_skb` tp_btf prototype, or why tp_btf cannot work.
-    btf_args: Result<usize, String>,
+    btf_args: Result<usize, crate::Error>,
     skb: SkbOffsets,
-    pub format: Result<EventFormat, String>,
+    pub format: Result<EventFormat, crate::Error>,
     pub reasons: reasons::DropReasons,
 }
 
@@ -74,7 +74,9 @@ impl DropKernel {
         };
         let tp_pre = match &self.format {
             Ok(f) if f.field("skbaddr").is_some() && f.field("location").is_some() => Ok(()),
-            Ok(_) => Err("kfree_skb format lacks skbaddr/location".to_string()),
+            Ok(_) => Err(crate::Error::Unavailable(
+                "kfree_skb format lacks skbaddr/location".into(),
+            )),
             Err(e) => Err(e.clone()),
         };
         vec![
@@ -310,14 +312,14 @@ mod tests {
     use super::*;
     use crate::planner::Hook;
 
-    fn without_btf(format: Result<EventFormat, String>) -> DropKernel {
+    fn without_btf(format: Result<EventFormat, crate::Error>) -> DropKernel {
         let reasons = format
             .as_ref()
             .ok()
             .and_then(reasons::DropReasons::from_format)
             .unwrap_or_else(|| reasons::DropReasons::numbers_only(false));
         DropKernel {
-            btf_args: Err("no kernel BTF".into()),
+            btf_args: Err(crate::Error::Unavailable("no kernel BTF".into())),
             skb: DropConfig::EMPTY.skb,
             format,
             reasons,
@@ -338,7 +340,10 @@ mod tests {
                 event: "kfree_skb".into()
             }
         );
-        assert_eq!(c[0].precondition, Err("no kernel BTF".to_string()));
+        assert_eq!(
+            c[0].precondition,
+            Err(crate::Error::Unavailable("no kernel BTF".into()))
+        );
         assert_eq!(c[1].precondition, Ok(()));
         let cfg = k.config();
         assert_eq!(
@@ -368,10 +373,8 @@ mod tests {
 
     #[test]
     fn a_missing_format_skips_the_tracepoint_with_its_reason() {
-        let k = without_btf(Err("tracefs is not mounted".into()));
-        assert_eq!(
-            k.candidates()[1].precondition,
-            Err("tracefs is not mounted".to_string())
-        );
+        let unmounted = crate::Error::Unavailable("tracefs is not mounted".into());
+        let k = without_btf(Err(unmounted.clone()));
+        assert_eq!(k.candidates()[1].precondition, Err(unmounted));
     }
 }

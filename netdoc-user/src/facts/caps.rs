@@ -1,5 +1,5 @@
 //! Whether this process may load and attach tracing programs.
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
@@ -22,7 +22,10 @@ pub fn require_tracing() -> Result<()> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     match effective(&status) {
         Some(caps) if can_trace(caps) => Ok(()),
-        _ => bail!("netdoc needs root, or CAP_BPF and CAP_PERFMON: run it with sudo"),
+        _ => fail!(
+            Privilege,
+            "netdoc needs root, or CAP_BPF and CAP_PERFMON: run it with sudo"
+        ),
     }
 }
 

@@ -211,7 +211,7 @@ pub fn parse_legacy(save: &str, source: RuleSource) -> Vec<DropRule> {
 
 /// The drop rules of the calling thread's network namespace: nftables' where nf_tables is in
 /// the kernel, iptables-legacy's where it has legacy tables; why none could be read otherwise.
-pub fn read_here() -> Result<Vec<DropRule>, String> {
+pub fn read_here() -> Result<Vec<DropRule>, crate::Error> {
     let mut rules = Vec::new();
     let mut unreadable = Vec::new();
     if super::fwtables::nf_tables_present() {
@@ -234,7 +234,20 @@ pub fn read_here() -> Result<Vec<DropRule>, String> {
         }
     }
     if rules.is_empty() && !unreadable.is_empty() {
-        return Err(unreadable.join("; "));
+        let why = unreadable
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>();
+        let why = why.join("; ");
+        return Err(
+            match unreadable
+                .iter()
+                .all(|e| matches!(e, crate::Error::Unavailable(_)))
+            {
+                true => crate::Error::Unavailable(why),
+                false => crate::Error::Failed(why),
+            },
+        );
     }
     Ok(rules)
 }

@@ -30,9 +30,9 @@ pub fn any_here() -> bool {
     legacy || (nf_tables_present() && nft_tables_here().is_ok_and(|n| n > 0))
 }
 
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFT_MSG_NEWTABLE: u16 = 0;
-const NFT_MSG_GETTABLE: u16 = 1;
+const NFNL_SUBSYS_NFTABLES: u16 = libc::NFNL_SUBSYS_NFTABLES as u16;
+const NFT_MSG_NEWTABLE: u16 = libc::NFT_MSG_NEWTABLE as u16;
+const NFT_MSG_GETTABLE: u16 = libc::NFT_MSG_GETTABLE as u16;
 const NLMSG_HEADER: usize = 16;
 
 /// The number of nftables tables in this namespace, every family.

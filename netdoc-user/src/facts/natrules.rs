@@ -66,7 +66,7 @@ fn source_nat(line: &str) -> Option<Option<bool>> {
 
 /// The source NAT rules of the calling thread's network namespace; why they could not be read
 /// otherwise (no nf_tables, no `nft` on this host, or it failed or took too long).
-pub fn read_here() -> Result<Vec<NatRule>, String> {
+pub fn read_here() -> Result<Vec<NatRule>, crate::Error> {
     super::nft::list(&["list", "ruleset"]).map(|text| parse(&text))
 }
 

@@ -32,21 +32,23 @@ impl NetnsArg {
     pub fn parse(arg: &str) -> anyhow::Result<Self> {
         let hint = "give a name under /run/netns, a path such as /proc/PID/ns/net, or an inode";
         if arg.is_empty() {
-            anyhow::bail!("--netns: empty ({hint})");
+            fail!(Input, "--netns: empty ({hint})");
         }
         let path = match arg.parse::<u32>() {
             Ok(ino) => file_of(ino).ok_or_else(|| {
-                anyhow::anyhow!("--netns {arg}: no namespace with this inode is held by a bind mount or process ({hint})")
+                crate::Error::Input(format!("--netns {arg}: no namespace with this inode is held by a bind mount or process ({hint})"))
             })?,
             Err(_) if arg.contains('/') => PathBuf::from(arg),
             Err(_) => Path::new(NAMED_DIR).join(arg),
         };
-        let file = File::open(&path)
-            .map_err(|e| anyhow::anyhow!("--netns {arg}: {} ({e}; {hint})", path.display()))?;
+        let file = File::open(&path).map_err(|e| {
+            crate::Error::Input(format!("--netns {arg}: {} ({e}; {hint})", path.display()))
+        })?;
         // SAFETY: NS_GET_NSTYPE takes no argument and only inspects the open fd.
         let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
         if kind != libc::CLONE_NEWNET {
-            anyhow::bail!(
+            fail!(
+                Input,
                 "--netns {arg}: {} is not a network namespace ({hint})",
                 path.display()
             );

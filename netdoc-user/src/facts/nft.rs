@@ -1,10 +1,12 @@
 //! `nft` (and the iptables-legacy tools) run in the calling thread's network namespace,
 //! bounded in time: the ruleset listings the NAT and drop-rule readers parse.
 use std::{
-    io::Read as _,
+    io::{ErrorKind, Read as _},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
+
+use crate::Error;
 
 /// How long a listing may take: a large ruleset lists in well under a second, and the caller
 /// waits for it.
@@ -12,26 +14,30 @@ const LISTING: Duration = Duration::from_secs(2);
 
 /// The output of `nft ARGS` here; why not otherwise (no nf_tables, no `nft` on this host, or
 /// it failed or took too long), each reason naming the command.
-pub fn list(args: &[&str]) -> Result<String, String> {
+pub fn list(args: &[&str]) -> Result<String, Error> {
     if !super::fwtables::nf_tables_present() {
-        return Err(format!(
+        return Err(Error::Unavailable(format!(
             "nft {}: nf_tables is not loaded, so any rules are iptables-legacy's",
             args.join(" ")
-        ));
+        )));
     }
     output_of("nft", args)
 }
 
 /// The output of `PROGRAM ARGS`, run here and bounded in time; why not otherwise.
-pub fn output_of(program: &str, args: &[&str]) -> Result<String, String> {
+pub fn output_of(program: &str, args: &[&str]) -> Result<String, Error> {
     let command = format!("{program} {}", args.join(" "));
+    let failed = |why: String| Error::Failed(format!("{command}: {why}"));
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("{command}: {e}"))?;
+        .map_err(|e| match e.kind() {
+            ErrorKind::NotFound => Error::Unavailable(format!("{command}: {e}")),
+            _ => failed(e.to_string()),
+        })?;
     // Read on a thread so a full pipe never blocks nft while we wait for it to exit.
     let mut stdout = child.stdout.take().expect("piped stdout");
     let reader = std::thread::spawn(move || {
@@ -46,24 +52,24 @@ pub fn output_of(program: &str, args: &[&str]) -> Result<String, String> {
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
+                return Err(Error::Failed(format!(
                     "{command} took longer than {} s",
                     LISTING.as_secs()
-                ));
+                )));
             }
-            Err(e) => return Err(format!("{command}: {e}")),
+            Err(e) => return Err(failed(e.to_string())),
         }
     };
     let text = reader
         .join()
-        .map_err(|_| format!("{command}: reading its output failed"))?
-        .map_err(|e| format!("{command}: {e}"))?;
+        .map_err(|_| failed("reading its output failed".into()))?
+        .map_err(|e| failed(e.to_string()))?;
     if !status.success() {
         let mut stderr = String::new();
         if let Some(mut e) = child.stderr.take() {
             let _ = e.read_to_string(&mut stderr);
         }
-        return Err(format!("{command}: {}", stderr.trim()));
+        return Err(failed(stderr.trim().to_string()));
     }
     Ok(text)
 }

@@ -2,7 +2,7 @@
 //! and IP protocol numbers by name.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 pub fn ip(family: u16, a: &[u8; 16]) -> Option<IpAddr> {
     match family {
@@ -29,7 +29,8 @@ pub fn parse_proto(p: &str) -> Result<u8> {
         "sctp" => 132,
         other => match other.parse() {
             Ok(n) => n,
-            Err(_) => bail!(
+            Err(_) => fail!(
+                Input,
                 "--proto: unknown protocol '{p}' (use tcp, udp, icmp, icmpv6, sctp or a number from 0 to 255)"
             ),
         },

@@ -374,19 +374,21 @@ impl Inventory {
     }
 
     /// The one live namespace `wanted` names; an error names none or several.
-    pub fn find(&self, wanted: &Wanted) -> Result<&Netns, String> {
+    pub fn find(&self, wanted: &Wanted) -> Result<&Netns, crate::Error> {
         let found: Vec<&Netns> = self.all().filter(|n| wanted.matches(&n.id)).collect();
         match found.as_slice() {
             [one] => Ok(one),
-            [] => Err("no network namespace on this host belongs to it".into()),
-            many => Err(format!(
+            [] => Err(crate::Error::Input(
+                "no network namespace on this host belongs to it".into(),
+            )),
+            many => Err(crate::Error::Input(format!(
                 "it matches {} namespaces ({}): give more of the id",
                 many.len(),
                 many.iter()
                     .map(|n| n.id.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
-            )),
+            ))),
         }
     }
 

@@ -34,7 +34,7 @@ impl RetransKernel {
     pub fn discover(k: &Kernel) -> Self {
         let skb_fmt = k.format("tcp", "tcp_retransmit_skb");
         let synack_fmt = k.format("tcp", "tcp_retransmit_synack");
-        let off = |f: &Result<crate::facts::tracefs::EventFormat, String>, n: &str| {
+        let off = |f: &Result<crate::facts::tracefs::EventFormat, crate::Error>, n: &str| {
             f.as_ref()
                 .ok()
                 .and_then(|f| f.field(n))
@@ -97,7 +97,9 @@ impl RetransKernel {
         if config.skc_family == NO_OFFSET {
             for (_, cands) in &mut probes {
                 for c in cands {
-                    c.precondition = Err("no kernel BTF for sock/sk_buff offsets".into());
+                    c.precondition = Err(crate::Error::Unavailable(
+                        "no kernel BTF for sock/sk_buff offsets".into(),
+                    ));
                 }
             }
         }

@@ -22,6 +22,7 @@ use netdoc_common::conntrack::stage;
 mod nfprog;
 
 use crate::{
+    Error,
     facts::{conntrack, fwtables, netns},
     model::{cause::Coverage, reasons::DropReasons},
     namespaces::{Inventory, NetnsRef},
@@ -31,15 +32,16 @@ use crate::{
 pub const PROBE: &str = "conntrack_stage";
 const PROGRAM: &str = "nf_stage_sentinel";
 
-const NFPROTO_IPV4: u32 = 2;
-const NFPROTO_IPV6: u32 = 10;
-const PRE_ROUTING: u32 = 0;
-const LOCAL_IN: u32 = 1;
-const FORWARD: u32 = 2;
-const LOCAL_OUT: u32 = 3;
-const POST_ROUTING: u32 = 4;
-/// `NF_IP_PRI_CONNTRACK` (and IPv6's): conntrack-in runs here.
-const CONNTRACK: i32 = -200;
+const NFPROTO_IPV4: u32 = libc::NFPROTO_IPV4 as u32;
+const NFPROTO_IPV6: u32 = libc::NFPROTO_IPV6 as u32;
+const PRE_ROUTING: u32 = libc::NF_INET_PRE_ROUTING as u32;
+const LOCAL_IN: u32 = libc::NF_INET_LOCAL_IN as u32;
+const FORWARD: u32 = libc::NF_INET_FORWARD as u32;
+const LOCAL_OUT: u32 = libc::NF_INET_LOCAL_OUT as u32;
+const POST_ROUTING: u32 = libc::NF_INET_POST_ROUTING as u32;
+/// Conntrack-in runs here, for IPv4 and IPv6 alike.
+const CONNTRACK: i32 = libc::NF_IP_PRI_CONNTRACK;
+const _: () = assert!(libc::NF_IP6_PRI_CONNTRACK == CONNTRACK);
 /// Netfilter links need a priority strictly between INT_MIN and INT_MAX; INT_MAX is confirm.
 const FIRST: i32 = i32::MIN + 1;
 const BEFORE_CONFIRM: i32 = i32::MAX - 1;
@@ -274,13 +276,13 @@ struct Here {
 }
 
 /// Places IPv4 (required) and IPv6 (when the kernel has it) in the calling thread's namespace.
-fn place_here(programs: &[(u8, OwnedFd)]) -> Result<Here, String> {
+fn place_here(programs: &[(u8, OwnedFd)]) -> Result<Here, Error> {
     let (mut links, mut placed) =
         place_family(programs, NFPROTO_IPV4).map_err(|e| match e.raw_os_error() {
-            Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => {
-                format!("the kernel refused a netfilter link ({e}): netfilter links need 6.4+")
-            }
-            _ => format!("attaching a netfilter link: {e}"),
+            Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Error::Unavailable(format!(
+                "the kernel refused a netfilter link ({e}): netfilter links need 6.4+"
+            )),
+            _ => Error::Failed(format!("attaching a netfilter link: {e}")),
         })?;
     let ipv6_missing = match place_family(programs, NFPROTO_IPV6) {
         Ok((l, p)) => {
@@ -299,9 +301,9 @@ fn place_here(programs: &[(u8, OwnedFd)]) -> Result<Here, String> {
 
 /// Loads the three sentinel programs against `ebpf`'s `NF_STAGE` map and links them in
 /// netdoc's own namespace; [`Sentinels::follow`] places them in the others.
-fn attach(ebpf: &Ebpf, scope: Scope) -> Result<Sentinels, String> {
+fn attach(ebpf: &Ebpf, scope: Scope) -> Result<Sentinels, Error> {
     let Some(Map::PerCpuArray(map)) = ebpf.map("NF_STAGE") else {
-        return Err("NF_STAGE map missing from the object".into());
+        return Err(Error::Failed("NF_STAGE map missing from the object".into()));
     };
     let fd = map.fd();
     // One program per mark (a stage at a hook): the mark is an immediate of the program.
@@ -349,7 +351,7 @@ pub fn start(
     ebpf: &Ebpf,
     wanted: Option<u32>,
     scope: Scope,
-) -> (Coverage, Result<Sentinels, String>) {
+) -> (Coverage, Result<Sentinels, Error>) {
     match wanted {
         Some(_) => match attach(ebpf, scope) {
             Ok(s) => (Coverage::Sentinels, Ok(s)),
@@ -357,17 +359,21 @@ pub fn start(
         },
         None if !conntrack_loaded() => (
             Coverage::NoConntrack,
-            Err("nf_conntrack is not loaded: every NETFILTER_DROP is a rule's".into()),
+            Err(Error::Unavailable(
+                "nf_conntrack is not loaded: every NETFILTER_DROP is a rule's".into(),
+            )),
         ),
         None => (
             Coverage::Blind,
-            Err("this kernel names no NETFILTER_DROP reason".into()),
+            Err(Error::Unavailable(
+                "this kernel names no NETFILTER_DROP reason".into(),
+            )),
         ),
     }
 }
 
 /// The plan line for `netdoc probes`, from an attach result (`tried`: whether it was tried).
-pub fn plan(result: &Result<Sentinels, String>, tried: bool) -> ProbePlan {
+pub fn plan(result: &Result<Sentinels, Error>, tried: bool) -> ProbePlan {
     ProbePlan {
         probe: PROBE.into(),
         attempts: vec![Attempt {
@@ -375,8 +381,8 @@ pub fn plan(result: &Result<Sentinels, String>, tried: bool) -> ProbePlan {
             program: PROGRAM.into(),
             outcome: match result {
                 Ok(_) => Outcome::Attached,
-                Err(why) if tried => Outcome::Failed(why.clone()),
-                Err(why) => Outcome::Skipped(why.clone()),
+                Err(why) if tried => Outcome::Failed(why.to_string()),
+                Err(why) => Outcome::Skipped(why.to_string()),
             },
         }],
     }

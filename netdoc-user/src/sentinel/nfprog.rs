@@ -9,6 +9,8 @@ use std::{
 
 use aya_obj::generated::{bpf_attach_type, bpf_cmd, bpf_func_id, bpf_prog_type};
 
+use crate::Error;
+
 /// One BPF instruction, as `struct bpf_insn`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,8 +32,8 @@ const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
 }
 
 /// `BPF_PSEUDO_MAP_FD`: the immediate of a 64-bit load is a map fd.
-const PSEUDO_MAP_FD: u8 = 1;
-const NF_ACCEPT: i32 = 1;
+const PSEUDO_MAP_FD: u8 = aya_obj::generated::BPF_PSEUDO_MAP_FD as u8;
+const NF_ACCEPT: i32 = libc::NF_ACCEPT;
 
 /// The sentinel: `mark = NF_STAGE[0]; mark.skb = ctx->skb; mark.stage = MARK (stage and hook); return ACCEPT`.
 /// `struct bpf_nf_ctx` is `{ state, skb }`.
@@ -102,7 +104,7 @@ fn bpf<T>(cmd: bpf_cmd, attr: &mut T) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-pub fn load(map: BorrowedFd<'_>, mark: u8) -> Result<OwnedFd, String> {
+pub fn load(map: BorrowedFd<'_>, mark: u8) -> Result<OwnedFd, Error> {
     let insns = sentinel(map.as_raw_fd(), mark);
     let license = c"GPL";
     let mut log = vec![0u8; 64 * 1024];
@@ -127,12 +129,14 @@ pub fn load(map: BorrowedFd<'_>, mark: u8) -> Result<OwnedFd, String> {
             .unwrap_or("")
             .to_string();
         match e.raw_os_error() {
-            Some(libc::EINVAL) if last.is_empty() => {
-                "the kernel refused a netfilter BPF program (netfilter links need 6.4+)".into()
+            Some(libc::EINVAL) if last.is_empty() => Error::Unavailable(
+                "the kernel refused a netfilter BPF program (netfilter links need 6.4+)".into(),
+            ),
+            Some(libc::EPERM) => {
+                Error::Privilege("netfilter BPF programs need CAP_BPF and CAP_NET_ADMIN".into())
             }
-            Some(libc::EPERM) => "netfilter BPF programs need CAP_BPF and CAP_NET_ADMIN".into(),
-            _ if last.is_empty() => format!("loading the sentinel: {e}"),
-            _ => format!("loading the sentinel: {e}: {last}"),
+            _ if last.is_empty() => Error::Failed(format!("loading the sentinel: {e}")),
+            _ => Error::Failed(format!("loading the sentinel: {e}: {last}")),
         }
     })
 }

@@ -20,6 +20,7 @@ use netdoc_common::{
 
 use crate::family::Family as _;
 use crate::{
+    Error,
     conntrack::confirm::{self, ConfirmMaps},
     drops::{self, DropMaps, filter::DropFilter},
     facts::{
@@ -39,7 +40,9 @@ use registry::Families;
 use stream::{ReaderTotals, StreamKind, Streams};
 
 /// Why a component is absent when no command asked for it.
-const NOT_REQUESTED: &str = "not requested";
+fn not_requested() -> Error {
+    Error::Input("not requested".into())
+}
 
 /// A kernel-side component the session attaches at most once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -86,7 +89,7 @@ pub struct Request {
     pub drops: Option<DropUse>,
     pub components: Vec<Component>,
     /// Where stage sentinels go besides netdoc's own namespace, or why none are wanted.
-    pub sentinels: Result<sentinel::Scope, String>,
+    pub sentinels: Result<sentinel::Scope, Error>,
     /// Whether the retransmit probes stream records.
     pub retrans_stream: bool,
     /// Ring buffer pages per CPU for each stream.
@@ -106,7 +109,7 @@ impl Default for Request {
         Self {
             drops: None,
             components: Vec::new(),
-            sentinels: Err(NOT_REQUESTED.into()),
+            sentinels: Err(not_requested()),
             retrans_stream: false,
             pages: 64,
             max_events_per_sec: DEFAULT_MAX_EVENTS_PER_SEC,
@@ -156,7 +159,7 @@ impl Request {
 pub struct Stages {
     pub coverage: Coverage,
     /// `Ok(where they sit)` or why there are none.
-    pub status: Result<String, String>,
+    pub status: Result<String, Error>,
 }
 
 pub struct Session {
@@ -350,7 +353,7 @@ impl Session {
                 (Ok(_), true) if !stand_in => (
                     Stages {
                         coverage: Coverage::Blind,
-                        status: Err(NOT_REQUESTED.into()),
+                        status: Err(not_requested()),
                     },
                     None,
                 ),
@@ -390,7 +393,7 @@ impl Session {
                 (Ok(_), false) => (
                     Stages {
                         coverage: Coverage::Blind,
-                        status: Err(NOT_REQUESTED.into()),
+                        status: Err(not_requested()),
                     },
                     None,
                 ),
@@ -402,7 +405,7 @@ impl Session {
             if let Some(only) = usage.hook {
                 for c in &mut candidates {
                     if c.hook.kind() != only.name() {
-                        c.precondition = Err(format!("--hook {} given", only.name()));
+                        c.precondition = Err(Error::Input(format!("--hook {} given", only.name())));
                     }
                 }
             }
@@ -486,7 +489,7 @@ impl Session {
     /// Each probe tried, and the stage sentinels when asked for: attached where, or why not.
     pub fn probe_statuses(&self) -> Vec<ProbeStatus> {
         let mut all: Vec<ProbeStatus> = self.plans.iter().map(ProbePlan::status).collect();
-        if self.stages.status != Err(NOT_REQUESTED.into()) {
+        if self.stages.status != Err(not_requested()) {
             all.push(ProbeStatus {
                 probe: sentinel::PROBE.into(),
                 hook: self
@@ -495,7 +498,7 @@ impl Session {
                     .as_ref()
                     .ok()
                     .map(|at| format!("{} ({at})", planner::Hook::NetfilterLink)),
-                unavailable: self.stages.status.clone().err(),
+                unavailable: self.stages.status.as_ref().err().map(ToString::to_string),
             });
         }
         all

@@ -82,7 +82,8 @@ impl StreamOptions {
     /// Rejected here rather than by clap, so it is a one-line `netdoc: error:` like the others.
     pub fn check(&self) -> Result<()> {
         if !self.pages.is_power_of_two() || self.pages > MAX_PAGES {
-            anyhow::bail!(
+            fail!(
+                Input,
                 "--pages {}: give a power of two from 1 to {MAX_PAGES} pages per CPU (e.g. 64)",
                 self.pages
             );

@@ -68,7 +68,7 @@ impl SoftirqKernel {
         let softirq = k.format("irq", "softirq_entry");
         let irq = k.format("irq", "irq_handler_entry");
         let napi = k.format("napi", "napi_poll");
-        let off = |f: &Result<crate::facts::tracefs::EventFormat, String>, n: &str| {
+        let off = |f: &Result<crate::facts::tracefs::EventFormat, crate::Error>, n: &str| {
             f.as_ref()
                 .ok()
                 .and_then(|f| f.field(n))
