@@ -100,6 +100,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Task::Bench(args) => {
             setup::ensure(false)?;
+            setup::ensure_bench()?;
             let netdoc = build_release()?;
             bench::run(&netdoc, &args)
         }

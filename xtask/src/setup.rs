@@ -140,10 +140,24 @@ pub fn ensure(for_tests: bool) -> Result<()> {
             bail!("installing bpf-linker failed");
         }
     }
-    if for_tests && is_root() && !std::path::Path::new("/sys/kernel/tracing/events").is_dir() {
-        // Ignore failure: netdoc itself explains a missing tracefs.
+    if for_tests {
+        mount_tracefs();
+    }
+    Ok(())
+}
+
+/// Mounts tracefs where it is missing (tests and bpftrace use classic tracepoints). Failure is
+/// ignored: netdoc itself explains a missing tracefs, and bpftrace says what it lacks.
+fn mount_tracefs() {
+    if is_root() && !std::path::Path::new("/sys/kernel/tracing/events").is_dir() {
         let _ = quiet_ok("mount", &["-t", "tracefs", "nodev", "/sys/kernel/tracing"]);
     }
+}
+
+/// What `cargo xtask bench` needs beside the build: bpftrace, which it measures netdoc against.
+pub fn ensure_bench() -> Result<()> {
+    apt_install(&["bpftrace"])?;
+    mount_tracefs();
     Ok(())
 }
 
