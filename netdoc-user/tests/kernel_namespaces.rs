@@ -20,14 +20,32 @@ const POD_UID: &str = "0d7c4e2a-5b1f-4c3e-9a8d-1e2f3a4b5c6d";
 const POD_CONTAINER: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
 const DOCKER_CONTAINER: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0ff0e1d2c3b4a5968778695a4b3c2d1e0f";
 
-/// Where cgroup v2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts).
-fn cgroup2_root() -> Option<PathBuf> {
+/// A cgroup hierarchy to place processes in: cgroup v2 where it is mounted (`/sys/fs/cgroup`, or
+/// `/sys/fs/cgroup/unified` on hybrid hosts), else a v1 one (the `pids` controller's, or
+/// systemd's named one): container runtimes on v1 nodes make the same paths in every hierarchy,
+/// and netdoc reads them from any line of `/proc/PID/cgroup`.
+fn cgroup_root() -> Option<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mounts.lines().find_map(|l| {
-        let (mount, fs) = l.split_once(" - ")?;
-        let point = mount.split_whitespace().nth(4)?;
-        (fs.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(point))
-    })
+    let hierarchies: Vec<(&str, &str, &str)> = mounts
+        .lines()
+        .filter_map(|l| {
+            let (mount, fs) = l.split_once(" - ")?;
+            let point = mount.split_whitespace().nth(4)?;
+            let mut fs = fs.split_whitespace();
+            let kind = fs.next()?;
+            let options = fs.nth(1)?;
+            Some((kind, point, options))
+        })
+        .collect();
+    let v2 = hierarchies.iter().find(|(kind, ..)| *kind == "cgroup2");
+    let v1 = || {
+        ["pids", "name=systemd"].iter().find_map(|controller| {
+            hierarchies.iter().find(|(kind, _, options)| {
+                *kind == "cgroup" && options.split(',').any(|o| o == *controller)
+            })
+        })
+    };
+    v2.or_else(v1).map(|(_, point, _)| PathBuf::from(point))
 }
 
 /// A process (a `sleep`) in a cgroup at `path` under the v2 root and in a network namespace of
@@ -146,8 +164,8 @@ fn drops_from(netdoc: &Netdoc, inodes: &[u64]) -> Vec<Value> {
 #[test]
 fn drops_in_pod_and_docker_namespaces_carry_their_container_and_pod() {
     require_root!();
-    let Some(root) = cgroup2_root() else {
-        eprintln!("skipped: no cgroup v2 hierarchy");
+    let Some(root) = cgroup_root() else {
+        eprintln!("skipped: no cgroup hierarchy");
         return;
     };
     let netdoc = start(&["drops", "--json", "--no-causes"]);
@@ -355,8 +373,8 @@ fn a_listen_queue_overflow_in_a_new_namespace_names_the_listener() {
 #[test]
 fn pod_and_container_narrow_the_host_wide_view_to_their_namespace() {
     require_root!();
-    let Some(root) = cgroup2_root() else {
-        eprintln!("skipped: no cgroup v2 hierarchy");
+    let Some(root) = cgroup_root() else {
+        eprintln!("skipped: no cgroup hierarchy");
         return;
     };
     let uid_ = POD_UID.replace('-', "_");
