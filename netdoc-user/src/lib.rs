@@ -160,7 +160,7 @@ struct DropsArgs {
     scope: ScopeArgs,
     /// Only this L4 protocol (tcp, udp, icmp, icmpv6, sctp or a number).
     #[arg(long)]
-    proto: Option<String>,
+    proto: Option<model::addr::Proto>,
     /// Only packets with this source or destination port.
     #[arg(long)]
     port: Option<u16>,

@@ -233,7 +233,6 @@ fn failures_are_one_clear_line_and_leave_nothing() {
     for bad in [
         &["drops", "--reason", "NOT_A_REASON"][..],
         &["drops", "--netns", "no-such-netns-here"],
-        &["drops", "--proto", "nope"],
         &["drops", "--pages", "3"],
     ] {
         let (code, err) = fails(bad, false);
@@ -241,8 +240,13 @@ fn failures_are_one_clear_line_and_leave_nothing() {
         assert_eq!(err.lines().count(), 1, "{bad:?}: {err}");
         assert!(err.starts_with("netdoc: error: "), "{err}");
     }
-    let (code, _) = fails(&["drops", "--duration", "-1"], false);
-    assert_eq!(code, 2, "usage errors exit 2");
+    for usage in [
+        &["drops", "--duration", "-1"][..],
+        &["drops", "--proto", "nope"],
+    ] {
+        let (code, err) = fails(usage, false);
+        assert_eq!(code, 2, "usage errors exit 2: {usage:?}: {err}");
+    }
     assert_nothing_left();
 }
 

@@ -5,7 +5,7 @@ use anyhow::Result;
 use netdoc_common::{DropConfig, filter};
 
 use super::reasons::DropReasons;
-use crate::model::addr::parse_proto;
+use crate::model::addr::Proto;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DropFilter {
@@ -21,7 +21,7 @@ pub struct FilterArgs {
     pub reason: Option<String>,
     /// The inode of a namespace already checked by [`crate::facts::netns::NetnsArg`].
     pub netns: Option<u32>,
-    pub proto: Option<String>,
+    pub proto: Option<Proto>,
     pub port: Option<u16>,
     pub addr: Option<IpAddr>,
 }
@@ -58,9 +58,7 @@ impl DropFilter {
             }
         }
         f.netns = args.netns;
-        if let Some(p) = &args.proto {
-            f.proto = Some(parse_proto(p)?);
-        }
+        f.proto = args.proto.map(|p| p.0);
         Ok(f)
     }
 
@@ -113,7 +111,7 @@ mod tests {
         let args = FilterArgs {
             reason: Some("no_socket, NETFILTER_DROP".into()),
             netns: Some(4026531840),
-            proto: Some("UDP".into()),
+            proto: Some(Proto(17)),
             port: Some(53),
             addr: Some("10.1.2.3".parse().unwrap()),
         };
@@ -160,11 +158,6 @@ mod tests {
             e.contains("unknown drop reason 'NOPE'") && !e.contains('\n'),
             "{e}"
         );
-        let e = bad(FilterArgs {
-            proto: Some("tcpp".into()),
-            ..Default::default()
-        });
-        assert!(e.starts_with("--proto"), "{e}");
         let e = DropFilter::parse(
             &FilterArgs {
                 reason: Some("NO_SOCKET".into()),

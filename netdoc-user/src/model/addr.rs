@@ -1,8 +1,11 @@
 //! Addresses as the kernel hands them over (16 bytes, network order, IPv4 in the first four),
 //! and IP protocol numbers by name.
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    str::FromStr,
+};
 
-use anyhow::Result;
+use crate::Error;
 
 pub fn ip(family: u16, a: &[u8; 16]) -> Option<IpAddr> {
     match family {
@@ -20,21 +23,29 @@ pub fn endpoint(ip: IpAddr, port: u16) -> String {
     }
 }
 
-pub fn parse_proto(p: &str) -> Result<u8> {
-    Ok(match p.to_ascii_lowercase().as_str() {
-        "tcp" => 6,
-        "udp" => 17,
-        "icmp" => 1,
-        "icmpv6" | "icmp6" => 58,
-        "sctp" => 132,
-        other => match other.parse() {
-            Ok(n) => n,
-            Err(_) => fail!(
-                Input,
-                "--proto: unknown protocol '{p}' (use tcp, udp, icmp, icmpv6, sctp or a number from 0 to 255)"
-            ),
-        },
-    })
+/// An IP protocol number, as `--proto` takes it: a name netdoc knows or the number itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proto(pub u8);
+
+impl FromStr for Proto {
+    type Err = Error;
+
+    fn from_str(p: &str) -> Result<Self, Error> {
+        Ok(Proto(match p.to_ascii_lowercase().as_str() {
+            "tcp" => 6,
+            "udp" => 17,
+            "icmp" => 1,
+            "icmpv6" | "icmp6" => 58,
+            "sctp" => 132,
+            other => match other.parse() {
+                Ok(n) => n,
+                Err(_) => fail!(
+                    Input,
+                    "unknown protocol '{p}' (use tcp, udp, icmp, icmpv6, sctp or a number from 0 to 255)"
+                ),
+            },
+        }))
+    }
 }
 
 pub fn proto_name(p: u8) -> String {
@@ -45,5 +56,22 @@ pub fn proto_name(p: u8) -> String {
         58 => "icmpv6".into(),
         132 => "sctp".into(),
         n => n.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocols_are_names_or_numbers() {
+        let proto = |p: &str| p.parse::<Proto>();
+        assert_eq!(proto("UDP"), Ok(Proto(17)));
+        assert_eq!(proto("icmp6"), Ok(Proto(58)));
+        assert_eq!(proto("47"), Ok(Proto(47)));
+        for bad in ["300", "tcpp", ""] {
+            assert!(matches!(proto(bad), Err(Error::Input(_))), "{bad}");
+        }
+        assert_eq!(proto_name(132), "sctp");
     }
 }
