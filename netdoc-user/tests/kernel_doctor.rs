@@ -31,6 +31,13 @@ fn doctor(extra: &[&str]) -> Netdoc {
 /// Waits (bounded) until the doctor has announced every finding of `ids` (each once, in any
 /// order), then stops it: its exit status and report.
 fn report_after(netdoc: Netdoc, ids: &[&str]) -> (ExitStatus, Report) {
+    await_announced(&netdoc, ids);
+    let (status, lines) = netdoc.stop(libc::SIGINT);
+    (status, the_report(&lines))
+}
+
+/// Waits (bounded) until the doctor has announced each of `ids` live.
+fn await_announced(netdoc: &Netdoc, ids: &[&str]) {
     let mut awaited: Vec<String> = ids.iter().map(|id| format!(" {id} [")).collect();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !awaited.is_empty() {
@@ -43,8 +50,6 @@ fn report_after(netdoc: Netdoc, ids: &[&str]) -> (ExitStatus, Report) {
             Err(e) => panic!("netdoc never announced {awaited:?} ({e})"),
         }
     }
-    let (status, lines) = netdoc.stop(libc::SIGINT);
-    (status, the_report(&lines))
 }
 
 fn the_report(lines: &[serde_json::Value]) -> Report {
@@ -411,6 +416,74 @@ fn an_accept_queue_overflow_names_the_listener_and_its_backlog() {
         first.title
     );
     drop(listener);
+    assert_nothing_left();
+}
+
+#[test]
+fn a_listener_whose_process_exited_is_still_named_by_that_process() {
+    require_root!();
+    // Enough overflows for a finding (each client's one SYN, no retries in 300 ms).
+    const CLIENTS: usize = 16;
+    const PORT: u16 = 8080;
+    let netdoc = doctor(&[]);
+    let pair = Pair::new("O", 89);
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &pair.b,
+            "sysctl",
+            "-qw",
+            "net.ipv4.tcp_synack_retries=0",
+        ],
+    );
+    // The listener passes to a `sleep` (its fd 3), which alone holds it: a server that overflows
+    // its queue, then crashes or is restarted before anyone looks.
+    let listener = tiny_listener(&pair.b, &pair.ip_b, PORT);
+    let raw = listener.as_raw_fd();
+    let mut holder = Command::new("sleep");
+    holder.arg("60");
+    // SAFETY: between fork and exec the child only calls dup2, which is async-signal-safe; the
+    // copy it makes is open across exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut holder, move || {
+            match libc::dup2(raw, 3) {
+                3 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let mut holder = holder.spawn().unwrap();
+    drop(listener);
+    let ns_a = std::fs::File::open(format!("/run/netns/{}", pair.a)).unwrap();
+    let to: std::net::SocketAddr = format!("{}:{PORT}", pair.ip_b).parse().unwrap();
+    let clients = std::thread::spawn(move || {
+        // SAFETY: setns on this thread only, with an open namespace file.
+        let entered = unsafe { libc::setns(ns_a.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(entered, 0);
+        (0..CLIENTS)
+            .map(|_| std::net::TcpStream::connect_timeout(&to, Duration::from_millis(300)))
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .unwrap();
+    assert!(ns_counter(&pair.b, "netstat", "TcpExt", "ListenOverflows") > 0);
+    await_announced(&netdoc, &["listen_queue_overflow"]);
+    let holder_pid = holder.id();
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    drop(clients);
+    let (status, lines) = netdoc.stop(libc::SIGINT);
+    let r = the_report(&lines);
+    assert_eq!(status.code(), Some(1));
+    let first = &r.findings[0];
+    assert_eq!(first.id, "listen_queue_overflow", "{r:#?}");
+    assert!(
+        first.title.contains(&format!("sleep[{holder_pid}]")),
+        "named by the process that held it, gone by the report: {}",
+        first.title
+    );
     assert_nothing_left();
 }
 

@@ -165,9 +165,16 @@ struct Followed {
     settings: Counters,
     listeners: Vec<DiagSocket>,
     udp: Vec<DiagSocket>,
+    /// The process holding each socket, looked for when the socket was first read: a process
+    /// that overflows a queue and exits (or is restarted) before the summary is still named.
+    /// None: no process held it then.
+    owners: BTreeMap<u32, Option<Owner>>,
     sockets_unavailable: Option<String>,
     gone: bool,
 }
+
+/// A socket's process: pid and comm.
+type Owner = (u32, String);
 
 /// The drop counters of every namespace (or only `--netns`), followed over a run. A namespace
 /// there at the start counts from its reading then; one found later from zero (a new namespace's
@@ -264,6 +271,7 @@ impl PerNamespace {
                 settings: Counters::new(),
                 listeners: Vec::new(),
                 udp: Vec::new(),
+                owners: BTreeMap::new(),
                 sockets_unavailable: None,
                 gone: false,
             });
@@ -318,13 +326,46 @@ impl PerNamespace {
                 }
             }
         }
+        self.find_new_owners();
         for (key, f) in &mut self.followed {
             f.gone = !files.contains_key(key);
         }
     }
 
-    /// Each namespace whose drop counters grew, with the sockets behind them, and their owners
-    /// when `owners` (which reads every process's fd table: for summaries, not live views).
+    /// Looks once for the processes of sockets read for the first time, in one pass over the
+    /// processes' fd tables for all namespaces; forgets those of sockets no longer listed.
+    fn find_new_owners(&mut self) {
+        for f in self.followed.values_mut() {
+            let listed: Vec<u32> = f.listeners.iter().chain(&f.udp).map(|s| s.inode).collect();
+            f.owners.retain(|inode, _| listed.contains(inode));
+        }
+        let new: Vec<u32> = self
+            .followed
+            .values()
+            .flat_map(|f| {
+                f.listeners
+                    .iter()
+                    .chain(&f.udp)
+                    .map(|s| s.inode)
+                    .filter(|inode| !f.owners.contains_key(inode))
+            })
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        let found = sockdiag::owners(&new);
+        for f in self.followed.values_mut() {
+            for s in f.listeners.iter().chain(&f.udp) {
+                f.owners
+                    .entry(s.inode)
+                    .or_insert_with(|| found.get(&s.inode).cloned());
+            }
+        }
+    }
+
+    /// Each namespace whose drop counters grew, with the sockets behind them and the owners
+    /// found when they were first read; `owners` looks again for those none held then (which
+    /// reads every process's fd table: for summaries, not live views).
     pub fn report(&self, owners: bool) -> Vec<NamespaceCounted> {
         let grown: Vec<(&Followed, Counters)> = self
             .followed
@@ -338,19 +379,29 @@ impl PerNamespace {
             })
             .filter(|(_, g)| !g.is_empty())
             .collect();
-        let inodes: Vec<u32> = grown
+        let unowned: Vec<u32> = grown
             .iter()
-            .flat_map(|(f, _)| f.listeners.iter().chain(&f.udp).map(|s| s.inode))
+            .flat_map(|(f, _)| {
+                f.listeners
+                    .iter()
+                    .chain(&f.udp)
+                    .map(|s| s.inode)
+                    .filter(|inode| f.owners.get(inode).is_none_or(Option::is_none))
+            })
             .collect();
-        let owners = match owners {
-            true => sockdiag::owners(&inodes),
+        let found_now = match owners {
+            true => sockdiag::owners(&unowned),
             false => BTreeMap::new(),
         };
-        let own = |sockets: &[DiagSocket]| -> Vec<OwnedSocket> {
+        let own = |f: &Followed, sockets: &[DiagSocket]| -> Vec<OwnedSocket> {
             sockets
                 .iter()
                 .map(|s| {
-                    let owner = owners.get(&s.inode);
+                    let owner = f
+                        .owners
+                        .get(&s.inode)
+                        .and_then(Option::as_ref)
+                        .or_else(|| found_now.get(&s.inode));
                     OwnedSocket {
                         socket: s.clone(),
                         pid: owner.map(|o| o.0),
@@ -363,8 +414,8 @@ impl PerNamespace {
             .into_iter()
             .map(|(f, counters)| NamespaceCounted {
                 netns: f.id.clone(),
-                listeners: own(&f.listeners),
-                udp_sockets: own(&f.udp),
+                listeners: own(f, &f.listeners),
+                udp_sockets: own(f, &f.udp),
                 settings: f.settings.clone(),
                 sockets_unavailable: f.sockets_unavailable.clone(),
                 counters,
