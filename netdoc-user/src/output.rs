@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use crate::{
     check::verdict::Report as CheckReport,
     conntrack::{Attribution, NamespaceConntrack, confirm::InsertFailure},
-    drops::report::{NamedDrop, Summary as DropsSummary},
     facts::conntrack::CpuCounters,
     model::cause::Cause,
     namespaces::GoneNetns,
@@ -23,6 +22,7 @@ use crate::{
 
 pub use crate::{
     doctor::Report as DoctorReport,
+    drops::report::{NamedDrop, Summary as DropsSummary},
     model::finding::{Confidence, Evidence, Finding, Scope, ScopeKind, Severity},
 };
 

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
+use netdoc_user::output::NamedDrop;
 
 mod common;
 use common::*;
@@ -136,26 +136,25 @@ fn own_inode() -> u64 {
 }
 
 /// Waits (bounded) for a drop event from namespace `inode`.
-fn drop_from(netdoc: &Netdoc, inode: u64) -> Value {
+fn drop_from(netdoc: &Netdoc, inode: u64) -> NamedDrop {
     drops_from(netdoc, &[inode]).remove(0)
 }
 
 /// Waits (bounded) for a drop event from each namespace of `inodes`, returned in that order:
 /// events of several CPUs arrive in batches, so one sent later may be printed first.
-fn drops_from(netdoc: &Netdoc, inodes: &[u64]) -> Vec<Value> {
+fn drops_from(netdoc: &Netdoc, inodes: &[u64]) -> Vec<NamedDrop> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut found: Vec<Option<Value>> = vec![None; inodes.len()];
+    let mut found: Vec<Option<NamedDrop>> = vec![None; inodes.len()];
     while found.iter().any(Option::is_none) {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = netdoc.stdout.recv_timeout(left).unwrap_or_else(|e| {
             panic!("no drop from every namespace of {inodes:?} ({e}); found {found:?}")
         });
-        let v = json(&line);
-        if v["type"] != "drop" {
+        let Output::Drop(drop) = typed(&line) else {
             continue;
-        }
-        if let Some(i) = inodes.iter().position(|i| v["netns"] == *i) {
-            found[i].get_or_insert(v);
+        };
+        if let Some(i) = inodes.iter().position(|i| u64::from(drop.netns) == *i) {
+            found[i].get_or_insert(drop);
         }
     }
     found.into_iter().flatten().collect()
@@ -185,17 +184,23 @@ fn drops_in_pod_and_docker_namespaces_carry_their_container_and_pod() {
     let mut both = drops_from(&netdoc, &[pod.inode(), docker.inode()]);
     let d = both.pop().expect("the docker namespace's drop");
     let p = both.pop().expect("the pod's drop");
-    assert_eq!(p["pod"]["uid"], POD_UID, "{p}");
-    assert_eq!(p["container"]["id"], POD_CONTAINER, "{p}");
-    assert_eq!(p["container"]["runtime"], "containerd");
-    assert_eq!(p["netns_name"], format!("pod {POD_UID}"));
-    assert!(p["netns_cookie"].as_u64().is_some_and(|c| c > 0) || p["netns_cookie"].is_null());
-    assert_eq!(d["container"]["id"], DOCKER_CONTAINER, "{d}");
-    assert_eq!(d["container"]["runtime"], "docker");
-    assert!(d.get("pod").is_none(), "{d}");
+    let pod_container = p.container.as_ref().expect("the pod's container");
     assert_eq!(
-        d["netns_name"],
-        format!("docker:{}", &DOCKER_CONTAINER[..12])
+        p.pod.as_ref().map(|pod| pod.uid.as_str()),
+        Some(POD_UID),
+        "{p:?}"
+    );
+    assert_eq!(pod_container.id, POD_CONTAINER, "{p:?}");
+    assert_eq!(pod_container.runtime, "containerd");
+    assert_eq!(p.netns_name, Some(format!("pod {POD_UID}")));
+    assert_ne!(p.netns_cookie, Some(0), "a cookie, or none before 5.14");
+    let docker_container = d.container.as_ref().expect("the docker container");
+    assert_eq!(docker_container.id, DOCKER_CONTAINER, "{d:?}");
+    assert_eq!(docker_container.runtime, "docker");
+    assert!(d.pod.is_none(), "{d:?}");
+    assert_eq!(
+        d.netns_name,
+        Some(format!("docker:{}", &DOCKER_CONTAINER[..12]))
     );
     let (status, _) = netdoc.stop(libc::SIGINT);
     assert!(status.success());
@@ -265,11 +270,11 @@ fn sentinels_follow_namespaces_that_come_and_go() {
     }
     let (status, lines) = netdoc.stop(libc::SIGINT);
     assert!(status.success());
-    let gone: Vec<&str> = summary(&lines)["namespaces_gone"]
-        .as_array()
-        .unwrap()
+    let summary = drops_summary(&lines);
+    let gone: Vec<&str> = summary
+        .namespaces_gone
         .iter()
-        .filter_map(|g| g["name"].as_str())
+        .map(|g| g.id.name.as_str())
         .collect();
     for name in &names {
         assert!(
@@ -277,12 +282,18 @@ fn sentinels_follow_namespaces_that_come_and_go() {
             "{name} not among the gone: {gone:?}"
         );
     }
-    let drops: Vec<&Value> = lines.iter().filter(|l| l["type"] == "drop").collect();
+    let drops: Vec<NamedDrop> = lines
+        .iter()
+        .filter_map(|l| match as_output(l) {
+            Output::Drop(d) => Some(d),
+            _ => None,
+        })
+        .collect();
     for name in &names {
         assert!(
             drops
                 .iter()
-                .any(|d| d["netns_name"] == name.as_str() && d["reason"] != "NETFILTER_DROP"),
+                .any(|d| d.netns_name.as_ref() == Some(name) && d.reason != "NETFILTER_DROP"),
             "the drop in {name} is named"
         );
     }
@@ -335,20 +346,20 @@ fn a_listen_queue_overflow_in_a_new_namespace_names_the_listener() {
         overflows,
         "the counter stood still"
     );
-    let counted = summary(&lines)["counted"]
-        .as_array()
-        .unwrap()
+    let summary = drops_summary(&lines);
+    let counted = summary
+        .counted
         .iter()
-        .find(|c| c["netns"]["name"] == pair.b.as_str())
-        .unwrap_or_else(|| panic!("{} not in {}", pair.b, summary(&lines)))
-        .clone();
+        .find(|c| c.netns.name == pair.b)
+        .unwrap_or_else(|| panic!("{} not in {:?}", pair.b, summary.counted));
     assert_eq!(
-        counted["counters"]["TcpExt.ListenOverflows"], overflows,
-        "{counted}"
+        counted.counters.get("TcpExt.ListenOverflows"),
+        Some(&overflows),
+        "{counted:?}"
     );
-    assert!(counted.get("sockets_unavailable").is_none(), "{counted}");
-    let l = &counted["listeners"][0];
-    assert_eq!(l["local"], to.to_string(), "{counted}");
+    assert!(counted.sockets_unavailable.is_none(), "{counted:?}");
+    let l = &counted.listeners[0];
+    assert_eq!(l.socket.local, to, "{counted:?}");
     // The accept queue holds backlog + 1, or more where the kernel checks fullness racily
     // (5.10, SYNs and ACKs on two CPUs): the kernel's own count is what netdoc must report. A
     // listener's rx_queue in /proc/net/tcp is its accept queue.
@@ -360,12 +371,13 @@ fn a_listen_queue_overflow_in_a_new_namespace_names_the_listener() {
         .unwrap_or_else(|| panic!("no listener on {PORT} in {tcp}"));
     let queue = u64::from_str_radix(listening[4].split(':').nth(1).unwrap(), 16).unwrap();
     assert!(queue >= 2, "the accept queue is full: {listening:?}");
-    assert_eq!(l["limit"], 1, "the backlog");
+    assert_eq!(l.socket.limit, 1, "the backlog");
     assert_eq!(
-        l["queue"], queue,
+        u64::from(l.socket.queue),
+        queue,
         "the accept queue as the kernel counts it"
     );
-    assert_eq!(l["pid"], std::process::id());
+    assert_eq!(l.pid, Some(std::process::id()));
     drop(listener);
     assert_nothing_left();
 }
@@ -396,11 +408,11 @@ fn pod_and_container_narrow_the_host_wide_view_to_their_namespace() {
         let d = drop_from(&netdoc, ours.inode());
         let (status, lines) = netdoc.stop(libc::SIGINT);
         assert!(status.success());
-        assert!(is_kind(&d, NO_SOCKET), "{d}");
-        let s = summary(&lines);
+        assert!(is_drop_of(&d, NO_SOCKET), "{d:?}");
+        let s = drops_summary(&lines);
         assert_eq!(
-            s["matched"], 1,
-            "{flag}: only its namespace's drop, in the kernel: {s}"
+            s.matched, 1,
+            "{flag}: only its namespace's drop, in the kernel: {s:?}"
         );
     }
     assert_nothing_left();

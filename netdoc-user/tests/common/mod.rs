@@ -483,6 +483,14 @@ pub fn as_output(line: &Value) -> Output {
         .unwrap_or_else(|e| panic!("not netdoc's output schema ({e}): {line}"))
 }
 
+/// The summary of `netdoc drops`, the last line, as the schema's type.
+pub fn drops_summary(lines: &[Value]) -> netdoc_user::output::DropsSummary {
+    match as_output(lines.last().expect("no output")) {
+        Output::Summary(netdoc_user::output::Summary::Drops(s)) => s,
+        other => panic!("not the summary of netdoc drops: {other:?}"),
+    }
+}
+
 pub fn summary(lines: &[Value]) -> &Value {
     let last = lines.last().expect("no output");
     assert_eq!(last["type"], "summary", "last line is the summary");
@@ -544,6 +552,15 @@ pub fn is_kind(row: &Value, kind: Kind) -> bool {
         row["reason"] == kind.reason && in_functions(location, kind.freed_in)
     } else {
         in_functions(location, kind.functions)
+    }
+}
+
+/// Whether a typed drop event is of `kind`.
+pub fn is_drop_of(drop: &netdoc_user::output::NamedDrop, kind: Kind) -> bool {
+    if kernel_has_drop_reasons() {
+        drop.reason == kind.reason && in_functions(&drop.location, kind.freed_in)
+    } else {
+        in_functions(&drop.location, kind.functions)
     }
 }
 
