@@ -8,9 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     check::verdict::Report as CheckReport,
-    conntrack::{Attribution, NamespaceConntrack, confirm::InsertFailure},
+    conntrack::Attribution,
     facts::conntrack::CpuCounters,
-    model::cause::Cause,
     namespaces::GoneNetns,
     planner::{ProbePlan, ProbeStatus},
     retrans::report::{FlowRow, NamedRetrans},
@@ -21,8 +20,10 @@ use crate::{
 };
 
 pub use crate::{
+    conntrack::{NamespaceConntrack, confirm::InsertFailure},
     doctor::Report as DoctorReport,
-    drops::report::{NamedDrop, Summary as DropsSummary},
+    drops::report::{NamedDrop, Row as DropsRow, Summary as DropsSummary},
+    model::cause::Cause,
     model::finding::{Confidence, Evidence, Finding, Scope, ScopeKind, Severity},
 };
 

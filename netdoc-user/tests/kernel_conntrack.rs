@@ -5,6 +5,9 @@
 //! Insertion failures forced by a one-bucket hash table must each arrive as an event where the
 //! kernel has a function hook on `__nf_conntrack_confirm` (the QEMU guest kernels), and as a
 //! drop caused by conntrack confirm where the stage sentinels attach.
+use netdoc_user::output::{
+    Cause, ConntrackSummary, DropsSummary, InsertFailure, NamedDrop, NamespaceConntrack, ScopeKind,
+};
 use serde_json::Value;
 
 mod common;
@@ -33,7 +36,7 @@ fn scenario(
     flows: usize,
     max: Option<u32>,
     setup: Setup,
-) -> (Value, Vec<Value>, Pair, usize) {
+) -> (DropsSummary, Vec<Value>, Pair, usize) {
     let pair = Pair::new(tag, subnet);
     let watched = setup_rules(&pair, port, setup);
     let watched = watched.as_str();
@@ -42,7 +45,7 @@ fn scenario(
     let ct = start(&["conntrack", "--json", "--netns", watched]);
     let refused = pair.send_flows(port, flows);
     let (drop_lines, ct_lines) = settle(&pair, flows as u64, drops, ct);
-    (summary(&drop_lines).clone(), ct_lines, pair, refused)
+    (drops_summary(&drop_lines), ct_lines, pair, refused)
 }
 
 /// Waits (bounded) until the kernels accounted for `datagrams`, then stops both netdocs and
@@ -129,51 +132,48 @@ const AT_HOOK: Kind = Kind {
     functions: &["nf_hook_slow"],
 };
 
-fn location_count(summary: &Value, kind: Kind) -> u64 {
-    summary["locations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| is_kind(r, kind))
-        .map(|r| r["count"].as_u64().unwrap())
-        .sum()
+/// `NETFILTER_DROP`s of one cause in a summary's causes.
+fn caused(causes: &std::collections::BTreeMap<Cause, u64>, cause: Cause) -> u64 {
+    causes.get(&cause).copied().unwrap_or(0)
 }
 
-/// `NETFILTER_DROP`s of one cause in a drops summary.
-fn caused(summary: &Value, cause: &str) -> u64 {
-    summary["netfilter_causes"][cause].as_u64().unwrap_or(0)
+/// The insertion failures among netdoc conntrack's lines.
+fn insert_failures(lines: &[Value]) -> Vec<InsertFailure> {
+    lines
+        .iter()
+        .filter_map(|l| match as_output(l) {
+            Output::InsertFailed(e) => Some(e),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]
 fn a_full_conntrack_table_is_told_apart_from_a_firewall_rule() {
     require_root!();
     let (drops, ct_lines, _pair, _) = scenario("t", 43, CLOSED_PORT, 40, Some(8), Setup::TrackB);
-    let ct = ct_lines.last().unwrap();
-    let at_hook = location_count(&drops, AT_HOOK);
-    let table_full = ct["attribution"]["table_full"].as_u64().unwrap();
-    assert!(at_hook > 0, "the table filled up: {drops}");
+    let ct = conntrack_summary(&ct_lines);
+    let at_hook = rows_of(&drops, AT_HOOK);
+    let table_full = ct.attribution.table_full;
+    assert!(at_hook > 0, "the table filled up: {drops:?}");
     assert_eq!(
         table_full, at_hook,
         "every NETFILTER_DROP at nf_hook_slow is conntrack table full"
     );
-    assert_eq!(ct["attribution"]["insert_failed"], 0);
-    assert_eq!(count(&drops, NO_SOCKET) + at_hook, 40);
+    assert_eq!(ct.attribution.insert_failed, 0);
+    assert_eq!(count_of(&drops, NO_SOCKET) + at_hook, 40);
+    let causes = &drops.netfilter_causes;
     if attaches("conntrack_stage") {
-        assert_eq!(caused(&drops, "conntrack_in"), at_hook, "{drops}");
-        assert_eq!(caused(&drops, "firewall"), 0, "{drops}");
-        if ct["stage_probe"].is_string() {
-            assert_eq!(caused(ct, "conntrack_in"), at_hook, "{ct}");
-            assert_eq!(ct["conntrack_drop_events"], at_hook, "{ct}");
+        assert_eq!(caused(causes, Cause::ConntrackIn), at_hook, "{causes:?}");
+        assert_eq!(caused(causes, Cause::Firewall), 0, "{causes:?}");
+        if ct.stage_probe.is_some() {
+            assert_eq!(caused(&ct.netfilter_causes, Cause::ConntrackIn), at_hook);
+            assert_eq!(ct.conntrack_drop_events, at_hook, "{ct:?}");
         }
     } else if kernel_has_drop_reasons() {
-        assert_eq!(caused(&drops, "unclassified"), at_hook, "{drops}");
+        assert_eq!(caused(causes, Cause::Unclassified), at_hook, "{causes:?}");
     }
-    let ids: Vec<&str> = ct["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = ct.findings.iter().map(|f| f.id.as_ref()).collect();
     assert_eq!(ids, ["conntrack_table_full"]);
 }
 
@@ -181,16 +181,17 @@ fn a_full_conntrack_table_is_told_apart_from_a_firewall_rule() {
 fn an_nft_drop_rule_is_a_firewall_drop_with_no_conntrack_attribution() {
     require_root!();
     let (drops, ct_lines, pair, _) = scenario("f", 44, FIREWALLED_PORT, 20, None, Setup::TrackB);
-    let ct = ct_lines.last().unwrap();
+    let ct = conntrack_summary(&ct_lines);
     assert_eq!(pair.nft_dropped(), 20);
-    assert_eq!(location_count(&drops, FIREWALL), 20);
+    assert_eq!(rows_of(&drops, FIREWALL), 20);
     if kernel_has_drop_reasons() {
-        assert_eq!(caused(&drops, "firewall"), 20, "{drops}");
-        assert_eq!(caused(&drops, "conntrack_in"), 0, "{drops}");
+        let causes = &drops.netfilter_causes;
+        assert_eq!(caused(causes, Cause::Firewall), 20, "{causes:?}");
+        assert_eq!(caused(causes, Cause::ConntrackIn), 0, "{causes:?}");
     }
-    assert_eq!(ct["attribution"]["table_full"], 0);
-    assert_eq!(ct["attribution"]["insert_failed"], 0);
-    assert!(ct["findings"].as_array().unwrap().is_empty());
+    assert_eq!(ct.attribution.table_full, 0);
+    assert_eq!(ct.attribution.insert_failed, 0);
+    assert!(ct.findings.is_empty(), "{:?}", ct.findings);
 }
 
 #[test]
@@ -201,17 +202,18 @@ fn an_x_tables_drop_at_nf_hook_slow_is_still_a_firewall_drop() {
         return;
     }
     let (drops, ct_lines, pair, _) = scenario("x", 47, XT_PORT, 20, None, Setup::XtablesB);
-    let ct = ct_lines.last().unwrap();
+    let ct = conntrack_summary(&ct_lines);
     assert_eq!(xt_dropped(&pair), 20);
-    assert_eq!(location_count(&drops, AT_HOOK), 20, "{drops}");
+    assert_eq!(rows_of(&drops, AT_HOOK), 20, "{drops:?}");
     let cause = if attaches("conntrack_stage") {
-        "firewall"
+        Cause::Firewall
     } else {
-        "unclassified"
+        Cause::Unclassified
     };
-    assert_eq!(caused(&drops, cause), 20, "{drops}");
-    assert_eq!(ct["attribution"]["table_full"], 0);
-    assert_eq!(ct["attribution"]["insert_failed"], 0);
+    let causes = &drops.netfilter_causes;
+    assert_eq!(caused(causes, cause), 20, "{causes:?}");
+    assert_eq!(ct.attribution.table_full, 0);
+    assert_eq!(ct.attribution.insert_failed, 0);
 }
 
 #[test]
@@ -222,20 +224,25 @@ fn insertion_failures_are_events_or_classified_drops() {
     const FLOWS: usize = 20;
     let (drops, ct_lines, pair, refused) =
         scenario("i", 46, CLOSED_PORT, FLOWS, None, Setup::SnatClash);
-    let ct = ct_lines.last().unwrap();
+    let ct = conntrack_summary(&ct_lines);
     let failed = (FLOWS - 1) as u64;
-    assert_eq!(ct["attribution"]["insert_failed"], failed, "{ct}");
+    assert_eq!(ct.attribution.insert_failed, failed, "{ct:?}");
     assert_eq!(refused as u64, failed, "each failure refused its send");
     assert_eq!(pair.udp_no_ports(), 1, "only the first flow got through");
     assert_eq!(
-        location_count(&drops, AT_HOOK),
+        rows_of(&drops, AT_HOOK),
         failed,
         "each dropped at nf_hook_slow"
     );
     if stages {
-        assert_eq!(caused(&drops, "conntrack_confirm"), failed, "{drops}");
+        let causes = &drops.netfilter_causes;
         assert_eq!(
-            caused(&drops, "conntrack_in") + caused(&drops, "firewall"),
+            caused(causes, Cause::ConntrackConfirm),
+            failed,
+            "{causes:?}"
+        );
+        assert_eq!(
+            caused(causes, Cause::ConntrackIn) + caused(causes, Cause::Firewall),
             0
         );
     }
@@ -243,23 +250,21 @@ fn insertion_failures_are_events_or_classified_drops() {
         return;
     }
     assert_eq!(
-        ct["insert_failure_events"], failed,
-        "one event per failure: {ct}"
+        ct.insert_failure_events, failed,
+        "one event per failure: {ct:?}"
     );
-    assert_eq!(ct["insert_failure_events_lost"], 0);
-    let events: Vec<&Value> = ct_lines
-        .iter()
-        .filter(|l| l["type"] == "insert_failed")
-        .collect();
+    assert_eq!(ct.insert_failure_events_lost, 0);
+    let events = insert_failures(&ct_lines);
     assert_eq!(events.len() as u64, failed);
+    let (ip_a, ip_b): (std::net::IpAddr, std::net::IpAddr) =
+        (pair.ip_a.parse().unwrap(), pair.ip_b.parse().unwrap());
     for e in events {
-        assert_eq!(e["proto"], "udp");
-        assert_eq!(e["original"]["src"], pair.ip_a.as_str());
-        assert_eq!(e["original"]["dst"], pair.ip_b.as_str());
-        assert_eq!(e["original"]["dport"], CLOSED_PORT);
-        assert_eq!(e["reply"]["src"], pair.ip_b.as_str());
-        assert_eq!(e["reply"]["dport"], 5000, "the reply goes to the SNAT port");
-        assert_eq!(e["netns"], pair.inode_a());
+        assert_eq!(e.proto, "udp");
+        assert_eq!((e.original.src, e.original.dst), (ip_a, ip_b));
+        assert_eq!(e.original.dport, CLOSED_PORT);
+        assert_eq!(e.reply.src, ip_b);
+        assert_eq!(e.reply.dport, 5000, "the reply goes to the SNAT port");
+        assert_eq!(u64::from(e.netns), pair.inode_a());
     }
 }
 
@@ -341,39 +346,41 @@ fn setup_rules(pair: &Pair, port: u16, setup: Setup) -> String {
 }
 
 /// `NETFILTER_DROP` events in namespace `inode`, per cause (`none` when uncaused).
-fn causes_in(lines: &[Value], inode: u64) -> std::collections::BTreeMap<String, u64> {
+fn causes_in(lines: &[Value], inode: u64) -> std::collections::BTreeMap<Option<Cause>, u64> {
     let mut out = std::collections::BTreeMap::new();
-    for l in lines
-        .iter()
-        .filter(|l| l["type"] == "drop" && l["netns"] == inode && l["reason"] == "NETFILTER_DROP")
+    let drops = lines.iter().filter_map(|l| match as_output(l) {
+        Output::Drop(d) => Some(d),
+        _ => None,
+    });
+    for d in
+        drops.filter(|d: &NamedDrop| u64::from(d.netns) == inode && d.reason == "NETFILTER_DROP")
     {
-        let cause = l["cause"].as_str().unwrap_or("none").to_string();
-        *out.entry(cause).or_default() += 1;
+        *out.entry(d.cause).or_default() += 1;
     }
     out
 }
 
 /// The conntrack summary's entry for namespace `inode`.
-fn conntrack_of(ct_lines: &[Value], inode: u64) -> Value {
-    summary(ct_lines)["namespaces"]
-        .as_array()
-        .unwrap()
+fn conntrack_of(summary: &ConntrackSummary, inode: u64) -> NamespaceConntrack {
+    summary
+        .namespaces
         .iter()
-        .find(|n| n["netns"]["inode"] == inode)
-        .unwrap_or_else(|| panic!("no entry for namespace {inode}: {}", summary(ct_lines)))
+        .find(|n| u64::from(n.netns.inode) == inode)
+        .unwrap_or_else(|| panic!("no entry for namespace {inode}: {summary:?}"))
         .clone()
 }
 
 #[test]
 fn host_wide_a_full_table_in_a_new_namespace_is_conntrack_in_there() {
     require_root!();
-    let (drops, ct, pair) = host_wide("H", 48, CLOSED_PORT, 40, Some(8), Setup::TrackB);
+    let (drops, ct_lines, pair) = host_wide("H", 48, CLOSED_PORT, 40, Some(8), Setup::TrackB);
+    let ct = conntrack_summary(&ct_lines);
     let b = pair.inode_b();
     let there = conntrack_of(&ct, b);
-    assert_eq!(there["netns"]["name"], pair.b.as_str());
-    let table_full = there["attribution"]["table_full"].as_u64().unwrap();
-    assert!(table_full > 0, "the table filled up: {there}");
-    assert_eq!(there["attribution"]["insert_failed"], 0);
+    assert_eq!(there.netns.name, pair.b);
+    let table_full = there.attribution.table_full;
+    assert!(table_full > 0, "the table filled up: {there:?}");
+    assert_eq!(there.attribution.insert_failed, 0);
     if !kernel_has_drop_reasons() {
         return;
     }
@@ -381,48 +388,46 @@ fn host_wide_a_full_table_in_a_new_namespace_is_conntrack_in_there() {
     if attaches("conntrack_stage") {
         assert_eq!(
             causes,
-            [("conntrack_in".to_string(), table_full)].into(),
+            [(Some(Cause::ConntrackIn), table_full)].into(),
             "every NETFILTER_DROP there is conntrack-in, as many as its drop counter says"
         );
         if !attaches("conntrack_confirm") {
             assert_eq!(
-                there["netfilter_causes"]["conntrack_in"], table_full,
-                "{there}"
+                caused(&there.netfilter_causes, Cause::ConntrackIn),
+                table_full,
+                "{there:?}"
             );
         }
     }
-    let ids: Vec<&Value> = summary(&ct)["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .collect();
-    assert_eq!(ids.len(), 1, "{ids:?}");
-    assert_eq!(ids[0]["id"], "conntrack_table_full");
-    assert_eq!(ids[0]["scope"]["kind"], "namespace");
-    assert_eq!(ids[0]["scope"]["name"], pair.b.as_str());
+    let findings = &ct.findings;
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0].id, "conntrack_table_full");
+    assert_eq!(findings[0].scope.kind, ScopeKind::Namespace);
+    assert_eq!(findings[0].scope.name, pair.b);
 }
 
 #[test]
 fn host_wide_snat_clashes_in_a_new_namespace_are_conntrack_confirm_there() {
     require_root!();
     const FLOWS: usize = 20;
-    let (drops, ct, pair) = host_wide("S", 49, CLOSED_PORT, FLOWS, None, Setup::SnatClash);
+    let (drops, ct_lines, pair) = host_wide("S", 49, CLOSED_PORT, FLOWS, None, Setup::SnatClash);
     let a = pair.inode_a();
-    let there = conntrack_of(&ct, a);
-    assert_eq!(
-        there["attribution"]["insert_failed"], FLOWS as u64,
-        "{there}"
-    );
+    let there = conntrack_of(&conntrack_summary(&ct_lines), a);
+    assert_eq!(there.attribution.insert_failed, FLOWS as u64, "{there:?}");
     if kernel_has_drop_reasons() && attaches("conntrack_stage") {
         assert_eq!(
             causes_in(&drops, a),
-            [("conntrack_confirm".to_string(), FLOWS as u64)].into()
+            [(Some(Cause::ConntrackConfirm), FLOWS as u64)].into()
         );
     }
-    let events: Vec<&Value> = ct.iter().filter(|l| l["type"] == "insert_failed").collect();
+    let events = insert_failures(&ct_lines);
     if attaches("conntrack_confirm") {
         assert_eq!(events.len(), FLOWS);
-        assert!(events.iter().all(|e| e["netns_name"] == pair.a.as_str()));
+        assert!(
+            events
+                .iter()
+                .all(|e| e.netns_name.as_ref() == Some(&pair.a))
+        );
     }
 }
 
@@ -433,13 +438,13 @@ fn host_wide_an_x_tables_drop_in_a_new_namespace_is_a_firewall_drop() {
         eprintln!("skipped: needs {XT}, drop reasons and netfilter links");
         return;
     }
-    let (drops, ct, pair) = host_wide("X", 50, XT_PORT, 20, None, Setup::XtablesB);
+    let (drops, ct_lines, pair) = host_wide("X", 50, XT_PORT, 20, None, Setup::XtablesB);
     assert_eq!(xt_dropped(&pair), 20);
     assert_eq!(
         causes_in(&drops, pair.inode_b()),
-        [("firewall".to_string(), 20)].into()
+        [(Some(Cause::Firewall), 20)].into()
     );
-    let there = conntrack_of(&ct, pair.inode_b());
-    assert_eq!(there["attribution"]["table_full"], 0);
-    assert_eq!(there["attribution"]["insert_failed"], 0);
+    let there = conntrack_of(&conntrack_summary(&ct_lines), pair.inode_b());
+    assert_eq!(there.attribution.table_full, 0);
+    assert_eq!(there.attribution.insert_failed, 0);
 }

@@ -564,6 +564,41 @@ pub fn is_drop_of(drop: &netdoc_user::output::NamedDrop, kind: Kind) -> bool {
     }
 }
 
+/// A summary row (reason, location) is of `kind`.
+pub fn is_row_of(row: &netdoc_user::output::DropsRow, kind: Kind) -> bool {
+    if kernel_has_drop_reasons() {
+        row.reason == kind.reason && in_functions(&row.location, kind.freed_in)
+    } else {
+        in_functions(&row.location, kind.functions)
+    }
+}
+
+/// Drops of `kind` in a typed drops summary, by their rows (reason and location).
+pub fn rows_of(summary: &netdoc_user::output::DropsSummary, kind: Kind) -> u64 {
+    summary
+        .locations
+        .iter()
+        .filter(|r| is_row_of(r, kind))
+        .map(|r| r.count)
+        .sum()
+}
+
+/// Drops of `kind` in a typed drops summary: by reason where the kernel names them.
+pub fn count_of(summary: &netdoc_user::output::DropsSummary, kind: Kind) -> u64 {
+    match kernel_has_drop_reasons() {
+        true => summary.counts.get(kind.reason).copied().unwrap_or(0),
+        false => rows_of(summary, kind),
+    }
+}
+
+/// The summary of `netdoc conntrack`, the last line, as the schema's type.
+pub fn conntrack_summary(lines: &[Value]) -> netdoc_user::output::ConntrackSummary {
+    match as_output(lines.last().expect("no output")) {
+        Output::Summary(netdoc_user::output::Summary::Conntrack(s)) => s,
+        other => panic!("not the summary of netdoc conntrack: {other:?}"),
+    }
+}
+
 /// Drops of `kind` in a summary.
 pub fn count(summary: &Value, kind: Kind) -> u64 {
     if kernel_has_drop_reasons() {
