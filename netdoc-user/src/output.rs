@@ -25,6 +25,7 @@ pub use crate::{
     drops::report::{NamedDrop, Row as DropsRow, Summary as DropsSummary},
     model::cause::Cause,
     model::finding::{Confidence, Evidence, Finding, Scope, ScopeKind, Severity},
+    planner::{Hook, Outcome},
 };
 
 /// Bumped when a field changes meaning or disappears; added fields keep the version.

@@ -6,7 +6,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use netdoc_user::output;
+use netdoc_user::output::{self, NamedDrop, Outcome};
 use serde_json::Value;
 
 mod common;
@@ -32,12 +32,10 @@ fn streaming_scenario(tag: &str, subnet: u8, extra: &[&str], expected_hook: &str
     args.extend(extra);
     let lines = trace(&pair, &args, N, N, libc::SIGINT);
 
-    let s = summary(&lines);
-    assert_eq!(count(s, NO_SOCKET), N as u64, "summary {s}");
-    assert_eq!(count(s, FIREWALL), N as u64, "summary {s}");
-    let Output::Summary(output::Summary::Drops(typed_summary)) = as_output(s) else {
-        panic!("the last line is the drops summary: {s}");
-    };
+    let typed_summary = drops_summary(&lines);
+    let s = &typed_summary;
+    assert_eq!(count_of(s, NO_SOCKET), N as u64, "summary {s:?}");
+    assert_eq!(count_of(s, FIREWALL), N as u64, "summary {s:?}");
     assert!(
         typed_summary.hook.starts_with(expected_hook),
         "hook {}",
@@ -50,7 +48,7 @@ fn streaming_scenario(tag: &str, subnet: u8, extra: &[&str], expected_hook: &str
     );
     assert_eq!(typed_summary.lost, 0);
 
-    let events: Vec<&Value> = lines.iter().filter(|l| l["type"] == "drop").collect();
+    let events = drop_events(&lines);
     let inode = pair.inode_b();
     // Where the stage sentinels are in place, each netfilter drop says its hook: b's rule sits
     // in an input chain.
@@ -59,12 +57,9 @@ fn streaming_scenario(tag: &str, subnet: u8, extra: &[&str], expected_hook: &str
         .netfilter_stages
         .contains("netfilter links in");
     for (kind, port) in [(NO_SOCKET, CLOSED_PORT), (FIREWALL, FIREWALLED_PORT)] {
-        let ours: Vec<&&Value> = events.iter().filter(|e| is_kind(e, kind)).collect();
+        let ours: Vec<&NamedDrop> = events.iter().filter(|e| is_drop_of(e, kind)).collect();
         assert_eq!(ours.len(), N, "{} events", kind.reason);
-        for e in ours {
-            let Output::Drop(d) = as_output(e) else {
-                panic!("a drop event: {e}");
-            };
+        for d in ours {
             assert_eq!(d.family.as_deref(), Some("ipv4"));
             assert_eq!(d.proto.as_deref(), Some("udp"));
             assert_eq!(d.saddr.as_deref(), Some(pair.ip_a.as_str()));
@@ -76,7 +71,7 @@ fn streaming_scenario(tag: &str, subnet: u8, extra: &[&str], expected_hook: &str
             assert_eq!(d.reason_code.is_some(), kernel_has_drop_reasons());
             assert!(d.len >= 8 + 16, "len {}", d.len);
             let hook = (port == FIREWALLED_PORT && sentinels).then_some("input");
-            assert_eq!(d.hook.as_deref(), hook, "{e}");
+            assert_eq!(d.hook.as_deref(), hook, "{d:?}");
         }
     }
 }
@@ -110,14 +105,14 @@ fn counts_only_with_packet_filters_counts_exactly_in_the_kernel() {
     ];
     let lines = trace(&pair, &args, N, N, libc::SIGTERM);
     assert_eq!(lines.len(), 1, "counts-only prints the summary alone");
-    let s = summary(&lines);
-    assert_eq!(count(s, FIREWALL), N as u64, "summary {s}");
+    let s = drops_summary(&lines);
+    assert_eq!(count_of(&s, FIREWALL), N as u64, "summary {s:?}");
     assert_eq!(
-        count(s, NO_SOCKET),
+        count_of(&s, NO_SOCKET),
         0,
-        "port filter applied in the kernel: {s}"
+        "port filter applied in the kernel: {s:?}"
     );
-    assert_eq!(s["delivered"], 0);
+    assert_eq!(s.delivered, 0);
 }
 
 #[test]
@@ -139,14 +134,10 @@ fn reason_filter_is_applied_in_the_kernel() {
         &pair.b,
     ];
     let lines = trace(&pair, &args, N, N, libc::SIGINT);
-    let s = summary(&lines);
-    assert_eq!(
-        s["counts"].as_object().unwrap().len(),
-        1,
-        "only NO_SOCKET: {s}"
-    );
-    assert_eq!(count(s, NO_SOCKET), N as u64);
-    assert_eq!(lines.iter().filter(|l| l["type"] == "drop").count(), N);
+    let s = drops_summary(&lines);
+    assert_eq!(s.counts.len(), 1, "only NO_SOCKET: {s:?}");
+    assert_eq!(count_of(&s, NO_SOCKET), N as u64);
+    assert_eq!(drop_events(&lines).len(), N);
 }
 
 #[test]
@@ -168,8 +159,8 @@ fn duration_ends_the_run_with_a_summary() {
         .read_to_string(&mut out)
         .unwrap();
     assert!(child.wait().unwrap().success());
-    let last: Value = json(out.lines().last().unwrap());
-    assert_eq!(last["type"], "summary");
+    let last = typed(out.lines().last().unwrap());
+    assert!(matches!(last, Output::Summary(_)), "{last:?}");
     assert_nothing_left();
 }
 
@@ -190,15 +181,12 @@ fn without_btf_the_tracepoint_and_its_format_still_name_drops() {
         "--no-btf",
     ];
     let lines = trace(&pair, &args, N, 0, libc::SIGINT);
-    let s = summary(&lines);
-    assert!(
-        s["hook"].as_str().unwrap().starts_with("tracepoint/"),
-        "{s}"
-    );
-    assert_eq!(s["reason_names"], "tracefs format");
+    let s = drops_summary(&lines);
+    assert!(s.hook.starts_with("tracepoint/"), "{s:?}");
+    assert_eq!(s.reason_names, "tracefs format");
     // Host-wide (no packet filter without BTF): at least ours, and only NO_SOCKET.
-    assert!(count(s, NO_SOCKET) >= N as u64, "{s}");
-    assert_eq!(s["counts"].as_object().unwrap().len(), 1);
+    assert!(count_of(&s, NO_SOCKET) >= N as u64, "{s:?}");
+    assert_eq!(s.counts.len(), 1);
     let (code, err) = fails(&["drops", "--no-btf", "--port", "9"], false);
     assert_eq!(code, 1);
     assert!(err.contains("need kernel BTF"), "{err}");
@@ -254,14 +242,17 @@ fn failures_are_one_clear_line_and_leave_nothing() {
 fn probes_lists_every_hook_and_the_one_selected() {
     require_root!();
     let out = run(NETDOC, &["probes", "--json"]);
-    let plan: Value = json(out.lines().next().unwrap());
-    assert_eq!(plan["probe"], "drops");
-    let attempts = plan["attempts"].as_array().unwrap();
+    let Output::Probe(line) = typed(out.lines().next().unwrap()) else {
+        panic!("a probe plan first: {out}");
+    };
+    let plan = line.plan;
+    assert_eq!(plan.probe, "drops");
+    let attempts = plan.attempts;
     assert_eq!(attempts.len(), 2);
     // This machine's kernel accepts both; tp_btf is preferred.
-    assert_eq!(attempts[0]["hook"]["type"], "tp_btf");
-    assert_eq!(attempts[0]["outcome"]["status"], "attached");
-    assert_eq!(attempts[1]["outcome"]["status"], "available");
+    assert_eq!(attempts[0].hook.kind(), "tp_btf");
+    assert_eq!(attempts[0].outcome, Outcome::Attached);
+    assert_eq!(attempts[1].outcome, Outcome::Available);
     assert_nothing_left();
 }
 
@@ -273,17 +264,13 @@ fn every_drop_is_delivered_or_counted_lost_under_pressure() {
     // One page per CPU holds about forty records: a burst may overflow it.
     let args = ["drops", "--json", "--netns", &pair.b, "--pages", "1"];
     let lines = trace(&pair, &args, BURST, 0, libc::SIGINT);
-    let s = summary(&lines);
-    let (matched, delivered, lost) = (
-        s["matched"].as_u64().unwrap(),
-        s["delivered"].as_u64().unwrap(),
-        s["lost"].as_u64().unwrap(),
-    );
+    let s = drops_summary(&lines);
+    let (matched, delivered, lost) = (s.matched, s.delivered, s.lost);
     eprintln!("burst of {BURST}: delivered {delivered}, lost {lost}");
-    assert_eq!(count(s, NO_SOCKET), BURST as u64);
+    assert_eq!(count_of(&s, NO_SOCKET), BURST as u64);
     assert_eq!(matched, BURST as u64);
     assert_eq!(delivered + lost, matched);
-    let events = lines.iter().filter(|l| l["type"] == "drop").count() as u64;
+    let events = drop_events(&lines).len() as u64;
     assert_eq!(events, delivered, "every delivered record was printed");
 }
 
@@ -303,16 +290,11 @@ fn a_budget_samples_streamed_drops_out_and_counts_each_one() {
         &budget,
     ];
     let lines = trace(&pair, &args, BURST, 0, libc::SIGINT);
-    let s = summary(&lines);
-    let (matched, delivered, lost, sampled) = (
-        s["matched"].as_u64().unwrap(),
-        s["delivered"].as_u64().unwrap(),
-        s["lost"].as_u64().unwrap(),
-        s["sampled"].as_u64().unwrap(),
-    );
+    let s = drops_summary(&lines);
+    let (matched, delivered, lost, sampled) = (s.matched, s.delivered, s.lost, s.sampled);
     eprintln!("burst of {BURST} at {BUDGET}/s per CPU: delivered {delivered}, sampled {sampled}");
     assert_eq!(
-        count(s, NO_SOCKET),
+        count_of(&s, NO_SOCKET),
         BURST as u64,
         "counting is never sampled"
     );
@@ -322,11 +304,10 @@ fn a_budget_samples_streamed_drops_out_and_counts_each_one() {
         sampled > 0,
         "{BURST} drops within a second or so exceed {BUDGET}"
     );
-    assert_eq!(s["max_events_per_sec"], BUDGET);
-    let reason = s["sampled_by_reason"].as_object().unwrap();
-    let by_reason: u64 = reason.values().map(|v| v.as_u64().unwrap()).sum();
-    assert_eq!(by_reason, sampled, "{reason:?}");
-    let events = lines.iter().filter(|l| l["type"] == "drop").count() as u64;
+    assert_eq!(s.max_events_per_sec, BUDGET);
+    let by_reason: u64 = s.sampled_by_reason.values().sum();
+    assert_eq!(by_reason, sampled, "{:?}", s.sampled_by_reason);
+    let events = drop_events(&lines).len() as u64;
     assert_eq!(events, delivered, "every delivered record was printed");
 }
 
@@ -553,7 +534,8 @@ fn sighup_ends_a_live_view_with_its_summary() {
     let netdoc = start(&["drops", "--json", "--counts-only", "--no-causes"]);
     let (status, lines) = netdoc.stop(libc::SIGHUP);
     assert!(status.success(), "netdoc exited with {status}");
-    assert_eq!(summary(&lines)["matched"], summary(&lines)["total"]);
+    let s = drops_summary(&lines);
+    assert_eq!(s.matched, s.total);
     assert_nothing_left();
 }
 
@@ -674,13 +656,14 @@ fn names_stay_right_while_namespaces_come_and_go() {
                 .stdout
                 .recv_timeout(left)
                 .unwrap_or_else(|e| panic!("round {round}: no drop printed ({e})"));
-            let v = json(&line);
-            if v["type"] == "drop" && v["netns"] == inode {
-                break v;
+            if let Output::Drop(d) = typed(&line)
+                && u64::from(d.netns) == inode
+            {
+                break d;
             }
         };
-        assert_eq!(drop["netns_name"], pair.b.as_str(), "round {round}");
-        assert_eq!(drop["dev"], pair.dev_b.as_str(), "round {round}");
+        assert_eq!(drop.netns_name.as_ref(), Some(&pair.b), "round {round}");
+        assert_eq!(drop.dev.as_ref(), Some(&pair.dev_b), "round {round}");
     }
     let (status, _) = netdoc.stop(libc::SIGINT);
     assert!(status.success());
@@ -709,7 +692,7 @@ fn a_deleted_netns_target_is_let_go() {
     assert!(status.success(), "netdoc exited with {status}");
     // The reader thread ends at end of output: every line is in.
     let lines: Vec<Value> = netdoc.stdout.iter().map(|l| json(&l)).collect();
-    assert_eq!(summary(&lines)["type"], "summary");
+    drops_summary(&lines);
     // With nothing holding it, the namespace goes, and the veth pair with it.
     let dev_a = "ndga"; // Pair::new("g", ..) names A's end nd<tag>a
     let gone = (0..250).any(|_| {
@@ -760,14 +743,13 @@ fn charges_maps_to_memlock() -> bool {
 fn some_probe_needs_tracefs() -> bool {
     run(NETDOC, &["probes", "--json"])
         .lines()
-        .map(json)
-        .any(|p| {
-            p["attempts"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|a| a["outcome"]["status"] == "attached")
-                .is_some_and(|a| a["hook"]["type"] == "tracepoint")
+        .map(typed)
+        .any(|p| match p {
+            Output::Probe(line) => line
+                .plan
+                .chosen()
+                .is_some_and(|a| a.hook.kind() == "tracepoint"),
+            _ => false,
         })
 }
 
@@ -812,13 +794,14 @@ fn cap_bpf_and_cap_perfmon_are_enough() {
     // Each drop with its reason, flow and namespace. Entering other namespaces to name their
     // devices needs CAP_SYS_ADMIN, and kallsyms shows this user no addresses: the README says
     // so, and the device stays an index, the location an address.
-    let seen = lines
+    let drops = drop_events(&lines);
+    let seen = drops
         .iter()
-        .filter(|l| l["type"] == "drop" && l["netns_name"] == pair.b.as_str())
-        .filter(|l| !kernel_has_drop_reasons() || l["reason"] == "NO_SOCKET")
-        .filter(|l| l["daddr"] == pair.ip_b.as_str() && l["dport"] == CLOSED_PORT)
+        .filter(|d| d.netns_name.as_ref() == Some(&pair.b))
+        .filter(|d| !kernel_has_drop_reasons() || d.reason == "NO_SOCKET")
+        .filter(|d| d.daddr.as_ref() == Some(&pair.ip_b) && d.dport == Some(CLOSED_PORT))
         .count();
-    let first = lines.iter().find(|l| l["type"] == "drop");
+    let first = drops.first();
     assert_eq!(seen, N, "every drop, named: {first:?}");
     assert_nothing_left();
 }
@@ -864,18 +847,9 @@ fn each_streamed_drop_carries_the_kernel_stack_that_dropped_it() {
     let pair = Pair::new("K", 12);
     let args = ["drops", "--json", "--stack", "--netns", pair.b.as_str()];
     let lines = trace(&pair, &args, N, N, libc::SIGINT);
-    let Output::Summary(output::Summary::Drops(s)) = as_output(summary(&lines)) else {
-        panic!("the last line is the drops summary");
-    };
+    let s = drops_summary(&lines);
     assert_eq!(s.stacks_missing, Some(0), "every stack was taken");
-    let drops: Vec<_> = lines
-        .iter()
-        .filter(|l| l["type"] == "drop")
-        .map(|l| match as_output(l) {
-            Output::Drop(d) => d,
-            other => panic!("a drop line: {other:?}"),
-        })
-        .collect();
+    let drops = drop_events(&lines);
     // One stack per kind here: a closed port and a firewall rule drop in different code.
     for port in [CLOSED_PORT, FIREWALLED_PORT] {
         let ours: Vec<_> = drops.iter().filter(|d| d.dport == Some(port)).collect();

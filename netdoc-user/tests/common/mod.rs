@@ -483,6 +483,17 @@ pub fn as_output(line: &Value) -> Output {
         .unwrap_or_else(|e| panic!("not netdoc's output schema ({e}): {line}"))
 }
 
+/// The drop events among netdoc's lines, as the schema's type.
+pub fn drop_events(lines: &[Value]) -> Vec<netdoc_user::output::NamedDrop> {
+    lines
+        .iter()
+        .filter_map(|l| match as_output(l) {
+            Output::Drop(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The summary of `netdoc drops`, the last line, as the schema's type.
 pub fn drops_summary(lines: &[Value]) -> netdoc_user::output::DropsSummary {
     match as_output(lines.last().expect("no output")) {
