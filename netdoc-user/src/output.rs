@@ -12,7 +12,6 @@ use crate::{
     facts::conntrack::CpuCounters,
     namespaces::GoneNetns,
     planner::{ProbePlan, ProbeStatus},
-    retrans::report::{FlowRow, NamedRetrans},
     softirq::{
         nicmap::NicMap,
         series::{CpuSummary, Heatmap},
@@ -26,6 +25,7 @@ pub use crate::{
     model::cause::Cause,
     model::finding::{Confidence, Evidence, Finding, Scope, ScopeKind, Severity},
     planner::{Hook, Outcome},
+    retrans::report::{FlowRow, NamedRetrans},
 };
 
 /// Bumped when a field changes meaning or disappears; added fields keep the version.

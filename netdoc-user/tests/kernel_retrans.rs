@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use netdoc_user::output::NamedRetrans;
 use serde_json::Value;
 
 mod common;
@@ -147,48 +148,49 @@ fn retransmits_of_a_flow_whose_path_starts_dropping_match_tcp_retrans_segs() {
     let ino = std::fs::metadata(format!("/run/netns/{}", pair.a))
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
         .unwrap();
-    let ours: Vec<&Value> = lines
+    let ours: Vec<NamedRetrans> = lines
         .iter()
-        .filter(|l| l["type"] == "retransmit" && l["netns"] == ino)
+        .filter_map(|l| match as_output(l) {
+            Output::Retransmit(e) if u64::from(e.id.netns) == ino => Some(e),
+            _ => None,
+        })
         .collect();
     let flow = format!("tcp {}:{client_port} > {}:{PORT}", pair.ip_a, pair.ip_b);
     assert!(!ours.is_empty());
     assert!(
-        ours.iter().all(|e| e["flow"] == flow),
+        ours.iter().all(|e| e.id.flow == flow),
         "only that flow: {ours:?}"
     );
     assert!(
         ours.iter()
-            .all(|e| e["netns_name"] == pair.a.as_str()
-                && e["netns_cookie"] == ours[0]["netns_cookie"]),
+            .all(|e| e.id.netns_name.as_ref() == Some(&pair.a)
+                && e.id.netns_cookie == ours[0].id.netns_cookie),
         "each event names its namespace, by one cookie: {ours:?}"
     );
     let sent_segs: u64 = ours
         .iter()
-        .filter(|e| counted_by_the_kernel(e["err"].as_i64().unwrap()))
-        .map(|e| e["segs"].as_u64().unwrap())
+        .filter(|e| counted_by_the_kernel(i64::from(e.err)))
+        .map(|e| u64::from(e.segs))
         .sum();
-    let seen: Vec<(&Value, &Value)> = ours.iter().map(|e| (&e["segs"], &e["err"])).collect();
+    let seen: Vec<(u16, i32)> = ours.iter().map(|e| (e.segs, e.err)).collect();
+    let summary = retrans_summary(&lines);
     assert_eq!(
         sent_segs,
         after - before,
-        "segments agree with TcpRetransSegs; events (segs, err): {seen:?}; summary {}",
-        summary(&lines)
+        "segments agree with TcpRetransSegs; events (segs, err): {seen:?}; summary {summary:?}"
     );
-    let summary = summary(&lines);
-    let row = summary["flows"]
-        .as_array()
-        .unwrap()
+    let row = summary
+        .flows
         .iter()
-        .find(|f| f["flow"] == flow)
+        .find(|f| f.id.flow == flow)
         .expect("the flow is aggregated");
-    assert_eq!(row["retransmits"].as_u64().unwrap(), ours.len() as u64);
-    assert_eq!(row["netns_name"], pair.a.as_str());
-    assert_eq!(summary["delivered"], summary["matched"]);
+    assert_eq!(row.retransmits, ours.len() as u64);
+    assert_eq!(row.id.netns_name.as_ref(), Some(&pair.a));
+    assert_eq!(summary.delivered, summary.matched);
     assert!(
-        summary["findings"].as_array().unwrap().is_empty(),
-        "a path that drops everything is not an MTU black hole: {}",
-        summary["findings"]
+        summary.findings.is_empty(),
+        "a path that drops everything is not an MTU black hole: {:?}",
+        summary.findings
     );
 }
 
@@ -307,23 +309,18 @@ fn mtu_scenario(tag: &str, drop_frag_needed: bool, args: &[&str]) -> (String, Ve
 fn mtu_black_hole_is_flagged_with_segment_size_above_the_path_mtu() {
     require_root!();
     let (flow, lines) = mtu_scenario("b", true, &["retrans", "--json"]);
-    let summary = summary(&lines);
-    let findings = summary["findings"].as_array().unwrap();
-    let f = findings
+    let summary = retrans_summary(&lines);
+    let f = summary
+        .findings
         .iter()
-        .find(|f| f["id"] == "mtu_black_hole")
-        .unwrap_or_else(|| panic!("no black hole flagged: {summary}"));
-    eprintln!("finding: {f:#}");
-    assert!(f["title"].as_str().unwrap().contains(&flow), "{f}");
-    let row = summary["flows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["flow"] == flow)
-        .unwrap();
-    assert!(row["max_segment"].as_u64().unwrap() + 40 > 1000, "{row}");
-    assert_eq!(row["path_mtu"], 1500, "no PMTU reduction arrived");
-    assert_eq!(row["dev_mtu"], 1500);
+        .find(|f| f.id == "mtu_black_hole")
+        .unwrap_or_else(|| panic!("no black hole flagged: {summary:?}"));
+    eprintln!("finding: {f:#?}");
+    assert!(f.title.contains(&flow), "{f:?}");
+    let row = summary.flows.iter().find(|r| r.id.flow == flow).unwrap();
+    assert!(row.max_segment + 40 > 1000, "{row:?}");
+    assert_eq!(row.path_mtu, 1500, "no PMTU reduction arrived");
+    assert_eq!(row.dev_mtu, 1500);
 }
 
 /// The doctor, started before the topology exists, names the black hole first, about the flow,
@@ -348,19 +345,10 @@ fn the_doctor_names_an_mtu_black_hole_not_a_silent_path_drop() {
 fn the_same_path_with_icmp_allowed_is_not_flagged() {
     require_root!();
     let (flow, lines) = mtu_scenario("a", false, &["retrans", "--json"]);
-    let summary = summary(&lines);
-    assert!(
-        summary["findings"].as_array().unwrap().is_empty(),
-        "{}",
-        summary["findings"]
-    );
+    let summary = retrans_summary(&lines);
+    assert!(summary.findings.is_empty(), "{:?}", summary.findings);
     // Any retransmit of the flow happened after the PMTU reduction to the 1000-byte link.
-    if let Some(row) = summary["flows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["flow"] == flow)
-    {
-        assert_eq!(row["path_mtu_min"], 1000, "{row}");
+    if let Some(row) = summary.flows.iter().find(|r| r.id.flow == flow) {
+        assert_eq!(row.path_mtu_min, 1000, "{row:?}");
     }
 }

@@ -602,6 +602,14 @@ pub fn count_of(summary: &netdoc_user::output::DropsSummary, kind: Kind) -> u64 
     }
 }
 
+/// The summary of `netdoc retrans`, the last line, as the schema's type.
+pub fn retrans_summary(lines: &[Value]) -> netdoc_user::output::RetransSummary {
+    match as_output(lines.last().expect("no output")) {
+        Output::Summary(netdoc_user::output::Summary::Retrans(s)) => s,
+        other => panic!("not the summary of netdoc retrans: {other:?}"),
+    }
+}
+
 /// The summary of `netdoc conntrack`, the last line, as the schema's type.
 pub fn conntrack_summary(lines: &[Value]) -> netdoc_user::output::ConntrackSummary {
     match as_output(lines.last().expect("no output")) {
