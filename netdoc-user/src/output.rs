@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    check::verdict::Report as CheckReport,
     conntrack::Attribution,
     facts::conntrack::CpuCounters,
     namespaces::GoneNetns,
@@ -19,6 +18,7 @@ use crate::{
 };
 
 pub use crate::{
+    check::verdict::{Report as CheckReport, Reproducer, Verdict},
     conntrack::{NamespaceConntrack, confirm::InsertFailure},
     doctor::Report as DoctorReport,
     drops::report::{NamedDrop, Row as DropsRow, Summary as DropsSummary},

@@ -2,10 +2,18 @@
 //! untestable and malformed input, with reproducers that cause real drops in namespaces.
 use std::process::Command;
 
-use serde_json::Value;
+use netdoc_user::output::{Reproducer, Verdict};
 
 mod common;
 use common::*;
+
+/// `netdoc check --json`'s one line, as the schema's type.
+fn check_report(out: &str) -> netdoc_user::output::CheckReport {
+    match typed(out.trim_end()) {
+        Output::Check(report) => report,
+        other => panic!("not a check report: {other:?}"),
+    }
+}
 
 /// Runs `netdoc check ARGS` and returns (exit code, stdout, stderr).
 fn check(args: &[&str]) -> (i32, String, String) {
@@ -61,19 +69,20 @@ fn a_reproducer_that_drops_fails_with_the_exact_count_as_evidence() {
     args.extend(reproducer.iter().map(String::as_str));
     let (code, out, err) = check(&args);
     assert_eq!(code, 1, "fail: {out}{err}");
-    let report: Value = json(out.trim_end());
-    assert_eq!(report["verdict"], "fail");
-    assert_eq!(report["reproducer"]["status"], "exited");
-    assert_eq!(report["reproducer"]["detail"], 0);
-    let checks = report["checks"].as_array().unwrap();
-    assert_eq!(checks[0]["verdict"], "fail");
+    let report = check_report(&out);
+    assert_eq!(report.verdict, Verdict::Fail);
+    assert_eq!(report.reproducer, Reproducer::Exited(0));
+    let checks = &report.checks;
+    assert_eq!(checks[0].verdict, Verdict::Fail);
     assert_eq!(
-        checks[0]["observed"], N as u64,
+        checks[0].observed,
+        Some(N as u64),
         "every drop counted, in B only"
     );
     assert_eq!(
-        checks[1]["verdict"], "pass",
-        "the kernel's own counter agrees: {}",
+        checks[1].verdict,
+        Verdict::Pass,
+        "the kernel's own counter agrees: {:?}",
         checks[1]
     );
     assert_nothing_left();
@@ -101,22 +110,23 @@ fn the_small_sndbuf_close_scenario_delivers_every_byte() {
     require_root!();
     let (code, out, err) = check(&["--scenario", "sndbuf-close", "--json"]);
     assert_eq!(code, 0, "{out}{err}");
-    let report: Value = json(out.trim_end());
-    let facts = &report["measured"]["scenario"];
+    let report = check_report(&out);
+    let facts = report.measured.scenario.expect("the scenario's facts");
     assert_eq!(
-        facts["sent"],
+        facts.sent,
         4 << 20,
-        "the whole buffer was accepted: {facts}"
+        "the whole buffer was accepted: {facts:?}"
     );
-    assert_eq!(facts["received"], facts["sent"]);
-    let names: Vec<&str> = report["checks"]
-        .as_array()
-        .unwrap()
+    assert_eq!(facts.received, facts.sent);
+    let names: Vec<String> = report
+        .checks
         .iter()
-        .map(|c| c["expectation"].as_str().unwrap())
+        .map(|c| c.expectation.to_string())
         .collect();
     assert!(
-        names.contains(&"counter{TcpExt.TCPWqueueTooBig} == 0"),
+        names
+            .iter()
+            .any(|n| n == "counter{TcpExt.TCPWqueueTooBig} == 0"),
         "{names:?}"
     );
     let left = run("ip", &["netns", "list"]);
@@ -253,10 +263,13 @@ fn a_forking_reproducer_leaves_no_process_behind() {
         unsafe { libc::kill(netdoc.id() as i32, signal) };
         let out = netdoc.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(130), "{name}");
-        let report = json(String::from_utf8_lossy(&out.stdout).trim_end());
-        assert_eq!(report["verdict"], "interrupted", "{name}");
-        assert_eq!(report["reproducer"]["status"], "interrupted", "{name}");
-        assert_eq!(report["reproducer"]["detail"], name);
+        let report = check_report(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(report.verdict, Verdict::Interrupted, "{name}");
+        assert_eq!(
+            report.reproducer,
+            Reproducer::Interrupted(name.to_string()),
+            "{name}"
+        );
         assert!(
             !alive(&a) && !alive(&b),
             "{name} left the reproducer's children"

@@ -2,8 +2,6 @@
 //! creates NET_RX load and drops; netdoc's per-CPU counts must agree with the kernel's own.
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
 mod common;
 use common::*;
 
@@ -63,28 +61,24 @@ fn net_rx_counts_match_proc_softirqs_and_the_heatmap_has_every_cpu() {
     assert!(status.success(), "netdoc exited with {status}");
     assert_nothing_left();
 
-    let report: &Value = lines.last().expect("one JSON report");
-    assert_eq!(report["type"], "softirq");
-    assert_eq!(report["vector"], "NET_RX");
+    let Output::Softirq(report) = as_output(lines.last().expect("one JSON report")) else {
+        panic!("the softirq report last: {:?}", lines.last());
+    };
+    assert_eq!(report.vector, "NET_RX");
     let cpus = online_cpus();
-    let rows = report["heatmap"]["rows"].as_array().unwrap();
+    let rows = &report.heatmap.rows;
     assert_eq!(
-        rows.iter()
-            .map(|r| r["cpu"].as_u64().unwrap())
-            .collect::<Vec<_>>(),
+        rows.iter().map(|r| u64::from(r.cpu)).collect::<Vec<_>>(),
         cpus,
         "one heatmap row per online CPU"
     );
-    let buckets = report["heatmap"]["buckets"].as_array().unwrap().len();
+    let buckets = report.heatmap.buckets.len();
     assert!(buckets >= 1);
-    assert!(
-        rows.iter()
-            .all(|r| r["share"].as_array().unwrap().len() == buckets)
-    );
+    assert!(rows.iter().all(|r| r.share.len() == buckets));
 
     // netdoc's window encloses the test's, and the box is otherwise quiet: within 5 %.
-    let summary = report["summary"].as_array().unwrap();
-    let ours = |cpu: u64| summary[cpu as usize]["count"].as_u64().unwrap();
+    let summary = &report.summary;
+    let ours = |cpu: u64| summary[cpu as usize].count;
     let proc_delta = |cpu: u64| after[&cpu] - before[&cpu];
     let total_ours: u64 = cpus.iter().map(|c| ours(*c)).sum();
     let total_proc: u64 = cpus.iter().map(|c| proc_delta(*c)).sum();
@@ -104,19 +98,11 @@ fn net_rx_counts_match_proc_softirqs_and_the_heatmap_has_every_cpu() {
     );
     // The flood's drops happen on CPU 0, inside NET_RX (the UDP lookup runs there).
     let cpu0 = &summary[0];
-    assert!(cpu0["drops"].as_u64().unwrap() >= FLOOD as u64, "{cpu0}");
-    assert!(
-        cpu0["drops_in_net_rx"].as_u64().unwrap() >= FLOOD as u64,
-        "{cpu0}"
-    );
-    assert!(cpu0["share"].as_f64().unwrap() > 0.0);
-    let heat_drops: u64 = rows[0]["drops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap())
-        .sum();
-    assert_eq!(heat_drops, cpu0["drops"].as_u64().unwrap());
+    assert!(cpu0.drops >= FLOOD as u64, "{cpu0:?}");
+    assert!(cpu0.drops_in_net_rx >= FLOOD as u64, "{cpu0:?}");
+    assert!(cpu0.share > 0.0);
+    let heat_drops: u64 = rows[0].drops.iter().sum();
+    assert_eq!(heat_drops, cpu0.drops);
 
     let text = std::fs::read_to_string(&svg).unwrap();
     std::fs::remove_file(&svg).unwrap();
@@ -138,14 +124,15 @@ fn drops_carry_their_net_rx_context() {
     let (status, lines) = netdoc.stop(libc::SIGINT);
     assert!(status.success());
     assert_nothing_left();
-    let drops: Vec<&Value> = lines.iter().filter(|l| l["type"] == "drop").collect();
+    let drops = drop_events(&lines);
     assert_eq!(drops.len(), N);
     assert!(
         drops
             .iter()
-            .all(|d| d["in_net_rx"] == true && d["cpu"] == 0)
+            .all(|d| d.in_net_rx == Some(true) && d.cpu == 0),
+        "{drops:?}"
     );
-    assert_eq!(summary(&lines)["in_net_rx"], N as u64);
+    assert_eq!(drops_summary(&lines).in_net_rx, Some(N as u64));
 }
 
 #[test]
@@ -161,12 +148,12 @@ fn irq_map_names_this_machines_nic_queues_with_their_affinity() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_nothing_left();
-    let report: Value = json(String::from_utf8_lossy(&out.stdout).trim_end());
-    assert_eq!(report["type"], "irq");
+    let Output::Irq(report) = typed(String::from_utf8_lossy(&out.stdout).trim_end()) else {
+        panic!("the irq report");
+    };
     let interrupts = std::fs::read_to_string("/proc/interrupts").unwrap();
-    for q in report["nic_map"]["queues"].as_array().unwrap() {
-        let irq = q["irq"].as_u64().unwrap();
-        let handler = q["handler"].as_str().unwrap();
+    for q in &report.nic_map.queues {
+        let (irq, handler) = (q.irq, q.handler.as_str());
         assert!(
             interrupts
                 .lines()
@@ -175,18 +162,15 @@ fn irq_map_names_this_machines_nic_queues_with_their_affinity() {
         );
         let configured = std::fs::read_to_string(format!("/proc/irq/{irq}/smp_affinity_list"))
             .unwrap_or_default();
-        let listed: Vec<String> = q["affinity"]
-            .as_array()
-            .map(|a| a.iter().map(|c| c.to_string()).collect())
-            .unwrap_or_default();
+        let listed = q.affinity.clone().unwrap_or_default();
         assert!(
             configured.trim().is_empty() || !listed.is_empty(),
             "affinity of IRQ {irq} read"
         );
     }
-    let cpus = report["nic_map"]["cpus"].as_array().unwrap();
+    let cpus = &report.nic_map.cpus;
     assert_eq!(cpus.len(), online_cpus().len());
-    assert!(cpus.iter().all(|c| c["net_rx_share"].is_number()));
+    assert!(cpus.iter().all(|c| c.net_rx_share.is_some()), "{cpus:?}");
 }
 
 /// `netdoc softirq` runs two families in one session: softirq (entry, exit, IRQ, NAPI) and
@@ -220,7 +204,8 @@ fn sighup_ends_softirq_and_conntrack_with_their_summary() {
     let netdoc = start(&["softirq", "--json", "--svg", svg.to_str().unwrap()]);
     let (status, lines) = netdoc.stop(libc::SIGHUP);
     assert!(status.success(), "softirq exited with {status}");
-    assert_eq!(lines.last().expect("one JSON report")["type"], "softirq");
+    let last = as_output(lines.last().expect("one JSON report"));
+    assert!(matches!(last, Output::Softirq(_)), "{last:?}");
     let written = std::fs::read_to_string(&svg).unwrap();
     let _ = std::fs::remove_file(&svg);
     assert!(written.trim_end().ends_with("</svg>"), "{written}");
@@ -228,7 +213,7 @@ fn sighup_ends_softirq_and_conntrack_with_their_summary() {
     let netdoc = start(&["conntrack", "--json"]);
     let (status, lines) = netdoc.stop(libc::SIGHUP);
     assert!(status.success(), "conntrack exited with {status}");
-    assert_eq!(summary(&lines)["command"], "conntrack");
+    conntrack_summary(&lines);
     assert_nothing_left();
 }
 
