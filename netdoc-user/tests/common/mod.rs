@@ -502,12 +502,6 @@ pub fn drops_summary(lines: &[Value]) -> netdoc_user::output::DropsSummary {
     }
 }
 
-pub fn summary(lines: &[Value]) -> &Value {
-    let last = lines.last().expect("no output");
-    assert_eq!(last["type"], "summary", "last line is the summary");
-    last
-}
-
 /// A drop the tests cause, and how to recognise it: by its reason and the function that freed
 /// it where the kernel's kfree_skb has a reason (5.17+), else by the function alone.
 #[derive(Clone, Copy)]
@@ -554,16 +548,6 @@ fn in_functions(location: &str, functions: &[&str]) -> bool {
     functions
         .iter()
         .any(|f| location.strip_prefix(f).is_some_and(|r| r.starts_with('+')))
-}
-
-/// Whether a drop event (or a summary's location row) is of `kind`.
-pub fn is_kind(row: &Value, kind: Kind) -> bool {
-    let location = row["location"].as_str().unwrap_or_default();
-    if kernel_has_drop_reasons() {
-        row["reason"] == kind.reason && in_functions(location, kind.freed_in)
-    } else {
-        in_functions(location, kind.functions)
-    }
 }
 
 /// Whether a typed drop event is of `kind`.
@@ -616,22 +600,6 @@ pub fn conntrack_summary(lines: &[Value]) -> netdoc_user::output::ConntrackSumma
         Output::Summary(netdoc_user::output::Summary::Conntrack(s)) => s,
         other => panic!("not the summary of netdoc conntrack: {other:?}"),
     }
-}
-
-/// Drops of `kind` in a summary.
-pub fn count(summary: &Value, kind: Kind) -> u64 {
-    if kernel_has_drop_reasons() {
-        return summary["counts"][kind.reason].as_u64().unwrap_or(0);
-    }
-    summary["locations"]
-        .as_array()
-        .map(|rows| {
-            rows.iter()
-                .filter(|r| is_kind(r, kind))
-                .map(|r| r["count"].as_u64().unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// The kernel keeps the first 15 bytes of a program name.
