@@ -146,6 +146,7 @@ pub fn run(netdoc: &Path, args: &BenchArgs) -> Result<()> {
     let part = |p: Part| args.only.is_none_or(|only| only == p);
     if part(Part::Drops) {
         per_packet(netdoc, args)?;
+        footprint(netdoc, args)?;
     }
     if part(Part::Namespaces) {
         namespaces::run(netdoc, args.count / 4, args.rounds, args.cpu)?;
@@ -312,6 +313,49 @@ fn per_packet(netdoc: &Path, args: &BenchArgs) -> Result<()> {
         None => println!("doctor: no report was read"),
     }
     program_time(netdoc, args)
+}
+
+/// Each command's attach time and memory, started alone with nothing flooding: the figures the
+/// targets are set per command in (attach within 0.3 s, at most 32 MiB resident).
+fn footprint(netdoc: &Path, args: &BenchArgs) -> Result<()> {
+    // The exit codes each ends with on SIGINT: the doctor's 1 is its verdict (findings).
+    const COMMANDS: [(&str, &[i32]); 6] = [
+        ("drops", &[0]),
+        ("softirq", &[0]),
+        ("irq", &[0]),
+        ("retrans", &[0]),
+        ("conntrack", &[0]),
+        ("doctor", &[0, 1]),
+    ];
+    let out_file = std::env::temp_dir().join(format!(
+        "netdoc-bench-footprint-{}.json",
+        std::process::id()
+    ));
+    println!(
+        "attach and memory per command (each alone, its JSON output, stopped after a second; median of {} rounds)",
+        args.rounds
+    );
+    println!(
+        "{:<12} {:>9} {:>9} {:>9}",
+        "command", "attach s", "peak MiB", "rss MiB"
+    );
+    for (command, worked) in COMMANDS {
+        let mut figures = Vec::new();
+        for _ in 0..args.rounds {
+            let tracer = spawn(netdoc, &[command, "--json"], &out_file, args.cpu, command)?;
+            // A tick or two, so the resident figure is what it holds while it runs.
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            figures.push(stop(tracer, worked)?);
+        }
+        println!(
+            "{command:<12} {:>9.2} {:>9.1} {:>9.1}",
+            median(&figures, |f| f.attach_s),
+            median(&figures, |f| f.peak_mib),
+            median(&figures, |f| f.resident_mib)
+        );
+    }
+    let _ = std::fs::remove_file(&out_file);
+    Ok(())
 }
 
 /// A pass of its own with the kernel's BPF run-time statistics on: each tracer's program time
