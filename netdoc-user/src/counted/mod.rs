@@ -176,6 +176,19 @@ struct Followed {
 /// A socket's process: pid and comm.
 type Owner = (u32, String);
 
+/// A new reading of a namespace's sockets, with those of the last one that have gone since (closed,
+/// or their process exited or restarted): their last reading is what explained the growth then,
+/// and a reading after they went must not lose it.
+fn with_gone(mut now: Vec<DiagSocket>, before: &[DiagSocket]) -> Vec<DiagSocket> {
+    let gone: Vec<DiagSocket> = before
+        .iter()
+        .filter(|b| !now.iter().any(|n| n.inode == b.inode))
+        .cloned()
+        .collect();
+    now.extend(gone);
+    now
+}
+
 /// The drop counters of every namespace (or only `--netns`), followed over a run. A namespace
 /// there at the start counts from its reading then; one found later from zero (a new namespace's
 /// counters start at zero); one that goes away keeps its last reading.
@@ -311,6 +324,7 @@ impl PerNamespace {
             };
             match explains {
                 Explains::Listeners => {
+                    let mut sockets = with_gone(sockets, &f.listeners);
                     // Fullest first: the queue against its limit.
                     sockets.sort_by_key(|s| {
                         std::cmp::Reverse((s.queue as u64 * 1000) / s.limit.max(1) as u64)
@@ -320,6 +334,7 @@ impl PerNamespace {
                 }
                 _ => {
                     sockets.retain(|s| s.drops.is_some_and(|d| d > 0));
+                    let mut sockets = with_gone(sockets, &f.udp);
                     sockets.sort_by_key(|s| std::cmp::Reverse(s.drops));
                     sockets.truncate(SOCKETS);
                     f.udp = sockets;
@@ -424,5 +439,31 @@ impl PerNamespace {
             .collect();
         out.sort_by_key(|n| std::cmp::Reverse(n.counters.values().sum::<u64>()));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn socket(inode: u32, queue: u32) -> DiagSocket {
+        DiagSocket {
+            local: "10.0.0.2:8080".parse().unwrap(),
+            queue,
+            limit: 1,
+            inode,
+            drops: None,
+            rcvbuf: None,
+            accept_wait: None,
+        }
+    }
+
+    #[test]
+    fn a_socket_gone_since_the_last_reading_keeps_its_last_reading() {
+        let before = [socket(7, 2), socket(8, 0)];
+        // 7 closed (its server exited); 8 is read anew; 9 is new.
+        let now = with_gone(vec![socket(8, 1), socket(9, 0)], &before);
+        assert_eq!(now, [socket(8, 1), socket(9, 0), socket(7, 2)]);
+        assert_eq!(with_gone(Vec::new(), &[]), []);
     }
 }
