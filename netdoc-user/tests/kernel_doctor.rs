@@ -474,7 +474,26 @@ fn a_listener_whose_process_exited_is_still_named_by_that_process() {
     holder.kill().unwrap();
     holder.wait().unwrap();
     drop(clients);
+    // Another listener of b overflows after the first one closed: netdoc reads b's listeners
+    // again (by the report at the latest), and the gone one's last reading must survive that.
+    // Its backlog of 4 keeps it less full than the gone one (5 of 4 against 2 of 1).
+    let _other = common::listener(&pair.b, &pair.ip_b, PORT + 1, 4);
+    let ns_a = std::fs::File::open(format!("/run/netns/{}", pair.a)).unwrap();
+    let other: std::net::SocketAddr = format!("{}:{}", pair.ip_b, PORT + 1).parse().unwrap();
+    let before = ns_counter(&pair.b, "netstat", "TcpExt", "ListenOverflows");
+    let more = std::thread::spawn(move || {
+        // SAFETY: setns on this thread only, with an open namespace file.
+        let entered = unsafe { libc::setns(ns_a.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(entered, 0);
+        (0..CLIENTS)
+            .map(|_| std::net::TcpStream::connect_timeout(&other, Duration::from_millis(300)))
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .unwrap();
+    assert!(ns_counter(&pair.b, "netstat", "TcpExt", "ListenOverflows") > before);
     let (status, lines) = netdoc.stop(libc::SIGINT);
+    drop(more);
     let r = the_report(&lines);
     assert_eq!(status.code(), Some(1));
     let first = &r.findings[0];

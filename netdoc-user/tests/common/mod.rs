@@ -696,6 +696,11 @@ impl Drop for Sysctl {
 /// A TCP listener with a backlog of 1 that never accepts, made in namespace `ns` by a thread of
 /// this process (so this process owns it). Returns its fd (closed on drop by the caller).
 pub fn tiny_listener(ns: &str, addr: &str, port: u16) -> std::os::fd::OwnedFd {
+    listener(ns, addr, port, 1)
+}
+
+/// A TCP listener with `backlog` that never accepts, as [`tiny_listener`].
+pub fn listener(ns: &str, addr: &str, port: u16, backlog: i32) -> std::os::fd::OwnedFd {
     let ns = File::open(format!("/run/netns/{ns}")).unwrap();
     let addr: std::net::Ipv4Addr = addr.parse().unwrap();
     std::thread::spawn(move || {
@@ -716,7 +721,7 @@ pub fn tiny_listener(ns: &str, addr: &str, port: u16) -> std::os::fd::OwnedFd {
             };
             let len = size_of::<libc::sockaddr_in>() as u32;
             assert_eq!(libc::bind(fd, (&raw const sa).cast(), len), 0);
-            assert_eq!(libc::listen(fd, 1), 0);
+            assert_eq!(libc::listen(fd, backlog), 0);
             owned
         }
     })
