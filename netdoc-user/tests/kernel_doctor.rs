@@ -363,30 +363,10 @@ fn an_accept_queue_overflow_names_the_listener_and_its_backlog() {
     let netdoc = doctor(&[]);
     let pair = Pair::new("Q", 74);
     // No SYN-ACK retransmits: once the clients are gone the counters stay still.
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &pair.b,
-            "sysctl",
-            "-qw",
-            "net.ipv4.tcp_synack_retries=0",
-        ],
-    );
+    pair.no_synack_retries_in_b();
     let listener = tiny_listener(&pair.b, &pair.ip_b, PORT);
-    let ns_a = std::fs::File::open(format!("/run/netns/{}", pair.a)).unwrap();
     let to: std::net::SocketAddr = format!("{}:{PORT}", pair.ip_b).parse().unwrap();
-    let clients = std::thread::spawn(move || {
-        // SAFETY: setns on this thread only, with an open namespace file.
-        let entered = unsafe { libc::setns(ns_a.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(entered, 0);
-        (0..CLIENTS)
-            .map(|_| std::net::TcpStream::connect_timeout(&to, Duration::from_millis(300)))
-            .collect::<Vec<_>>()
-    })
-    .join()
-    .unwrap();
+    let clients = pair.connect_from_a(to, CLIENTS, Duration::from_millis(300));
     let overflows = ns_counter(&pair.b, "netstat", "TcpExt", "ListenOverflows");
     assert!(overflows > 0, "the queue overflowed");
     let (status, r) = report_after(netdoc, &["listen_queue_overflow"]);
@@ -427,17 +407,7 @@ fn a_listener_whose_process_exited_is_still_named_by_that_process() {
     const PORT: u16 = 8080;
     let netdoc = doctor(&[]);
     let pair = Pair::new("O", 89);
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &pair.b,
-            "sysctl",
-            "-qw",
-            "net.ipv4.tcp_synack_retries=0",
-        ],
-    );
+    pair.no_synack_retries_in_b();
     // The listener passes to a `sleep` (its fd 3), which alone holds it: a server that overflows
     // its queue, then crashes or is restarted before anyone looks.
     let listener = tiny_listener(&pair.b, &pair.ip_b, PORT);
@@ -456,18 +426,8 @@ fn a_listener_whose_process_exited_is_still_named_by_that_process() {
     }
     let mut holder = holder.spawn().unwrap();
     drop(listener);
-    let ns_a = std::fs::File::open(format!("/run/netns/{}", pair.a)).unwrap();
     let to: std::net::SocketAddr = format!("{}:{PORT}", pair.ip_b).parse().unwrap();
-    let clients = std::thread::spawn(move || {
-        // SAFETY: setns on this thread only, with an open namespace file.
-        let entered = unsafe { libc::setns(ns_a.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(entered, 0);
-        (0..CLIENTS)
-            .map(|_| std::net::TcpStream::connect_timeout(&to, Duration::from_millis(300)))
-            .collect::<Vec<_>>()
-    })
-    .join()
-    .unwrap();
+    let clients = pair.connect_from_a(to, CLIENTS, Duration::from_millis(300));
     assert!(ns_counter(&pair.b, "netstat", "TcpExt", "ListenOverflows") > 0);
     await_announced(&netdoc, &["listen_queue_overflow"]);
     let holder_pid = holder.id();
@@ -478,19 +438,9 @@ fn a_listener_whose_process_exited_is_still_named_by_that_process() {
     // again (by the report at the latest), and the gone one's last reading must survive that.
     // Its backlog of 4 keeps it less full than the gone one (5 of 4 against 2 of 1).
     let _other = common::listener(&pair.b, &pair.ip_b, PORT + 1, 4);
-    let ns_a = std::fs::File::open(format!("/run/netns/{}", pair.a)).unwrap();
     let other: std::net::SocketAddr = format!("{}:{}", pair.ip_b, PORT + 1).parse().unwrap();
     let before = ns_counter(&pair.b, "netstat", "TcpExt", "ListenOverflows");
-    let more = std::thread::spawn(move || {
-        // SAFETY: setns on this thread only, with an open namespace file.
-        let entered = unsafe { libc::setns(ns_a.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(entered, 0);
-        (0..CLIENTS)
-            .map(|_| std::net::TcpStream::connect_timeout(&other, Duration::from_millis(300)))
-            .collect::<Vec<_>>()
-    })
-    .join()
-    .unwrap();
+    let more = pair.connect_from_a(other, CLIENTS, Duration::from_millis(300));
     assert!(ns_counter(&pair.b, "netstat", "TcpExt", "ListenOverflows") > before);
     let (status, lines) = netdoc.stop(libc::SIGINT);
     drop(more);
@@ -531,18 +481,8 @@ fn a_full_syn_queue_without_syncookies_is_told_apart_from_a_full_accept_queue() 
     );
     run("ip", &["netns", "exec", &pair.b, "nft", &ack]);
     let listener = tiny_listener(&pair.b, &pair.ip_b, PORT);
-    let ns_a = std::fs::File::open(format!("/run/netns/{}", pair.a)).unwrap();
     let to: std::net::SocketAddr = format!("{}:{PORT}", pair.ip_b).parse().unwrap();
-    let clients = std::thread::spawn(move || {
-        // SAFETY: setns on this thread only, with an open namespace file.
-        let entered = unsafe { libc::setns(ns_a.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(entered, 0);
-        (0..CLIENTS)
-            .map(|_| std::net::TcpStream::connect_timeout(&to, Duration::from_millis(200)))
-            .collect::<Vec<_>>()
-    })
-    .join()
-    .unwrap();
+    let clients = pair.connect_from_a(to, CLIENTS, Duration::from_millis(200));
     let syn_drops = ns_counter(&pair.b, "netstat", "TcpExt", "TCPReqQFullDrop");
     assert!(syn_drops > 0, "the SYN queue overflowed");
     let (status, r) = report_after(netdoc, &["syn_queue_overflow"]);

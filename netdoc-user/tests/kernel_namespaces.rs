@@ -308,31 +308,11 @@ fn a_listen_queue_overflow_in_a_new_namespace_names_the_listener() {
     let netdoc = start(&["drops", "--json", "--no-causes"]);
     let pair = Pair::new("L", 61);
     // No SYN-ACK retransmits: once the clients are gone the counters stay still.
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &pair.b,
-            "sysctl",
-            "-qw",
-            "net.ipv4.tcp_synack_retries=0",
-        ],
-    );
+    pair.no_synack_retries_in_b();
     let listener = tiny_listener(&pair.b, &pair.ip_b, PORT);
     // Connect from a, without waiting: the accept queue holds two, the rest overflow.
-    let ns_a = std::fs::File::open(format!("/run/netns/{}", pair.a)).unwrap();
     let to: std::net::SocketAddr = format!("{}:{PORT}", pair.ip_b).parse().unwrap();
-    let clients = std::thread::spawn(move || {
-        // SAFETY: setns on this thread only, with an open namespace file.
-        let entered = unsafe { libc::setns(ns_a.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(entered, 0);
-        (0..CLIENTS)
-            .map(|_| std::net::TcpStream::connect_timeout(&to, Duration::from_millis(300)))
-            .collect::<Vec<_>>()
-    })
-    .join()
-    .unwrap();
+    let clients = pair.connect_from_a(to, CLIENTS, Duration::from_millis(300));
     assert!(
         ns_counter(&pair.b, "netstat", "TcpExt", "ListenOverflows") > 0,
         "the queue overflowed"

@@ -304,6 +304,34 @@ impl Pair {
         })
     }
 
+    /// No SYN-ACK retransmits in b: once the clients are gone, its listen counters stay still.
+    pub fn no_synack_retries_in_b(&self) {
+        let set = "net.ipv4.tcp_synack_retries=0";
+        run("ip", &["netns", "exec", &self.b, "sysctl", "-qw", set]);
+    }
+
+    /// `n` TCP connection attempts from a to `to`, one after another, each given `timeout`
+    /// (without waiting longer: a full queue drops the SYN), from a thread in a's namespace.
+    /// Those that connected stay open until the result is dropped.
+    pub fn connect_from_a(
+        &self,
+        to: std::net::SocketAddr,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<std::io::Result<std::net::TcpStream>> {
+        let ns_a = File::open(format!("/run/netns/{}", self.a)).unwrap();
+        std::thread::spawn(move || {
+            // SAFETY: setns on this thread only, with an open namespace file.
+            let entered = unsafe { libc::setns(ns_a.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(entered, 0);
+            (0..n)
+                .map(|_| std::net::TcpStream::connect_timeout(&to, timeout))
+                .collect()
+        })
+        .join()
+        .unwrap()
+    }
+
     pub fn udp_no_ports(&self) -> u64 {
         ns_counter(&self.b, "snmp", "Udp", "NoPorts")
     }
