@@ -1,6 +1,8 @@
 //! The neighbour tables over a run: how often they were full (new entries refused), how close
 //! to `gc_thresh3` they came, and which namespaces held the entries when they were full (the
 //! tables are global, so one namespace's neighbours can starve every other's).
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -13,6 +15,21 @@ use crate::{
 
 /// Namespaces named per table: the fullest.
 const BUSIEST: usize = 5;
+
+/// Samples after an overflow during which the namespaces are counted again when the table holds
+/// more or the inventory has gained a namespace: one made just before the overflow joins the
+/// inventory up to a follow interval (a second) later, and may hold the entries.
+const RECOUNT_SAMPLES: u32 = 5;
+
+/// Whether to enter every namespace and count its entries now.
+fn worth_counting(
+    since_overflow: u32,
+    entries: u64,
+    counted_at: u64,
+    new_namespaces: bool,
+) -> bool {
+    since_overflow < RECOUNT_SAMPLES && (entries > counted_at || new_namespaces)
+}
 
 /// One table in the doctor's snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,8 +67,12 @@ struct Followed {
     peak_entries: u64,
     busiest: Vec<NamespaceEntries>,
     /// The table's size when the namespaces were last counted: counting again (entering every
-    /// namespace) is worth it only once the table holds more.
+    /// namespace) is worth it only once the table holds more, or the inventory has more.
     counted_at: u64,
+    /// The namespaces (inodes) the inventory held at that count.
+    counted_in: BTreeSet<u32>,
+    /// Samples since the table last overflowed (saturating: none yet).
+    since_overflow: u32,
 }
 
 /// Both tables, followed from a baseline (a family whose table this kernel lacks is skipped).
@@ -74,27 +95,38 @@ impl NeighbourTables {
                         peak_entries: first.entries,
                         busiest: Vec::new(),
                         counted_at: 0,
+                        counted_in: BTreeSet::new(),
+                        since_overflow: u32::MAX,
                     })
                 })
                 .collect(),
         )
     }
 
-    /// A new reading; after an IPv4 overflow, each namespace's entries (kept when fuller than
-    /// the last such count).
+    /// A new reading; for a few samples after an IPv4 overflow, each namespace's entries (kept
+    /// when fuller than the last such count).
     pub fn sample(&mut self, namespaces: &Inventory) {
         for t in &mut self.0 {
             let Some(now) = neigh::read_stat(t.file) else {
                 continue;
             };
-            let overflowed = now.table_fulls > t.last.table_fulls;
+            t.since_overflow = match now.table_fulls > t.last.table_fulls {
+                true => 0,
+                false => t.since_overflow.saturating_add(1),
+            };
             t.peak_entries = t.peak_entries.max(now.entries);
             t.last = now;
             t.limits = neigh::read_limits(t.limits_dir).or(t.limits);
-            if !(overflowed && t.family == "ipv4" && now.entries > t.counted_at) {
+            if t.family != "ipv4" {
                 continue;
             }
-            t.counted_at = now.entries;
+            let known: BTreeSet<u32> = namespaces.all().map(|n| n.id.inode).collect();
+            let new_namespaces = !known.is_subset(&t.counted_in);
+            if !worth_counting(t.since_overflow, now.entries, t.counted_at, new_namespaces) {
+                continue;
+            }
+            t.counted_at = t.counted_at.max(now.entries);
+            t.counted_in = known;
             let files = namespaces
                 .all()
                 .filter_map(|n| Some(((n.id.name.clone(), n.id.inode), n.file()?)))
@@ -137,5 +169,21 @@ impl NeighbourTables {
                 busiest: t.busiest.clone(),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_counted_again_after_an_overflow_when_the_table_or_the_inventory_grows() {
+        // The overflow's own sample, and the one after it that first knows a new namespace.
+        assert!(worth_counting(0, 20, 0, false));
+        assert!(worth_counting(2, 20, 20, true));
+        // Nothing new since the last count, or too long after the overflow: no entering.
+        assert!(!worth_counting(1, 20, 20, false));
+        assert!(!worth_counting(RECOUNT_SAMPLES, 30, 20, true));
+        assert!(!worth_counting(u32::MAX, 30, 0, true), "never overflowed");
     }
 }
