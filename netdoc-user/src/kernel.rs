@@ -148,13 +148,12 @@ impl Kernel {
 
     /// Whether a tp_btf program can attach to `event`: `Err(why)` otherwise.
     pub fn tp_btf_args(&self, event: &str) -> Result<usize, Error> {
-        let unavailable = |why: String| Error::Unavailable(why);
         let b = self
             .btf
             .as_ref()
-            .ok_or_else(|| unavailable("no kernel BTF".into()))?;
+            .ok_or_else(|| Error::Unavailable("no kernel BTF".into()))?;
         b.tracepoint_arg_count(event)
-            .ok_or_else(|| unavailable(format!("BTF has no btf_trace_{event}")))
+            .ok_or_else(|| Error::Unavailable(format!("BTF has no btf_trace_{event}")))
     }
 }
 

@@ -272,9 +272,10 @@ fn parse_listen(s: &str) -> Result<std::net::SocketAddr, Error> {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, Error> {
-    let input = |why: String| Error::Input(why);
     if s.starts_with('-') {
-        return Err(input(format!("'{s}' must be a positive duration like 30s")));
+        return Err(Error::Input(format!(
+            "'{s}' must be a positive duration like 30s"
+        )));
     }
     let text = if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() {
         format!("{s}s")
@@ -282,16 +283,16 @@ fn parse_duration(s: &str) -> Result<Duration, Error> {
         s.to_string()
     };
     let d = humantime::parse_duration(&text).map_err(|e| {
-        input(format!(
+        Error::Input(format!(
             "'{s}' is not a duration like 30s, 500ms or 2m ({e})"
         ))
     })?;
     if d.is_zero() {
-        return Err(input(format!("'{s}' must be longer than zero")));
+        return Err(Error::Input(format!("'{s}' must be longer than zero")));
     }
     // Deadlines are instants: a duration past any reachable one is a typo, not a wish.
     if d > MAX_DURATION {
-        return Err(input(format!(
+        return Err(Error::Input(format!(
             "'{s}' is longer than netdoc runs (at most 10 years)"
         )));
     }

@@ -68,19 +68,20 @@ impl Measurements {
     /// The value of `metric`, or why this kernel or run cannot give it (the check is then
     /// untestable).
     pub fn value(&self, metric: &Metric) -> Result<u64, Error> {
-        let lacks = |why: String| Error::Unavailable(why);
         match metric {
             Metric::Drops { reason, location } => {
                 let drops = ran(&self.drops, "drops")?;
                 if let Some(r) = reason {
                     match &self.reason_names {
                         None => {
-                            return Err(lacks(
+                            return Err(Error::Unavailable(
                                 "this kernel's kfree_skb carries no drop reason".into(),
                             ));
                         }
                         Some(names) if !names.contains(r) => {
-                            return Err(lacks(format!("this kernel has no drop reason {r}")));
+                            return Err(Error::Unavailable(format!(
+                                "this kernel has no drop reason {r}"
+                            )));
                         }
                         Some(_) => {}
                     }
@@ -101,7 +102,7 @@ impl Measurements {
             Metric::Conntrack(column) => {
                 let cols = ran(&self.conntrack, "conntrack")?;
                 cols.get(column).copied().ok_or_else(|| {
-                    lacks(format!(
+                    Error::Unavailable(format!(
                         "this kernel's /proc/net/stat/nf_conntrack has no column {column} (it has {})",
                         cols.keys().cloned().collect::<Vec<_>>().join(", ")
                     ))
@@ -110,7 +111,9 @@ impl Measurements {
             Metric::Counter(name) => match self.counters.get(name) {
                 Some(v) => Ok(*v),
                 None if super::known::zero_until_seen(name) => Ok(0),
-                None => Err(lacks(format!("this kernel has no counter {name}"))),
+                None => Err(Error::Unavailable(format!(
+                    "this kernel has no counter {name}"
+                ))),
             },
             Metric::Scenario(fact) => {
                 let s = self

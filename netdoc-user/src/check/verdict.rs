@@ -22,7 +22,7 @@ impl Verdict {
         match self {
             Verdict::Pass => 0,
             Verdict::Fail => 1,
-            Verdict::Untestable => 125,
+            Verdict::Untestable => crate::error::CHECK_UNTESTABLE,
             Verdict::Interrupted => 130,
         }
     }
