@@ -600,7 +600,7 @@ fn namespaces_come_and_go_under_the_cap() {
     }
     // Each namespace left a key in the kernel's aggregation; once a scan has missed them, a
     // scrape takes them out (the host's own drops keep a few), and what they dropped is in
-    // other unless they had series of their own.
+    // other unless a scrape showed it in series of their own.
     let mut shown = 0.0;
     let mut text = String::new();
     let mut keys = f64::MAX;

@@ -134,6 +134,7 @@ impl Exporter {
         let mut per_ns: Vec<NetnsSample> = drops
             .into_iter()
             .map(|((netns, labels, last), n)| NetnsSample {
+                outlives: true,
                 last,
                 ..sample(netns, DROPS, labels, n)
             })
@@ -384,6 +385,7 @@ fn sample(netns: NetnsKey, metric: &'static str, labels: Vec<Label>, v: u64) -> 
         kind,
         labels,
         value: v as f64,
+        outlives: false,
         last: false,
     }
 }

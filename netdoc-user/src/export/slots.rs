@@ -1,7 +1,8 @@
 //! Per-namespace series under a cap. The first `cap` namespaces seen get series of their own and
 //! keep them while they live; later ones are folded into `netns="other"` and counted. A
 //! namespace that goes away takes its series with it, except that what a folded one counted
-//! stays in `other`, so every counter stays monotonic.
+//! stays in `other`, and so does what the kernel counted for one with series of its own after
+//! the last scrape that showed them: every counter stays monotonic and every drop is shown once.
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::exposition::{Kind, Label, Sample};
@@ -22,6 +23,8 @@ pub struct NetnsSample {
     /// Its labels besides the namespace's.
     pub labels: Vec<Label>,
     pub value: f64,
+    /// A count the kernel keeps after its namespace has gone (until a scan misses it).
+    pub outlives: bool,
     /// The last value of a kernel count, taken out of the kernel's map because its namespace
     /// has gone: a later count with the same labels starts again from zero.
     pub last: bool,
@@ -43,10 +46,11 @@ pub struct NamespaceSlots {
     own: BTreeMap<NetnsKey, (Named, Vec<Label>)>,
     /// Namespaces folded into `other` (live, or gone with kernel counts still to come).
     folded: BTreeSet<NetnsKey>,
-    /// Namespaces that had series of their own and went: their last kernel counts are in
-    /// no series.
+    /// Namespaces that had series of their own and went: what their kernel counts grew by
+    /// since the last scrape is credited to `other`.
     departed: BTreeSet<NetnsKey>,
-    /// How much of each folded counter series is already in `other`.
+    /// How much of each folded counter series is already in `other`, and of each count that
+    /// outlives its namespace already shown in that namespace's own series.
     credited: BTreeMap<(NetnsKey, SeriesKey), f64>,
     /// The counters of `netns="other"`.
     other: BTreeMap<SeriesKey, f64>,
@@ -92,6 +96,10 @@ impl NamespaceSlots {
         let mut gauges: BTreeMap<SeriesKey, f64> = BTreeMap::new();
         for s in samples {
             if let Some((_, ns_labels)) = self.own.get(&s.netns) {
+                if s.outlives {
+                    self.credited
+                        .insert((s.netns, (s.metric, s.labels.clone())), s.value);
+                }
                 let mut labels = ns_labels.clone();
                 labels.extend(s.labels);
                 out.entry(s.metric).or_default().push(Sample {
@@ -99,7 +107,11 @@ impl NamespaceSlots {
                     value: s.value,
                 });
             } else if self.departed.contains(&s.netns) {
-                // Its series went with it.
+                // Its series went with it; what it counted after the scrape that last showed
+                // them (a drop in its last moments, or counted late) is shown in other.
+                if s.outlives {
+                    self.credit(s);
+                }
             } else if s.kind == Kind::Gauge {
                 // The fullest folded namespace: a sum of tables (or of one global limit) would
                 // hide the one that is full.
@@ -253,6 +265,7 @@ mod tests {
             kind: Kind::Counter,
             labels: vec![("reason", "NO_SOCKET".into())],
             value,
+            outlives: true,
             last: false,
         }
     }
@@ -270,6 +283,7 @@ mod tests {
             metric: "netdoc_entries",
             kind: Kind::Gauge,
             labels: vec![],
+            outlives: false,
             ..drops(n, value)
         }
     }
@@ -373,13 +387,39 @@ mod tests {
         let out = slots.place(&[], vec![last_drops(&a, 5.0), last_drops(&b, 4.0)]);
         assert_eq!(
             value_of(&out, OTHER),
-            Some(4.0),
-            "b's last count adds what it grew by; a's own series are gone"
+            Some(8.0),
+            "b's last count adds what it grew by, and a's what it grew by since its series showed 1"
         );
         let out = slots.place(&[], vec![]);
-        assert_eq!(value_of(&out, OTHER), Some(4.0));
+        assert_eq!(value_of(&out, OTHER), Some(8.0));
         assert_eq!(slots.counts(), (0, 0), "nothing kept of gone namespaces");
         assert!(slots.credited.is_empty() && slots.departed.is_empty());
+    }
+
+    #[test]
+    fn a_drop_counted_after_a_namespaces_last_scrape_is_shown_once_in_other() {
+        // The scrape gives it a series before its drop is counted (the softirq that drops
+        // ran late); it goes before the next scrape, whose kernel count has the drop.
+        let mut slots = NamespaceSlots::new(10);
+        let (brief, shown) = (ns(7, "brief"), ns(8, "shown"));
+        let out = slots.place(
+            &[brief.clone(), shown.clone()],
+            vec![drops(&shown, 2.0), entries(&shown, 5.0)],
+        );
+        assert_eq!(value_of(&out, "brief"), None);
+        assert_eq!(value_of(&out, "shown"), Some(2.0));
+        let out = slots.place(&[], vec![drops(&brief, 1.0), drops(&shown, 2.0)]);
+        assert_eq!(value_of(&out, "brief"), None, "its series went with it");
+        assert_eq!(
+            value_of(&out, OTHER),
+            Some(1.0),
+            "the drop no scrape showed; not what shown's series did"
+        );
+        let out = slots.place(&[], vec![last_drops(&brief, 1.0), last_drops(&shown, 3.0)]);
+        assert_eq!(value_of(&out, OTHER), Some(2.0), "each drop once");
+        let out = slots.place(&[], vec![]);
+        assert_eq!(value_of(&out, OTHER), Some(2.0));
+        assert!(slots.departed.is_empty() && slots.credited.is_empty());
     }
 
     #[test]
