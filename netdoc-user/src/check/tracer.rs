@@ -6,13 +6,13 @@ use std::collections::BTreeSet;
 use super::measure::{DropCount, Measurements, Unmeasured};
 use crate::{
     drops::{
-        self,
+        self, DropMaps,
         filter::{DropFilter, FilterArgs},
     },
     facts::{kallsyms::Kallsyms, netns::NetnsArg},
     kernel::Kernel,
     model::reasons::Source,
-    retrans::RETRANS,
+    retrans::{RETRANS, RetransMaps},
     session::{Component, DropUse, Request, Session, registry::Families},
 };
 
@@ -63,26 +63,28 @@ fn failure(tracer: &Tracer, probe: &str) -> Unmeasured {
 /// (all when empty). The session must be detached.
 pub fn finish(tracer: &Tracer, netns: &BTreeSet<u32>, m: &mut Measurements) {
     let session = tracer.as_ref().ok();
-    m.drops = Some(match session.and_then(|s| Some((s.drops.as_ref()?, s))) {
-        None => Err(failure(tracer, drops::PROBE)),
-        Some((maps, s)) => {
-            let reasons = &s.families.drops.reasons;
-            let kallsyms = Kallsyms::load().ok();
-            m.reason_names = (reasons.source != Source::Unavailable)
-                .then(|| reasons.names().map(str::to_string).collect());
-            Ok(maps
-                .counts()
-                .iter()
-                .map(|(key, per_cpu)| DropCount {
-                    reason: reasons.name(key.reason),
-                    location: kallsyms
-                        .as_ref()
-                        .map_or(format!("{:#x}", key.location), |k| k.describe(key.location)),
-                    count: per_cpu.iter().sum(),
-                })
-                .collect())
-        }
-    });
+    m.drops = Some(
+        match session.and_then(|s| Some((s.part::<DropMaps>()?, s))) {
+            None => Err(failure(tracer, drops::PROBE)),
+            Some((maps, s)) => {
+                let reasons = &s.families.drops.reasons;
+                let kallsyms = Kallsyms::load().ok();
+                m.reason_names = (reasons.source != Source::Unavailable)
+                    .then(|| reasons.names().map(str::to_string).collect());
+                Ok(maps
+                    .counts()
+                    .iter()
+                    .map(|(key, per_cpu)| DropCount {
+                        reason: reasons.name(key.reason),
+                        location: kallsyms
+                            .as_ref()
+                            .map_or(format!("{:#x}", key.location), |k| k.describe(key.location)),
+                        count: per_cpu.iter().sum(),
+                    })
+                    .collect())
+            }
+        },
+    );
     // Retransmit counts need both probes (segments and SYN-ACKs).
     let retrans_complete = session.is_some_and(|s| {
         s.families
@@ -91,7 +93,7 @@ pub fn finish(tracer: &Tracer, netns: &BTreeSet<u32>, m: &mut Measurements) {
             .iter()
             .all(|(p, _)| s.hook(p).is_some())
     });
-    m.retrans = Some(match session.and_then(|s| s.retrans.as_ref()) {
+    m.retrans = Some(match session.and_then(|s| s.part::<RetransMaps>()) {
         Some(maps) if retrans_complete => Ok(maps
             .flows()
             .iter()

@@ -9,11 +9,11 @@ use anyhow::Result;
 use crate::{
     conntrack::{
         NamespaceConntrack, PerNamespace, attribute,
-        confirm::{self, InsertFailure},
+        confirm::{self, ConfirmMaps, InsertFailure},
         snapshot,
     },
     drops::{
-        self,
+        self, DropMaps,
         filter::{DropFilter, FilterArgs},
         report::NamedDrop,
     },
@@ -305,8 +305,7 @@ pub async fn run(
     let per_ns = PerNamespace::start(&namespaces.lock(), only_netns);
     let hook = session.hook(confirm::PROBE);
     let stage_probe = session
-        .drops
-        .as_ref()
+        .part::<DropMaps>()
         .and(session.stages.status.as_ref().ok())
         .map(|s| format!("netfilter stage sentinels ({s})"));
     let stage_degraded = match (&confirm_degraded, &stage_probe) {
@@ -352,21 +351,22 @@ pub async fn run(
     };
     let schedule = Schedule { interval, duration };
     let mut ended = live::run(&mut session, &mut view, &mut signals, schedule).await?;
-    let lost = session.confirm.as_ref().map_or(0, |c| c.lost());
-    let sampled = session.confirm.as_ref().map_or(0, |c| c.sampled());
-    let (causes, drops_lost, drops_sampled) = match (session.drops.as_ref(), view.namer.as_mut()) {
-        (Some(maps), Some(namer)) => {
-            let mut counts = CauseCounts::new();
-            for (key, per_cpu) in maps.counts() {
-                if let Some(c) = namer.cause(key.reason, key.location, key.nf_stage, None) {
-                    *counts.entry(c).or_insert(0) += per_cpu.iter().sum::<u64>();
+    let lost = session.part::<ConfirmMaps>().map_or(0, |c| c.lost());
+    let sampled = session.part::<ConfirmMaps>().map_or(0, |c| c.sampled());
+    let (causes, drops_lost, drops_sampled) =
+        match (session.part::<DropMaps>(), view.namer.as_mut()) {
+            (Some(maps), Some(namer)) => {
+                let mut counts = CauseCounts::new();
+                for (key, per_cpu) in maps.counts() {
+                    if let Some(c) = namer.cause(key.reason, key.location, key.nf_stage, None) {
+                        *counts.entry(c).or_insert(0) += per_cpu.iter().sum::<u64>();
+                    }
                 }
+                let stats = maps.stats();
+                (counts, stats.lost, stats.sampled)
             }
-            let stats = maps.stats();
-            (counts, stats.lost, stats.sampled)
-        }
-        _ => (CauseCounts::new(), 0, 0),
-    };
+            _ => (CauseCounts::new(), 0, 0),
+        };
     let events = view.insert_failures;
     let drop_events = view.drop_events;
     view.per_ns.sample_all(&view.namespaces.lock());

@@ -109,7 +109,7 @@ impl DropsView {
 
 impl View for DropsView {
     fn records(&mut self, session: &Session, batch: Records, out: &mut Stdout) -> Result<()> {
-        match (batch, session.drops.as_ref()) {
+        match (batch, session.part::<DropMaps>()) {
             (Records::Drops(events), Some(maps)) => self.events(maps, &events, out),
             _ => Ok(()),
         }
@@ -118,7 +118,7 @@ impl View for DropsView {
     fn tick(&mut self, session: &Session, out: &mut Stdout) -> Result<()> {
         self.counted
             .sample(&self.namespaces.lock(), &std::mem::take(&mut self.active));
-        let Some(maps) = session.drops.as_ref().filter(|_| !self.json) else {
+        let Some(maps) = session.part::<DropMaps>().filter(|_| !self.json) else {
             return Ok(());
         };
         let counts = maps.counts();
@@ -260,7 +260,9 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
     };
     let mut ended = live::run(&mut session, &mut view, &mut signals, schedule).await?;
 
-    let maps = session.drops.as_ref().context("the drop probe's maps")?;
+    let maps = session
+        .part::<DropMaps>()
+        .context("the drop probe's maps")?;
     let stats = maps.stats();
     let duration_s = session.started.elapsed().as_secs_f64();
     let rows = report::rows(

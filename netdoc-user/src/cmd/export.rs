@@ -22,7 +22,7 @@ use super::{net_rx, watch::Watch};
 use crate::{
     counted,
     doctor::{self, HostFacts},
-    drops::{self, filter::DropFilter},
+    drops::{DropMaps, filter::DropFilter},
     export::collect::{
         ConntrackReading, CpuNetRx, DropCount, Exporter, NamespaceReading, ProgramRun, Reading,
     },
@@ -39,6 +39,7 @@ use crate::{
         registry::Families,
         stream::Records,
     },
+    softirq::SoftirqMaps,
 };
 
 pub struct ExportOptions {
@@ -143,7 +144,7 @@ impl ExportView {
             (live, files)
         };
         let mut drops = Vec::new();
-        if let Some(maps) = session.drops.as_mut() {
+        if let Some(maps) = session.part_mut::<DropMaps>() {
             // Counts of namespaces that went away leave the kernel map (it has room for the
             // living), and are reported one last time.
             let forgotten = {
@@ -221,7 +222,7 @@ impl ExportView {
                 })
             })
             .collect();
-        let net_rx = session.softirq.as_ref().map_or_else(Vec::new, |maps| {
+        let net_rx = session.part::<SoftirqMaps>().map_or_else(Vec::new, |maps| {
             let reading = maps.read();
             reading
                 .softirq
@@ -261,14 +262,10 @@ impl ExportView {
                 .unwrap_or_default(),
             probes: session.probe_statuses(),
             drop_stats: session
-                .drops
-                .as_ref()
-                .map(drops::DropMaps::stats)
+                .part::<DropMaps>()
+                .map(DropMaps::stats)
                 .unwrap_or_default(),
-            drop_keys: session
-                .drops
-                .as_ref()
-                .map_or(0, drops::DropMaps::keys_in_use),
+            drop_keys: session.part::<DropMaps>().map_or(0, DropMaps::keys_in_use),
             programs,
             cookies: self.cookies,
             findings: self.findings.last.clone(),

@@ -16,7 +16,7 @@ use crate::{
     },
     session::Session,
     softirq::{
-        self, VECTOR_NAMES, correlate,
+        self, SoftirqMaps, VECTOR_NAMES, correlate,
         nicmap::{self, NicMap, QueueFacts},
         series::{self, CpuSummary, Sample},
     },
@@ -28,14 +28,12 @@ pub fn sample(session: &Session, vector: u32) -> Sample {
     Sample {
         t_s: session.started.elapsed().as_secs_f64(),
         maps: session
-            .softirq
-            .as_ref()
+            .part::<SoftirqMaps>()
             .map(|m| m.read())
             .unwrap_or_default(),
         softnet: procnet::read_softnet(),
         drops: session
-            .drops
-            .as_ref()
+            .part::<DropMaps>()
             .map(DropMaps::per_cpu)
             .unwrap_or_default(),
         proc_softirqs: procnet::read_softirqs()

@@ -11,6 +11,7 @@ use crate::{
     planner::{self, Candidate, Hook, Outcome, ProbePlan},
     sentinel::{self, Placed},
     session::{
+        Request,
         live::{Signals, Stdout},
         registry::Families,
     },
@@ -22,10 +23,10 @@ use crate::{
 fn survey(kernel: &Kernel, families: &Families) -> Result<(Vec<ProbePlan>, Vec<Placed>)> {
     // One object for every attempt: each candidate has a program of its own, so each is tried
     // on its own while the others stay attached; all are released together at the end.
-    let mut ebpf = loader::load(&families.configs())?;
+    let mut ebpf = loader::load(&families.object(&Request::default())?)?;
     let loader_btf = kernel.loader_btf();
     let mut plans = Vec::new();
-    for (probe, candidates) in families.all().iter().flat_map(|f| f.probes()) {
+    for (probe, candidates) in families.listed().iter().flat_map(|f| f.probes()) {
         let mut attempts = Vec::new();
         let mut chosen = false;
         for c in candidates {
@@ -136,7 +137,7 @@ pub fn show(host: Kernel, json: bool) -> Result<()> {
 pub async fn bench_floor(host: Kernel) -> Result<()> {
     let mut signals = Signals::install()?;
     let families = Families::discover(&host);
-    let mut ebpf = loader::load(&families.configs())?;
+    let mut ebpf = loader::load(&families.object(&Request::default())?)?;
     let candidates = vec![
         Candidate {
             hook: Hook::TpBtf {

@@ -14,7 +14,7 @@ use crate::{
     kernel::Kernel,
     output::{Output, RetransSummary, SCHEMA_VERSION, Summary},
     retrans::{
-        self, RETRANS, mtu,
+        self, RETRANS, RetransMaps, mtu,
         report::{FlowRow, NamedRetrans},
     },
     session::{
@@ -112,7 +112,7 @@ impl View for RetransView {
     }
 
     fn tick(&mut self, session: &Session, out: &mut Stdout) -> Result<()> {
-        let Some(maps) = session.retrans.as_ref().filter(|_| !self.json) else {
+        let Some(maps) = session.part::<RetransMaps>().filter(|_| !self.json) else {
             return Ok(());
         };
         let r = retrans::flow_rows(
@@ -177,8 +177,7 @@ pub async fn run(opts: StreamOptions, kernel: Kernel) -> Result<()> {
     let mut ended = live::run(&mut session, &mut view, &mut signals, schedule).await?;
 
     let maps = session
-        .retrans
-        .as_ref()
+        .part::<RetransMaps>()
         .context("the retransmit probe's maps")?;
     let stats = maps.stats();
     let flows = retrans::flow_rows(maps, &HashMap::new(), 0.0, |n| {

@@ -14,10 +14,13 @@ use crate::{
     conntrack,
     counted::{self, neighbours::NeighbourTables},
     doctor::{self, DropGrouper, Drops, HostFacts, NetRx, RECORD_VERSION, Snapshot},
-    drops::report::{self, KernelCounts, NamedDrop},
+    drops::{
+        DropMaps,
+        report::{self, KernelCounts, NamedDrop},
+    },
     model::{cause::Cause, names::LiveNamer, stats::KernelStats},
     namespaces::{NetnsKey, turns::Activity},
-    retrans,
+    retrans::{self, RetransMaps},
     session::{Namespaces, Session},
 };
 use netdoc_common::{DropEvent, DropKey};
@@ -78,8 +81,7 @@ impl Window {
                 .net_rx_known
                 .then(|| net_rx::BusiestWindow::start(session, NET_RX_WINDOW)),
             drops_before: session
-                .drops
-                .as_ref()
+                .part::<DropMaps>()
                 .map(|maps| (maps.counts_per_netns(), maps.stats()))
                 .unwrap_or_default(),
             started: Instant::now(),
@@ -172,7 +174,7 @@ impl Watch {
     /// sockets' owners (every process's fd table) and reads the NIC queues.
     pub fn snapshot(&mut self, session: &Session, complete: bool) -> Snapshot {
         let duration_s = self.window.started.elapsed().as_secs_f64();
-        let drops = match session.drops.as_ref() {
+        let drops = match session.part::<DropMaps>() {
             Some(maps) => {
                 let (counts_before, stats_before) = &self.window.drops_before;
                 let stats = maps.stats();
@@ -195,7 +197,7 @@ impl Watch {
             }
             None => Drops::default(),
         };
-        let retrans = session.retrans.as_ref().map_or_else(Vec::new, |maps| {
+        let retrans = session.part::<RetransMaps>().map_or_else(Vec::new, |maps| {
             retrans::flow_rows(maps, &HashMap::new(), 0.0, |n| {
                 self.namespaces.resolve(n, 0, u64::MAX)
             })
@@ -243,12 +245,12 @@ struct MovedCounts {
 impl MovedCounts {
     fn now(session: &Session) -> Self {
         let mut counts = Self::default();
-        if let Some(maps) = session.retrans.as_ref() {
+        if let Some(maps) = session.part::<RetransMaps>() {
             for (key, stats) in maps.flows() {
                 *counts.retransmits.entry(key.netns).or_default() += stats.events;
             }
         }
-        if let Some(maps) = session.drops.as_ref() {
+        if let Some(maps) = session.part::<DropMaps>() {
             // Without per-namespace counting every key's namespace is 0: nothing to tell.
             for (key, per_cpu) in maps.counts_per_netns().iter().filter(|(k, _)| k.netns != 0) {
                 *counts.drops.entry(key.netns).or_default() += per_cpu.iter().sum::<u64>();

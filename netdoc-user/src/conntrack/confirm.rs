@@ -14,15 +14,16 @@ use netdoc_common::{
 };
 use serde::{Deserialize, Serialize};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, Result};
 
 use crate::{
     Error,
     family::Family,
     kernel::Kernel,
-    loader::Configs,
+    loader::ObjectSettings,
     model::stats::{kernel_stats, stat_slot},
     planner::{Candidate, Hook},
+    session::{Component, Request, starting::Starting, stream::StreamKind},
 };
 
 pub const PROBE: &str = "conntrack_confirm";
@@ -81,8 +82,34 @@ impl Family for ConfirmKernel {
     fn probes(&self) -> Vec<(&'static str, Vec<Candidate>)> {
         vec![(PROBE, self.candidates.clone())]
     }
-    fn configure(&self, configs: &mut Configs) {
-        configs.confirm = self.config;
+
+    fn wanted(&self, request: &Request) -> bool {
+        request.wants(Component::ConntrackConfirm)
+    }
+
+    fn prepare(&self, _: &Request, object: &mut ObjectSettings) -> Result<()> {
+        object.per_cpu("CONFIRM_EVENTS");
+        object.global("CONFIRM_CONFIG", &self.config);
+        Ok(())
+    }
+
+    /// Attaches at once, not with the others: the drop program and the sentinels that stand
+    /// in for it open only where it did not.
+    fn open(&self, _: &Request, s: &mut Starting<'_>) -> Result<()> {
+        s.open_stream::<InsertFailEvent>("CONFIRM_EVENTS")?;
+        let maps = ConfirmMaps::take(s.ebpf)?;
+        match s.attach(PROBE, self.candidates.clone()) {
+            true => {
+                s.keep(maps);
+                s.attached(Component::ConntrackConfirm);
+            }
+            false => s.close_stream(StreamKind::InsertFailures),
+        }
+        Ok(())
+    }
+
+    fn attach(&self, _: &Request, _: &mut Starting<'_>) -> Result<()> {
+        Ok(())
     }
 }
 

@@ -6,23 +6,25 @@ pub mod stacks;
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
 };
 use netdoc_common::{
-    CountSlot, DROP_COUNT_SLOTS, DropConfig, DropKey, NO_OFFSET, SkbOffsets, TracepointOffsets,
-    context, stat,
+    CountSlot, DROP_COUNT_SLOTS, DropConfig, DropEvent, DropKey, NO_OFFSET, REASON_UNAVAILABLE,
+    SkbOffsets, TracepointOffsets, context, filter::NEEDS_PACKET, stat,
 };
 
 use crate::{
     facts::tracefs::EventFormat,
     family::Family,
     kernel::Kernel,
-    loader::Configs,
+    loader::ObjectSettings,
     model::{reasons, stats::KernelStats},
     planner::{Candidate, Hook},
+    sentinel,
+    session::{Component, Request, starting::Starting},
 };
 use report::KernelCounts;
 
@@ -35,6 +37,8 @@ pub struct DropKernel {
     skb: SkbOffsets,
     pub format: Result<EventFormat, crate::Error>,
     pub reasons: reasons::DropReasons,
+    /// Why kernel BTF could not be read, if so: packets are not decoded then.
+    btf_unreadable: Option<String>,
 }
 
 impl DropKernel {
@@ -62,6 +66,7 @@ impl DropKernel {
             skb: skb_offsets(kernel),
             format,
             reasons,
+            btf_unreadable: kernel.btf_unreadable.clone(),
         }
     }
 
@@ -119,8 +124,77 @@ impl Family for DropKernel {
     fn probes(&self) -> Vec<(&'static str, Vec<Candidate>)> {
         vec![(PROBE, self.candidates())]
     }
-    fn configure(&self, configs: &mut Configs) {
-        configs.drops = self.config();
+
+    fn wanted(&self, request: &Request) -> bool {
+        request.drops.is_some()
+    }
+
+    fn prepare(&self, request: &Request, object: &mut ObjectSettings) -> Result<()> {
+        let mut cfg = self.config();
+        if let Some(usage) = &request.drops {
+            usage.filter.apply(&mut cfg);
+            if cfg.filters & NEEDS_PACKET != 0 && cfg.skb.skb_head == NO_OFFSET {
+                bail!(
+                    "--netns/--proto/--port/--addr need kernel BTF to decode packets ({})",
+                    self.btf_unreadable
+                        .as_deref()
+                        .unwrap_or("it has no sk_buff")
+                );
+            }
+            cfg.stream = usage.stream as u32;
+            cfg.per_netns = usage.per_netns as u32;
+            cfg.stacks = (usage.stream && usage.stacks) as u32;
+            let stages = request.sentinels.is_ok() && request.wants(Component::StageSentinels);
+            cfg.netfilter_drop = stages
+                .then(|| sentinel::wanted(&self.reasons))
+                .flatten()
+                .unwrap_or(REASON_UNAVAILABLE);
+        }
+        // Drop context alone needs no clock: the hooks run on every softirq of every CPU.
+        cfg.net_rx_context = request.softirq_hooks() as u32;
+        // A stack map's buckets are allocated whole at creation: room only when asked for.
+        if cfg.stacks != 0 {
+            object.size("DROP_STACKS", netdoc_common::DROP_STACK_IDS);
+        }
+        object.per_cpu("DROP_EVENTS");
+        object.global("DROP_CONFIG", &cfg);
+        Ok(())
+    }
+
+    fn open(&self, request: &Request, s: &mut Starting<'_>) -> Result<()> {
+        let Some(usage) = &request.drops else {
+            return Ok(());
+        };
+        if s.confirm_covers(request) {
+            return Ok(());
+        }
+        set_reason_filter(s.ebpf, &usage.filter.reasons)?;
+        if usage.stream {
+            s.open_stream::<DropEvent>("DROP_EVENTS")?;
+        }
+        let maps = DropMaps::take(s.ebpf)?;
+        s.keep(maps);
+        Ok(())
+    }
+
+    fn attach(&self, request: &Request, s: &mut Starting<'_>) -> Result<()> {
+        let Some(usage) = request.drops.as_ref().filter(|_| s.has::<DropMaps>()) else {
+            return Ok(());
+        };
+        let mut candidates = self.candidates();
+        if let Some(only) = usage.hook {
+            for c in &mut candidates {
+                if c.hook.kind() != only.name() {
+                    c.precondition =
+                        Err(crate::Error::Input(format!("--hook {} given", only.name())));
+                }
+            }
+        }
+        match s.attach(PROBE, candidates) {
+            true => s.attached(Component::Drops),
+            false => s.discard::<DropMaps>(),
+        }
+        Ok(())
     }
 }
 
@@ -323,7 +397,31 @@ mod tests {
             skb: DropConfig::EMPTY.skb,
             format,
             reasons,
+            btf_unreadable: Some("no /sys/kernel/btf/vmlinux".into()),
         }
+    }
+
+    #[test]
+    fn without_btf_a_packet_filter_is_refused_before_the_object_loads() {
+        let k = kernel_with_format("kfree_skb-5.16.format");
+        let mut request = Request::default();
+        request.want_drops(crate::session::DropUse {
+            filter: filter::DropFilter {
+                netns: Some(4026531840),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let why = k
+            .prepare(&request, &mut ObjectSettings::default())
+            .unwrap_err();
+        assert_eq!(
+            why.to_string(),
+            "--netns/--proto/--port/--addr need kernel BTF to decode packets (no /sys/kernel/btf/vmlinux)"
+        );
+        let counting = Request::default().with(Component::NetRxContext);
+        assert!(k.prepare(&counting, &mut ObjectSettings::default()).is_ok());
+        assert!(!k.wanted(&counting), "the drop program only when asked for");
     }
 
     fn kernel_with_format(name: &str) -> DropKernel {

@@ -10,15 +10,16 @@ use aya::{
 };
 use netdoc_common::{
     NO_OFFSET,
-    retrans::{FlowKey, FlowStats, RetransConfig},
+    retrans::{FlowKey, FlowStats, RetransConfig, RetransEvent},
 };
 
 use crate::{
     family::Family,
     kernel::Kernel,
-    loader::Configs,
+    loader::ObjectSettings,
     model::stats::KernelStats,
     planner::{self, Candidate},
+    session::{Component, Request, starting::Starting},
 };
 
 pub const RETRANS: &str = "retrans";
@@ -111,8 +112,41 @@ impl Family for RetransKernel {
     fn probes(&self) -> Vec<(&'static str, Vec<Candidate>)> {
         self.probes.clone()
     }
-    fn configure(&self, configs: &mut Configs) {
-        configs.retrans = self.config;
+
+    fn wanted(&self, request: &Request) -> bool {
+        request.wants(Component::Retransmits)
+    }
+
+    fn prepare(&self, request: &Request, object: &mut ObjectSettings) -> Result<()> {
+        let mut cfg = self.config;
+        cfg.stream = request.retrans_stream as u32;
+        object.per_cpu("RETRANS_EVENTS");
+        object.global("RETRANS_CONFIG", &cfg);
+        Ok(())
+    }
+
+    fn open(&self, request: &Request, s: &mut Starting<'_>) -> Result<()> {
+        if request.retrans_stream {
+            s.open_stream::<RetransEvent>("RETRANS_EVENTS")?;
+        }
+        let maps = RetransMaps::take(s.ebpf)?;
+        s.keep(maps);
+        Ok(())
+    }
+
+    /// Both probes; the family runs when the retransmit one attached (SYN-ACKs alone would
+    /// miss every data retransmit).
+    fn attach(&self, _: &Request, s: &mut Starting<'_>) -> Result<()> {
+        let mut main = false;
+        for (probe, candidates) in self.probes.clone() {
+            let ok = s.attach(probe, candidates);
+            main |= probe == RETRANS && ok;
+        }
+        match main {
+            true => s.attached(Component::Retransmits),
+            false => s.discard::<RetransMaps>(),
+        }
+        Ok(())
     }
 }
 

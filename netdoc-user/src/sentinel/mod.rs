@@ -24,9 +24,12 @@ mod nfprog;
 use crate::{
     Error,
     facts::{conntrack, fwtables, netns},
+    family::Family,
+    loader::ObjectSettings,
     model::{cause::Coverage, reasons::DropReasons},
     namespaces::{Inventory, NetnsRef},
-    planner::{Attempt, Hook, Outcome, ProbePlan},
+    planner::{Attempt, Candidate, Hook, Outcome, ProbePlan},
+    session::{Component, Request, Stages, starting::Starting},
 };
 
 pub const PROBE: &str = "conntrack_stage";
@@ -165,9 +168,17 @@ impl Sentinels {
             .collect()
     }
 
+    /// [`Self::follow`], then tells the inventory where sentinels sit (causes are told apart
+    /// only there).
+    pub fn follow_and_record(&mut self, inventory: &mut Inventory, announce: bool) -> Vec<String> {
+        let said = self.follow(inventory, announce);
+        inventory.set_sentinels(self.namespaces(inventory.own()));
+        said
+    }
+
     /// Follows the namespaces: closes the links of those gone (so they can go), and places
     /// sentinels in each one the scope covers that has none yet. Returns what to tell the user.
-    pub fn follow(&mut self, namespaces: &Inventory, announce: bool) -> Vec<String> {
+    fn follow(&mut self, namespaces: &Inventory, announce: bool) -> Vec<String> {
         self.elsewhere
             .retain(|ino, e| namespaces.live(*ino).is_some_and(|n| n.serial == e.serial));
         let wanted: Vec<((u64, NetnsRef), PathBuf)> = namespaces
@@ -369,6 +380,74 @@ pub fn start(
                 "this kernel names no NETFILTER_DROP reason".into(),
             )),
         ),
+    }
+}
+
+/// The stage sentinels as a member of a session: a component the drops and conntrack families
+/// share, placed after the NET_RX hooks and before the drop program so that a
+/// `NETFILTER_DROP` never misses its mark.
+pub struct StageSentinels {
+    /// The kernel's `NETFILTER_DROP` reason code, if it names one.
+    netfilter_drop: Option<u32>,
+}
+
+impl StageSentinels {
+    pub fn discover(reasons: &DropReasons) -> Self {
+        Self {
+            netfilter_drop: reasons.code("NETFILTER_DROP"),
+        }
+    }
+}
+
+impl Family for StageSentinels {
+    /// None the planner tries: the links are netfilter's, placed per namespace (`netdoc
+    /// probes` tries them apart).
+    fn probes(&self) -> Vec<(&'static str, Vec<Candidate>)> {
+        Vec::new()
+    }
+
+    fn wanted(&self, request: &Request) -> bool {
+        request.wants(Component::StageSentinels)
+    }
+
+    fn prepare(&self, _: &Request, _: &mut ObjectSettings) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn open(&self, _: &Request, _: &mut Starting<'_>) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn attach(&self, request: &Request, s: &mut Starting<'_>) -> anyhow::Result<()> {
+        let scope = match &request.sentinels {
+            Err(why) => {
+                s.set_stages(Stages {
+                    coverage: Coverage::Blind,
+                    status: Err(why.clone()),
+                });
+                return Ok(());
+            }
+            // Not needed: the confirm hook they stand in for attached.
+            Ok(_) if s.confirm_covers(request) => return Ok(()),
+            Ok(scope) => *scope,
+        };
+        let wanted = conntrack_loaded().then_some(self.netfilter_drop).flatten();
+        let (coverage, placed) = start(s.ebpf, wanted, scope);
+        let status = match placed {
+            Ok(mut sentinels) => {
+                // Every namespace in use before any drop is counted; later ones as the driver
+                // follows them.
+                for line in sentinels.follow_and_record(&mut s.namespaces.lock(), false) {
+                    say!("{line}");
+                }
+                let placed = sentinels.describe();
+                s.keep(sentinels);
+                Ok(placed)
+            }
+            Err(why) => Err(why),
+        };
+        s.set_stages(Stages { coverage, status });
+        Ok(())
     }
 }
 

@@ -1,28 +1,26 @@
 //! One probe session: netdoc's eBPF object loaded once with every family's config, each
 //! kernel-side component attached once however many commands or families want it, the maps
 //! taken out so they outlive the links, and every event stream feeding one channel. Dropping
-//! the session (or [`Session::detach`]) releases every link.
+//! the session (or [`Session::detach`]) releases every link. The session knows the families
+//! only through their contract ([`crate::family::Family`]) and the registry.
 pub mod live;
 pub mod registry;
+pub mod starting;
 pub mod stream;
 
 use std::{
-    collections::BTreeMap,
+    any::Any,
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex, MutexGuard},
     time::Instant,
 };
 
 use anyhow::{Context as _, Result, bail};
 use aya::{Ebpf, util::online_cpus};
-use netdoc_common::{
-    DropEvent, REASON_UNAVAILABLE, conntrack::InsertFailEvent, retrans::RetransEvent,
-};
 
-use crate::family::Family as _;
 use crate::{
     Error,
-    conntrack::confirm::{self, ConfirmMaps},
-    drops::{self, DropMaps, filter::DropFilter},
+    drops::{self, filter::DropFilter},
     facts::{
         kallsyms::Kallsyms,
         netns::{self, NetnsArg},
@@ -32,37 +30,12 @@ use crate::{
     model::cause::Coverage,
     namespaces::{GoneNetns, Inventory, NetnsRef},
     planner::{self, ProbePlan, ProbeStatus},
-    retrans::{RETRANS, RetransMaps},
     sentinel::{self, Sentinels},
-    softirq::{self, SoftirqMaps},
 };
+pub use registry::Component;
 use registry::Families;
+use starting::{Parts, Starting};
 use stream::{ReaderTotals, StreamKind, Streams};
-
-/// Why a component is absent when no command asked for it.
-fn not_requested() -> Error {
-    Error::Input("not requested".into())
-}
-
-/// A kernel-side component the session attaches at most once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Component {
-    /// `softirq_entry`/`softirq_exit` marking whether each CPU is inside NET_RX: the context
-    /// of every drop.
-    NetRxContext,
-    /// The same two hooks also counting and timing every softirq (the heatmap's run time).
-    SoftirqTime,
-    /// `irq_handler_entry` and `napi_poll`: which CPU serves which queue.
-    QueueLoad,
-    /// The conntrack stage sentinels (netfilter links) that name `NETFILTER_DROP` causes.
-    StageSentinels,
-    /// The `kfree_skb` program.
-    Drops,
-    /// `tcp_retransmit_skb` and `tcp_retransmit_synack`.
-    Retransmits,
-    /// The function hook on `__nf_conntrack_confirm`.
-    ConntrackConfirm,
-}
 
 /// How a command wants the drop program.
 #[derive(Debug, Clone, Default)]
@@ -109,7 +82,7 @@ impl Default for Request {
         Self {
             drops: None,
             components: Vec::new(),
-            sentinels: Err(not_requested()),
+            sentinels: Err(Stages::not_requested_error()),
             retrans_stream: false,
             pages: 64,
             max_events_per_sec: DEFAULT_MAX_EVENTS_PER_SEC,
@@ -150,8 +123,13 @@ impl Request {
         });
     }
 
-    fn wants(&self, c: Component) -> bool {
+    pub fn wants(&self, c: Component) -> bool {
         self.components.contains(&c)
+    }
+
+    /// Whether the softirq entry/exit hooks run: for the drops' NET_RX context, or for timing.
+    pub fn softirq_hooks(&self) -> bool {
+        self.wants(Component::NetRxContext) || self.wants(Component::SoftirqTime)
     }
 }
 
@@ -162,17 +140,32 @@ pub struct Stages {
     pub status: Result<String, Error>,
 }
 
+impl Stages {
+    /// Why the sentinels are absent when no command asked for them.
+    fn not_requested_error() -> Error {
+        Error::Input("not requested".into())
+    }
+
+    /// No sentinels, because no command asked for them (or what they stand in for attached).
+    pub fn not_requested() -> Self {
+        Self {
+            coverage: Coverage::Blind,
+            status: Err(Self::not_requested_error()),
+        }
+    }
+
+    fn requested(&self) -> bool {
+        self.status != Err(Self::not_requested_error())
+    }
+}
+
 pub struct Session {
     pub families: Families,
     /// `None` once detached.
     ebpf: Option<Ebpf>,
-    sentinels: Option<Sentinels>,
     pub plans: Vec<ProbePlan>,
-    /// Each component's maps, present when its probe attached.
-    pub drops: Option<DropMaps>,
-    pub softirq: Option<SoftirqMaps>,
-    pub retrans: Option<RetransMaps>,
-    pub confirm: Option<ConfirmMaps>,
+    /// What the families kept: their maps where they attached, and the sentinels' links.
+    parts: Parts,
     pub stages: Stages,
     /// Whether drops know their NET_RX context (both softirq hooks attached).
     pub net_rx_known: bool,
@@ -207,218 +200,50 @@ impl Namespaces {
     }
 }
 
-/// Places and releases sentinels as the namespaces are now, and tells the inventory where they
-/// sit (causes are told apart only there).
-fn follow_sentinels(s: &mut Sentinels, inventory: &mut Inventory, announce: bool) -> Vec<String> {
-    let said = s.follow(inventory, announce);
-    inventory.set_sentinels(s.namespaces(inventory.own()));
-    said
-}
-
 impl Session {
-    /// Loads the object and attaches what `request` asks for, each component once. A
-    /// component that attaches nowhere is recorded in `plans` (the commands decide whether
-    /// they can go on without it).
+    /// Loads the object and starts every family `request` wants, in the registry's order: each
+    /// opens its maps and streams, the streams start, then each attaches. A probe that
+    /// attaches nowhere is recorded in `plans` (the commands decide whether they can go on
+    /// without it).
     pub fn start(mut kernel: Kernel, families: Families, request: Request) -> Result<Self> {
-        let mut configs = families.configs();
-        let netfilter_drop = match &request.sentinels {
-            Ok(_) if request.wants(Component::StageSentinels) => {
-                sentinel::wanted(&families.drops.reasons)
-            }
-            _ => None,
-        };
-        if let Some(usage) = &request.drops {
-            usage.filter.apply(&mut configs.drops);
-            if configs.drops.filters & netdoc_common::filter::NEEDS_PACKET != 0
-                && configs.drops.skb.skb_head == netdoc_common::NO_OFFSET
-            {
-                bail!(
-                    "--netns/--proto/--port/--addr need kernel BTF to decode packets ({})",
-                    kernel
-                        .btf_unreadable
-                        .as_deref()
-                        .unwrap_or("it has no sk_buff")
-                );
-            }
-            configs.drops.stream = usage.stream as u32;
-            configs.drops.per_netns = usage.per_netns as u32;
-            configs.drops.stacks = (usage.stream && usage.stacks) as u32;
-            configs.drops.netfilter_drop = netfilter_drop.unwrap_or(REASON_UNAVAILABLE);
-        }
-        // Drop context alone needs no clock: the hooks run on every softirq of every CPU.
-        configs.softirq.timing = request.wants(Component::SoftirqTime) as u32;
-        let softirq_hooks =
-            request.wants(Component::NetRxContext) || request.wants(Component::SoftirqTime);
-        configs.drops.net_rx_context = softirq_hooks as u32;
-        configs.retrans.stream = request.retrans_stream as u32;
-        configs.emit.max_per_sec = request.max_events_per_sec;
+        let object = families.object(&request)?;
         let namespaces = Namespaces::discover();
         kernel.release_btf();
-        let mut ebpf = loader::load(&configs)?;
+        let mut ebpf = loader::load(&object)?;
+        drop(object);
         let mut streams = Streams::new();
-        let take_stream = |ebpf: &mut Ebpf, name: &str| {
-            ebpf.take_map(name).with_context(|| format!("{name} map"))
-        };
-
         let loader_btf = kernel.loader_btf();
-        let btf = loader_btf.as_ref();
         let mut plans = Vec::new();
-        let mut attach = |ebpf: &mut Ebpf, probe: &'static str, candidates| {
-            let plan = planner::attach_best(ebpf, probe, candidates, btf);
-            let ok = plan.chosen().is_some();
-            plans.push(plan);
-            ok
-        };
-
-        // Maps first, and buffers open before any program attaches, so no record arrives with
-        // nowhere to go (the reader starts once they are all open; until then they wait).
-        let confirm_maps = match request.wants(Component::ConntrackConfirm) {
-            true => {
-                streams.open::<InsertFailEvent>(
-                    take_stream(&mut ebpf, "CONFIRM_EVENTS")?,
-                    request.pages,
-                )?;
-                Some(ConfirmMaps::take(&mut ebpf)?)
-            }
-            false => None,
-        };
-        // First, so that a stand-in for it is set up only where it did not attach: one load of
-        // the object either way.
-        let confirm = confirm_maps.and_then(|maps| {
-            attach(
-                &mut ebpf,
-                confirm::PROBE,
-                families.confirm.candidates.clone(),
-            )
-            .then_some(maps)
-        });
-        if request.wants(Component::ConntrackConfirm) && confirm.is_none() {
-            streams.close(StreamKind::InsertFailures);
-        }
-        let stand_in = !(request.stand_in_for_confirm && confirm.is_some());
-        let drop_maps = match &request.drops {
-            Some(usage) if stand_in => {
-                drops::set_reason_filter(&mut ebpf, &usage.filter.reasons)?;
-                if usage.stream {
-                    streams
-                        .open::<DropEvent>(take_stream(&mut ebpf, "DROP_EVENTS")?, request.pages)?;
-                }
-                Some(DropMaps::take(&mut ebpf)?)
-            }
-            _ => None,
-        };
-        let softirq_maps = match softirq_hooks || request.wants(Component::QueueLoad) {
-            true => Some(SoftirqMaps::take(&mut ebpf)?),
-            false => None,
-        };
-        let retrans_maps = match request.wants(Component::Retransmits) {
-            true => {
-                if request.retrans_stream {
-                    streams.open::<RetransEvent>(
-                        take_stream(&mut ebpf, "RETRANS_EVENTS")?,
-                        request.pages,
-                    )?;
-                }
-                Some(RetransMaps::take(&mut ebpf)?)
-            }
-            false => None,
-        };
-
-        streams.start()?;
-
-        // Softirq entry/exit before the drop program, so every drop knows its NET_RX context.
-        let mut groups: Vec<(Component, Vec<&'static str>)> = Vec::new();
-        if softirq_hooks {
-            groups.push((Component::NetRxContext, vec![softirq::ENTRY, softirq::EXIT]));
-        }
-        if request.wants(Component::QueueLoad) {
-            groups.push((Component::QueueLoad, vec![softirq::IRQ, softirq::NAPI]));
-        }
-        let softirq_probes = families.softirq.probes();
-        let mut net_rx_known = false;
-        for (component, probes) in groups {
-            let mut all = true;
-            for (probe, candidates) in softirq_probes.iter().filter(|(p, _)| probes.contains(p)) {
-                all &= attach(&mut ebpf, probe, candidates.clone());
-            }
-            if component == Component::NetRxContext {
-                net_rx_known = all;
-            }
-        }
-
-        // Sentinels before the drop program, so a NETFILTER_DROP never misses its mark.
-        let (stages, sentinels) =
-            match (&request.sentinels, request.wants(Component::StageSentinels)) {
-                // Not needed: the confirm hook they stand in for attached.
-                (Ok(_), true) if !stand_in => (
-                    Stages {
-                        coverage: Coverage::Blind,
-                        status: Err(not_requested()),
-                    },
-                    None,
-                ),
-                (Ok(scope), true) => {
-                    let (coverage, placed) = sentinel::start(&ebpf, netfilter_drop, *scope);
-                    match placed {
-                        Ok(mut s) => {
-                            // Every namespace in use before any drop is counted; later ones
-                            // as the driver follows them.
-                            for line in follow_sentinels(&mut s, &mut namespaces.lock(), false) {
-                                say!("{line}");
-                            }
-                            (
-                                Stages {
-                                    coverage,
-                                    status: Ok(s.describe()),
-                                },
-                                Some(s),
-                            )
-                        }
-                        Err(why) => (
-                            Stages {
-                                coverage,
-                                status: Err(why),
-                            },
-                            None,
-                        ),
-                    }
-                }
-                (Err(why), _) => (
-                    Stages {
-                        coverage: Coverage::Blind,
-                        status: Err(why.clone()),
-                    },
-                    None,
-                ),
-                (Ok(_), false) => (
-                    Stages {
-                        coverage: Coverage::Blind,
-                        status: Err(not_requested()),
-                    },
-                    None,
-                ),
+        let mut parts = Parts::default();
+        let mut attached = BTreeSet::new();
+        let mut stages = Stages::not_requested();
+        let wanted: Vec<_> = families
+            .in_start_order()
+            .into_iter()
+            .filter(|f| f.wanted(&request))
+            .collect();
+        {
+            let mut s = Starting {
+                ebpf: &mut ebpf,
+                streams: &mut streams,
+                btf: loader_btf.as_ref(),
+                plans: &mut plans,
+                parts: &mut parts,
+                attached: &mut attached,
+                stages: &mut stages,
+                namespaces: &namespaces,
+                pages: request.pages,
             };
-
-        let mut drops = None;
-        if let (Some(usage), Some(maps)) = (&request.drops, drop_maps) {
-            let mut candidates = families.drops.candidates();
-            if let Some(only) = usage.hook {
-                for c in &mut candidates {
-                    if c.hook.kind() != only.name() {
-                        c.precondition = Err(Error::Input(format!("--hook {} given", only.name())));
-                    }
-                }
+            // Maps first, and buffers open before any program attaches, so no record arrives
+            // with nowhere to go (the reader starts once they are all open; until then they
+            // wait).
+            for family in &wanted {
+                family.open(&request, &mut s)?;
             }
-            drops = attach(&mut ebpf, drops::PROBE, candidates).then_some(maps);
-        }
-        let mut retrans = None;
-        if let Some(maps) = retrans_maps {
-            let mut main = false;
-            for (probe, candidates) in families.retrans.probes() {
-                let ok = attach(&mut ebpf, probe, candidates);
-                main |= probe == RETRANS && ok;
+            s.streams.start()?;
+            for family in &wanted {
+                family.attach(&request, &mut s)?;
             }
-            retrans = main.then_some(maps);
         }
         drop(loader_btf);
         give_back_start_up_memory();
@@ -439,14 +264,10 @@ impl Session {
         Ok(Self {
             families,
             ebpf: Some(ebpf),
-            sentinels,
             plans,
-            drops,
-            softirq: softirq_maps,
-            retrans,
-            confirm,
+            parts,
             stages,
-            net_rx_known,
+            net_rx_known: attached.contains(&Component::NetRxContext),
             streams: Some(streams),
             stream_totals: BTreeMap::new(),
             max_events_per_sec: request.max_events_per_sec,
@@ -455,6 +276,15 @@ impl Session {
             watched: request.watched,
             namespaces,
         })
+    }
+
+    /// What a family kept of the object (its maps), by type: present when its probe attached.
+    pub fn part<T: Any>(&self) -> Option<&T> {
+        self.parts.get()
+    }
+
+    pub fn part_mut<T: Any>(&mut self) -> Option<&mut T> {
+        self.parts.get_mut()
     }
 
     /// [`Self::start`] for the commands that cannot go on without the drop program: an error
@@ -489,7 +319,7 @@ impl Session {
     /// Each probe tried, and the stage sentinels when asked for: attached where, or why not.
     pub fn probe_statuses(&self) -> Vec<ProbeStatus> {
         let mut all: Vec<ProbeStatus> = self.plans.iter().map(ProbePlan::status).collect();
-        if self.stages.status != Err(not_requested()) {
+        if self.stages.requested() {
             all.push(ProbeStatus {
                 probe: sentinel::PROBE.into(),
                 hook: self
@@ -528,7 +358,7 @@ impl Session {
     /// Releases every link and sentinel, waiting for running programs. The maps stay readable.
     pub fn detach(&mut self) {
         self.ebpf = None;
-        self.sentinels = None;
+        self.parts.remove::<Sentinels>();
     }
 
     /// The host's namespaces, for naming events.
@@ -547,10 +377,10 @@ impl Session {
     pub fn follow_namespaces(&mut self) -> Vec<String> {
         let mut inventory = self.namespaces.lock();
         inventory.follow();
-        let Some(s) = self.sentinels.as_mut() else {
+        let Some(s) = self.parts.get_mut::<Sentinels>() else {
             return Vec::new();
         };
-        let said = follow_sentinels(s, &mut inventory, true);
+        let said = s.follow_and_record(&mut inventory, true);
         self.stages.status = Ok(s.describe());
         said
     }

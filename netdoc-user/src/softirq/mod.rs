@@ -20,8 +20,9 @@ use netdoc_common::{
 use crate::{
     family::Family,
     kernel::Kernel,
-    loader::Configs,
+    loader::ObjectSettings,
     planner::{self, Candidate},
+    session::{Component, Request, starting::Starting},
 };
 
 pub const ENTRY: &str = "softirq_entry";
@@ -143,8 +144,44 @@ impl Family for SoftirqKernel {
     fn probes(&self) -> Vec<(&'static str, Vec<Candidate>)> {
         self.probes.clone()
     }
-    fn configure(&self, configs: &mut Configs) {
-        configs.softirq = self.config;
+
+    fn wanted(&self, request: &Request) -> bool {
+        request.softirq_hooks() || request.wants(Component::QueueLoad)
+    }
+
+    fn prepare(&self, request: &Request, object: &mut ObjectSettings) -> Result<()> {
+        let mut cfg = self.config;
+        cfg.timing = request.wants(Component::SoftirqTime) as u32;
+        object.global("SOFTIRQ_CONFIG", &cfg);
+        Ok(())
+    }
+
+    fn open(&self, _: &Request, s: &mut Starting<'_>) -> Result<()> {
+        let maps = SoftirqMaps::take(s.ebpf)?;
+        s.keep(maps);
+        Ok(())
+    }
+
+    /// The entry/exit hooks (the NET_RX context of drops, or timing) and the queue-load hooks,
+    /// each pair marked attached only when both of its hooks are.
+    fn attach(&self, request: &Request, s: &mut Starting<'_>) -> Result<()> {
+        let mut groups = Vec::new();
+        if request.softirq_hooks() {
+            groups.push((Component::NetRxContext, [ENTRY, EXIT]));
+        }
+        if request.wants(Component::QueueLoad) {
+            groups.push((Component::QueueLoad, [IRQ, NAPI]));
+        }
+        for (component, pair) in groups {
+            let mut all = true;
+            for (probe, candidates) in self.probes.iter().filter(|(p, _)| pair.contains(p)) {
+                all &= s.attach(probe, candidates.clone());
+            }
+            if all {
+                s.attached(component);
+            }
+        }
+        Ok(())
     }
 }
 
