@@ -5,6 +5,7 @@
 use std::{collections::BTreeMap, fmt::Write as _, io::IsTerminal as _, time::Duration};
 
 use anyhow::Result;
+use netdoc_common::{DropEvent, conntrack::InsertFailEvent};
 
 use crate::{
     conntrack::{
@@ -150,11 +151,10 @@ impl ConntrackView {
 impl View for ConntrackView {
     fn records(&mut self, _: &Session, batch: Records, out: &mut Stdout) -> Result<()> {
         let mut text = Vec::new();
-        match batch {
-            Records::InsertFailures(batch) => {
-                self.insert_failures += self.failures(batch, &mut text);
-            }
-            Records::Drops(batch) => {
+        match batch.take::<InsertFailEvent>() {
+            Ok(batch) => self.insert_failures += self.failures(batch, &mut text),
+            Err(batch) => {
+                let batch = batch.take::<DropEvent>().unwrap_or_default();
                 if let Some(namer) = self.namer.as_mut() {
                     for ev in &batch {
                         let d = NamedDrop::new(ev, namer);
@@ -172,7 +172,6 @@ impl View for ConntrackView {
                     }
                 }
             }
-            Records::Retransmits(_) => {}
         }
         if text.is_empty() || out.is_closed() {
             return Ok(());

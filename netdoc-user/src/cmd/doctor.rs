@@ -10,6 +10,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
+use netdoc_common::DropEvent;
 
 use super::{pending::PendingFile, watch::Watch};
 use crate::{
@@ -57,7 +58,7 @@ struct DoctorView {
 
 impl View for DoctorView {
     fn records(&mut self, _: &Session, batch: Records, _: &mut Stdout) -> Result<()> {
-        if let Records::Drops(events) = batch {
+        if let Ok(events) = batch.take::<DropEvent>() {
             self.watch.records(&events);
         }
         Ok(())

@@ -33,7 +33,7 @@ use crate::{
         Component, DropUse, Namespaces, Request, Session,
         live::{self, Schedule, Signals, Stdout, View},
         registry::Families,
-        stream::{Records, StreamKind, StreamOptions},
+        stream::{Records, StreamOptions, Streamed as _},
     },
 };
 
@@ -109,8 +109,8 @@ impl DropsView {
 
 impl View for DropsView {
     fn records(&mut self, session: &Session, batch: Records, out: &mut Stdout) -> Result<()> {
-        match (batch, session.part::<DropMaps>()) {
-            (Records::Drops(events), Some(maps)) => self.events(maps, &events, out),
+        match (batch.take::<DropEvent>(), session.part::<DropMaps>()) {
+            (Ok(events), Some(maps)) => self.events(maps, &events, out),
             _ => Ok(()),
         }
     }
@@ -286,7 +286,7 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
             .map(|(code, n)| (view.namer.reasons().name(code), n))
             .collect(),
         max_events_per_sec: opts.stream.max_events_per_sec,
-        unknown_records: session.unknown_records(StreamKind::Drops),
+        unknown_records: session.unknown_records(DropEvent::STREAM),
         stacks_missing: view.stacks.as_ref().map(|s| s.missing),
         stacks: view
             .stacks

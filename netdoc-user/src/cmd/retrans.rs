@@ -21,7 +21,7 @@ use crate::{
         Component, Namespaces, Request, Session,
         live::{self, Schedule, Signals, Stdout, View},
         registry::Families,
-        stream::{Records, StreamKind, StreamOptions},
+        stream::{Records, StreamOptions, Streamed as _},
     },
 };
 
@@ -105,9 +105,9 @@ impl RetransView {
 
 impl View for RetransView {
     fn records(&mut self, _: &Session, batch: Records, out: &mut Stdout) -> Result<()> {
-        match batch {
-            Records::Retransmits(events) => self.events(&events, out),
-            _ => Ok(()),
+        match batch.take::<RetransEvent>() {
+            Ok(events) => self.events(&events, out),
+            Err(_) => Ok(()),
         }
     }
 
@@ -185,7 +185,7 @@ pub async fn run(opts: StreamOptions, kernel: Kernel) -> Result<()> {
     });
     let findings = mtu::black_holes(&flows);
     let delivered = view.delivered;
-    let unknown_records = session.unknown_records(StreamKind::Retransmits);
+    let unknown_records = session.unknown_records(RetransEvent::STREAM);
     let summary = RetransSummary {
         schema_version: SCHEMA_VERSION,
         hook,

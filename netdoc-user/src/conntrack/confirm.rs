@@ -23,13 +23,21 @@ use crate::{
     loader::ObjectSettings,
     model::stats::{kernel_stats, stat_slot},
     planner::{Candidate, Hook},
-    session::{Component, Request, starting::Starting, stream::StreamKind},
+    session::{
+        Component, Request,
+        starting::Starting,
+        stream::{StreamKind, Streamed},
+    },
 };
 
 pub const PROBE: &str = "conntrack_confirm";
 const FUNCTION: &str = "__nf_conntrack_confirm";
 /// The perf event source kprobes attach through.
 const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
+
+impl Streamed for InsertFailEvent {
+    const STREAM: StreamKind = StreamKind("insert_failures");
+}
 
 pub struct ConfirmKernel {
     pub config: ConfirmConfig,
@@ -103,7 +111,7 @@ impl Family for ConfirmKernel {
                 s.keep(maps);
                 s.attached(Component::ConntrackConfirm);
             }
-            false => s.close_stream(StreamKind::InsertFailures),
+            false => s.close_stream(InsertFailEvent::STREAM),
         }
         Ok(())
     }

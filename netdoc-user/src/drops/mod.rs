@@ -24,11 +24,19 @@ use crate::{
     model::{reasons, stats::KernelStats},
     planner::{Candidate, Hook},
     sentinel,
-    session::{Component, Request, starting::Starting},
+    session::{
+        Component, Request,
+        starting::Starting,
+        stream::{StreamKind, Streamed},
+    },
 };
 use report::KernelCounts;
 
 pub const PROBE: &str = "drops";
+
+impl Streamed for DropEvent {
+    const STREAM: StreamKind = StreamKind("drops");
+}
 
 /// What the running kernel offers the drop probe, read once at start.
 pub struct DropKernel {

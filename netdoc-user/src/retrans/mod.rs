@@ -19,8 +19,16 @@ use crate::{
     loader::ObjectSettings,
     model::stats::KernelStats,
     planner::{self, Candidate},
-    session::{Component, Request, starting::Starting},
+    session::{
+        Component, Request,
+        starting::Starting,
+        stream::{StreamKind, Streamed},
+    },
 };
+
+impl Streamed for RetransEvent {
+    const STREAM: StreamKind = StreamKind("retransmits");
+}
 
 pub const RETRANS: &str = "retrans";
 pub const SYNACK: &str = "retrans_synack";

@@ -2,6 +2,7 @@
 //! stream into the session's one channel, in batches; records of unknown kind, version or size
 //! are counted, never fatal.
 use std::{
+    any::Any,
     collections::BTreeMap,
     io,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
@@ -14,10 +15,7 @@ use aya::{
     util::online_cpus,
 };
 use aya_obj::generated::bpf_map_type;
-use netdoc_common::{
-    DropEvent, EVENT_VERSION, EventHeader, Record, conntrack::InsertFailEvent,
-    retrans::RetransEvent,
-};
+use netdoc_common::{EVENT_VERSION, EventHeader, Record};
 use tokio::{
     io::unix::AsyncFd,
     sync::{mpsc, watch},
@@ -95,46 +93,29 @@ impl StreamOptions {
 /// 16 MiB of 4 KiB pages per CPU: more only delays loss, and the kernel may refuse to map it.
 const MAX_PAGES: usize = 4096;
 
-/// A batch of decoded records from one family's per-CPU buffers.
-pub enum Records {
-    Drops(Vec<DropEvent>),
-    Retransmits(Vec<RetransEvent>),
-    InsertFailures(Vec<InsertFailEvent>),
+/// A batch of decoded records from one stream's per-CPU buffers. A view takes the record
+/// types it reads ([`Self::take`]); the stream knows none of them.
+pub struct Records(Box<dyn Any + Send>);
+
+impl Records {
+    fn of<T: Streamed>(batch: Vec<T>) -> Self {
+        Self(Box::new(batch))
+    }
+
+    /// The records, when the batch holds `T` records; the batch back otherwise.
+    pub fn take<T: Streamed>(self) -> Result<Vec<T>, Self> {
+        self.0.downcast().map(|batch| *batch).map_err(Self)
+    }
 }
 
-/// Which family a stream carries: its loss and decoding totals are kept apart.
+/// Which stream a family's records travel in, by name: each stream's loss and decoding totals
+/// are kept apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum StreamKind {
-    Drops,
-    Retransmits,
-    InsertFailures,
-}
+pub struct StreamKind(pub &'static str);
 
-/// A record type and how its batches travel.
+/// A record type a family streams (its module says which stream it travels in).
 pub trait Streamed: Record + Send + 'static {
     const STREAM: StreamKind;
-    fn batch(records: Vec<Self>) -> Records;
-}
-
-impl Streamed for DropEvent {
-    const STREAM: StreamKind = StreamKind::Drops;
-    fn batch(records: Vec<Self>) -> Records {
-        Records::Drops(records)
-    }
-}
-
-impl Streamed for RetransEvent {
-    const STREAM: StreamKind = StreamKind::Retransmits;
-    fn batch(records: Vec<Self>) -> Records {
-        Records::Retransmits(records)
-    }
-}
-
-impl Streamed for InsertFailEvent {
-    const STREAM: StreamKind = StreamKind::InsertFailures;
-    fn batch(records: Vec<Self>) -> Records {
-        Records::InsertFailures(records)
-    }
 }
 
 /// What the reader hands back per stream when it stops.
@@ -359,18 +340,18 @@ async fn drain_all(
 
 /// Everything one ring holds now, decoded; None when it held nothing decodable.
 fn drain<T: Streamed>(buf: &mut RingBuf<MapData>, stats: &mut DecodeStats) -> Option<Records> {
-    let mut batch = Vec::new();
+    let mut batch: Vec<T> = Vec::new();
     while let Some(item) = buf.next() {
         if let Some(record) = decode(&item, stats) {
             batch.push(record);
         }
     }
-    (!batch.is_empty()).then(|| T::batch(batch))
+    (!batch.is_empty()).then(|| Records::of(batch))
 }
 
 #[cfg(test)]
 mod tests {
-    use netdoc_common::kind;
+    use netdoc_common::{DropEvent, kind};
 
     use super::*;
 
@@ -397,6 +378,15 @@ mod tests {
             dport: 9,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_batch_is_taken_as_the_type_it_holds() {
+        let batch = Records::of(vec![sample()]);
+        let batch = batch
+            .take::<netdoc_common::retrans::RetransEvent>()
+            .unwrap_err();
+        assert_eq!(batch.take::<DropEvent>().ok(), Some(vec![sample()]));
     }
 
     #[test]
