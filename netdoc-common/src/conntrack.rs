@@ -116,3 +116,5 @@ pub mod stage {
         }
     }
 }
+
+pod!(ConfirmConfig);

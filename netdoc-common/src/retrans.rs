@@ -164,6 +164,8 @@ impl RetransConfig {
     };
 }
 
+pod!(FlowKey, FlowStats, RetransConfig);
+
 #[cfg(test)]
 mod tests {
     use core::mem::offset_of;

@@ -98,6 +98,8 @@ pub fn hist_bucket(ns: u64) -> usize {
     }
 }
 
+pod!(SoftirqTime, NapiStats, SoftirqConfig);
+
 #[cfg(test)]
 mod tests {
     use super::*;
