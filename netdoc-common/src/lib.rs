@@ -27,6 +27,19 @@ pub mod kind {
     pub const DROP: u16 = 1;
     pub const RETRANS: u16 = 2;
     pub const INSERT_FAILED: u16 = 3;
+    /// Every kind: a new one is listed here too.
+    const ALL: [u16; 3] = [DROP, RETRANS, INSERT_FAILED];
+    /// Entries of the maps kept per kind (the streaming budgets): one past the highest kind.
+    pub const SLOTS: u32 = {
+        let (mut i, mut highest) = (0, 0);
+        while i < ALL.len() {
+            if ALL[i] > highest {
+                highest = ALL[i];
+            }
+            i += 1;
+        }
+        highest as u32 + 1
+    };
 }
 
 /// A record that crosses a ring buffer: its kind tells userspace how to decode it.
@@ -330,6 +343,11 @@ mod tests {
     use core::mem::offset_of;
 
     use super::*;
+
+    #[test]
+    fn per_kind_maps_have_a_slot_past_the_highest_kind() {
+        assert_eq!(kind::SLOTS, kind::INSERT_FAILED as u32 + 1);
+    }
 
     /// The kernel writes these records and userspace reads them: field positions are a contract.
     #[test]

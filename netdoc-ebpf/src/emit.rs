@@ -10,7 +10,7 @@ use aya_ebpf::{
     macros::map,
     maps::PerCpuArray,
 };
-use netdoc_common::{EmitConfig, RING_TEMPLATE_BYTES, Record, stat};
+use netdoc_common::{EmitConfig, RING_TEMPLATE_BYTES, Record, kind, stat};
 
 /// Set by userspace before load; read-only, so the verifier drops the budget when it is off.
 #[unsafe(no_mangle)]
@@ -25,7 +25,7 @@ pub struct Budget {
 
 /// One budget per record kind (indexed by `Record::KIND`) and CPU: no locks, no sharing.
 #[map]
-static BUDGETS: PerCpuArray<Budget> = PerCpuArray::with_max_entries(4, 0);
+static BUDGETS: PerCpuArray<Budget> = PerCpuArray::with_max_entries(kind::SLOTS, 0);
 
 const SECOND_NS: u64 = 1_000_000_000;
 
