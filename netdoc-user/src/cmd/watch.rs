@@ -60,13 +60,28 @@ struct Window {
 
 impl Window {
     fn start(session: &Session, namespaces: &Namespaces, only: Option<u32>) -> Self {
-        let (counted, conntrack) = {
-            let inventory = namespaces.lock();
-            (
-                counted::PerNamespace::start(&inventory, only, &doctor::CONTEXT),
-                conntrack::PerNamespace::start(&inventory, only),
-            )
-        };
+        let inventory = namespaces.lock();
+        let counted = counted::PerNamespace::start(&inventory, only, &doctor::CONTEXT);
+        let conntrack = conntrack::PerNamespace::start(&inventory, only);
+        drop(inventory);
+        Self::with(session, counted, conntrack)
+    }
+
+    /// The window after this one, which has just read every namespace: the namespaces' counters
+    /// go on from those readings.
+    fn next(&self, session: &Session) -> Self {
+        Self::with(
+            session,
+            self.counted.next_window(),
+            self.conntrack.next_window(),
+        )
+    }
+
+    fn with(
+        session: &Session,
+        counted: counted::PerNamespace,
+        conntrack: conntrack::PerNamespace,
+    ) -> Self {
         Self {
             grouper: DropGrouper::default(),
             delivered: 0,
@@ -108,9 +123,10 @@ impl Watch {
         }
     }
 
-    /// Begins a new window now: every baseline taken again, names kept.
+    /// Begins a new window now, right after [`Self::sample_all`]: the kernel's counts taken
+    /// again, the namespaces' counters going on from that reading, names kept.
     pub fn restart(&mut self, session: &Session) {
-        self.window = Window::start(session, &self.namespaces, self.only);
+        self.window = self.window.next(session);
     }
 
     /// How long this window has run.

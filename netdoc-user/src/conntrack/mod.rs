@@ -94,6 +94,36 @@ impl PerNamespace {
         p
     }
 
+    /// The next window, begun at the last reading (which read every namespace): each namespace
+    /// followed goes on from its last reading; any other starts from zero when it is first
+    /// read in use. Not from a reading of its own, which would hide in its baseline what a
+    /// namespace made late in the last window counted before it was first read.
+    pub fn next_window(&self) -> Self {
+        let followed = self
+            .followed
+            .iter()
+            .filter(|(_, f)| !f.gone)
+            .map(|(key, f)| {
+                let next = Followed {
+                    id: f.id.clone(),
+                    first: f.last.clone(),
+                    last: f.last.clone(),
+                    peak: f.last.usage,
+                    first_seen_s: 0.0,
+                    gone: false,
+                    nat_rules: None,
+                };
+                (*key, next)
+            })
+            .collect();
+        Self {
+            followed,
+            only: self.only,
+            started: Instant::now(),
+            turns: Turns::default(),
+        }
+    }
+
     fn wanted<'a>(
         &self,
         namespaces: &'a Inventory,
@@ -498,6 +528,41 @@ pub fn findings(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_goes_on_from_the_last_readings_of_the_live_namespaces() {
+        let followed = |first, last, gone| Followed {
+            id: NetnsRef::named("b"),
+            first,
+            last,
+            peak: Some((8, 8)),
+            first_seen_s: 2.5,
+            gone,
+            nat_rules: Some(Ok(vec![])),
+        };
+        let before = snap(&[&[("drop", 0)]], Some((1, 8)));
+        let after = snap(&[&[("drop", 32)]], Some((8, 8)));
+        let mut window = PerNamespace {
+            followed: BTreeMap::new(),
+            only: None,
+            started: Instant::now(),
+            turns: Turns::default(),
+        };
+        window
+            .followed
+            .insert((1, Some(1)), followed(before.clone(), after.clone(), false));
+        window
+            .followed
+            .insert((2, Some(2)), followed(before, after.clone(), true));
+        let next = window.next_window();
+        assert_eq!(next.followed.len(), 1, "the gone namespace is left behind");
+        let b = &next.followed[&(1, Some(1))];
+        assert_eq!((&b.first, &b.last), (&after, &after), "no growth yet");
+        assert_eq!(
+            (b.peak, b.first_seen_s, b.nat_rules.is_none()),
+            (Some((8, 8)), 0.0, true)
+        );
+    }
 
     fn snap(rows: &[&[(&str, u64)]], usage: Option<(u64, u64)>) -> Snapshot {
         Snapshot {

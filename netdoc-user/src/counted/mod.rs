@@ -233,6 +233,38 @@ impl PerNamespace {
         p
     }
 
+    /// The next window, begun at the last reading (which read every namespace): each namespace
+    /// goes on from its last reading, and one first read later starts from zero. Not from a
+    /// reading of its own, which would hide in its baseline what a namespace made late in the
+    /// last window counted before it was first read.
+    pub fn next_window(&self) -> Self {
+        let followed = self
+            .followed
+            .iter()
+            .filter(|(_, f)| !f.gone)
+            .map(|(key, f)| {
+                let next = Followed {
+                    id: f.id.clone(),
+                    first: f.last.clone(),
+                    last: f.last.clone(),
+                    settings: f.settings.clone(),
+                    listeners: Vec::new(),
+                    udp: Vec::new(),
+                    owners: f.owners.clone(),
+                    sockets_unavailable: None,
+                    gone: false,
+                };
+                (*key, next)
+            })
+            .collect();
+        Self {
+            followed,
+            only: self.only,
+            context: self.context,
+            turns: Turns::default(),
+        }
+    }
+
     /// Reads the namespaces with `active` drops or retransmits, and a few others in turn.
     pub fn sample(&mut self, namespaces: &Inventory, active: &Activity) {
         let only = self.only;
