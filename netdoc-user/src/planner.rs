@@ -150,6 +150,10 @@ pub struct ProbeStatus {
     pub probe: Cow<'static, str>,
     pub hook: Option<String>,
     pub unavailable: Option<String>,
+    /// Runs the kernel skipped because the probe's program was already running on that CPU
+    /// (its event came again from an interrupt while it ran): events it never saw.
+    #[serde(default)]
+    pub missed_runs: u64,
 }
 
 impl ProbePlan {
@@ -158,6 +162,7 @@ impl ProbePlan {
             probe: self.probe.clone(),
             hook: self.chosen().map(|a| a.hook.to_string()),
             unavailable: self.chosen().is_none().then(|| self.failure()),
+            missed_runs: 0,
         }
     }
 

@@ -310,11 +310,19 @@ fn mtu_black_hole_is_flagged_with_segment_size_above_the_path_mtu() {
     require_root!();
     let (flow, lines) = mtu_scenario("b", true, &["retrans", "--json"]);
     let summary = retrans_summary(&lines);
-    let f = summary
-        .findings
-        .iter()
-        .find(|f| f.id == "mtu_black_hole")
-        .unwrap_or_else(|| panic!("no black hole flagged: {summary:?}"));
+    let Some(f) = summary.findings.iter().find(|f| f.id == "mtu_black_hole") else {
+        // The kernel may skip a run of the probe (an interrupt brought a retransmit while the
+        // program ran for another): then the third retransmit is unseen, and the summary says so.
+        let missed: u64 = summary
+            .probes
+            .iter()
+            .filter(|p| p.probe == "retrans")
+            .map(|p| p.missed_runs)
+            .sum();
+        assert!(missed > 0, "no black hole flagged: {summary:?}");
+        eprintln!("no finding: the kernel skipped {missed} run(s) of the retrans probe");
+        return;
+    };
     eprintln!("finding: {f:#?}");
     assert!(f.title.contains(&flow), "{f:?}");
     let row = summary.flows.iter().find(|r| r.id.flow == flow).unwrap();

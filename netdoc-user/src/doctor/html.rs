@@ -276,6 +276,7 @@ mod tests {
             probe: "retrans".into(),
             hook: None,
             unavailable: Some("no tcp:tcp_retransmit_skb <here>".into()),
+            missed_runs: 0,
         }];
         s.net_rx = Some(NetRx {
             from_s: 0.0,

@@ -237,6 +237,14 @@ impl Exporter {
                 attached as u8 as f64,
             );
         }
+        let mut missed = Family::new(
+            "netdoc_probe_missed_runs",
+            Kind::Counter,
+            "Runs the kernel skipped of each attached probe's program (it was already running on that CPU when its event came again): events in no count.",
+        );
+        for p in r.probes.iter().filter(|p| p.hook.is_some()) {
+            missed.push(vec![("probe", p.probe.to_string())], p.missed_runs as f64);
+        }
         let mut full = Family::new(
             "netdoc_drop_aggregation_full",
             Kind::Counter,
@@ -316,6 +324,7 @@ impl Exporter {
         vec![
             info,
             probes,
+            missed,
             full,
             keys,
             room,
@@ -589,6 +598,7 @@ mod tests {
                     probe: "drops".into(),
                     hook: Some("tp_btf/kfree_skb".into()),
                     unavailable: None,
+                    missed_runs: 2,
                 },
                 ProbeStatus {
                     probe: "conntrack_stage".into(),
@@ -596,6 +606,7 @@ mod tests {
                         "netfilter_link/ipv4+ipv6 (44 netfilter links in 2 namespace(s))".into(),
                     ),
                     unavailable: None,
+                    missed_runs: 0,
                 },
             ],
             drop_stats: KernelStats {
@@ -736,6 +747,14 @@ mod tests {
             ),
             Some(1.0),
             "a stable hook label: how many links where is not in it"
+        );
+        assert_eq!(
+            value(
+                find(&families, "netdoc_probe_missed_runs"),
+                &[("probe", "drops")]
+            ),
+            Some(2.0),
+            "runs the kernel skipped"
         );
         assert_eq!(
             value(find(&families, "netdoc_namespaces"), &[("state", "folded")]),

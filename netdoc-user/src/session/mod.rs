@@ -178,6 +178,8 @@ pub struct Session {
     pub started: Instant,
     watched: Option<NetnsArg>,
     namespaces: Namespaces,
+    /// Runs the kernel skipped of each program, as they were when it was detached.
+    missed_at_detach: BTreeMap<String, u64>,
 }
 
 /// The host's namespaces, shared by the session (which follows them) and the namers of the
@@ -275,6 +277,7 @@ impl Session {
             started: Instant::now(),
             watched: request.watched,
             namespaces,
+            missed_at_detach: BTreeMap::new(),
         })
     }
 
@@ -316,9 +319,17 @@ impl Session {
         self.plan(probe)?.chosen().map(|a| a.hook.to_string())
     }
 
-    /// Each probe tried, and the stage sentinels when asked for: attached where, or why not.
+    /// Each probe tried, and the stage sentinels when asked for: attached where, or why not,
+    /// and the runs the kernel skipped.
     pub fn probe_statuses(&self) -> Vec<ProbeStatus> {
-        let mut all: Vec<ProbeStatus> = self.plans.iter().map(ProbePlan::status).collect();
+        let mut all: Vec<ProbeStatus> = self
+            .plans
+            .iter()
+            .map(|plan| ProbeStatus {
+                missed_runs: plan.chosen().map_or(0, |a| self.missed_runs(&a.program)),
+                ..plan.status()
+            })
+            .collect();
         if self.stages.requested() {
             all.push(ProbeStatus {
                 probe: sentinel::PROBE.into(),
@@ -329,6 +340,7 @@ impl Session {
                     .ok()
                     .map(|at| format!("{} ({at})", planner::Hook::NetfilterLink)),
                 unavailable: self.stages.status.as_ref().err().map(ToString::to_string),
+                missed_runs: 0,
             });
         }
         all
@@ -355,8 +367,36 @@ impl Session {
             .collect()
     }
 
+    /// Runs the kernel skipped of one of netdoc's programs (see
+    /// [`crate::facts::fdinfo::missed_runs`]): read live, or as they were at detach.
+    fn missed_runs(&self, program: &str) -> u64 {
+        use std::os::fd::AsFd as _;
+        match &self.ebpf {
+            Some(ebpf) => ebpf
+                .program(program)
+                .and_then(|p| p.fd().ok())
+                .map_or(0, |fd| crate::facts::fdinfo::missed_runs(fd.as_fd())),
+            None => self.missed_at_detach.get(program).copied().unwrap_or(0),
+        }
+    }
+
     /// Releases every link and sentinel, waiting for running programs. The maps stay readable.
+    /// Says which probes' programs the kernel skipped runs of: events no count includes.
     pub fn detach(&mut self) {
+        for plan in &self.plans {
+            let Some(chosen) = plan.chosen() else {
+                continue;
+            };
+            let missed = self.missed_runs(&chosen.program);
+            if missed > 0 {
+                say!(
+                    "warning: the kernel skipped {missed} run(s) of the {} probe (its program was already running on that CPU when the event came again): those events are in no count",
+                    plan.probe
+                );
+                self.missed_at_detach
+                    .insert(chosen.program.to_string(), missed);
+            }
+        }
         self.ebpf = None;
         self.parts.remove::<Sentinels>();
     }

@@ -111,6 +111,21 @@ pub fn blind_spots(s: &Snapshot) -> Vec<Finding> {
             Scope::host(),
         ));
     }
+    for p in s.probes.iter().filter(|p| p.missed_runs > 0) {
+        out.push(blind(
+            format!(
+                "the kernel skipped {} run(s) of netdoc's {} probe (its program was already running on that CPU when its event came again, from an interrupt): those events are in no count",
+                p.missed_runs, p.probe
+            ),
+            p.missed_runs,
+            vec![Evidence::new(
+                format!("recursion_misses {}", p.missed_runs),
+                "the kernel's statistics of netdoc's program",
+            )],
+            vec!["the counts of that probe are short by exactly this many; a longer run makes it a smaller share".into()],
+            Scope::host(),
+        ));
+    }
     for p in &s.probes {
         let Some(why) = &p.unavailable else { continue };
         if let Some((_, hides)) = WATCHED.iter().find(|(name, _)| *name == p.probe) {
@@ -178,11 +193,13 @@ mod tests {
                 probe: "napi_poll".into(),
                 hook: None,
                 unavailable: Some("no napi:napi_poll".into()),
+                missed_runs: 0,
             },
             ProbeStatus {
                 probe: "conntrack_confirm".into(),
                 hook: None,
                 unavailable: Some("fentry refused".into()),
+                missed_runs: 0,
             },
         ];
         let f = blind_spots(&s);
@@ -194,6 +211,24 @@ mod tests {
         assert!(f.iter().all(|f| f.severity == Severity::Info));
         assert!(f[0].title.contains("lost 10 of 100"));
         assert!(f[1].title.contains("napi_poll"));
+    }
+
+    #[test]
+    fn runs_the_kernel_skipped_are_an_info_finding_with_their_count() {
+        let mut s = quiet();
+        s.probes = vec![ProbeStatus {
+            probe: "retrans".into(),
+            hook: Some("tp_btf/tcp_retransmit_skb".into()),
+            unavailable: None,
+            missed_runs: 1,
+        }];
+        let f = blind_spots(&s);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!((f[0].severity, f[0].affected), (Severity::Info, 1));
+        assert!(
+            f[0].title
+                .contains("skipped 1 run(s) of netdoc's retrans probe")
+        );
     }
 
     #[test]
