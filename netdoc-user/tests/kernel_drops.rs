@@ -536,6 +536,17 @@ fn sighup_ends_a_live_view_with_its_summary() {
     assert!(status.success(), "netdoc exited with {status}");
     let s = drops_summary(&lines);
     assert_eq!(s.matched, s.total);
+    assert_eq!(
+        s.netfilter_stages, "--no-causes given",
+        "why there are no sentinels"
+    );
+    let stages = s.probes.iter().find(|p| p.probe == "conntrack_stage");
+    assert_eq!(
+        stages.and_then(|p| p.unavailable.as_deref()),
+        Some("--no-causes given"),
+        "{:?}",
+        s.probes
+    );
     assert_nothing_left();
 }
 

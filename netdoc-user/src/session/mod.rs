@@ -218,7 +218,15 @@ impl Session {
         let mut plans = Vec::new();
         let mut parts = Parts::default();
         let mut attached = BTreeSet::new();
-        let mut stages = Stages::not_requested();
+        // Why no sentinels were wanted (`--no-causes`, ...) is said in every summary; where they
+        // are wanted, their family says how they went.
+        let mut stages = match &request.sentinels {
+            Err(why) => Stages {
+                coverage: Coverage::Blind,
+                status: Err(why.clone()),
+            },
+            Ok(_) => Stages::not_requested(),
+        };
         let wanted: Vec<_> = families
             .in_start_order()
             .into_iter()
