@@ -20,11 +20,15 @@ pub trait Family {
     fn wanted(&self, request: &Request) -> bool;
     /// Its config global (offsets from BTF and tracefs formats, what `request` asks) and the
     /// sizes of its maps, before the object loads. Called whether or not it is wanted: the
-    /// object loads whole.
-    fn prepare(&self, request: &Request, object: &mut ObjectSettings) -> Result<()>;
+    /// object loads whole. None by default.
+    fn prepare(&self, _request: &Request, _object: &mut ObjectSettings) -> Result<()> {
+        Ok(())
+    }
     /// Takes its maps and opens its streams, before the streams are read and before any
-    /// family attaches. Only when wanted.
-    fn open(&self, request: &Request, s: &mut Starting<'_>) -> Result<()>;
+    /// family attaches. Only when wanted; nothing by default.
+    fn open(&self, _request: &Request, _s: &mut Starting<'_>) -> Result<()> {
+        Ok(())
+    }
     /// Attaches its probes through the planner, in the registry's order, keeping its maps only
     /// where they attached. Only when wanted.
     fn attach(&self, request: &Request, s: &mut Starting<'_>) -> Result<()>;

@@ -25,7 +25,6 @@ use crate::{
     Error,
     facts::{conntrack, fwtables, netns},
     family::Family,
-    loader::ObjectSettings,
     model::{cause::Coverage, reasons::DropReasons},
     namespaces::{Inventory, NetnsRef},
     planner::{Attempt, Candidate, Hook, Outcome, ProbePlan},
@@ -351,9 +350,12 @@ fn conntrack_loaded() -> bool {
 /// The reason code the drop program should attach stages to (set before load), when the
 /// sentinels are worth trying: conntrack is loaded and the kernel names `NETFILTER_DROP`.
 pub fn wanted(reasons: &DropReasons) -> Option<u32> {
-    conntrack_loaded()
-        .then(|| reasons.code("NETFILTER_DROP"))
-        .flatten()
+    worth_trying(reasons.code("NETFILTER_DROP"))
+}
+
+/// `netfilter_drop`, the kernel's `NETFILTER_DROP` code, where the sentinels are worth trying.
+fn worth_trying(netfilter_drop: Option<u32>) -> Option<u32> {
+    conntrack_loaded().then_some(netfilter_drop).flatten()
 }
 
 /// Attaches the sentinels in netdoc's namespace if [`wanted`] gave a code; the coverage says
@@ -410,14 +412,6 @@ impl Family for StageSentinels {
         request.wants(Component::StageSentinels)
     }
 
-    fn prepare(&self, _: &Request, _: &mut ObjectSettings) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    fn open(&self, _: &Request, _: &mut Starting<'_>) -> anyhow::Result<()> {
-        Ok(())
-    }
-
     fn attach(&self, request: &Request, s: &mut Starting<'_>) -> anyhow::Result<()> {
         // Without a scope the session has said why none are wanted.
         let Ok(scope) = request.sentinels.as_ref().map(|scope| *scope) else {
@@ -427,21 +421,17 @@ impl Family for StageSentinels {
         if s.confirm_covers(request) {
             return Ok(());
         }
-        let wanted = conntrack_loaded().then_some(self.netfilter_drop).flatten();
-        let (coverage, placed) = start(s.ebpf, wanted, scope);
-        let status = match placed {
-            Ok(mut sentinels) => {
-                // Every namespace in use before any drop is counted; later ones as the driver
-                // follows them.
-                for line in sentinels.follow_and_record(&mut s.namespaces.lock(), false) {
-                    say!("{line}");
-                }
-                let placed = sentinels.describe();
-                s.keep(sentinels);
-                Ok(placed)
+        let (coverage, placed) = start(s.ebpf, worth_trying(self.netfilter_drop), scope);
+        let status = placed.map(|mut sentinels| {
+            // Every namespace in use before any drop is counted; later ones as the driver
+            // follows them.
+            for line in sentinels.follow_and_record(&mut s.namespaces.lock(), false) {
+                say!("{line}");
             }
-            Err(why) => Err(why),
-        };
+            let placed = sentinels.describe();
+            s.keep(sentinels);
+            placed
+        });
         s.set_stages(Stages { coverage, status });
         Ok(())
     }
