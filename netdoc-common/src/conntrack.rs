@@ -72,7 +72,9 @@ impl ConfirmConfig {
 
 /// Where the netfilter stage sentinels last saw an skb, on one CPU: written by the sentinels
 /// (netfilter bpf_link programs placed around the conntrack hooks), read by the drop program
-/// for each `NETFILTER_DROP`. A drop of the same skb on the same CPU pins the drop to that stage.
+/// for each `NETFILTER_DROP`. A drop of the same skb on the same CPU in the same namespace pins
+/// the drop to that stage: a veth hands the same skb to another namespace, whose sentinels may
+/// not be placed, and a mark made in the first must not describe a drop in the second.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StageMark {
@@ -80,15 +82,28 @@ pub struct StageMark {
     pub skb: u64,
     /// One of [`stage`], with the hook ([`stage::at_hook`]).
     pub stage: u32,
-    pub _pad: u32,
+    /// The inode of the namespace whose hook the sentinel ran at.
+    pub netns: u32,
 }
 const _: () = assert!(core::mem::size_of::<StageMark>() == 16);
+
+/// Where `NETFILTER_DROP`s happen: a namespace and the freeing address. The drop program counts
+/// every one here; userspace places the stage sentinels in a namespace once drops come there
+/// from anywhere but nftables (whose drops say their cause by where they are freed).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NetfilterDropSite {
+    /// Namespace inode; 0 when the drop program could not tell.
+    pub netns: u32,
+    pub _pad: u32,
+    pub location: u64,
+}
 
 /// Values of [`StageMark::stage`], and of the `nf_stage` of drop keys and records.
 pub mod stage {
     /// Not a `NETFILTER_DROP`, or no sentinels attached.
     pub const NONE: u8 = 0;
-    /// A `NETFILTER_DROP` whose skb was not the last one a sentinel saw on its CPU.
+    /// A `NETFILTER_DROP` whose skb was not the last one a sentinel saw on its CPU, in its namespace.
     pub const UNSEEN: u8 = 1;
     /// Among rules: at a hook's entry or just after conntrack-in. A drop here is a rule's.
     pub const RULES: u8 = 2;
@@ -118,3 +133,4 @@ pub mod stage {
 }
 
 pod!(ConfirmConfig);
+pod!(NetfilterDropSite, StageMark);

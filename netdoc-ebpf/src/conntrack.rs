@@ -6,12 +6,12 @@ use core::ptr;
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::{btf_map, fexit, kprobe, kretprobe, map},
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{FExitContext, ProbeContext, RetProbeContext},
 };
 use netdoc_common::{
     EventHeader,
-    conntrack::{ConfirmConfig, InsertFailEvent, StageMark, stage},
+    conntrack::{ConfirmConfig, InsertFailEvent, NetfilterDropSite, StageMark, stage},
     stat,
 };
 
@@ -41,11 +41,30 @@ static CONFIRM_EVENTS: emit::Rings<InsertFailEvent> = emit::Rings::new();
 #[map]
 static NF_STAGE: PerCpuArray<StageMark> = PerCpuArray::with_max_entries(1, 0);
 
-/// The stage the sentinels last saw `skb` at on this CPU, if this skb is the one they saw.
+/// Every `NETFILTER_DROP` by namespace and freeing address: userspace places the sentinels
+/// where these come (value: a count, only ever compared with its last reading). The least
+/// recently used site goes first when it is full.
+#[map]
+static NF_DROP_SITES: LruHashMap<NetfilterDropSite, u64> = LruHashMap::with_max_entries(1024, 0);
+
+/// Notes a `NETFILTER_DROP` of `skb` in namespace `netns` freed at `location`, and returns the
+/// stage the sentinels last saw it at on this CPU: only if this skb, in this namespace, is the
+/// one they saw (an unknown namespace matches no mark).
 #[inline(always)]
-pub fn stage_of(skb: u64) -> u8 {
+pub fn netfilter_drop(skb: u64, netns: u32, location: u64) -> u8 {
+    let site = NetfilterDropSite {
+        netns,
+        _pad: 0,
+        location,
+    };
+    match NF_DROP_SITES.get_ptr_mut(&site) {
+        Some(count) => unsafe { *count += 1 },
+        None => {
+            let _ = NF_DROP_SITES.insert(&site, &1, 0);
+        }
+    }
     match NF_STAGE.get(0) {
-        Some(mark) if mark.skb == skb => mark.stage as u8,
+        Some(mark) if mark.skb == skb && mark.netns == netns && netns != 0 => mark.stage as u8,
         _ => stage::UNSEEN,
     }
 }

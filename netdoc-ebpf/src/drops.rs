@@ -211,13 +211,19 @@ fn handle(ctx: &impl StackIdContext, mem: impl Memory, skb: u64, location: u64, 
     } else {
         0
     };
+    // A netfilter drop's stage mark must be its namespace's: read on this rare path only.
     let nf_stage = if reason != REASON_UNAVAILABLE && reason == config!(netfilter_drop) {
-        crate::conntrack::stage_of(skb)
+        let netns = match parsed.as_ref() {
+            Some(ev) => ev.netns,
+            None => netns_of(mem, skb).0,
+        };
+        crate::conntrack::netfilter_drop(skb, netns, location)
     } else {
         stage::NONE
     };
     // Per namespace only when asked: the streamed record already knows it, else it costs the
-    // reads that find it.
+    // reads that find it. The flag is read where it is tested, here and below: the verifier
+    // then prunes on its frozen value (read once into a variable, it cost every drop 25 ns).
     let (netns, netns_cookie) = match parsed.as_ref() {
         _ if config!(per_netns) == 0 => (0, 0),
         Some(ev) => (ev.netns, ev.netns_cookie),

@@ -174,6 +174,8 @@ struct DropsArgs {
     /// NETFILTER_DROP causes then stay unclassified.
     #[arg(long)]
     no_causes: bool,
+    #[command(flatten)]
+    sentinels: SentinelArgs,
     /// Record the kernel stack of each streamed drop (a stack map of 4 MiB; see the bench for
     /// its cost per drop).
     #[arg(long, conflicts_with = "counts_only")]
@@ -230,6 +232,18 @@ struct ExportArgs {
     /// one, so a finding clears one window after its incident ends.
     #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "5m")]
     findings_window: Duration,
+    #[command(flatten)]
+    sentinels: SentinelArgs,
+}
+
+/// How long the conntrack stage sentinels, placed host-wide in a namespace when its
+/// NETFILTER_DROPs come, stay there.
+#[derive(clap::Args)]
+struct SentinelArgs {
+    /// Withdraw a namespace's stage sentinels after this long without a NETFILTER_DROP there
+    /// (freed outside nftables): they cost each packet through its netfilter hooks.
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "10m")]
+    sentinels_quiet: Duration,
 }
 
 #[derive(clap::Args)]
@@ -436,6 +450,7 @@ async fn run(cli: Cli) -> Result<u8> {
                     },
                     hook: a.hook,
                     causes: !a.no_causes,
+                    sentinels_quiet: a.sentinels.sentinels_quiet,
                     stack: a.stack,
                 },
                 kernel,
@@ -474,6 +489,7 @@ async fn run(cli: Cli) -> Result<u8> {
                     max_namespaces: a.max_namespaces as usize,
                     max_functions: a.max_functions as usize,
                     findings_window: a.findings_window,
+                    sentinels_quiet: a.sentinels.sentinels_quiet,
                 },
                 kernel,
             )

@@ -51,6 +51,16 @@ fn scenario(
 /// Waits (bounded) until the kernels accounted for `datagrams`, then stops both netdocs and
 /// returns their lines (drops', conntrack's).
 fn settle(pair: &Pair, datagrams: u64, drops: Netdoc, ct: Netdoc) -> (Vec<Value>, Vec<Value>) {
+    wait_until_accounted(pair, datagrams);
+    let (s1, ct_lines) = ct.stop(libc::SIGINT);
+    let (s2, drop_lines) = drops.stop(libc::SIGINT);
+    assert!(s1.success() && s2.success());
+    assert_nothing_left();
+    (drop_lines, ct_lines)
+}
+
+/// Waits (bounded) until the kernels accounted for `datagrams`.
+fn wait_until_accounted(pair: &Pair, datagrams: u64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while drops_seen(pair) < datagrams {
         assert!(
@@ -59,11 +69,6 @@ fn settle(pair: &Pair, datagrams: u64, drops: Netdoc, ct: Netdoc) -> (Vec<Value>
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let (s1, ct_lines) = ct.stop(libc::SIGINT);
-    let (s2, drop_lines) = drops.stop(libc::SIGINT);
-    assert!(s1.success() && s2.success());
-    assert_nothing_left();
-    (drop_lines, ct_lines)
 }
 
 /// Conntrack's drops in `ns`, summed over CPUs: per CPU the larger of `drop` and
@@ -269,8 +274,11 @@ fn insertion_failures_are_events_or_classified_drops() {
 }
 
 /// Host-wide, as in production: `netdoc drops` and `netdoc conntrack` start with no hint, then
-/// the namespaces are made and given their tables. Once both say they cover the namespace
-/// (before any packet, from its tables), the incident. Returns both outputs and the pair.
+/// the namespaces are made and given their tables, and the incident comes in two rounds of
+/// `flows` flows. The first round's `NETFILTER_DROP`s bring the stage sentinels into the
+/// namespace (where they attach: both netdocs say so); the second round's come after them.
+/// Returns both outputs, the pair, and how many packets netfilter dropped in the watched
+/// namespace in the second round (its own counters).
 fn host_wide(
     tag: &str,
     subnet: u8,
@@ -278,21 +286,13 @@ fn host_wide(
     flows: usize,
     max: Option<u32>,
     setup: Setup,
-) -> (Vec<Value>, Vec<Value>, Pair) {
+) -> (Vec<Value>, Vec<Value>, Pair, u64) {
     let stages = attaches("conntrack_stage");
     let ct_uses_stages = stages && !attaches("conntrack_confirm");
     let drops = start(&["drops", "--json"]);
     let ct = start(&["conntrack", "--json"]);
     let pair = Pair::new(tag, subnet);
     let watched = setup_rules(&pair, port, setup);
-    // The tables alone bring the sentinels, before conntrack has seen a packet there.
-    if stages {
-        let covered = format!("placed in namespace {watched} ");
-        drops.wait_for_stderr(&covered);
-        if ct_uses_stages {
-            ct.wait_for_stderr(&covered);
-        }
-    }
     // For SNAT, the first flow is the one every later one clashes with.
     let first = if let Setup::SnatClash = setup {
         port
@@ -302,8 +302,25 @@ fn host_wide(
     assert_eq!(pair.send_flows(first, 1), 0);
     let _max = max.map(|m| Sysctl::set(MAX_PATH, m));
     pair.send_flows(port, flows);
-    let (drop_lines, ct_lines) = settle(&pair, 1 + flows as u64, drops, ct);
-    (drop_lines, ct_lines, pair)
+    wait_until_accounted(&pair, 1 + flows as u64);
+    if stages {
+        let covered = format!("placed in namespace {watched} ");
+        drops.wait_for_stderr(&covered);
+        if ct_uses_stages {
+            ct.wait_for_stderr(&covered);
+        }
+    }
+    let before = netfilter_dropped(&pair, &watched);
+    pair.send_flows(port, flows);
+    let (drop_lines, ct_lines) = settle(&pair, 1 + 2 * flows as u64, drops, ct);
+    let after = netfilter_dropped(&pair, &watched) - before;
+    (drop_lines, ct_lines, pair, after)
+}
+
+/// Packets netfilter dropped in namespace `ns` of the pair: conntrack's and b's x_tables rule's.
+fn netfilter_dropped(pair: &Pair, ns: &str) -> u64 {
+    let rules = if ns == pair.b { xt_dropped(pair) } else { 0 };
+    conntrack_drops(ns) + rules
 }
 
 /// Adds a setup's rules; returns the namespace they are in.
@@ -370,33 +387,53 @@ fn conntrack_of(summary: &ConntrackSummary, inode: u64) -> NamespaceConntrack {
         .clone()
 }
 
+/// The causes of one namespace's `NETFILTER_DROP`s where the sentinels are placed on demand:
+/// only `cause` or unclassified, as many as netfilter counted (`total`), and at least every one
+/// after the sentinels were placed (`after`) of `cause`.
+fn assert_caused_from_placement(
+    causes: &std::collections::BTreeMap<Option<Cause>, u64>,
+    cause: Cause,
+    total: u64,
+    after: u64,
+) {
+    let of = |c| causes.get(&Some(c)).copied().unwrap_or(0);
+    let (told, before) = (of(cause), of(Cause::Unclassified));
+    assert_eq!(told + before, total, "{causes:?}");
+    assert!(
+        told >= after,
+        "every drop after the placement is told: {causes:?}"
+    );
+    assert!(
+        before > 0,
+        "the first one came before any sentinel: {causes:?}"
+    );
+}
+
 #[test]
 fn host_wide_a_full_table_in_a_new_namespace_is_conntrack_in_there() {
     require_root!();
-    let (drops, ct_lines, pair) = host_wide("H", 48, CLOSED_PORT, 40, Some(8), Setup::TrackB);
+    let (drops, ct_lines, pair, after) =
+        host_wide("H", 48, CLOSED_PORT, 40, Some(8), Setup::TrackB);
     let ct = conntrack_summary(&ct_lines);
     let b = pair.inode_b();
     let there = conntrack_of(&ct, b);
     assert_eq!(there.netns.name, pair.b);
     let table_full = there.attribution.table_full;
-    assert!(table_full > 0, "the table filled up: {there:?}");
+    assert!(after > 0, "the table was still full: {there:?}");
     assert_eq!(there.attribution.insert_failed, 0);
     if !kernel_has_drop_reasons() {
         return;
     }
-    let causes = causes_in(&drops, b);
     if attaches("conntrack_stage") {
-        assert_eq!(
-            causes,
-            [(Some(Cause::ConntrackIn), table_full)].into(),
-            "every NETFILTER_DROP there is conntrack-in, as many as its drop counter says"
-        );
+        let causes = causes_in(&drops, b);
+        assert_caused_from_placement(&causes, Cause::ConntrackIn, table_full, after);
         if !attaches("conntrack_confirm") {
-            assert_eq!(
-                caused(&there.netfilter_causes, Cause::ConntrackIn),
-                table_full,
-                "{there:?}"
-            );
+            let causes = there
+                .netfilter_causes
+                .iter()
+                .map(|(c, n)| (Some(*c), *n))
+                .collect();
+            assert_caused_from_placement(&causes, Cause::ConntrackIn, table_full, after);
         }
     }
     let findings = &ct.findings;
@@ -410,19 +447,20 @@ fn host_wide_a_full_table_in_a_new_namespace_is_conntrack_in_there() {
 fn host_wide_snat_clashes_in_a_new_namespace_are_conntrack_confirm_there() {
     require_root!();
     const FLOWS: usize = 20;
-    let (drops, ct_lines, pair) = host_wide("S", 49, CLOSED_PORT, FLOWS, None, Setup::SnatClash);
+    let (drops, ct_lines, pair, after) =
+        host_wide("S", 49, CLOSED_PORT, FLOWS, None, Setup::SnatClash);
     let a = pair.inode_a();
     let there = conntrack_of(&conntrack_summary(&ct_lines), a);
-    assert_eq!(there.attribution.insert_failed, FLOWS as u64, "{there:?}");
+    let failed = 2 * FLOWS as u64;
+    assert_eq!(there.attribution.insert_failed, failed, "{there:?}");
+    assert_eq!(after, FLOWS as u64, "each flow of the second round clashed");
     if kernel_has_drop_reasons() && attaches("conntrack_stage") {
-        assert_eq!(
-            causes_in(&drops, a),
-            [(Some(Cause::ConntrackConfirm), FLOWS as u64)].into()
-        );
+        let causes = causes_in(&drops, a);
+        assert_caused_from_placement(&causes, Cause::ConntrackConfirm, failed, after);
     }
     let events = insert_failures(&ct_lines);
     if attaches("conntrack_confirm") {
-        assert_eq!(events.len(), FLOWS);
+        assert_eq!(events.len() as u64, failed);
         assert!(
             events
                 .iter()
@@ -438,13 +476,49 @@ fn host_wide_an_x_tables_drop_in_a_new_namespace_is_a_firewall_drop() {
         eprintln!("skipped: needs {XT}, drop reasons and netfilter links");
         return;
     }
-    let (drops, ct_lines, pair) = host_wide("X", 50, XT_PORT, 20, None, Setup::XtablesB);
-    assert_eq!(xt_dropped(&pair), 20);
-    assert_eq!(
-        causes_in(&drops, pair.inode_b()),
-        [(Some(Cause::Firewall), 20)].into()
-    );
+    let (drops, ct_lines, pair, after) = host_wide("X", 50, XT_PORT, 20, None, Setup::XtablesB);
+    assert_eq!(xt_dropped(&pair), 40);
+    assert_eq!(after, 20);
+    let causes = causes_in(&drops, pair.inode_b());
+    assert_caused_from_placement(&causes, Cause::Firewall, 40, after);
     let there = conntrack_of(&conntrack_summary(&ct_lines), pair.inode_b());
     assert_eq!(there.attribution.table_full, 0);
     assert_eq!(there.attribution.insert_failed, 0);
+}
+
+/// Host-wide sentinels leave a namespace quiet for `--sentinels-quiet` (their marks cleared:
+/// none may describe a later drop) and come back with its next netfilter drops.
+#[test]
+fn host_wide_sentinels_leave_a_quiet_namespace_and_come_back() {
+    require_root!();
+    if !kernel_has_drop_reasons() || !attaches("conntrack_stage") {
+        eprintln!("skipped: needs drop reasons and netfilter links");
+        return;
+    }
+    const FLOWS: usize = 5;
+    let drops = start(&["drops", "--json", "--sentinels-quiet", "2s"]);
+    let pid = drops.child.id();
+    let pair = Pair::new("V", 52);
+    let watched = setup_rules(&pair, CLOSED_PORT, Setup::SnatClash);
+    assert_eq!(pair.send_flows(CLOSED_PORT, 1), 0);
+    let (placed, withdrawn) = (
+        format!("placed in namespace {watched} "),
+        format!("withdrawn from namespace {watched}:"),
+    );
+    for round in 0..2 {
+        assert_eq!(pair.send_flows(CLOSED_PORT, FLOWS), FLOWS, "round {round}");
+        drops.wait_for_stderr(&placed);
+        drops.wait_for_stderr(&withdrawn);
+        assert_eq!(netfilter_links(pid), 0, "round {round}: every link closed");
+    }
+    assert_eq!(pair.send_flows(CLOSED_PORT, 1), 1);
+    drops.wait_for_stderr(&placed);
+    assert_eq!(pair.send_flows(CLOSED_PORT, FLOWS), FLOWS);
+    wait_until_accounted(&pair, 1 + 3 * FLOWS as u64 + 1);
+    let (status, lines) = drops.stop(libc::SIGINT);
+    assert!(status.success());
+    assert_nothing_left();
+    let causes = causes_in(&lines, pair.inode_a());
+    let failed = (2 * FLOWS + 1 + FLOWS) as u64;
+    assert_caused_from_placement(&causes, Cause::ConntrackConfirm, failed, FLOWS as u64);
 }

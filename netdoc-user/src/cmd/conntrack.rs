@@ -258,10 +258,7 @@ fn start(kernel: Kernel, ns: Option<&NetnsArg>) -> Result<(Session, Option<Strin
             "no NETFILTER_DROP reason or no nf_conntrack on this kernel".into(),
         ));
     } else {
-        request.sentinels = Ok(match ns {
-            Some(ns) => sentinel::Scope::Only(ns.inode),
-            None => sentinel::Scope::EveryActive,
-        });
+        request.sentinels = Ok(sentinel::Scope::host_wide_or(ns.map(|ns| ns.inode)));
         request.want(Component::StageSentinels);
         let filter = DropFilter::parse(
             &FilterArgs {
@@ -357,7 +354,7 @@ pub async fn run(
             (Some(maps), Some(namer)) => {
                 let mut counts = CauseCounts::new();
                 for (key, per_cpu) in maps.counts() {
-                    if let Some(c) = namer.cause(key.reason, key.location, key.nf_stage, None) {
+                    if let Some(c) = namer.cause(key.reason, key.location, key.nf_stage) {
                         *counts.entry(c).or_insert(0) += per_cpu.iter().sum::<u64>();
                     }
                 }

@@ -100,16 +100,13 @@ impl View for DoctorView {
 
 /// Every family, each component once: drops streamed (the rules want their flows), NET_RX
 /// context and queue load, retransmits counted per flow in the kernel, and the stage sentinels
-/// in every namespace that uses conntrack.
+/// where NETFILTER_DROPs come.
 fn request(opts: &DoctorOptions, families: &Families) -> Result<Request> {
     let mut request = Request {
         pages: opts.pages,
         max_events_per_sec: opts.max_events_per_sec,
         watched: opts.netns.clone(),
-        sentinels: Ok(match &opts.netns {
-            Some(ns) => Scope::Only(ns.inode),
-            None => Scope::EveryActive,
-        }),
+        sentinels: Ok(Scope::host_wide_or(opts.netns.as_ref().map(|ns| ns.inode))),
         ..Request::default()
     }
     .with(Component::NetRxContext)

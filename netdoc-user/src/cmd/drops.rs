@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     io::{self, IsTerminal as _},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result};
@@ -51,6 +51,8 @@ pub struct DropsOptions {
     pub hook: Option<HookKind>,
     /// Whether to place the conntrack stage sentinels that name NETFILTER_DROP causes.
     pub causes: bool,
+    /// Host-wide, how long a namespace's sentinels stay without a NETFILTER_DROP there.
+    pub sentinels_quiet: Duration,
     /// `--stack`: each streamed drop carries its kernel stack.
     pub stack: bool,
 }
@@ -180,10 +182,12 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
         (true, false) => Err(crate::Error::Input(
             "not needed: --reason leaves out NETFILTER_DROP".into(),
         )),
-        // Sentinels in every namespace that uses conntrack, or in the filtered one only.
+        // Sentinels where NETFILTER_DROPs come, or in the filtered namespace from the start.
         (true, true) => Ok(match &opts.netns {
             Some(ns) => Scope::Only(ns.inode),
-            None => Scope::EveryActive,
+            None => Scope::OnDemand {
+                quiet: opts.sentinels_quiet,
+            },
         }),
     };
     if request.sentinels.is_ok() {

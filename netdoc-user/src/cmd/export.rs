@@ -1,6 +1,6 @@
 //! `netdoc export`: a long-running Prometheus exporter. One session counts drops per namespace
 //! in the kernel (nothing streamed), with NET_RX time and queue load and the conntrack stage
-//! sentinels in every namespace that uses conntrack; each scrape of `/metrics` reads the maps
+//! sentinels where NETFILTER_DROPs come; each scrape of `/metrics` reads the maps
 //! and every namespace's counters then. `/healthz` says the driver that reads them answers.
 use std::{
     collections::HashMap,
@@ -48,6 +48,8 @@ pub struct ExportOptions {
     pub max_namespaces: usize,
     pub max_functions: usize,
     pub findings_window: Duration,
+    /// How long a namespace's stage sentinels stay without a NETFILTER_DROP there.
+    pub sentinels_quiet: Duration,
 }
 
 /// How often the doctor's watch samples the namespaces' counters (those with activity and some
@@ -197,12 +199,7 @@ impl ExportView {
                 drops.push(DropCount {
                     netns,
                     reason: self.namer.reasons().name(key.reason),
-                    cause: self.namer.cause(
-                        key.reason,
-                        key.location,
-                        key.nf_stage,
-                        Some(key.netns),
-                    ),
+                    cause: self.namer.cause(key.reason, key.location, key.nf_stage),
                     function: location
                         .split_once('+')
                         .map_or(location.clone(), |(f, _)| f.to_string()),
@@ -298,10 +295,12 @@ fn read_namespace() -> (Option<ConntrackReading>, snmp::Counters) {
 }
 
 /// What the exporter attaches: the drop program counting per namespace (no stream), NET_RX
-/// context and queue load, and the stage sentinels wherever conntrack is used.
-fn request() -> Request {
+/// context and queue load, and the stage sentinels where NETFILTER_DROPs come.
+fn request(sentinels_quiet: Duration) -> Request {
     let mut request = Request {
-        sentinels: Ok(Scope::EveryActive),
+        sentinels: Ok(Scope::OnDemand {
+            quiet: sentinels_quiet,
+        }),
         ..Request::default()
     }
     .with(Component::NetRxContext)
@@ -377,7 +376,7 @@ pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
         .await
         .with_context(|| format!("--listen {}", opts.listen))?;
     let families = Families::discover(&kernel);
-    let request = request();
+    let request = request(opts.sentinels_quiet);
     let kernel_release = host::kernel_release();
     let mut session = Session::start_dropping(kernel, families, request)?;
     let cookies = session.namespaces().lock().has_cookies();

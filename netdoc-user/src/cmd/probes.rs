@@ -46,9 +46,9 @@ fn survey(kernel: &Kernel, families: &Families) -> Result<(Vec<ProbePlan>, Vec<P
         });
     }
     // The stage sentinels are links of their own, tried for real and detached again.
-    let wanted = sentinel::wanted(&families.drops.reasons);
-    let (_, sentinels) = sentinel::start(&ebpf, wanted, sentinel::Scope::EveryActive);
-    plans.push(sentinel::plan(&sentinels, wanted.is_some()));
+    let namespaces = crate::namespaces::Inventory::discover();
+    let (tried, sentinels) = families.stages.try_here(&mut ebpf, &namespaces);
+    plans.push(sentinel::plan(&sentinels, tried));
     let placed = sentinels.map(|s| s.placed.clone()).unwrap_or_default();
     planner::release_all(&mut ebpf);
     Ok((plans, placed))

@@ -79,7 +79,7 @@ impl NamedDrop {
         let reason = namer.reasons().name(ev.reason);
         let location = namer.location(ev.location);
         let ns = namer.netns(ev.netns, ev.netns_cookie, ev.ts_ns);
-        let cause = namer.cause(ev.reason, ev.location, ev.nf_stage, Some(ev.netns));
+        let cause = namer.cause(ev.reason, ev.location, ev.nf_stage);
         Self {
             ts_ns: ev.ts_ns,
             cpu: ev.cpu,
@@ -195,7 +195,7 @@ pub fn rows(
         let fresh = count.saturating_sub(previous.get(key).copied().unwrap_or(0));
         let reason = namer.reasons().name(key.reason);
         let location = namer.location(key.location);
-        let cause = namer.cause(key.reason, key.location, key.nf_stage, None);
+        let cause = namer.cause(key.reason, key.location, key.nf_stage);
         let row = merged
             .entry((reason.clone(), cause, location.clone()))
             .or_insert_with(|| Row {
@@ -422,7 +422,7 @@ mod tests {
         fn net_rx_known(&self) -> bool {
             true
         }
-        fn coverage(&mut self, _netns: Option<u32>) -> Coverage {
+        fn coverage(&self) -> Coverage {
             Coverage::Sentinels
         }
         fn location(&mut self, addr: u64) -> String {

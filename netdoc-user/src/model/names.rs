@@ -14,9 +14,9 @@ use crate::{
 /// Resolves what the kernel gives as numbers: reasons, code addresses, namespaces, devices.
 pub trait Namer {
     fn reasons(&self) -> &DropReasons;
-    /// What the conntrack stage sentinels let us tell apart on this run: in namespace `netns`
-    /// (an inode), or wherever they sit when the namespace is unknown (kernel counts).
-    fn coverage(&mut self, netns: Option<u32>) -> Coverage;
+    /// What the conntrack stage sentinels let us tell apart on this run (a stage mark carries
+    /// its namespace: a drop where no sentinel sits, or not yet, is simply unseen).
+    fn coverage(&self) -> Coverage;
     /// Whether the softirq probe ran, so a drop's NET_RX context is known.
     fn net_rx_known(&self) -> bool;
     fn location(&mut self, addr: u64) -> String;
@@ -26,14 +26,8 @@ pub trait Namer {
     /// Whether the code at `addr` lies in nftables' rule evaluation.
     fn freed_by_nftables(&mut self, addr: u64) -> bool;
 
-    /// The cause of a drop in namespace `netns` (None: unknown), when it is a `NETFILTER_DROP`.
-    fn cause(
-        &mut self,
-        reason: u32,
-        location: u64,
-        nf_stage: u8,
-        netns: Option<u32>,
-    ) -> Option<Cause> {
+    /// The cause of a drop, when it is a `NETFILTER_DROP`.
+    fn cause(&mut self, reason: u32, location: u64, nf_stage: u8) -> Option<Cause> {
         // Only NETFILTER_DROPs have a cause: other drops skip the lookups below.
         if self.reasons().code("NETFILTER_DROP") != Some(reason) {
             return None;
@@ -43,8 +37,7 @@ pub trait Namer {
             freed_by_nftables: self.freed_by_nftables(location),
             nf_stage,
         };
-        let coverage = self.coverage(netns);
-        cause::classify(facts, coverage)
+        cause::classify(facts, self.coverage())
     }
 }
 
@@ -84,15 +77,8 @@ impl Namer for LiveNamer {
     fn net_rx_known(&self) -> bool {
         self.net_rx_known
     }
-    fn coverage(&mut self, netns: Option<u32>) -> Coverage {
-        // A namespace without sentinels has no stage marks of its own: a mark there would be
-        // another namespace's (a veth hands the same skb across), so its causes stay unknown.
-        match (self.coverage, netns) {
-            (Coverage::Sentinels, Some(ino)) if !self.namespaces.lock().has_sentinels(ino) => {
-                Coverage::Blind
-            }
-            (coverage, _) => coverage,
-        }
+    fn coverage(&self) -> Coverage {
+        self.coverage
     }
     fn location(&mut self, addr: u64) -> String {
         self.locations

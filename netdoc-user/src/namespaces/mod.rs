@@ -101,9 +101,6 @@ pub struct Inventory {
     serials: u64,
     /// Whether this kernel gives cookies to userspace (`SO_NETNS_COOKIE`, 5.14+).
     cookies: bool,
-    /// Namespaces (inodes) whose packets the conntrack stage sentinels mark, netdoc's own
-    /// included, as the session last placed them.
-    sentinels: BTreeSet<u32>,
     /// Namespaces of events that a rescan did not find (gone, or held only by a thread): not
     /// looked for again until the next periodic scan.
     misses: BTreeSet<(u32, u64)>,
@@ -134,7 +131,6 @@ impl Inventory {
             last_scan_ns: 0,
             serials: 0,
             cookies: netns::cookie_here().is_some(),
-            sentinels: BTreeSet::new(),
             misses: BTreeSet::new(),
         };
         inv.follow();
@@ -330,16 +326,6 @@ impl Inventory {
         }
         n.verified_ns = monotonic_ns();
         n.file().and_then(|f| netns::inode(&f)) != Some(inode)
-    }
-
-    /// Whether packets in namespace `inode` carry stage marks of their own.
-    pub fn has_sentinels(&self, inode: u32) -> bool {
-        self.sentinels.contains(&inode)
-    }
-
-    /// Records where the sentinels sit now.
-    pub fn set_sentinels(&mut self, inodes: BTreeSet<u32>) {
-        self.sentinels = inodes;
     }
 
     /// A live namespace by inode.
@@ -575,7 +561,6 @@ mod tests {
             last_scan_ns: 0,
             serials: 0,
             cookies: true,
-            sentinels: BTreeSet::new(),
             misses: BTreeSet::new(),
         };
         assert_eq!(inv.get(10, 200).unwrap().cookie, Some(200));

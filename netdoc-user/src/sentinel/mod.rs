@@ -1,32 +1,40 @@
 //! The conntrack stage sentinels, a component the drops and conntrack families share: netfilter bpf_link
 //! "sentinels" sit at each hook's entry and just around conntrack's own hooks, and mark per
-//! CPU the last skb they saw and the stage (`NF_STAGE`). The drop program reads that mark for
-//! every `NETFILTER_DROP`, which pins the drop to conntrack-in, conntrack confirm or a rule.
+//! CPU the last skb they saw, its namespace and the stage (`NF_STAGE`). The drop program reads
+//! that mark for every `NETFILTER_DROP`, which pins the drop to conntrack-in, conntrack confirm
+//! or a rule. Host-wide they are placed on demand: where such drops come (`NF_DROP_SITES`).
 //!
 //! The program itself is assembled in `nfprog`. Links belong to this process: closing them
 //! (dropping [`Sentinels`]) detaches them.
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     io,
     os::fd::{AsFd as _, OwnedFd},
     path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
-use aya::{Ebpf, maps::Map};
-use netdoc_common::conntrack::stage;
+use aya::{
+    Ebpf,
+    maps::{HashMap as MapOf, Map, MapData, PerCpuArray, PerCpuValues},
+};
+use netdoc_common::conntrack::{NetfilterDropSite, StageMark, stage};
 
 mod nfprog;
 
+use nfprog::NetnsPath;
+
 use crate::{
     Error,
-    facts::{conntrack, fwtables, netns},
+    facts::{kallsyms::Kallsyms, netns},
     family::Family,
-    model::{cause::Coverage, reasons::DropReasons},
-    namespaces::{Inventory, NetnsRef},
+    kernel::Kernel,
+    model::{
+        cause::{Coverage, NFTABLES},
+        reasons::DropReasons,
+    },
+    namespaces::Inventory,
     planner::{Attempt, Candidate, Hook, Outcome, ProbePlan},
     session::{Component, Request, Stages, starting::Starting},
 };
@@ -102,41 +110,66 @@ pub struct Placed {
     pub stage: u8,
 }
 
-/// Where sentinels go besides netdoc's own namespace.
+/// Where sentinels go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
-    /// Every namespace where conntrack is in use or that has firewall tables (which may put it to
-    /// use with their first packet), as soon as it is: the host-wide default.
-    EveryActive,
-    /// Only this namespace (`--netns`), whether or not conntrack is in use there yet.
+    /// Host-wide, the default: into a namespace (netdoc's own included) once `NETFILTER_DROP`s
+    /// come there from anywhere but nftables, and out again after `quiet` without one. A
+    /// packet pays for the sentinels only where they are needed: each crossing costs about
+    /// 70 ns, and a loopback datagram crosses ten. The drops before they are placed stay
+    /// unclassified (the doctor weighs them against conntrack's own counters).
+    OnDemand { quiet: Duration },
+    /// Only this namespace (`--netns`), from the start, for the whole run.
     Only(u32),
+}
+
+/// Sentinels placed on demand go after this long without a `NETFILTER_DROP` outside nftables
+/// in their namespace, unless told otherwise (`--sentinels-quiet`).
+pub const QUIET: Duration = Duration::from_secs(600);
+
+impl Scope {
+    /// Host-wide with the default quiet time, or only `netns`.
+    pub fn host_wide_or(netns: Option<u32>) -> Self {
+        match netns {
+            Some(ino) => Scope::Only(ino),
+            None => Scope::OnDemand { quiet: QUIET },
+        }
+    }
 }
 
 /// At most this many namespaces get sentinels (22 links each): beyond it, their
 /// `NETFILTER_DROP`s stay unclassified and a warning says so.
 const MOST_NAMESPACES: usize = 256;
 
-/// The links of one namespace other than netdoc's own.
-struct Elsewhere {
-    /// The inventory's serial of the namespace: the same inode later is another namespace.
-    serial: u64,
-    links: Vec<OwnedFd>,
+/// The links of one namespace.
+struct Links {
+    /// The inventory's serial of the namespace (the same inode later is another namespace);
+    /// None for netdoc's own.
+    serial: Option<u64>,
+    fds: Vec<OwnedFd>,
+    /// When they were placed or a `NETFILTER_DROP` outside nftables last came there.
+    last_drop: Instant,
 }
 
 /// Every sentinel link of a run. Dropping it detaches them all.
 pub struct Sentinels {
     /// The sentinel programs by the mark each writes.
     programs: Arc<Vec<(u8, OwnedFd)>>,
-    /// netdoc's own namespace's links.
-    here: Vec<OwnedFd>,
-    /// Links in other namespaces, by inode. A link keeps its namespace alive: these are closed
-    /// as soon as the namespace has no other holder.
-    elsewhere: BTreeMap<u32, Elsewhere>,
-    /// Namespaces (serials) the kernel refused links in: not tried again.
-    refused: BTreeSet<u64>,
+    /// Links by namespace inode. A link keeps its namespace alive: those of a namespace with
+    /// no other holder are closed.
+    links: BTreeMap<u32, Links>,
+    /// The marks the drop program reads, cleared when sentinels are withdrawn: a mark they
+    /// left must not describe a later drop of an skb at the same address.
+    marks: PerCpuArray<MapData, StageMark>,
+    /// Every `NETFILTER_DROP` by namespace and freeing address, as the drop program counts
+    /// them, and each site's count at the last reading.
+    sites: MapOf<MapData, NetfilterDropSite, u64>,
+    read: HashMap<NetfilterDropSite, u64>,
+    /// Namespaces (serials; None: netdoc's own) the kernel refused links in: not tried again.
+    refused: BTreeSet<Option<u64>>,
     scope: Scope,
     bound_warned: bool,
-    /// The layout in netdoc's own namespace.
+    /// The layout of the first namespace placed.
     pub placed: Vec<Placed>,
     /// Why IPv6 has none (no IPv6 in the kernel), if so.
     pub ipv6_missing: Option<String>,
@@ -144,101 +177,246 @@ pub struct Sentinels {
 
 impl Sentinels {
     pub fn describe(&self) -> String {
-        let links = self.here.len()
-            + self
-                .elsewhere
-                .values()
-                .map(|e| e.links.len())
-                .sum::<usize>();
-        let s = format!(
+        let links = self.links.values().map(|l| l.fds.len()).sum::<usize>();
+        let mut s = format!(
             "{links} netfilter links in {} namespace(s)",
-            1 + self.elsewhere.len()
+            self.links.len()
         );
+        if let Scope::OnDemand { .. } = self.scope {
+            s += " now, placed where NETFILTER_DROPs come";
+        }
         match &self.ipv6_missing {
             Some(why) => format!("{s} (IPv4 only: {why})"),
             None => s,
         }
     }
 
-    /// The namespaces (inodes) with sentinels: netdoc's own and every other placed.
-    pub fn namespaces(&self, own: u32) -> BTreeSet<u32> {
-        std::iter::once(own)
-            .chain(self.elsewhere.keys().copied())
-            .collect()
-    }
-
-    /// [`Self::follow`], then tells the inventory where sentinels sit (causes are told apart
-    /// only there).
-    pub fn follow_and_record(&mut self, inventory: &mut Inventory, announce: bool) -> Vec<String> {
-        let said = self.follow(inventory, announce);
-        inventory.set_sentinels(self.namespaces(inventory.own()));
+    /// Follows the namespaces and their netfilter drops: closes the links of namespaces gone
+    /// (so they can go) and, on demand, of those quiet for the scope's quiet time; places
+    /// sentinels where the scope wants them and there are none yet. Returns what to tell the
+    /// user.
+    pub fn follow(&mut self, namespaces: &Inventory, announce: bool) -> Vec<String> {
+        let now = Instant::now();
+        let mut said = Vec::new();
+        let placed = self.links.len();
+        self.links.retain(|ino, l| match l.serial {
+            None => true,
+            Some(serial) => namespaces.live(*ino).is_some_and(|n| n.serial == serial),
+        });
+        if self.links.len() < placed {
+            said.extend(self.clear_marks());
+        }
+        let wanted: BTreeSet<u32> = match self.scope {
+            Scope::Only(ino) => [ino].into(),
+            Scope::OnDemand { quiet } => {
+                let dropping = self.dropping(namespaces);
+                for ino in &dropping {
+                    if let Some(l) = self.links.get_mut(ino) {
+                        l.last_drop = now;
+                    }
+                }
+                said.extend(self.withdraw_quiet(namespaces, now, quiet));
+                dropping
+            }
+        };
+        let new: Vec<u32> = wanted
+            .into_iter()
+            .filter(|ino| !self.links.contains_key(ino))
+            .collect();
+        said.extend(self.place(namespaces, new, announce, now));
         said
     }
 
-    /// Follows the namespaces: closes the links of those gone (so they can go), and places
-    /// sentinels in each one the scope covers that has none yet. Returns what to tell the user.
-    fn follow(&mut self, namespaces: &Inventory, announce: bool) -> Vec<String> {
-        self.elsewhere
-            .retain(|ino, e| namespaces.live(*ino).is_some_and(|n| n.serial == e.serial));
-        let wanted: Vec<((u64, NetnsRef), PathBuf)> = namespaces
-            .all()
-            .filter(|n| {
-                let ino = n.id.inode;
-                !namespaces.is_own(ino)
-                    && !self.elsewhere.contains_key(&ino)
-                    && !self.refused.contains(&n.serial)
-                    && match self.scope {
-                        Scope::EveryActive => true,
-                        Scope::Only(only) => only == ino,
-                    }
-            })
-            .filter_map(|n| Some(((n.serial, n.id.clone()), n.file()?)))
+    /// Namespaces with `NETFILTER_DROP`s outside nftables since the last reading.
+    fn dropping(&mut self, namespaces: &Inventory) -> BTreeSet<u32> {
+        let counts: HashMap<NetfilterDropSite, u64> = self.sites.iter().flatten().collect();
+        new_drops(
+            &mut self.read,
+            counts,
+            |ino| namespaces.is_own(ino) || namespaces.live(ino).is_some(),
+            // Read on the first netfilter drop only: parsing kallsyms at start-up would add a
+            // tenth of a second and megabytes to every attach.
+            |addr| Kallsyms::shared().and_then(|k| k.function(addr)) == Some(NFTABLES),
+        )
+    }
+
+    /// Withdraws the sentinels placed on demand from each namespace quiet for `quiet`, then
+    /// clears the marks they may have left.
+    fn withdraw_quiet(
+        &mut self,
+        namespaces: &Inventory,
+        now: Instant,
+        quiet: Duration,
+    ) -> Vec<String> {
+        let gone: Vec<u32> = self
+            .links
+            .iter()
+            .filter(|(_, l)| now.duration_since(l.last_drop) >= quiet)
+            .map(|(ino, _)| *ino)
             .collect();
-        let room = MOST_NAMESPACES.saturating_sub(self.elsewhere.len());
-        let (programs, count) = (self.programs.clone(), AtomicUsize::new(0));
-        let everywhere = self.scope == Scope::EveryActive;
-        let results = netns::visit(wanted, move |_| {
-            // Tables may put conntrack to use with the namespace's first packet: place before it.
-            let in_use = conntrack::read_stat().is_ok_and(|rows| conntrack::in_use(&rows))
-                || fwtables::any_here();
-            if everywhere && !in_use {
-                return None;
+        if gone.is_empty() {
+            return Vec::new();
+        }
+        let mut said: Vec<String> = gone
+            .iter()
+            .map(|ino| {
+                self.links.remove(ino);
+                format!(
+                    "conntrack stage sentinels withdrawn from {}: no NETFILTER_DROP outside nftables there for {}",
+                    where_(namespaces, *ino),
+                    humantime::format_duration(quiet)
+                )
+            })
+            .collect();
+        said.extend(self.clear_marks());
+        said
+    }
+
+    /// Clears the marks of links just closed (closing one waits for the hook's running
+    /// programs, so none of them writes a mark any more): a mark they left must not describe a
+    /// later drop of an skb at the same address in the same namespace.
+    fn clear_marks(&mut self) -> Option<String> {
+        clear(&mut self.marks)
+            .err()
+            .map(|e| format!("warning: clearing the stage marks: {e}"))
+    }
+
+    /// Places sentinels in each namespace of `inodes` (netdoc's own in this thread, the others
+    /// from a visiting one).
+    fn place(
+        &mut self,
+        namespaces: &Inventory,
+        inodes: Vec<u32>,
+        announce: bool,
+        now: Instant,
+    ) -> Vec<String> {
+        let mut targets: Vec<(Target, Option<PathBuf>)> = Vec::new();
+        for ino in inodes {
+            let name = where_(namespaces, ino);
+            if namespaces.is_own(ino) {
+                targets.push((
+                    Target {
+                        serial: None,
+                        ino,
+                        name,
+                    },
+                    None,
+                ));
+            } else if let Some((n, file)) = namespaces.live(ino).and_then(|n| Some((n, n.file()?)))
+            {
+                let serial = Some(n.serial);
+                targets.push((Target { serial, ino, name }, Some(file)));
             }
-            if count.fetch_add(1, Ordering::Relaxed) >= room {
-                return Some(Err(None));
-            }
-            Some(place_here(&programs).map_err(Some))
-        });
+        }
+        targets.retain(|(t, _)| !self.refused.contains(&t.serial));
+        let room = MOST_NAMESPACES.saturating_sub(self.links.len());
         let mut said = Vec::new();
-        for ((serial, id), result) in results {
-            let (ino, name) = (id.inode, id.name);
-            match result.flatten() {
+        if targets.len() > room {
+            let Target { ino, name, .. } = &targets[room].0;
+            if !self.bound_warned {
+                self.bound_warned = true;
+                said.push(format!(
+                    "warning: conntrack stage sentinels are in {MOST_NAMESPACES} namespaces, the most netdoc places: NETFILTER_DROPs in {name} (inode {ino}) and further ones stay unclassified"
+                ));
+            }
+            targets.truncate(room);
+        }
+        let programs = self.programs.clone();
+        let mut there = Vec::new();
+        let mut results = Vec::new();
+        for (target, file) in targets {
+            match file {
+                Some(file) => there.push((target, file)),
+                None => results.push((target, Some(place_here(&programs)))),
+            }
+        }
+        results.extend(netns::visit(there, move |_| place_here(&programs)));
+        for (Target { serial, ino, name }, result) in results {
+            match result {
                 Some(Ok(here)) => {
-                    let links = here.links;
                     if announce {
                         said.push(format!(
-                            "conntrack stage sentinels placed in namespace {name} (inode {ino})"
+                            "conntrack stage sentinels placed in {name} (inode {ino})"
                         ));
                     }
-                    self.elsewhere.insert(ino, Elsewhere { serial, links });
+                    if self.placed.is_empty() {
+                        self.placed = here.placed;
+                        self.ipv6_missing = here.ipv6_missing;
+                    }
+                    let links = Links {
+                        serial,
+                        fds: here.links,
+                        last_drop: now,
+                    };
+                    self.links.insert(ino, links);
                 }
-                Some(Err(Some(why))) => {
+                Some(Err(why)) => {
                     said.push(format!(
-                        "warning: no conntrack stage sentinels in namespace {name}: {why}"
+                        "warning: no conntrack stage sentinels in {name}: {why}"
                     ));
                     self.refused.insert(serial);
                 }
-                Some(Err(None)) if !self.bound_warned => {
-                    self.bound_warned = true;
-                    said.push(format!(
-                        "warning: conntrack stage sentinels are in {MOST_NAMESPACES} namespaces, the most netdoc places: NETFILTER_DROPs in namespace {name} and further ones stay unclassified"
-                    ));
-                }
-                _ => {}
+                None => {}
             }
         }
         said
     }
+}
+
+/// A namespace to place sentinels in.
+struct Target {
+    /// The inventory's serial; None for netdoc's own.
+    serial: Option<u64>,
+    ino: u32,
+    /// As netdoc names it when it speaks of it.
+    name: String,
+}
+
+/// The namespaces of the sites whose count moved since `read` (which then holds the new
+/// counts), but those freed by nftables (whose drops say their cause without a sentinel). A site
+/// of a namespace not `known` yet is left for the next reading; one of an unknown namespace (0)
+/// names none.
+fn new_drops(
+    read: &mut HashMap<NetfilterDropSite, u64>,
+    counts: HashMap<NetfilterDropSite, u64>,
+    known: impl Fn(u32) -> bool,
+    by_nftables: impl Fn(u64) -> bool,
+) -> BTreeSet<u32> {
+    // The map forgets sites (the least recently used first): so do we.
+    read.retain(|site, _| counts.contains_key(site));
+    let mut dropping = BTreeSet::new();
+    for (site, count) in counts {
+        if read.get(&site) == Some(&count) || (site.netns != 0 && !known(site.netns)) {
+            continue;
+        }
+        read.insert(site, count);
+        if site.netns != 0 && !by_nftables(site.location) {
+            dropping.insert(site.netns);
+        }
+    }
+    dropping
+}
+
+/// How a namespace is named in what netdoc says: `namespace NAME` (tests wait for it).
+fn where_(namespaces: &Inventory, ino: u32) -> String {
+    if namespaces.is_own(ino) {
+        return "netdoc's own namespace".into();
+    }
+    match namespaces.live(ino) {
+        Some(n) => format!("namespace {}", n.id.name),
+        None => format!("namespace {ino}"),
+    }
+}
+
+/// Clears every CPU's stage mark.
+fn clear(marks: &mut PerCpuArray<MapData, StageMark>) -> Result<(), Error> {
+    let cpus =
+        aya::util::nr_cpus().map_err(|(_, e)| Error::Failed(format!("counting CPUs: {e}")))?;
+    let none = PerCpuValues::try_from(vec![StageMark::default(); cpus])
+        .map_err(|e| Error::Failed(e.to_string()))?;
+    marks
+        .set(0, none, 0)
+        .map_err(|e| Error::Failed(e.to_string()))
 }
 
 /// Places every sentinel of one family in the calling thread's namespace.
@@ -309,35 +487,43 @@ fn place_here(programs: &[(u8, OwnedFd)]) -> Result<Here, Error> {
     })
 }
 
-/// Loads the three sentinel programs against `ebpf`'s `NF_STAGE` map and links them in
-/// netdoc's own namespace; [`Sentinels::follow`] places them in the others.
-fn attach(ebpf: &Ebpf, scope: Scope) -> Result<Sentinels, Error> {
-    let Some(Map::PerCpuArray(map)) = ebpf.map("NF_STAGE") else {
-        return Err(Error::Failed("NF_STAGE map missing from the object".into()));
+/// Loads the sentinel programs against `ebpf`'s `NF_STAGE` map and takes the maps they work
+/// with; they are placed by [`Sentinels::follow`].
+fn attach(ebpf: &mut Ebpf, scope: Scope, netns: NetnsPath) -> Result<Sentinels, Error> {
+    let missing = |name: &str| Error::Failed(format!("{name} map missing from the object"));
+    let Some(Map::PerCpuArray(stage)) = ebpf.take_map("NF_STAGE") else {
+        return Err(missing("NF_STAGE"));
     };
-    let fd = map.fd();
+    let fd = stage
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| Error::Failed(format!("NF_STAGE: {e}")))?;
+    let marks: PerCpuArray<MapData, StageMark> = PerCpuArray::try_from(Map::PerCpuArray(stage))
+        .map_err(|e| Error::Failed(format!("NF_STAGE: {e}")))?;
+    let sites: MapOf<MapData, NetfilterDropSite, u64> = ebpf
+        .take_map("NF_DROP_SITES")
+        .and_then(|m| m.try_into().ok())
+        .ok_or_else(|| missing("NF_DROP_SITES"))?;
     // One program per mark (a stage at a hook): the mark is an immediate of the program.
-    let marks: BTreeSet<u8> = PLACEMENTS.iter().map(Placement::mark).collect();
+    let kinds: BTreeSet<u8> = PLACEMENTS.iter().map(Placement::mark).collect();
     let programs = Arc::new(
-        marks
+        kinds
             .into_iter()
-            .map(|m| nfprog::load(fd.as_fd(), m).map(|p| (m, p)))
+            .map(|m| nfprog::load(fd.as_fd(), m, netns).map(|p| (m, p)))
             .collect::<Result<Vec<_>, _>>()?,
     );
-    let Here {
-        links: here,
-        placed,
-        ipv6_missing,
-    } = place_here(&programs)?;
     Ok(Sentinels {
         programs,
-        here,
-        elsewhere: BTreeMap::new(),
+        links: BTreeMap::new(),
+        marks,
+        sites,
+        read: HashMap::new(),
         refused: BTreeSet::new(),
         scope,
         bound_warned: false,
-        placed,
-        ipv6_missing,
+        placed: Vec::new(),
+        ipv6_missing: None,
     })
 }
 
@@ -358,25 +544,45 @@ fn worth_trying(netfilter_drop: Option<u32>) -> Option<u32> {
     conntrack_loaded().then_some(netfilter_drop).flatten()
 }
 
-/// Attaches the sentinels in netdoc's namespace if [`wanted`] gave a code; the coverage says
-/// which drops can be told apart.
+/// Loads the sentinels if [`wanted`] gave a code and BTF says where a hook's namespace is, and
+/// places them as `scope` says; the coverage says which drops can be told apart.
 pub fn start(
-    ebpf: &Ebpf,
+    ebpf: &mut Ebpf,
     wanted: Option<u32>,
+    netns: Option<NetnsPath>,
     scope: Scope,
+    namespaces: &Inventory,
 ) -> (Coverage, Result<Sentinels, Error>) {
-    match wanted {
-        Some(_) => match attach(ebpf, scope) {
-            Ok(s) => (Coverage::Sentinels, Ok(s)),
+    match (wanted, netns) {
+        (Some(_), Some(netns)) => match attach(ebpf, scope, netns) {
+            Ok(mut sentinels) => {
+                let said = sentinels.follow(namespaces, false);
+                match scope {
+                    Scope::Only(ino) if !sentinels.links.contains_key(&ino) => {
+                        let why = match said.is_empty() {
+                            true => format!("namespace {ino} was not found to place them in"),
+                            false => said.join("; "),
+                        };
+                        (Coverage::Blind, Err(Error::Failed(why)))
+                    }
+                    _ => (Coverage::Sentinels, Ok(sentinels)),
+                }
+            }
             Err(why) => (Coverage::Blind, Err(why)),
         },
-        None if !conntrack_loaded() => (
+        (Some(_), None) => (
+            Coverage::Blind,
+            Err(Error::Unavailable(
+                "BTF does not say where a netfilter hook's namespace is (nf_hook_state.net)".into(),
+            )),
+        ),
+        (None, _) if !conntrack_loaded() => (
             Coverage::NoConntrack,
             Err(Error::Unavailable(
                 "nf_conntrack is not loaded: every NETFILTER_DROP is a rule's".into(),
             )),
         ),
-        None => (
+        (None, _) => (
             Coverage::Blind,
             Err(Error::Unavailable(
                 "this kernel names no NETFILTER_DROP reason".into(),
@@ -386,19 +592,43 @@ pub fn start(
 }
 
 /// The stage sentinels as a member of a session: a component the drops and conntrack families
-/// share, placed after the NET_RX hooks and before the drop program so that a
-/// `NETFILTER_DROP` never misses its mark.
+/// share, loaded after the NET_RX hooks and before the drop program.
 pub struct StageSentinels {
     /// The kernel's `NETFILTER_DROP` reason code, if it names one.
     netfilter_drop: Option<u32>,
+    /// Where a hook's namespace is, if BTF says.
+    netns: Option<NetnsPath>,
 }
 
 impl StageSentinels {
-    pub fn discover(reasons: &DropReasons) -> Self {
+    pub fn discover(kernel: &Kernel, reasons: &DropReasons) -> Self {
         Self {
             netfilter_drop: reasons.code("NETFILTER_DROP"),
+            netns: netns_path(kernel),
         }
     }
+
+    /// [`start`] for `netdoc probes`, placed in netdoc's own namespace to try them for real;
+    /// and whether they were worth trying.
+    pub fn try_here(
+        &self,
+        ebpf: &mut Ebpf,
+        namespaces: &Inventory,
+    ) -> (bool, Result<Sentinels, Error>) {
+        let wanted = worth_trying(self.netfilter_drop);
+        let scope = Scope::Only(namespaces.own());
+        let (_, result) = start(ebpf, wanted, self.netns, scope, namespaces);
+        (wanted.is_some(), result)
+    }
+}
+
+/// `nf_hook_state.net` and `net.ns.inum`, as the sentinel loads them.
+fn netns_path(kernel: &Kernel) -> Option<NetnsPath> {
+    let at = |name, path| i16::try_from(kernel.offset(name, path)).ok();
+    Some(NetnsPath {
+        state_net: at("nf_hook_state", &["net"])?,
+        net_inum: at("net", &["ns", "inum"])?,
+    })
 }
 
 impl Family for StageSentinels {
@@ -421,13 +651,10 @@ impl Family for StageSentinels {
         if s.confirm_covers(request) {
             return Ok(());
         }
-        let (coverage, placed) = start(s.ebpf, worth_trying(self.netfilter_drop), scope);
-        let status = placed.map(|mut sentinels| {
-            // Every namespace in use before any drop is counted; later ones as the driver
-            // follows them.
-            for line in sentinels.follow_and_record(&mut s.namespaces.lock(), false) {
-                say!("{line}");
-            }
+        let wanted = worth_trying(self.netfilter_drop);
+        let namespaces = s.namespaces.clone();
+        let (coverage, placed) = start(s.ebpf, wanted, self.netns, scope, &namespaces.lock());
+        let status = placed.map(|sentinels| {
             let placed = sentinels.describe();
             s.keep(sentinels);
             placed
@@ -489,6 +716,42 @@ pub fn layout(placed: &[Placed], family: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sentinels_are_wanted_where_netfilter_drops_outside_nftables_grow() {
+        const NFT: u64 = 0xffff_0000;
+        let site = |netns, location| NetfilterDropSite {
+            netns,
+            _pad: 0,
+            location,
+        };
+        let known = |ino| ino != 7;
+        let by_nftables = |addr| addr == NFT;
+        let mut read = HashMap::new();
+        let first = HashMap::from([
+            (site(1, 0x10), 3),
+            (site(2, NFT), 5),
+            (site(7, 0x10), 1),
+            (site(0, 0x10), 1),
+        ]);
+        assert_eq!(
+            new_drops(&mut read, first.clone(), known, by_nftables),
+            [1].into(),
+            "nftables' drops need none, an unknown namespace names none"
+        );
+        assert!(
+            !read.contains_key(&site(7, 0x10)),
+            "a namespace not known yet is read again"
+        );
+        assert_eq!(
+            new_drops(&mut read, first, |_| true, by_nftables),
+            [7].into(),
+            "counts that did not move are no new drops"
+        );
+        let later = HashMap::from([(site(1, 0x10), 4), (site(2, NFT), 6)]);
+        assert_eq!(new_drops(&mut read, later, known, by_nftables), [1].into());
+        assert_eq!(read.len(), 2, "sites the map forgot are forgotten");
+    }
 
     #[test]
     fn every_conntrack_hook_has_its_marks() {

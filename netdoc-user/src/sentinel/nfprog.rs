@@ -1,6 +1,6 @@
 //! The sentinel program and the raw `bpf(2)` calls that load and link it. aya 0.14 has no
 //! netfilter program type and its object parser refuses unknown sections, so the sentinel
-//! (twelve instructions) is assembled here; its only contract with the eBPF object is the
+//! (sixteen instructions) is assembled here; its only contract with the eBPF object is the
 //! `NF_STAGE` map (`netdoc_common::conntrack::StageMark`).
 use std::{
     io,
@@ -35,21 +35,33 @@ const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
 const PSEUDO_MAP_FD: u8 = aya_obj::generated::BPF_PSEUDO_MAP_FD as u8;
 const NF_ACCEPT: i32 = libc::NF_ACCEPT;
 
-/// The sentinel: `mark = NF_STAGE[0]; mark.skb = ctx->skb; mark.stage = MARK (stage and hook); return ACCEPT`.
-/// `struct bpf_nf_ctx` is `{ state, skb }`.
-fn sentinel(map_fd: i32, mark: u8) -> Vec<Insn> {
+/// Where the sentinel finds its namespace: `state->net` and `net->ns.inum`, from BTF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetnsPath {
+    pub state_net: i16,
+    pub net_inum: i16,
+}
+
+/// The sentinel: `mark = NF_STAGE[0]; mark.skb = ctx->skb; mark.stage = MARK (stage and hook);
+/// mark.netns = ctx->state->net->ns.inum; return ACCEPT`. `struct bpf_nf_ctx` is `{ state, skb }`;
+/// both are BTF pointers, so the loads through them are the verifier's checked (fault-safe) ones.
+fn sentinel(map_fd: i32, mark: u8, netns: NetnsPath) -> Vec<Insn> {
     let lookup = bpf_func_id::BPF_FUNC_map_lookup_elem as i32;
     vec![
         insn(0x79, 6, 1, 8, 0),                  // r6 = *(u64 *)(r1 + 8): ctx->skb
+        insn(0x79, 7, 1, 0, 0),                  // r7 = *(u64 *)(r1 + 0): ctx->state
+        insn(0x79, 7, 7, netns.state_net, 0),    // r7 = state->net
+        insn(0x61, 7, 7, netns.net_inum, 0),     // w7 = net->ns.inum
         insn(0x62, 10, 0, -4, 0),                // *(u32 *)(r10 - 4) = 0: the key
         insn(0x18, 1, PSEUDO_MAP_FD, 0, map_fd), // r1 = NF_STAGE
         insn(0x00, 0, 0, 0, 0),                  //      (upper half of the 64-bit load)
         insn(0xbf, 2, 10, 0, 0),                 // r2 = r10
         insn(0x07, 2, 0, 0, -4),                 // r2 += -4
         insn(0x85, 0, 0, 0, lookup),             // r0 = bpf_map_lookup_elem(r1, r2)
-        insn(0x15, 0, 0, 2, 0),                  // if r0 == 0 goto accept
+        insn(0x15, 0, 0, 3, 0),                  // if r0 == 0 goto accept
         insn(0x7b, 0, 6, 0, 0),                  // *(u64 *)(r0 + 0) = r6: mark.skb
         insn(0x62, 0, 0, 8, mark as i32),        // *(u32 *)(r0 + 8) = mark: stage and hook
+        insn(0x63, 0, 7, 12, 0),                 // *(u32 *)(r0 + 12) = w7: mark.netns
         insn(0xb7, 0, 0, 0, NF_ACCEPT),          // accept: r0 = NF_ACCEPT
         insn(0x95, 0, 0, 0, 0),                  // exit
     ]
@@ -104,8 +116,8 @@ fn bpf<T>(cmd: bpf_cmd, attr: &mut T) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-pub fn load(map: BorrowedFd<'_>, mark: u8) -> Result<OwnedFd, Error> {
-    let insns = sentinel(map.as_raw_fd(), mark);
+pub fn load(map: BorrowedFd<'_>, mark: u8, netns: NetnsPath) -> Result<OwnedFd, Error> {
+    let insns = sentinel(map.as_raw_fd(), mark, netns);
     let license = c"GPL";
     let mut log = vec![0u8; 64 * 1024];
     let mut attr = ProgLoadAttr {
@@ -163,19 +175,33 @@ mod tests {
 
     #[test]
     fn instructions_encode_registers_and_the_map_load() {
-        let p = sentinel(7, stage::CONNTRACK_IN);
-        assert_eq!(p.len(), 12);
+        let netns = NetnsPath {
+            state_net: 40,
+            net_inum: 200,
+        };
+        let p = sentinel(7, stage::CONNTRACK_IN, netns);
+        assert_eq!(p.len(), 16);
         assert_eq!(size_of::<Insn>(), 8);
         // r6 = *(u64 *)(r1 + 8): dst 6 in the low nibble, src 1 in the high one.
         assert_eq!((p[0].code, p[0].regs, p[0].off), (0x79, 0x16, 8));
+        assert_eq!((p[2].regs, p[2].off), (0x77, 40), "r7 = state->net");
         assert_eq!(
-            (p[2].regs, p[2].imm),
+            (p[3].code, p[3].off),
+            (0x61, 200),
+            "a 32-bit load of the inode"
+        );
+        assert_eq!(
+            (p[5].regs, p[5].imm),
             (0x11, 7),
             "r1 = map fd 7 (pseudo map fd)"
         );
-        assert_eq!(p[9].imm, stage::CONNTRACK_IN as i32);
-        // The null check jumps over both stores to `r0 = NF_ACCEPT`.
-        assert_eq!(p[7 + 1 + p[7].off as usize], insn(0xb7, 0, 0, 0, NF_ACCEPT));
+        assert_eq!(p[12].imm, stage::CONNTRACK_IN as i32);
+        assert_eq!((p[13].regs, p[13].off), (0x70, 12), "mark.netns = w7");
+        // The null check jumps over the three stores to `r0 = NF_ACCEPT`.
+        assert_eq!(
+            p[10 + 1 + p[10].off as usize],
+            insn(0xb7, 0, 0, 0, NF_ACCEPT)
+        );
         assert_eq!(p.last().unwrap().code, 0x95);
     }
 

@@ -428,7 +428,7 @@ impl Session {
         let Some(s) = self.parts.get_mut::<Sentinels>() else {
             return Vec::new();
         };
-        let said = s.follow_and_record(&mut inventory, true);
+        let said = s.follow(&inventory, true);
         self.stages.status = Ok(s.describe());
         said
     }

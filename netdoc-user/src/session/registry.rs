@@ -47,7 +47,7 @@ impl Families {
         Self {
             confirm: ConfirmKernel::discover(kernel),
             softirq: SoftirqKernel::discover(kernel),
-            stages: StageSentinels::discover(&drops.reasons),
+            stages: StageSentinels::discover(kernel, &drops.reasons),
             drops,
             retrans: RetransKernel::discover(kernel),
         }

@@ -865,3 +865,18 @@ pub fn set_socket_option(socket: &impl AsRawFd, option: libc::c_int, value: libc
         std::io::Error::last_os_error()
     );
 }
+
+/// Netfilter links netdoc holds (from its fds).
+pub fn netfilter_links(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .filter(|info| {
+                    info.lines()
+                        .any(|l| l.starts_with("link_type:") && l.ends_with("netfilter"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}

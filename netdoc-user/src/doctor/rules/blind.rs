@@ -159,7 +159,7 @@ pub fn blind_spots(s: &Snapshot) -> Vec<Finding> {
                 format!("freed at {}, no stage sentinel saw them", g.location),
                 "skb:kfree_skb NETFILTER_DROP, netfilter stage sentinels",
             )],
-            vec!["sentinels go into namespaces that use conntrack; netdoc conntrack shows that namespace's counters".into()],
+            vec!["host-wide, the stage sentinels go into a namespace after its first netfilter drops freed outside nftables, which stay untold: `--netns` places them there from the start; netdoc conntrack shows that namespace's counters".into()],
             scope,
         ));
     }

@@ -265,12 +265,13 @@ pub fn rule_drops(s: &Snapshot) -> Vec<Finding> {
                 })
                 .collect();
             evidence.extend(groups.iter().flat_map(|g| target_evidence(g)));
-            let ports: Vec<String> = groups
-                .iter()
-                .flat_map(|g| &g.targets)
-                .take(3)
-                .map(|t| t.to.clone())
-                .collect();
+            // Groups told and untold (before the sentinels came) share their destinations.
+            let mut ports: Vec<String> = Vec::new();
+            for t in groups.iter().flat_map(|g| &g.targets) {
+                if ports.len() < 3 && !ports.contains(&t.to) {
+                    ports.push(t.to.clone());
+                }
+            }
             let hooks: BTreeSet<&str> =
                 groups.iter().flat_map(|g| g.hooks.keys().map(String::as_str)).collect();
             let culprits = culprits(s, inode, &hooks);
@@ -496,6 +497,17 @@ mod tests {
         g.hooks = [("input".to_string(), 9), ("output".to_string(), 3)].into();
         s.drops.groups = vec![g];
         assert!(rule_drops(&s)[0].shows("at the hooks input 9, output 3"));
+    }
+
+    #[test]
+    fn drops_before_and_after_the_sentinels_came_name_their_destination_once() {
+        let mut s = input_drops();
+        let mut before = s.drops.groups[0].clone();
+        (before.cause, before.hooks) = (Some(Cause::Unclassified), Default::default());
+        s.drops.groups.push(before);
+        let f = &rule_drops(&s)[0];
+        assert!(f.title.ends_with("(udp > 10.0.0.2:7777)"), "{}", f.title);
+        assert_eq!(f.affected, 24, "{f:#?}");
     }
 
     #[test]
