@@ -487,32 +487,31 @@ fn place_here(programs: &[(u8, OwnedFd)]) -> Result<Here, Error> {
     })
 }
 
-/// Loads the sentinel programs against `ebpf`'s `NF_STAGE` map and takes the maps they work
-/// with; they are placed by [`Sentinels::follow`].
+/// Loads the sentinel programs against `ebpf`'s `NF_STAGE` map, then takes the maps they work
+/// with; they are placed by [`Sentinels::follow`]. The maps are taken only once nothing can
+/// fail: the drop program, loaded after, refers to them, and closing them would break it.
 fn attach(ebpf: &mut Ebpf, scope: Scope, netns: NetnsPath) -> Result<Sentinels, Error> {
     let missing = |name: &str| Error::Failed(format!("{name} map missing from the object"));
-    let Some(Map::PerCpuArray(stage)) = ebpf.take_map("NF_STAGE") else {
+    let Some(Map::PerCpuArray(stage)) = ebpf.map("NF_STAGE") else {
         return Err(missing("NF_STAGE"));
     };
-    let fd = stage
-        .fd()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| Error::Failed(format!("NF_STAGE: {e}")))?;
-    let marks: PerCpuArray<MapData, StageMark> = PerCpuArray::try_from(Map::PerCpuArray(stage))
-        .map_err(|e| Error::Failed(format!("NF_STAGE: {e}")))?;
-    let sites: MapOf<MapData, NetfilterDropSite, u64> = ebpf
-        .take_map("NF_DROP_SITES")
-        .and_then(|m| m.try_into().ok())
-        .ok_or_else(|| missing("NF_DROP_SITES"))?;
     // One program per mark (a stage at a hook): the mark is an immediate of the program.
     let kinds: BTreeSet<u8> = PLACEMENTS.iter().map(Placement::mark).collect();
     let programs = Arc::new(
         kinds
             .into_iter()
-            .map(|m| nfprog::load(fd.as_fd(), m, netns).map(|p| (m, p)))
+            .map(|m| nfprog::load(stage.fd().as_fd(), m, netns).map(|p| (m, p)))
             .collect::<Result<Vec<_>, _>>()?,
     );
+    let (Some(Map::PerCpuArray(stage)), Some(Map::LruHashMap(sites))) =
+        (ebpf.take_map("NF_STAGE"), ebpf.take_map("NF_DROP_SITES"))
+    else {
+        return Err(missing("NF_DROP_SITES"));
+    };
+    let marks = PerCpuArray::try_from(Map::PerCpuArray(stage))
+        .map_err(|e| Error::Failed(format!("NF_STAGE: {e}")))?;
+    let sites = MapOf::try_from(Map::LruHashMap(sites))
+        .map_err(|e| Error::Failed(format!("NF_DROP_SITES: {e}")))?;
     Ok(Sentinels {
         programs,
         links: BTreeMap::new(),
@@ -555,18 +554,13 @@ pub fn start(
 ) -> (Coverage, Result<Sentinels, Error>) {
     match (wanted, netns) {
         (Some(_), Some(netns)) => match attach(ebpf, scope, netns) {
+            // Kept even where none could be placed (said why): they hold the maps the drop
+            // program refers to.
             Ok(mut sentinels) => {
-                let said = sentinels.follow(namespaces, false);
-                match scope {
-                    Scope::Only(ino) if !sentinels.links.contains_key(&ino) => {
-                        let why = match said.is_empty() {
-                            true => format!("namespace {ino} was not found to place them in"),
-                            false => said.join("; "),
-                        };
-                        (Coverage::Blind, Err(Error::Failed(why)))
-                    }
-                    _ => (Coverage::Sentinels, Ok(sentinels)),
+                for line in sentinels.follow(namespaces, false) {
+                    say!("{line}");
                 }
+                (Coverage::Sentinels, Ok(sentinels))
             }
             Err(why) => (Coverage::Blind, Err(why)),
         },
@@ -617,8 +611,14 @@ impl StageSentinels {
     ) -> (bool, Result<Sentinels, Error>) {
         let wanted = worth_trying(self.netfilter_drop);
         let scope = Scope::Only(namespaces.own());
-        let (_, result) = start(ebpf, wanted, self.netns, scope, namespaces);
-        (wanted.is_some(), result)
+        let result = start(ebpf, wanted, self.netns, scope, namespaces).1;
+        let placed = result.and_then(|s| match s.links.is_empty() {
+            true => Err(Error::Failed(
+                "the kernel refused a link in netdoc's own namespace".into(),
+            )),
+            false => Ok(s),
+        });
+        (wanted.is_some(), placed)
     }
 }
 
