@@ -258,7 +258,10 @@ fn start(kernel: Kernel, ns: Option<&NetnsArg>) -> Result<(Session, Option<Strin
             "no NETFILTER_DROP reason or no nf_conntrack on this kernel".into(),
         ));
     } else {
-        request.sentinels = Ok(sentinel::Scope::host_wide_or(ns.map(|ns| ns.inode)));
+        request.sentinels = Ok(sentinel::Scope::only_or_on_demand(
+            ns.map(|ns| ns.inode),
+            sentinel::QUIET,
+        ));
         request.want(Component::StageSentinels);
         let filter = DropFilter::parse(
             &FilterArgs {

@@ -19,7 +19,7 @@ use crate::{
     facts::{host, netns::NetnsArg},
     kernel::Kernel,
     output::Output,
-    sentinel::Scope,
+    sentinel::{self, Scope},
     session::{
         Component, DropUse, Request, Session,
         live::{self, Schedule, Signals, Stdout, View},
@@ -106,7 +106,10 @@ fn request(opts: &DoctorOptions, families: &Families) -> Result<Request> {
         pages: opts.pages,
         max_events_per_sec: opts.max_events_per_sec,
         watched: opts.netns.clone(),
-        sentinels: Ok(Scope::host_wide_or(opts.netns.as_ref().map(|ns| ns.inode))),
+        sentinels: Ok(Scope::only_or_on_demand(
+            opts.netns.as_ref().map(|ns| ns.inode),
+            sentinel::QUIET,
+        )),
         ..Request::default()
     }
     .with(Component::NetRxContext)

@@ -183,12 +183,10 @@ pub async fn run(opts: DropsOptions, kernel: Kernel) -> Result<()> {
             "not needed: --reason leaves out NETFILTER_DROP".into(),
         )),
         // Sentinels where NETFILTER_DROPs come, or in the filtered namespace from the start.
-        (true, true) => Ok(match &opts.netns {
-            Some(ns) => Scope::Only(ns.inode),
-            None => Scope::OnDemand {
-                quiet: opts.sentinels_quiet,
-            },
-        }),
+        (true, true) => Ok(Scope::only_or_on_demand(
+            opts.netns.as_ref().map(|ns| ns.inode),
+            opts.sentinels_quiet,
+        )),
     };
     if request.sentinels.is_ok() {
         request.want(Component::StageSentinels);

@@ -128,11 +128,11 @@ pub enum Scope {
 pub const QUIET: Duration = Duration::from_secs(600);
 
 impl Scope {
-    /// Host-wide with the default quiet time, or only `netns`.
-    pub fn host_wide_or(netns: Option<u32>) -> Self {
+    /// Only `netns`, or host-wide with sentinels withdrawn after `quiet`.
+    pub fn only_or_on_demand(netns: Option<u32>, quiet: Duration) -> Self {
         match netns {
             Some(ino) => Scope::Only(ino),
-            None => Scope::OnDemand { quiet: QUIET },
+            None => Scope::OnDemand { quiet },
         }
     }
 }
