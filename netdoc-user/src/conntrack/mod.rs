@@ -450,6 +450,7 @@ pub fn findings(
     );
     if a.table_full > 0 {
         out.push(Finding {
+            explains: Vec::new(),
             scope: scope.clone(),
             id: "conntrack_table_full".into(),
             affected: a.table_full,
@@ -493,6 +494,7 @@ pub fn findings(
             .filter(|(_, n)| *n > 0)
             .collect();
         out.push(Finding {
+            explains: Vec::new(),
             scope: scope.clone(),
             id: "conntrack_insert_failed".into(),
             affected: a.insert_failed,

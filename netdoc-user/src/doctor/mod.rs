@@ -5,6 +5,8 @@ pub mod html;
 pub mod render;
 mod rules;
 
+pub use rules::MIN_PACKETS;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -25,31 +27,51 @@ use crate::{
 /// recording of another version rather than misread it.
 pub const RECORD_VERSION: u32 = 1;
 
-/// What the doctor reads in each namespace beside the drop counters.
-pub const CONTEXT: counted::Context = counted::Context {
-    counters: &[
-        "Udp.NoPorts",
-        "Udp6.NoPorts",
-        "Udp.InDatagrams",
-        "Udp6.InDatagrams",
-        "Icmp.OutDestUnreachs",
-        "Icmp.OutRateLimitGlobal",
-        "Icmp.OutRateLimitHost",
-        "Icmp6.OutDestUnreachs",
-        "Icmp6.OutRateLimitHost",
-        "TcpExt.SyncookiesSent",
-        "TcpExt.TCPWqueueTooBig",
-        "TcpExt.TCPAbortOnMemory",
-    ],
-    settings: &[
-        "net.core.somaxconn",
-        "net.ipv4.tcp_syncookies",
-        "net.ipv4.tcp_max_syn_backlog",
-        "net.ipv4.icmp_ratelimit",
-        "net.core.rmem_default",
-        "net.core.rmem_max",
-    ],
-};
+/// What the doctor reads in each namespace beside the drop counters: its own rules' counters,
+/// and every counter the drop reason catalogue says moves with a reason (the evidence of a drop
+/// no specific rule explains).
+pub static CONTEXT: std::sync::LazyLock<counted::Context> = std::sync::LazyLock::new(|| {
+    let mut counters: Vec<&'static str> = RULE_COUNTERS.to_vec();
+    counters.extend(
+        crate::model::explain::all()
+            .iter()
+            .flat_map(|e| e.counters.iter().copied()),
+    );
+    counters.sort_unstable();
+    counters.dedup();
+    counted::Context {
+        counters: counters.leak(),
+        settings: SETTINGS,
+    }
+});
+
+const RULE_COUNTERS: &[&str] = &[
+    "Udp.NoPorts",
+    "Udp6.NoPorts",
+    "Udp.InDatagrams",
+    "Udp6.InDatagrams",
+    "Icmp.OutDestUnreachs",
+    "Icmp.OutRateLimitGlobal",
+    "Icmp.OutRateLimitHost",
+    "Icmp6.OutDestUnreachs",
+    "Icmp6.OutRateLimitHost",
+    "TcpExt.SyncookiesSent",
+    "TcpExt.TCPWqueueTooBig",
+    "TcpExt.TCPAbortOnMemory",
+    "Tcp.RetransSegs",
+    "TcpExt.TCPTimeouts",
+    "TcpExt.TCPFastRetrans",
+    "TcpExt.TCPDSACKRecvSegs",
+];
+
+const SETTINGS: &[&str] = &[
+    "net.core.somaxconn",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.tcp_max_syn_backlog",
+    "net.ipv4.icmp_ratelimit",
+    "net.core.rmem_default",
+    "net.core.rmem_max",
+];
 
 /// Everything the rules look at, from one run (or a recording of one).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,7 +179,13 @@ pub struct DropGroup {
     /// Events per netfilter hook, where the stage sentinels told it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub hooks: BTreeMap<String, u64>,
+    /// The devices the packets were on (at most [`DEVICES_PER_GROUP`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
 }
+
+/// Devices remembered per group: a drop group is rarely on more than a few.
+pub const DEVICES_PER_GROUP: usize = 8;
 
 /// One destination of dropped packets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,6 +246,7 @@ struct Grouped {
     tcp_flags_known: bool,
     targets: BTreeMap<(String, Option<u16>), (u64, String)>,
     hooks: BTreeMap<String, u64>,
+    devices: std::collections::BTreeSet<String>,
 }
 
 /// Distinct destinations remembered per group before new ones are only counted.
@@ -243,8 +272,14 @@ impl DropGrouper {
             tcp_flags_known: false,
             targets: BTreeMap::new(),
             hooks: BTreeMap::new(),
+            devices: Default::default(),
         });
         g.events += 1;
+        if let Some(dev) = &d.dev
+            && g.devices.len() < DEVICES_PER_GROUP
+        {
+            g.devices.insert(dev.clone());
+        }
         if let Some(hook) = &d.hook {
             *g.hooks.entry(hook.clone()).or_default() += 1;
         }
@@ -298,6 +333,7 @@ impl DropGrouper {
                     tcp_flags_known: g.tcp_flags_known,
                     targets,
                     hooks: g.hooks.clone(),
+                    devices: g.devices.iter().cloned().collect(),
                 }
             })
             .collect();
@@ -350,6 +386,9 @@ pub struct Report {
     pub drops_lost: u64,
     #[serde(default)]
     pub drops_sampled: u64,
+    /// Where the delivered drops went: into findings, the harmless (not loss), or the noise.
+    #[serde(default)]
+    pub drops_accounted: DropAccounting,
     pub namespaces_gone: Vec<GoneNetns>,
     #[serde(default)]
     pub namespaces_gone_earlier: u64,
@@ -359,18 +398,33 @@ pub struct Report {
     pub replayed: bool,
 }
 
+/// How the run's drops are accounted for, each counted once: explained by a finding, not loss
+/// at all (duplicates the receiver already had, per reason), or in groups too small to be an
+/// incident. Counts are the kernel's where events were sampled out (each group's share of its
+/// sites' exact counts).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropAccounting {
+    pub explained: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub harmless: BTreeMap<String, u64>,
+    pub below_noise: u64,
+}
+
 impl Report {
     pub fn new(s: &Snapshot, replayed: bool) -> Self {
+        let findings = diagnose(s);
+        let drops_accounted = rules::accounting(s, &findings);
         Self {
             schema_version: crate::output::SCHEMA_VERSION,
             hostname: s.host.hostname.clone(),
             kernel: s.host.kernel.clone(),
             duration_s: s.duration_s,
-            findings: diagnose(s),
+            findings,
             drops_matched: s.drops.matched,
             drops_delivered: s.drops.delivered,
             drops_lost: s.drops.lost,
             drops_sampled: s.drops.sampled,
+            drops_accounted,
             namespaces_gone: s.namespaces_gone.clone(),
             namespaces_gone_earlier: s.namespaces_gone_earlier,
             probes: s.probes.clone(),

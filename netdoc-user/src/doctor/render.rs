@@ -1,7 +1,7 @@
 //! The doctor's report as text: the live top findings and the final ranked report.
 use std::fmt::Write as _;
 
-use super::{Report, is_blind_spot};
+use super::{DropAccounting, Report, is_blind_spot};
 use crate::model::finding::{Finding, Severity};
 
 /// The few most important findings, one line each, for the live view.
@@ -58,6 +58,31 @@ pub fn report(r: &Report) -> String {
         out,
         "drop events: {} matched, {} delivered, {} lost",
         r.drops_matched, r.drops_delivered, r.drops_lost
+    );
+    out.push_str(&accounting(&r.drops_accounted));
+    out
+}
+
+/// Where the run's drops went, one line: nothing the probe counted goes unmentioned.
+pub fn accounting(a: &DropAccounting) -> String {
+    let harmless: u64 = a.harmless.values().sum();
+    let mut out = format!(
+        "drops accounted for: {} by the findings above, {harmless} not loss",
+        a.explained
+    );
+    if harmless > 0 {
+        let each: Vec<String> = a.harmless.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        let _ = write!(
+            out,
+            " (duplicates and copies the receiver no longer needed: {})",
+            each.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        ", {} in groups below the noise threshold of {} packets",
+        a.below_noise,
+        super::MIN_PACKETS
     );
     out
 }

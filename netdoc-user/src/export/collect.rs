@@ -823,6 +823,7 @@ mod tests {
     fn findings_are_series_by_id_severity_and_scope() {
         let mut r = reading();
         let finding = |id: &'static str, ns: &str| Finding {
+            explains: Vec::new(),
             id: id.into(),
             severity: crate::model::finding::Severity::Critical,
             confidence: crate::model::finding::Confidence::High,
@@ -863,6 +864,7 @@ mod tests {
     fn every_series_is_unique() {
         let mut r = reading();
         let blind = |title: &str| Finding {
+            explains: Vec::new(),
             id: crate::doctor::BLIND_SPOT.into(),
             severity: crate::model::finding::Severity::Info,
             confidence: crate::model::finding::Confidence::High,

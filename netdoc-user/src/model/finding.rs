@@ -144,6 +144,49 @@ pub struct Finding {
     pub affected: u64,
     pub evidence: Vec<Evidence>,
     pub fix: Vec<String>,
+    /// The drops it explains: the doctor accounts for every drop, and reports those no
+    /// finding explains on their own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub explains: Vec<DropClaim>,
+}
+
+/// Drops a finding explains: those of one namespace with one reason, at one location or at
+/// any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropClaim {
+    /// The namespace's inode.
+    pub netns: u32,
+    pub reason: String,
+    /// Where the kernel freed them (`function+0xoff`); none: anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+}
+
+impl DropClaim {
+    /// Drops of `reason` in namespace `netns`, wherever they were freed.
+    pub fn reason(netns: u32, reason: &str) -> Self {
+        Self {
+            netns,
+            reason: reason.to_string(),
+            location: None,
+        }
+    }
+
+    /// Drops of `reason` freed at `location` in namespace `netns`.
+    pub fn at(netns: u32, reason: &str, location: &str) -> Self {
+        Self {
+            netns,
+            reason: reason.to_string(),
+            location: Some(location.to_string()),
+        }
+    }
+
+    /// Whether it covers a drop of `reason` at `location` in `netns`.
+    pub fn covers(&self, netns: u32, reason: &str, location: &str) -> bool {
+        self.netns == netns
+            && self.reason == reason
+            && self.location.as_deref().is_none_or(|l| l == location)
+    }
 }
 
 impl Finding {

@@ -3,6 +3,7 @@
 //! findings. Nothing here imports a family.
 pub mod addr;
 pub mod cause;
+pub mod explain;
 pub mod finding;
 pub mod names;
 pub mod numbered;

@@ -34,6 +34,7 @@ fn black_hole(f: &FlowRow) -> Option<Finding> {
         false => " (nothing was ever acknowledged: a peer that went away looks the same)",
     };
     Some(Finding {
+        explains: Vec::new(),
         scope: Scope::new(ScopeKind::Flow, format!("{}{where_}", f.id.flow)),
         id: "mtu_black_hole".into(),
         affected: f.retransmits,

@@ -142,6 +142,7 @@ impl<'a> Hotspot<'a> {
             _ => Scope::new(ScopeKind::Cpu, format!("CPU {cpu}")),
         };
         Finding {
+            explains: Vec::new(),
             id: "net_rx_single_queue_saturation".into(),
             severity: self.severity(),
             confidence: Confidence::Medium,
@@ -196,6 +197,7 @@ impl<'a> Hotspot<'a> {
         }
         fix.push("for RFS, check net.core.rps_sock_flow_entries (0 disables it) and rps_flow_cnt of the receiving queue, so flows follow the CPUs of their readers".into());
         Finding {
+            explains: Vec::new(),
             id: "net_rx_backlog_concentration".into(),
             severity: self.severity(),
             confidence: Confidence::Medium,
@@ -227,6 +229,7 @@ impl<'a> Hotspot<'a> {
             fix.push("raise net.core.netdev_max_backlog: the backlog overflowed".into());
         }
         Finding {
+            explains: Vec::new(),
             id: "net_rx_cpu_concentration".into(),
             severity: self.severity(),
             confidence: Confidence::Low,

@@ -30,6 +30,7 @@ fn blind(
     scope: Scope,
 ) -> Finding {
     Finding {
+        explains: Vec::new(),
         id: crate::doctor::BLIND_SPOT.into(),
         severity: Severity::Info,
         confidence: Confidence::High,

@@ -7,7 +7,7 @@ use crate::{
     doctor::Snapshot,
     model::{
         cause::Cause,
-        finding::{Evidence, Finding},
+        finding::{DropClaim, Evidence, Finding},
     },
 };
 
@@ -23,12 +23,26 @@ pub fn conntrack(s: &Snapshot) -> Vec<Finding> {
             // Untold drops are conntrack's when its count says so, and of this finding's kind
             // when it is the only kind conntrack dropped for.
             let one_kind = (ns.attribution.table_full == 0) != (ns.attribution.insert_failed == 0);
-            let untold_here = one_kind && untold_in(s, ns.netns.inode) == Untold::Conntrack;
+            let untold = untold_in(s, ns.netns.inode);
+            let untold_here = one_kind && untold == Untold::Conntrack;
             let groups = s.drops.groups.iter().filter(|g| {
                 g.netns == ns.netns.inode
                     && (g.cause == Some(cause) || (untold_here && is_untold(g)))
             });
+            // Untold drops conntrack's counters cannot all claim are still its to explain: the
+            // blind-spot note says they could not be told apart from a rule's.
+            f.explains.extend(
+                s.drops
+                    .groups
+                    .iter()
+                    .filter(|g| {
+                        g.netns == ns.netns.inode && untold == Untold::Mixed && is_untold(g)
+                    })
+                    .map(|g| DropClaim::at(g.netns, &g.reason, &g.location)),
+            );
             for g in groups {
+                f.explains
+                    .push(DropClaim::at(g.netns, &g.reason, &g.location));
                 f.evidence.extend(target_evidence(g));
                 let dns = g
                     .targets

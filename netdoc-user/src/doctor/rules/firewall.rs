@@ -286,6 +286,7 @@ pub fn rule_drops(s: &Snapshot) -> Vec<Finding> {
                 ));
             }
             Some(Finding {
+                explains: super::claims(&groups),
                 id: "firewall_drop".into(),
                 severity: Severity::Warning,
                 confidence: if told { Confidence::High } else { Confidence::Medium },

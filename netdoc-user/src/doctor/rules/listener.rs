@@ -157,6 +157,7 @@ fn finding(s: &Snapshot, inode: u32, proto: &str, groups: &[&DropGroup]) -> Opti
     let refused =
         proto == "udp" || matches!(tcp, TcpSegments::Flagged { attempts, .. } if attempts > 0);
     Some(Finding {
+        explains: super::claims(groups),
         id: id.into(),
         severity: match refused {
             true => Severity::Warning,

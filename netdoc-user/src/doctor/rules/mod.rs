@@ -8,12 +8,15 @@ mod neighbours;
 mod net_rx;
 mod path;
 mod sockets;
+mod unexplained;
+
+pub use unexplained::accounting;
 
 use super::{DropGroup, Snapshot};
 use crate::{
     counted::NamespaceCounted,
     model::cause::Cause,
-    model::finding::{Evidence, Finding, Scope, ScopeKind},
+    model::finding::{DropClaim, Evidence, Finding, Scope, ScopeKind},
 };
 
 /// Fewer packets than this over a run are noise (a stray scan, one late datagram), not an
@@ -33,7 +36,10 @@ pub fn all(s: &Snapshot) -> Vec<Finding> {
         net_rx::concentration,
         blind::blind_spots,
     ];
-    rules.iter().flat_map(|rule| rule(s)).collect()
+    let mut found: Vec<Finding> = rules.iter().flat_map(|rule| rule(s)).collect();
+    let rest = unexplained::unexplained(s, &found);
+    found.extend(rest);
+    found
 }
 
 /// What a kernel without drop reasons (before 5.17) calls every drop.
@@ -133,6 +139,14 @@ fn at_listener_of(ns: &NamespaceCounted, f: &crate::retrans::report::FlowRow) ->
 /// [`at_listener_of`] any namespace.
 fn at_overflowing_listener(s: &Snapshot, f: &crate::retrans::report::FlowRow) -> bool {
     s.counted.iter().any(|ns| at_listener_of(ns, f))
+}
+
+/// What a finding explains of these groups: each one's drops.
+fn claims(groups: &[&DropGroup]) -> Vec<DropClaim> {
+    groups
+        .iter()
+        .map(|g| DropClaim::at(g.netns, &g.reason, &g.location))
+        .collect()
 }
 
 /// A namespace as a scope: `host` for the initial one.
@@ -271,6 +285,7 @@ pub mod fixtures {
                 example: format!("{proto} 10.0.0.1:40000 > {to}:{dport} dev eth0 netns {ns}"),
             }],
             hooks: BTreeMap::new(),
+            devices: vec!["eth0".into()],
         }
     }
 

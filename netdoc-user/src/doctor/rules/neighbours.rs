@@ -4,7 +4,7 @@
 use super::{MIN_PACKETS, namespace_scope};
 use crate::{
     doctor::Snapshot,
-    model::finding::{Confidence, Evidence, Finding, Scope, Severity},
+    model::finding::{Confidence, DropClaim, Evidence, Finding, Scope, Severity},
 };
 
 pub fn overflow(s: &Snapshot) -> Vec<Finding> {
@@ -77,7 +77,17 @@ pub fn overflow(s: &Snapshot) -> Vec<Finding> {
                     )
                 },
             );
+            // Packets queued for the entries it could not keep fail with them.
+            let mut explains = super::claims(&failed);
+            explains.extend(
+                s.drops
+                    .groups
+                    .iter()
+                    .filter(|g| t.table_fulls > 0 && g.reason == "NEIGH_FAILED")
+                    .map(|g| DropClaim::at(g.netns, &g.reason, &g.location)),
+            );
             Some(Finding {
+                explains,
                 id: "neighbour_table_overflow".into(),
                 severity: Severity::Critical,
                 confidence: if t.table_fulls > 0 { Confidence::High } else { Confidence::Medium },

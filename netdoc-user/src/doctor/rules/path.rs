@@ -2,12 +2,23 @@
 //! no ICMP), and other flows that keep retransmitting one segment. A local drop of the same
 //! destination turns "somewhere on the path" into "here", with its reason; a SYN retransmitted
 //! to a local listener whose accept queue overflowed is that listener's finding, not the path's.
+//! Retransmits are loss only when the namespace's counters say so: fast retransmits that the
+//! peers reported as duplicates (DSACK) with no retransmission timeout are reordering (veth's
+//! per-CPU backlogs reorder by themselves), and the duplicates a receiver discards stall
+//! nothing. A flow whose namespace no process or name holds any more (an orphaned socket of a
+//! deleted namespace retransmits until it times out) is said to be so and ranked below.
 use std::collections::BTreeMap;
 
-use super::{MIN_PACKETS, NO_REASON, at_overflowing_listener, by_rule, function, namespace_scope};
+use super::{
+    MIN_PACKETS, NO_REASON, at_overflowing_listener, by_rule, counted_in, function, grew,
+    namespace_scope,
+};
 use crate::{
     doctor::Snapshot,
-    model::finding::{Confidence, Evidence, Finding, Scope, ScopeKind, Severity},
+    model::{
+        explain::{self, DropKind},
+        finding::{Confidence, DropClaim, Evidence, Finding, Scope, ScopeKind, Severity},
+    },
     retrans::{mtu, report::FlowRow},
 };
 
@@ -23,6 +34,15 @@ const CLOSING: [&str; 5] = [
 
 pub fn retransmits(s: &Snapshot) -> Vec<Finding> {
     let mut holes = mtu::black_holes(&s.retrans);
+    for h in &mut holes {
+        if let Some(f) = s
+            .retrans
+            .iter()
+            .find(|f| h.scope.name.starts_with(&f.id.flow))
+        {
+            orphaned(s, f, h);
+        }
+    }
     let icmp_by_rule: Vec<_> = s
         .drops
         .groups
@@ -50,6 +70,7 @@ pub fn retransmits(s: &Snapshot) -> Vec<Finding> {
     for f in s.retrans.iter().filter(|f| {
         f.max_same_seq >= mtu::STUCK_RETRIES
             && !CLOSING.contains(&f.state.as_ref())
+            && !Retransmits::of(s, f.id.netns).reordering()
             && !holes.iter().any(|h| h.scope.name.starts_with(&f.id.flow))
             && !at_overflowing_listener(s, f)
     }) {
@@ -75,8 +96,79 @@ fn destination(f: &FlowRow) -> Option<String> {
     ))
 }
 
+/// What a namespace's counters say of its retransmits over the run.
+#[derive(Debug, Clone, Copy)]
+struct Retransmits {
+    /// Its counters were read and its retransmits grew.
+    counted: bool,
+    segments: u64,
+    timeouts: u64,
+    fast: u64,
+    /// Segments its peers reported as duplicates (DSACK): retransmitted needlessly.
+    duplicates: u64,
+}
+
+impl Retransmits {
+    fn of(s: &Snapshot, netns: u32) -> Self {
+        let ns = counted_in(s, netns);
+        let segments = grew(ns, "Tcp.RetransSegs");
+        Self {
+            counted: segments > 0,
+            segments,
+            timeouts: grew(ns, "TcpExt.TCPTimeouts"),
+            fast: grew(ns, "TcpExt.TCPFastRetrans"),
+            duplicates: grew(ns, "TcpExt.TCPDSACKRecvSegs"),
+        }
+    }
+
+    /// Fast retransmits only, most of them reported back as duplicates: segments that arrived
+    /// out of order, not lost ones.
+    fn reordering(self) -> bool {
+        self.counted && self.timeouts == 0 && self.duplicates * 2 >= self.segments
+    }
+
+    /// How the flows' retransmits came about, as evidence.
+    fn evidence(self, netns: &str) -> Option<Evidence> {
+        self.counted.then(|| {
+            Evidence::new(
+                format!(
+                    "the namespace retransmitted {} segments: {} retransmission timeouts, {} fast retransmits, {} segments the peers reported as duplicates (DSACK)",
+                    self.segments, self.timeouts, self.fast, self.duplicates
+                ),
+                format!(
+                    "/proc/net/snmp Tcp.RetransSegs, /proc/net/netstat TcpExt.TCPTimeouts, TCPFastRetrans, TCPDSACKRecvSegs in namespace {netns}"
+                ),
+            )
+        })
+    }
+}
+
+/// A flow's namespace that no process or name holds any more: a socket of a deleted namespace
+/// lives on until it times out. Said so, and ranked below the live ones.
+fn orphaned(s: &Snapshot, f: &FlowRow, finding: &mut Finding) {
+    let gone = s.namespaces_gone.iter().any(|g| g.id.inode == f.id.netns);
+    if f.id.netns_name.is_some() && !gone {
+        return;
+    }
+    finding.severity = match finding.severity {
+        Severity::Critical => Severity::Warning,
+        _ => Severity::Info,
+    };
+    finding.evidence.push(Evidence::new(
+        match gone {
+            true => "its namespace went away during the run: what is left is a socket retransmitting until it times out, nothing serves it".to_string(),
+            false => format!(
+                "its namespace ({}) is held by no process and no name: it was deleted, and this socket lingers until it times out",
+                f.id.netns
+            ),
+        },
+        "netdoc's namespace inventory",
+    ));
+}
+
 /// One drop group's packets to a stalled flow's destination.
 struct DropTo<'a> {
+    netns: u32,
     reason: &'a str,
     location: &'a str,
     netns_name: Option<&'a str>,
@@ -99,9 +191,12 @@ fn drops_to<'a>(s: &'a Snapshot, to: &str, netns: u32, here: bool) -> Vec<DropTo
         .groups
         .iter()
         .filter(|g| (g.netns == netns) == here)
+        // A duplicate the receiver discards stalls nothing.
+        .filter(|g| explain::explain(&g.reason).is_none_or(|e| e.kind != DropKind::Benign))
         .flat_map(|g| g.targets.iter().map(move |t| (g, t)))
         .filter(|(_, t)| t.to == to)
         .map(|(g, t)| DropTo {
+            netns: g.netns,
             reason: &g.reason,
             location: &g.location,
             netns_name: g.netns_name.as_deref(),
@@ -127,19 +222,28 @@ fn stalled(s: &Snapshot, to: &str, flows: &[&FlowRow]) -> Finding {
     };
     let where_ = namespace_scope(first.id.netns_name.as_deref(), first.id.netns);
     let retransmits: u64 = flows.iter().map(|f| f.retransmits).sum();
+    let kinds = Retransmits::of(s, first.id.netns);
+    // Without the namespace's counters, the same segment sent again and again is what
+    // timeouts look like; with them, they say which it was.
+    let timing_out = !kinds.counted || kinds.timeouts > 0;
     let mut evidence: Vec<Evidence> = flows
         .iter()
         .take(3)
         .map(|f| {
             Evidence::new(
                 format!(
-                    "{} ({}): one segment retransmitted {} times in a row, {} retransmits in all: retransmission timeouts, not fast recovery",
+                    "{} ({}): one segment retransmitted {} times in a row, {} retransmits in all",
                     f.id.flow, f.state, f.max_same_seq, f.retransmits
                 ),
                 "tcp:tcp_retransmit_skb",
             )
         })
         .collect();
+    evidence.extend(kinds.evidence(&where_.name));
+    let stalls = match timing_out {
+        true => "keep timing out",
+        false => "keep retransmitting",
+    };
     let connections = match flows.len() {
         1 => first.id.flow.clone(),
         n => format!("{n} connections to {}", to.trim_start_matches("tcp > ")),
@@ -156,17 +260,20 @@ fn stalled(s: &Snapshot, to: &str, flows: &[&FlowRow]) -> Finding {
         (
             "local_drop_stalls_flow",
             format!(
-                "{connections} keep timing out because this host drops their packets ({})",
+                "{connections} {stalls} because this host drops their packets ({})",
                 d.what()
             ),
             Confidence::High,
         )
     } else if let Some(d) = elsewhere.first() {
         let n: u64 = elsewhere.iter().map(|d| d.events).sum();
-        let there = d.netns_name.unwrap_or("another namespace");
+        let there = match d.netns_name {
+            Some(name) => format!("namespace {name}"),
+            None => format!("a namespace netdoc could not name ({})", d.netns),
+        };
         evidence.push(Evidence::new(
             format!(
-                "{n} packets to the same destination address were dropped in namespace {there} on this host: {} at {}",
+                "{n} packets to the same destination address were dropped in {there} on this host: {} at {}",
                 d.reason, d.location
             ),
             format!("skb:kfree_skb {}@{}", d.reason, d.location),
@@ -174,7 +281,7 @@ fn stalled(s: &Snapshot, to: &str, flows: &[&FlowRow]) -> Finding {
         (
             "local_drop_stalls_flow",
             format!(
-                "{connections} keep timing out because namespace {there} on this host drops their packets ({})",
+                "{connections} {stalls} because {there} on this host drops their packets ({})",
                 d.what()
             ),
             // Matched by address across namespaces, not by the namespace itself.
@@ -198,12 +305,18 @@ fn stalled(s: &Snapshot, to: &str, flows: &[&FlowRow]) -> Finding {
         (
             "silent_path_drop",
             format!(
-                "{connections} keep timing out and {nowhere}: packets are lost on the path or at the peer"
+                "{connections} {stalls} and {nowhere}: packets are lost on the path or at the peer"
             ),
             Confidence::Medium,
         )
     };
-    Finding {
+    let explains = here
+        .iter()
+        .chain(&elsewhere)
+        .map(|d| DropClaim::at(d.netns, d.reason, d.location))
+        .collect();
+    let mut finding = Finding {
+        explains,
         id: id.into(),
         severity: Severity::Warning,
         confidence,
@@ -215,7 +328,9 @@ fn stalled(s: &Snapshot, to: &str, flows: &[&FlowRow]) -> Finding {
             "look for loss beyond this host: mtr or tracepath to the peer, the peer's own drops (run netdoc doctor there), the switch and NIC counters (ethtool -S)".into(),
             "if a local drop is named, fix that first: its own finding says how".into(),
         ],
-    }
+    };
+    orphaned(s, first, &mut finding);
+    finding
 }
 
 #[cfg(test)]

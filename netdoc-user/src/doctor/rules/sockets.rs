@@ -11,7 +11,7 @@ use crate::{
     counted::{NamespaceCounted, OwnedSocket},
     doctor::Snapshot,
     facts::sockdiag::AcceptWait,
-    model::finding::{Confidence, Evidence, Finding, Scope, ScopeKind, Severity},
+    model::finding::{Confidence, DropClaim, Evidence, Finding, Scope, ScopeKind, Severity},
 };
 
 /// `10.0.0.2:5000 (comm[pid])`
@@ -82,6 +82,7 @@ pub fn receive_buffers(s: &Snapshot) -> Vec<Finding> {
             ));
             let who = top.map_or("the receiving process".to_string(), socket_name);
             Some(Finding {
+                explains: vec![DropClaim::reason(ns.netns.inode, "SOCKET_RCVBUFF")],
                 id: "socket_receive_buffer_full".into(),
                 severity: Severity::Critical,
                 confidence: if top.is_some() { Confidence::High } else { Confidence::Medium },
@@ -171,6 +172,15 @@ pub fn listen_queues(s: &Snapshot) -> Vec<Finding> {
                 Some(l.socket.limit as u64) == ns.settings.get("net.core.somaxconn").copied()
             });
             out.push(Finding {
+                explains: std::iter::once(DropClaim::reason(ns.netns.inode, "TCP_LISTEN_OVERFLOW"))
+                .chain(
+                    s.drops
+                        .groups
+                        .iter()
+                        .filter(|g| g.netns == ns.netns.inode && g.reason == "NO_SOCKET" && g.location.starts_with("cookie_v"))
+                        .map(|g| DropClaim::at(g.netns, &g.reason, &g.location)),
+                )
+                .collect(),
                 id: "listen_queue_overflow".into(),
                 severity: Severity::Critical,
                 confidence: if top.is_some() { Confidence::High } else { Confidence::Medium },
@@ -241,6 +251,7 @@ pub fn listen_queues(s: &Snapshot) -> Vec<Finding> {
             }
             evidence.extend(waiting_clients(s, ns));
             out.push(Finding {
+                explains: vec![DropClaim::reason(ns.netns.inode, "TCP_REQQFULLDROP")],
                 id: "syn_queue_overflow".into(),
                 severity,
                 confidence: Confidence::High,
@@ -323,6 +334,7 @@ pub fn send_side(s: &Snapshot) -> Vec<Finding> {
             }
             let scope = namespace_scope(Some(&ns.netns.name), ns.netns.inode);
             Some(Finding {
+                explains: Vec::new(),
                 id: "send_side_loss".into(),
                 severity: Severity::Warning,
                 confidence: Confidence::Medium,

@@ -1,0 +1,209 @@
+//! Every drop accounted for: the drops no other finding explains, grouped by namespace, reason
+//! and freeing function, each above the noise a finding of its own that says what the reason
+//! means, where, how many, the flows, the counters that moved with it and how to look closer.
+//! A doctor that names only what it was taught and calls the rest healthy makes the engineer
+//! stop looking. Drops that are not loss (a duplicate the receiver already had) are counted as
+//! such, never reported as a problem.
+use std::collections::BTreeMap;
+
+use super::{MIN_PACKETS, counted_in, function, grew, inside, namespace_scope};
+use crate::{
+    doctor::{DropAccounting, DropGroup, Snapshot},
+    model::{
+        explain::{self, DropKind},
+        finding::{Confidence, DropClaim, Evidence, Finding, Severity},
+    },
+};
+
+/// The id of the findings this rule makes.
+pub const ID: &str = "unexplained_drops";
+
+/// Drops of one namespace, reason and freeing function that no finding explains.
+#[derive(Debug)]
+struct Leftover<'a> {
+    netns: u32,
+    reason: &'a str,
+    function: &'a str,
+    groups: Vec<&'a DropGroup>,
+    /// The drops it stands for: its delivered events, scaled up by its sites' share of the
+    /// kernel's exact counts where events were sampled out or lost.
+    drops: u64,
+}
+
+/// The findings for the drops `found` does not explain.
+pub fn unexplained(s: &Snapshot, found: &[Finding]) -> Vec<Finding> {
+    leftovers(s, found)
+        .into_iter()
+        .filter(|l| l.drops >= MIN_PACKETS && !is_harmless(l.reason))
+        .map(|l| finding(s, &l))
+        .collect()
+}
+
+/// Where every drop of the run went: into a finding, the harmless, or the noise.
+pub fn accounting(s: &Snapshot, findings: &[Finding]) -> DropAccounting {
+    let mut out = DropAccounting::default();
+    let scale = Scale::of(s);
+    for g in &s.drops.groups {
+        let drops = scale.drops(g);
+        if is_harmless(&g.reason) {
+            *out.harmless.entry(g.reason.clone()).or_default() += drops;
+        } else if explained_by(findings, g) {
+            out.explained += drops;
+        } else {
+            out.below_noise += drops;
+        }
+    }
+    out
+}
+
+/// A reason that is never loss: the catalogue's benign ones.
+fn is_harmless(reason: &str) -> bool {
+    explain::explain(reason).is_some_and(|e| e.kind == DropKind::Benign)
+}
+
+fn explained_by(findings: &[Finding], g: &DropGroup) -> bool {
+    findings
+        .iter()
+        .flat_map(|f| &f.explains)
+        .any(|c| c.covers(g.netns, &g.reason, &g.location))
+}
+
+/// The kernel's exact count of each site against the events delivered of it: a group's drops
+/// are its events times its site's ratio (1 when every event was delivered).
+struct Scale<'a> {
+    sites: BTreeMap<(&'a str, &'a str), (u64, u64)>,
+}
+
+impl<'a> Scale<'a> {
+    fn of(s: &'a Snapshot) -> Self {
+        let mut sites: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
+        for r in &s.drops.sites {
+            sites.entry((&r.reason, &r.location)).or_default().0 += r.count;
+        }
+        for g in &s.drops.groups {
+            if let Some(site) = sites.get_mut(&(g.reason.as_str(), g.location.as_str())) {
+                site.1 += g.events;
+            }
+        }
+        Self { sites }
+    }
+
+    fn drops(&self, g: &DropGroup) -> u64 {
+        match self.sites.get(&(g.reason.as_str(), g.location.as_str())) {
+            Some((counted, delivered)) if *delivered > 0 && counted > delivered => {
+                (g.events as u128 * *counted as u128 / *delivered as u128) as u64
+            }
+            _ => g.events,
+        }
+    }
+}
+
+fn leftovers<'a>(s: &'a Snapshot, found: &[Finding]) -> Vec<Leftover<'a>> {
+    let scale = Scale::of(s);
+    let mut by_key: BTreeMap<(u32, &str, &str), Leftover> = BTreeMap::new();
+    for g in s.drops.groups.iter().filter(|g| !explained_by(found, g)) {
+        let key = (g.netns, g.reason.as_str(), function(&g.location));
+        let l = by_key.entry(key).or_insert_with(|| Leftover {
+            netns: g.netns,
+            reason: &g.reason,
+            function: function(&g.location),
+            groups: Vec::new(),
+            drops: 0,
+        });
+        l.drops += scale.drops(g);
+        l.groups.push(g);
+    }
+    let mut out: Vec<Leftover> = by_key.into_values().collect();
+    out.sort_by_key(|l| std::cmp::Reverse(l.drops));
+    out
+}
+
+fn finding(s: &Snapshot, l: &Leftover) -> Finding {
+    let name = l.groups.iter().find_map(|g| g.netns_name.as_deref());
+    let scope = namespace_scope(name, l.netns);
+    let what = explain::explain(l.reason);
+    let meaning = what.map_or(
+        "netdoc has no explanation of its own for this reason: the kernel's include/net/dropreason*.h documents it",
+        |e| e.meaning,
+    );
+    let source = |g: &DropGroup| format!("skb:kfree_skb {}@{}", g.reason, g.location);
+    let delivered: u64 = l.groups.iter().map(|g| g.events).sum();
+    let mut evidence = vec![Evidence::new(
+        format!(
+            "{} packets dropped with reason {} in {}{}: {meaning}",
+            l.drops,
+            l.reason,
+            l.function,
+            match delivered == l.drops {
+                true => String::new(),
+                false => format!(
+                    " ({delivered} delivered as events, the rest counted at the same sites)"
+                ),
+            }
+        ),
+        source(l.groups[0]),
+    )];
+    let mut devices: Vec<&str> = Vec::new();
+    let mut flows = 0;
+    for g in &l.groups {
+        for t in &g.targets {
+            if flows < 3 {
+                evidence.push(Evidence::new(
+                    format!("{} packets {} (e.g. {})", t.events, t.to, t.example),
+                    source(g),
+                ));
+                flows += 1;
+            }
+        }
+        devices.extend(g.devices.iter().map(String::as_str));
+    }
+    devices.sort_unstable();
+    devices.dedup();
+    if !devices.is_empty() {
+        evidence.push(Evidence::new(
+            format!("on device {}", devices.join(", ")),
+            source(l.groups[0]),
+        ));
+    }
+    let ns = counted_in(s, l.netns);
+    for counter in what.map_or(&[][..], |e| e.counters) {
+        let n = grew(ns, counter);
+        if n > 0 {
+            evidence.push(Evidence::new(
+                format!("{counter} grew by {n}"),
+                ns.map_or(counter.to_string(), |ns| super::counter_source(counter, ns)),
+            ));
+        }
+    }
+    let mut fix = vec![format!(
+        "look closer: netdoc drops --reason {}{} --stack",
+        l.reason,
+        match scope.kind {
+            crate::model::finding::ScopeKind::Host => String::new(),
+            _ => format!(" --netns {}", scope.name),
+        }
+    )];
+    if let Some(e) = what {
+        fix.push(format!("what decides it: {}", e.look_at));
+    }
+    fix.push(inside(&scope, "nstat -az"));
+    Finding {
+        id: ID.into(),
+        severity: Severity::Warning,
+        // The kernel said it dropped them and why; what to change is the reader's call.
+        confidence: Confidence::Medium,
+        title: format!(
+            "{} packets dropped in {scope} ({} in {}), which no other finding explains",
+            l.drops, l.reason, l.function
+        ),
+        scope,
+        affected: l.drops,
+        evidence,
+        fix,
+        explains: l
+            .groups
+            .iter()
+            .map(|g| DropClaim::at(g.netns, &g.reason, &g.location))
+            .collect(),
+    }
+}
