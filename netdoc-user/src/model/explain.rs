@@ -590,14 +590,15 @@ static TABLE: &[Explanation] = &[
     Explanation {
         reason: "PROTO_MEM",
         kind: DropKind::Capacity,
-        meaning: "The protocol's memory budget for all sockets was exhausted (TCP or UDP memory pressure), so the packet could not be queued",
+        meaning: "No memory could be charged to queue the packet: the socket's receive buffer was used up or the protocol's budget for all sockets was exhausted (TCP or UDP memory pressure)",
         counters: &[
             "Udp.MemErrors",
             "Udp6.MemErrors",
             "TcpExt.TCPRcvQDrop",
+            "TcpExt.TCPOFODrop",
             "TcpExt.TCPMemoryPressures",
         ],
-        look_at: "`net.ipv4.tcp_mem` and `net.ipv4.udp_mem` against the pages in use in `/proc/net/sockstat`; sockets holding large unread queues",
+        look_at: "the socket's receive buffer (`ss -m`, `net.ipv4.tcp_rmem`, SO_RCVBUF); `net.ipv4.tcp_mem` and `net.ipv4.udp_mem` against the pages in use in `/proc/net/sockstat`; sockets holding large unread queues",
     },
     Explanation {
         reason: "PSP_INPUT",
@@ -1580,7 +1581,7 @@ static TABLE: &[Explanation] = &[
         reason: "TCP_INVALID_END_SEQUENCE",
         kind: DropKind::Protocol,
         meaning: "A segment's data reached beyond the receive window the host had advertised, so it was discarded",
-        counters: &[],
+        counters: &["TcpExt.BeyondWindow"],
         look_at: "the sender's TCP and any middlebox that rewrites windows",
     },
     Explanation {
@@ -1641,10 +1642,10 @@ static TABLE: &[Explanation] = &[
     },
     Explanation {
         reason: "TCP_OFO_DROP",
-        kind: DropKind::Capacity,
-        meaning: "An out-of-order segment could not be queued because the socket had no receive memory left",
-        counters: &["TcpExt.TCPOFODrop"],
-        look_at: "the socket's receive buffer (`net.ipv4.tcp_rmem`, SO_RCVBUF) and memory pressure (`net.ipv4.tcp_mem`)",
+        kind: DropKind::Benign,
+        meaning: "A segment waiting in the out-of-order queue held only data that had meanwhile arrived in order, so the copy was discarded when the queue caught up",
+        counters: &[],
+        look_at: "nothing when it is a small share of the traffic: reordering with retransmissions produces it",
     },
     Explanation {
         reason: "TCP_OFO_QUEUE_PRUNE",
@@ -1678,7 +1679,7 @@ static TABLE: &[Explanation] = &[
         reason: "TCP_OVERWINDOW",
         kind: DropKind::Protocol,
         meaning: "A segment started beyond the right edge of the receive window the host had advertised, so it was discarded",
-        counters: &[],
+        counters: &["TcpExt.BeyondWindow"],
         look_at: "the sender's TCP and any middlebox that rewrites windows or window scaling",
     },
     Explanation {
@@ -2071,7 +2072,6 @@ mod tests {
             "NEIGH_FAILED",
             "PROTO_MEM",
             "TCP_OFO_QUEUE_PRUNE",
-            "TCP_OFO_DROP",
             "PACKET_SOCK_ERROR",
             "NOT_SPECIFIED",
             "QUEUE_PURGE",
@@ -2097,6 +2097,7 @@ mod tests {
                 "SOCKET_CLOSE",
                 "TCP_ABORT_ON_DATA",
                 "TCP_OFOMERGE",
+                "TCP_OFO_DROP",
                 "TCP_OLD_ACK",
                 "TCP_OLD_DATA",
                 "TCP_OLD_SEQUENCE",
