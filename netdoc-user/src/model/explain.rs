@@ -1459,7 +1459,7 @@ static TABLE: &[Explanation] = &[
         kind: DropKind::Benign,
         meaning: "Data still queued on a socket was discarded because the application closed the socket before reading it",
         counters: &[],
-        look_at: "the application's shutdown path; a TCP socket closed with unread data also resets the connection (`TcpExt.TCPAbortOnClose`)",
+        look_at: "the application's shutdown path: Unix sockets report it (6.14+) for messages left unread at close and for garbage-collected in-flight descriptors; a TCP socket closed with unread data also resets the connection (`TcpExt.TCPAbortOnClose`)",
     },
     Explanation {
         reason: "SOCKET_FILTER",
@@ -1657,7 +1657,7 @@ static TABLE: &[Explanation] = &[
     Explanation {
         reason: "TCP_OLD_ACK",
         kind: DropKind::Benign,
-        meaning: "An ACK older than what the connection had already acknowledged (a reordered or duplicate ACK, carrying no new data) was discarded",
+        meaning: "An ACK older than what the connection had already acknowledged (a reordered or duplicate ACK) arrived while the connection was opening or closing, so it was discarded",
         counters: &[],
         look_at: "nothing when it is a small share of the traffic; it counts reordered ACKs",
     },
