@@ -7,7 +7,7 @@ pub type Counters = BTreeMap<String, u64>;
 
 /// The counters of `text` that `keep` wants by name: a name is formatted into one buffer and
 /// copied only when kept (a reading of every namespace on a busy node parses many files).
-fn parse(text: &str, keep: &dyn Fn(&str) -> bool) -> Counters {
+pub(crate) fn parse(text: &str, keep: &dyn Fn(&str) -> bool) -> Counters {
     let mut out = Counters::new();
     let mut name_buf = String::new();
     let mut lines = text.lines();
@@ -42,7 +42,7 @@ const SNMP6_GROUPS: [&str; 6] = ["Ip6", "Icmp6", "UdpLite6", "Udp6", "Tcp6", "Ip
 
 /// `/proc/net/snmp6`: one `Name value` per line, the group a prefix of the name
 /// (`Udp6RcvbufErrors`): named `Udp6.RcvbufErrors` like the others. Those `keep` wants.
-fn parse_snmp6(text: &str, keep: &dyn Fn(&str) -> bool) -> Counters {
+pub(crate) fn parse_snmp6(text: &str, keep: &dyn Fn(&str) -> bool) -> Counters {
     let mut out = Counters::new();
     let mut name_buf = String::new();
     for line in text.lines() {

@@ -137,9 +137,15 @@ impl DropReasons {
     }
 }
 
+/// The name without `SKB_DROP_REASON_`; the two non-reasons lose their `SKB_` too
+/// (`SKB_CONSUMED` is `CONSUMED`), but reasons whose own name starts with `SKB_` keep it
+/// (`SKB_DROP_REASON_SKB_CSUM` is `SKB_CSUM`, as the tracefs format prints it).
 fn strip(name: &str) -> String {
     name.strip_prefix(PREFIX)
-        .or_else(|| name.strip_prefix("SKB_"))
+        .or_else(|| {
+            name.strip_prefix("SKB_")
+                .filter(|rest| ["NOT_DROPPED_YET", "CONSUMED"].contains(rest))
+        })
         .unwrap_or(name)
         .to_string()
 }
@@ -158,6 +164,13 @@ mod tests {
         assert_eq!(r.code("no_socket"), Some(1));
         assert_eq!(r.code("SKB_DROP_REASON_UDP_CSUM"), Some(5));
         assert_eq!(r.name(77), "77");
+        // A reason whose own name starts with SKB_ keeps it, whichever source names it.
+        let r = DropReasons::from_format(&format("kfree_skb-6.18.format")).unwrap();
+        let csum = r.code("SKB_CSUM").unwrap();
+        assert_eq!(r.name(csum), "SKB_CSUM");
+        assert_eq!(r.code("SKB_DROP_REASON_SKB_CSUM"), Some(csum));
+        assert_eq!(strip("SKB_CONSUMED"), "CONSUMED");
+        assert_eq!(strip("SKB_NOT_DROPPED_YET"), "NOT_DROPPED_YET");
     }
 
     #[test]
