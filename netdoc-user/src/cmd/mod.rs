@@ -6,6 +6,7 @@ mod drop_rules;
 pub mod drops;
 pub mod export;
 mod net_rx;
+mod path_facts;
 mod pending;
 pub mod probes;
 pub mod retrans;

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{drop_rules::DropRuleReadings, net_rx};
+use super::{drop_rules::DropRuleReadings, net_rx, path_facts::PathReadings};
 use crate::{
     conntrack,
     counted::{self, neighbours::NeighbourTables},
@@ -46,6 +46,7 @@ struct Window {
     counted: counted::PerNamespace,
     conntrack: conntrack::PerNamespace,
     drop_rules: DropRuleReadings,
+    paths: PathReadings,
     /// Namespaces with streamed drops since the last sample: their counters are read first.
     active: Activity,
     /// Retransmits and kernel-counted drops per namespace at the last sample: a namespace
@@ -89,6 +90,7 @@ impl Window {
             counted,
             conntrack,
             drop_rules: DropRuleReadings::default(),
+            paths: PathReadings::default(),
             active: Activity::new(),
             moved: MovedCounts::now(session),
             neighbours: NeighbourTables::start(),
@@ -149,6 +151,7 @@ impl Watch {
                 *per_ns.entry(cause).or_default() += 1;
             }
             self.window.drop_rules.saw(&d);
+            self.window.paths.saw(&d);
             self.window.grouper.add(&d);
         }
     }
@@ -180,6 +183,7 @@ impl Watch {
             }
             self.window.neighbours.sample(&inventory);
             self.window.drop_rules.sample(&inventory, every_namespace);
+            self.window.paths.sample(&inventory);
         }
         if let Some(w) = self.window.net_rx.as_mut() {
             w.sample(session);
@@ -243,6 +247,7 @@ impl Watch {
             namespaces_gone,
             namespaces_gone_earlier,
             drop_rules: self.window.drop_rules.report(),
+            paths: self.window.paths.report(),
             watched_only: self
                 .only
                 .and_then(|inode| self.namespaces.resolve(inode, 0, u64::MAX)),

@@ -100,6 +100,10 @@ pub struct Snapshot {
     /// The drop rules of the namespaces where a rule may have dropped packets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drop_rules: Vec<NamespaceDropRules>,
+    /// The routes, settings and neighbours of the namespaces that dropped packets for want of
+    /// a route, a neighbour or a valid source, read soon after the first such drop.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<NamespacePath>,
     /// The one namespace watched (`--netns`): drops anywhere else were not seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watched_only: Option<NetnsRef>,
@@ -121,6 +125,18 @@ pub struct NamespaceDropRules {
     pub rules: Vec<CountedDropRule>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
+}
+
+/// What a namespace said of the path of the packets it dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamespacePath {
+    pub netns: NetnsRef,
+    /// The addresses looked up as the sources of the dropped packets (the route back to them
+    /// decides reverse-path filtering); the others are destinations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+    #[serde(flatten)]
+    pub reading: crate::facts::route::PathReading,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

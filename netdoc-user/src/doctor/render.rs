@@ -74,7 +74,7 @@ pub fn accounting(a: &DropAccounting) -> String {
         let each: Vec<String> = a.harmless.iter().map(|(r, n)| format!("{r} {n}")).collect();
         let _ = write!(
             out,
-            " (duplicates and copies the receiver no longer needed: {})",
+            " (copies the receiver already had or nobody needed: {})",
             each.join(", ")
         );
     }

@@ -18,6 +18,7 @@ pub mod nft;
 pub mod nsholders;
 pub mod procnet;
 pub mod procs;
+pub mod route;
 pub mod snmp;
 pub mod sockdiag;
 pub mod tracefs;

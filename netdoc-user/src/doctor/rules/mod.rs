@@ -7,6 +7,7 @@ mod listener;
 mod neighbours;
 mod net_rx;
 mod path;
+mod routing;
 mod sockets;
 mod unexplained;
 
@@ -24,7 +25,7 @@ use crate::{
 pub const MIN_PACKETS: u64 = 10;
 
 pub fn all(s: &Snapshot) -> Vec<Finding> {
-    let rules: [fn(&Snapshot) -> Vec<Finding>; 10] = [
+    let rules: [fn(&Snapshot) -> Vec<Finding>; 13] = [
         listener::no_listener,
         firewall::rule_drops,
         conntrack::conntrack,
@@ -32,6 +33,9 @@ pub fn all(s: &Snapshot) -> Vec<Finding> {
         sockets::listen_queues,
         sockets::send_side,
         neighbours::overflow,
+        routing::unresolved,
+        routing::reverse_path,
+        routing::not_routed,
         path::retransmits,
         net_rx::concentration,
         blind::blind_spots,
@@ -255,6 +259,7 @@ pub mod fixtures {
             namespaces_gone: vec![],
             namespaces_gone_earlier: 0,
             drop_rules: vec![],
+            paths: vec![],
             watched_only: None,
         }
     }

@@ -34,7 +34,7 @@ struct Leftover<'a> {
 pub fn unexplained(s: &Snapshot, found: &[Finding]) -> Vec<Finding> {
     leftovers(s, found)
         .into_iter()
-        .filter(|l| l.drops >= MIN_PACKETS && !is_harmless(l.reason))
+        .filter(|l| l.drops >= MIN_PACKETS && harmless(l.reason, l.function).is_none())
         .map(|l| finding(s, &l))
         .collect()
 }
@@ -45,8 +45,9 @@ pub fn accounting(s: &Snapshot, findings: &[Finding]) -> DropAccounting {
     let scale = Scale::of(s);
     for g in &s.drops.groups {
         let drops = scale.drops(g);
-        if is_harmless(&g.reason) {
-            *out.harmless.entry(g.reason.clone()).or_default() += drops;
+        let at = function(&g.location);
+        if let Some(key) = harmless(&g.reason, at) {
+            *out.harmless.entry(key).or_default() += drops;
         } else if explained_by(findings, g) {
             out.explained += drops;
         } else {
@@ -56,9 +57,13 @@ pub fn accounting(s: &Snapshot, findings: &[Finding]) -> DropAccounting {
     out
 }
 
-/// A reason that is never loss: the catalogue's benign ones.
-fn is_harmless(reason: &str) -> bool {
-    explain::explain(reason).is_some_and(|e| e.kind == DropKind::Benign)
+/// What a drop that is no loss is counted as: a benign reason by its name, a harmless site of
+/// an unspecific one as `REASON@function`.
+fn harmless(reason: &str, function: &str) -> Option<String> {
+    if explain::explain(reason).is_some_and(|e| e.kind == DropKind::Benign) {
+        return Some(reason.to_string());
+    }
+    explain::harmless_at(reason, function).map(|_| format!("{reason}@{function}"))
 }
 
 fn explained_by(findings: &[Finding], g: &DropGroup) -> bool {

@@ -1,0 +1,282 @@
+//! What a network namespace says of the path of a dropped packet: the route to an address
+//! (`ip -j route get`), the neighbour entries of its devices (`ip -j neigh show`), and the
+//! settings that decide reverse-path filtering, forwarding and how many packets wait for a
+//! neighbour. Read in the calling thread's namespace; parsed from JSON, so no name or address
+//! can forge a field.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::nft::output_of;
+
+/// How the namespace routes packets to one address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTo {
+    pub addr: String,
+    /// `unicast`, `local`, `broadcast`, ..., or the refusal: `unreachable`, `prohibit`,
+    /// `blackhole`, `no_route`; `unknown` when the lookup failed otherwise.
+    pub kind: String,
+    /// The device it leaves by and the gateway, for a route that delivers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// What `ip route get` answered, when it refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+}
+
+impl RouteTo {
+    /// Whether the route refuses the address (no route, or a route that rejects).
+    pub fn refuses(&self) -> bool {
+        matches!(
+            self.kind.as_str(),
+            "unreachable" | "prohibit" | "blackhole" | "no_route"
+        )
+    }
+}
+
+/// A neighbour entry: an address on a device and its states (`REACHABLE`, `FAILED`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Neighbour {
+    pub addr: String,
+    pub dev: String,
+    pub state: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct JsonRoute {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    dev: Option<String>,
+    gateway: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct JsonNeighbour {
+    dst: String,
+    #[serde(default)]
+    dev: Option<String>,
+    #[serde(default)]
+    state: Vec<String>,
+}
+
+/// The route to `addr`, from `ip -j route get` output or its refusal.
+pub fn parse_route(addr: &str, answer: Result<&str, &str>) -> RouteTo {
+    let refused = |kind: &str, why: &str| RouteTo {
+        addr: addr.to_string(),
+        kind: kind.to_string(),
+        dev: None,
+        via: None,
+        answer: Some(why.trim().to_string()),
+    };
+    match answer {
+        Ok(json) => match serde_json::from_str::<Vec<JsonRoute>>(json) {
+            Ok(routes) if !routes.is_empty() => {
+                let r = &routes[0];
+                RouteTo {
+                    addr: addr.to_string(),
+                    kind: r.kind.clone().unwrap_or_else(|| "unicast".into()),
+                    dev: r.dev.clone(),
+                    via: r.gateway.clone(),
+                    answer: None,
+                }
+            }
+            _ => refused("unknown", "ip route get gave no route"),
+        },
+        // The kernel's errno for each refusing route type.
+        Err(why) if why.contains("No route to host") => refused("unreachable", why),
+        Err(why) if why.contains("Permission denied") => refused("prohibit", why),
+        Err(why) if why.contains("Invalid argument") => refused("blackhole", why),
+        Err(why) if why.contains("Network is unreachable") => refused("no_route", why),
+        Err(why) => refused("unknown", why),
+    }
+}
+
+/// The entries of `ip -j neigh show` output.
+pub fn parse_neighbours(json: &str) -> Vec<Neighbour> {
+    serde_json::from_str::<Vec<JsonNeighbour>>(json)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| Neighbour {
+            addr: n.dst,
+            dev: n.dev.unwrap_or_default(),
+            state: n.state,
+        })
+        .collect()
+}
+
+/// A device name netdoc may put in a `/proc/sys` path: the kernel's own rules (no `/`, not
+/// `.` or `..`), checked again since the name comes from an event.
+fn is_device_name(dev: &str) -> bool {
+    !dev.is_empty() && dev.len() < 16 && !dev.contains('/') && dev != "." && dev != ".."
+}
+
+/// The settings of `devices` (and `all`) that decide reverse-path filtering, forwarding and
+/// the neighbour queue, as `net.ipv4.conf.DEV.rp_filter` and so on: those that exist.
+fn settings_here(devices: &[String]) -> BTreeMap<String, u64> {
+    let mut names = vec!["net.ipv4.ip_forward".to_string()];
+    let devices = devices.iter().filter(|d| is_device_name(d));
+    for dev in std::iter::once("all").chain(devices.map(String::as_str)) {
+        names.push(format!("net.ipv4.conf.{dev}.rp_filter"));
+        names.push(format!("net.ipv4.conf.{dev}.forwarding"));
+        names.push(format!("net.ipv6.conf.{dev}.forwarding"));
+        if dev != "all" {
+            names.push(format!("net.ipv4.neigh.{dev}.unres_qlen_bytes"));
+            names.push(format!("net.ipv4.neigh.{dev}.mcast_solicit"));
+            names.push(format!("net.ipv6.neigh.{dev}.unres_qlen_bytes"));
+        }
+    }
+    names
+        .into_iter()
+        .filter_map(|name| {
+            // A device name may hold dots: only the fixed parts are separators.
+            let path = sysctl_path(&name);
+            let text = std::fs::read(path).ok()?;
+            let value = String::from_utf8_lossy(&text).trim().parse().ok()?;
+            Some((name, value))
+        })
+        .collect()
+}
+
+/// `/proc/sys/...` of a setting named `net.ipv4.conf.DEV.rp_filter`: the device's dots are
+/// kept, the setting's separators become slashes.
+fn sysctl_path(name: &str) -> String {
+    let parts: Vec<&str> = name.split('.').collect();
+    let path = match parts.as_slice() {
+        [
+            "net",
+            family,
+            table @ ("conf" | "neigh"),
+            rest @ ..,
+            setting,
+        ] if !rest.is_empty() => {
+            format!("net/{family}/{table}/{}/{setting}", rest.join("."))
+        }
+        _ => name.replace('.', "/"),
+    };
+    format!("/proc/sys/{path}")
+}
+
+/// What one namespace says of the path of some dropped packets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathReading {
+    pub settings: BTreeMap<String, u64>,
+    pub routes: Vec<RouteTo>,
+    /// Entries that are not reachable (INCOMPLETE, FAILED, ...) on the devices asked about.
+    pub neighbours: Vec<Neighbour>,
+    /// Why `ip` could not be asked, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+}
+
+/// Reads, in this thread's namespace, the routes to `addrs` and the settings and unresolved
+/// neighbours of `devices`.
+pub fn read_here(addrs: &[String], devices: &[String]) -> PathReading {
+    let mut out = PathReading {
+        settings: settings_here(devices),
+        ..Default::default()
+    };
+    for addr in addrs {
+        if addr.parse::<std::net::IpAddr>().is_err() {
+            continue;
+        }
+        match output_of("ip", &["-j", "route", "get", addr]) {
+            Ok(json) => out.routes.push(parse_route(addr, Ok(&json))),
+            Err(crate::Error::Unavailable(why)) => {
+                out.unavailable = Some(why);
+                return out;
+            }
+            Err(e) => out.routes.push(parse_route(addr, Err(&e.to_string()))),
+        }
+    }
+    if let Ok(json) = output_of("ip", &["-j", "neigh", "show"]) {
+        out.neighbours = parse_neighbours(&json)
+            .into_iter()
+            .filter(|n| devices.contains(&n.dev))
+            .filter(|n| {
+                !n.state
+                    .iter()
+                    .any(|s| ["REACHABLE", "PERMANENT", "NOARP"].contains(&s.as_str()))
+            })
+            .collect();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ip -j route get` and its refusals, as recorded on this host's 6.18 kernel.
+    #[test]
+    fn routes_and_refusals() {
+        let direct = r#"[{"dst":"10.78.0.1","dev":"rbv","prefsrc":"10.78.0.2","flags":[],"uid":0,"cache":[]}]"#;
+        let r = parse_route("10.78.0.1", Ok(direct));
+        assert_eq!(
+            (r.kind.as_str(), r.dev.as_deref(), r.via.as_deref()),
+            ("unicast", Some("rbv"), None)
+        );
+        assert!(!r.refuses());
+        let gw = r#"[{"dst":"10.96.0.3","gateway":"10.78.0.1","dev":"rbv","prefsrc":"10.78.0.2","flags":[],"uid":0,"cache":[]}]"#;
+        assert_eq!(
+            parse_route("10.96.0.3", Ok(gw)).via.as_deref(),
+            Some("10.78.0.1")
+        );
+        let local = r#"[{"type":"local","dst":"::1","from":"::","dev":"lo","table":"local"}]"#;
+        assert_eq!(parse_route("::1", Ok(local)).kind, "local");
+        for (answer, kind) in [
+            (
+                "ip -j route get 10.99.0.5: RTNETLINK answers: No route to host",
+                "unreachable",
+            ),
+            (
+                "ip -j route get 10.98.0.5: RTNETLINK answers: Permission denied",
+                "prohibit",
+            ),
+            (
+                "ip -j route get 10.97.0.1: RTNETLINK answers: Invalid argument",
+                "blackhole",
+            ),
+            (
+                "ip -j route get 192.0.2.1: RTNETLINK answers: Network is unreachable",
+                "no_route",
+            ),
+            ("ip -j route get 192.0.2.1: took longer than 2 s", "unknown"),
+        ] {
+            let r = parse_route("a", Err(answer));
+            assert_eq!(r.kind, kind, "{answer}");
+            assert_eq!(r.refuses(), kind != "unknown");
+        }
+        assert_eq!(parse_route("a", Ok("not json")).kind, "unknown");
+    }
+
+    #[test]
+    fn neighbours_with_hostile_names() {
+        let json = r#"[{"dst":"10.78.0.77","dev":"rbv","state":["FAILED"]},{"dst":"10.78.0.1","dev":"a\u001b]0;x\u0007","lladdr":"aa:bb:cc:dd:ee:ff","state":["REACHABLE"]}]"#;
+        let n = parse_neighbours(json);
+        assert_eq!(n.len(), 2);
+        assert_eq!(n[0].state, ["FAILED"]);
+        assert_eq!(n[1].dev, "a\u{1b}]0;x\u{7}");
+        assert!(parse_neighbours("[{\"dst\": 3}]").is_empty());
+    }
+
+    #[test]
+    fn setting_paths_keep_a_devices_dots() {
+        assert_eq!(
+            sysctl_path("net.ipv4.conf.eth0.100.rp_filter"),
+            "/proc/sys/net/ipv4/conf/eth0.100/rp_filter"
+        );
+        assert_eq!(
+            sysctl_path("net.ipv4.conf.all.rp_filter"),
+            "/proc/sys/net/ipv4/conf/all/rp_filter"
+        );
+        assert_eq!(
+            sysctl_path("net.ipv4.ip_forward"),
+            "/proc/sys/net/ipv4/ip_forward"
+        );
+        assert!(!is_device_name("../../x"));
+        assert!(!is_device_name(".."));
+        assert!(is_device_name("veth0"));
+    }
+}
