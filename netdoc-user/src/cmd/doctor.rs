@@ -159,6 +159,7 @@ pub async fn run(opts: DoctorOptions, kernel: Kernel) -> Result<u8> {
             hostname: host::hostname(),
             kernel: host::kernel_release(),
             reason_names,
+            settings: host::backlog_settings(),
         },
     );
     say!(

@@ -384,6 +384,7 @@ pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
         hostname: host::hostname(),
         kernel: kernel_release.clone(),
         reason_names: session.families.drops.reasons.source.describe().to_string(),
+        settings: host::backlog_settings(),
     };
     if !cookies {
         say!(

@@ -11,9 +11,11 @@ use crate::{
     namespaces::{Inventory, NetnsKey, NetnsRef},
 };
 
-/// Reasons whose explanation lies in the namespace's routes, settings and neighbours; for
-/// `IP_RPFILTER` the route back to the source decides, for the others the route onwards.
-pub const PATH_REASONS: [&str; 8] = [
+/// Reasons whose explanation lies in the namespace's routes, settings, neighbours and RPS
+/// masks; for `IP_RPFILTER` the route back to the source decides, for the others the route
+/// onwards (and for `CPU_BACKLOG` the receiving device's RPS).
+pub const PATH_REASONS: [&str; 9] = [
+    "CPU_BACKLOG",
     "IP_RPFILTER",
     "IP_INADDRERRORS",
     "IP_INNOROUTES",
@@ -43,6 +45,9 @@ struct Wanted {
 #[derive(Default)]
 pub struct PathReadings {
     namespaces: BTreeMap<NetnsKey, Wanted>,
+    /// A `CPU_BACKLOG` drop came before the host's backlog settings were read.
+    backlog_seen: bool,
+    backlog_settings: BTreeMap<String, u64>,
 }
 
 /// The address whose route explains a drop: the source's for a reverse-path or source check,
@@ -64,6 +69,7 @@ impl PathReadings {
         if !PATH_REASONS.contains(&d.reason.as_str()) {
             return;
         }
+        self.backlog_seen |= d.reason == "CPU_BACKLOG" && self.backlog_settings.is_empty();
         let key = (d.netns, d.netns_cookie);
         if !self.namespaces.contains_key(&key) && self.namespaces.len() >= MAX_NAMESPACES {
             return;
@@ -92,6 +98,9 @@ impl PathReadings {
 
     /// Reads a few namespaces with something new to look up.
     pub fn sample(&mut self, inventory: &Inventory) {
+        if std::mem::take(&mut self.backlog_seen) {
+            self.backlog_settings = crate::facts::host::backlog_settings();
+        }
         let mut files = Vec::new();
         for (key, w) in self.namespaces.iter().filter(|(_, w)| w.pending) {
             if files.len() >= PER_TICK {
@@ -115,6 +124,11 @@ impl PathReadings {
                 w.read = Some((id, reading));
             }
         }
+    }
+
+    /// The host's backlog settings soon after the first `CPU_BACKLOG` drop; empty without one.
+    pub fn backlog_settings(&self) -> BTreeMap<String, u64> {
+        self.backlog_settings.clone()
     }
 
     /// Each namespace's path, as read.

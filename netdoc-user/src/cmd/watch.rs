@@ -248,6 +248,7 @@ impl Watch {
             namespaces_gone_earlier,
             drop_rules: self.window.drop_rules.report(),
             paths: self.window.paths.report(),
+            backlog_settings: self.window.paths.backlog_settings(),
             watched_only: self
                 .only
                 .and_then(|inode| self.namespaces.resolve(inode, 0, u64::MAX)),

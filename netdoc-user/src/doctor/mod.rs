@@ -104,6 +104,10 @@ pub struct Snapshot {
     /// a route, a neighbour or a valid source, read soon after the first such drop.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<NamespacePath>,
+    /// The host-wide backlog settings, read soon after the first `CPU_BACKLOG` drop (an
+    /// operator may change them while it goes on).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub backlog_settings: BTreeMap<String, u64>,
     /// The one namespace watched (`--netns`): drops anywhere else were not seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watched_only: Option<NetnsRef>,
@@ -115,6 +119,9 @@ pub struct HostFacts {
     pub kernel: String,
     /// Where drop reason names came from (the running kernel's BTF, tracefs, ...).
     pub reason_names: String,
+    /// Host-wide settings the rules name (`net.core.netdev_max_backlog`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, u64>,
 }
 
 /// A namespace's nftables drop rules and drop policies (`nft -a list ruleset`), or why they

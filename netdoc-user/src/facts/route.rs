@@ -165,6 +165,9 @@ pub struct PathReading {
     pub routes: Vec<RouteTo>,
     /// Entries that are not reachable (INCOMPLETE, FAILED, ...) on the devices asked about.
     pub neighbours: Vec<Neighbour>,
+    /// The RPS CPU masks of each device's receive queues (`rps_cpus`, hex), where read.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rps: BTreeMap<String, Vec<String>>,
     /// Why `ip` could not be asked, when it could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
@@ -190,6 +193,7 @@ pub fn read_here(addrs: &[String], devices: &[String]) -> PathReading {
             Err(e) => out.routes.push(parse_route(addr, Err(&e.to_string()))),
         }
     }
+    out.rps = rps_here(devices);
     if let Ok(json) = output_of("ip", &["-j", "neigh", "show"]) {
         out.neighbours = parse_neighbours(&json)
             .into_iter()
@@ -200,6 +204,64 @@ pub fn read_here(addrs: &[String], devices: &[String]) -> PathReading {
                     .any(|s| ["REACHABLE", "PERMANENT", "NOARP"].contains(&s.as_str()))
             })
             .collect();
+    }
+    out
+}
+
+/// The RPS masks of `devices` in this thread's namespace. `/sys/class/net` shows the devices
+/// of the namespace sysfs was mounted in, so a child mounts its own in a private mount
+/// namespace (as `ip netns exec` does); the device names go in as arguments, never as code.
+fn rps_here(devices: &[String]) -> BTreeMap<String, Vec<String>> {
+    let devices: Vec<&str> = devices
+        .iter()
+        .map(String::as_str)
+        .filter(|d| is_device_name(d))
+        .collect();
+    if devices.is_empty() {
+        return BTreeMap::new();
+    }
+    let script = r#"mount -t sysfs sysfs /sys || exit 1
+for dev in "$@"; do for q in /sys/class/net/"$dev"/queues/rx-*/rps_cpus; do
+  [ -r "$q" ] && printf '%s %s\n' "$dev" "$(cat "$q")"; done; done"#;
+    let mut args = vec![
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ];
+    args.extend(devices);
+    output_of("unshare", &args).map_or_else(|_| BTreeMap::new(), |text| parse_rps(&text))
+}
+
+/// `DEV MASK` lines: each device's masks, in queue order.
+fn parse_rps(text: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some((dev, mask)) = line.rsplit_once(' ') {
+            out.entry(dev.to_string())
+                .or_default()
+                .push(mask.trim().to_string());
+        }
+    }
+    out
+}
+
+/// The CPUs a hex mask (`00000003`, `ff,ffffffff`) names.
+pub fn mask_cpus(mask: &str) -> Vec<u32> {
+    let hex: String = mask.chars().filter(|c| *c != ',').collect();
+    let mut out = Vec::new();
+    for (i, c) in hex.chars().rev().enumerate() {
+        let Some(bits) = c.to_digit(16) else {
+            return Vec::new();
+        };
+        out.extend(
+            (0..4)
+                .filter(|b| bits & (1 << b) != 0)
+                .map(|b| (i * 4) as u32 + b),
+        );
     }
     out
 }
@@ -259,6 +321,16 @@ mod tests {
         assert_eq!(n[0].state, ["FAILED"]);
         assert_eq!(n[1].dev, "a\u{1b}]0;x\u{7}");
         assert!(parse_neighbours("[{\"dst\": 3}]").is_empty());
+    }
+
+    #[test]
+    fn rps_masks() {
+        let rps = parse_rps("vb0 00000002\nvb0 0\nlo 00000000\n");
+        assert_eq!(rps["vb0"], ["00000002", "0"]);
+        assert_eq!(mask_cpus("00000002"), [1]);
+        assert_eq!(mask_cpus("0"), Vec::<u32>::new());
+        assert_eq!(mask_cpus("1,00000001"), [0, 32]);
+        assert_eq!(mask_cpus("zz"), Vec::<u32>::new());
     }
 
     #[test]

@@ -192,7 +192,10 @@ impl Pair {
     }
 
     /// Runs `f(from, to)` (a's and b's addresses) on a thread in namespace a pinned to CPU 0.
-    fn run_in_a<T: Send + 'static>(&self, f: impl FnOnce(&str, &str) -> T + Send + 'static) -> T {
+    pub fn run_in_a<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&str, &str) -> T + Send + 'static,
+    ) -> T {
         let ns = File::open(format!("/run/netns/{}", self.a)).unwrap();
         let (from, to) = (self.ip_a.clone(), self.ip_b.clone());
         std::thread::spawn(move || {

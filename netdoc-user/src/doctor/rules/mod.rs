@@ -1,5 +1,6 @@
 //! The rules: each a pure function from the snapshot to findings, each about one incident
 //! class and told apart from its look-alikes. A quiet host gives none.
+mod backlog;
 mod blind;
 mod conntrack;
 mod firewall;
@@ -25,7 +26,7 @@ use crate::{
 pub const MIN_PACKETS: u64 = 10;
 
 pub fn all(s: &Snapshot) -> Vec<Finding> {
-    let rules: [fn(&Snapshot) -> Vec<Finding>; 13] = [
+    let rules: [fn(&Snapshot) -> Vec<Finding>; 14] = [
         listener::no_listener,
         firewall::rule_drops,
         conntrack::conntrack,
@@ -36,6 +37,7 @@ pub fn all(s: &Snapshot) -> Vec<Finding> {
         routing::unresolved,
         routing::reverse_path,
         routing::not_routed,
+        backlog::overflow,
         path::retransmits,
         net_rx::concentration,
         blind::blind_spots,
@@ -247,6 +249,7 @@ pub mod fixtures {
                 hostname: "node1".into(),
                 kernel: "6.18.0".into(),
                 reason_names: "BTF enum skb_drop_reason".into(),
+                settings: BTreeMap::new(),
             },
             duration_s: 30.0,
             drops: Drops::default(),
@@ -260,6 +263,7 @@ pub mod fixtures {
             namespaces_gone_earlier: 0,
             drop_rules: vec![],
             paths: vec![],
+            backlog_settings: BTreeMap::new(),
             watched_only: None,
         }
     }

@@ -248,7 +248,9 @@ pub fn not_routed(s: &Snapshot) -> Vec<Finding> {
             }
             evidence.extend(unread(path));
             evidence.extend(flows(&groups));
-            let (id, title, fix) = if in_addr_errors && forwarding_off && refused.is_empty() {
+            // Forwarding off refuses a packet for another host before any route matters (the
+            // kernel answers EHOSTUNREACH, IP_INADDRERRORS, with or without a route to it).
+            let (id, title, fix) = if in_addr_errors && forwarding_off {
                 let (sysctl, family) = match v6 {
                     true => ("net.ipv6.conf.all.forwarding=1", "IPv6"),
                     false => ("net.ipv4.ip_forward=1", "IPv4"),

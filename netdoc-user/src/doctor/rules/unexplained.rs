@@ -6,7 +6,7 @@
 //! such, never reported as a problem.
 use std::collections::BTreeMap;
 
-use super::{MIN_PACKETS, counted_in, function, grew, inside, namespace_scope};
+use super::{MIN_PACKETS, NO_REASON, counted_in, function, grew, inside, namespace_scope};
 use crate::{
     doctor::{DropAccounting, DropGroup, Snapshot},
     model::{
@@ -180,6 +180,15 @@ fn finding(s: &Snapshot, l: &Leftover) -> Finding {
             ));
         }
     }
+    // Before 5.17 `kfree_skb` has no reason and also frees packets that were never dropped:
+    // a note to look at, not a verdict.
+    let reasonless = l.reason == NO_REASON;
+    if reasonless {
+        evidence.push(Evidence::new(
+            "this kernel's kfree_skb carries no drop reason (before 5.17) and also frees packets that were not dropped: only the function tells",
+            "skb:kfree_skb format (no reason field)",
+        ));
+    }
     let mut fix = vec![format!(
         "look closer: netdoc drops --reason {}{} --stack",
         l.reason,
@@ -194,7 +203,10 @@ fn finding(s: &Snapshot, l: &Leftover) -> Finding {
     fix.push(inside(&scope, "nstat -az"));
     Finding {
         id: ID.into(),
-        severity: Severity::Warning,
+        severity: match reasonless {
+            true => Severity::Info,
+            false => Severity::Warning,
+        },
         // The kernel said it dropped them and why; what to change is the reader's call.
         confidence: Confidence::Medium,
         title: format!(
