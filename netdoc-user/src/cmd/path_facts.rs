@@ -8,6 +8,7 @@ use crate::{
     doctor::NamespacePath,
     drops::report::NamedDrop,
     facts::{netns, route},
+    model::reasons,
     namespaces::{Inventory, NetnsKey, NetnsRef},
 };
 
@@ -66,7 +67,7 @@ fn is_source_check(reason: &str) -> bool {
 impl PathReadings {
     /// Notes a streamed drop: its namespace's path is read at the next sample.
     pub fn saw(&mut self, d: &NamedDrop) {
-        if !PATH_REASONS.contains(&d.reason.as_str()) {
+        if !PATH_REASONS.contains(&d.reason.as_str()) && !reasons::is_qdisc(&d.reason) {
             return;
         }
         self.backlog_seen |= d.reason == "CPU_BACKLOG" && self.backlog_settings.is_empty();

@@ -1,7 +1,7 @@
 //! What a network namespace says of the path of a dropped packet: the route to an address
-//! (`ip -j route get`), the neighbour entries of its devices (`ip -j neigh show`), and the
-//! settings that decide reverse-path filtering, forwarding and how many packets wait for a
-//! neighbour. Read in the calling thread's namespace; parsed from JSON, so no name or address
+//! (`ip -j route get`), the neighbour entries of its devices (`ip -j neigh show`), their
+//! queueing disciplines with the kernel's statistics (`tc -j -s qdisc show`), and the settings
+//! that decide reverse-path filtering, forwarding and how many packets wait for a neighbour. Read in the calling thread's namespace; parsed from JSON, so no name or address
 //! can forge a field.
 use std::collections::BTreeMap;
 
@@ -42,6 +42,66 @@ pub struct Neighbour {
     pub addr: String,
     pub dev: String,
     pub state: Vec<String>,
+}
+
+/// A queueing discipline of a device and what the kernel counted of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Qdisc {
+    pub dev: String,
+    pub kind: String,
+    pub root: bool,
+    pub drops: u64,
+    pub overlimits: u64,
+    /// Packets and bytes queued when read.
+    pub qlen: u64,
+    pub backlog: u64,
+    /// Its parameters as `tc` prints them (`rate 125000 burst 10240 limit 20000`).
+    pub options: String,
+}
+
+#[derive(Deserialize)]
+struct JsonQdisc {
+    kind: String,
+    #[serde(default)]
+    root: bool,
+    #[serde(default)]
+    drops: u64,
+    #[serde(default)]
+    overlimits: u64,
+    #[serde(default)]
+    qlen: u64,
+    #[serde(default)]
+    backlog: u64,
+    #[serde(default)]
+    options: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The qdiscs of `tc -j -s qdisc show dev DEV` output.
+pub fn parse_qdiscs(dev: &str, json: &str) -> Vec<Qdisc> {
+    serde_json::from_str::<Vec<JsonQdisc>>(json)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|q| Qdisc {
+            dev: dev.to_string(),
+            kind: q.kind,
+            root: q.root,
+            drops: q.drops,
+            overlimits: q.overlimits,
+            qlen: q.qlen,
+            backlog: q.backlog,
+            // Numbers and words only: a parameter is never a place for a tenant's text.
+            options: q
+                .options
+                .iter()
+                .filter_map(|(k, v)| match v {
+                    serde_json::Value::Number(n) => Some(format!("{k} {n}")),
+                    serde_json::Value::Bool(true) => Some(k.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -165,6 +225,9 @@ pub struct PathReading {
     pub routes: Vec<RouteTo>,
     /// Entries that are not reachable (INCOMPLETE, FAILED, ...) on the devices asked about.
     pub neighbours: Vec<Neighbour>,
+    /// The queueing disciplines of the devices asked about, with their statistics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub qdiscs: Vec<Qdisc>,
     /// The RPS CPU masks of each device's receive queues (`rps_cpus`, hex), where read.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rps: BTreeMap<String, Vec<String>>,
@@ -194,6 +257,11 @@ pub fn read_here(addrs: &[String], devices: &[String]) -> PathReading {
         }
     }
     out.rps = rps_here(devices);
+    for dev in devices.iter().filter(|d| is_device_name(d)) {
+        if let Ok(json) = output_of("tc", &["-j", "-s", "qdisc", "show", "dev", dev]) {
+            out.qdiscs.extend(parse_qdiscs(dev, &json));
+        }
+    }
     if let Ok(json) = output_of("ip", &["-j", "neigh", "show"]) {
         out.neighbours = parse_neighbours(&json)
             .into_iter()
@@ -321,6 +389,25 @@ mod tests {
         assert_eq!(n[0].state, ["FAILED"]);
         assert_eq!(n[1].dev, "a\u{1b}]0;x\u{7}");
         assert!(parse_neighbours("[{\"dst\": 3}]").is_empty());
+    }
+
+    /// `tc -j -s qdisc show dev qav` on this host's 6.18 kernel, a tbf that dropped.
+    #[test]
+    fn qdisc_statistics() {
+        let json = r#"[{"kind":"tbf","handle":"8002:","root":true,"refcnt":3,"options":{"rate":125000,"burst":10240,"lat":81920},"bytes":12972,"packets":18,"drops":1971,"overlimits":1997,"requeues":0,"backlog":17714,"qlen":17}]"#;
+        let q = &parse_qdiscs("qav", json)[0];
+        assert_eq!(
+            (q.kind.as_str(), q.root, q.drops, q.overlimits),
+            ("tbf", true, 1971, 1997)
+        );
+        assert_eq!(q.options, "burst 10240 lat 81920 rate 125000");
+        assert_eq!((q.qlen, q.backlog), (17, 17714));
+        let noqueue = r#"[{"kind":"noqueue","handle":"0:","root":true,"refcnt":2,"options":{},"bytes":0,"packets":0,"drops":0,"overlimits":0,"requeues":0,"backlog":0,"qlen":0}]"#;
+        assert_eq!(parse_qdiscs("vb", noqueue)[0].drops, 0);
+        let hostile = r#"[{"kind":"x[2J","options":{"note":"
+FAKE"}}]"#;
+        assert_eq!(parse_qdiscs("vb", hostile)[0].options, "");
+        assert!(parse_qdiscs("vb", "garbage").is_empty());
     }
 
     #[test]

@@ -140,6 +140,14 @@ impl DropReasons {
 /// The name without `SKB_DROP_REASON_`; the two non-reasons lose their `SKB_` too
 /// (`SKB_CONSUMED` is `CONSUMED`), but reasons whose own name starts with `SKB_` keep it
 /// (`SKB_DROP_REASON_SKB_CSUM` is `SKB_CSUM`, as the tracefs format prints it).
+/// A reason a queueing discipline gives when it drops on egress: the core ones and the qdisc
+/// subsystem's (6.4+).
+pub fn is_qdisc(name: &str) -> bool {
+    ["QDISC_", "FQ_", "CAKE_", "DUALPI2_"]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
 fn strip(name: &str) -> String {
     name.strip_prefix(PREFIX)
         .or_else(|| {

@@ -3,6 +3,7 @@
 mod backlog;
 mod blind;
 mod conntrack;
+mod egress;
 mod firewall;
 mod listener;
 mod neighbours;
@@ -26,7 +27,7 @@ use crate::{
 pub const MIN_PACKETS: u64 = 10;
 
 pub fn all(s: &Snapshot) -> Vec<Finding> {
-    let rules: [fn(&Snapshot) -> Vec<Finding>; 14] = [
+    let rules: [fn(&Snapshot) -> Vec<Finding>; 16] = [
         listener::no_listener,
         firewall::rule_drops,
         conntrack::conntrack,
@@ -37,7 +38,9 @@ pub fn all(s: &Snapshot) -> Vec<Finding> {
         routing::unresolved,
         routing::reverse_path,
         routing::not_routed,
+        routing::too_big,
         backlog::overflow,
+        egress::queue_drops,
         path::retransmits,
         net_rx::concentration,
         blind::blind_spots,

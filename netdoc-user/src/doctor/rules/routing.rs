@@ -369,3 +369,68 @@ pub fn unresolved(s: &Snapshot) -> Vec<Finding> {
         })
         .collect()
 }
+
+/// Packets too big for the next link while forwarding (`PKT_TOO_BIG`): path-MTU discovery at
+/// work when the namespace sent the senders ICMP "fragmentation needed" / "packet too big"
+/// (a note: the senders lower their MTU), a black hole at this hop when it sent none.
+pub fn too_big(s: &Snapshot) -> Vec<Finding> {
+    by_namespace(s, &["PKT_TOO_BIG"])
+        .into_iter()
+        .filter(|(_, groups)| events(groups) >= MIN_PACKETS)
+        .map(|(inode, groups)| {
+            let n = events(&groups);
+            let scope = scope_of(&groups, inode);
+            let ns = counted_in(s, inode);
+            // Counted when sent, before a rule of the namespace may drop them on the way out.
+            let sent = grew(ns, "Icmp.OutDestUnreachs") + grew(ns, "Icmp6.OutPktTooBigs");
+            let icmp_dropped: u64 = s
+                .drops
+                .groups
+                .iter()
+                .filter(|g| g.netns == inode && matches!(g.proto.as_deref(), Some("icmp" | "icmpv6")) && super::by_rule(s, g))
+                .map(|g| g.events)
+                .sum();
+            let told = sent > icmp_dropped;
+            let mut evidence = vec![Evidence::new(
+                format!("{n} packets too big for the next link were not forwarded ({})", groups[0].location),
+                drop_source(groups[0]),
+            )];
+            evidence.extend(counter_evidence(s, inode, &["Icmp.OutDestUnreachs", "Icmp6.OutPktTooBigs"]));
+            evidence.extend(flows(&groups));
+            if icmp_dropped > 0 {
+                evidence.push(Evidence::new(
+                    format!("{icmp_dropped} ICMP packets were dropped by a firewall rule in {scope}: the \"too big\" replies among them never reach the senders"),
+                    "skb:kfree_skb NETFILTER_DROP (icmp)",
+                ));
+            }
+            let (id, severity, title, fix) = match told {
+                true => (
+                    "path_mtu_discovery",
+                    Severity::Info,
+                    format!("{n} packets too big for the next link in {scope} were answered with ICMP \"too big\": path-MTU discovery at work"),
+                    vec!["nothing to do while the senders lower their MTU; if they keep sending big packets, something between here and them drops the ICMP".into()],
+                ),
+                false => (
+                    "path_mtu_black_hole",
+                    Severity::Critical,
+                    format!("{n} packets too big for the next link were dropped in {scope} and no ICMP \"too big\" went back: the senders never learn the path MTU"),
+                    vec![
+                        format!("let the ICMP out (check the rate limit and rules): {}", inside(&scope, "sysctl net.ipv4.icmp_ratelimit net.ipv4.icmp_ratemask")),
+                        "or clamp the TCP MSS on the forwarding path (nft: tcp flags syn tcp option maxseg size set rt mtu)".into(),
+                    ],
+                ),
+            };
+            Finding {
+                id: id.into(),
+                severity,
+                confidence: if ns.is_some() { Confidence::High } else { Confidence::Medium },
+                title,
+                affected: n,
+                evidence,
+                fix,
+                explains: claims(&groups),
+                scope,
+            }
+        })
+        .collect()
+}

@@ -323,9 +323,30 @@ pub fn send_side(s: &Snapshot) -> Vec<Finding> {
                     "datagrams not sent: send buffer full (IPv6)",
                 ),
             ];
+            // A datagram a queueing discipline of this namespace or a full input backlog (a veth
+            // hands its datagrams straight to one) dropped fails its send with ENOBUFS too:
+            // those findings explain it.
+            let mut dropped_here: u64 = s
+                .drops
+                .groups
+                .iter()
+                .filter(|g| {
+                    (g.netns == ns.netns.inode && crate::model::reasons::is_qdisc(&g.reason))
+                        || g.reason == "CPU_BACKLOG"
+                })
+                .map(|g| g.events)
+                .sum();
             let grown: Vec<(&str, &str, u64)> = counters
                 .iter()
-                .map(|(c, m)| (*c, *m, grew(Some(ns), c)))
+                .map(|(c, m)| {
+                    let mut n = grew(Some(ns), c);
+                    if c.ends_with(".SndbufErrors") {
+                        let explained = n.min(dropped_here);
+                        dropped_here -= explained;
+                        n -= explained;
+                    }
+                    (*c, *m, n)
+                })
                 .filter(|(_, _, n)| *n > 0)
                 .collect();
             let total: u64 = grown.iter().map(|g| g.2).sum();

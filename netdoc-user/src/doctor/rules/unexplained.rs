@@ -224,3 +224,147 @@ fn finding(s: &Snapshot, l: &Leftover) -> Finding {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::rules::{all, fixtures::*};
+    use crate::drops::report::Row;
+
+    fn site(reason: &str, location: &str, count: u64) -> Row {
+        Row {
+            reason: reason.into(),
+            reason_code: None,
+            cause: None,
+            location: location.into(),
+            count,
+            rate: 0.0,
+            cpus: BTreeMap::from([(0, count)]),
+            last_flow: None,
+        }
+    }
+
+    #[test]
+    fn a_drop_no_rule_knows_is_a_finding_with_its_meaning_counters_and_next_step() {
+        let mut s = quiet();
+        let mut g = group("blue", "IP_NOPROTO", None, "253", "10.0.0.2", 0, 50);
+        g.location = "ip_local_deliver_finish+0x81".into();
+        s.drops.groups = vec![g.clone()];
+        s.counted = vec![counted("blue", &[("Ip.InUnknownProtos", 50)], &[])];
+        s.counted[0].netns.inode = g.netns;
+        let found = all(&s);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let f = &found[0];
+        assert_eq!(
+            (f.id.as_ref(), f.severity, f.affected),
+            (ID, Severity::Warning, 50)
+        );
+        assert_eq!(f.scope.name, "blue");
+        assert!(
+            f.title.contains("IP_NOPROTO in ip_local_deliver_finish"),
+            "{}",
+            f.title
+        );
+        assert!(
+            f.shows("IP protocol number"),
+            "the catalogue's meaning: {f:#?}"
+        );
+        assert!(f.shows("Ip.InUnknownProtos grew by 50"), "{f:#?}");
+        assert!(f.shows("on device eth0"), "{f:#?}");
+        assert_eq!(
+            f.fix[0],
+            "look closer: netdoc drops --reason IP_NOPROTO --netns blue --stack"
+        );
+        assert!(f.explains[0].covers(g.netns, "IP_NOPROTO", &g.location));
+        let accounted = accounting(&s, &found);
+        assert_eq!(accounted.explained, 50);
+    }
+
+    #[test]
+    fn duplicates_and_noise_are_accounted_for_without_a_finding() {
+        let mut s = quiet();
+        let dup = group(
+            "blue",
+            "TCP_OLD_SEQUENCE",
+            None,
+            "tcp",
+            "10.0.0.2",
+            5201,
+            4000,
+        );
+        let mut mc = group("blue", "NOT_SPECIFIED", None, "icmpv6", "ff02::2", 0, 30);
+        mc.location = "ip6_mc_input+0xd4".into();
+        let stray = group("blue", "IP_CSUM", None, "udp", "10.0.0.2", 53, 3);
+        s.drops.groups = vec![dup, mc, stray];
+        let found = all(&s);
+        assert!(found.is_empty(), "{found:#?}");
+        let a = accounting(&s, &found);
+        assert_eq!(a.explained, 0);
+        assert_eq!(a.below_noise, 3);
+        assert_eq!(
+            a.harmless,
+            BTreeMap::from([
+                ("NOT_SPECIFIED@ip6_mc_input".to_string(), 30),
+                ("TCP_OLD_SEQUENCE".to_string(), 4000)
+            ])
+        );
+    }
+
+    #[test]
+    fn drops_a_rule_explains_are_not_explained_again() {
+        let mut s = quiet();
+        s.drops.groups = vec![group("blue", "NO_SOCKET", None, "udp", "10.0.0.2", 9, 40)];
+        let found = all(&s);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].id, "udp_no_listener");
+        assert_eq!(accounting(&s, &found).explained, 40);
+    }
+
+    #[test]
+    fn sampled_events_stand_for_the_kernels_exact_count() {
+        let mut s = quiet();
+        let mut g = group("blue", "UDP_CSUM", None, "udp", "10.0.0.2", 53, 8);
+        g.location = "__udp4_lib_rcv+0x100".into();
+        s.drops.groups = vec![g];
+        s.drops.sites = vec![site("UDP_CSUM", "__udp4_lib_rcv+0x100", 80)];
+        s.drops.sampled = 72;
+        let found = all(&s);
+        let f = found.iter().find(|f| f.id == ID).unwrap();
+        assert_eq!(f.affected, 80, "{found:#?}");
+        assert!(f.shows("8 delivered as events"), "{found:#?}");
+    }
+
+    #[test]
+    fn a_reasonless_kernels_frees_are_a_note_not_a_verdict() {
+        let mut s = quiet();
+        let mut g = group("blue", "UNKNOWN", None, "tcp", "10.0.0.2", 80, 40);
+        g.location = "tcp_data_queue+0x1f0".into();
+        s.drops.groups = vec![g];
+        let found = all(&s);
+        assert_eq!(found[0].severity, Severity::Info, "{found:#?}");
+        assert!(!crate::doctor::anything_wrong(&found));
+    }
+
+    #[test]
+    fn a_reason_netdoc_has_no_text_for_is_still_reported_by_name_and_location() {
+        let mut s = quiet();
+        let mut g = group(
+            "blue",
+            "SOME_FUTURE_REASON",
+            None,
+            "udp",
+            "10.0.0.2",
+            53,
+            12,
+        );
+        g.location = "future_rcv+0x10".into();
+        s.drops.groups = vec![g];
+        let f = &all(&s)[0];
+        assert!(
+            f.title.contains("SOME_FUTURE_REASON in future_rcv"),
+            "{}",
+            f.title
+        );
+        assert!(f.shows("netdoc has no explanation of its own"), "{f:#?}");
+    }
+}
