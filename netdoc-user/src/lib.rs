@@ -24,6 +24,7 @@ mod retrans;
 mod sentinel;
 mod session;
 mod softirq;
+mod text;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
