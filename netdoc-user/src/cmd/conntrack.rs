@@ -34,6 +34,7 @@ use crate::{
         registry::Families,
         stream::Records,
     },
+    text::printable,
 };
 
 /// Ring buffer pages per CPU: conntrack events come in bursts of at most a few thousand.
@@ -210,7 +211,8 @@ fn render_namespaces(namespaces: &[NamespaceConntrack]) -> String {
         let _ = writeln!(
             out,
             "namespace {} (inode {}){since}",
-            n.netns.name, n.netns.inode
+            printable(&n.netns.name),
+            n.netns.inode
         );
         out.push_str(&table(
             &n.per_cpu,
