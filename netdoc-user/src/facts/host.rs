@@ -1,6 +1,6 @@
 //! Host name and kernel release, for report titles.
 fn read(path: &str) -> String {
-    std::fs::read_to_string(path)
+    super::read_text(path)
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
 }
