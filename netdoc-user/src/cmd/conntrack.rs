@@ -62,7 +62,11 @@ fn print_drop(d: &NamedDrop, json: bool, out: &mut impl std::io::Write) -> bool 
         Output::Drop(d.clone()).line()
     } else {
         let cause = d.cause.map_or("", Cause::describe);
-        format!("conntrack drop ({cause}): {} on CPU {}\n", d.flow(), d.cpu)
+        format!(
+            "conntrack drop ({cause}): {} on CPU {}\n",
+            printable(&d.flow()),
+            d.cpu
+        )
     };
     out.write_all(line.as_bytes()).is_ok()
 }
@@ -71,7 +75,10 @@ fn failure_line(f: InsertFailure, json: bool) -> String {
     if json {
         return Output::InsertFailed(f).line();
     }
-    let netns = f.netns_name.clone().unwrap_or_else(|| f.netns.to_string());
+    let netns = f
+        .netns_name
+        .as_deref()
+        .map_or(f.netns.to_string(), |n| printable(n).into_owned());
     format!(
         "insert failed: {} {} (reply {}) on CPU {}, zone {}, netns {netns}\n",
         f.proto, f.original, f.reply, f.cpu, f.zone
