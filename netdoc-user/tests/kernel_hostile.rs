@@ -1,5 +1,6 @@
 //! A hostile tenant: netdoc runs as root and shows names others chose. A namespace whose name
-//! holds terminal escapes, a newline, HTML and shell metacharacters drops datagrams; what
+//! holds terminal escapes, a newline, HTML and shell metacharacters drops datagrams (at a
+//! closed port, and by a rule of an nft chain named as a command substitution); what
 //! `drops` and `doctor` show of it, on a terminal, piped, replayed and as an HTML page, holds
 //! no raw control character, and every command its fixes suggest runs nothing but the tools
 //! it names, with the name arriving as one word.
@@ -20,6 +21,10 @@ mod common;
 use common::*;
 
 const DATAGRAMS: usize = 40;
+
+/// An nft chain whose name is a command substitution (nft itself takes no such name on its
+/// command line; its JSON input does), dropping datagrams to [`FIREWALLED_PORT`].
+const HOSTILE_CHAIN: &str = "c$(echo INJECTED-CHAIN>&2)";
 
 /// The namespace's name: an OSC title change ended by BEL, a newline that would forge a
 /// report line, a C1 CSI (U+009B) clearing the screen, markup, and a shell command
@@ -52,7 +57,41 @@ impl Hostile {
         let dir = std::env::temp_dir().join(format!("netdoc-hostile-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        let udp_dport = serde_json::json!({"payload": {"protocol": "udp", "field": "dport"}});
+        let ruleset = serde_json::json!({"nftables": [
+            {"add": {"table": {"family": "inet", "name": "t"}}},
+            {"add": {"chain": {"family": "inet", "table": "t", "name": HOSTILE_CHAIN,
+                "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}}},
+            {"add": {"rule": {"family": "inet", "table": "t", "chain": HOSTILE_CHAIN, "expr": [
+                {"match": {"op": "==", "left": udp_dport, "right": FIREWALLED_PORT}},
+                {"counter": null},
+                {"drop": null}]}}}
+        ]});
+        let file = dir.join("ruleset.json");
+        std::fs::write(&file, ruleset.to_string()).unwrap();
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &name,
+                "nft",
+                "-j",
+                "-f",
+                file.to_str().unwrap(),
+            ],
+        );
         Self { name, dir }
+    }
+
+    /// Packets the hostile chain's rule counted.
+    fn firewalled(&self) -> u64 {
+        let ruleset = run(
+            "ip",
+            &["netns", "exec", &self.name, "nft", "list", "ruleset"],
+        );
+        let after = ruleset.split("counter packets ").nth(1).unwrap();
+        after.split_whitespace().next().unwrap().parse().unwrap()
     }
 
     fn inode(&self) -> String {
@@ -60,28 +99,30 @@ impl Hostile {
         std::fs::metadata(file).unwrap().ino().to_string()
     }
 
-    /// Datagrams to a closed port on the namespace's loopback, and waits (bounded) until its
-    /// `Udp.NoPorts` counted them all.
+    /// Datagrams to a closed port and to the hostile chain's on the namespace's loopback, and
+    /// waits (bounded) until its `Udp.NoPorts` and the rule counted them all.
     fn drop_datagrams(&self) {
         let before = ns_counter(&self.name, "snmp", "Udp", "NoPorts");
+        let firewalled = self.firewalled();
         let ns = File::open(Path::new("/run/netns").join(&self.name)).unwrap();
         std::thread::spawn(move || {
             // SAFETY: setns on this thread only, with an open namespace file.
             let entered = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
             assert_eq!(entered, 0);
             let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-            for i in 0..DATAGRAMS {
-                sock.send_to(
-                    format!("hostile {i}").as_bytes(),
-                    ("127.0.0.1", CLOSED_PORT),
-                )
-                .unwrap();
+            for port in [CLOSED_PORT, FIREWALLED_PORT] {
+                for i in 0..DATAGRAMS {
+                    // A sender may hear of its datagram's drop (EPERM): that is the drop.
+                    let _ = sock.send_to(format!("hostile {i}").as_bytes(), ("127.0.0.1", port));
+                }
             }
         })
         .join()
         .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while ns_counter(&self.name, "snmp", "Udp", "NoPorts") < before + DATAGRAMS as u64 {
+        while ns_counter(&self.name, "snmp", "Udp", "NoPorts") < before + DATAGRAMS as u64
+            || self.firewalled() < firewalled + DATAGRAMS as u64
+        {
             assert!(Instant::now() < deadline, "the datagrams were not dropped");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -196,7 +237,8 @@ fn commands(fix: &str) -> Vec<String> {
 }
 
 /// The tools fixes may run, each faked by a script that only writes down its arguments.
-const TOOLS: [&str; 9] = [
+const TOOLS: [&str; 10] = [
+    "ethtool",
     "ip",
     "nsenter",
     "nft",
@@ -345,6 +387,23 @@ fn a_hostile_namespace_name_reaches_no_terminal_page_or_shell_raw() {
     assert_eq!(
         listener.scope.name, ns.name,
         "the data keeps the name as it is"
+    );
+    // The chain's name cannot be written into an nft command: the fix names it in words.
+    let firewall = report
+        .findings
+        .iter()
+        .find(|f| f.id == "firewall_drop")
+        .expect("firewall_drop");
+    let rule = format!("the rule: inet t/{HOSTILE_CHAIN} handle ");
+    assert!(firewall.fix[0].starts_with(&rule), "{:?}", firewall.fix);
+    assert!(
+        firewall
+            .fix
+            .iter()
+            .flat_map(|fix| commands(fix))
+            .all(|c| !c.contains("INJECTED-CHAIN")),
+        "{:?}",
+        firewall.fix
     );
     let mut entered = 0;
     for f in &report.findings {
