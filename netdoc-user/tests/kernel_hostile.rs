@@ -1,6 +1,7 @@
 //! A hostile tenant: netdoc runs as root and shows names others chose. A namespace whose name
 //! holds terminal escapes, a newline, HTML and shell metacharacters drops datagrams (at a
-//! closed port, and by a rule of an nft chain named as a command substitution); what
+//! closed port, by a rule of an nft chain named as a command substitution, and at a full
+//! socket of a process whose name holds escapes and a byte that is not UTF-8); what
 //! `drops` and `doctor` show of it, on a terminal, piped, replayed and as an HTML page, holds
 //! no raw control character, and every command its fixes suggest runs nothing but the tools
 //! it names, with the name arriving as one word.
@@ -44,9 +45,22 @@ fn shown_name() -> String {
     )
 }
 
+/// The test process's own name while it runs, so that it owns a socket under it: an OSC title
+/// change, a newline, a byte that is not UTF-8 and markup with a command substitution, in the
+/// 15 bytes a process name holds.
+const HOSTILE_COMM: &[u8] = b"\x1b]0;p\x07\n\xff<$(x)";
+/// How netdoc shows it: escaped, the byte that is not UTF-8 as U+FFFD.
+const SHOWN_COMM: &str = "\\x1b]0;p\\x07\\n\u{fffd}<$(x)";
+/// The port of a socket there that is never read, its receive buffer the smallest.
+const FULL_PORT: u16 = 5353;
+
 struct Hostile {
     name: String,
     dir: PathBuf,
+    /// Held open and never read: datagrams to it overflow its buffer.
+    _full: UdpSocket,
+    /// This process's name before the test.
+    comm: Vec<u8>,
 }
 
 impl Hostile {
@@ -81,7 +95,24 @@ impl Hostile {
                 file.to_str().unwrap(),
             ],
         );
-        Self { name, dir }
+        let ns = File::open(Path::new("/run/netns").join(&name)).unwrap();
+        let full = std::thread::spawn(move || {
+            // SAFETY: setns on this thread only, with an open namespace file.
+            let entered = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(entered, 0);
+            UdpSocket::bind(("127.0.0.1", FULL_PORT)).unwrap()
+        })
+        .join()
+        .unwrap();
+        set_socket_option(&full, libc::SO_RCVBUF, 1);
+        let comm = std::fs::read("/proc/self/comm").unwrap();
+        std::fs::write("/proc/self/comm", HOSTILE_COMM).unwrap();
+        Self {
+            name,
+            dir,
+            _full: full,
+            comm,
+        }
     }
 
     /// Packets the hostile chain's rule counted.
@@ -103,6 +134,7 @@ impl Hostile {
     /// waits (bounded) until its `Udp.NoPorts` and the rule counted them all.
     fn drop_datagrams(&self) {
         let before = ns_counter(&self.name, "snmp", "Udp", "NoPorts");
+        let overflowed = ns_counter(&self.name, "snmp", "Udp", "RcvbufErrors");
         let firewalled = self.firewalled();
         let ns = File::open(Path::new("/run/netns").join(&self.name)).unwrap();
         std::thread::spawn(move || {
@@ -116,12 +148,16 @@ impl Hostile {
                     let _ = sock.send_to(format!("hostile {i}").as_bytes(), ("127.0.0.1", port));
                 }
             }
+            for _ in 0..300 {
+                sock.send_to(&[0; 1000], ("127.0.0.1", FULL_PORT)).unwrap();
+            }
         })
         .join()
         .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while ns_counter(&self.name, "snmp", "Udp", "NoPorts") < before + DATAGRAMS as u64
             || self.firewalled() < firewalled + DATAGRAMS as u64
+            || ns_counter(&self.name, "snmp", "Udp", "RcvbufErrors") == overflowed
         {
             assert!(Instant::now() < deadline, "the datagrams were not dropped");
             std::thread::sleep(Duration::from_millis(20));
@@ -131,6 +167,7 @@ impl Hostile {
 
 impl Drop for Hostile {
     fn drop(&mut self) {
+        let _ = std::fs::write("/proc/self/comm", &self.comm);
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
@@ -322,10 +359,10 @@ fn a_hostile_namespace_name_reaches_no_terminal_page_or_shell_raw() {
     });
     assert_eq!(code, Some(0));
     assert_eq!(raw_controls(&drops), Vec::<String>::new());
-    assert!(
-        String::from_utf8_lossy(&drops).contains(&shown),
-        "{drops:?}"
-    );
+    let drops = String::from_utf8_lossy(&drops);
+    assert!(drops.contains(&shown), "{drops}");
+    let owner = format!("{SHOWN_COMM}[{}]", std::process::id());
+    assert!(drops.contains(&owner), "{drops}");
 
     // doctor, on a terminal: the live top findings and the report; the recording kept.
     let recording = ns.dir.join("incident.json");
@@ -350,6 +387,8 @@ fn a_hostile_namespace_name_reaches_no_terminal_page_or_shell_raw() {
         doctor.contains(&format!("(namespace {shown}): {DATAGRAMS} datagrams were sent to UDP port {CLOSED_PORT}, where nothing listens")),
         "{doctor}"
     );
+    let full_socket = format!("the receive buffer of 127.0.0.1:{FULL_PORT} ({owner}) was full");
+    assert!(doctor.contains(&full_socket), "{doctor}");
 
     // The recording replayed, piped: the report, and the page.
     let page = ns.dir.join("report.html");
@@ -388,6 +427,18 @@ fn a_hostile_namespace_name_reaches_no_terminal_page_or_shell_raw() {
         listener.scope.name, ns.name,
         "the data keeps the name as it is"
     );
+    // The process's name as the data keeps it: decoded lossily, not lost.
+    let comm = format!(
+        "127.0.0.1:{FULL_PORT} ({}[{}])",
+        String::from_utf8_lossy(HOSTILE_COMM),
+        std::process::id()
+    );
+    let full = report
+        .findings
+        .iter()
+        .find(|f| f.id == "socket_receive_buffer_full")
+        .expect("socket_receive_buffer_full");
+    assert!(full.title.contains(&comm), "{}", full.title);
     // The chain's name cannot be written into an nft command: the fix names it in words.
     let firewall = report
         .findings
