@@ -139,8 +139,8 @@ fn file_kind(t: &std::fs::FileType) -> &'static str {
 
 /// Whether two paths are one file: the same once resolved, or (hard links) the same inode.
 fn same_file(a: &Path, b: &Path) -> bool {
-    let resolved = |p: &Path| resolve(p).ok();
-    if resolved(a).is_some() && resolved(a) == resolved(b) {
+    let resolved = resolve(a).ok();
+    if resolved.is_some() && resolved == resolve(b).ok() {
         return true;
     }
     match (std::fs::metadata(a), std::fs::metadata(b)) {
