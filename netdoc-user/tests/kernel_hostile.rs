@@ -226,7 +226,13 @@ fn raw_controls(bytes: &[u8]) -> Vec<String> {
         .replace("\r\n", "\n");
     text.char_indices()
         .filter(|(_, c)| c.is_control() && *c != '\n')
-        .map(|(i, c)| format!("{c:?} at {i}: {:?}", &text[i.saturating_sub(40)..i]))
+        .map(|(i, c)| {
+            let from = (0..=i.saturating_sub(40))
+                .rev()
+                .find(|&j| text.is_char_boundary(j))
+                .unwrap_or(0);
+            format!("{c:?} at {i}, after {:?}", &text[from..i])
+        })
         .collect()
 }
 
