@@ -24,6 +24,7 @@ mod retrans;
 mod sentinel;
 mod session;
 mod softirq;
+mod text;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -195,13 +196,15 @@ struct DoctorArgs {
     json: bool,
     #[command(flatten)]
     scope: ScopeArgs,
-    /// Also write what the rules saw to FILE, for `--replay` anywhere.
+    /// Also write what the rules saw to FILE (a regular file or a new one), for `--replay`
+    /// anywhere.
     #[arg(long, value_name = "FILE", conflicts_with = "replay")]
     record: Option<PathBuf>,
     /// Report on a recording instead of this host (no privileges needed).
     #[arg(long, value_name = "FILE")]
     replay: Option<PathBuf>,
-    /// Also write the report as one self-contained HTML page to FILE (with --replay too).
+    /// Also write the report as one self-contained HTML page to FILE (a regular file or a new
+    /// one; with --replay too).
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
     /// Ring buffer pages per CPU for the drop events.
@@ -257,7 +260,7 @@ struct SoftirqArgs {
     /// Softirq vector to map.
     #[arg(long, value_enum, ignore_case = true, default_value = "NET_RX")]
     vector: softirq::Vector,
-    /// Also write the heatmap as an SVG to this file.
+    /// Also write the heatmap as an SVG to this file (a regular file or a new one).
     #[arg(long)]
     svg: Option<PathBuf>,
     /// One JSON object with the heatmap, per-CPU summary, NIC map and findings.

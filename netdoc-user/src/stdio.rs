@@ -61,10 +61,12 @@ pub fn write_stderr(bytes: &[u8]) -> io::Result<()> {
     err.write_all(bytes).and_then(|()| err.flush())
 }
 
-/// One line on stderr, `netdoc: ` first. Losing it (a full or closed stderr) must not end or
-/// change the run: only the run's own output decides its exit code.
+/// One line on stderr, `netdoc: ` first: one line even where a name in it holds a newline or
+/// an escape, which are shown escaped ([`crate::text::printable`]). Losing it (a full or closed
+/// stderr) must not end or change the run: only the run's own output decides its exit code.
 pub fn say(args: fmt::Arguments) {
-    let _ = write_stderr(format!("netdoc: {args}\n").as_bytes());
+    let line = args.to_string();
+    let _ = write_stderr(format!("netdoc: {}\n", crate::text::printable(&line)).as_bytes());
 }
 
 /// `say!("...", ...)`: [`say`] with `format!`'s arguments; netdoc's only way to stderr.

@@ -334,3 +334,152 @@ fn every_bad_input_is_one_line_and_its_exit_code() {
     }
     assert_nothing_left();
 }
+
+/// What an output path is, to tell it was left as it was: its type, device numbers and a
+/// symlink's target.
+fn what_is(path: &std::path::Path) -> String {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    let m = std::fs::symlink_metadata(path).unwrap();
+    let t = m.file_type();
+    match () {
+        _ if t.is_symlink() => format!("symlink to {:?}", std::fs::read_link(path).unwrap()),
+        _ if t.is_char_device() => format!("char device {:x}", m.rdev()),
+        _ if t.is_fifo() => "fifo".into(),
+        _ if t.is_dir() => "directory".into(),
+        _ => format!("{} bytes, mode {:o}", m.len(), m.mode()),
+    }
+}
+
+/// An output file is renamed into place: over anything but a regular file that would replace
+/// it (`/dev/null` made a regular file, the `/dev/stdout` symlink gone). Each is refused before
+/// the run, with its exit code and one line, and left as it was. The devices and the symlink
+/// are made in a directory of the test's own: the host's /dev is never named.
+#[test]
+fn output_files_that_are_not_regular_files_are_refused_and_left_as_they_were() {
+    require_root!();
+    if same_on_every_kernel() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("netdoc-outputs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let at = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    run("mknod", &[&at("null"), "c", "1", "3"]);
+    run("mknod", &[&at("full"), "c", "1", "7"]);
+    run("mkfifo", &[&at("fifo")]);
+    std::os::unix::fs::symlink("/proc/self/fd/1", at("stdout")).unwrap();
+    std::os::unix::fs::symlink(at("nothing"), at("dangling")).unwrap();
+    let recording = at("recording.json");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/doctor/incident.json"
+    );
+    std::fs::copy(fixture, &recording).unwrap();
+    let before: Vec<(String, String)> = ["null", "full", "fifo", "stdout", "dangling"]
+        .iter()
+        .map(|n| (n.to_string(), what_is(&dir.join(n))))
+        .chain([(
+            "recording.json".to_string(),
+            what_is(&dir.join("recording.json")),
+        )])
+        .collect();
+    // The doctor's every error is "could not examine" (2).
+    const DOCTOR: i32 = 2;
+    const RENAMED: &str = "not a regular file: the file is written whole beside it and renamed into place, which would replace it";
+    let cases: Vec<(Vec<String>, i32, String)> = vec![
+        (
+            vec!["doctor".into(), "--record".into(), at("null")],
+            DOCTOR,
+            format!("--record {}: a character device, {RENAMED}", at("null")),
+        ),
+        (
+            vec!["doctor".into(), "--report".into(), at("stdout")],
+            DOCTOR,
+            // Its stdout, as netdoc sees it, is the test's pipe.
+            format!("--report {}: a fifo, {RENAMED}", at("stdout")),
+        ),
+        (
+            vec!["doctor".into(), "--record".into(), at("full")],
+            DOCTOR,
+            format!("--record {}: a character device", at("full")),
+        ),
+        (
+            vec!["softirq".into(), "--svg".into(), at("full")],
+            REFUSED,
+            format!("--svg {}: a character device, {RENAMED}", at("full")),
+        ),
+        (
+            vec!["softirq".into(), "--svg".into(), at("dangling")],
+            REFUSED,
+            format!("--svg {}: a symlink to nothing", at("dangling")),
+        ),
+        (
+            vec![
+                "doctor".into(),
+                "--replay".into(),
+                recording.clone(),
+                "--report".into(),
+                at("fifo"),
+            ],
+            DOCTOR,
+            format!("--report {}: a fifo, {RENAMED}", at("fifo")),
+        ),
+        (
+            vec![
+                "doctor".into(),
+                "--replay".into(),
+                recording.clone(),
+                "--report".into(),
+                at("./recording.json"),
+            ],
+            DOCTOR,
+            format!(
+                "--report {}: the same file as --replay",
+                at("./recording.json")
+            ),
+        ),
+        (
+            vec![
+                "doctor".into(),
+                "--record".into(),
+                at("out"),
+                "--report".into(),
+                at("out"),
+            ],
+            DOCTOR,
+            format!("--report {}: the same file as --record", at("out")),
+        ),
+    ];
+    for (args, code, says) in cases {
+        let out = Command::new(NETDOC).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let shown = format!("{args:?}: exit {:?}, stderr {err:?}", out.status.code());
+        assert_eq!(out.status.code(), Some(code), "{shown}");
+        assert_eq!(err.lines().count(), 1, "{shown}");
+        assert!(err.starts_with("netdoc: error: "), "{shown}");
+        assert!(err.contains(&says), "expected {says:?}: {shown}");
+        assert!(out.stdout.is_empty(), "{shown}");
+        for (name, was) in &before {
+            assert_eq!(&what_is(&dir.join(name)), was, "{name} after {shown}");
+        }
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "dangling",
+                "fifo",
+                "full",
+                "null",
+                "recording.json",
+                "stdout"
+            ],
+            "{shown}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_nothing_left();
+}

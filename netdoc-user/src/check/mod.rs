@@ -309,7 +309,7 @@ pub async fn run(a: CheckArgs, kernel: Kernel) -> Result<u8> {
 }
 
 fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+    crate::facts::read_text("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
 }

@@ -34,6 +34,7 @@ use crate::{
         registry::Families,
         stream::Records,
     },
+    text::printable,
 };
 
 /// Ring buffer pages per CPU: conntrack events come in bursts of at most a few thousand.
@@ -61,7 +62,11 @@ fn print_drop(d: &NamedDrop, json: bool, out: &mut impl std::io::Write) -> bool 
         Output::Drop(d.clone()).line()
     } else {
         let cause = d.cause.map_or("", Cause::describe);
-        format!("conntrack drop ({cause}): {} on CPU {}\n", d.flow(), d.cpu)
+        format!(
+            "conntrack drop ({cause}): {} on CPU {}\n",
+            printable(&d.flow()),
+            d.cpu
+        )
     };
     out.write_all(line.as_bytes()).is_ok()
 }
@@ -70,7 +75,10 @@ fn failure_line(f: InsertFailure, json: bool) -> String {
     if json {
         return Output::InsertFailed(f).line();
     }
-    let netns = f.netns_name.clone().unwrap_or_else(|| f.netns.to_string());
+    let netns = f
+        .netns_name
+        .as_deref()
+        .map_or(f.netns.to_string(), |n| printable(n).into_owned());
     format!(
         "insert failed: {} {} (reply {}) on CPU {}, zone {}, netns {netns}\n",
         f.proto, f.original, f.reply, f.cpu, f.zone
@@ -210,7 +218,8 @@ fn render_namespaces(namespaces: &[NamespaceConntrack]) -> String {
         let _ = writeln!(
             out,
             "namespace {} (inode {}){since}",
-            n.netns.name, n.netns.inode
+            printable(&n.netns.name),
+            n.netns.inode
         );
         out.push_str(&table(
             &n.per_cpu,

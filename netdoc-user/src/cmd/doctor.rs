@@ -147,6 +147,9 @@ pub async fn run(opts: DoctorOptions, kernel: Kernel) -> Result<u8> {
         .as_deref()
         .map(|p| PendingFile::create(p, "--report"))
         .transpose()?;
+    if let (Some(record), Some(page)) = (&record, &page) {
+        page.must_not_be(record.path(), "--record")?;
+    }
     let families = Families::discover(&kernel);
     let request = request(&opts, &families)?;
     let reason_names = families.drops.reasons.source.describe().to_string();
@@ -224,6 +227,9 @@ pub fn replay(path: &Path, json: bool, page: Option<&Path>) -> Result<u8> {
     let page = page
         .map(|p| PendingFile::create(p, "--report"))
         .transpose()?;
+    if let Some(page) = &page {
+        page.must_not_be(path, "--replay")?;
+    }
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading --replay {}", path.display()))?;
     let version = serde_json::from_str::<serde_json::Value>(&text)

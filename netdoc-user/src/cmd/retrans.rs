@@ -23,6 +23,7 @@ use crate::{
         registry::Families,
         stream::{Records, StreamOptions, Streamed as _},
     },
+    text::printable,
 };
 
 fn table(rows: &[FlowRow], limit: usize) -> String {
@@ -49,8 +50,8 @@ fn table(rows: &[FlowRow], limit: usize) -> String {
         let _ = writeln!(
             out,
             "{:<48} {:<12} {:>7} {:>6} {:>6.1} {:>7} {:>6} {:>5} {:>7} {:>6}  {}",
-            r.id.flow,
-            r.state,
+            printable(&r.id.flow),
+            printable(&r.state),
             r.retransmits + r.synacks,
             r.segments,
             r.rate,
@@ -60,8 +61,8 @@ fn table(rows: &[FlowRow], limit: usize) -> String {
             pmtu,
             r.dev_mtu,
             r.id.netns_name
-                .clone()
-                .unwrap_or_else(|| r.id.netns.to_string())
+                .as_deref()
+                .map_or(r.id.netns.to_string(), |n| printable(n).into_owned())
         );
     }
     if rows.len() > limit {

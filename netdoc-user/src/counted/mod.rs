@@ -210,7 +210,7 @@ fn read_here(context: &Context) -> (Counters, Counters) {
         .iter()
         .filter_map(|name| {
             let path = format!("/proc/sys/{}", name.replace('.', "/"));
-            let value = std::fs::read_to_string(path).ok()?;
+            let value = crate::facts::read_text(path).ok()?;
             // A multi-value setting would keep its first number.
             Some((
                 name.to_string(),

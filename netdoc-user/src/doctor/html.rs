@@ -34,6 +34,7 @@ th { background: #f3f3f3; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 h4 { margin: 0.5em 0 0; }
 ul.fix code { white-space: pre-wrap; }
+h3, dd, td, code { overflow-wrap: anywhere; }
 ";
 
 pub fn render(report: &Report, snapshot: &Snapshot) -> String {
@@ -348,6 +349,18 @@ mod tests {
         let out = html(&s);
         assert!(!out.contains("<script"), "{out}");
         assert!(out.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    }
+
+    #[test]
+    fn control_characters_in_a_recording_are_shown_escaped() {
+        let mut s = quiet();
+        let hostile = "rel_a\x1b]0;pwned\x07\nFAKE <b>";
+        s.drops.groups = vec![group(hostile, "NO_SOCKET", None, "udp", "10.0.0.2", 9, 40)];
+        s.host.hostname = "node\x1b[2J".into();
+        let out = html(&s);
+        assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+        assert!(out.contains("namespace rel_a\\x1b]0;pwned\\x07\\nFAKE &lt;b&gt;"));
+        assert!(out.contains("<dd>node\\x1b[2J</dd>"));
     }
 
     #[test]

@@ -2,7 +2,10 @@
 use std::fmt::Write as _;
 
 use super::{DropAccounting, Report, is_blind_spot};
-use crate::model::finding::{Finding, Severity};
+use crate::{
+    model::finding::{Finding, Severity},
+    text::printable,
+};
 
 /// The few most important findings, one line each, for the live view.
 pub fn top(findings: &[Finding], n: usize) -> String {
@@ -20,8 +23,8 @@ pub fn top(findings: &[Finding], n: usize) -> String {
             "{}. [{}] {} ({})",
             i + 1,
             f.severity.name(),
-            f.title,
-            f.scope
+            printable(&f.title),
+            printable(&f.scope.to_string())
         );
     }
     out
@@ -31,8 +34,8 @@ pub fn report(r: &Report) -> String {
     let mut out = format!(
         "netdoc doctor{}: {} (kernel {}), {:.0} s\n",
         if r.replayed { " (replayed)" } else { "" },
-        r.hostname,
-        r.kernel,
+        printable(&r.hostname),
+        printable(&r.kernel),
         r.duration_s
     );
     let (blind, shown): (Vec<&Finding>, Vec<&Finding>) =

@@ -1,11 +1,16 @@
-//! Terminal rendering of drop rows and the summary; JSON is serde's.
+//! Terminal rendering of drop rows and the summary; JSON is serde's. Every string that came
+//! from outside netdoc (names of namespaces, processes, devices in flows; a recording's) is
+//! shown [`printable`].
 use std::{fmt::Write as _, time::Duration};
 
 use super::{
     report::{NetnsDrops, Row, Summary},
     stacks::StackCount,
 };
-use crate::counted::{self, NamespaceCounted, OwnedSocket};
+use crate::{
+    counted::{self, NamespaceCounted, OwnedSocket},
+    text::printable,
+};
 
 fn cpus(row: &Row) -> String {
     row.cpus
@@ -17,9 +22,10 @@ fn cpus(row: &Row) -> String {
 
 /// The reason, and for `NETFILTER_DROP` its cause.
 fn reason(row: &Row) -> String {
+    let name = printable(&row.reason);
     match row.cause {
-        Some(c) => format!("{} ({})", row.reason, c.describe()),
-        None => row.reason.clone(),
+        Some(c) => format!("{name} ({})", c.describe()),
+        None => name.into_owned(),
     }
 }
 
@@ -40,11 +46,11 @@ pub fn table(rows: &[Row], limit: usize) -> String {
             out,
             "{:<width$} {:<36} {:>10} {:>10.1}  {:<16} {}",
             reason(r),
-            r.location,
+            printable(&r.location),
             r.count,
             r.rate,
             cpus(r),
-            r.last_flow.as_deref().unwrap_or("-")
+            printable(r.last_flow.as_deref().unwrap_or("-"))
         );
     }
     if rows.len() > limit {
@@ -60,7 +66,12 @@ pub fn table(rows: &[Row], limit: usize) -> String {
 pub fn stacks(stacks: &[StackCount]) -> String {
     let mut out = String::new();
     for s in stacks {
-        let _ = writeln!(out, "  {:>8}  {}", s.count, s.frames.join(" < "));
+        let _ = writeln!(
+            out,
+            "  {:>8}  {}",
+            s.count,
+            printable(&s.frames.join(" < "))
+        );
     }
     if stacks.is_empty() {
         out.push_str("  (none)\n");
@@ -71,10 +82,13 @@ pub fn stacks(stacks: &[StackCount]) -> String {
 pub fn summary(s: &Summary) -> String {
     let mut out = format!(
         "netdoc drops: {} drops in {:.1}s via {} (reason names: {})\n",
-        s.total, s.duration_s, s.hook, s.reason_names
+        s.total,
+        s.duration_s,
+        printable(&s.hook),
+        printable(&s.reason_names)
     );
     for (reason, n) in &s.counts {
-        let _ = writeln!(out, "  {reason:<28} {n}");
+        let _ = writeln!(out, "  {:<28} {n}", printable(reason));
     }
     out.push_str(&table(&s.locations, usize::MAX));
     if !s.netfilter_causes.is_empty() {
@@ -101,7 +115,7 @@ pub fn summary(s: &Summary) -> String {
         let reasons: Vec<String> = s
             .sampled_by_reason
             .iter()
-            .map(|(r, n)| format!("{r} {n}"))
+            .map(|(r, n)| format!("{} {n}", printable(r)))
             .collect();
         let _ = writeln!(
             out,
@@ -134,7 +148,9 @@ pub fn summary(s: &Summary) -> String {
         let _ = writeln!(
             out,
             "namespace {} (inode {}) went away at {:.1}s",
-            gone.id.name, gone.id.inode, gone.gone_after_s
+            printable(&gone.id.name),
+            gone.id.inode,
+            gone.gone_after_s
         );
     }
     if s.aggregation_overflow > 0 {
@@ -155,8 +171,12 @@ pub fn per_namespace(namespaces: &[NetnsDrops], limit: usize) -> String {
         out.push_str("drops per namespace (delivered events):\n");
     }
     for ns in namespaces.iter().take(limit) {
-        let name = ns.netns_name.as_deref().unwrap_or("-");
-        let reasons: Vec<String> = ns.reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        let name = printable(ns.netns_name.as_deref().unwrap_or("-"));
+        let reasons: Vec<String> = ns
+            .reasons
+            .iter()
+            .map(|(r, n)| format!("{} {n}", printable(r)))
+            .collect();
         let _ = writeln!(
             out,
             "  {name:<28} {:<16}  {:>8}  {}",
@@ -181,13 +201,14 @@ pub fn counted(namespaces: &[NamespaceCounted]) -> String {
         for (counter, n) in &ns.counters {
             let _ = writeln!(
                 out,
-                "  {:<24} {counter:<26} {n:>8}  {}",
-                ns.netns.name,
+                "  {:<24} {:<26} {n:>8}  {}",
+                printable(&ns.netns.name),
+                printable(counter),
                 counted::meaning(counter)
             );
         }
         let owner = |s: &OwnedSocket| match (&s.comm, s.pid) {
-            (Some(comm), Some(pid)) => format!("{comm}[{pid}]"),
+            (Some(comm), Some(pid)) => format!("{}[{pid}]", printable(comm)),
             _ => "owner unknown".into(),
         };
         for l in &ns.listeners {
@@ -207,7 +228,7 @@ pub fn counted(namespaces: &[NamespaceCounted]) -> String {
             );
         }
         if let Some(why) = &ns.sockets_unavailable {
-            let _ = writeln!(out, "    sockets unknown: {why}");
+            let _ = writeln!(out, "    sockets unknown: {}", printable(why));
         }
         for u in &ns.udp_sockets {
             let _ = writeln!(

@@ -19,7 +19,7 @@ pub fn can_trace(caps: u64) -> bool {
 }
 
 pub fn require_tracing() -> Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let status = super::read_text("/proc/self/status").unwrap_or_default();
     match effective(&status) {
         Some(caps) if can_trace(caps) => Ok(()),
         _ => fail!(

@@ -50,7 +50,7 @@ pub fn in_use(rows: &[CpuCounters]) -> bool {
 
 /// This thread's namespace (`thread-self`, so a thread that joined another namespace reads it).
 pub fn read_stat() -> std::io::Result<Vec<CpuCounters>> {
-    Ok(parse_stat(&std::fs::read_to_string(
+    Ok(parse_stat(&super::read_text(
         "/proc/thread-self/net/stat/nf_conntrack",
     )?))
 }
@@ -58,7 +58,7 @@ pub fn read_stat() -> std::io::Result<Vec<CpuCounters>> {
 /// `(nf_conntrack_count, nf_conntrack_max)` of this network namespace, when conntrack is loaded.
 pub fn read_usage() -> Option<(u64, u64)> {
     let read = |f: &str| {
-        std::fs::read_to_string(format!("/proc/sys/net/netfilter/{f}"))
+        super::read_text(format!("/proc/sys/net/netfilter/{f}"))
             .ok()?
             .trim()
             .parse()

@@ -9,7 +9,7 @@ fn field(text: &str, name: &str) -> Option<u64> {
 }
 
 fn read(fd: BorrowedFd<'_>) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()
+    super::read_text(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()
 }
 
 /// `(run_time_ns, run_cnt)` from a program fd's fdinfo text; None without them.
@@ -36,7 +36,7 @@ pub fn missed_runs(fd: BorrowedFd<'_>) -> u64 {
 
 /// Whether the kernel is keeping program run statistics (`kernel.bpf_stats_enabled`).
 pub fn bpf_stats_enabled() -> bool {
-    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|v| v.trim() == "1")
+    super::read_text("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|v| v.trim() == "1")
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use super::kallsyms;
 pub fn nf_tables_present() -> bool {
     static PRESENT: OnceLock<bool> = OnceLock::new();
     *PRESENT.get_or_init(|| {
-        let loaded = std::fs::read_to_string("/proc/modules")
+        let loaded = super::read_text("/proc/modules")
             .is_ok_and(|m| m.lines().any(|l| l.starts_with("nf_tables ")));
         loaded || kallsyms::defines("nft_do_chain")
     })

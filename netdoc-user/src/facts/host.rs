@@ -1,7 +1,7 @@
 //! Host name and kernel release, for report titles, and the host-wide settings that decide how
 //! much a CPU's input backlog holds (they exist only in the initial namespace).
 fn read(path: &str) -> String {
-    std::fs::read_to_string(path)
+    super::read_text(path)
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
 }

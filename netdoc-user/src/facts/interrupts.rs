@@ -22,7 +22,7 @@ pub struct Interrupts {
 
 impl Interrupts {
     pub fn read() -> std::io::Result<Self> {
-        Ok(Self::parse(&std::fs::read_to_string("/proc/interrupts")?))
+        Ok(Self::parse(&super::read_text("/proc/interrupts")?))
     }
 
     pub fn parse(text: &str) -> Self {

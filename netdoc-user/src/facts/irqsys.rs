@@ -59,7 +59,7 @@ impl IrqSys {
     }
 
     fn list(&self, irq: u32, file: &str) -> Option<BTreeSet<u32>> {
-        std::fs::read_to_string(self.proc_irq.join(irq.to_string()).join(file))
+        super::read_text(self.proc_irq.join(irq.to_string()).join(file))
             .ok()
             .map(|s| parse_cpu_list(&s))
     }
@@ -82,9 +82,7 @@ impl IrqSys {
             .join("queues")
             .join(format!("rx-{queue}"))
             .join("rps_cpus");
-        std::fs::read_to_string(path)
-            .ok()
-            .map(|s| parse_cpu_mask(&s))
+        super::read_text(path).ok().map(|s| parse_cpu_mask(&s))
     }
 }
 

@@ -33,13 +33,15 @@ impl Kallsyms {
             .context("reading /proc/kallsyms")
     }
 
-    /// Reads line by line: the whole file is 5 MiB, its text symbols' names under 2.
+    /// Reads line by line: the whole file is 5 MiB, its text symbols' names under 2. Each line
+    /// as bytes, decoded lossily: one that is not UTF-8 costs no other.
     pub fn read(mut text: impl BufRead) -> std::io::Result<Self> {
         let mut syms = Vec::new();
         let mut names = String::new();
-        let mut line = String::new();
-        while text.read_line(&mut line)? != 0 {
-            let mut it = line.split_whitespace();
+        let mut line = Vec::new();
+        while text.read_until(b'\n', &mut line)? != 0 {
+            let decoded = String::from_utf8_lossy(&line);
+            let mut it = decoded.split_whitespace();
             if let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next())
                 && let Ok(addr) = u64::from_str_radix(addr, 16)
                 // Text symbols only; zero addresses mean kptr_restrict hides them.
@@ -49,6 +51,7 @@ impl Kallsyms {
                 syms.push((addr, names.len() as u32, name.len() as u32));
                 names.push_str(name);
             }
+            drop(decoded);
             line.clear();
         }
         // Aliases share an address: the same one names it on every run.
@@ -113,6 +116,15 @@ mod tests {
         let k = sample();
         assert_eq!(k.describe(0xffffffffc0001010), "nf_confirm+0x10");
         assert_eq!(k.describe(0x1000), "0x1000");
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_costs_no_other() {
+        let text = b"ffffffff81000000 T first\nffffffff81000100 t bad\xff [m\xfe]\nffffffff81000200 T last\n";
+        let k = Kallsyms::read(&text[..]).unwrap();
+        assert_eq!(k.describe(0xffffffff81000010), "first+0x10");
+        assert_eq!(k.describe(0xffffffff81000101), "bad\u{fffd}+0x1");
+        assert_eq!(k.describe(0xffffffff81000204), "last+0x4");
     }
 
     #[test]

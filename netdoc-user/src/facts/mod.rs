@@ -22,3 +22,14 @@ pub mod route;
 pub mod snmp;
 pub mod sockdiag;
 pub mod tracefs;
+
+/// A kernel text file (/proc, /sys, tracefs) read whole, its bytes decoded lossily: a byte that
+/// is not UTF-8 (in a mount point, a process or interface name a tenant chose) costs only the
+/// characters it is in, shown as U+FFFD, never the file's other lines.
+pub fn read_text(path: impl AsRef<std::path::Path>) -> std::io::Result<String> {
+    let bytes = std::fs::read(path)?;
+    Ok(match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}

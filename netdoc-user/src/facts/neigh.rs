@@ -58,13 +58,13 @@ pub const FAMILIES: [(&str, &str, &str); 2] = [
 
 /// A table's stats, read from the initial namespace (netdoc's own).
 pub fn read_stat(file: &str) -> Option<TableStats> {
-    parse_stat(&std::fs::read_to_string(file).ok()?)
+    parse_stat(&super::read_text(file).ok()?)
 }
 
 /// `gc_thresh1..3` of a family's table.
 pub fn read_limits(dir: &str) -> Option<[u64; 3]> {
     let read = |n: u8| -> Option<u64> {
-        std::fs::read_to_string(format!("{dir}/gc_thresh{n}"))
+        super::read_text(format!("{dir}/gc_thresh{n}"))
             .ok()?
             .trim()
             .parse()
@@ -84,7 +84,7 @@ pub fn count_arp(text: &str) -> u64 {
 /// The calling thread's namespace's IPv4 neighbour entries.
 pub fn arp_entries_here() -> Option<u64> {
     Some(count_arp(
-        &std::fs::read_to_string("/proc/thread-self/net/arp").ok()?,
+        &super::read_text("/proc/thread-self/net/arp").ok()?,
     ))
 }
 

@@ -3,6 +3,8 @@
 //! plugins under /var/run/netns). Parsing takes text, so recorded copies test it.
 use std::{
     collections::BTreeMap,
+    ffi::OsString,
+    os::unix::ffi::OsStringExt as _,
     path::{Path, PathBuf},
 };
 
@@ -35,32 +37,43 @@ pub fn link_inode(link: &str) -> Option<u32> {
 
 /// The network namespace bind mounts in a `/proc/PID/mountinfo` text: (inode, mount point).
 /// For an nsfs mount the root field is the namespace link text; the mount point has spaces and
-/// other awkward bytes escaped as octal (`\040`).
-pub fn nsfs_mounts(mountinfo: &str) -> Vec<(u32, PathBuf)> {
+/// other awkward bytes escaped as octal (`\040`), and any other byte as it is: the text is
+/// taken as bytes, line by line, so a mount point that is not UTF-8 is kept exactly (it is
+/// what `setns` opens) and costs no other line.
+pub fn nsfs_mounts(mountinfo: &[u8]) -> Vec<(u32, PathBuf)> {
     mountinfo
-        .lines()
+        .split(|&b| b == b'\n')
         .filter_map(|line| {
-            let (mount, fs) = line.split_once(" - ")?;
-            if fs.split_whitespace().next()? != "nsfs" {
+            let separator = line.windows(3).position(|w| w == b" - ")?;
+            let (mount, fs) = (&line[..separator], &line[separator + 3..]);
+            if fields(fs).next()? != b"nsfs" {
                 return None;
             }
-            let mut fields = mount.split_whitespace();
-            let inode = link_inode(fields.nth(3)?)?;
-            Some((inode, PathBuf::from(unescape(fields.next()?))))
+            let mut fields = fields(mount);
+            let inode = link_inode(std::str::from_utf8(fields.nth(3)?).ok()?)?;
+            Some((
+                inode,
+                PathBuf::from(OsString::from_vec(unescape(fields.next()?))),
+            ))
         })
         .collect()
 }
 
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+/// A mountinfo line's space-separated fields.
+fn fields(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    line.split(|&b| b == b' ').filter(|f| !f.is_empty())
+}
+
+/// A mount point field with its octal escapes (`\040`) decoded.
+fn unescape(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+    while i < field.len() {
+        let octal = field.get(i + 1..i + 4).and_then(|d| {
             let d = std::str::from_utf8(d).ok()?;
             u8::from_str_radix(d, 8).ok()
         });
-        match (bytes[i], octal) {
+        match (field[i], octal) {
             (b'\\', Some(b)) => {
                 out.push(b);
                 i += 4;
@@ -71,7 +84,7 @@ fn unescape(field: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// Reads every holder on this host: each process's namespace link and this mount namespace's
@@ -85,7 +98,7 @@ pub fn scan() -> Holders {
             holders.entry(inode).or_default().push(Holder::Process(pid));
         }
     }
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mounts = std::fs::read("/proc/self/mountinfo").unwrap_or_default();
     for (inode, path) in nsfs_mounts(&mounts) {
         let held = holders.entry(inode).or_default();
         let mount = Holder::Mount(path);
@@ -96,11 +109,12 @@ pub fn scan() -> Holders {
     holders
 }
 
-/// The `ip netns` name of a mount point under /run/netns or /var/run/netns.
+/// The `ip netns` name of a mount point under /run/netns or /var/run/netns; bytes that are not
+/// UTF-8 shown as U+FFFD (the name is still the one people see, though no longer one to type).
 pub fn ip_netns_name(path: &Path) -> Option<String> {
     let parent = path.parent()?;
     (parent == Path::new("/run/netns") || parent == Path::new("/var/run/netns"))
-        .then(|| path.file_name()?.to_str().map(str::to_string))
+        .then(|| Some(path.file_name()?.to_string_lossy().into_owned()))
         .flatten()
 }
 
@@ -119,13 +133,32 @@ mod tests {
     #[test]
     fn net_namespace_mounts_are_found_with_their_inode() {
         assert_eq!(
-            nsfs_mounts(MOUNTINFO),
+            nsfs_mounts(MOUNTINFO.as_bytes()),
             [
                 (4026532286, PathBuf::from("/run/netns/blue")),
                 (4026532286, PathBuf::from("/var/run/netns/blue")),
                 (4026532400, PathBuf::from("/run/docker/netns/1a2b c")),
             ]
         );
+    }
+
+    #[test]
+    fn a_mount_point_that_is_not_utf8_costs_no_other_line_and_is_kept_exactly() {
+        let mut mountinfo = b"600 25 0:50 / /mnt/\xff\xfe rw - tmpfs tmpfs rw\n".to_vec();
+        mountinfo.extend(MOUNTINFO.as_bytes());
+        mountinfo
+            .extend(b"601 25 0:4 net:[4026532999] /run/netns/bad\xff\\040x rw - nsfs nsfs rw\n");
+        let bad = PathBuf::from(OsString::from_vec(b"/run/netns/bad\xff x".to_vec()));
+        assert_eq!(
+            nsfs_mounts(&mountinfo),
+            [
+                (4026532286, PathBuf::from("/run/netns/blue")),
+                (4026532286, PathBuf::from("/var/run/netns/blue")),
+                (4026532400, PathBuf::from("/run/docker/netns/1a2b c")),
+                (4026532999, bad.clone()),
+            ]
+        );
+        assert_eq!(ip_netns_name(&bad), Some("bad\u{fffd} x".into()));
     }
 
     #[test]

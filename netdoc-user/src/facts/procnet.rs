@@ -33,7 +33,7 @@ pub fn parse_softnet(text: &str) -> Vec<Softnet> {
 }
 
 pub fn read_softnet() -> Vec<Softnet> {
-    parse_softnet(&std::fs::read_to_string("/proc/net/softnet_stat").unwrap_or_default())
+    parse_softnet(&super::read_text("/proc/net/softnet_stat").unwrap_or_default())
 }
 
 /// `/proc/softirqs`: vector name → count per CPU number.
@@ -55,7 +55,7 @@ pub fn parse_softirqs(text: &str) -> BTreeMap<String, BTreeMap<u32, u64>> {
 }
 
 pub fn read_softirqs() -> BTreeMap<String, BTreeMap<u32, u64>> {
-    parse_softirqs(&std::fs::read_to_string("/proc/softirqs").unwrap_or_default())
+    parse_softirqs(&super::read_text("/proc/softirqs").unwrap_or_default())
 }
 
 #[cfg(test)]

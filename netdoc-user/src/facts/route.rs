@@ -404,8 +404,7 @@ mod tests {
         assert_eq!((q.qlen, q.backlog), (17, 17714));
         let noqueue = r#"[{"kind":"noqueue","handle":"0:","root":true,"refcnt":2,"options":{},"bytes":0,"packets":0,"drops":0,"overlimits":0,"requeues":0,"backlog":0,"qlen":0}]"#;
         assert_eq!(parse_qdiscs("vb", noqueue)[0].drops, 0);
-        let hostile = r#"[{"kind":"x[2J","options":{"note":"
-FAKE"}}]"#;
+        let hostile = r#"[{"kind":"x\u001b[2J","options":{"note":"\nFAKE"}}]"#;
         assert_eq!(parse_qdiscs("vb", hostile)[0].options, "");
         assert!(parse_qdiscs("vb", "garbage").is_empty());
     }

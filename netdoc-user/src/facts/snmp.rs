@@ -92,12 +92,9 @@ fn read_matching(keep: &dyn Fn(&str) -> bool, ipv6: bool) -> Counters {
         "/proc/thread-self/net/netstat",
         "/proc/thread-self/net/snmp",
     ] {
-        all.extend(parse(
-            &std::fs::read_to_string(file).unwrap_or_default(),
-            keep,
-        ));
+        all.extend(parse(&super::read_text(file).unwrap_or_default(), keep));
     }
-    if ipv6 && let Ok(text) = std::fs::read_to_string("/proc/thread-self/net/snmp6") {
+    if ipv6 && let Ok(text) = super::read_text("/proc/thread-self/net/snmp6") {
         all.extend(parse_snmp6(&text, keep));
     }
     all

@@ -255,8 +255,8 @@ pub fn owners(inodes: &[u32]) -> BTreeMap<u32, (u32, String)> {
                 .to_str()
                 .and_then(|l| l.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok());
             if let Some(inode) = inode.filter(|i| inodes.contains(i) && !found.contains_key(i)) {
-                let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-                found.insert(inode, (pid, comm.trim().to_string()));
+                let comm = super::procs::comm(&dir).unwrap_or_default();
+                found.insert(inode, (pid, comm));
             }
         }
         if found.len() == inodes.len() {

@@ -56,8 +56,8 @@ pub struct EventFormat {
 impl EventFormat {
     pub fn read(root: &Path, system: &str, event: &str) -> Result<Self> {
         let path = root.join("events").join(system).join(event).join("format");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            super::read_text(&path).with_context(|| format!("reading {}", path.display()))?;
         Ok(Self::parse(&text))
     }
 

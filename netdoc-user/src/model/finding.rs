@@ -5,6 +5,8 @@ use std::{borrow::Cow, fmt};
 
 use serde::{Deserialize, Serialize};
 
+use crate::text::printable;
+
 /// How much it hurts: findings are ranked by this first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -190,20 +192,26 @@ impl DropClaim {
 }
 
 impl Finding {
+    /// The finding as text for a terminal: every string shown [`printable`], since names in
+    /// it (and everything in a replayed recording) are someone else's.
     pub fn render(&self) -> String {
         let mut out = format!(
             "FINDING {} [{}, {} confidence] ({}): {}\n",
-            self.id,
+            printable(&self.id),
             self.severity.name(),
             self.confidence.name(),
-            self.scope,
-            self.title
+            printable(&self.scope.to_string()),
+            printable(&self.title)
         );
         for e in &self.evidence {
-            out.push_str(&format!("  evidence: {} [{}]\n", e.text, e.source));
+            out.push_str(&format!(
+                "  evidence: {} [{}]\n",
+                printable(&e.text),
+                printable(&e.source)
+            ));
         }
         for f in &self.fix {
-            out.push_str(&format!("  fix: {f}\n"));
+            out.push_str(&format!("  fix: {}\n", printable(f)));
         }
         out
     }
@@ -217,6 +225,29 @@ impl Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_strings_render_on_their_own_lines_with_no_control_character() {
+        let hostile = "rel_a\x1b]0;pwned\x07\nFAKE netdoc: no problems found";
+        let f = Finding {
+            explains: Vec::new(),
+            id: "udp_no_listener".into(),
+            severity: Severity::Warning,
+            confidence: Confidence::High,
+            title: format!("title {hostile}"),
+            scope: Scope::new(ScopeKind::Namespace, hostile),
+            affected: 1,
+            evidence: vec![Evidence::new(hostile, "\u{9b}2J")],
+            fix: vec![hostile.into()],
+        };
+        let escaped = r"rel_a\x1b]0;pwned\x07\nFAKE netdoc: no problems found";
+        assert_eq!(
+            f.render(),
+            format!(
+                "FINDING udp_no_listener [warning, high confidence] (namespace {escaped}): title {escaped}\n  evidence: {escaped} [\\u{{9b}}2J]\n  fix: {escaped}\n"
+            )
+        );
+    }
 
     #[test]
     fn scope_kind_names_are_the_schemas() {

@@ -8,4 +8,5 @@ pub mod finding;
 pub mod names;
 pub mod numbered;
 pub mod reasons;
+pub mod shell;
 pub mod stats;

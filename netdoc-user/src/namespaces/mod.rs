@@ -247,14 +247,14 @@ impl Inventory {
                 .iter()
                 .take(CGROUP_READS)
                 .filter_map(|pid| {
-                    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+                    let text = crate::facts::read_text(format!("/proc/{pid}/cgroup")).ok()?;
                     cgroup::container(&text)
                 })
                 .collect(),
         };
         let main = pids.iter().min().and_then(|pid| {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-            Some((comm.trim().to_string(), *pid))
+            let comm = crate::facts::procs::comm(Path::new(&format!("/proc/{pid}")))?;
+            Some((comm, *pid))
         });
         identity::identify(identity::Seen {
             inode,
@@ -417,7 +417,7 @@ impl Wanted<'_> {
 /// The initial namespace's inode: kernel threads live there, so kthreadd's (pid 2) is it; pid
 /// 1's where kthreadd is not visible (a pid namespace) or its link unreadable.
 fn initial_inode() -> u32 {
-    let kthreadd = std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd");
+    let kthreadd = crate::facts::read_text("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd");
     let from = |pid: u32| netns::inode(Path::new(&format!("/proc/{pid}/ns/net")));
     kthreadd
         .then(|| from(2))

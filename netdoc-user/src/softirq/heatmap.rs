@@ -5,6 +5,7 @@ use super::{
     nicmap::NicMap,
     series::{CpuSummary, Heatmap},
 };
+use crate::text::printable;
 
 /// Shades from idle to saturated when colour is off.
 const RAMP: [char; 10] = [' ', '.', ':', '-', '=', '+', '*', '#', '%', '@'];
@@ -135,8 +136,8 @@ pub fn nic_map(m: &NicMap) -> String {
             out,
             "{:<5} {:<24} {:<12} {:>5} {:<9} {:<10} {:<10} {:<22} {:<8} {note}",
             q.irq,
-            q.handler,
-            q.device,
+            printable(&q.handler),
+            printable(&q.device),
             q.queue,
             format!("{:?}", q.kind).to_lowercase(),
             cpus(&q.affinity),
@@ -161,7 +162,10 @@ pub fn nic_map(m: &NicMap) -> String {
             .map(|n| {
                 format!(
                     "{} {}/{}/{}",
-                    n.device, n.polls, n.packets, n.budget_exhausted
+                    printable(&n.device),
+                    n.polls,
+                    n.packets,
+                    n.budget_exhausted
                 )
             })
             .collect::<Vec<_>>()
@@ -179,7 +183,7 @@ pub fn nic_map(m: &NicMap) -> String {
             if c.queues.is_empty() {
                 "-".into()
             } else {
-                c.queues.join(",")
+                printable(&c.queues.join(",")).into_owned()
             },
             if napi.is_empty() { "-".into() } else { napi }
         );

@@ -7,6 +7,7 @@ use super::{
     heatmap::colour,
     series::{CpuSummary, Heatmap},
 };
+use crate::text;
 
 pub struct Titles<'a> {
     pub host: &'a str,
@@ -21,10 +22,11 @@ const ROW_H: f64 = 22.0;
 const LEGEND_W: f64 = 200.0;
 
 /// `s` safe as XML/HTML text and as a quoted attribute value (the SVG here and the doctor's
-/// HTML page share it).
+/// HTML page share it): markup as entities, control characters shown escaped
+/// ([`text::printable`]; XML allows most of them nowhere, and a page should not hide them).
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
+    for c in text::printable(s).chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::{MIN_PACKETS, claims, inside, namespace_scope};
+use crate::model::shell::quote;
 use crate::{
     doctor::{DropGroup, Snapshot},
     facts::route::mask_cpus,
@@ -122,10 +123,14 @@ pub fn overflow(s: &Snapshot) -> Vec<Finding> {
     for (scope, dev, targets) in &steering {
         if targets.len() == 1 {
             fix.push(format!(
-                "spread {dev}'s receive work over more CPUs: {}",
+                "spread the receive work of {dev} over more CPUs: {}",
+                // The device goes in as an argument of the script, never as its code.
                 inside(
                     scope,
-                    &format!("sh -c 'echo ff > /sys/class/net/{dev}/queues/rx-0/rps_cpus'")
+                    &format!(
+                        "sh -c 'echo ff > /sys/class/net/\"$1\"/queues/rx-0/rps_cpus' sh {}",
+                        quote(dev)
+                    )
                 )
             ));
         }

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::{MIN_PACKETS, claims, counted_in, grew, inside, namespace_scope};
+use crate::model::shell::quote;
 use crate::{
     doctor::{DropGroup, Snapshot},
     model::{
@@ -114,7 +115,7 @@ fn finding(s: &Snapshot, inode: u32, groups: &[&DropGroup]) -> Finding {
         affected: n,
         evidence,
         fix: vec![
-            format!("look at its rate and limit: {}", inside(&scope, &format!("tc -s qdisc show dev {dev}"))),
+            format!("look at its rate and limit: {}", inside(&scope, &format!("tc -s qdisc show dev {}", quote(dev)))),
             "raise the limit or the rate if it shapes more than intended, or pace the senders (a shaper drops whatever exceeds it)".into(),
         ],
         explains: claims(groups),

@@ -11,10 +11,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{MIN_PACKETS, by_rule, function, inside, namespace_scope, target_evidence};
 use crate::{
     doctor::{CountedDropRule, DropGroup, Snapshot},
-    facts::droprules::RuleSource,
+    facts::droprules::{DropRule, RuleSource},
     model::{
         cause::{Cause, NFTABLES},
         finding::{Confidence, Evidence, Finding, Scope, Severity},
+        shell,
     },
 };
 
@@ -165,10 +166,56 @@ fn the_culprit<'a>(c: &Culprits<'a>) -> Option<&'a CountedDropRule> {
     }
 }
 
-/// The fix for one named rule or policy: where it is, and how to let wanted traffic through.
+/// nft's identifier as its command line takes one unquoted: a letter, `_` or `.`, then
+/// letters, digits and `/-_.` (none of which the shell treats specially either). nft 1.0 takes
+/// no other table or chain name there, quoted or not.
+fn is_nft_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || "_.".contains(c))
+        && chars.all(|c| c.is_ascii_alphanumeric() || "/-_.".contains(c))
+}
+
+/// The table and chain of `r` as words of a command of its tool, or None where no command can
+/// name them safely: nft joins its arguments into one line and parses that (a `;` in a name
+/// would start a command of its own), so only its plain identifiers go in; iptables takes each
+/// argument as it is, so shell quoting suffices.
+fn command_words(r: &DropRule) -> Option<(String, String)> {
+    if r.source != RuleSource::Nftables {
+        return Some((
+            shell::quote(&r.table).into_owned(),
+            shell::quote(&r.chain).into_owned(),
+        ));
+    }
+    let (family, name) = r.table.split_once(' ')?;
+    let families = ["ip", "ip6", "inet", "arp", "bridge", "netdev"];
+    (families.contains(&family) && is_nft_identifier(name) && is_nft_identifier(&r.chain))
+        .then(|| (r.table.clone(), r.chain.clone()))
+}
+
+/// The fix for one named rule or policy: where it is, and how to let wanted traffic through;
+/// where its names cannot go into a command, where to find it and what to do, in words.
 fn culprit_fix(r: &CountedDropRule, scope: &Scope, wanted: Option<(&str, u16)>) -> Vec<String> {
-    let (table, chain, tool) = (&r.rule.table, &r.rule.chain, r.rule.source.tool());
+    let tool = r.rule.source.tool();
     let nft = r.rule.source == RuleSource::Nftables;
+    let Some((table, chain)) = command_words(&r.rule) else {
+        let unnamed = format!(
+            "{}, in {} (its table or chain name cannot be written into a command safely)",
+            r.rule.place(),
+            inside(scope, "nft -a list ruleset")
+        );
+        return match r.rule.handle {
+            Some(_) => vec![
+                format!("the rule: {unnamed}"),
+                "if the traffic is wanted, accept it before that rule or delete the rule; if not, REJECT instead of DROP so clients fail fast instead of timing out".into(),
+            ],
+            None => vec![
+                format!("the chain's policy drops what no rule accepted: {unnamed}"),
+                "if the traffic is wanted, accept it in that chain".into(),
+            ],
+        };
+    };
     let wanted = match (wanted, nft) {
         (Some((proto, port)), true) => format!("{proto} dport {port}"),
         (Some((proto, port)), false) => format!("-p {proto} --dport {port}"),
@@ -423,6 +470,42 @@ mod tests {
             f.fix
         );
         assert!(f.fix[1].contains("iptables-legacy -t filter -D INPUT 2"));
+    }
+
+    #[test]
+    fn hostile_table_and_chain_names_never_reach_a_command_unquoted() {
+        let mut s = input_drops();
+        let mut hostile = drop_rule("input", Some(4), Some(12), Some(12));
+        hostile.rule.chain = "c$(echo INJECTED-CHAIN>&2)".into();
+        s.drop_rules = vec![read(vec![hostile.clone()])];
+        let f = &rule_drops(&s)[0];
+        assert_eq!(
+            f.fix,
+            [
+                "the rule: inet filt/c$(echo INJECTED-CHAIN>&2) handle 4, in `ip netns exec blue nft -a list ruleset` (its table or chain name cannot be written into a command safely)",
+                "if the traffic is wanted, accept it before that rule or delete the rule; if not, REJECT instead of DROP so clients fail fast instead of timing out",
+            ]
+        );
+        // nft parses its joined arguments: a `;` in a table's name would be a command of its own.
+        hostile.rule.chain = "input".into();
+        hostile.rule.table = "inet t;flush ruleset".into();
+        s.drop_rules = vec![read(vec![hostile.clone()])];
+        assert!(
+            rule_drops(&s)[0]
+                .fix
+                .iter()
+                .all(|x| !x.contains("nft delete"))
+        );
+        // iptables takes its arguments as they are: quoted, the chain is one word.
+        hostile.rule.source = RuleSource::IptablesLegacy;
+        (hostile.rule.table, hostile.rule.chain) = ("filter".into(), "X;id`id`".into());
+        s.drop_rules = vec![read(vec![hostile])];
+        let f = &rule_drops(&s)[0];
+        assert!(
+            f.fix[1].contains("(`ip netns exec blue iptables-legacy -t filter -D 'X;id`id`' 4`)"),
+            "{:?}",
+            f.fix
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::{
     counted::NamespaceCounted,
     model::cause::Cause,
     model::finding::{DropClaim, Evidence, Finding, Scope, ScopeKind},
+    model::shell,
 };
 
 /// Fewer packets than this over a run are noise (a stray scan, one late datagram), not an
@@ -198,24 +199,30 @@ fn target_evidence(g: &DropGroup) -> Vec<Evidence> {
         .collect()
 }
 
-/// A command run inside the namespace: `ip netns exec` for an `ip netns` one, `nsenter` with
-/// the process behind a `comm[pid]` one, else with any process of the container or pod.
+/// `command` run inside the namespace `ns`, in backticks as every fix shows a command: as is
+/// on the host, `ip netns exec NAME command` for an `ip netns` name, `nsenter -t PID -n command`
+/// with the process behind a `comm[pid]` name, else with `PID` a placeholder (a process of the
+/// container or pod, named after the backticks). `command` is shell text: each word in it that
+/// netdoc did not write itself (a table, a chain) must be quoted already ([`shell::quote`]);
+/// the namespace's name is quoted here. A name read with bytes that were not UTF-8 (shown as
+/// U+FFFD) is not the namespace's real name, so it gets the placeholder too.
 fn inside(ns: &Scope, command: &str) -> String {
     let name = ns.name.as_str();
     if ns.kind == ScopeKind::Host {
-        return command.to_string();
+        return format!("`{command}`");
     }
-    if let Some(pid) = name
+    let pid = name
         .strip_suffix(']')
         .and_then(|n| n.rsplit_once('['))
         .map(|(_, pid)| pid)
-    {
-        return format!("nsenter -t {pid} -n {command}");
+        .filter(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+    if let Some(pid) = pid {
+        return format!("`nsenter -t {pid} -n {command}`");
     }
-    if name.contains([':', '/', ' ']) {
-        return format!("nsenter -t PID -n {command}, PID a process of {name}");
+    if name.contains([':', '/', ' ', char::REPLACEMENT_CHARACTER]) {
+        return format!("`nsenter -t PID -n {command}` with PID a process of {name}");
     }
-    format!("ip netns exec {name} {command}")
+    format!("`ip netns exec {} {command}`", shell::quote(name))
 }
 
 #[cfg(test)]
@@ -225,11 +232,42 @@ mod tests {
     #[test]
     fn commands_enter_the_namespace_the_way_its_name_allows() {
         let ns = |n: &str| Scope::new(ScopeKind::Namespace, n);
-        assert_eq!(inside(&Scope::host(), "ss -ulpn"), "ss -ulpn");
-        assert_eq!(inside(&ns("blue"), "ss"), "ip netns exec blue ss");
-        assert_eq!(inside(&ns("sleep[4242]"), "ss"), "nsenter -t 4242 -n ss");
-        assert!(inside(&ns("docker:f0e1d2c3b4a5"), "ss").starts_with("nsenter -t PID -n ss"));
-        assert!(inside(&ns("pod default/web"), "ss").starts_with("nsenter -t PID -n ss"));
+        assert_eq!(inside(&Scope::host(), "ss -ulpn"), "`ss -ulpn`");
+        assert_eq!(inside(&ns("blue"), "ss"), "`ip netns exec blue ss`");
+        assert_eq!(inside(&ns("sleep[4242]"), "ss"), "`nsenter -t 4242 -n ss`");
+        assert_eq!(
+            inside(&ns("docker:f0e1d2c3b4a5"), "ss"),
+            "`nsenter -t PID -n ss` with PID a process of docker:f0e1d2c3b4a5"
+        );
+        assert!(inside(&ns("pod default/web"), "ss").starts_with("`nsenter -t PID -n ss` "));
+    }
+
+    #[test]
+    fn hostile_names_arrive_as_one_word_or_as_a_placeholder() {
+        let ns = |n: &str| Scope::new(ScopeKind::Namespace, n);
+        assert_eq!(
+            inside(&ns("rel_q;reboot;"), "ss"),
+            "`ip netns exec 'rel_q;reboot;' ss`"
+        );
+        // A space: a pod's or container's name, as far as the shape tells.
+        assert_eq!(
+            inside(&ns("rel_q;echo INJECTED;"), "ss"),
+            "`nsenter -t PID -n ss` with PID a process of rel_q;echo INJECTED;"
+        );
+        assert_eq!(
+            inside(&ns("a$(id)`id`'b"), "ss"),
+            r"`ip netns exec 'a$(id)`id`'\''b' ss`"
+        );
+        assert_eq!(
+            inside(&ns("rel_a\x1b]0;pwned\x07\nFAKE"), "ss"),
+            r"`ip netns exec $'rel_a\x1b]0;pwned\x07\x0aFAKE' ss`"
+        );
+        // Not a pid: the brackets are part of an `ip netns` name.
+        assert_eq!(
+            inside(&ns("x[1;reboot]"), "ss"),
+            "`ip netns exec 'x[1;reboot]' ss`"
+        );
+        assert!(inside(&ns("blue\u{fffd}"), "ss").starts_with("`nsenter -t PID -n ss` "));
     }
 }
 

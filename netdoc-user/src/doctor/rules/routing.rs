@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::{MIN_PACKETS, claims, counted_in, grew, inside, namespace_scope};
+use crate::model::shell::quote;
 use crate::{
     doctor::{DropGroup, NamespacePath, Snapshot},
     facts::route::RouteTo,
@@ -181,11 +182,11 @@ pub fn reverse_path(s: &Snapshot) -> Vec<Finding> {
                 fix: vec![
                     format!(
                         "if the asymmetric path is intended, use loose mode (the effective mode is the larger of all and {dev}): {}",
-                        inside(&scope, &format!("sysctl -w net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.{dev}.rp_filter=2"))
+                        inside(&scope, &format!("sysctl -w net.ipv4.conf.all.rp_filter=2 {}", quote(&format!("net.ipv4.conf.{dev}.rp_filter=2"))))
                     ),
                     format!(
                         "else add the missing route back to the source by {dev}: {}",
-                        inside(&scope, &format!("ip route add {source} dev {dev}"))
+                        inside(&scope, &format!("ip route add {} dev {}", quote(source), quote(dev)))
                     ),
                 ],
                 explains: claims(&groups),
@@ -271,7 +272,7 @@ pub fn not_routed(s: &Snapshot) -> Vec<Finding> {
                     "route_refuses",
                     format!("{n} packets were dropped in {scope} because it has no usable route to {to}"),
                     vec![
-                        format!("look at the routes: {}", inside(&scope, &format!("ip route get {to}"))),
+                        format!("look at the routes: {}", inside(&scope, &format!("ip route get {}", quote(&to)))),
                         "add the missing route, or remove the unreachable/prohibit/blackhole route that covers it".into(),
                     ],
                 )
