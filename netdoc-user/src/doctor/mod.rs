@@ -91,7 +91,7 @@ pub struct HostFacts {
     pub reason_names: String,
 }
 
-/// A namespace's nftables drop rules and drop policies (`nft -a list ruleset`), or why they
+/// A namespace's nftables drop rules and drop policies (`nft -j list ruleset`), or why they
 /// could not be read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NamespaceDropRules {
