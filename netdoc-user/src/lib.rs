@@ -72,7 +72,7 @@ enum Command {
         #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
         duration: Option<Duration>,
         /// Refresh interval of the live view.
-        #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "1s")]
+        #[arg(long, value_parser = parse_interval, allow_hyphen_values = true, default_value = "1s")]
         interval: Duration,
         /// One JSON summary object at the end.
         #[arg(long)]
@@ -188,7 +188,7 @@ struct DoctorArgs {
     #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "30s")]
     duration: Duration,
     /// Refresh interval of the live findings.
-    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "1s")]
+    #[arg(long, value_parser = parse_interval, allow_hyphen_values = true, default_value = "1s")]
     interval: Duration,
     /// One JSON report at the end.
     #[arg(long)]
@@ -196,13 +196,13 @@ struct DoctorArgs {
     #[command(flatten)]
     scope: ScopeArgs,
     /// Also write what the rules saw to FILE, for `--replay` anywhere.
-    #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+    #[arg(long, value_name = "FILE", conflicts_with = "replay", value_parser = parse_output)]
     record: Option<PathBuf>,
     /// Report on a recording instead of this host (no privileges needed).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "scope")]
     replay: Option<PathBuf>,
     /// Also write the report as one self-contained HTML page to FILE (with --replay too).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = parse_output)]
     report: Option<PathBuf>,
     /// Ring buffer pages per CPU for the drop events.
     #[arg(long, default_value_t = 64)]
@@ -252,7 +252,7 @@ struct SoftirqArgs {
     #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     duration: Option<Duration>,
     /// Width of one heatmap column.
-    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "1s")]
+    #[arg(long, value_parser = parse_interval, allow_hyphen_values = true, default_value = "1s")]
     interval: Duration,
     /// Softirq vector to map.
     #[arg(long, value_enum, ignore_case = true, default_value = "NET_RX")]
@@ -313,12 +313,35 @@ fn parse_duration(s: &str) -> Result<Duration, Error> {
     Ok(d)
 }
 
+/// A file to write at the end of a run: a directory is refused now, not after the run.
+fn parse_output(s: &str) -> Result<PathBuf, Error> {
+    let path = PathBuf::from(s);
+    if path.is_dir() {
+        return Err(Error::Input(format!("'{s}' is a directory: name a file")));
+    }
+    Ok(path)
+}
+
+/// The shortest refresh: a live view redrawn faster is unreadable and costs a CPU.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// `--interval`: a duration of at least [`MIN_INTERVAL`].
+fn parse_interval(s: &str) -> Result<Duration, Error> {
+    let d = parse_duration(s)?;
+    if d < MIN_INTERVAL {
+        return Err(Error::Input(format!(
+            "'{s}' is shorter than netdoc refreshes (at least 100ms)"
+        )));
+    }
+    Ok(d)
+}
+
 const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// The `netdoc` command line.
 pub fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse().and_then(Cli::consistent) {
         Ok(cli) => cli,
         // --help, --version: what was asked for is the output, so losing it is an error (but
         // a reader that had enough, `| head`, is not).
@@ -370,6 +393,37 @@ pub fn main() -> ExitCode {
             ExitCode::from(Error::exit_code_of(&e, verb))
         }
     }
+}
+
+impl Cli {
+    /// What clap cannot tell from the arguments one by one: two outputs to one file.
+    fn consistent(self) -> Result<Self, clap::Error> {
+        if let Command::Doctor(DoctorArgs {
+            record: Some(record),
+            report: Some(report),
+            ..
+        }) = &self.command
+            && same_file(record, report)
+        {
+            let mut command = <Self as clap::CommandFactory>::command();
+            return Err(command.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "--record {} and --report {} are the same file: one would overwrite the other",
+                    record.display(),
+                    report.display()
+                ),
+            ));
+        }
+        Ok(self)
+    }
+}
+
+/// Whether two paths name one file: the same text, or (both existing) the same inode.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let inode = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    a == b || inode(a).is_some_and(|i| Some(i) == inode(b))
 }
 
 /// clap's message on one line: what is wrong and what would be right, without the usage block.

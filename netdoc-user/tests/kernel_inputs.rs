@@ -292,7 +292,76 @@ fn corpus() -> Vec<(Vec<OsString>, i32, &'static str)> {
         CHECK_USAGE,
         "UTF-8",
     ));
+    // Contradictory or degenerate flags, refused before anything runs.
+    let recording = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/doctor/incident.json"
+    );
+    let same = std::env::temp_dir().join(format!("netdoc-inputs-{}.out", std::process::id()));
+    let same = same.to_str().unwrap();
+    all.extend([
+        (
+            s(&["doctor", "--replay", recording, "--netns", "host"]),
+            USAGE,
+            "cannot be used with",
+        ),
+        (
+            s(&["doctor", "--record", same, "--report", same]),
+            USAGE,
+            "are the same file",
+        ),
+        (
+            s(&["doctor", "--record", "/tmp"]),
+            USAGE,
+            "'/tmp' is a directory",
+        ),
+        (
+            s(&["doctor", "--report", "/tmp/"]),
+            USAGE,
+            "'/tmp/' is a directory",
+        ),
+        (s(&["drops", "--interval", "1ns"]), USAGE, "at least 100ms"),
+        (
+            s(&["doctor", "--interval", "99ms"]),
+            USAGE,
+            "at least 100ms",
+        ),
+        (
+            s(&[
+                "check",
+                "--expect",
+                "drops{reason=NO_SOCKET,reason=NO_SOCKET} == 0",
+                "--",
+                "true",
+            ]),
+            CHECK_USAGE,
+            "label reason is given twice",
+        ),
+        (
+            s(&[
+                "check",
+                "--expect",
+                "drops == 0\nretrans == 0",
+                "--",
+                "true",
+            ]),
+            CHECK_USAGE,
+            "an expectation is one line",
+        ),
+    ]);
     if kernel_has_drop_reasons() {
+        // Any case is a reason's name; a typo names the nearest one.
+        all.push((
+            s(&[
+                "check",
+                "--expect",
+                "drops{reason=no_sokcet} == 0",
+                "--",
+                "true",
+            ]),
+            CHECK_USAGE,
+            "(did you mean NO_SOCKET?)",
+        ));
         // A typo in a reason name is an error, not an untestable kernel.
         all.push((
             s(&["drops", "--reason", "NO_SOKET"]),
