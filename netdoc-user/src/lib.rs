@@ -201,6 +201,9 @@ struct DoctorArgs {
     /// Report on a recording instead of this host (no privileges needed).
     #[arg(long, value_name = "FILE", conflicts_with = "scope")]
     replay: Option<PathBuf>,
+    /// The largest recording --replay reads, in MiB: a run's recording is a few MB at most.
+    #[arg(long, value_name = "MIB", requires = "replay", default_value_t = doctor::recording::DEFAULT_MAX_MIB, value_parser = clap::value_parser!(u64).range(1..))]
+    max_recording_mib: u64,
     /// Also write the report as one self-contained HTML page to FILE (with --replay too).
     #[arg(long, value_name = "FILE", value_parser = parse_output)]
     report: Option<PathBuf>,
@@ -442,12 +445,13 @@ async fn run(cli: Cli) -> Result<u8> {
     // A replay reads a file: no kernel, no privileges.
     if let Command::Doctor(DoctorArgs {
         replay: Some(path),
+        max_recording_mib,
         json,
         report,
         ..
     }) = &cli.command
     {
-        return cmd::doctor::replay(path, *json, report.as_deref());
+        return cmd::doctor::replay(path, *max_recording_mib, *json, report.as_deref());
     }
     // Every other command attaches probes: say so before touching tracefs or BTF.
     facts::caps::require_tracing()?;

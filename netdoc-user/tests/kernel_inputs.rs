@@ -349,6 +349,56 @@ fn corpus() -> Vec<(Vec<OsString>, i32, &'static str)> {
             "an expectation is one line",
         ),
     ]);
+    // Recordings no run makes: each refused in one line, never reported on.
+    let dir = std::env::temp_dir().join(format!("netdoc-inputs-replay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let real = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/doctor/veth-flood-6.18.json"
+    ))
+    .unwrap();
+    let duration = real.split("\"duration_s\":").nth(1).unwrap();
+    let duration = format!(
+        "\"duration_s\":{}",
+        &duration[..duration.find(',').unwrap()]
+    );
+    for (name, text, says) in [
+        (
+            "negative.json",
+            real.replacen(&duration, "\"duration_s\":-1", 1),
+            "duration_s is -1, and a recording holds no negative number",
+        ),
+        (
+            "instant.json",
+            real.replacen(&duration, "\"duration_s\":0", 1),
+            "duration_s is 0, and a run lasts",
+        ),
+        (
+            "cpu.json",
+            real.replacen("\"cpu\":0", "\"cpu\":4294967295", 1),
+            "cpu is 4294967295, past any CPU a kernel has",
+        ),
+        (
+            "large.json",
+            " ".repeat(2 * 1024 * 1024),
+            "larger than 1 MiB",
+        ),
+    ] {
+        assert_ne!(text, real, "{name}");
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let path = path.to_str().unwrap().to_string();
+        all.push((
+            s(&["doctor", "--replay", &path, "--max-recording-mib", "1"]),
+            2,
+            says,
+        ));
+    }
+    all.push((
+        s(&["doctor", "--max-recording-mib", "1"]),
+        USAGE,
+        "--replay",
+    ));
     if kernel_has_drop_reasons() {
         // Any case is a reason's name; a typo names the nearest one.
         all.push((

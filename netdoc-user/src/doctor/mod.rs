@@ -2,6 +2,7 @@
 //! turn it into ranked findings. Everything here is pure: a recorded snapshot gives the same
 //! report on any machine (`netdoc doctor --replay`).
 pub mod html;
+pub mod recording;
 pub mod render;
 mod rules;
 
