@@ -691,19 +691,26 @@ fn raise_own_file_limit(files: u64) {
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
 }
 
-/// An exporter limited to 1,024 files answers `/metrics` and `/healthz` while 1,100 idle
+/// An exporter on port 0, limited to 1,024 files, announces the port it bound and answers `/metrics` and `/healthz` while 1,100 idle
 /// connections and 200 connections sending an endless request head are held against it, and
 /// its memory stays bounded: at its connection cap it closes the quietest, a head longer than
-/// its buffer is refused, and each is counted.
+/// its buffer is refused, one whose head does not come in 10 s is closed, and each is counted.
 #[test]
 fn metrics_answer_under_idle_and_slow_header_connections_at_a_1024_file_limit() {
     require_root!();
     raise_own_file_limit(4096);
-    let port = free_port();
     let netdoc = start_under(
         &["prlimit", "--nofile=1024:1024"],
-        &["export", "--listen", &format!("127.0.0.1:{port}")],
+        &["export", "--listen", "127.0.0.1:0"],
     );
+    // The port the kernel chose is the one announced.
+    let port: u16 = netdoc
+        .attached
+        .split("serving http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no bound port in {:?}", netdoc.attached));
+    assert_ne!(port, 0);
     let pid = netdoc.child.id();
     assert_eq!(http_get(port, "/metrics", None).0, 200);
     let rss_before = rss_kib(pid);
@@ -729,7 +736,10 @@ fn metrics_answer_under_idle_and_slow_header_connections_at_a_1024_file_limit() 
         slow
     });
     let (mut scrapes, mut slowest, mut rss_peak) = (0, Duration::ZERO, rss_before);
-    while !writer.is_finished() || scrapes < 5 {
+    // Scraped until well past the 10 s a request head may take, so the idle connections
+    // still open have been closed for it.
+    let held = Instant::now();
+    while !writer.is_finished() || held.elapsed() < Duration::from_secs(15) {
         let asked = Instant::now();
         let (status, text) = http_get(port, "/metrics", None);
         assert_eq!(status, 200, "{text}");
@@ -737,6 +747,7 @@ fn metrics_answer_under_idle_and_slow_header_connections_at_a_1024_file_limit() 
         slowest = slowest.max(asked.elapsed());
         rss_peak = rss_peak.max(rss_kib(pid));
         scrapes += 1;
+        std::thread::sleep(Duration::from_millis(100));
     }
     let _slow = writer.join().unwrap();
     let text = http_get(port, "/metrics", None).1;
@@ -760,11 +771,12 @@ fn metrics_answer_under_idle_and_slow_header_connections_at_a_1024_file_limit() 
         closed("idle")
     );
     assert!(limit < 1024.0 && open <= limit, "{open} open of {limit}");
-    assert!(
-        closed("limit") + closed("header_too_large") + closed("header_timeout") + open >= 1300.0,
-        "each of the 1,300 connections is open or was closed by the server and counted"
-    );
-    assert!(closed("header_too_large") > 0.0);
+    // The scrapes' own connections close as HTTP/1.0 does; each of the test's was closed by
+    // the server, once, for one reason: the slow ones for their head's size, the idle ones at
+    // the cap or, left over, for a head that never came.
+    assert_eq!(closed("header_too_large"), 200.0);
+    assert_eq!(closed("limit") + closed("header_timeout"), 1100.0);
+    assert_eq!(closed("idle"), 0.0);
     // A generous bound: the box is shared.
     assert!(
         slowest < Duration::from_secs(10),

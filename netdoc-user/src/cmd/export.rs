@@ -381,10 +381,8 @@ pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
         .with_context(|| format!("--listen {}", opts.listen))?;
     // What was bound: `--listen [::]:0` names no port.
     let bound = listener.local_addr().context("--listen")?;
-    if !bound.ip().is_loopback() {
-        say!(
-            "warning: --listen {bound} is not loopback: anyone who reaches it can read these metrics; limit it with a firewall or a NetworkPolicy"
-        );
+    if let Some(warning) = http::exposure(bound) {
+        say!("{warning}");
     }
     let families = Families::discover(&kernel);
     let request = request(opts.sentinels_quiet);

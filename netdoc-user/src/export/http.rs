@@ -313,6 +313,16 @@ impl AsyncWrite for Watched {
     }
 }
 
+/// The warning for an address others may reach: any but loopback (`0.0.0.0` and `[::]` are
+/// every address the host has).
+pub fn exposure(bound: std::net::SocketAddr) -> Option<String> {
+    (!bound.ip().is_loopback()).then(|| {
+        format!(
+            "warning: --listen {bound} is not loopback: anyone who reaches it can read these metrics and open connections; limit it with a firewall or a NetworkPolicy"
+        )
+    })
+}
+
 /// How many more files this process may open: its soft `RLIMIT_NOFILE` less those open.
 pub fn files_left() -> usize {
     let mut limit = libc::rlimit {
@@ -337,6 +347,20 @@ mod tests {
         assert_eq!(Limits::for_files(1000).connections, 256);
         assert_eq!(Limits::for_files(300).connections, 150);
         assert_eq!(Limits::for_files(3).connections, 4);
+    }
+
+    #[test]
+    fn only_loopback_goes_without_a_warning() {
+        for loopback in ["127.0.0.1:9435", "127.3.0.1:1", "[::1]:9435"] {
+            assert_eq!(exposure(loopback.parse().unwrap()), None, "{loopback}");
+        }
+        let warning = exposure("[::]:41234".parse().unwrap()).unwrap();
+        assert!(
+            warning.starts_with("warning: --listen [::]:41234 is not loopback"),
+            "{warning}"
+        );
+        assert!(exposure("0.0.0.0:9435".parse().unwrap()).is_some());
+        assert!(exposure("10.0.0.5:9435".parse().unwrap()).is_some());
     }
 
     async fn connect(addr: std::net::SocketAddr) -> TcpStream {

@@ -76,3 +76,18 @@ pub fn output_of(program: &str, args: &[&str]) -> Result<String, Error> {
     }
     Ok(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_of_other_bytes_is_decoded_lossily_and_a_failure_names_its_command() {
+        assert_eq!(output_of("printf", &["a\\377b"]).unwrap(), "a\u{fffd}b");
+        let why = output_of("sh", &["-c", "printf 'no\\377\\n' >&2; exit 3"]).unwrap_err();
+        assert_eq!(
+            why.to_string(),
+            "sh -c printf 'no\\377\\n' >&2; exit 3: no\u{fffd}"
+        );
+    }
+}
