@@ -172,10 +172,8 @@ fn expression(value: &Value, quoted: bool) -> String {
     }
 }
 
-/// The meta keys nft prints without `meta`.
-const UNQUALIFIED_META: [&str; 10] = [
-    "iif", "oif", "iifname", "oifname", "iiftype", "oiftype", "skuid", "skgid", "mark", "priority",
-];
+/// The meta keys nft prints without `meta` (its `meta_key_is_unqualified`).
+const UNQUALIFIED_META: [&str; 6] = ["iif", "oif", "iifname", "oifname", "iifgroup", "oifgroup"];
 
 /// A bare word as nft prints it (`invalid`, `10.9.0.1`, `@blocked`); quoted with its escapes
 /// when it holds anything else, so it cannot be taken for more words or another line.
@@ -247,6 +245,10 @@ mod tests {
                 "xt target \"REJECT\"",
             ),
             (r#"{"log":{"prefix":"x y"}}"#, "log {\"prefix\":\"x y\"}"),
+            (
+                r#"{"match":{"op":"==","left":{"meta":{"key":"mark"}},"right":1}}"#,
+                "meta mark 1",
+            ),
         ] {
             assert_eq!(written(json), text, "{json}");
         }
