@@ -37,15 +37,22 @@ pub fn read(path: &Path, max_mib: u64) -> Result<Snapshot, Error> {
     let max = max_mib.saturating_mul(1024 * 1024);
     let file = std::fs::File::open(path)
         .map_err(|e| Error::Input(format!("reading --replay {shown}: {e}")))?;
-    // Read at most one byte past the bound: a pipe or a device has no size to ask first.
+    let too_large = || {
+        Error::Input(format!(
+            "--replay {shown}: larger than {max_mib} MiB, more than any run records (--max-recording-mib raises the bound)"
+        ))
+    };
+    // A file's size says it unread; a pipe or a device has none, so read at most one byte
+    // past the bound.
+    if file.metadata().is_ok_and(|m| m.is_file() && m.len() > max) {
+        return Err(too_large());
+    }
     let mut text = String::new();
     file.take(max.saturating_add(1))
         .read_to_string(&mut text)
         .map_err(|e| Error::Input(format!("reading --replay {shown}: {e}")))?;
     if text.len() as u64 > max {
-        return Err(Error::Input(format!(
-            "--replay {shown}: larger than {max_mib} MiB, more than any run records (--max-recording-mib raises the bound)"
-        )));
+        return Err(too_large());
     }
     parse(&text).map_err(|why| Error::Input(format!("--replay {shown}: {why}")))
 }
@@ -259,5 +266,8 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert!(why.contains("larger than 1 MiB"), "{why}");
         assert!(why.contains("--max-recording-mib"), "{why}");
+        // No size to ask: read up to the bound.
+        let why = read(Path::new("/dev/zero"), 1).unwrap_err().to_string();
+        assert!(why.contains("larger than 1 MiB"), "{why}");
     }
 }
