@@ -139,8 +139,12 @@ impl Connections {
         }
     }
 
-    /// Makes room when a connection could not be taken, and says so once a minute.
+    /// Makes room when a connection could not be taken for want of files, and says so once a
+    /// minute; a connection reset before it was taken needs nothing.
     fn accept_failed(&self, e: &io::Error) {
+        if !matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+            return;
+        }
         let mut state = self.lock();
         Self::close_quietest(&mut state);
         if state
@@ -190,8 +194,8 @@ async fn accept(listener: TcpListener, app: axum::Router, connections: Arc<Conne
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
-                // Out of files (EMFILE, ENFILE) or a connection reset before it was taken:
-                // make room, say so (once a minute), and let the kernel's queue wait a little.
+                // Out of files, or a connection reset before it was taken: the kernel's
+                // queue waits a little either way, rather than the loop spinning.
                 connections.accept_failed(&e);
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
