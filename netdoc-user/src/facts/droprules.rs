@@ -161,7 +161,7 @@ pub fn parse_legacy(save: &str, source: RuleSource) -> Vec<DropRule> {
             [counts, "-A", chain, ref spec @ ..] if counts.starts_with('[') => {
                 let number = numbers.entry(chain.to_string()).or_default();
                 *number += 1;
-                if matches!(target(spec), Some("DROP" | "REJECT")) {
+                if matches!(iptsave::target(spec), Some(("DROP" | "REJECT", _))) {
                     rules.push(DropRule {
                         source,
                         table: table.clone(),
@@ -177,22 +177,6 @@ pub fn parse_legacy(save: &str, source: RuleSource) -> Vec<DropRule> {
         }
     }
     rules
-}
-
-/// The target of a rule's words: the value of its `-j` (or `--jump`), where no option's value
-/// is taken for it (a comment may be the word `-j`).
-fn target<'a>(spec: &[&'a str]) -> Option<&'a str> {
-    let mut words = spec.iter();
-    while let Some(word) = words.next() {
-        match *word {
-            "-j" | "--jump" => return words.next().copied(),
-            "--comment" => {
-                words.next();
-            }
-            _ => {}
-        }
-    }
-    None
 }
 
 /// The drop rules of the calling thread's network namespace: nftables' where nf_tables is in
