@@ -399,34 +399,53 @@ pub fn main() -> ExitCode {
 }
 
 impl Cli {
-    /// What clap cannot tell from the arguments one by one: two outputs to one file.
+    /// What clap cannot tell from the arguments one by one: a file both read and written, or
+    /// written twice.
     fn consistent(self) -> Result<Self, clap::Error> {
-        if let Command::Doctor(DoctorArgs {
-            record: Some(record),
-            report: Some(report),
-            ..
-        }) = &self.command
-            && same_file(record, report)
-        {
-            let mut command = <Self as clap::CommandFactory>::command();
-            return Err(command.error(
-                clap::error::ErrorKind::ArgumentConflict,
-                format!(
-                    "--record {} and --report {} are the same file: one would overwrite the other",
-                    record.display(),
-                    report.display()
-                ),
-            ));
+        if let Command::Doctor(a) = &self.command {
+            let pairs = [
+                ("--record", &a.record, "--report", &a.report),
+                ("--replay", &a.replay, "--report", &a.report),
+            ];
+            for (one, first, other, second) in pairs {
+                if let (Some(first), Some(second)) = (first, second)
+                    && same_file(first, second)
+                {
+                    let mut command = <Self as clap::CommandFactory>::command();
+                    return Err(command.error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!(
+                            "{one} {} and {other} {} are the same file: one would overwrite the other",
+                            first.display(),
+                            second.display()
+                        ),
+                    ));
+                }
+            }
         }
         Ok(self)
     }
 }
 
-/// Whether two paths name one file: the same text, or (both existing) the same inode.
+/// Whether two paths name one file: the same inode where both exist, else the same name in
+/// the same directory (`./a` and `a`).
 fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     use std::os::unix::fs::MetadataExt as _;
     let inode = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    a == b || inode(a).is_some_and(|i| Some(i) == inode(b))
+    let place = |p: &std::path::Path| {
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        (
+            dir.canonicalize().ok(),
+            p.file_name().map(ToOwned::to_owned),
+        )
+    };
+    match (inode(a), inode(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b || place(a) == place(b),
+    }
 }
 
 /// clap's message on one line: what is wrong and what would be right, without the usage block.

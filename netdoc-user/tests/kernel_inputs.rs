@@ -311,6 +311,22 @@ fn corpus() -> Vec<(Vec<OsString>, i32, &'static str)> {
             "are the same file",
         ),
         (
+            s(&["doctor", "--replay", recording, "--report", recording]),
+            USAGE,
+            "are the same file",
+        ),
+        (
+            s(&[
+                "doctor",
+                "--record",
+                "/tmp/./netdoc-x.json",
+                "--report",
+                "/tmp/netdoc-x.json",
+            ]),
+            USAGE,
+            "are the same file",
+        ),
+        (
             s(&["doctor", "--record", "/tmp"]),
             USAGE,
             "'/tmp' is a directory",
