@@ -598,6 +598,35 @@ mod tests {
     }
 
     #[test]
+    fn an_interval_has_a_floor() {
+        assert_eq!(parse_interval("100ms"), Ok(MIN_INTERVAL));
+        for fast in ["1ns", "99ms", "0.05s"] {
+            let why = parse_interval(fast).unwrap_err().to_string();
+            assert!(why.contains("at least 100ms"), "{fast}: {why}");
+        }
+    }
+
+    #[test]
+    fn one_file_under_two_names_is_one_file() {
+        use std::path::Path;
+        let dir = std::env::temp_dir();
+        let here = dir.join(format!("netdoc-same-{}", std::process::id()));
+        assert!(same_file(
+            &here,
+            &dir.join(".").join(here.file_name().unwrap())
+        ));
+        assert!(!same_file(&here, &dir.join("netdoc-other")));
+        std::fs::write(&here, "x").unwrap();
+        let link = dir.join(format!("netdoc-same-link-{}", std::process::id()));
+        std::os::unix::fs::symlink(&here, &link).unwrap();
+        let same = same_file(&here, &link);
+        std::fs::remove_file(&link).unwrap();
+        std::fs::remove_file(&here).unwrap();
+        assert!(same, "a link and its file");
+        assert!(same_file(Path::new("a.json"), Path::new("./a.json")));
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
