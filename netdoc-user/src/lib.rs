@@ -73,7 +73,7 @@ enum Command {
         #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
         duration: Option<Duration>,
         /// Refresh interval of the live view.
-        #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "1s")]
+        #[arg(long, value_parser = parse_interval, allow_hyphen_values = true, default_value = "1s")]
         interval: Duration,
         /// One JSON summary object at the end.
         #[arg(long)]
@@ -189,7 +189,7 @@ struct DoctorArgs {
     #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "30s")]
     duration: Duration,
     /// Refresh interval of the live findings.
-    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "1s")]
+    #[arg(long, value_parser = parse_interval, allow_hyphen_values = true, default_value = "1s")]
     interval: Duration,
     /// One JSON report at the end.
     #[arg(long)]
@@ -198,14 +198,17 @@ struct DoctorArgs {
     scope: ScopeArgs,
     /// Also write what the rules saw to FILE (a regular file or a new one), for `--replay`
     /// anywhere.
-    #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+    #[arg(long, value_name = "FILE", conflicts_with = "replay", value_parser = parse_output)]
     record: Option<PathBuf>,
     /// Report on a recording instead of this host (no privileges needed).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "scope")]
     replay: Option<PathBuf>,
+    /// The largest recording --replay reads, in MiB: a run's recording is a few MB at most.
+    #[arg(long, value_name = "MIB", requires = "replay", default_value_t = doctor::recording::DEFAULT_MAX_MIB, value_parser = clap::value_parser!(u64).range(1..))]
+    max_recording_mib: u64,
     /// Also write the report as one self-contained HTML page to FILE (a regular file or a new
     /// one; with --replay too).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = parse_output)]
     report: Option<PathBuf>,
     /// Ring buffer pages per CPU for the drop events.
     #[arg(long, default_value_t = 64)]
@@ -255,7 +258,7 @@ struct SoftirqArgs {
     #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     duration: Option<Duration>,
     /// Width of one heatmap column.
-    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "1s")]
+    #[arg(long, value_parser = parse_interval, allow_hyphen_values = true, default_value = "1s")]
     interval: Duration,
     /// Softirq vector to map.
     #[arg(long, value_enum, ignore_case = true, default_value = "NET_RX")]
@@ -316,12 +319,35 @@ fn parse_duration(s: &str) -> Result<Duration, Error> {
     Ok(d)
 }
 
+/// A file to write at the end of a run: a directory is refused now, not after the run.
+fn parse_output(s: &str) -> Result<PathBuf, Error> {
+    let path = PathBuf::from(s);
+    if path.is_dir() {
+        return Err(Error::Input(format!("'{s}' is a directory: name a file")));
+    }
+    Ok(path)
+}
+
+/// The shortest refresh: a live view redrawn faster is unreadable and costs a CPU.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// `--interval`: a duration of at least [`MIN_INTERVAL`].
+fn parse_interval(s: &str) -> Result<Duration, Error> {
+    let d = parse_duration(s)?;
+    if d < MIN_INTERVAL {
+        return Err(Error::Input(format!(
+            "'{s}' is shorter than netdoc refreshes (at least 100ms)"
+        )));
+    }
+    Ok(d)
+}
+
 const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// The `netdoc` command line.
 pub fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse().and_then(Cli::consistent) {
         Ok(cli) => cli,
         // --help, --version: what was asked for is the output, so losing it is an error (but
         // a reader that had enough, `| head`, is not).
@@ -375,6 +401,56 @@ pub fn main() -> ExitCode {
     }
 }
 
+impl Cli {
+    /// What clap cannot tell from the arguments one by one: a file both read and written, or
+    /// written twice.
+    fn consistent(self) -> Result<Self, clap::Error> {
+        if let Command::Doctor(a) = &self.command {
+            let pairs = [
+                ("--record", &a.record, "--report", &a.report),
+                ("--replay", &a.replay, "--report", &a.report),
+            ];
+            for (one, first, other, second) in pairs {
+                if let (Some(first), Some(second)) = (first, second)
+                    && same_file(first, second)
+                {
+                    let mut command = <Self as clap::CommandFactory>::command();
+                    return Err(command.error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!(
+                            "{one} {} and {other} {} are the same file: one would overwrite the other",
+                            first.display(),
+                            second.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// Whether two paths name one file: the same inode where both exist, else the same name in
+/// the same directory (`./a` and `a`).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let inode = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let place = |p: &std::path::Path| {
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        (
+            dir.canonicalize().ok(),
+            p.file_name().map(ToOwned::to_owned),
+        )
+    };
+    match (inode(a), inode(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b || place(a) == place(b),
+    }
+}
+
 /// clap's message on one line: what is wrong and what would be right, without the usage block.
 fn one_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
@@ -391,12 +467,13 @@ async fn run(cli: Cli) -> Result<u8> {
     // A replay reads a file: no kernel, no privileges.
     if let Command::Doctor(DoctorArgs {
         replay: Some(path),
+        max_recording_mib,
         json,
         report,
         ..
     }) = &cli.command
     {
-        return cmd::doctor::replay(path, *json, report.as_deref());
+        return cmd::doctor::replay(path, *max_recording_mib, *json, report.as_deref());
     }
     // Every other command attaches probes: say so before touching tracefs or BTF.
     facts::caps::require_tracing()?;
@@ -521,6 +598,35 @@ mod tests {
         for bad in ["9435", "localhost:9435", "1.2.3.4", "1.2.3.4:99999", ""] {
             assert!(parse_listen(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_interval_has_a_floor() {
+        assert_eq!(parse_interval("100ms"), Ok(MIN_INTERVAL));
+        for fast in ["1ns", "99ms", "0.05s"] {
+            let why = parse_interval(fast).unwrap_err().to_string();
+            assert!(why.contains("at least 100ms"), "{fast}: {why}");
+        }
+    }
+
+    #[test]
+    fn one_file_under_two_names_is_one_file() {
+        use std::path::Path;
+        let dir = std::env::temp_dir();
+        let here = dir.join(format!("netdoc-same-{}", std::process::id()));
+        assert!(same_file(
+            &here,
+            &dir.join(".").join(here.file_name().unwrap())
+        ));
+        assert!(!same_file(&here, &dir.join("netdoc-other")));
+        std::fs::write(&here, "x").unwrap();
+        let link = dir.join(format!("netdoc-same-link-{}", std::process::id()));
+        std::os::unix::fs::symlink(&here, &link).unwrap();
+        let same = same_file(&here, &link);
+        std::fs::remove_file(&link).unwrap();
+        std::fs::remove_file(&here).unwrap();
+        assert!(same, "a link and its file");
+        assert!(same_file(Path::new("a.json"), Path::new("./a.json")));
     }
 
     #[test]

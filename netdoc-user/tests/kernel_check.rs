@@ -106,6 +106,26 @@ fn a_clean_reproducer_passes_and_text_output_names_each_expectation() {
 }
 
 #[test]
+fn a_reason_in_any_case_is_checked_under_its_canonical_name() {
+    require_root!();
+    if !kernel_has_drop_reasons() {
+        return;
+    }
+    let (code, out, err) = check(&[
+        "--expect",
+        "drops{reason=skb_drop_reason_no_socket, location=__udp4_lib_rcv} == 0",
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("✓ drops{reason=NO_SOCKET, location=__udp4_lib_rcv} == 0  (observed 0"),
+        "{out}"
+    );
+    assert_nothing_left();
+}
+
+#[test]
 fn the_small_sndbuf_close_scenario_delivers_every_byte() {
     require_root!();
     let (code, out, err) = check(&["--scenario", "sndbuf-close", "--json"]);

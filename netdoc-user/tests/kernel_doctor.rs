@@ -79,6 +79,27 @@ fn datagrams_to_a_closed_port_are_told_apart_from_a_firewall_rule() {
     const FIREWALLED: usize = 20;
     let netdoc = doctor(&[]);
     let pair = Pair::new("D", 71);
+    // A rule whose comment, printed as text, reads as a drop rule for the same port with a
+    // counter of 999999 (nft prints a comment's newline and quotes as they are): the doctor
+    // must name the real rule and its real counter.
+    let forged = r#"{"nftables":[{"add":{"rule":{"family":"inet","table":"netdoc_test","chain":"input",
+        "expr":[{"match":{"op":"==","left":{"payload":{"protocol":"tcp","field":"dport"}},"right":9}},{"accept":null}],
+        "comment":"x\"\n\t\tudp dport 7777 counter packets 999999 bytes 1 drop comment \"forged"}}}]}"#;
+    let file = std::env::temp_dir().join(format!("netdoc-forged-{}.json", std::process::id()));
+    std::fs::write(&file, forged).unwrap();
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &pair.b,
+            "nft",
+            "-j",
+            "-f",
+            file.to_str().unwrap(),
+        ],
+    );
+    std::fs::remove_file(&file).unwrap();
     pair.send(CLOSED_PORT, CLOSED);
     pair.send(FIREWALLED_PORT, FIREWALLED);
     pair.wait_for_drops(CLOSED as u64, FIREWALLED as u64);
@@ -119,6 +140,7 @@ fn datagrams_to_a_closed_port_are_told_apart_from_a_firewall_rule() {
         rule.shows(&format!("its counter reads {FIREWALLED} packets")),
         "{rule:#?}"
     );
+    assert!(!format!("{r:?}").contains("999999"), "{rule:#?}");
     assert_nothing_left();
 }
 
@@ -163,6 +185,31 @@ fn an_iptables_legacy_drop_names_its_rule_by_chain_and_number() {
             "DROP",
         ],
     );
+    // iptables-legacy-save prints a comment's newline inside its quotes: this one would read,
+    // line by line, as a second drop rule with a counter of 999999.
+    let forged = format!("a\"\n[999999:1] -A INPUT -p udp -m udp --dport {PORT} -j DROP");
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &pair.b,
+            XT,
+            "-w",
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            "9",
+            "-m",
+            "comment",
+            "--comment",
+            &forged,
+            "-j",
+            "ACCEPT",
+        ],
+    );
     pair.send(PORT, DROPPED);
     wait_until("the x_tables rule matched every datagram", || {
         xt_matched(&pair.b) == DROPPED as u64
@@ -190,6 +237,7 @@ fn an_iptables_legacy_drop_names_its_rule_by_chain_and_number() {
         "{:?}",
         rule.fix
     );
+    assert!(!format!("{r:?}").contains("999999"), "{rule:#?}");
     assert_nothing_left();
 }
 

@@ -680,3 +680,112 @@ fn namespaces_come_and_go_under_the_cap() {
     );
     stop(netdoc);
 }
+
+/// The test process may hold the connections it opens to the exporter.
+fn raise_own_file_limit(files: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: files,
+        rlim_max: files,
+    };
+    // SAFETY: setrlimit reads the struct it is given.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+}
+
+/// An exporter on port 0, limited to 1,024 files, announces the port it bound and answers `/metrics` and `/healthz` while 1,100 idle
+/// connections and 200 connections sending an endless request head are held against it, and
+/// its memory stays bounded: at its connection cap it closes the quietest, a head longer than
+/// its buffer is refused, one whose head does not come in 10 s is closed, and each is counted.
+#[test]
+fn metrics_answer_under_idle_and_slow_header_connections_at_a_1024_file_limit() {
+    require_root!();
+    raise_own_file_limit(4096);
+    let netdoc = start_under(
+        &["prlimit", "--nofile=1024:1024"],
+        &["export", "--listen", "127.0.0.1:0"],
+    );
+    // The port the kernel chose is the one announced.
+    let port: u16 = netdoc
+        .attached
+        .split("serving http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no bound port in {:?}", netdoc.attached));
+    assert_ne!(port, 0);
+    let pid = netdoc.child.id();
+    assert_eq!(http_get(port, "/metrics", None).0, 200);
+    let rss_before = rss_kib(pid);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let connect = || std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10));
+    let idle: Vec<std::net::TcpStream> = (0..1100).filter_map(|_| connect().ok()).collect();
+    assert_eq!(idle.len(), 1100, "every idle connection was taken");
+    let slow: Vec<std::net::TcpStream> = (0..200).map(|_| connect().unwrap()).collect();
+    // Each slow client sends a head of about 350 KB, 4 KB at a time, round robin.
+    let writer = std::thread::spawn(move || {
+        let mut slow = slow;
+        for s in &slow {
+            s.set_write_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let _ = (&*s).write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: ");
+        }
+        let chunk = vec![b'a'; 4096];
+        for _ in 0..88 {
+            for s in &mut slow {
+                let _ = s.write_all(&chunk);
+            }
+        }
+        slow
+    });
+    let (mut scrapes, mut slowest, mut rss_peak) = (0, Duration::ZERO, rss_before);
+    // Scraped until well past the 10 s a request head may take, so the idle connections
+    // still open have been closed for it.
+    let held = Instant::now();
+    while !writer.is_finished() || held.elapsed() < Duration::from_secs(15) {
+        let asked = Instant::now();
+        let (status, text) = http_get(port, "/metrics", None);
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(http_get(port, "/healthz", None).0, 200);
+        slowest = slowest.max(asked.elapsed());
+        rss_peak = rss_peak.max(rss_kib(pid));
+        scrapes += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _slow = writer.join().unwrap();
+    let text = http_get(port, "/metrics", None).1;
+    let closed = |why: &str| {
+        sample(
+            &text,
+            "netdoc_http_connections_closed_total",
+            &[("why", why)],
+        )
+        .unwrap_or(0.0)
+    };
+    let (open, limit) = (
+        sample(&text, "netdoc_http_connections", &[]).unwrap(),
+        sample(&text, "netdoc_http_connections_limit", &[]).unwrap(),
+    );
+    eprintln!(
+        "{scrapes} scrapes, the slowest {slowest:?}; RSS {rss_before} KiB before, {rss_peak} KiB at most; {open} open of {limit}; closed: limit {}, header_too_large {}, header_timeout {}, idle {}",
+        closed("limit"),
+        closed("header_too_large"),
+        closed("header_timeout"),
+        closed("idle")
+    );
+    assert!(limit < 1024.0 && open <= limit, "{open} open of {limit}");
+    // The scrapes' own connections close as HTTP/1.0 does; each of the test's was closed by
+    // the server, once, for one reason: the slow ones for their head's size, the idle ones at
+    // the cap or, left over, for a head that never came.
+    assert_eq!(closed("header_too_large"), 200.0);
+    assert_eq!(closed("limit") + closed("header_timeout"), 1100.0);
+    assert_eq!(closed("idle"), 0.0);
+    // A generous bound: the box is shared.
+    assert!(
+        slowest < Duration::from_secs(10),
+        "a scrape took {slowest:?}"
+    );
+    assert!(
+        rss_peak < rss_before + 32 * 1024,
+        "RSS {rss_before} KiB then {rss_peak} KiB"
+    );
+    drop(idle);
+    stop(netdoc);
+}

@@ -292,7 +292,142 @@ fn corpus() -> Vec<(Vec<OsString>, i32, &'static str)> {
         CHECK_USAGE,
         "UTF-8",
     ));
+    // Contradictory or degenerate flags, refused before anything runs.
+    let recording = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/doctor/incident.json"
+    );
+    let same = std::env::temp_dir().join(format!("netdoc-inputs-{}.out", std::process::id()));
+    let same = same.to_str().unwrap();
+    all.extend([
+        (
+            s(&["doctor", "--replay", recording, "--netns", "host"]),
+            USAGE,
+            "cannot be used with",
+        ),
+        (
+            s(&["doctor", "--record", same, "--report", same]),
+            USAGE,
+            "are the same file",
+        ),
+        (
+            s(&["doctor", "--replay", recording, "--report", recording]),
+            USAGE,
+            "are the same file",
+        ),
+        (
+            s(&[
+                "doctor",
+                "--record",
+                "/tmp/./netdoc-x.json",
+                "--report",
+                "/tmp/netdoc-x.json",
+            ]),
+            USAGE,
+            "are the same file",
+        ),
+        (
+            s(&["doctor", "--record", "/tmp"]),
+            USAGE,
+            "'/tmp' is a directory",
+        ),
+        (
+            s(&["doctor", "--report", "/tmp/"]),
+            USAGE,
+            "'/tmp/' is a directory",
+        ),
+        (s(&["drops", "--interval", "1ns"]), USAGE, "at least 100ms"),
+        (
+            s(&["doctor", "--interval", "99ms"]),
+            USAGE,
+            "at least 100ms",
+        ),
+        (
+            s(&[
+                "check",
+                "--expect",
+                "drops{reason=NO_SOCKET,reason=NO_SOCKET} == 0",
+                "--",
+                "true",
+            ]),
+            CHECK_USAGE,
+            "label reason is given twice",
+        ),
+        (
+            s(&[
+                "check",
+                "--expect",
+                "drops == 0\nretrans == 0",
+                "--",
+                "true",
+            ]),
+            CHECK_USAGE,
+            "an expectation is one line",
+        ),
+    ]);
+    // Recordings no run makes: each refused in one line, never reported on.
+    let dir = std::env::temp_dir().join(format!("netdoc-inputs-replay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let real = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/doctor/veth-flood-6.18.json"
+    ))
+    .unwrap();
+    let duration = real.split("\"duration_s\":").nth(1).unwrap();
+    let duration = format!(
+        "\"duration_s\":{}",
+        &duration[..duration.find(',').unwrap()]
+    );
+    for (name, text, says) in [
+        (
+            "negative.json",
+            real.replacen(&duration, "\"duration_s\":-1", 1),
+            "duration_s is -1, and a recording holds no negative number",
+        ),
+        (
+            "instant.json",
+            real.replacen(&duration, "\"duration_s\":0", 1),
+            "duration_s is 0, and a run lasts",
+        ),
+        (
+            "cpu.json",
+            real.replacen("\"cpu\":0", "\"cpu\":4294967295", 1),
+            "cpu is 4294967295, past any CPU a kernel has",
+        ),
+        (
+            "large.json",
+            " ".repeat(2 * 1024 * 1024),
+            "larger than 1 MiB",
+        ),
+    ] {
+        assert_ne!(text, real, "{name}");
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let path = path.to_str().unwrap().to_string();
+        all.push((
+            s(&["doctor", "--replay", &path, "--max-recording-mib", "1"]),
+            2,
+            says,
+        ));
+    }
+    all.push((
+        s(&["doctor", "--max-recording-mib", "1"]),
+        USAGE,
+        "--replay",
+    ));
     if kernel_has_drop_reasons() {
+        // Any case is a reason's name; a typo names the nearest one.
+        all.push((
+            s(&[
+                "check",
+                "--expect",
+                "drops{reason=no_sokcet} == 0",
+                "--",
+                "true",
+            ]),
+            CHECK_USAGE,
+            "(did you mean NO_SOCKET?)",
+        ));
         // A typo in a reason name is an error, not an untestable kernel.
         all.push((
             s(&["drops", "--reason", "NO_SOKET"]),

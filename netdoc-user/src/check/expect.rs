@@ -92,7 +92,14 @@ const EXAMPLE: &str = "e.g. 'drops{reason=NO_SOCKET} == 0', 'retrans < 5', \
 impl Expectation {
     pub fn parse(text: &str) -> Result<Self, Error> {
         let text = text.trim();
-        let bad = |why: &str| Error::Input(format!("expectation '{text}': {why} ({EXAMPLE})"));
+        // Shown escaped: an error is one line whatever the expectation holds.
+        let shown = text.escape_debug();
+        let bad = |why: &str| Error::Input(format!("expectation '{shown}': {why} ({EXAMPLE})"));
+        if text.contains(char::is_control) {
+            return Err(bad(
+                "an expectation is one line, without control characters",
+            ));
+        }
         let (at, op_token, op) = Op::TOKENS
             .iter()
             .filter_map(|(tok, op)| text.find(tok).map(|i| (i, *tok, *op)))
@@ -169,15 +176,23 @@ fn drops(labels: &str) -> Result<Metric, Error> {
         if v.is_empty() {
             return Err(Error::Input(format!("label '{pair}' has no value")));
         }
-        match k.trim() {
-            "reason" => reason = Some(v.trim_start_matches("SKB_DROP_REASON_").to_string()),
-            "location" => location = Some(v),
+        let (key, slot) = match k.trim() {
+            "reason" => ("reason", &mut reason),
+            "location" => ("location", &mut location),
             other => {
                 return Err(Error::Input(format!(
                     "drops has labels reason and location, not '{other}'"
                 )));
             }
+        };
+        // `reason=A,reason=B` matches nothing: a typo, not an expectation.
+        if slot.is_some() {
+            return Err(Error::Input(format!("label {key} is given twice")));
         }
+        *slot = Some(match key {
+            "reason" => v.trim_start_matches("SKB_DROP_REASON_").to_string(),
+            _ => v,
+        });
     }
     Ok(Metric::Drops { reason, location })
 }
@@ -268,6 +283,10 @@ mod tests {
             "conntrack. == 0",
             "scenario.bytes == 0",
             "retrans =< 5",
+            "drops{reason=NO_SOCKET,reason=NETFILTER_DROP} == 0",
+            "drops{location=a, location=b} == 0",
+            "drops == 0\nretrans == 0",
+            "drops{reason=NO_SOCKET\r} == 0",
         ] {
             let err = Expectation::parse(bad).expect_err(bad);
             assert!(matches!(err, Error::Input(_)), "bad input: {err:?}");
@@ -275,6 +294,22 @@ mod tests {
             assert!(!err.contains('\n'), "{err}");
             assert!(err.starts_with("expectation '"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_duplicate_label_and_a_second_line_say_so_on_one_line() {
+        let twice = Expectation::parse("drops{reason=A,reason=B} == 0").unwrap_err();
+        assert!(
+            twice.to_string().contains("label reason is given twice"),
+            "{twice}"
+        );
+        let lines = Expectation::parse("drops == 0\nretrans == 0").unwrap_err();
+        assert!(
+            lines
+                .to_string()
+                .starts_with("expectation 'drops == 0\\nretrans == 0': an expectation is one line"),
+            "{lines}"
+        );
     }
 
     #[test]

@@ -104,23 +104,35 @@ fn counter_namespaces(netns: Option<&NetnsArg>, how: &Reproduce) -> Vec<PathBuf>
 }
 
 /// A reason this kernel names nowhere is a typo, not an untestable kernel: `git bisect run`
-/// would skip every commit. Kernels without drop reasons leave it untestable (it says why).
-fn known_reasons(expectations: &[Expectation], reasons: &DropReasons) -> Result<()> {
+/// would skip every commit; the error names the nearest reason. One it names in any case
+/// (`no_socket`, a number) is given its canonical name, which the drops are counted under and
+/// the verdict shows. Kernels without drop reasons leave it untestable (it says why).
+fn canonical_reasons(expectations: &mut [Expectation], reasons: &DropReasons) -> Result<()> {
     if reasons.source == Source::Unavailable {
         return Ok(());
     }
     for e in expectations {
-        if let Metric::Drops {
+        let Metric::Drops {
             reason: Some(name), ..
-        } = &e.metric
-            && reasons.code(name).is_none()
-        {
+        } = &mut e.metric
+        else {
+            continue;
+        };
+        let Some(code) = reasons.code(name) else {
+            let names: Vec<String> = reasons.names().map(str::to_string).collect();
+            let hint = match known::nearest(name, &names, &[]) {
+                Some(near) => format!("did you mean {near}?"),
+                None => format!("{} known, e.g. NO_SOCKET, NETFILTER_DROP", reasons.len()),
+            };
             fail!(
                 Input,
-                "expectation '{e}': this kernel names no drop reason {name} ({} known, e.g. NO_SOCKET, NETFILTER_DROP)",
-                reasons.len()
+                "expectation '{}': this kernel names no drop reason {name} ({hint})",
+                e.text
             );
-        }
+        };
+        let canonical = reasons.name(code);
+        e.text = e.text.replacen(name.as_str(), &canonical, 1);
+        *name = canonical;
     }
     Ok(())
 }
@@ -182,7 +194,7 @@ fn read_counters(namespaces: &[PathBuf], given: Option<&NetnsArg>) -> Result<snm
 }
 
 pub async fn run(a: CheckArgs, kernel: Kernel) -> Result<u8> {
-    let expectations = expectations(&a)?;
+    let mut expectations = expectations(&a)?;
     let how = match (&a.scenario, a.duration, a.command.is_empty()) {
         (Some(_), None, true) => None,
         (None, Some(d), true) => Some(Reproduce::Watch(d)),
@@ -219,7 +231,7 @@ pub async fn run(a: CheckArgs, kernel: Kernel) -> Result<u8> {
     let mut signals = Signals::install()?;
     let mut tracer = tracer::start(kernel, netns.as_ref())?;
     if let Ok(session) = &tracer {
-        known_reasons(&expectations, &session.families.drops.reasons)?;
+        canonical_reasons(&mut expectations, &session.families.drops.reasons)?;
     }
     let counters_before = read_counters(&namespaces, netns.as_ref())?;
     let conntrack_before = conntrack::snapshot(netns.as_ref().map(|n| n.path.as_path())).ok();

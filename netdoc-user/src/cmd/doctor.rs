@@ -14,7 +14,7 @@ use netdoc_common::DropEvent;
 
 use super::{pending::PendingFile, watch::Watch};
 use crate::{
-    doctor::{self, HostFacts, RECORD_VERSION, Report, Snapshot, html, render},
+    doctor::{self, HostFacts, Report, Snapshot, html, render},
     drops::filter::{DropFilter, FilterArgs},
     facts::{host, netns::NetnsArg},
     kernel::Kernel,
@@ -222,29 +222,15 @@ fn finish(
     })
 }
 
-/// `--replay FILE`: the report of a recording, on any machine, without privileges.
-pub fn replay(path: &Path, json: bool, page: Option<&Path>) -> Result<u8> {
+/// `--replay FILE`: the report of a recording, on any machine, without privileges; a file
+/// over `max_mib` is refused unread.
+pub fn replay(path: &Path, max_mib: u64, json: bool, page: Option<&Path>) -> Result<u8> {
     let page = page
         .map(|p| PendingFile::create(p, "--report"))
         .transpose()?;
     if let Some(page) = &page {
         page.must_not_be(path, "--replay")?;
     }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading --replay {}", path.display()))?;
-    let version = serde_json::from_str::<serde_json::Value>(&text)
-        .with_context(|| format!("--replay {}: not a netdoc doctor recording", path.display()))?
-        .get("version")
-        .and_then(serde_json::Value::as_u64);
-    if version != Some(RECORD_VERSION as u64) {
-        fail!(
-            Input,
-            "--replay {}: recording version {} but this netdoc reads version {RECORD_VERSION}",
-            path.display(),
-            version.map_or("unknown".into(), |v| v.to_string())
-        );
-    }
-    let snapshot: Snapshot = serde_json::from_str(&text)
-        .with_context(|| format!("--replay {}: not a netdoc doctor recording", path.display()))?;
+    let snapshot = doctor::recording::read(path, max_mib)?;
     finish(&snapshot, true, json, page, &mut Stdout::new())
 }

@@ -5,6 +5,7 @@
 use std::{
     collections::HashMap,
     net::SocketAddr,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -27,6 +28,7 @@ use crate::{
         ConntrackReading, CpuNetRx, DropCount, Exporter, NamespaceReading, ProgramRun, Reading,
     },
     export::exposition::{self, Format},
+    export::http,
     facts::{conntrack, fdinfo, host, interrupts::Interrupts, netns, procnet, snmp},
     kernel::Kernel,
     model::finding::Finding,
@@ -93,6 +95,7 @@ struct ExportView {
     namer: LiveNamer,
     kernel: String,
     last_scrape_s: f64,
+    http: Arc<http::Connections>,
     /// Namespaces of kernel counts that are not alive, with when a scrape first found them
     /// missing (CLOCK_MONOTONIC).
     missing_since: HashMap<(u32, u64), u64>,
@@ -268,6 +271,7 @@ impl ExportView {
             findings: self.findings.last.clone(),
             findings_window_s: self.findings.length.as_secs_f64(),
             last_scrape_s: self.last_scrape_s,
+            http: self.http.counts(),
         }
     }
 }
@@ -375,6 +379,11 @@ pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("--listen {}", opts.listen))?;
+    // What was bound: `--listen [::]:0` names no port.
+    let bound = listener.local_addr().context("--listen")?;
+    if let Some(warning) = http::exposure(bound) {
+        say!("{warning}");
+    }
     let families = Families::discover(&kernel);
     let request = request(opts.sentinels_quiet);
     let kernel_release = host::kernel_release();
@@ -391,6 +400,14 @@ pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
             "warning: this kernel gives namespaces no cookies (before 5.14): they are told apart by inode, so a new namespace that reuses a gone one's inode may show some of its counts"
         );
     }
+    let (tx, rx) = mpsc::channel(QUEUED_SCRAPES);
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(tx);
+    // The cap is set from what the process may still open once its probes are attached.
+    let limits = http::Limits::for_files(http::files_left());
+    let (connections, server) = http::serve(listener, app, limits);
     let mut view = ExportView {
         exporter: Exporter::new(opts.max_namespaces, opts.max_functions),
         namer: LiveNamer::new(
@@ -401,6 +418,7 @@ pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
         ),
         kernel: kernel_release,
         last_scrape_s: 0.0,
+        http: connections,
         missing_since: HashMap::new(),
         cookies,
         findings: WindowedFindings {
@@ -410,16 +428,7 @@ pub async fn run(opts: ExportOptions, kernel: Kernel) -> Result<()> {
             last: Vec::new(),
         },
     };
-    let (tx, rx) = mpsc::channel(QUEUED_SCRAPES);
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .with_state(tx);
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    say!(
-        "export attached: serving http://{}/metrics; Ctrl-C or SIGTERM to stop",
-        opts.listen
-    );
+    say!("export attached: serving http://{bound}/metrics; Ctrl-C or SIGTERM to stop");
     let schedule = Schedule {
         // Windows end on a tick.
         interval: view.findings.every,

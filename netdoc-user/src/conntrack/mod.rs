@@ -360,7 +360,7 @@ pub fn attribute(deltas: &[CpuCounters]) -> Attribution {
 
 /// Where the conntrack counters and table usage come from.
 const STAT: &str = "/proc/net/stat/nf_conntrack";
-const NFT: &str = "nft list ruleset, in the namespace";
+const NFT: &str = "nft -j list ruleset, in the namespace";
 
 /// The namespace's source NAT rules, each with whether its ports are fully random.
 fn nat_evidence(nat: Option<&NatReading>) -> Vec<Evidence> {

@@ -2,6 +2,7 @@
 //! turn it into ranked findings. Everything here is pure: a recorded snapshot gives the same
 //! report on any machine (`netdoc doctor --replay`).
 pub mod html;
+pub mod recording;
 pub mod render;
 mod rules;
 
@@ -124,7 +125,7 @@ pub struct HostFacts {
     pub settings: BTreeMap<String, u64>,
 }
 
-/// A namespace's nftables drop rules and drop policies (`nft -a list ruleset`), or why they
+/// A namespace's nftables drop rules and drop policies (`nft -j list ruleset`), or why they
 /// could not be read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NamespaceDropRules {

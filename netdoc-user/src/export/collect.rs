@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
     exposition::{Family, Kind, Label},
+    http::HttpCounts,
     slots::{NamespaceSlots, NetnsSample},
 };
 use crate::{
@@ -94,6 +95,8 @@ pub struct Reading {
     pub findings_window_s: f64,
     /// How long the previous scrape took.
     pub last_scrape_s: f64,
+    /// The HTTP server's connections, and those it closed itself.
+    pub http: HttpCounts,
 }
 
 /// The exporter's memory between scrapes.
@@ -321,6 +324,26 @@ impl Exporter {
             "How long the previous scrape took to read the kernel and render.",
         );
         scrape.push(vec![], r.last_scrape_s);
+        let mut open = Family::new(
+            "netdoc_http_connections",
+            Kind::Gauge,
+            "Connections open to the exporter's HTTP server.",
+        );
+        open.push(vec![], r.http.open as f64);
+        let mut cap = Family::new(
+            "netdoc_http_connections_limit",
+            Kind::Gauge,
+            "Connections the server keeps open at most; at the cap a new one closes the quietest.",
+        );
+        cap.push(vec![], r.http.limit as f64);
+        let mut closed = Family::new(
+            "netdoc_http_connections_closed",
+            Kind::Counter,
+            "Connections the server closed itself: at the cap, a request head too slow or too large, or idle.",
+        );
+        for (why, n) in &r.http.closed {
+            closed.push(vec![("why", why.label().to_string())], *n as f64);
+        }
         vec![
             info,
             probes,
@@ -337,6 +360,9 @@ impl Exporter {
             run_time,
             runs,
             scrape,
+            open,
+            cap,
+            closed,
         ]
     }
 }
@@ -619,6 +645,7 @@ mod tests {
             findings: vec![],
             findings_window_s: 300.0,
             last_scrape_s: 0.01,
+            http: HttpCounts::default(),
         }
     }
 

@@ -65,12 +65,29 @@ pub enum Format {
 }
 
 impl Format {
-    /// The format a scraper's `Accept` header asks for: OpenMetrics only when it says so.
+    /// The format a scraper's `Accept` header asks for: OpenMetrics only when it names it
+    /// with a quality above zero and above any range that covers the text format (`text/plain`,
+    /// `text/*`, `*/*`); of equal qualities the one listed first.
     pub fn from_accept(accept: Option<&str>) -> Self {
-        match accept {
-            Some(a) if a.contains("application/openmetrics-text") => Self::OpenMetrics,
-            _ => Self::Text,
+        let mut best: Option<(f32, Self)> = None;
+        for range in accept.unwrap_or("").split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let format = match parts.next().map(str::to_ascii_lowercase).as_deref() {
+                Some("application/openmetrics-text") => Self::OpenMetrics,
+                Some("text/plain" | "text/*" | "*/*") => Self::Text,
+                _ => continue,
+            };
+            // A malformed quality counts as none: that range is not wanted.
+            let quality = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .map_or(Some(1.0), |(_, q)| q.trim().parse::<f32>().ok())
+                .unwrap_or(0.0);
+            if quality > 0.0 && best.is_none_or(|(b, _)| quality > b) {
+                best = Some((quality, format));
+            }
         }
+        best.map_or(Self::Text, |(_, format)| format)
     }
 
     pub fn content_type(self) -> &'static str {
@@ -189,6 +206,26 @@ mod tests {
         assert_eq!(Format::from_accept(Some(prometheus)), Format::OpenMetrics);
         assert_eq!(Format::from_accept(Some("*/*")), Format::Text);
         assert_eq!(Format::from_accept(None), Format::Text);
+        for (accept, format) in [
+            ("application/openmetrics-text;q=0", Format::Text),
+            (
+                "application/openmetrics-text; q=0.0, */*;q=0.1",
+                Format::Text,
+            ),
+            ("Application/OpenMetrics-Text", Format::OpenMetrics),
+            (
+                "text/plain;q=0.9, application/openmetrics-text;q=0.5",
+                Format::Text,
+            ),
+            (
+                "text/plain;q=0.5, application/openmetrics-text;q=0.9",
+                Format::OpenMetrics,
+            ),
+            ("application/openmetrics-text;q=x", Format::Text),
+            ("application/json", Format::Text),
+        ] {
+            assert_eq!(Format::from_accept(Some(accept)), format, "{accept}");
+        }
     }
 
     #[test]

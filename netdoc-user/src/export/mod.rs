@@ -3,4 +3,5 @@
 //! kernel; nothing is streamed per packet.
 pub mod collect;
 pub mod exposition;
+pub mod http;
 pub mod slots;

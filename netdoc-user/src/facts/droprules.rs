@@ -1,11 +1,14 @@
 //! The firewall rules of a network namespace that drop packets, read inside it: from
-//! `nft -a list ruleset` (iptables-nft rules included) each `drop` or `reject` rule with its
+//! `nft -j list ruleset` (iptables-nft rules included) each `drop` or `reject` rule with its
 //! table, chain, the hook of its chain, its handle and its counter, and each base chain whose
 //! policy is drop; from `iptables-legacy-save -c` (and ip6tables'), where legacy x_tables
 //! tables exist, each `DROP`/`REJECT` rule with its number in its chain, and `DROP` policies.
 use serde::{Deserialize, Serialize};
 
-use super::nft::{self, block_name, without_counts};
+use super::{
+    iptsave, nft,
+    nftjson::{Rule, Ruleset},
+};
 
 /// The tool whose ruleset a rule is in: it tells how to list, change or delete it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,82 +71,53 @@ impl DropRule {
     }
 }
 
-/// The drop rules and drop policies of `nft -a list ruleset` output, in order.
-pub fn parse(ruleset: &str) -> Vec<DropRule> {
-    let (mut table, mut chain, mut hook) = (String::new(), String::new(), None);
-    // Brace depth: rules are the statements one level inside a chain (sets, maps and
-    // flowtables hold elements, not rules).
-    let (mut depth, mut chain_depth) = (0usize, None);
-    let mut rules = Vec::new();
-    for line in ruleset.lines().map(str::trim) {
-        let code = line.split(" # ").next().unwrap_or(line);
-        let opens = code.matches('{').count();
-        let closes = code.matches('}').count();
-        if let Some(rest) = line.strip_prefix("table ") {
-            table = block_name(rest);
-        } else if let Some(rest) = line.strip_prefix("chain ") {
-            chain = block_name(rest);
-            hook = None;
-            chain_depth = Some(depth + 1);
-        } else if chain_depth == Some(depth) {
-            if let Some(base) = line.strip_prefix("type ") {
-                hook = word_after(base, "hook");
-                if base.contains("policy drop") {
-                    rules.push(DropRule {
-                        source: RuleSource::Nftables,
-                        table: table.clone(),
-                        chain: chain.clone(),
-                        hook: hook.clone(),
-                        handle: None,
-                        rule: "policy drop".into(),
-                        packets: None,
-                    });
-                }
-            } else if drops(code) {
-                rules.push(DropRule {
-                    source: RuleSource::Nftables,
-                    table: table.clone(),
-                    chain: chain.clone(),
-                    hook: hook.clone(),
-                    handle: handle(line),
-                    rule: without_counts(code),
-                    packets: word_after(code, "packets").and_then(|n| n.parse().ok()),
-                });
-            }
+/// The drop rules and drop policies of `nft -j list ruleset` output, chain by chain in the
+/// order nft lists them: a base chain's drop policy, then its drop rules.
+pub fn parse(json: &str) -> Result<Vec<DropRule>, serde_json::Error> {
+    let ruleset = Ruleset::parse(json)?;
+    let mut found = Vec::new();
+    for chain in &ruleset.chains {
+        let rule = |handle, rule, packets| DropRule {
+            source: RuleSource::Nftables,
+            table: chain.table_name(),
+            chain: chain.name.clone(),
+            hook: chain.hook.clone(),
+            handle,
+            rule,
+            packets,
+        };
+        if chain.policy.as_deref() == Some("drop") {
+            found.push(rule(None, "policy drop".into(), None));
         }
-        depth = (depth + opens).saturating_sub(closes);
-        if chain_depth.is_some_and(|d| depth < d) {
-            chain_depth = None;
-        }
+        let rules = ruleset.rules.iter().filter(|r| chain.holds(r) && drops(r));
+        found.extend(rules.map(|r| rule(Some(r.handle), r.text(), r.packets())));
     }
-    rules
+    Ok(found)
 }
 
-/// Whether a rule's verdict drops: `drop`, `reject ...`, or iptables-nft's untranslated
-/// `xt target "REJECT"`; a `comment "..."` does not count, nor a jump to a chain so named.
-fn drops(code: &str) -> bool {
-    let statements = code.split(" comment \"").next().unwrap_or(code);
-    let words: Vec<&str> = statements.split_whitespace().collect();
-    let verdict = words.iter().enumerate().any(|(i, w)| {
-        (*w == "drop" || *w == "reject")
-            && !matches!(i.checked_sub(1).map(|p| words[p]), Some("jump" | "goto"))
+/// Whether a rule's verdict drops: `drop`, `reject ...`, a verdict map with `drop` among its
+/// verdicts, or iptables-nft's untranslated `xt target "REJECT"`; a jump to a chain named
+/// `drop` does not, nor anything a comment says.
+fn drops(rule: &Rule) -> bool {
+    let verdict = rule.statements().any(|(kind, value)| match kind {
+        "drop" | "reject" => true,
+        "vmap" => value.get("data").is_some_and(holds_drop),
+        _ => false,
     });
-    verdict || statements.contains("xt target \"REJECT\"")
+    verdict || rule.xt_target() == Some("REJECT")
 }
 
-fn word_after(text: &str, key: &str) -> Option<String> {
-    let mut words = text.split([' ', ';']).filter(|w| !w.is_empty());
-    words.find(|w| *w == key)?;
-    words.next().map(str::to_string)
-}
-
-/// The `# handle N` nft -a appends.
-fn handle(line: &str) -> Option<u64> {
-    line.rsplit_once("# handle ")?.1.trim().parse().ok()
+fn holds_drop(data: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match data {
+        Value::Object(o) => o.contains_key("drop") || o.values().any(holds_drop),
+        Value::Array(items) => items.iter().any(holds_drop),
+        _ => false,
+    }
 }
 
 /// The `DROP`/`REJECT` rules and `DROP` policies of `iptables-legacy-save -c` output (or
-/// ip6tables', as `source`), in order.
+/// ip6tables', as `source`), in order, read with its quoting.
 pub fn parse_legacy(save: &str, source: RuleSource) -> Vec<DropRule> {
     let mut table = String::new();
     let mut numbers: std::collections::HashMap<String, u64> = Default::default();
@@ -156,19 +130,23 @@ pub fn parse_legacy(save: &str, source: RuleSource) -> Vec<DropRule> {
     // `[12:720]`: packets and bytes.
     let packets = |counts: &str| {
         counts
-            .trim_start_matches('[')
-            .split(':')
-            .next()
-            .and_then(|n| n.parse().ok())
+            .strip_prefix('[')?
+            .strip_suffix(']')?
+            .split_once(':')?
+            .0
+            .parse()
+            .ok()
     };
-    for line in save.lines().map(str::trim) {
-        if let Some(name) = line.strip_prefix('*') {
-            table = name.to_string();
-            numbers.clear();
-        } else if let Some(policy) = line.strip_prefix(':') {
+    for record in iptsave::records(save) {
+        let words: Vec<&str> = record.iter().map(String::as_str).collect();
+        match words[..] {
+            [first] if first.starts_with('*') => {
+                table = first[1..].to_string();
+                numbers.clear();
+            }
             // `:INPUT DROP [5:300]`; a user chain's policy is `-`.
-            let words: Vec<&str> = policy.split_whitespace().collect();
-            if let [chain, "DROP", counts] = words[..] {
+            [first, "DROP", counts] if first.starts_with(':') => {
+                let chain = &first[1..];
                 rules.push(DropRule {
                     source,
                     table: table.clone(),
@@ -179,31 +157,23 @@ pub fn parse_legacy(save: &str, source: RuleSource) -> Vec<DropRule> {
                     packets: packets(counts),
                 });
             }
-        } else if line.starts_with('[') {
             // `[20:1120] -A INPUT -p udp -m udp --dport 7777 -j DROP`
-            let mut parts = line.splitn(4, ' ');
-            let (Some(counts), Some("-A"), Some(chain), Some(spec)) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            let number = numbers.entry(chain.to_string()).or_default();
-            *number += 1;
-            let words: Vec<&str> = spec.split_whitespace().collect();
-            if words
-                .windows(2)
-                .any(|w| w[0] == "-j" && matches!(w[1], "DROP" | "REJECT"))
-            {
-                rules.push(DropRule {
-                    source,
-                    table: table.clone(),
-                    chain: chain.to_string(),
-                    hook: hook(chain),
-                    handle: Some(*number),
-                    rule: spec.to_string(),
-                    packets: packets(counts),
-                });
+            [counts, "-A", chain, ref spec @ ..] if counts.starts_with('[') => {
+                let number = numbers.entry(chain.to_string()).or_default();
+                *number += 1;
+                if matches!(iptsave::target(spec), Some(("DROP" | "REJECT", _))) {
+                    rules.push(DropRule {
+                        source,
+                        table: table.clone(),
+                        chain: chain.to_string(),
+                        hook: hook(chain),
+                        handle: Some(*number),
+                        rule: iptsave::join(&record[3..]),
+                        packets: packets(counts),
+                    });
+                }
             }
+            _ => {}
         }
     }
     rules
@@ -215,8 +185,10 @@ pub fn read_here() -> Result<Vec<DropRule>, crate::Error> {
     let mut rules = Vec::new();
     let mut unreadable = Vec::new();
     if super::fwtables::nf_tables_present() {
-        match nft::list(&["-a", "list", "ruleset"]) {
-            Ok(text) => rules.extend(parse(&text)),
+        match nft::list(&["-j", "list", "ruleset"]).and_then(|json| {
+            parse(&json).map_err(|e| crate::Error::Failed(format!("nft -j list ruleset: {e}")))
+        }) {
+            Ok(found) => rules.extend(found),
             Err(why) => unreadable.push(why),
         }
     }
@@ -255,101 +227,151 @@ pub fn read_here() -> Result<Vec<DropRule>, crate::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// `nft -a list ruleset` of a namespace with a native table, a set, a regular chain and
-    /// iptables-nft's filter table.
-    const RULESET: &str = "table inet netdoc_test { # handle 3
-	set blocked { # handle 5
-		type ipv4_addr
-		elements = { 10.9.0.1, 10.9.0.2 }
-	}
-
-	chain input { # handle 1
-		type filter hook input priority filter; policy accept;
-		udp dport 7777 counter packets 20 bytes 1120 drop # handle 4
-		ip saddr @blocked reject with icmp port-unreachable # handle 6
-		tcp dport 22 accept comment \"drop nothing here\" # handle 7
-		ip daddr 10.0.0.0/8 jump drop # handle 8
-	}
-
-	chain drop { # handle 9
-		ct state invalid counter packets 3 bytes 180 drop # handle 10
-	}
-}
-table ip filter { # handle 11
-	chain FORWARD { # handle 1
-		type filter hook forward priority filter; policy drop;
-		iifname \"eth0\" counter packets 0 bytes 0 xt target \"REJECT\" # handle 2
-	}
-}
-";
+    use crate::facts::nftjson::tests::RULESET;
 
     #[test]
     fn drop_rules_and_policies_are_found_with_their_hook_handle_and_counter() {
-        let rules = parse(RULESET);
-        let places: Vec<String> = rules.iter().map(DropRule::place).collect();
+        let rules = parse(RULESET).unwrap();
+        let found: Vec<(String, &str, Option<&str>, Option<u64>)> = rules
+            .iter()
+            .map(|r| (r.place(), r.rule.as_str(), r.hook.as_deref(), r.packets))
+            .collect();
         assert_eq!(
-            places,
+            found,
             [
-                "inet netdoc_test/input handle 4",
-                "inet netdoc_test/input handle 6",
-                "inet netdoc_test/drop handle 10",
-                "ip filter/FORWARD policy",
-                "ip filter/FORWARD handle 2",
+                (
+                    "ip filter/INPUT handle 2".into(),
+                    "udp dport 5353 counter drop",
+                    Some("input"),
+                    Some(0)
+                ),
+                (
+                    "ip filter/FORWARD policy".into(),
+                    "policy drop",
+                    Some("forward"),
+                    None
+                ),
+                (
+                    "ip filter/FORWARD handle 4".into(),
+                    "iifname \"eth0\" counter xt target \"REJECT\"",
+                    Some("forward"),
+                    Some(0)
+                ),
+                (
+                    "inet netdoc_test/input handle 5".into(),
+                    "udp dport 7777 counter drop",
+                    Some("input"),
+                    Some(3)
+                ),
+                (
+                    "inet netdoc_test/input handle 6".into(),
+                    "ip saddr @blocked reject with icmp port-unreachable",
+                    Some("input"),
+                    None
+                ),
+                (
+                    "inet netdoc_test/input handle 10".into(),
+                    "tcp dport vmap { 23 : drop, 24 : accept }",
+                    Some("input"),
+                    None
+                ),
+                // A regular chain: reached from any hook.
+                (
+                    "inet netdoc_test/drops handle 11".into(),
+                    "ct state invalid counter drop",
+                    None,
+                    Some(0)
+                ),
+                (
+                    "inet netdoc_test/out policy".into(),
+                    "policy drop",
+                    Some("output"),
+                    None
+                ),
             ]
-        );
-        assert_eq!(rules[0].rule, "udp dport 7777 counter drop");
-        assert_eq!(rules[0].hook.as_deref(), Some("input"));
-        assert_eq!(rules[0].packets, Some(20));
-        assert_eq!(rules[1].packets, None, "no counter");
-        assert_eq!(
-            rules[2].hook, None,
-            "a regular chain: reached from any hook"
-        );
-        assert_eq!(rules[2].packets, Some(3));
-        assert_eq!(rules[3].rule, "policy drop");
-        assert_eq!(rules[3].hook.as_deref(), Some("forward"));
-        assert_eq!(
-            rules[4].rule,
-            "iifname \"eth0\" counter xt target \"REJECT\""
         );
     }
 
     #[test]
-    fn legacy_drop_rules_carry_their_number_in_their_chain_and_policies_their_counter() {
+    fn no_comment_forges_a_rule_or_hides_one() {
+        // The recording's comments hold a whole drop rule with a counter of 999999 after a
+        // newline (handle 13), and a lone newline (handle 14): neither is a drop rule, and
+        // the chain's rules after them are still its own.
+        let rules = parse(RULESET).unwrap();
+        assert!(rules.iter().all(|r| r.packets != Some(999999)));
+        assert!(rules.iter().all(|r| !matches!(r.handle, Some(13..=15))));
+        let hostile = r#"{"nftables":[
+            {"chain":{"family":"inet","table":"f","name":"input","handle":1,"type":"filter","hook":"input","prio":0,"policy":"accept"}},
+            {"rule":{"family":"inet","table":"f","chain":"input","handle":2,"expr":[{"accept":null}],
+              "comment":"x\"\n}\n\tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n\t\tudp dport 1 counter packets 9 bytes 9 drop # handle 9"}},
+            {"rule":{"family":"inet","table":"f","chain":"input","handle":3,"expr":[{"counter":{"packets":4,"bytes":9}},{"drop":null}]}}]}"#;
+        let rules = parse(hostile).unwrap();
+        assert_eq!(rules.len(), 1, "{rules:#?}");
+        assert_eq!(rules[0].place(), "inet f/input handle 3");
+        assert_eq!(rules[0].packets, Some(4));
+    }
+
+    #[test]
+    fn a_jump_to_a_chain_named_drop_is_not_a_drop() {
+        let json = r#"{"nftables":[{"rule":{"family":"inet","table":"f","chain":"c","handle":3,
+            "expr":[{"jump":{"target":"drop"}}],"comment":"drop"}}]}"#;
+        assert!(parse(json).unwrap().is_empty());
+    }
+
+    /// `iptables-legacy-save -c` recorded in the same namespace: a drop rule, a drop policy,
+    /// a comment holding a quote, a newline and a forged counted `-j DROP` rule, and one
+    /// holding `-j DROP` and a backslash.
+    const LEGACY: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/nft/iptables-legacy-save.txt"
+    ));
+
+    #[test]
+    fn legacy_drop_rules_carry_their_number_in_their_chain_and_no_comment_forges_one() {
+        let rules = parse_legacy(LEGACY, RuleSource::IptablesLegacy);
+        let places: Vec<String> = rules.iter().map(DropRule::place).collect();
+        assert_eq!(places, ["filter/FORWARD policy", "filter/INPUT rule 1"]);
+        assert_eq!(rules[0].hook.as_deref(), Some("forward"));
+        assert_eq!(rules[1].rule, "-p udp -m udp --dport 7778 -j DROP");
+        assert_eq!(rules[1].packets, Some(0));
+        assert_eq!(rules[1].source.tool(), "iptables-legacy");
+    }
+
+    #[test]
+    fn legacy_rules_are_numbered_by_chain_and_a_comment_is_never_a_target() {
         let save = "# Generated by iptables-save v1.8.9
 *filter
 :INPUT ACCEPT [0:0]
 :FORWARD DROP [5:300]
-:OUTPUT ACCEPT [0:0]
 :mychain - [0:0]
-[2:100] -A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
+[2:100] -A INPUT -p tcp -m tcp --dport 22 -m comment --comment -j -j ACCEPT
 [20:1120] -A INPUT -p udp -m udp --dport 7777 -j DROP
 [0:0] -A INPUT -j mychain
-[3:180] -A mychain -s 10.9.0.0/16 -j REJECT --reject-with icmp-port-unreachable
+[3:180] -A mychain -s 10.9.0.0/16 -m comment --comment \"why \\\"\n[7:7] -A mychain\" -j REJECT --reject-with icmp-port-unreachable
 COMMIT
 ";
         let rules = parse_legacy(save, RuleSource::IptablesLegacy);
-        let places: Vec<String> = rules.iter().map(DropRule::place).collect();
+        let found: Vec<(String, Option<u64>)> =
+            rules.iter().map(|r| (r.place(), r.packets)).collect();
         assert_eq!(
-            places,
+            found,
             [
-                "filter/FORWARD policy",
-                "filter/INPUT rule 2",
-                "filter/mychain rule 1"
+                ("filter/FORWARD policy".into(), Some(5)),
+                ("filter/INPUT rule 2".into(), Some(20)),
+                ("filter/mychain rule 1".into(), Some(3)),
             ]
         );
-        assert_eq!(rules[0].packets, Some(5));
-        assert_eq!(rules[0].hook.as_deref(), Some("forward"));
-        assert_eq!(rules[1].rule, "-p udp -m udp --dport 7777 -j DROP");
-        assert_eq!(rules[1].packets, Some(20));
+        assert_eq!(
+            rules[2].rule,
+            r#"-s 10.9.0.0/16 -m comment --comment "why \"\n[7:7] -A mychain" -j REJECT --reject-with icmp-port-unreachable"#
+        );
         assert_eq!(rules[2].hook, None);
-        assert_eq!(rules[2].source.tool(), "iptables-legacy");
     }
 
     #[test]
     fn a_ruleset_without_drops_has_none() {
-        assert!(parse("table inet f { # handle 1\n\tchain c { # handle 2\n\t\ttcp dport 22 accept # handle 3\n\t}\n}\n").is_empty());
-        assert!(parse("").is_empty());
+        let json = r#"{"nftables":[{"metainfo":{"version":"1.0.6"}},{"table":{"family":"inet","name":"f","handle":1}}]}"#;
+        assert!(parse(json).unwrap().is_empty());
+        assert!(parse_legacy("", RuleSource::IptablesLegacy).is_empty());
     }
 }

@@ -1,11 +1,17 @@
-//! The source NAT rules of a network namespace (`masquerade`, `snat`), from `nft list ruleset`
-//! run inside it: the rules whose port allocation clashes when many flows leave at once, and
-//! whether each already randomizes its ports fully (`fully-random`, iptables' `--random-fully`).
+//! The source NAT rules of a network namespace (`masquerade`, `snat`), from
+//! `nft -j list ruleset` run inside it: the rules whose port allocation clashes when many
+//! flows leave at once, and whether each already randomizes its ports fully (`fully-random`,
+//! iptables' `--random-fully`).
 //! iptables-nft rules are listed there too (as an `xt target` where nft cannot translate them);
 //! iptables-legacy rules are not.
 use serde::{Deserialize, Serialize};
 
-use super::nft::{block_name, without_counts};
+use std::collections::BTreeMap;
+
+use super::{
+    iptsave,
+    nftjson::{Rule, Ruleset},
+};
 
 /// One source NAT rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,135 +26,192 @@ pub struct NatRule {
     pub fully_random: Option<bool>,
 }
 
-/// The source NAT rules of `nft list ruleset` output, in order.
-pub fn parse(ruleset: &str) -> Vec<NatRule> {
-    let (mut table, mut chain) = (String::new(), String::new());
+/// The source NAT rules of `nft -j list ruleset` output, in order. nft's JSON leaves a target
+/// iptables-nft could not express natively untranslated and without its options (`xt target
+/// "MASQUERADE"`), although `-j MASQUERADE --random-fully` is kube-proxy's and Docker's rule:
+/// for those in a `nat` table, `saved(family)` gives `iptables-nft-save -t nat` output (asked
+/// once per family, only then), whose rule at the same place in its chain says.
+pub fn parse(
+    json: &str,
+    mut saved: impl FnMut(&str) -> Option<String>,
+) -> Result<Vec<NatRule>, serde_json::Error> {
+    let ruleset = Ruleset::parse(json)?;
+    let mut saves: BTreeMap<&str, Option<String>> = BTreeMap::new();
     let mut rules = Vec::new();
-    for line in ruleset.lines().map(str::trim) {
-        if let Some(rest) = line.strip_prefix("table ") {
-            table = block_name(rest);
-        } else if let Some(rest) = line.strip_prefix("chain ") {
-            chain = block_name(rest);
-        } else if let Some(fully_random) = source_nat(line) {
-            rules.push(NatRule {
-                table: table.clone(),
-                chain: chain.clone(),
-                rule: without_counts(line),
-                fully_random,
-            });
+    for (at, r) in ruleset.rules.iter().enumerate() {
+        let Some(mut fully_random) = source_nat(r) else {
+            continue;
+        };
+        if fully_random.is_none() && r.table == "nat" && matches!(r.family.as_str(), "ip" | "ip6") {
+            let save = saves
+                .entry(r.family.as_str())
+                .or_insert_with(|| saved(&r.family));
+            let before = ruleset.rules[..at]
+                .iter()
+                .filter(|o| (&o.family, &o.table, &o.chain) == (&r.family, &r.table, &r.chain))
+                .count();
+            fully_random = save
+                .as_deref()
+                .and_then(|save| saved_random_fully(save, &r.chain, before));
         }
+        rules.push(NatRule {
+            table: r.table_name(),
+            chain: r.chain.clone(),
+            rule: r.text(),
+            fully_random,
+        });
     }
-    rules
+    Ok(rules)
+}
+
+/// Whether rule `index` of `chain` in `iptables-nft-save -t nat` output has `--random-fully`;
+/// None where that rule is not a source NAT target (the ruleset changed between the reads).
+fn saved_random_fully(save: &str, chain: &str, index: usize) -> Option<bool> {
+    let mut in_nat = false;
+    let rule = iptsave::records(save)
+        .into_iter()
+        .filter(|words| {
+            if let Some(table) = words[0].strip_prefix('*') {
+                in_nat = table == "nat";
+            }
+            in_nat && words.len() > 2 && words[0] == "-A" && words[1] == chain
+        })
+        .nth(index)?;
+    let words: Vec<&str> = rule[2..].iter().map(String::as_str).collect();
+    match iptsave::target(&words)? {
+        ("MASQUERADE" | "SNAT", options) => Some(options.contains(&"--random-fully")),
+        _ => None,
+    }
 }
 
 /// For a rule whose verdict is source NAT, whether its ports are fully random (None: an
-/// untranslated iptables target, which does not say); None outside for any other line.
-fn source_nat(line: &str) -> Option<Option<bool>> {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let fully_random = words
-        .iter()
-        .any(|w| w.contains("fully-random") || w.contains("random-fully"));
-    let native = words.iter().enumerate().any(|(i, w)| {
-        // A chain may be called `masquerade`: `jump masquerade` is not the verdict.
-        (*w == "masquerade" || *w == "snat")
-            && !matches!(i.checked_sub(1).map(|p| words[p]), Some("jump" | "goto"))
-    });
-    let xt_target = words
-        .windows(3)
-        .any(|w| w[0] == "xt" && w[1] == "target" && matches!(w[2], "\"MASQUERADE\"" | "\"SNAT\""));
-    match (line.starts_with("type "), native, xt_target) {
-        (true, ..) => None,
-        (false, true, _) => Some(Some(fully_random)),
-        (false, false, true) => Some(None),
-        (false, false, false) => None,
+/// untranslated iptables target, which does not say); None for any other rule.
+fn source_nat(rule: &Rule) -> Option<Option<bool>> {
+    let native = rule
+        .statements()
+        .find(|(kind, _)| matches!(*kind, "masquerade" | "snat"));
+    match (native, rule.xt_target()) {
+        (Some((_, nat)), _) => {
+            let flags = nat.get("flags");
+            let random = |f: &serde_json::Value| f.as_str() == Some("fully-random");
+            let fully_random = flags.is_some_and(|f| match f {
+                serde_json::Value::Array(all) => all.iter().any(random),
+                one => random(one),
+            });
+            Some(Some(fully_random))
+        }
+        (None, Some("MASQUERADE" | "SNAT")) => Some(None),
+        (None, _) => None,
     }
 }
 
 /// The source NAT rules of the calling thread's network namespace; why they could not be read
-/// otherwise (no nf_tables, no `nft` on this host, or it failed or took too long).
+/// otherwise (no nf_tables, no `nft` on this host, it failed or took too long, or its JSON
+/// could not be read).
 pub fn read_here() -> Result<Vec<NatRule>, crate::Error> {
-    super::nft::list(&["list", "ruleset"]).map(|text| parse(&text))
+    let json = super::nft::list(&["-j", "list", "ruleset"])?;
+    // Without it the rule stays one to check, as nft's JSON leaves it.
+    let saved = |family: &str| {
+        let tool = match family {
+            "ip6" => "ip6tables-nft-save",
+            _ => "iptables-nft-save",
+        };
+        super::nft::output_of(tool, &["-t", "nat"]).ok()
+    };
+    parse(&json, saved).map_err(|e| crate::Error::Failed(format!("nft -j list ruleset: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::facts::nftjson::tests::RULESET;
 
-    /// `nft list ruleset` of a namespace with a native nft NAT table and iptables-nft's.
-    const RULESET: &str = "table ip nat {
-	chain post {
-		type nat hook postrouting priority srcnat; policy accept;
-		oifname \"eth0\" masquerade
-		ip saddr 10.0.0.0/8 udp dport 53 snat to 1.2.3.4:5000
-	}
-}
-table inet filt {
-	chain c {
-		type filter hook input priority filter; policy accept;
-		tcp dport 22 accept
-	}
-}
-table ip nat {
-	chain POSTROUTING {
-		type nat hook postrouting priority srcnat; policy accept;
-		oifname \"eth1\" counter packets 12 bytes 720 masquerade fully-random
-		oifname \"eth2\" counter packets 0 bytes 0 xt target \"MASQUERADE\"
-		oifname \"eth3\" masquerade  random-fully
-		ip daddr 10.0.0.0/8 jump masquerade
-	}
-}
-table inet firewalld { # progname firewalld
-	chain nat_POSTROUTING {
-		type nat hook postrouting priority srcnat + 10; policy accept;
-		ip saddr 192.168.1.0/24 snat ip to 203.0.113.7 comment \"snat for the lab\"
-	}
-}
-";
+    /// `iptables-nft-save -t nat` recorded with the ruleset.
+    const SAVED: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/nft/iptables-nft-save-nat.txt"
+    ));
 
-    #[test]
-    fn source_nat_rules_are_found_with_their_table_chain_and_port_randomness() {
-        let rules = parse(RULESET);
-        assert_eq!(rules.len(), 6, "{rules:#?}");
-        assert_eq!(rules[0].table, "ip nat");
-        assert_eq!(rules[0].chain, "post");
-        assert_eq!(rules[0].rule, "oifname \"eth0\" masquerade");
-        assert_eq!(rules[0].fully_random, Some(false));
-        assert_eq!(
-            rules[1].rule,
-            "ip saddr 10.0.0.0/8 udp dport 53 snat to 1.2.3.4:5000"
-        );
-        assert_eq!(rules[2].chain, "POSTROUTING");
-        assert_eq!(
-            rules[2].rule,
-            "oifname \"eth1\" counter masquerade fully-random"
-        );
-        assert_eq!(rules[2].fully_random, Some(true));
-        assert_eq!(
-            rules[3].rule,
-            "oifname \"eth2\" counter xt target \"MASQUERADE\""
-        );
-        assert_eq!(
-            rules[3].fully_random, None,
-            "nft does not print its options"
-        );
-        assert_eq!(
-            rules[4].fully_random,
-            Some(true),
-            "older nft spells it random-fully"
-        );
-        // `jump masquerade` is a jump to a chain, not source NAT.
-        assert_eq!(
-            (rules[5].table.as_str(), rules[5].chain.as_str()),
-            ("inet firewalld", "nat_POSTROUTING")
-        );
-        assert_eq!(rules[5].fully_random, Some(false));
+    fn without_saves(json: &str) -> Result<Vec<NatRule>, serde_json::Error> {
+        parse(json, |_| None)
     }
 
     #[test]
-    fn a_ruleset_without_nat_has_no_rule() {
-        assert!(
-            parse("table inet filt {\n\tchain c {\n\t\ttcp dport 22 accept\n\t}\n}\n").is_empty()
+    fn an_untranslated_target_takes_its_options_from_iptables_nft_save() {
+        let mut asked = Vec::new();
+        let rules = parse(RULESET, |family| {
+            asked.push(family.to_string());
+            Some(SAVED.to_string())
+        })
+        .unwrap();
+        assert_eq!(asked, ["ip"], "asked once, for the family with such a rule");
+        assert_eq!(rules[0].chain, "POSTROUTING");
+        assert_eq!(rules[0].fully_random, Some(true));
+        // A comment that reads `--random-fully` is no option; a rule at that place that is
+        // no longer source NAT says nothing.
+        let commented =
+            "*nat\n-A POSTROUTING -m comment --comment --random-fully -j MASQUERADE\nCOMMIT\n";
+        assert_eq!(saved_random_fully(commented, "POSTROUTING", 0), Some(false));
+        let changed = "*nat\n-A POSTROUTING -j ACCEPT\nCOMMIT\n";
+        assert_eq!(saved_random_fully(changed, "POSTROUTING", 0), None);
+        assert_eq!(saved_random_fully(SAVED, "POSTROUTING", 1), None);
+    }
+
+    #[test]
+    fn source_nat_rules_are_found_with_their_table_chain_and_port_randomness() {
+        let rules = without_saves(RULESET).unwrap();
+        let found: Vec<(&str, &str, &str, Option<bool>)> = rules
+            .iter()
+            .map(|r| {
+                (
+                    r.table.as_str(),
+                    r.chain.as_str(),
+                    r.rule.as_str(),
+                    r.fully_random,
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                // iptables-nft's `-j MASQUERADE --random-fully`: nft's JSON leaves the
+                // target untranslated, its options unsaid (without iptables-nft-save).
+                (
+                    "ip nat",
+                    "POSTROUTING",
+                    "oifname \"eth2\" counter xt target \"MASQUERADE\"",
+                    None
+                ),
+                ("ip nat", "post", "oifname \"eth0\" masquerade", Some(false)),
+                (
+                    "ip nat",
+                    "post",
+                    "ip saddr 10.0.0.0/8 udp dport 53 snat to 1.2.3.4:5000",
+                    Some(false)
+                ),
+                (
+                    "ip nat",
+                    "post",
+                    "oifname \"eth1\" counter masquerade fully-random",
+                    Some(true)
+                ),
+                // `jump masq` (handle 8) is a jump to a chain, not source NAT.
+            ]
         );
-        assert!(parse("").is_empty());
+    }
+
+    #[test]
+    fn a_comment_is_never_a_nat_rule() {
+        let json = r#"{"nftables":[{"rule":{"family":"ip","table":"nat","chain":"post","handle":3,
+            "expr":[{"accept":null}],"comment":"x\n\t\toifname \"eth0\" masquerade"}}]}"#;
+        assert!(without_saves(json).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_ruleset_without_nat_has_no_rule_and_text_is_no_ruleset() {
+        let json = r#"{"nftables":[{"rule":{"family":"inet","table":"f","chain":"c","handle":3,
+            "expr":[{"match":{"op":"==","left":{"payload":{"protocol":"tcp","field":"dport"}},"right":22}},{"accept":null}]}}]}"#;
+        assert!(without_saves(json).unwrap().is_empty());
+        assert!(without_saves("table ip nat {\n\tchain post {\n\t\tmasquerade\n\t}\n}\n").is_err());
     }
 }

@@ -40,9 +40,12 @@ pub fn output_of(program: &str, args: &[&str]) -> Result<String, Error> {
         })?;
     // Read on a thread so a full pipe never blocks nft while we wait for it to exit.
     let mut stdout = child.stdout.take().expect("piped stdout");
+    // Decoded lossily: a name or comment of other bytes must not cost the whole ruleset.
     let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        stdout.read_to_string(&mut text).map(|_| text)
+        let mut bytes = Vec::new();
+        stdout
+            .read_to_end(&mut bytes)
+            .map(|_| String::from_utf8_lossy(&bytes).into_owned())
     });
     let deadline = Instant::now() + LISTING;
     let status = loop {
@@ -65,36 +68,26 @@ pub fn output_of(program: &str, args: &[&str]) -> Result<String, Error> {
         .map_err(|_| failed("reading its output failed".into()))?
         .map_err(|e| failed(e.to_string()))?;
     if !status.success() {
-        let mut stderr = String::new();
+        let mut stderr = Vec::new();
         if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut stderr);
+            let _ = e.read_to_end(&mut stderr);
         }
-        return Err(failed(stderr.trim().to_string()));
+        return Err(failed(String::from_utf8_lossy(&stderr).trim().to_string()));
     }
     Ok(text)
 }
 
-/// `counter packets 12 bytes 720` becomes `counter`: the counts change while netdoc runs.
-pub fn without_counts(line: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    let mut words = line.split_whitespace().peekable();
-    while let Some(w) = words.next() {
-        out.push(w);
-        if w == "counter" {
-            while words
-                .peek()
-                .is_some_and(|n| *n == "packets" || *n == "bytes")
-            {
-                words.next();
-                words.next();
-            }
-        }
-    }
-    out.join(" ")
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The name in a block header's rest (`ip nat {`, perhaps followed by a comment or
-/// `# handle 3`): it ends at the brace.
-pub fn block_name(rest: &str) -> String {
-    rest.split('{').next().unwrap_or("").trim().to_string()
+    #[test]
+    fn output_of_other_bytes_is_decoded_lossily_and_a_failure_names_its_command() {
+        assert_eq!(output_of("printf", &["a\\377b"]).unwrap(), "a\u{fffd}b");
+        let why = output_of("sh", &["-c", "printf 'no\\377\\n' >&2; exit 3"]).unwrap_err();
+        assert_eq!(
+            why.to_string(),
+            "sh -c printf 'no\\377\\n' >&2; exit 3: no\u{fffd}"
+        );
+    }
 }

@@ -62,7 +62,7 @@ pub struct StreamOptions {
     #[arg(long, value_parser = crate::parse_duration, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
     /// Refresh interval of the live view.
-    #[arg(long, value_parser = crate::parse_duration, allow_hyphen_values = true, default_value = "1s")]
+    #[arg(long, value_parser = crate::parse_interval, allow_hyphen_values = true, default_value = "1s")]
     pub interval: Duration,
     /// Ring buffer pages per CPU (power of two).
     #[arg(long, default_value_t = 64)]

@@ -386,6 +386,8 @@ impl Drop for Pair {
 
 pub struct Netdoc {
     pub child: Child,
+    /// Its "attached" line.
+    pub attached: String,
     pub stdout: mpsc::Receiver<String>,
     /// stderr lines after the "attached" one.
     pub stderr: mpsc::Receiver<String>,
@@ -432,6 +434,7 @@ fn start_command(command: &mut Command) -> Netdoc {
             Ok(line) if line.contains("attached") => {
                 return Netdoc {
                     child,
+                    attached: line,
                     stdout,
                     stderr: ready,
                 };

@@ -56,7 +56,7 @@ enum Culprits<'a> {
     Unknown(Option<&'a str>),
 }
 
-const RULESET: &str = "nft -a list ruleset and iptables-legacy-save -c, in the namespace";
+const RULESET: &str = "nft -j list ruleset and iptables-legacy-save -c, in the namespace";
 
 fn culprits<'a>(s: &'a Snapshot, inode: u32, hooks: &BTreeSet<&str>) -> Culprits<'a> {
     let Some(read) = s.drop_rules.iter().find(|r| r.netns.inode == inode) else {
