@@ -510,4 +510,92 @@ mod tests {
         s.retrans = vec![flow(1, 40)];
         assert!(retransmits(&s).is_empty());
     }
+
+    #[test]
+    fn fast_retransmits_the_peer_reported_as_duplicates_are_reordering_not_a_stall() {
+        let mut s = quiet();
+        let row = flow(5, 600);
+        let mut g = group("red", "TCP_OLD_SEQUENCE", None, "tcp", "0.0.0.0", 0, 900);
+        g.netns = 1;
+        g.targets[0].to = destination(&row).unwrap();
+        s.drops.groups = vec![g];
+        let mut ns = counted(
+            "blue",
+            &[
+                ("Tcp.RetransSegs", 1000),
+                ("TcpExt.TCPFastRetrans", 1000),
+                ("TcpExt.TCPDSACKRecvSegs", 900),
+            ],
+            &[],
+        );
+        ns.netns.inode = row.id.netns;
+        s.counted = vec![ns.clone()];
+        s.retrans = vec![row.clone()];
+        assert!(retransmits(&s).is_empty(), "{:#?}", retransmits(&s));
+        // The same with timeouts: a stall, and the duplicates the receiver discarded are no
+        // local drop that explains it.
+        ns.counters.insert("TcpExt.TCPTimeouts".into(), 12);
+        ns.counters.insert("TcpExt.TCPDSACKRecvSegs".into(), 10);
+        s.counted = vec![ns];
+        let f = retransmits(&s);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].id, "silent_path_drop", "{f:#?}");
+        assert!(f[0].title.contains("keep timing out"), "{}", f[0].title);
+        assert!(
+            f[0].shows("12 retransmission timeouts, 1000 fast retransmits"),
+            "{f:#?}"
+        );
+    }
+
+    #[test]
+    fn without_timeouts_a_stall_is_said_to_retransmit_not_to_time_out() {
+        let mut s = quiet();
+        let row = flow(5, 40);
+        let mut ns = counted(
+            "blue",
+            &[("Tcp.RetransSegs", 40), ("TcpExt.TCPFastRetrans", 40)],
+            &[],
+        );
+        ns.netns.inode = row.id.netns;
+        s.counted = vec![ns];
+        s.retrans = vec![row];
+        let f = retransmits(&s);
+        assert!(f[0].title.contains("keep retransmitting"), "{}", f[0].title);
+        assert!(!f.iter().any(|f| f.shows("not fast recovery")), "{f:#?}");
+    }
+
+    #[test]
+    fn a_flow_whose_namespace_is_gone_says_so_and_ranks_lower() {
+        let mut s = quiet();
+        let mut orphan = flow(5, 12);
+        orphan.id.netns_name = None;
+        s.retrans = vec![orphan];
+        let f = retransmits(&s);
+        assert_eq!(f[0].severity, Severity::Info, "{f:#?}");
+        assert!(f[0].shows("held by no process and no name"), "{f:#?}");
+        assert!(
+            !f[0].title.contains("namespace another namespace"),
+            "{}",
+            f[0].title
+        );
+    }
+
+    #[test]
+    fn a_drop_in_an_unnamed_namespace_is_named_as_such_in_english() {
+        let mut s = quiet();
+        let row = flow(5, 12);
+        let mut g = group("x", "NETFILTER_DROP", None, "tcp", "0.0.0.0", 0, 9);
+        g.netns = 1;
+        g.netns_name = None;
+        g.targets[0].to = destination(&row).unwrap();
+        s.drops.groups = vec![g];
+        s.retrans = vec![row];
+        let f = retransmits(&s);
+        assert!(
+            f[0].title
+                .contains("because a namespace netdoc could not name (1) on this host drops"),
+            "{}",
+            f[0].title
+        );
+    }
 }
