@@ -99,36 +99,7 @@ fn drops_no_rule_knows_are_an_unexplained_finding_with_their_exact_count() {
     let netdoc = doctor();
     let pair = Pair::new("U", 81);
     // IP protocol 253 (for experiments): nothing on b handles it.
-    pair.run_in_a(|_, to| {
-        // SAFETY: a raw socket of this thread, closed when it returns.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, 253) };
-        assert!(fd >= 0, "raw socket");
-        let to: std::net::Ipv4Addr = to.parse().unwrap();
-        let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as u16,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(to).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        for _ in 0..PACKETS {
-            // SAFETY: a valid buffer and address for the call's duration.
-            let sent = unsafe {
-                libc::sendto(
-                    fd,
-                    b"netdoc".as_ptr().cast(),
-                    6,
-                    0,
-                    (&addr as *const libc::sockaddr_in).cast(),
-                    size_of::<libc::sockaddr_in>() as u32,
-                )
-            };
-            assert_eq!(sent, 6);
-        }
-        // SAFETY: our own fd.
-        unsafe { libc::close(fd) };
-    });
+    pair.send_raw(253, b"netdoc", PACKETS as usize);
     wait_until("the unknown-protocol drops", || {
         ns_counter(&pair.b, "snmp", "Ip", "InUnknownProtos") == PACKETS
     });
@@ -373,6 +344,93 @@ fn a_full_input_backlog_names_the_cpu_rps_steers_to() {
         !r.findings
             .iter()
             .any(|f| f.id == "unexplained_drops" && f.title.contains("CPU_BACKLOG")),
+        "{r:#?}"
+    );
+    assert_nothing_left();
+}
+
+#[test]
+fn datagrams_with_a_bad_checksum_are_corrupt_packets_from_their_sender() {
+    require_root!();
+    if !kernel_names("UDP_CSUM") {
+        return;
+    }
+    const PACKETS: u64 = 30;
+    let netdoc = doctor();
+    let pair = Pair::new("C", 88);
+    let before = ns_counter(&pair.b, "snmp", "Udp", "InCsumErrors");
+    // A UDP header to port 9 whose checksum cannot be right, then "netdoc".
+    const DATAGRAM: &[u8] = &[
+        0x04, 0xd2, 0x00, 0x09, 0x00, 0x0e, 0xde, 0xad, b'n', b'e', b't', b'd', b'o', b'c',
+    ];
+    pair.send_raw(libc::IPPROTO_UDP, DATAGRAM, PACKETS as usize);
+    wait_until("the checksum errors", || {
+        ns_counter(&pair.b, "snmp", "Udp", "InCsumErrors") - before == PACKETS
+    });
+    let (status, r) = report_after(netdoc, "corrupt_packets");
+    assert_eq!(status.code(), Some(1));
+    let f = &r.findings[0];
+    assert_eq!(f.id, "corrupt_packets", "{r:#?}");
+    assert_eq!(f.scope.name, pair.b, "{f:#?}");
+    assert_eq!(f.affected, PACKETS, "{f:#?}");
+    assert!(
+        f.title
+            .contains(&format!("(UDP_CSUM), all from {}", pair.ip_a)),
+        "{}",
+        f.title
+    );
+    assert!(f.shows(&format!("arrived on {}", pair.dev_b)), "{f:#?}");
+    assert!(
+        f.shows(&format!("Udp.InCsumErrors grew by {PACKETS}")),
+        "{f:#?}"
+    );
+    assert_nothing_left();
+}
+
+#[test]
+fn packets_queued_to_a_queue_no_program_reads_name_the_rule() {
+    require_root!();
+    // Absent from the QEMU guests.
+    if !std::process::Command::new("iptables-legacy")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("skipped: needs iptables-legacy");
+        return;
+    }
+    const PACKETS: usize = 25;
+    let netdoc = doctor();
+    let pair = Pair::new("Q", 89);
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &pair.b,
+            "iptables-legacy",
+            "-A",
+            "INPUT",
+            "-p",
+            "udp",
+            "--dport",
+            "5000",
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            "5",
+        ],
+    );
+    pair.send(5000, PACKETS);
+    let (status, r) = report_after(netdoc, "nfqueue_unread");
+    assert_eq!(status.code(), Some(1));
+    let f = &r.findings[0];
+    assert_eq!(f.id, "nfqueue_unread", "{r:#?}");
+    assert_eq!(f.scope.name, pair.b, "{f:#?}");
+    assert_eq!(f.affected, PACKETS as u64, "{f:#?}");
+    assert!(f.title.contains("-j NFQUEUE --queue-num 5"), "{}", f.title);
+    assert!(
+        !r.findings.iter().any(|f| f.id == "unexplained_drops"),
         "{r:#?}"
     );
     assert_nothing_left();

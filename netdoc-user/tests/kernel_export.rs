@@ -362,6 +362,43 @@ fn wait_for_the_full_table_finding(port: u16, ns: &str) -> String {
     }
 }
 
+/// A drop no specific rule knows is a finding of the exporter's too: every drop is accounted
+/// for on the node as in `netdoc doctor`.
+#[test]
+fn a_drop_no_rule_knows_is_an_unexplained_drops_series() {
+    require_root!();
+    if !std::fs::read_to_string("/sys/kernel/tracing/events/skb/kfree_skb/format")
+        .is_ok_and(|f| f.contains("\"IP_NOPROTO\""))
+    {
+        eprintln!("skipped: this kernel has no drop reason IP_NOPROTO");
+        return;
+    }
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let netdoc = start(&["export", "--listen", &listen, "--findings-window", "3s"]);
+    let pair = Pair::new("X", 87);
+    pair.send_raw(253, b"netdoc", 40);
+    let finding = format!(
+        "netdoc_findings{{id=\"unexplained_drops\",severity=\"warning\",scope_kind=\"namespace\",scope=\"{}\"}} 1",
+        pair.b
+    );
+    let bound = match std::env::var_os("NETDOC_EMULATED") {
+        Some(_) => 120,
+        None => 30,
+    };
+    let deadline = Instant::now() + Duration::from_secs(bound);
+    loop {
+        let (_, text) = http_get(port, "/metrics", None);
+        if text.lines().any(|l| l == finding) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no {finding} in {text}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    drop(pair);
+    stop(netdoc);
+}
+
 /// Whether Debian's `prometheus` (and its `promtool`) is installed: on the host, by
 /// `cargo xtask setup`; not in the QEMU guests.
 fn has_prometheus() -> bool {

@@ -559,31 +559,6 @@ fn output_files_that_are_not_regular_files_are_refused_and_left_as_they_were() {
             DOCTOR,
             format!("--report {}: a fifo, {RENAMED}", at("fifo")),
         ),
-        (
-            vec![
-                "doctor".into(),
-                "--replay".into(),
-                recording.clone(),
-                "--report".into(),
-                at("./recording.json"),
-            ],
-            DOCTOR,
-            format!(
-                "--report {}: the same file as --replay",
-                at("./recording.json")
-            ),
-        ),
-        (
-            vec![
-                "doctor".into(),
-                "--record".into(),
-                at("out"),
-                "--report".into(),
-                at("out"),
-            ],
-            DOCTOR,
-            format!("--report {}: the same file as --record", at("out")),
-        ),
     ];
     for (args, code, says) in cases {
         let out = Command::new(NETDOC).args(&args).output().unwrap();

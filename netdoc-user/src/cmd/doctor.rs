@@ -147,9 +147,6 @@ pub async fn run(opts: DoctorOptions, kernel: Kernel) -> Result<u8> {
         .as_deref()
         .map(|p| PendingFile::create(p, "--report"))
         .transpose()?;
-    if let (Some(record), Some(page)) = (&record, &page) {
-        page.must_not_be(record.path(), "--record")?;
-    }
     let families = Families::discover(&kernel);
     let request = request(&opts, &families)?;
     let reason_names = families.drops.reasons.source.describe().to_string();
@@ -228,9 +225,6 @@ pub fn replay(path: &Path, max_mib: u64, json: bool, page: Option<&Path>) -> Res
     let page = page
         .map(|p| PendingFile::create(p, "--report"))
         .transpose()?;
-    if let Some(page) = &page {
-        page.must_not_be(path, "--replay")?;
-    }
     let snapshot = doctor::recording::read(path, max_mib)?;
     finish(&snapshot, true, json, page, &mut Stdout::new())
 }

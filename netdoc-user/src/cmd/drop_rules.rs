@@ -10,7 +10,7 @@ use crate::{
         droprules::{self, DropRule},
         netns,
     },
-    model::cause::{Cause, NFTABLES},
+    model::cause::{Cause, NF_QUEUE, NFTABLES},
     namespaces::{Inventory, NetnsKey, NetnsRef},
 };
 
@@ -45,7 +45,7 @@ fn may_be_a_rule(d: &NamedDrop) -> bool {
         Some(Cause::ConntrackIn | Cause::ConntrackConfirm) => false,
         None => {
             let function = d.location.split('+').next().unwrap_or_default();
-            [NFTABLES, "nf_hook_slow"].contains(&function)
+            [NFTABLES, "nf_hook_slow", NF_QUEUE].contains(&function)
         }
     }
 }

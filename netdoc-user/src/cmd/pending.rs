@@ -7,7 +7,7 @@
 use std::{
     fs::{File, OpenOptions},
     io::Write as _,
-    os::unix::fs::{FileTypeExt as _, MetadataExt as _},
+    os::unix::fs::FileTypeExt as _,
     path::{Path, PathBuf},
 };
 
@@ -51,24 +51,6 @@ impl PendingFile {
             flag,
             given: given.to_path_buf(),
         })
-    }
-
-    /// Refuses a second output, or the input, that is this same file: one would be lost.
-    pub fn must_not_be(&self, other: &Path, other_flag: &str) -> Result<()> {
-        if same_file(&self.target, other) {
-            fail!(
-                Input,
-                "{} {}: the same file as {other_flag}",
-                self.flag,
-                self.given.display()
-            );
-        }
-        Ok(())
-    }
-
-    /// The file it will be.
-    pub fn path(&self) -> &Path {
-        &self.target
     }
 
     pub fn commit(mut self, bytes: &[u8]) -> Result<()> {
@@ -134,18 +116,6 @@ fn file_kind(t: &std::fs::FileType) -> &'static str {
         "a socket"
     } else {
         "not a file"
-    }
-}
-
-/// Whether two paths are one file: the same once resolved, or (hard links) the same inode.
-fn same_file(a: &Path, b: &Path) -> bool {
-    let resolved = resolve(a).ok();
-    if resolved.is_some() && resolved == resolve(b).ok() {
-        return true;
-    }
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
-        _ => false,
     }
 }
 
@@ -242,26 +212,5 @@ mod tests {
             .commit(b"{}")
             .unwrap();
         assert_eq!(std::fs::read_to_string(&fresh).unwrap(), "{}");
-    }
-
-    #[test]
-    fn the_same_file_twice_is_refused_however_it_is_named() {
-        let dir = Scratch::new("pending-twice");
-        let record = PendingFile::create(&dir.0.join("x.json"), "--record").unwrap();
-        let report = PendingFile::create(&dir.0.join("./x.json"), "--report").unwrap();
-        let said = format!(
-            "{:#}",
-            report.must_not_be(record.path(), "--record").unwrap_err()
-        );
-        assert!(
-            said.ends_with("x.json: the same file as --record"),
-            "{said}"
-        );
-        let input = dir.0.join("in.json");
-        std::fs::write(&input, "{}").unwrap();
-        std::fs::hard_link(&input, dir.0.join("again.json")).unwrap();
-        let page = PendingFile::create(&dir.0.join("again.json"), "--report").unwrap();
-        assert!(page.must_not_be(&input, "--replay").is_err());
-        assert!(page.must_not_be(record.path(), "--record").is_ok());
     }
 }

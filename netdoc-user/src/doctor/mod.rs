@@ -206,6 +206,9 @@ pub struct DropGroup {
     /// The devices the packets were on (at most [`DEVICES_PER_GROUP`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
+    /// The busiest source addresses and their packets, at most [`TOP_TARGETS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub senders: Vec<(String, u64)>,
 }
 
 /// Devices remembered per group: a drop group is rarely on more than a few.
@@ -271,6 +274,7 @@ struct Grouped {
     targets: BTreeMap<(String, Option<u16>), (u64, String)>,
     hooks: BTreeMap<String, u64>,
     devices: std::collections::BTreeSet<String>,
+    senders: BTreeMap<String, u64>,
 }
 
 /// Distinct destinations remembered per group before new ones are only counted.
@@ -297,7 +301,13 @@ impl DropGrouper {
             targets: BTreeMap::new(),
             hooks: BTreeMap::new(),
             devices: Default::default(),
+            senders: BTreeMap::new(),
         });
+        if let Some(from) = &d.saddr
+            && (g.senders.len() < TARGETS_PER_GROUP || g.senders.contains_key(from))
+        {
+            *g.senders.entry(from.clone()).or_default() += 1;
+        }
         g.events += 1;
         if let Some(dev) = &d.dev
             && g.devices.len() < DEVICES_PER_GROUP
@@ -358,12 +368,23 @@ impl DropGrouper {
                     targets,
                     hooks: g.hooks.clone(),
                     devices: g.devices.iter().cloned().collect(),
+                    senders: busiest_senders(&g.senders),
                 }
             })
             .collect();
         out.sort_by(|a, b| b.events.cmp(&a.events).then(a.key().cmp(&b.key())));
         out
     }
+}
+
+fn busiest_senders(senders: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
+    let mut busiest: Vec<(&String, &u64)> = senders.iter().collect();
+    busiest.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    busiest
+        .into_iter()
+        .take(TOP_TARGETS)
+        .map(|(from, n)| (from.clone(), *n))
+        .collect()
 }
 
 /// Every rule over the snapshot, findings ranked: most severe first, then the surest, then

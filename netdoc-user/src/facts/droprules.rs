@@ -96,15 +96,25 @@ pub fn parse(json: &str) -> Result<Vec<DropRule>, serde_json::Error> {
 }
 
 /// Whether a rule's verdict drops: `drop`, `reject ...`, a verdict map with `drop` among its
-/// verdicts, or iptables-nft's untranslated `xt target "REJECT"`; a jump to a chain named
+/// verdicts, a `queue` without `bypass` (its packets are dropped while no program reads the
+/// queue), or iptables-nft's untranslated `xt target "REJECT"`; a jump to a chain named
 /// `drop` does not, nor anything a comment says.
 fn drops(rule: &Rule) -> bool {
     let verdict = rule.statements().any(|(kind, value)| match kind {
         "drop" | "reject" => true,
         "vmap" => value.get("data").is_some_and(holds_drop),
+        "queue" => !value.get("flags").is_some_and(holds_bypass),
         _ => false,
     });
     verdict || rule.xt_target() == Some("REJECT")
+}
+
+fn holds_bypass(flags: &serde_json::Value) -> bool {
+    match flags {
+        serde_json::Value::String(f) => f == "bypass",
+        serde_json::Value::Array(items) => items.iter().any(holds_bypass),
+        _ => false,
+    }
 }
 
 fn holds_drop(data: &serde_json::Value) -> bool {
@@ -161,7 +171,13 @@ pub fn parse_legacy(save: &str, source: RuleSource) -> Vec<DropRule> {
             [counts, "-A", chain, ref spec @ ..] if counts.starts_with('[') => {
                 let number = numbers.entry(chain.to_string()).or_default();
                 *number += 1;
-                if matches!(iptsave::target(spec), Some(("DROP" | "REJECT", _))) {
+                let drops = match iptsave::target(spec) {
+                    Some(("DROP" | "REJECT", _)) => true,
+                    // Dropped while no program reads the queue, unless it may bypass it.
+                    Some(("NFQUEUE", options)) => !options.contains(&"--queue-bypass"),
+                    _ => false,
+                };
+                if drops {
                     rules.push(DropRule {
                         source,
                         table: table.clone(),
@@ -366,6 +382,24 @@ COMMIT
             r#"-s 10.9.0.0/16 -m comment --comment "why \"\n[7:7] -A mychain" -j REJECT --reject-with icmp-port-unreachable"#
         );
         assert_eq!(rules[2].hook, None);
+    }
+
+    /// A queue without `bypass` drops while no program reads it; one with it does not.
+    #[test]
+    fn queues_without_bypass_are_drop_rules() {
+        let json = r#"{"nftables":[{"table":{"family":"inet","name":"q","handle":1}},{"chain":{"family":"inet","table":"q","name":"input","handle":1,"type":"filter","hook":"input","prio":0,"policy":"accept"}},{"rule":{"family":"inet","table":"q","chain":"input","handle":2,"expr":[{"counter":{"packets":5,"bytes":300}},{"queue":{"num":5}}]}},{"rule":{"family":"inet","table":"q","chain":"input","handle":3,"expr":[{"queue":{"num":6,"flags":"bypass"}}]}},{"rule":{"family":"inet","table":"q","chain":"input","handle":4,"expr":[{"queue":{"num":{"range":[1,2]},"flags":["bypass","fanout"]}}]}}]}"#;
+        let rules = parse(json).unwrap();
+        assert_eq!(rules.len(), 1, "{rules:#?}");
+        assert_eq!((rules[0].handle, rules[0].packets), (Some(2), Some(5)));
+        // As iptables-legacy-save -c prints them on this host.
+        let legacy = "*filter\n:INPUT ACCEPT [0:0]\n[7:420] -A INPUT -p udp -m udp --dport 5000 -j NFQUEUE --queue-num 5\n[1:60] -A INPUT -p udp -m udp --dport 5001 -j NFQUEUE --queue-num 6 --queue-bypass\nCOMMIT\n";
+        let rules = parse_legacy(legacy, RuleSource::IptablesLegacy);
+        assert_eq!(rules.len(), 1, "{rules:#?}");
+        assert_eq!(
+            rules[0].rule,
+            "-p udp -m udp --dport 5000 -j NFQUEUE --queue-num 5"
+        );
+        assert_eq!(rules[0].packets, Some(7));
     }
 
     #[test]

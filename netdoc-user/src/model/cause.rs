@@ -65,6 +65,9 @@ pub struct DropFacts {
 /// The function whose drops are nftables rules'.
 pub const NFTABLES: &str = "nft_do_chain";
 
+/// The function that frees a packet queued to an NFQUEUE queue no program reads.
+pub const NF_QUEUE: &str = "nf_queue";
+
 /// The cause of a `NETFILTER_DROP`; None for other reasons.
 pub fn classify(drop: DropFacts, coverage: Coverage) -> Option<Cause> {
     if !drop.netfilter_drop {

@@ -212,6 +212,41 @@ impl Pair {
         .unwrap()
     }
 
+    /// Sends `n` raw IP packets of protocol `proto` carrying `payload` from namespace a to b,
+    /// from a thread pinned to CPU 0.
+    pub fn send_raw(&self, proto: i32, payload: &'static [u8], n: usize) {
+        self.run_in_a(move |_, to| {
+            // SAFETY: a raw socket of this thread, closed when it returns.
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, proto) };
+            assert!(fd >= 0, "raw socket");
+            let to: std::net::Ipv4Addr = to.parse().unwrap();
+            let addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(to).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            for _ in 0..n {
+                // SAFETY: a valid buffer and address for the call's duration.
+                let sent = unsafe {
+                    libc::sendto(
+                        fd,
+                        payload.as_ptr().cast(),
+                        payload.len(),
+                        0,
+                        (&addr as *const libc::sockaddr_in).cast(),
+                        size_of::<libc::sockaddr_in>() as u32,
+                    )
+                };
+                assert_eq!(sent, payload.len() as isize);
+            }
+            // SAFETY: our own fd.
+            unsafe { libc::close(fd) };
+        })
+    }
+
     /// Sends `n` datagrams from namespace a to b's `port`, from a thread pinned to CPU 0.
     pub fn send(&self, port: u16, n: usize) {
         self.run_in_a(move |from, to| {

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{MIN_PACKETS, by_rule, function, inside, namespace_scope, target_evidence};
+use crate::model::cause::NF_QUEUE;
 use crate::{
     doctor::{CountedDropRule, DropGroup, Snapshot},
     facts::droprules::{DropRule, RuleSource},
@@ -332,7 +333,7 @@ pub fn rule_drops(s: &Snapshot) -> Vec<Finding> {
                     "/proc/net/stat/nf_conntrack drop, insert_failed",
                 ));
             }
-            Some(Finding {
+            let mut finding = Finding {
                 explains: super::claims(&groups),
                 id: "firewall_drop".into(),
                 severity: Severity::Warning,
@@ -367,6 +368,149 @@ pub fn rule_drops(s: &Snapshot) -> Vec<Finding> {
                 scope: scope.clone(),
                 affected: packets,
                 evidence,
+            };
+            if let Some(r) = the_culprit(&culprits).filter(|r| drops_invalid(&r.rule.rule)) {
+                invalid_state(s, inode, r, &mut finding);
+            }
+            Some(finding)
+        })
+        .collect()
+}
+
+/// A rule that drops what conntrack marked invalid: `ct state invalid` (nft), `--ctstate
+/// INVALID` or `--state INVALID` (x_tables).
+fn drops_invalid(rule: &str) -> bool {
+    let words: Vec<&str> = rule.split_whitespace().collect();
+    words
+        .windows(3)
+        .any(|w| w[0] == "ct" && w[1] == "state" && w[2].split(',').any(|s| s == "invalid"))
+        || words.windows(2).any(|w| {
+            ["--ctstate", "--state"].contains(&w[0]) && w[1].split(',').any(|s| s == "INVALID")
+        })
+}
+
+/// A drop of conntrack's invalid packets is conntrack's verdict carried out by a rule: the
+/// packets fit no connection it tracks. Named as such, with conntrack's own count and what
+/// usually makes packets invalid, told apart from a rule that drops traffic by what it is.
+fn invalid_state(s: &Snapshot, inode: u32, r: &CountedDropRule, f: &mut Finding) {
+    f.id = "conntrack_invalid_drop".into();
+    let invalid: u64 = s
+        .conntrack
+        .iter()
+        .filter(|c| c.netns.inode == inode)
+        .map(|c| c.attribution.invalid)
+        .sum();
+    f.title = format!(
+        "{} packets conntrack found invalid (they fit no connection it tracks) were dropped by the rule `{}` in {}",
+        f.affected,
+        r.rule.rule,
+        r.rule.place()
+    );
+    if invalid > 0 {
+        f.evidence.push(Evidence::new(
+            format!("conntrack counted {invalid} invalid packets in {}", f.scope),
+            "/proc/net/stat/nf_conntrack invalid",
+        ));
+    }
+    f.fix.insert(
+        0,
+        format!(
+            "find what makes them invalid: the usual causes are an asymmetric path (the replies take another way and conntrack never sees the handshake), connections older than conntrack's entries (a flush, a failover), TCP out of window; {} has the kernel log why",
+            inside(&f.scope, "sysctl -w net.netfilter.nf_conntrack_log_invalid=255")
+        ),
+    );
+    f.fix.insert(
+        1,
+        format!(
+            "if the path is asymmetric by design, let conntrack accept out-of-window TCP: {}",
+            inside(
+                &f.scope,
+                "sysctl -w net.netfilter.nf_conntrack_tcp_be_liberal=1"
+            )
+        ),
+    );
+}
+
+/// Packets a rule queued to an NFQUEUE queue no program reads (and that may not bypass it):
+/// freed at `nf_queue`, every one, until a program binds the queue. The rule that queued them
+/// is the one whose counter grew.
+pub fn unread_queues(s: &Snapshot) -> Vec<Finding> {
+    let mut by_ns: BTreeMap<u32, Vec<&DropGroup>> = BTreeMap::new();
+    for g in s
+        .drops
+        .groups
+        .iter()
+        .filter(|g| function(&g.location) == NF_QUEUE)
+    {
+        by_ns.entry(g.netns).or_default().push(g);
+    }
+    by_ns
+        .into_iter()
+        .filter_map(|(inode, groups)| {
+            let packets: u64 = groups.iter().map(|g| g.events).sum();
+            if packets < MIN_PACKETS {
+                return None;
+            }
+            let scope = namespace_scope(groups.iter().find_map(|g| g.netns_name.as_deref()), inode);
+            let mut evidence: Vec<Evidence> = groups
+                .iter()
+                .map(|g| {
+                    Evidence::new(
+                        format!("{} packets freed at {} ({}): queued to a queue no program reads", g.events, g.location, g.reason),
+                        format!("skb:kfree_skb {}@{}", g.reason, g.location),
+                    )
+                })
+                .collect();
+            // The rule whose counter grew while netdoc watched first; a burst may be over before
+            // the first reading, so one whose counter counted any packet otherwise.
+            let mut queuing: Vec<&CountedDropRule> = s
+                .drop_rules
+                .iter()
+                .filter(|r| r.netns.inode == inode)
+                .flat_map(|r| &r.rules)
+                .filter(|r| r.rule.rule.split_whitespace().any(|w| w == "queue" || w == "NFQUEUE"))
+                .filter(|r| r.grew.unwrap_or(0) > 0 || r.rule.packets.unwrap_or(0) > 0)
+                .collect();
+            queuing.sort_by_key(|r| std::cmp::Reverse((r.grew.unwrap_or(0), r.rule.packets.unwrap_or(0))));
+            for r in queuing.iter().take(3) {
+                evidence.push(Evidence::new(
+                    format!(
+                        "the {} rule `{}` in {} queues them{}",
+                        r.rule.source.name(),
+                        r.rule.rule,
+                        r.rule.place(),
+                        r.grew.map_or(String::new(), |g| format!("; its counter grew by {g} while netdoc watched"))
+                    ),
+                    RULESET,
+                ));
+            }
+            evidence.extend(groups.iter().flat_map(|g| target_evidence(g)));
+            Some(Finding {
+                id: "nfqueue_unread".into(),
+                severity: Severity::Critical,
+                confidence: if queuing.is_empty() { Confidence::Medium } else { Confidence::High },
+                title: match queuing.first() {
+                    Some(r) => format!(
+                        "{packets} packets were dropped in {scope} because the rule `{}` ({}) queues them to an NFQUEUE queue no program reads",
+                        r.rule.rule,
+                        r.rule.place()
+                    ),
+                    None => format!("{packets} packets were dropped in {scope}: queued to an NFQUEUE queue no program reads"),
+                },
+                affected: packets,
+                evidence,
+                fix: vec![
+                    "start the program that reads the queue (an IPS, a userspace filter), or let packets pass while none does: nft `queue num N bypass`, iptables `-j NFQUEUE --queue-num N --queue-bypass`".into(),
+                    format!(
+                        "the queueing rules: {}",
+                        match queuing.first().map(|r| r.rule.source) {
+                            Some(source) if source != RuleSource::Nftables => inside(&scope, &format!("{}-save -c | grep NFQUEUE", source.tool())),
+                            _ => inside(&scope, "nft -a list ruleset | grep -n queue"),
+                        }
+                    ),
+                ],
+                explains: super::claims(&groups),
+                scope,
             })
         })
         .collect()
@@ -422,6 +566,66 @@ mod tests {
         g.hooks = [("input".to_string(), 12)].into();
         s.drops.groups = vec![g];
         s
+    }
+
+    #[test]
+    fn packets_queued_to_a_queue_nobody_reads_name_the_queueing_rule() {
+        let mut s = quiet();
+        let mut g = group("blue", "NOT_SPECIFIED", None, "udp", "10.0.0.2", 5000, 30);
+        g.location = "nf_queue+0x9a".into();
+        s.drops.groups = vec![g.clone()];
+        let mut queue = drop_rule("INPUT", Some(1), Some(30), Some(30));
+        queue.rule.rule = "-p udp -m udp --dport 5000 -j NFQUEUE --queue-num 5".into();
+        queue.rule.source = RuleSource::IptablesLegacy;
+        let mut r = read(vec![queue]);
+        r.netns.inode = g.netns;
+        s.drop_rules = vec![r];
+        let found = super::super::all(&s);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let f = &found[0];
+        assert_eq!(
+            (f.id.as_ref(), f.severity, f.affected),
+            ("nfqueue_unread", Severity::Critical, 30)
+        );
+        assert!(f.title.contains("--queue-num 5"), "{}", f.title);
+        assert!(f.fix[0].contains("--queue-bypass"), "{:?}", f.fix);
+    }
+
+    #[test]
+    fn a_rule_dropping_conntrack_invalid_packets_is_told_apart_from_a_plain_rule() {
+        let mut s = input_drops();
+        let mut invalid = drop_rule("input", Some(4), Some(40), Some(12));
+        invalid.rule.rule = "ct state invalid counter drop".into();
+        s.drop_rules = vec![read(vec![invalid])];
+        let mut ct = conntrack_dropping("blue", 0);
+        ct.netns.inode = s.drops.groups[0].netns;
+        ct.attribution.invalid = 12;
+        s.conntrack = vec![ct];
+        let f = &rule_drops(&s)[0];
+        assert_eq!(f.id, "conntrack_invalid_drop", "{f:#?}");
+        assert!(f.title.contains("conntrack found invalid"), "{}", f.title);
+        assert!(f.shows("conntrack counted 12 invalid packets"), "{f:#?}");
+        assert!(f.fix[0].contains("asymmetric path"), "{:?}", f.fix);
+        assert!(
+            f.fix[1].contains("nf_conntrack_tcp_be_liberal=1"),
+            "{:?}",
+            f.fix
+        );
+        for rule in [
+            "ct state invalid drop",
+            "ct state established,invalid counter drop",
+            "-m conntrack --ctstate INVALID -j DROP",
+            "-m state --state INVALID -j DROP",
+        ] {
+            assert!(drops_invalid(rule), "{rule}");
+        }
+        for rule in [
+            "udp dport 53 drop",
+            "ct state new counter drop",
+            "-m comment --comment \"ct state invalid\" -j DROP",
+        ] {
+            assert!(!drops_invalid(rule), "{rule}");
+        }
     }
 
     #[test]

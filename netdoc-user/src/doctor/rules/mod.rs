@@ -3,6 +3,7 @@
 mod backlog;
 mod blind;
 mod conntrack;
+mod corrupt;
 mod egress;
 mod firewall;
 mod listener;
@@ -28,9 +29,10 @@ use crate::{
 pub const MIN_PACKETS: u64 = 10;
 
 pub fn all(s: &Snapshot) -> Vec<Finding> {
-    let rules: [fn(&Snapshot) -> Vec<Finding>; 16] = [
+    let rules: [fn(&Snapshot) -> Vec<Finding>; 18] = [
         listener::no_listener,
         firewall::rule_drops,
+        firewall::unread_queues,
         conntrack::conntrack,
         sockets::receive_buffers,
         sockets::listen_queues,
@@ -42,6 +44,7 @@ pub fn all(s: &Snapshot) -> Vec<Finding> {
         routing::too_big,
         backlog::overflow,
         egress::queue_drops,
+        corrupt::corrupt,
         path::retransmits,
         net_rx::concentration,
         blind::blind_spots,
@@ -336,6 +339,7 @@ pub mod fixtures {
             }],
             hooks: BTreeMap::new(),
             devices: vec!["eth0".into()],
+            senders: vec![("10.0.0.1".into(), events)],
         }
     }
 

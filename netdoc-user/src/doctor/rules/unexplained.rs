@@ -164,6 +164,23 @@ fn finding(s: &Snapshot, l: &Leftover) -> Finding {
     }
     devices.sort_unstable();
     devices.dedup();
+    let mut senders: Vec<(&str, u64)> = l
+        .groups
+        .iter()
+        .flat_map(|g| g.senders.iter().map(|(from, n)| (from.as_str(), *n)))
+        .collect();
+    senders.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    if !senders.is_empty() {
+        let shown: Vec<String> = senders
+            .iter()
+            .take(3)
+            .map(|(from, n)| format!("{from} ({n})"))
+            .collect();
+        evidence.push(Evidence::new(
+            format!("sent by {}", shown.join(", ")),
+            source(l.groups[0]),
+        ));
+    }
     if !devices.is_empty() {
         evidence.push(Evidence::new(
             format!("on device {}", devices.join(", ")),
@@ -323,10 +340,10 @@ mod tests {
     #[test]
     fn sampled_events_stand_for_the_kernels_exact_count() {
         let mut s = quiet();
-        let mut g = group("blue", "UDP_CSUM", None, "udp", "10.0.0.2", 53, 8);
-        g.location = "__udp4_lib_rcv+0x100".into();
+        let mut g = group("blue", "IP_NOPROTO", None, "udp", "10.0.0.2", 53, 8);
+        g.location = "ip_local_deliver_finish+0x81".into();
         s.drops.groups = vec![g];
-        s.drops.sites = vec![site("UDP_CSUM", "__udp4_lib_rcv+0x100", 80)];
+        s.drops.sites = vec![site("IP_NOPROTO", "ip_local_deliver_finish+0x81", 80)];
         s.drops.sampled = 72;
         let found = all(&s);
         let f = found.iter().find(|f| f.id == ID).unwrap();
