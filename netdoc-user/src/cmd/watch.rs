@@ -13,12 +13,16 @@ use super::{drop_rules::DropRuleReadings, net_rx, path_facts::PathReadings};
 use crate::{
     conntrack,
     counted::{self, neighbours::NeighbourTables},
-    doctor::{self, DropGrouper, Drops, HostFacts, NetRx, RECORD_VERSION, Snapshot},
+    doctor::{self, DropGroup, DropGrouper, Drops, HostFacts, NetRx, RECORD_VERSION, Snapshot},
     drops::{
         DropMaps,
         report::{self, KernelCounts, NamedDrop},
     },
-    model::{cause::Cause, names::LiveNamer, stats::KernelStats},
+    model::{
+        cause::Cause,
+        names::{LiveNamer, Namer as _},
+        stats::KernelStats,
+    },
     namespaces::{NetnsKey, turns::Activity},
     retrans::{self, RetransMaps},
     session::{Namespaces, Session},
@@ -198,15 +202,19 @@ impl Watch {
             Some(maps) => {
                 let (counts_before, stats_before) = &self.window.drops_before;
                 let stats = maps.stats();
+                let counts = since(maps.counts_per_netns(), counts_before);
+                let mut groups = self.window.grouper.groups();
+                let counted = counted_groups(&mut self.namer, &self.namespaces, &counts, &groups);
+                groups.extend(counted);
                 Drops {
                     sites: report::rows(
-                        &without_namespaces(since(maps.counts_per_netns(), counts_before)),
+                        &without_namespaces(counts),
                         &HashMap::new(),
                         duration_s,
                         &HashMap::new(),
                         &mut self.namer,
                     ),
-                    groups: self.window.grouper.groups(),
+                    groups,
                     matched: stats.matched.saturating_sub(stats_before.matched),
                     delivered: self.window.delivered,
                     lost: stats.lost.saturating_sub(stats_before.lost),
@@ -290,6 +298,52 @@ impl MovedCounts {
         };
         moved(&self.retransmits, &before.retransmits).chain(moved(&self.drops, &before.drops))
     }
+}
+
+/// Groups for what the kernel counted per namespace (where it counts by namespace, as for
+/// the exporter, which streams no event) with no event group of its own: exact counts, no
+/// flows, so every rule sees every namespace's drops.
+fn counted_groups(
+    namer: &mut LiveNamer,
+    namespaces: &Namespaces,
+    counts: &KernelCounts,
+    events: &[DropGroup],
+) -> Vec<DropGroup> {
+    let mut merged: BTreeMap<(u32, String, Option<Cause>, String), u64> = BTreeMap::new();
+    for (key, per_cpu) in counts.iter().filter(|(k, _)| k.netns != 0) {
+        let reason = namer.reasons().name(key.reason);
+        let location = namer.location(key.location);
+        let cause = namer.cause(key.reason, key.location, key.nf_stage);
+        *merged
+            .entry((key.netns, reason, cause, location))
+            .or_default() += per_cpu.iter().sum::<u64>();
+    }
+    merged
+        .into_iter()
+        .filter(|((netns, reason, cause, location), _)| {
+            !events.iter().any(|g| {
+                g.netns == *netns
+                    && g.reason == *reason
+                    && g.cause == *cause
+                    && g.location == *location
+            })
+        })
+        .map(|((netns, reason, cause, location), events)| DropGroup {
+            netns,
+            netns_name: namespaces.resolve(netns, 0, u64::MAX).map(|n| n.name),
+            reason,
+            cause,
+            location,
+            proto: None,
+            events,
+            connection_attempts: 0,
+            tcp_flags_known: false,
+            targets: Vec::new(),
+            hooks: BTreeMap::new(),
+            devices: Vec::new(),
+            senders: Vec::new(),
+        })
+        .collect()
 }
 
 /// Counts by reason, stage and location: the namespaces merged.

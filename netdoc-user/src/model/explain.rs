@@ -80,11 +80,18 @@ pub fn harmless_at(reason: &str, function: &str) -> Option<&'static str> {
 }
 
 /// (reason, function, why).
-const HARMLESS_SITES: [(&str, &str, &str); 1] = [(
-    "NOT_SPECIFIED",
-    "ip6_mc_input",
-    "IPv6 multicast for a group nothing on this host joined (router solicitations, listener reports): every IPv6 link carries it",
-)];
+const HARMLESS_SITES: [(&str, &str, &str); 2] = [
+    (
+        "NOT_SPECIFIED",
+        "ip6_mc_input",
+        "IPv6 multicast for a group nothing on this host joined (router solicitations, listener reports): every IPv6 link carries it",
+    ),
+    (
+        "QUEUE_PURGE",
+        "sk_stream_kill_queues",
+        "data still queued on a TCP socket its application closed: the application's choice, not loss on the network",
+    ),
+];
 
 /// Every explanation netdoc has, sorted by reason name.
 pub fn all() -> &'static [Explanation] {

@@ -156,8 +156,13 @@ fn finding(s: &Snapshot, inode: u32, proto: &str, groups: &[&DropGroup]) -> Opti
     // the normal tail of TCP, worth a note only.
     let refused =
         proto == "udp" || matches!(tcp, TcpSegments::Flagged { attempts, .. } if attempts > 0);
+    // Without events (counts only), the closed-port drops the counter stands for are these.
+    let mut explains = super::claims(groups);
+    if groups.is_empty() {
+        explains.push(crate::model::finding::DropClaim::reason(inode, "NO_SOCKET"));
+    }
     Some(Finding {
-        explains: super::claims(groups),
+        explains,
         id: id.into(),
         severity: match refused {
             true => Severity::Warning,
