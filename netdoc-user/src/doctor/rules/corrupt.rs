@@ -19,11 +19,7 @@ fn is_malformed(reason: &str) -> bool {
 }
 
 pub fn corrupt(s: &Snapshot) -> Vec<Finding> {
-    let mut by_ns: BTreeMap<u32, Vec<&DropGroup>> = BTreeMap::new();
-    for g in s.drops.groups.iter().filter(|g| is_malformed(&g.reason)) {
-        by_ns.entry(g.netns).or_default().push(g);
-    }
-    by_ns
+    super::groups_by_namespace(s, |g| is_malformed(&g.reason))
         .into_iter()
         .filter(|(_, groups)| groups.iter().map(|g| g.events).sum::<u64>() >= MIN_PACKETS)
         .map(|(inode, groups)| finding(s, inode, &groups))

@@ -3,7 +3,6 @@
 //! namespace soon after the first drop, the flows, and what the senders saw (UDP senders are
 //! told with ENOBUFS: `Udp.SndbufErrors`; TCP retransmits). Told apart from loss beyond this
 //! host: the packet never left it.
-use std::collections::BTreeMap;
 
 use super::{MIN_PACKETS, claims, counted_in, grew, inside, namespace_scope};
 use crate::model::shell::quote;
@@ -16,16 +15,7 @@ use crate::{
 };
 
 pub fn queue_drops(s: &Snapshot) -> Vec<Finding> {
-    let mut by_ns: BTreeMap<u32, Vec<&DropGroup>> = BTreeMap::new();
-    for g in s
-        .drops
-        .groups
-        .iter()
-        .filter(|g| reasons::is_qdisc(&g.reason))
-    {
-        by_ns.entry(g.netns).or_default().push(g);
-    }
-    by_ns
+    super::groups_by_namespace(s, |g| reasons::is_qdisc(&g.reason))
         .into_iter()
         .filter(|(_, groups)| groups.iter().map(|g| g.events).sum::<u64>() >= MIN_PACKETS)
         .map(|(inode, groups)| finding(s, inode, &groups))

@@ -6,7 +6,7 @@
 //! x_tables in `ip*t_do_table`, a rule's `DROP` verdict otherwise at `nf_hook_slow`. Which rule
 //! from the namespace's nftables ruleset: the drop rules at the hooks the sentinels saw whose
 //! counters counted packets.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use super::{MIN_PACKETS, by_rule, function, inside, namespace_scope, target_evidence};
 use crate::model::cause::NF_QUEUE;
@@ -280,11 +280,7 @@ fn wanted_traffic<'a>(groups: &[&'a DropGroup]) -> Option<(&'a str, u16)> {
 }
 
 pub fn rule_drops(s: &Snapshot) -> Vec<Finding> {
-    let mut by_ns: BTreeMap<u32, Vec<&DropGroup>> = BTreeMap::new();
-    for g in s.drops.groups.iter().filter(|g| by_rule(s, g)) {
-        by_ns.entry(g.netns).or_default().push(g);
-    }
-    by_ns
+    super::groups_by_namespace(s, |g| by_rule(s, g))
         .into_iter()
         .filter_map(|(inode, groups)| {
             let packets: u64 = groups.iter().map(|g| g.events).sum();
@@ -435,16 +431,7 @@ fn invalid_state(s: &Snapshot, inode: u32, r: &CountedDropRule, f: &mut Finding)
 /// freed at `nf_queue`, every one, until a program binds the queue. The rule that queued them
 /// is the one whose counter grew.
 pub fn unread_queues(s: &Snapshot) -> Vec<Finding> {
-    let mut by_ns: BTreeMap<u32, Vec<&DropGroup>> = BTreeMap::new();
-    for g in s
-        .drops
-        .groups
-        .iter()
-        .filter(|g| function(&g.location) == NF_QUEUE)
-    {
-        by_ns.entry(g.netns).or_default().push(g);
-    }
-    by_ns
+    super::groups_by_namespace(s, |g| function(&g.location) == NF_QUEUE)
         .into_iter()
         .filter_map(|(inode, groups)| {
             let packets: u64 = groups.iter().map(|g| g.events).sum();

@@ -154,6 +154,18 @@ fn at_overflowing_listener(s: &Snapshot, f: &crate::retrans::report::FlowRow) ->
     s.counted.iter().any(|ns| at_listener_of(ns, f))
 }
 
+/// The drop groups `wanted`, per namespace (inode): most rules make one finding a namespace.
+fn groups_by_namespace(
+    s: &Snapshot,
+    wanted: impl Fn(&DropGroup) -> bool,
+) -> std::collections::BTreeMap<u32, Vec<&DropGroup>> {
+    let mut out: std::collections::BTreeMap<u32, Vec<&DropGroup>> = Default::default();
+    for g in s.drops.groups.iter().filter(|g| wanted(g)) {
+        out.entry(g.netns).or_default().push(g);
+    }
+    out
+}
+
 /// What a finding explains of these groups: each one's drops.
 fn claims(groups: &[&DropGroup]) -> Vec<DropClaim> {
     groups

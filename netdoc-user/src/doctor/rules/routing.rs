@@ -15,16 +15,7 @@ use crate::{
 
 /// The drop groups of `reasons`, per namespace.
 fn by_namespace<'a>(s: &'a Snapshot, reasons: &[&str]) -> BTreeMap<u32, Vec<&'a DropGroup>> {
-    let mut out: BTreeMap<u32, Vec<&DropGroup>> = BTreeMap::new();
-    for g in s
-        .drops
-        .groups
-        .iter()
-        .filter(|g| reasons.contains(&g.reason.as_str()))
-    {
-        out.entry(g.netns).or_default().push(g);
-    }
-    out
+    super::groups_by_namespace(s, |g| reasons.contains(&g.reason.as_str()))
 }
 
 fn path_of(s: &Snapshot, inode: u32) -> Option<&NamespacePath> {
