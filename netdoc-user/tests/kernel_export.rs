@@ -736,10 +736,7 @@ fn raise_own_file_limit(files: u64) {
 fn metrics_answer_under_idle_and_slow_header_connections_at_a_1024_file_limit() {
     require_root!();
     raise_own_file_limit(4096);
-    let netdoc = start_under(
-        &["prlimit", "--nofile=1024:1024"],
-        &["export", "--listen", "127.0.0.1:0"],
-    );
+    let netdoc = start_with_file_limit(1024, &["export", "--listen", "127.0.0.1:0"]);
     // The port the kernel chose is the one announced.
     let port: u16 = netdoc
         .attached

@@ -444,6 +444,28 @@ pub fn start_under(wrapper: &[&str], args: &[&str]) -> Netdoc {
     )
 }
 
+/// Starts netdoc allowed at most `files` open files (RLIMIT_NOFILE, set in the child: the QEMU
+/// guests have no `prlimit`) and waits (bounded) for its "attached" line.
+pub fn start_with_file_limit(files: u64, args: &[&str]) -> Netdoc {
+    use std::os::unix::process::CommandExt as _;
+    let mut command = Command::new(NETDOC);
+    command.args(args);
+    // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: files,
+                rlim_max: files,
+            };
+            match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    start_command(&mut command)
+}
+
 fn start_command(command: &mut Command) -> Netdoc {
     let mut child = command
         .stdout(Stdio::piped())
