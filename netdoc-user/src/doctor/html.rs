@@ -78,7 +78,8 @@ fn header(out: &mut String, r: &Report, problems: usize) {
         "<header><h1>netdoc doctor</h1><p class=\"verdict {class}\">{verdict}</p>\
          <dl class=\"facts\"><dt>host</dt><dd>{}</dd><dt>kernel</dt><dd>{}</dd>\
          <dt>duration</dt><dd>{:.0} s</dd><dt>source</dt><dd>{}</dd>\
-         <dt>drop events</dt><dd>{} matched, {} delivered, {} lost</dd></dl></header>",
+         <dt>drop events</dt><dd>{} matched, {} delivered, {} lost</dd>\
+         <dt>drops accounted for</dt><dd>{}</dd></dl></header>",
         escape(&r.hostname),
         escape(&r.kernel),
         r.duration_s,
@@ -89,7 +90,8 @@ fn header(out: &mut String, r: &Report, problems: usize) {
         },
         r.drops_matched,
         r.drops_delivered,
-        r.drops_lost
+        r.drops_lost,
+        escape(&super::render::accounting(&r.drops_accounted))
     );
 }
 

@@ -62,17 +62,18 @@ pub fn report(r: &Report) -> String {
         "drop events: {} matched, {} delivered, {} lost",
         r.drops_matched, r.drops_delivered, r.drops_lost
     );
-    out.push_str(&accounting(&r.drops_accounted));
+    let _ = writeln!(
+        out,
+        "drops accounted for: {}",
+        accounting(&r.drops_accounted)
+    );
     out
 }
 
-/// Where the run's drops went, one line: nothing the probe counted goes unmentioned.
+/// Where the run's drops went, in one line: nothing the probe counted goes unmentioned.
 pub fn accounting(a: &DropAccounting) -> String {
     let harmless: u64 = a.harmless.values().sum();
-    let mut out = format!(
-        "drops accounted for: {} by the findings above, {harmless} not loss",
-        a.explained
-    );
+    let mut out = format!("{} by the findings, {harmless} not loss", a.explained);
     if harmless > 0 {
         let each: Vec<String> = a.harmless.iter().map(|(r, n)| format!("{r} {n}")).collect();
         let _ = write!(
@@ -81,11 +82,37 @@ pub fn accounting(a: &DropAccounting) -> String {
             each.join(", ")
         );
     }
-    let _ = writeln!(
+    let _ = write!(
         out,
         ", {} in groups below the noise threshold of {} packets",
         a.below_noise,
         super::MIN_PACKETS
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_drop_of_the_run_is_in_the_accounting_line() {
+        let a = DropAccounting {
+            explained: 300,
+            harmless: [
+                ("TCP_OLD_SEQUENCE".to_string(), 1099),
+                ("NOT_SPECIFIED@ip6_mc_input".to_string(), 16),
+            ]
+            .into(),
+            below_noise: 3,
+        };
+        assert_eq!(
+            accounting(&a),
+            "300 by the findings, 1115 not loss (copies the receiver already had or nobody needed: NOT_SPECIFIED@ip6_mc_input 16, TCP_OLD_SEQUENCE 1099), 3 in groups below the noise threshold of 10 packets"
+        );
+        assert_eq!(
+            accounting(&DropAccounting::default()),
+            "0 by the findings, 0 not loss, 0 in groups below the noise threshold of 10 packets"
+        );
+    }
 }

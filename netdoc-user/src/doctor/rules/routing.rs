@@ -223,14 +223,12 @@ pub fn not_routed(s: &Snapshot) -> Vec<Finding> {
                 inode,
                 &["Ip.InAddrErrors", "IpExt.InNoRoutes", "Ip.OutNoRoutes", "Ip6.InAddrErrors", "Ip6.InNoRoutes", "Ip6.OutNoRoutes"],
             ));
-            if let Some(v) = v4_forward {
-                evidence.push(Evidence::new(
-                    format!(
-                        "net.ipv4.ip_forward = {v}{}",
-                        v6_forward.map_or(String::new(), |v6| format!(", net.ipv6.conf.all.forwarding = {v6}"))
-                    ),
-                    format!("/proc/sys in {scope}"),
-                ));
+            let (setting, value) = match v6 {
+                true => ("net.ipv6.conf.all.forwarding", v6_forward),
+                false => ("net.ipv4.ip_forward", v4_forward),
+            };
+            if let Some(v) = value {
+                evidence.push(Evidence::new(format!("{setting} = {v}"), format!("/proc/sys in {scope}")));
             }
             for r in routes.iter().take(3) {
                 evidence.push(Evidence::new(
