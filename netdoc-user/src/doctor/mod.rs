@@ -303,14 +303,21 @@ impl DropGrouper {
             devices: Default::default(),
             senders: BTreeMap::new(),
         });
-        if let Some(from) = &d.saddr
-            && (g.senders.len() < TARGETS_PER_GROUP || g.senders.contains_key(from))
-        {
-            *g.senders.entry(from.clone()).or_default() += 1;
+        if let Some(from) = &d.saddr {
+            let room = g.senders.len() < TARGETS_PER_GROUP;
+            match g.senders.get_mut(from) {
+                Some(n) => *n += 1,
+                None if room => {
+                    g.senders.insert(from.clone(), 1);
+                }
+                None => {}
+            }
         }
         g.events += 1;
+        // Per event: a name is copied only the first time it is seen.
         if let Some(dev) = &d.dev
             && g.devices.len() < DEVICES_PER_GROUP
+            && !g.devices.contains(dev)
         {
             g.devices.insert(dev.clone());
         }
