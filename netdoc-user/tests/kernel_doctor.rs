@@ -427,10 +427,19 @@ fn an_accept_queue_overflow_names_the_listener_and_its_backlog() {
     assert!(first.scope.name.contains(&pair.b), "{first:#?}");
     assert!(first.affected >= overflows, "{first:#?}");
     assert!(first.shows("backlog 1"), "{first:#?}");
-    // A backlog of 1 holds two connections; the clients keep theirs open, unaccepted.
+    // A backlog of 1 holds two connections, and a third when its SYN passed the check before
+    // the second completed (seen in the slower guests); the clients keep theirs open,
+    // unaccepted, and both readings of the queue say how many.
+    let waiting = (2..=3)
+        .find(|n| {
+            first.shows(&format!(
+                "{n} connections waiting to be accepted, backlog 1"
+            ))
+        })
+        .unwrap_or_else(|| panic!("the queue held 2 or 3: {first:#?}"));
     assert!(
         first.shows(&format!(
-            "accept latency at {to}: 2 connections not yet accepted"
+            "accept latency at {to}: {waiting} connections not yet accepted"
         )),
         "{first:#?}"
     );
