@@ -336,8 +336,14 @@ fn metrics_show_exact_drops_by_reason_cause_and_namespace() {
 /// Waits (bounded) until the doctor's rules name the full table in namespace `ns`, once a
 /// window holding it has ended; returns the series' line.
 fn wait_for_the_full_table_finding(port: u16, ns: &str) -> String {
+    wait_for_finding(port, "conntrack_table_full", "critical", ns)
+}
+
+/// Waits (bounded) until the exporter shows finding `id` of `severity` in namespace `ns`;
+/// returns the series' line.
+fn wait_for_finding(port: u16, id: &str, severity: &str, ns: &str) -> String {
     let finding = format!(
-        "netdoc_findings{{id=\"conntrack_table_full\",severity=\"critical\",scope_kind=\"namespace\",scope=\"{ns}\"}} 1"
+        "netdoc_findings{{id=\"{id}\",severity=\"{severity}\",scope_kind=\"namespace\",scope=\"{ns}\"}} 1"
     );
     // Emulated guests run the whole scenario several times slower.
     let bound = match std::env::var_os("NETDOC_EMULATED") {
@@ -378,23 +384,7 @@ fn a_drop_no_rule_knows_is_an_unexplained_drops_series() {
     let netdoc = start(&["export", "--listen", &listen, "--findings-window", "3s"]);
     let pair = Pair::new("X", 87);
     pair.send_raw(253, b"netdoc", 40);
-    let finding = format!(
-        "netdoc_findings{{id=\"unexplained_drops\",severity=\"warning\",scope_kind=\"namespace\",scope=\"{}\"}} 1",
-        pair.b
-    );
-    let bound = match std::env::var_os("NETDOC_EMULATED") {
-        Some(_) => 120,
-        None => 30,
-    };
-    let deadline = Instant::now() + Duration::from_secs(bound);
-    loop {
-        let (_, text) = http_get(port, "/metrics", None);
-        if text.lines().any(|l| l == finding) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no {finding} in {text}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_for_finding(port, "unexplained_drops", "warning", &pair.b);
     drop(pair);
     stop(netdoc);
 }
